@@ -1,0 +1,37 @@
+//! CRC-32/ISO-HDLC (the CRC of zlib, Ethernet and PNG) over frame bodies.
+//!
+//! By default a 1 KiB table is used (about 400 MB/s on a desktop core, small
+//! enough for firmware); the `fast-crc` feature switches to a 16 KiB
+//! slice-by-16 table (about 4 GB/s).
+
+use crc::{CRC_32_ISO_HDLC, Crc};
+
+#[cfg(not(feature = "fast-crc"))]
+type Implementation = crc::Table<1>;
+#[cfg(feature = "fast-crc")]
+type Implementation = crc::Table<16>;
+
+static CRC32: Crc<u32, Implementation> = Crc::<u32, Implementation>::new(&CRC_32_ISO_HDLC);
+
+/// The CRC-32/ISO-HDLC of `bytes`: equal to Python's `zlib.crc32(bytes)`.
+///
+/// ```
+/// assert_eq!(at_core::checksum(b"123456789"), 0xCBF4_3926);
+/// assert_eq!(at_core::checksum(b""), 0);
+/// ```
+pub fn checksum(bytes: &[u8]) -> u32 {
+    CRC32.checksum(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn check_values() {
+        assert_eq!(super::checksum(b"123456789"), 0xCBF4_3926);
+        assert_eq!(super::checksum(b""), 0);
+        assert_eq!(
+            super::checksum(br#"{"func": "add", "args": [10, 20]}"#),
+            0x0BBC_D047
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The contract's error codes and the error a function returns.
+
+use core::fmt;
+
+/// The `code` of an error reply: what programs match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A header that cannot be a frame (wrong magic, no type bit).
+    BadFrame,
+    /// The body's CRC-32 differs from the header's.
+    ChecksumMismatch,
+    /// `length` is over the receiver's limit.
+    FrameTooLarge,
+    /// The body is not a valid request.
+    BadRequest,
+    /// No function of that name is registered.
+    UnknownFunction,
+    /// Wrong number or type of arguments.
+    InvalidArguments,
+    /// A division by zero.
+    DivisionByZero,
+    /// The result does not fit (integer overflow, or not a finite number).
+    Overflow,
+    /// The server refuses the call for lack of capacity.
+    Busy,
+    /// Anything else that went wrong on the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the contract's order.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadFrame,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownFunction,
+        ErrorCode::InvalidArguments,
+        ErrorCode::DivisionByZero,
+        ErrorCode::Overflow,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it travels: `"division_by_zero"`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownFunction => "unknown_function",
+            ErrorCode::InvalidArguments => "invalid_arguments",
+            ErrorCode::DivisionByZero => "division_by_zero",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The code named `name`, if the contract has one.
+    ///
+    /// ```
+    /// use at_core::ErrorCode;
+    /// assert_eq!(ErrorCode::from_name("overflow"), Some(ErrorCode::Overflow));
+    /// assert_eq!(ErrorCode::from_name("nope"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The message this project sends with the code when it has nothing
+    /// more specific to say.
+    pub const fn default_message(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad frame",
+            ErrorCode::ChecksumMismatch => "checksum mismatch",
+            ErrorCode::FrameTooLarge => "frame too large",
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::UnknownFunction => "unknown function",
+            ErrorCode::InvalidArguments => "invalid arguments",
+            ErrorCode::DivisionByZero => "division by zero",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::Busy => "server busy",
+            ErrorCode::Internal => "internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a function call failed: a code and a message for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallError {
+    /// What programs match on.
+    pub code: ErrorCode,
+    /// What people read.
+    pub message: &'static str,
+}
+
+impl CallError {
+    /// An error with the code's default message.
+    pub const fn new(code: ErrorCode) -> Self {
+        CallError {
+            code,
+            message: code.default_message(),
+        }
+    }
+
+    /// An error with a message of the caller's.
+    pub const fn with_message(code: ErrorCode, message: &'static str) -> Self {
+        CallError { code, message }
+    }
+}
+
+impl From<ErrorCode> for CallError {
+    fn from(code: ErrorCode) -> Self {
+        CallError::new(code)
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl core::error::Error for CallError {}

@@ -1,0 +1,515 @@
+//! A small strict JSON reader and writer over borrowed bytes (RFC 8259).
+//!
+//! The reader validates everything it passes over (strings, escapes and
+//! surrogate pairs, numbers, nesting up to [`MAX_DEPTH`]) and hands back
+//! borrowed values; it never allocates and never recurses deeper than
+//! [`MAX_DEPTH`]. The writer formats into a caller's slice; doubles and
+//! integers go through `serde-json-core` (ryu for doubles).
+
+use crate::body::BodyError;
+use crate::frame::BufferTooSmall;
+use crate::value::{JsonStr, RawJson, Value};
+
+/// The deepest nesting of arrays and objects the reader accepts.
+pub const MAX_DEPTH: usize = 32;
+
+/// A number as its text says: an integer (possibly outside i64) or a double.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Number {
+    Int(i64),
+    /// An integer literal outside i64.
+    BigInt,
+    Float(f64),
+}
+
+/// A cursor over a UTF-8 body.
+pub(crate) struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Reader { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn syntax(&self) -> BodyError {
+        BodyError::Syntax { offset: self.pos }
+    }
+
+    pub(crate) fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes().get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The next non-whitespace byte, not consumed.
+    pub(crate) fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.bytes().get(self.pos).copied()
+    }
+
+    /// Consumes `byte` (after whitespace) or fails.
+    pub(crate) fn expect(&mut self, byte: u8) -> Result<(), BodyError> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    /// Succeeds at the end of input (trailing whitespace allowed).
+    pub(crate) fn expect_end(&mut self) -> Result<(), BodyError> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(self.syntax()),
+        }
+    }
+
+    /// Visits each member of an object: `member(reader, key)` must consume
+    /// the member's value.
+    pub(crate) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, JsonStr<'a>) -> Result<(), BodyError>,
+    ) -> Result<(), BodyError> {
+        self.expect(b'{')?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            member(self, key)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.syntax()),
+            }
+        }
+    }
+
+    /// Visits each element of an array: `element(reader)` must consume it.
+    pub(crate) fn array(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Result<(), BodyError>,
+    ) -> Result<(), BodyError> {
+        self.expect(b'[')?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            element(self)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.syntax()),
+            }
+        }
+    }
+
+    /// Reads a string (after whitespace), validating its escapes.
+    pub(crate) fn string(&mut self) -> Result<JsonStr<'a>, BodyError> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let Some(&b) = self.bytes().get(self.pos) else {
+                return Err(self.syntax());
+            };
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 1;
+                    self.escape()?;
+                }
+                0..=0x1f => return Err(self.syntax()),
+                _ => self.pos += 1,
+            }
+        }
+        let text = self.text.get(start..self.pos).ok_or(self.syntax())?;
+        self.pos += 1;
+        Ok(JsonStr::from_validated_json(text, escaped))
+    }
+
+    /// Validates one escape; `pos` is just after the backslash.
+    fn escape(&mut self) -> Result<(), BodyError> {
+        match self.bytes().get(self.pos) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                self.pos += 1;
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        // A high surrogate must be followed by a low one.
+                        if self.bytes().get(self.pos..self.pos + 2) != Some(b"\\u") {
+                            return Err(self.syntax());
+                        }
+                        self.pos += 2;
+                        match self.hex4()? {
+                            0xDC00..=0xDFFF => Ok(()),
+                            _ => Err(self.syntax()),
+                        }
+                    }
+                    0xDC00..=0xDFFF => Err(self.syntax()),
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(self.syntax()),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, BodyError> {
+        let digits = self
+            .bytes()
+            .get(self.pos..self.pos + 4)
+            .ok_or(self.syntax())?;
+        let mut unit = 0;
+        for &d in digits {
+            let v = (d as char).to_digit(16).ok_or(self.syntax())?;
+            unit = unit * 16 + v;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    /// Reads a number (after whitespace); its text decides integer or double.
+    pub(crate) fn number(&mut self) -> Result<Number, BodyError> {
+        self.skip_ws();
+        let start = self.pos;
+        let bytes = self.bytes();
+        let mut end = start;
+        if bytes.get(end) == Some(&b'-') {
+            end += 1;
+        }
+        let int_start = end;
+        match bytes.get(end) {
+            Some(b'0') => end += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b'0'..=b'9') = bytes.get(end) {
+                    end += 1;
+                }
+            }
+            _ => return Err(BodyError::Syntax { offset: end }),
+        }
+        let int_end = end;
+        let mut is_float = false;
+        if bytes.get(end) == Some(&b'.') {
+            end += 1;
+            end = digits(bytes, end)?;
+            is_float = true;
+        }
+        if let Some(b'e' | b'E') = bytes.get(end) {
+            end += 1;
+            if let Some(b'+' | b'-') = bytes.get(end) {
+                end += 1;
+            }
+            end = digits(bytes, end)?;
+            is_float = true;
+        }
+        self.pos = end;
+        if is_float {
+            let text = self.text.get(start..end).ok_or(self.syntax())?;
+            let value: f64 = text.parse().map_err(|_| BodyError::Syntax { offset: start })?;
+            return Ok(Number::Float(value));
+        }
+        let negative = int_start > start;
+        let mut value: i64 = 0;
+        for &d in &bytes[int_start..int_end] {
+            let digit = i64::from(d - b'0');
+            let next = value.checked_mul(10).and_then(|v| {
+                if negative {
+                    v.checked_sub(digit)
+                } else {
+                    v.checked_add(digit)
+                }
+            });
+            match next {
+                Some(v) => value = v,
+                None => return Ok(Number::BigInt),
+            }
+        }
+        Ok(Number::Int(value))
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), BodyError> {
+        self.skip_ws();
+        if self.bytes().get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    /// Reads any value. Numbers come back as [`Number`] so the caller
+    /// decides what an out-of-range integer means.
+    pub(crate) fn value(&mut self) -> Result<Scalar<'a>, BodyError> {
+        Ok(match self.peek() {
+            Some(b'"') => Scalar::Value(Value::Str(self.string()?)),
+            Some(b'{' | b'[') => Scalar::Value(Value::Raw(self.raw()?)),
+            Some(b't') => {
+                self.literal(b"true")?;
+                Scalar::Value(Value::Bool(true))
+            }
+            Some(b'f') => {
+                self.literal(b"false")?;
+                Scalar::Value(Value::Bool(false))
+            }
+            Some(b'n') => {
+                self.literal(b"null")?;
+                Scalar::Value(Value::Null)
+            }
+            _ => match self.number()? {
+                Number::Int(i) => Scalar::Value(Value::Int(i)),
+                Number::Float(x) => Scalar::Value(Value::Float(x)),
+                Number::BigInt => Scalar::BigInt,
+            },
+        })
+    }
+
+    /// Passes over any value, validating it.
+    pub(crate) fn skip(&mut self) -> Result<(), BodyError> {
+        self.value().map(|_| ())
+    }
+
+    /// Reads an array or object and returns its text.
+    fn raw(&mut self) -> Result<RawJson<'a>, BodyError> {
+        self.skip_ws();
+        let start = self.pos;
+        self.skip_container()?;
+        let text = self.text.get(start..self.pos).ok_or(self.syntax())?;
+        Ok(RawJson::from_validated(text))
+    }
+
+    /// Validates one array or object without recursion: a bit stack records
+    /// whether each open level is an object (1) or an array (0).
+    fn skip_container(&mut self) -> Result<(), BodyError> {
+        let mut stack: u64 = 0;
+        let mut depth = 0usize;
+        loop {
+            // Expecting a value.
+            match self.peek() {
+                Some(open @ (b'{' | b'[')) => {
+                    if depth == MAX_DEPTH {
+                        return Err(BodyError::TooDeep);
+                    }
+                    self.pos += 1;
+                    depth += 1;
+                    stack = (stack << 1) | u64::from(open == b'{');
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.pos += 1;
+                        depth -= 1;
+                        stack >>= 1;
+                    } else {
+                        if open == b'{' {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                }
+                // Not a container: `value` reads it without recursing.
+                _ => {
+                    self.value()?;
+                }
+            }
+            // After a value: ',' then the next value, or closing brackets.
+            loop {
+                if depth == 0 {
+                    return Ok(());
+                }
+                let in_object = stack & 1 == 1;
+                let close = if in_object { b'}' } else { b']' };
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if in_object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    Some(c) if c == close => {
+                        self.pos += 1;
+                        depth -= 1;
+                        stack >>= 1;
+                    }
+                    _ => return Err(self.syntax()),
+                }
+            }
+        }
+    }
+
+    fn member_key(&mut self) -> Result<(), BodyError> {
+        self.string()?;
+        self.expect(b':')
+    }
+}
+
+/// A value read by [`Reader::value`]: a [`Value`], or an integer literal
+/// outside i64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Scalar<'a> {
+    Value(Value<'a>),
+    BigInt,
+}
+
+fn digits(bytes: &[u8], mut end: usize) -> Result<usize, BodyError> {
+    let start = end;
+    while let Some(b'0'..=b'9') = bytes.get(end) {
+        end += 1;
+    }
+    if end == start {
+        Err(BodyError::Syntax { offset: end })
+    } else {
+        Ok(end)
+    }
+}
+
+/// Checks that `text` is exactly one array or object.
+pub(crate) fn parse_raw(text: &str) -> Result<RawJson<'_>, BodyError> {
+    let mut reader = Reader::new(text);
+    let raw = match reader.peek() {
+        Some(b'{' | b'[') => reader.raw()?,
+        _ => return Err(BodyError::Syntax { offset: reader.pos }),
+    };
+    reader.expect_end()?;
+    Ok(raw)
+}
+
+/// Calls `out` with the JSON escape of `c`, or `c` itself.
+pub(crate) fn write_escaped_char<E>(
+    c: char,
+    mut out: impl FnMut(&str) -> Result<(), E>,
+) -> Result<(), E> {
+    match c {
+        '"' => out("\\\""),
+        '\\' => out("\\\\"),
+        '\n' => out("\\n"),
+        '\r' => out("\\r"),
+        '\t' => out("\\t"),
+        '\u{8}' => out("\\b"),
+        '\u{c}' => out("\\f"),
+        c if (c as u32) < 0x20 => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = c as usize;
+            let esc = [b'\\', b'u', b'0', b'0', HEX[n >> 4], HEX[n & 15]];
+            out(core::str::from_utf8(&esc).unwrap_or("\\u0000"))
+        }
+        c => out(c.encode_utf8(&mut [0; 4])),
+    }
+}
+
+/// Why a body could not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is too small.
+    BufferTooSmall,
+    /// A double is infinite or NaN: JSON cannot carry it.
+    NotFinite,
+}
+
+impl From<BufferTooSmall> for EncodeError {
+    fn from(_: BufferTooSmall) -> Self {
+        EncodeError::BufferTooSmall
+    }
+}
+
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            EncodeError::BufferTooSmall => "output buffer too small",
+            EncodeError::NotFinite => "a double that is not finite has no JSON form",
+        })
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+/// Formats JSON into a caller's slice.
+pub(crate) struct Writer<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl<'b> Writer<'b> {
+    pub(crate) fn new(buf: &'b mut [u8]) -> Self {
+        Writer { buf, len: 0 }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    pub(crate) fn raw(&mut self, text: &str) -> Result<(), BufferTooSmall> {
+        let end = self.len + text.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(BufferTooSmall)?
+            .copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+
+    fn serde<T: serde::Serialize>(&mut self, value: &T) -> Result<(), BufferTooSmall> {
+        let rest = self.buf.get_mut(self.len..).ok_or(BufferTooSmall)?;
+        let n = serde_json_core::to_slice(value, rest).map_err(|_| BufferTooSmall)?;
+        self.len += n;
+        Ok(())
+    }
+
+    /// A double in shortest round-trip form, always with `.` or an exponent.
+    pub(crate) fn float(&mut self, x: f64) -> Result<(), EncodeError> {
+        if !x.is_finite() {
+            return Err(EncodeError::NotFinite);
+        }
+        self.serde(&x)?;
+        Ok(())
+    }
+
+    pub(crate) fn string(&mut self, s: &JsonStr<'_>) -> Result<(), BufferTooSmall> {
+        self.raw("\"")?;
+        match s.escaped_source() {
+            Some(src) => self.raw(src)?,
+            None => {
+                for c in s.chars() {
+                    write_escaped_char(c, |part| self.raw(part))?;
+                }
+            }
+        }
+        self.raw("\"")
+    }
+
+    pub(crate) fn value(&mut self, value: &Value<'_>) -> Result<(), EncodeError> {
+        match *value {
+            Value::Null => self.raw("null")?,
+            Value::Bool(true) => self.raw("true")?,
+            Value::Bool(false) => self.raw("false")?,
+            Value::Int(i) => self.serde(&i)?,
+            Value::Float(x) => self.float(x)?,
+            Value::Str(ref s) => self.string(s)?,
+            Value::Raw(raw) => self.raw(raw.as_str())?,
+        }
+        Ok(())
+    }
+}

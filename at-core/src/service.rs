@@ -1,0 +1,135 @@
+//! The one request -> reply path every server shares, std or embedded:
+//! check the frame, read the request, call the function, write the reply
+//! frame.
+
+use crate::body::{ErrorBody, Reply, Request};
+use crate::dispatch::Functions;
+use crate::error::ErrorCode;
+use crate::frame::{BufferTooSmall, Frame, FrameError, encode_frame_with};
+use crate::header::Kind;
+use crate::json::EncodeError;
+
+/// The longest function name a server looks up; a longer `func` is
+/// `unknown_function`.
+pub const MAX_FUNC_NAME: usize = 64;
+
+/// The smallest reply buffer [`respond`] can always write an error into.
+pub const MIN_REPLY_BUFFER: usize = 128;
+
+/// Writes an error frame with `code` and `message` for request `seq` into
+/// `out` and returns its length.
+///
+/// ```
+/// use at_core::ErrorCode;
+/// let mut out = [0u8; 128];
+/// let n = at_core::write_error_frame(0, ErrorCode::BadFrame, "bad magic", &mut out).unwrap();
+/// assert_eq!(&out[16..n], br#"{"status": "error", "code": "bad_frame", "message": "bad magic"}"#);
+/// ```
+pub fn write_error_frame(
+    seq: u32,
+    code: ErrorCode,
+    message: &str,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    write_reply(seq, &Reply::Error(ErrorBody::new(code, message)), out)
+}
+
+/// Writes a reply frame (RESPONSE or ERROR flag as the reply says) for
+/// request `seq` into `out`. A double result that is not finite becomes the
+/// error `overflow`, since JSON cannot carry it; a reply too large for `out`
+/// becomes the error `internal` when that fits.
+pub fn write_reply(seq: u32, reply: &Reply<'_>, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    let written = encode_frame_with(reply.kind(), seq, out, |body| {
+        reply.write(body).map_err(|_| BufferTooSmall)
+    });
+    if written.is_ok() {
+        return written;
+    }
+    let (code, message) = match reply.write(&mut []) {
+        Err(EncodeError::NotFinite) => (ErrorCode::Overflow, "result is not a finite number"),
+        _ => (ErrorCode::Internal, "reply too large"),
+    };
+    let fallback = Reply::Error(ErrorBody::new(code, message));
+    encode_frame_with(Kind::Error, seq, out, |body| {
+        fallback.write(body).map_err(|_| BufferTooSmall)
+    })
+}
+
+/// The error frame answering a frame the decoder rejected, or `None` when
+/// the contract says to drop it silently (a datagram of the wrong size).
+pub fn respond_to_error(error: &FrameError, out: &mut [u8]) -> Option<usize> {
+    let message = match error {
+        FrameError::SizeMismatch { .. } => return None,
+        FrameError::Header { error, .. } => match error {
+            crate::HeaderError::BadMagic { .. } => "bad magic",
+            crate::HeaderError::NoKind { .. } => "no message type bit in flags",
+            crate::HeaderError::ManyKinds { .. } => "more than one message type bit in flags",
+            crate::HeaderError::TooLarge { .. } => "frame too large",
+        },
+        FrameError::ChecksumMismatch { .. } => "checksum mismatch",
+    };
+    write_error_frame(error.seq(), error.code(), message, out).ok()
+}
+
+/// Answers one checked frame: reads the request, calls the function and
+/// writes the reply frame into `out`, returning its length. Returns `None`
+/// for a frame that is itself a reply (a server never answers replies, so
+/// two servers cannot ping-pong errors) or when `out` is smaller than
+/// [`MIN_REPLY_BUFFER`] and the reply does not fit.
+///
+/// ```
+/// use at_core::{calculator::CALCULATOR, Frame, Kind};
+/// let mut wire = [0u8; 64];
+/// let n = at_core::encode_frame(Kind::Request, 1, br#"{"func": "add", "args": [10, 20]}"#, &mut wire).unwrap();
+/// let frame = Frame::parse(&wire[..n], 1024).unwrap();
+/// let mut out = [0u8; 128];
+/// let m = at_core::respond(&CALCULATOR, &frame, &mut out).unwrap();
+/// assert_eq!(&out[16..m], br#"{"status": "success", "result": 30}"#);
+/// ```
+pub fn respond<F: Functions + ?Sized>(functions: &F, frame: &Frame<'_>, out: &mut [u8]) -> Option<usize> {
+    if frame.kind != Kind::Request {
+        return None;
+    }
+    let seq = frame.seq();
+    let request = match Request::parse(frame.body) {
+        Ok(request) => request,
+        Err(e) => return write_error_frame(seq, e.code(), e.message(), out).ok(),
+    };
+    let mut name = [0u8; MAX_FUNC_NAME];
+    let Some(func) = request.func.unescape_into(&mut name) else {
+        return write_error_frame(seq, ErrorCode::UnknownFunction, "unknown function", out).ok();
+    };
+    functions
+        .call(func, &request.args, |reply| write_reply(seq, &reply, out))
+        .ok()
+}
+
+/// The whole path for one frame held in `bytes` (a UDP datagram, or a frame
+/// a stream decoder delimited): check it, answer it. Returns the reply
+/// frame's length in `out`, or `None` when no reply is due (a wrong-size
+/// datagram, or a reply frame).
+///
+/// ```
+/// use at_core::calculator::CALCULATOR;
+/// let request = [
+///     0x41, 0x54, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21, 0x0b, 0xbc, 0xd0, 0x47,
+/// ];
+/// let mut wire = [0u8; 49];
+/// wire[..16].copy_from_slice(&request);
+/// wire[16..].copy_from_slice(br#"{"func": "add", "args": [10, 20]}"#);
+/// let mut out = [0u8; 128];
+/// let n = at_core::respond_to_bytes(&CALCULATOR, &wire, 65536, &mut out).unwrap();
+/// let reply = at_core::Frame::parse(&out[..n], 65536).unwrap();
+/// assert_eq!((reply.kind, reply.seq()), (at_core::Kind::Response, 1));
+/// ```
+pub fn respond_to_bytes<F: Functions + ?Sized>(
+    functions: &F,
+    bytes: &[u8],
+    max_body: u32,
+    out: &mut [u8],
+) -> Option<usize> {
+    match Frame::parse(bytes, max_body) {
+        Ok(frame) => respond(functions, &frame, out),
+        Err(e) => respond_to_error(&e, out),
+    }
+}
