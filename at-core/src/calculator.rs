@@ -106,7 +106,8 @@ pub fn mul<'a>(args: &[Value<'a>]) -> Result<Value<'a>, CallError> {
 pub fn div<'a>(args: &[Value<'a>]) -> Result<Value<'a>, CallError> {
     match two_numbers(args)? {
         (_, Num::Int(0)) => Err(DIVISION_BY_ZERO),
-        (_, Num::Float(b)) if b == 0.0 => Err(DIVISION_BY_ZERO),
+        // A float pattern compares with `==`, so -0.0 matches too.
+        (_, Num::Float(0.0)) => Err(DIVISION_BY_ZERO),
         (Num::Int(a), Num::Int(b)) => Ok(Value::Float(int_div(a, b))),
         (a, b) => finite(a.f64() / b.f64()),
     }
@@ -143,24 +144,52 @@ fn pow2_neg(k: u32) -> f64 {
 mod tests {
     use super::*;
 
-    fn call(f: crate::Handler, a: Value<'static>, b: Value<'static>) -> Result<Value<'static>, CallError> {
+    fn call(
+        f: crate::Handler,
+        a: Value<'static>,
+        b: Value<'static>,
+    ) -> Result<Value<'static>, CallError> {
         f(&[a, b])
     }
 
     #[test]
     fn integers_stay_integers() {
-        assert_eq!(call(add, Value::Int(10), Value::Int(20)), Ok(Value::Int(30)));
-        assert_eq!(call(sub, Value::Int(10), Value::Int(20)), Ok(Value::Int(-10)));
-        assert_eq!(call(mul, Value::Int(-3), Value::Int(7)), Ok(Value::Int(-21)));
+        assert_eq!(
+            call(add, Value::Int(10), Value::Int(20)),
+            Ok(Value::Int(30))
+        );
+        assert_eq!(
+            call(sub, Value::Int(10), Value::Int(20)),
+            Ok(Value::Int(-10))
+        );
+        assert_eq!(
+            call(mul, Value::Int(-3), Value::Int(7)),
+            Ok(Value::Int(-21))
+        );
     }
 
     #[test]
     fn div_is_always_a_double() {
-        assert_eq!(call(div, Value::Int(10), Value::Int(4)), Ok(Value::Float(2.5)));
-        assert_eq!(call(div, Value::Int(10), Value::Int(2)), Ok(Value::Float(5.0)));
-        assert_eq!(call(div, Value::Int(-7), Value::Int(2)), Ok(Value::Float(-3.5)));
-        assert_eq!(call(div, Value::Int(0), Value::Int(-5)), Ok(Value::Float(-0.0)));
-        assert_eq!(call(div, Value::Int(1), Value::Int(3)), Ok(Value::Float(1.0 / 3.0)));
+        assert_eq!(
+            call(div, Value::Int(10), Value::Int(4)),
+            Ok(Value::Float(2.5))
+        );
+        assert_eq!(
+            call(div, Value::Int(10), Value::Int(2)),
+            Ok(Value::Float(5.0))
+        );
+        assert_eq!(
+            call(div, Value::Int(-7), Value::Int(2)),
+            Ok(Value::Float(-3.5))
+        );
+        assert_eq!(
+            call(div, Value::Int(0), Value::Int(-5)),
+            Ok(Value::Float(-0.0))
+        );
+        assert_eq!(
+            call(div, Value::Int(1), Value::Int(3)),
+            Ok(Value::Float(1.0 / 3.0))
+        );
     }
 
     #[test]
@@ -182,29 +211,74 @@ mod tests {
     #[test]
     fn overflow_and_division_by_zero() {
         let e = |r: Result<Value<'static>, CallError>| r.map_err(|e| e.code);
-        assert_eq!(e(call(add, Value::Int(i64::MAX), Value::Int(1))), Err(ErrorCode::Overflow));
-        assert_eq!(e(call(sub, Value::Int(i64::MIN), Value::Int(1))), Err(ErrorCode::Overflow));
-        assert_eq!(e(call(mul, Value::Int(i64::MAX), Value::Int(2))), Err(ErrorCode::Overflow));
-        assert_eq!(e(call(mul, Value::Float(1e300), Value::Float(1e300))), Err(ErrorCode::Overflow));
-        assert_eq!(e(call(div, Value::Int(1), Value::Int(0))), Err(ErrorCode::DivisionByZero));
-        assert_eq!(e(call(div, Value::Float(1.0), Value::Float(-0.0))), Err(ErrorCode::DivisionByZero));
-        assert_eq!(e(call(div, Value::Int(0), Value::Float(0.0))), Err(ErrorCode::DivisionByZero));
-        assert_eq!(call(div, Value::Float(1e-300), Value::Float(1e300)), Ok(Value::Float(0.0)));
+        assert_eq!(
+            e(call(add, Value::Int(i64::MAX), Value::Int(1))),
+            Err(ErrorCode::Overflow)
+        );
+        assert_eq!(
+            e(call(sub, Value::Int(i64::MIN), Value::Int(1))),
+            Err(ErrorCode::Overflow)
+        );
+        assert_eq!(
+            e(call(mul, Value::Int(i64::MAX), Value::Int(2))),
+            Err(ErrorCode::Overflow)
+        );
+        assert_eq!(
+            e(call(mul, Value::Float(1e300), Value::Float(1e300))),
+            Err(ErrorCode::Overflow)
+        );
+        assert_eq!(
+            e(call(div, Value::Int(1), Value::Int(0))),
+            Err(ErrorCode::DivisionByZero)
+        );
+        assert_eq!(
+            e(call(div, Value::Float(1.0), Value::Float(-0.0))),
+            Err(ErrorCode::DivisionByZero)
+        );
+        assert_eq!(
+            e(call(div, Value::Int(0), Value::Float(0.0))),
+            Err(ErrorCode::DivisionByZero)
+        );
+        assert_eq!(
+            call(div, Value::Float(1e-300), Value::Float(1e300)),
+            Ok(Value::Float(0.0))
+        );
     }
 
     #[test]
     fn mixed_numbers_become_doubles() {
-        assert_eq!(call(add, Value::Int(1), Value::Float(0.5)), Ok(Value::Float(1.5)));
-        assert_eq!(call(mul, Value::Float(2.0), Value::Int(3)), Ok(Value::Float(6.0)));
+        assert_eq!(
+            call(add, Value::Int(1), Value::Float(0.5)),
+            Ok(Value::Float(1.5))
+        );
+        assert_eq!(
+            call(mul, Value::Float(2.0), Value::Int(3)),
+            Ok(Value::Float(6.0))
+        );
     }
 
     #[test]
     fn invalid_arguments() {
         let code = |r: Result<Value<'static>, CallError>| r.err().map(|e| e.code);
-        assert_eq!(code(add(&[Value::Int(1)])), Some(ErrorCode::InvalidArguments));
-        assert_eq!(code(add(&[Value::Int(1), Value::Int(2), Value::Int(3)])), Some(ErrorCode::InvalidArguments));
-        assert_eq!(code(add(&[Value::Int(1), Value::Bool(true)])), Some(ErrorCode::InvalidArguments));
-        assert_eq!(code(div(&[Value::str("1"), Value::Int(2)])), Some(ErrorCode::InvalidArguments));
-        assert_eq!(code(sub(&[Value::Null, Value::Int(2)])), Some(ErrorCode::InvalidArguments));
+        assert_eq!(
+            code(add(&[Value::Int(1)])),
+            Some(ErrorCode::InvalidArguments)
+        );
+        assert_eq!(
+            code(add(&[Value::Int(1), Value::Int(2), Value::Int(3)])),
+            Some(ErrorCode::InvalidArguments)
+        );
+        assert_eq!(
+            code(add(&[Value::Int(1), Value::Bool(true)])),
+            Some(ErrorCode::InvalidArguments)
+        );
+        assert_eq!(
+            code(div(&[Value::str("1"), Value::Int(2)])),
+            Some(ErrorCode::InvalidArguments)
+        );
+        assert_eq!(
+            code(sub(&[Value::Null, Value::Int(2)])),
+            Some(ErrorCode::InvalidArguments)
+        );
     }
 }

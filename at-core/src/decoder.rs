@@ -155,10 +155,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         let buffered = &self.buf.as_ref()[self.start..self.end];
         let Some(head) = buffered.first_chunk::<HEADER_LEN>() else {
             // Report a wrong magic as soon as two bytes show it.
-            if let Some(&[a, b]) = buffered.first_chunk::<2>() {
-                if [a, b] != MAGIC_BYTES {
-                    return Err(bad_magic(u16::from_be_bytes([a, b])));
-                }
+            if let Some(&two) = buffered.first_chunk::<2>()
+                && two != MAGIC_BYTES
+            {
+                return Err(bad_magic(u16::from_be_bytes(two)));
             }
             return Ok(None);
         };

@@ -32,7 +32,9 @@ impl Function {
 
 impl core::fmt::Debug for Function {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Function").field("name", &self.name).finish()
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -64,7 +66,9 @@ impl Functions for [Function] {
     fn call<R>(&self, func: &str, args: &[Value<'_>], reply: impl FnOnce(Reply<'_>) -> R) -> R {
         match self.iter().find(|f| f.name == func) {
             Some(f) => reply((f.handler)(args).into()),
-            None => reply(Reply::Error(CallError::new(ErrorCode::UnknownFunction).into())),
+            None => reply(Reply::Error(
+                CallError::new(ErrorCode::UnknownFunction).into(),
+            )),
         }
     }
 }

@@ -205,9 +205,7 @@ pub fn encode_frame(
     body: &[u8],
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    let total = HEADER_LEN
-        .checked_add(body.len())
-        .ok_or(BufferTooSmall)?;
+    let total = HEADER_LEN.checked_add(body.len()).ok_or(BufferTooSmall)?;
     if u32::try_from(body.len()).is_err() {
         return Err(BufferTooSmall);
     }

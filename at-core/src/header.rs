@@ -235,8 +235,8 @@ mod tests {
         assert_eq!(
             h.to_bytes(),
             [
-                0x41, 0x54, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21, 0x0b,
-                0xbc, 0xd0, 0x47
+                0x41, 0x54, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21, 0x0b, 0xbc,
+                0xd0, 0x47
             ]
         );
     }
@@ -258,7 +258,10 @@ mod tests {
             ..good
         };
         assert_eq!(none.check(100), Err(HeaderError::NoKind { flags: 0x0100 }));
-        let many = Header { flags: 0x0003, ..good };
+        let many = Header {
+            flags: 0x0003,
+            ..good
+        };
         assert_eq!(many.check(100), Err(HeaderError::ManyKinds { flags: 3 }));
         assert_eq!(
             good.check(1),

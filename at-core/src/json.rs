@@ -226,7 +226,9 @@ impl<'a> Reader<'a> {
         self.pos = end;
         if is_float {
             let text = self.text.get(start..end).ok_or(self.syntax())?;
-            let value: f64 = text.parse().map_err(|_| BodyError::Syntax { offset: start })?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| BodyError::Syntax { offset: start })?;
             return Ok(Number::Float(value));
         }
         let negative = int_start > start;

@@ -72,8 +72,8 @@ pub use header::{
 };
 pub use json::EncodeError;
 pub use service::{
-    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_to_bytes, respond_to_error, write_error_frame,
-    write_reply,
+    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_to_bytes, respond_to_error,
+    write_error_frame, write_reply,
 };
 pub use value::{JsonStr, RawJson, Value};
 

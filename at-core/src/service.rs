@@ -86,7 +86,11 @@ pub fn respond_to_error(error: &FrameError, out: &mut [u8]) -> Option<usize> {
 /// let m = at_core::respond(&CALCULATOR, &frame, &mut out).unwrap();
 /// assert_eq!(&out[16..m], br#"{"status": "success", "result": 30}"#);
 /// ```
-pub fn respond<F: Functions + ?Sized>(functions: &F, frame: &Frame<'_>, out: &mut [u8]) -> Option<usize> {
+pub fn respond<F: Functions + ?Sized>(
+    functions: &F,
+    frame: &Frame<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
     if frame.kind != Kind::Request {
         return None;
     }

@@ -1,1 +1,2 @@
-//! placeholder
+//! Tests across the AT crates and languages live in `tests/tests/`; this
+//! library only holds helpers they share.
