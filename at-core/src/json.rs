@@ -387,12 +387,33 @@ fn digits(bytes: &[u8], mut end: usize) -> Result<usize, BodyError> {
 /// Checks that `text` is exactly one array or object.
 pub(crate) fn parse_raw(text: &str) -> Result<RawJson<'_>, BodyError> {
     let mut reader = Reader::new(text);
-    let raw = match reader.peek() {
-        Some(b'{' | b'[') => reader.raw()?,
-        _ => return Err(BodyError::Syntax { offset: reader.pos }),
+    reader.skip_ws();
+    let start = reader.pos;
+    match reader.peek() {
+        Some(b'{' | b'[') => {
+            reader.raw()?;
+        }
+        _ => {
+            reader.value()?;
+        }
+    }
+    let raw = text.get(start..reader.pos).ok_or(reader.syntax())?;
+    reader.expect_end()?;
+    Ok(RawJson::from_validated(raw))
+}
+
+/// Reads exactly one JSON value (whitespace around it allowed).
+pub(crate) fn parse_value(text: &str) -> Result<Value<'_>, BodyError> {
+    let mut reader = Reader::new(text);
+    let value = match reader.value()? {
+        Scalar::Value(v) => v,
+        Scalar::BigInt => {
+            reader.expect_end()?;
+            return Err(BodyError::IntegerOverflow);
+        }
     };
     reader.expect_end()?;
-    Ok(raw)
+    Ok(value)
 }
 
 /// Calls `out` with the JSON escape of `c`, or `c` itself.

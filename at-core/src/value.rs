@@ -177,22 +177,24 @@ fn hex4(chars: &mut core::str::Chars<'_>) -> u32 {
     })
 }
 
-/// A JSON array or object, kept as its validated source text.
+/// A JSON value kept as its validated source text, written verbatim.
 ///
-/// Arguments and results are usually scalars; a function that takes or
-/// returns a list or a map sees it as raw JSON to read with the JSON library
-/// of its choice.
+/// Arguments and results are usually scalars; an array or object in a
+/// request reaches a function as raw JSON, to read with the JSON library of
+/// its choice. A sender may also pass any value verbatim this way (an integer
+/// literal beyond i64, say, to let the server answer `overflow`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawJson<'a>(&'a str);
 
 impl<'a> RawJson<'a> {
-    /// Checks that `text` is one JSON array or object (whitespace around it
-    /// allowed) and wraps it.
+    /// Checks that `text` is exactly one JSON value and wraps it (without
+    /// the whitespace around it).
     ///
     /// ```
     /// assert!(at_core::RawJson::parse("[1, {\"a\": null}]").is_ok());
     /// assert!(at_core::RawJson::parse("[1,]").is_err());
-    /// assert!(at_core::RawJson::parse("7").is_err());
+    /// assert_eq!(at_core::RawJson::parse(" 99999999999999999999 ").unwrap().as_str(), "99999999999999999999");
+    /// assert!(at_core::RawJson::parse("7 8").is_err());
     /// ```
     pub fn parse(text: &'a str) -> Result<Self, crate::BodyError> {
         crate::json::parse_raw(text)
@@ -229,6 +231,20 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// Reads exactly one JSON value from `text`; arrays and objects become
+    /// [`Value::Raw`], an integer literal outside i64 is
+    /// [`BodyError::IntegerOverflow`](crate::BodyError::IntegerOverflow).
+    ///
+    /// ```
+    /// use at_core::Value;
+    /// assert_eq!(Value::parse("10"), Ok(Value::Int(10)));
+    /// assert_eq!(Value::parse(" 10.0 "), Ok(Value::Float(10.0)));
+    /// assert!(Value::parse("hello").is_err());
+    /// ```
+    pub fn parse(text: &'a str) -> Result<Self, crate::BodyError> {
+        crate::json::parse_value(text)
+    }
+
     /// A string value holding `text`.
     pub const fn str(text: &'a str) -> Self {
         Value::Str(JsonStr::new(text))

@@ -1,0 +1,239 @@
+//! The TCP client: calls one at a time, or pipelined with replies matched by
+//! seq.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use at_core::{Frame, FrameDecoder, HEADER_LEN, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::Value;
+use crate::error::{Error, ProtocolError};
+use crate::udp::encode_request_into;
+
+/// A TCP connection to an AT server.
+///
+/// Sequence numbers start at 1 and increase with each call. Every reply is
+/// checked (magic, CRC, seq): a reply that does not match a call in flight
+/// is an error, never an answer. After a transport or protocol error (a
+/// timeout included, since the stream's state is then unknown) the client
+/// is unusable: connect again.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), at_host::Error> {
+/// use at_core::Value;
+/// use std::time::Duration;
+/// let mut client = at_host::Client::connect("127.0.0.1:16724", Duration::from_secs(5)).await?;
+/// let sum = client.call("add", &[Value::Int(10), Value::Int(20)]).await?;
+/// assert_eq!(sum, at_host::Value::Int(30));
+///
+/// // Pipelining: three calls in flight, replies matched by seq.
+/// let seqs = [
+///     client.send("mul", &[Value::Int(6), Value::Int(7)]).await?,
+///     client.send("div", &[Value::Int(1), Value::Int(0)]).await?,
+///     client.send("sub", &[Value::Int(1), Value::Int(2)]).await?,
+/// ];
+/// client.flush().await?;
+/// for _ in seqs {
+///     let (seq, result) = client.receive().await?;
+///     println!("seq {seq}: {result:?}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    decoder: FrameDecoder<Box<[u8]>>,
+    /// Requests written by `send` and not yet flushed.
+    out: Vec<u8>,
+    out_len: usize,
+    next_seq: u32,
+    in_flight: VecDeque<u32>,
+    /// Replies that arrived while `call` waited for another seq.
+    ready: HashMap<u32, Result<Value, Error>>,
+    timeout: Duration,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to `addr` within `timeout`, which then also bounds each
+    /// call. Replies up to 65536 body bytes are accepted.
+    pub async fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> Result<Client, Error> {
+        Client::connect_with(addr, timeout, at_core::DEFAULT_MAX_BODY).await
+    }
+
+    /// [`connect`](Self::connect) with a frame limit other than 65536.
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        timeout: Duration,
+        max_frame: u32,
+    ) -> Result<Client, Error> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let room = HEADER_LEN + max_frame as usize;
+        Ok(Client {
+            stream,
+            peer,
+            decoder: FrameDecoder::with_buffer(vec![0u8; room].into_boxed_slice(), max_frame),
+            out: vec![0u8; room.max(at_core::MIN_REPLY_BUFFER)],
+            out_len: 0,
+            next_seq: 1,
+            in_flight: VecDeque::new(),
+            ready: HashMap::new(),
+            timeout,
+            broken: false,
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Calls in flight (sent, reply not yet received).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len() + self.ready.len()
+    }
+
+    /// Calls `func(args)` and waits for its reply.
+    pub async fn call(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<Value, Error> {
+        let seq = self.send(func, args).await?;
+        self.flush().await?;
+        loop {
+            if let Some(result) = self.ready.remove(&seq) {
+                return result;
+            }
+            let (got, result) = self.receive_one().await?;
+            if got == seq {
+                return result;
+            }
+            self.ready.insert(got, result);
+        }
+    }
+
+    /// Queues a call without waiting and returns its seq. Requests are
+    /// written when the buffer fills, on [`flush`](Self::flush), or when
+    /// [`receive`](Self::receive) needs a reply.
+    pub async fn send(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
+        self.usable()?;
+        let seq = self.next_seq;
+        let written = match encode_request_into(seq, func, args, &mut self.out[self.out_len..]) {
+            Err(at_core::EncodeError::BufferTooSmall) if self.out_len > 0 => {
+                self.flush().await?;
+                encode_request_into(seq, func, args, &mut self.out)
+            }
+            other => other,
+        };
+        let n = written.map_err(ProtocolError::Encode)?;
+        self.out_len += n;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        self.in_flight.push_back(seq);
+        Ok(seq)
+    }
+
+    /// Writes every queued request.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.usable()?;
+        if self.out_len == 0 {
+            return Ok(());
+        }
+        let write = self.stream.write_all(&self.out[..self.out_len]);
+        let outcome = tokio::time::timeout(self.timeout, write).await;
+        self.out_len = 0;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(e.into())),
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
+        }
+    }
+
+    /// The next reply of any call in flight: its seq and its result.
+    pub async fn receive(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
+        if let Some(&seq) = self.ready.keys().next() {
+            let result = self
+                .ready
+                .remove(&seq)
+                .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)));
+            return Ok((seq, result));
+        }
+        self.flush().await?;
+        self.receive_one().await
+    }
+
+    async fn receive_one(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
+        self.usable()?;
+        if self.in_flight.is_empty() {
+            return Err(ProtocolError::UnexpectedSeq(0).into()).map_err(|e| self.fail(e));
+        }
+        match tokio::time::timeout(self.timeout, self.read_reply()).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
+        }
+    }
+
+    /// Reads until one whole reply frame is in and matches it to a call.
+    async fn read_reply(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if !frame.kind.is_reply() {
+                        return Err(ProtocolError::NotAReply.into());
+                    }
+                    let seq = frame.seq();
+                    let result = reply_to_result(&frame);
+                    // seq 0: the server speaks of the connection (busy, or
+                    // it lost step): the answer to every call in flight.
+                    if seq == 0 {
+                        return Err(result
+                            .err()
+                            .unwrap_or(ProtocolError::UnexpectedSeq(0).into()));
+                    }
+                    let Some(pos) = self.in_flight.iter().position(|&s| s == seq) else {
+                        return Err(ProtocolError::UnexpectedSeq(seq).into());
+                    };
+                    self.in_flight.remove(pos);
+                    return Ok((seq, result));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ProtocolError::Frame(e).into()),
+            }
+            let n = self.stream.read(self.decoder.spare()).await?;
+            if n == 0 {
+                return Err(ProtocolError::Closed.into());
+            }
+            self.decoder.commit(n);
+        }
+    }
+
+    fn usable(&self) -> Result<(), Error> {
+        if self.broken {
+            Err(ProtocolError::Broken.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.broken = true;
+        e
+    }
+}
+
+/// The value or error a reply frame carries; a body that is not a valid
+/// reply is a protocol error.
+pub(crate) fn reply_to_result(frame: &Frame<'_>) -> Result<Value, Error> {
+    match Reply::parse(frame.body) {
+        Ok(Reply::Success(value)) => Ok(Value::from(value)),
+        Ok(Reply::Error(e)) => Err(Error::Remote {
+            code: e.code.to_string(),
+            message: e.message.to_string(),
+        }),
+        Err(e) => Err(ProtocolError::Body(e).into()),
+    }
+}

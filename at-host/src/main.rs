@@ -1,0 +1,337 @@
+//! The `at-host` command: `serve`, `call`, `demo`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use at_host::addr::{parse_listen, split_host_port};
+use at_host::{Client, Error, Server, UdpClient, UdpConfig, Value};
+use clap::{Parser, Subcommand};
+
+/// AT: call functions on another device.
+#[derive(Parser)]
+#[command(name = "at-host", version, about)]
+struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the calculator over TCP and UDP.
+    Serve {
+        /// TCP address to listen on, or `none`.
+        #[arg(long, default_value = "0.0.0.0:16724", value_name = "ADDR", value_parser = listen)]
+        tcp: Listen,
+        /// UDP address to listen on, or `none`.
+        #[arg(long, default_value = "0.0.0.0:16724", value_name = "ADDR", value_parser = listen)]
+        udp: Listen,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = at_core::DEFAULT_MAX_BODY, value_name = "BYTES")]
+        max_frame: u32,
+        /// Most TCP connections at once; more are answered `busy`.
+        #[arg(long, default_value_t = 1024, value_name = "N")]
+        max_connections: usize,
+        /// Close TCP connections idle this long, in seconds.
+        #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+        idle_timeout: f64,
+    },
+    /// Call one function and print its result.
+    #[command(allow_negative_numbers = true)]
+    Call {
+        /// The server, HOST[:PORT] (port 16724 when missing).
+        #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
+        server: String,
+        /// Call over UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Give up after this many seconds (the whole call, retries included).
+        #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+        timeout: f64,
+        /// UDP retransmissions before giving up.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        retries: u32,
+        /// Print the whole reply body instead of the result.
+        #[arg(long)]
+        json: bool,
+        /// The function's name.
+        func: String,
+        /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a server on loopback and call it, over TCP and UDP.
+    Demo,
+}
+
+/// A listen address, or none (`--tcp none`).
+#[derive(Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn listen(text: &str) -> Result<Listen, String> {
+    parse_listen(text).map(Listen)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                tcp,
+                udp,
+                max_frame,
+                max_connections,
+                idle_timeout,
+            } => {
+                let Some(idle) = seconds(idle_timeout) else {
+                    return usage("--idle-timeout must be a positive number of seconds");
+                };
+                serve(tcp.0, udp.0, max_frame, max_connections, idle).await
+            }
+            Command::Call {
+                server,
+                udp,
+                timeout,
+                retries,
+                json,
+                func,
+                args,
+            } => {
+                let Some(timeout) = seconds(timeout) else {
+                    return usage("--timeout must be a positive number of seconds");
+                };
+                call(&server, udp, timeout, retries, json, &func, &args).await
+            }
+            Command::Demo => demo().await,
+        }
+    })
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        ..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let env = env_logger::Env::default().default_filter_or(level);
+    let mut builder = env_logger::Builder::from_env(env);
+    if verbose > 0 || quiet > 0 {
+        builder.parse_filters(level);
+    }
+    builder.init();
+}
+
+fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s.min(1e9)))
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+async fn serve(
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    max_frame: u32,
+    max_connections: usize,
+    idle_timeout: Duration,
+) -> ExitCode {
+    if tcp.is_none() && udp.is_none() {
+        return usage("nothing to serve: --tcp and --udp are both none");
+    }
+    let mut builder = Server::builder()
+        .calculator()
+        .max_frame(max_frame)
+        .max_connections(max_connections.max(1))
+        .idle_timeout(idle_timeout);
+    if let Some(addr) = tcp {
+        builder = builder.tcp(addr);
+    }
+    if let Some(addr) = udp {
+        builder = builder.udp(addr);
+    }
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    // These lines are an interface: scripts read the real ports from them.
+    let mut stdout = std::io::stdout().lock();
+    if let Some(addr) = server.tcp_addr() {
+        let _ = writeln!(stdout, "listening on tcp://{addr}");
+    }
+    if let Some(addr) = server.udp_addr() {
+        let _ = writeln!(stdout, "listening on udp://{addr}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    server.run_until_ctrl_c().await;
+    ExitCode::SUCCESS
+}
+
+async fn call(
+    server: &str,
+    udp: bool,
+    timeout: Duration,
+    retries: u32,
+    json: bool,
+    func: &str,
+    args: &[String],
+) -> ExitCode {
+    let (host, port) = match split_host_port(server, at_core::DEFAULT_PORT) {
+        Ok(pair) => pair,
+        Err(e) => return usage(&e),
+    };
+    let values: Vec<Value> = args.iter().map(|a| Value::from_cli_arg(a)).collect();
+    let core: Vec<at_core::Value<'_>> = values.iter().map(Value::as_core).collect();
+    let addr = match tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => addr,
+        Ok(None) => return transport(&format!("{host}: no address")),
+        Err(e) => return transport(&format!("{host}: {e}")),
+    };
+    let result = if udp {
+        let config = UdpConfig {
+            timeout,
+            retries,
+            ..UdpConfig::default()
+        };
+        match UdpClient::connect(addr, config).await {
+            Ok(mut client) => client.call(func, &core).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let attempt = async {
+            let mut client = Client::connect(addr, timeout).await?;
+            client.call(func, &core).await
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    };
+    match result {
+        Ok(value) if json => {
+            println!("{{\"status\": \"success\", \"result\": {value}}}");
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(Error::Remote { code, message }) => {
+            if json {
+                let body = at_core::Reply::Error(at_core::ErrorBody {
+                    code: at_core::JsonStr::new(&code),
+                    message: at_core::JsonStr::new(&message),
+                });
+                let mut out = vec![0u8; 64 + 6 * (code.len() + message.len())];
+                if let Ok(n) = body.write(&mut out) {
+                    println!("{}", String::from_utf8_lossy(&out[..n]));
+                }
+            }
+            eprintln!("error: {code}: {message}");
+            ExitCode::from(1)
+        }
+        Err(e) => transport(&format!("{addr}: {e}")),
+    }
+}
+
+fn transport(message: &str) -> ExitCode {
+    eprintln!("transport error: {message}");
+    ExitCode::from(3)
+}
+
+/// The README's first command: a server and a client in one process.
+async fn demo() -> ExitCode {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let server = match Server::builder()
+        .calculator()
+        .tcp(loopback)
+        .udp(loopback)
+        .start()
+        .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot start the demo server: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let (Some(tcp), Some(udp)) = (server.tcp_addr(), server.udp_addr()) else {
+        return ExitCode::from(3);
+    };
+    println!("server listening on tcp://{tcp} and udp://{udp}");
+    use at_core::Value::{Float, Int};
+    let calls: [(&str, [at_core::Value<'static>; 2], &str); 5] = [
+        ("add", [Int(10), Int(20)], "30"),
+        ("sub", [Int(10), Int(20)], "-10"),
+        ("mul", [Int(6), Float(7.5)], "45.0"),
+        ("div", [Int(10), Int(4)], "2.5"),
+        (
+            "div",
+            [Int(1), Int(0)],
+            "error: division_by_zero: division by zero",
+        ),
+    ];
+    let mut ok = true;
+    let timeout = Duration::from_secs(5);
+    let mut tcp_client = match Client::connect(tcp, timeout).await {
+        Ok(c) => c,
+        Err(e) => return transport(&e.to_string()),
+    };
+    let mut udp_client = match UdpClient::connect(udp, UdpConfig::default()).await {
+        Ok(c) => c,
+        Err(e) => return transport(&e.to_string()),
+    };
+    for transport_name in ["tcp", "udp"] {
+        for (func, args, want) in &calls {
+            let result = match transport_name {
+                "tcp" => tcp_client.call(func, args).await,
+                _ => udp_client.call(func, args).await,
+            };
+            let shown = match &result {
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            };
+            ok &= shown == *want;
+            println!(
+                "{transport_name}  {func}({}, {}) -> {shown}",
+                args[0], args[1]
+            );
+        }
+    }
+    server.shutdown().await;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("demo: some answers were not as expected");
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,510 @@
+//! The server: TCP (and UDP, see [`crate::udp`]) on tokio, calling the
+//! functions of a [`Registry`] through at-core's one request -> reply path.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use at_core::{ErrorCode, FrameDecoder, Functions, HEADER_LEN, Reply};
+use log::{debug, info, warn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::{HandlerError, Registry, Value};
+
+/// Limits and timeouts of a server. The defaults suit a LAN service.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body accepted (bytes); longer frames get
+    /// `frame_too_large` and, on TCP, a closed connection. Default 65536.
+    pub max_frame: u32,
+    /// Most TCP connections served at once; more get `busy` and are closed.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// A TCP connection with nothing buffered is closed after this long
+    /// without a byte. Default 300 s.
+    pub idle_timeout: Duration,
+    /// A TCP connection that sent part of a frame is closed if the rest does
+    /// not arrive within this long; also bounds each write of replies to a
+    /// peer that does not read. Default 10 s.
+    pub frame_timeout: Duration,
+    /// UDP: how many replies the at-most-once cache keeps. Default 4096.
+    pub udp_cache_entries: usize,
+    /// UDP: how many cached replies one client address may hold at most.
+    /// Default 256.
+    pub udp_cache_per_client: usize,
+    /// UDP: how long a reply stays in the cache. Default 60 s.
+    pub udp_cache_age: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: at_core::DEFAULT_MAX_BODY,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(10),
+            udp_cache_entries: 4096,
+            udp_cache_per_client: 256,
+            udp_cache_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Builds a [`Server`]: what to call, where to listen, and the limits.
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use at_host::{Server, Value};
+/// let server = Server::builder()
+///     .calculator()
+///     .function("hello", |_| Ok(Value::from("world")))
+///     .tcp("127.0.0.1:0".parse().unwrap())
+///     .udp("127.0.0.1:0".parse().unwrap())
+///     .start()
+///     .await?;
+/// println!("listening on tcp://{}", server.tcp_addr().unwrap());
+/// server.run_until_ctrl_c().await;
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct ServerBuilder {
+    registry: Registry,
+    config: ServerConfig,
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+}
+
+impl ServerBuilder {
+    /// Registers the calculator's four functions.
+    pub fn calculator(mut self) -> Self {
+        self.registry.add_calculator();
+        self
+    }
+
+    /// Registers a function under `name`.
+    pub fn function<F>(mut self, name: &str, function: F) -> Self
+    where
+        F: Fn(&[at_core::Value<'_>]) -> Result<Value, HandlerError> + Send + Sync + 'static,
+    {
+        self.registry.register(name, function);
+        self
+    }
+
+    /// Uses this registry (replacing what was registered so far).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Sets all limits at once.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Listens on TCP at `addr` (port 0: the OS chooses).
+    pub fn tcp(mut self, addr: SocketAddr) -> Self {
+        self.tcp = Some(addr);
+        self
+    }
+
+    /// Listens on UDP at `addr` (port 0: the OS chooses).
+    pub fn udp(mut self, addr: SocketAddr) -> Self {
+        self.udp = Some(addr);
+        self
+    }
+
+    /// Largest request body, in bytes.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Most TCP connections at once.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Idle timeout of TCP connections.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Timeout for the rest of a started frame, and for writes.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
+        self
+    }
+
+    /// Binds the sockets and starts serving on the current tokio runtime.
+    pub async fn start(self) -> io::Result<Server> {
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            config: self.config,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+        let mut tcp_addr = None;
+        let mut udp_addr = None;
+        if let Some(addr) = self.tcp {
+            let listener = TcpListener::bind(addr).await?;
+            tcp_addr = Some(listener.local_addr()?);
+            tokio::spawn(accept_loop(
+                listener,
+                shared.clone(),
+                stop_rx.clone(),
+                alive_tx.clone(),
+            ));
+        }
+        if let Some(addr) = self.udp {
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            udp_addr = Some(socket.local_addr()?);
+            tokio::spawn(crate::udp::serve(
+                socket,
+                shared.clone(),
+                stop_rx.clone(),
+                alive_tx.clone(),
+            ));
+        }
+        Ok(Server {
+            tcp_addr,
+            udp_addr,
+            stop: stop_tx,
+            alive: alive_rx,
+        })
+    }
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) config: ServerConfig,
+}
+
+/// A running server. Dropping it stops nothing; call
+/// [`shutdown`](Server::shutdown) (or use a [`ShutdownHandle`]) to stop.
+pub struct Server {
+    tcp_addr: Option<SocketAddr>,
+    udp_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    /// Closed (recv gives None) once every task holding a sender has ended.
+    alive: mpsc::Receiver<()>,
+}
+
+/// Tells a running server to stop; cheap to clone and send to other tasks.
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Stops accepting, lets each connection answer the requests it has
+    /// already received, then closes it.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Server {
+    /// Starts a builder with no functions registered.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The TCP address really listened on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The UDP address really listened on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// A handle that stops the server from anywhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// Waits until a shutdown is requested, then until every connection has
+    /// finished the calls it had received.
+    pub async fn wait(mut self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        // Every task holds a sender; recv() gives None once all have ended.
+        let _ = self.alive.recv().await;
+    }
+
+    /// Stops the server and waits until the calls in flight are answered.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        self.wait().await;
+    }
+
+    /// Serves until Ctrl-C (or SIGTERM on Unix), then shuts down gracefully.
+    pub async fn run_until_ctrl_c(self) {
+        let handle = self.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            handle.shutdown();
+        });
+        self.wait().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly so
+                // the loop does not spin, then keep serving.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let alive = alive.clone();
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    info!("connection from {peer}");
+                    let reason = serve_connection(stream, &shared, stop).await;
+                    info!("connection from {peer} closed: {reason}");
+                    drop((permit, alive));
+                });
+            }
+            Err(_) => {
+                warn!(
+                    "refusing {peer}: over {} connections",
+                    shared.config.max_connections
+                );
+                let timeout = shared.config.frame_timeout;
+                tokio::spawn(async move {
+                    refuse_busy(stream, timeout).await;
+                    drop(alive);
+                });
+            }
+        }
+    }
+}
+
+async fn refuse_busy(mut stream: TcpStream, timeout: Duration) {
+    let mut out = [0u8; at_core::MIN_REPLY_BUFFER];
+    if let Ok(n) = at_core::write_error_frame(0, ErrorCode::Busy, "server busy", &mut out) {
+        let _ = tokio::time::timeout(timeout, stream.write_all(&out[..n])).await;
+    }
+    linger_close(stream).await;
+}
+
+/// Closes a connection so that what was written reaches the peer: send FIN,
+/// then read and discard what the peer still sends for a short, bounded
+/// while (closing with unread data would send RST, which can destroy the
+/// error reply in the peer's receive buffer).
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut drained = 0usize;
+    while drained < 1 << 20 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+/// Why a connection ended, for the log.
+enum EndReason {
+    PeerClosed,
+    PeerClosedMidFrame,
+    Idle,
+    FrameTimeout,
+    WriteTimeout,
+    Io(io::Error),
+    OutOfStep(at_core::FrameError),
+    Shutdown,
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::PeerClosed => f.write_str("by the peer"),
+            EndReason::PeerClosedMidFrame => f.write_str("by the peer in the middle of a frame"),
+            EndReason::Idle => f.write_str("idle timeout"),
+            EndReason::FrameTimeout => f.write_str("timeout in the middle of a frame"),
+            EndReason::WriteTimeout => f.write_str("peer does not read its replies"),
+            EndReason::Io(e) => write!(f, "{e}"),
+            EndReason::OutOfStep(e) => write!(f, "stream out of step ({e})"),
+            EndReason::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Serves one TCP connection: read, answer every whole frame buffered with
+/// one write, repeat.
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> EndReason {
+    let _ = stream.set_nodelay(true);
+    let config = &shared.config;
+    let max_body = config.max_frame;
+    let frame_room = HEADER_LEN + max_body as usize;
+    // Zeroed allocations: pages are only touched as bytes arrive, so idle
+    // connections cost little memory.
+    let mut decoder = FrameDecoder::with_buffer(vec![0u8; frame_room].into_boxed_slice(), max_body);
+    let mut out = vec![0u8; 2 * frame_room.max(at_core::MIN_REPLY_BUFFER)];
+    let mut pending = 0usize;
+    loop {
+        // Answer every whole frame buffered, batching the replies.
+        let mut out_of_step = None;
+        loop {
+            if out.len() - pending < frame_room.max(at_core::MIN_REPLY_BUFFER) {
+                if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
+                    return closed;
+                }
+                pending = 0;
+            }
+            let room = &mut out[pending..];
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let calls = Logged {
+                        registry: &shared.registry,
+                        seq: frame.seq(),
+                    };
+                    match at_core::respond(&calls, &frame, room) {
+                        Some(n) => pending += n,
+                        None => warn!(
+                            "ignoring a {:?} frame (seq {}): servers answer requests only",
+                            frame.kind,
+                            frame.seq()
+                        ),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("bad frame: {e}");
+                    if let Some(n) = at_core::respond_to_error(&e, room) {
+                        pending += n;
+                    }
+                    if e.loses_sync() {
+                        out_of_step = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if pending > 0 {
+            if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
+                return closed;
+            }
+            pending = 0;
+        }
+        if let Some(e) = out_of_step {
+            linger_close(stream).await;
+            return EndReason::OutOfStep(e);
+        }
+        if *stop.borrow() {
+            return EndReason::Shutdown;
+        }
+        let (timeout, on_timeout) = if decoder.buffered() > 0 {
+            (config.frame_timeout, EndReason::FrameTimeout)
+        } else {
+            (config.idle_timeout, EndReason::Idle)
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
+            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+        };
+        match read {
+            Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
+            Ok(Ok(0)) => return EndReason::PeerClosed,
+            Ok(Ok(n)) => decoder.commit(n),
+            Ok(Err(e)) => return EndReason::Io(e),
+            Err(_) => return on_timeout,
+        }
+    }
+}
+
+async fn write_replies(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    config: &ServerConfig,
+) -> Result<(), EndReason> {
+    match tokio::time::timeout(config.frame_timeout, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(EndReason::Io(e)),
+        Err(_) => Err(EndReason::WriteTimeout),
+    }
+}
+
+/// The registry, logging each call at debug level (func, seq, time taken).
+pub(crate) struct Logged<'r> {
+    pub(crate) registry: &'r Registry,
+    pub(crate) seq: u32,
+}
+
+impl Functions for Logged<'_> {
+    fn call<R>(
+        &self,
+        func: &str,
+        args: &[at_core::Value<'_>],
+        reply: impl FnOnce(Reply<'_>) -> R,
+    ) -> R {
+        if !log::log_enabled!(log::Level::Debug) {
+            return self.registry.call(func, args, reply);
+        }
+        let started = Instant::now();
+        self.registry.call(func, args, |outcome| {
+            let status = match &outcome {
+                Reply::Success(_) => "success".to_owned(),
+                Reply::Error(e) => format!("error {}", e.code),
+            };
+            debug!(
+                "call {func} seq {}: {status} in {:?}",
+                self.seq,
+                started.elapsed()
+            );
+            reply(outcome)
+        })
+    }
+}
