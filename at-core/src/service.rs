@@ -39,15 +39,19 @@ pub fn write_error_frame(
 /// error `overflow`, since JSON cannot carry it; a reply too large for `out`
 /// becomes the error `internal` when that fits.
 pub fn write_reply(seq: u32, reply: &Reply<'_>, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    let mut failure = EncodeError::BufferTooSmall;
     let written = encode_frame_with(reply.kind(), seq, out, |body| {
-        reply.write(body).map_err(|_| BufferTooSmall)
+        reply.write(body).map_err(|e| {
+            failure = e;
+            BufferTooSmall
+        })
     });
     if written.is_ok() {
         return written;
     }
-    let (code, message) = match reply.write(&mut []) {
-        Err(EncodeError::NotFinite) => (ErrorCode::Overflow, "result is not a finite number"),
-        _ => (ErrorCode::Internal, "reply too large"),
+    let (code, message) = match failure {
+        EncodeError::NotFinite => (ErrorCode::Overflow, "result is not a finite number"),
+        EncodeError::BufferTooSmall => (ErrorCode::Internal, "reply too large"),
     };
     let fallback = Reply::Error(ErrorBody::new(code, message));
     encode_frame_with(Kind::Error, seq, out, |body| {

@@ -392,19 +392,21 @@ async fn serve_connection(
     // Zeroed allocations: pages are only touched as bytes arrive, so idle
     // connections cost little memory.
     let mut decoder = FrameDecoder::with_buffer(vec![0u8; frame_room].into_boxed_slice(), max_body);
-    let mut out = vec![0u8; 2 * frame_room.max(at_core::MIN_REPLY_BUFFER)];
+    // A reply may be as large as the largest frame a peer accepts, no more.
+    let reply_room = frame_room.max(at_core::MIN_REPLY_BUFFER);
+    let mut out = vec![0u8; 2 * reply_room];
     let mut pending = 0usize;
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
         loop {
-            if out.len() - pending < frame_room.max(at_core::MIN_REPLY_BUFFER) {
+            if out.len() - pending < reply_room {
                 if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
                     return closed;
                 }
                 pending = 0;
             }
-            let room = &mut out[pending..];
+            let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     let calls = Logged {

@@ -128,6 +128,10 @@ pub struct UdpConfig {
     pub initial_timeout: Duration,
     /// Most retransmissions per call. Default 4.
     pub retries: u32,
+    /// Cap on one retransmission timeout, however often it has doubled.
+    /// Default 4 s (more than the default timeout allows, so no cap applies
+    /// with the other defaults).
+    pub max_backoff: Duration,
     /// Largest reply body accepted. Default 65536.
     pub max_frame: u32,
 }
@@ -138,6 +142,7 @@ impl Default for UdpConfig {
             timeout: Duration::from_secs(5),
             initial_timeout: Duration::from_millis(250),
             retries: 4,
+            max_backoff: Duration::from_secs(4),
             max_frame: at_core::DEFAULT_MAX_BODY,
         }
     }
@@ -160,8 +165,6 @@ pub struct UdpClient {
     next_seq: u32,
     rng: u64,
     recv_buf: Vec<u8>,
-    /// Calls that went out since the last ones were answered or gave up:
-    /// their seqs are not "unexpected" when late replies come.
     stats: UdpStats,
 }
 
@@ -272,7 +275,7 @@ impl UdpClient {
                     self.socket.send(&flight.frame).await?;
                     self.stats.retransmitted += 1;
                     flight.retries_left -= 1;
-                    flight.timeout *= 2;
+                    flight.timeout = (flight.timeout * 2).min(self.config.max_backoff);
                     flight.resend_at = now + flight.timeout;
                 }
             }
@@ -313,10 +316,18 @@ impl UdpClient {
                 continue;
             };
             let result = reply_to_result(&frame);
-            // The server saw our request corrupted: as good as lost.
-            if let Err(Error::Remote { code, .. }) = &result
-                && code == at_core::ErrorCode::ChecksumMismatch.as_str()
+            // The server saw our request corrupted in transit: as good as
+            // lost, so retransmit now rather than report it.
+            if let Err(e @ Error::Remote { .. }) = &result
+                && matches!(
+                    e.code(),
+                    Some(at_core::ErrorCode::ChecksumMismatch | at_core::ErrorCode::BadFrame)
+                )
             {
+                debug!(
+                    "udp seq {}: the server saw it corrupted ({e}); retransmitting",
+                    frame.seq()
+                );
                 flight.resend_at = Instant::now();
                 self.stats.ignored += 1;
                 continue;

@@ -1,2 +1,171 @@
-//! Tests across the AT crates and languages live in `tests/tests/`; this
-//! library only holds helpers they share.
+//! Helpers shared by the tests in `tests/tests/`: raw frames, raw sockets
+//! with bounded waits, and the `at-host` binary.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use at_core::{HEADER_LEN, Header, Kind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single wait in a test may take before the test fails
+/// (a bound against hangs, not a speed assertion).
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A frame of `kind` with `seq` around `body`.
+pub fn frame(kind: Kind, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Header::new(kind, seq, body).to_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A request frame.
+pub fn request(seq: u32, body: &str) -> Vec<u8> {
+    frame(Kind::Request, seq, body.as_bytes())
+}
+
+/// A calculator request frame `func(a, b)` with JSON argument texts.
+pub fn calc(seq: u32, func: &str, a: &str, b: &str) -> Vec<u8> {
+    request(seq, &format!(r#"{{"func": "{func}", "args": [{a}, {b}]}}"#))
+}
+
+/// A reply read off the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawReply {
+    /// The header.
+    pub header: Header,
+    /// The body as text.
+    pub body: String,
+}
+
+impl RawReply {
+    /// The reply's kind.
+    pub fn kind(&self) -> Kind {
+        self.header.kind().expect("a reply kind")
+    }
+
+    /// The `result` as JSON text, or `error CODE`.
+    pub fn outcome(&self) -> String {
+        match at_core::Reply::parse(self.body.as_bytes()).expect("a reply body") {
+            at_core::Reply::Success(v) => v.to_string(),
+            at_core::Reply::Error(e) => format!("error {}", e.code),
+        }
+    }
+}
+
+/// Parses one whole reply frame (checks CRC).
+pub fn parse_reply(bytes: &[u8]) -> RawReply {
+    let frame = at_core::Frame::parse(bytes, u32::MAX).expect("a valid reply frame");
+    RawReply {
+        header: frame.header,
+        body: String::from_utf8(frame.body.to_vec()).expect("utf-8 body"),
+    }
+}
+
+/// Reads one frame from a TCP stream, bounded by [`PATIENCE`].
+pub async fn read_reply(stream: &mut TcpStream) -> RawReply {
+    let mut head = [0u8; HEADER_LEN];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+        .await
+        .expect("a reply within the patience bound")
+        .expect("a reply header");
+    let header = Header::from_bytes(&head);
+    let mut body = vec![0u8; header.length as usize];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut body))
+        .await
+        .expect("a reply body within the patience bound")
+        .expect("a reply body");
+    let mut whole = head.to_vec();
+    whole.extend(body);
+    parse_reply(&whole)
+}
+
+/// Waits until the peer closes the stream (EOF or reset), bounded by
+/// [`PATIENCE`]; returns the bytes that came before the close.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return all,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was not closed within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// Writes all of `bytes`.
+pub async fn write(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("write");
+}
+
+/// The `at-host` binary, built if `cargo test` did not build it already.
+pub fn at_host_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join(format!("at-host{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "at-host", "--bin", "at-host"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p at-host failed");
+    }
+    bin
+}
+
+/// A child process that is killed when dropped, so no test leaves one
+/// running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program args...` and reads the `listening on tcp://` and
+/// `listening on udp://` lines it prints (whichever of them come), until a
+/// line of neither kind or until `expect` lines were read.
+pub fn spawn_server(mut command: Command, expect: usize) -> (KillOnDrop, Vec<String>) {
+    use std::io::BufRead;
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+    let mut child = command.spawn().expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        for _ in 0..expect {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+        // Keep reading so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let mut addrs = Vec::new();
+    for _ in 0..expect {
+        let line = rx.recv_timeout(PATIENCE).expect("a listening line in time");
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_owned();
+        addrs.push(addr);
+    }
+    (guard, addrs)
+}

@@ -1,0 +1,156 @@
+//! The `at-host` command as scripts use it: `serve` on port 0 with its
+//! `listening on` lines, `call` with its output and exit codes, `demo`.
+
+use std::process::{Command, Output, Stdio};
+
+use at_tests::{at_host_bin, spawn_server};
+
+fn at_host(args: &[&str]) -> Output {
+    Command::new(at_host_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run at-host")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn serve_then_call_over_tcp_and_udp_with_exit_codes() {
+    let mut serve = Command::new(at_host_bin());
+    serve.args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let (_server, addrs) = spawn_server(serve, 2);
+    let tcp = addrs[0]
+        .strip_prefix("tcp://")
+        .expect("a tcp line first")
+        .to_owned();
+    let udp = addrs[1]
+        .strip_prefix("udp://")
+        .expect("a udp line second")
+        .to_owned();
+    assert!(
+        tcp.starts_with("127.0.0.1:") && !tcp.ends_with(":0"),
+        "{tcp}"
+    );
+
+    let ok = at_host(&["call", "--server", &tcp, "add", "10", "20"]);
+    assert_eq!(
+        (ok.status.code(), text(&ok.stdout)),
+        (Some(0), "30\n".to_owned())
+    );
+    let out = at_host(&["call", "--server", &tcp, "div", "10", "2"]);
+    assert_eq!(text(&out.stdout), "5.0\n");
+    let out = at_host(&["call", "--server", &tcp, "sub", "-5", "2.5"]);
+    assert_eq!(text(&out.stdout), "-7.5\n");
+    let out = at_host(&["call", "--server", &tcp, "--json", "div", "10", "4"]);
+    assert_eq!(
+        text(&out.stdout),
+        "{\"status\": \"success\", \"result\": 2.5}\n"
+    );
+
+    let err = at_host(&["call", "--server", &tcp, "div", "1", "0"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert_eq!(
+        text(&err.stderr),
+        "error: division_by_zero: division by zero\n"
+    );
+    assert!(err.stdout.is_empty());
+    let err = at_host(&["call", "--server", &tcp, "add", "x", "1"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(text(&err.stderr).starts_with("error: invalid_arguments: "));
+
+    let udp_ok = at_host(&["call", "--udp", "--server", &udp, "add", "10", "20"]);
+    assert_eq!(
+        (udp_ok.status.code(), text(&udp_ok.stdout)),
+        (Some(0), "30\n".to_owned())
+    );
+    let udp_err = at_host(&["call", "--udp", "--server", &udp, "nope"]);
+    assert_eq!(udp_err.status.code(), Some(1));
+    assert_eq!(
+        text(&udp_err.stderr),
+        "error: unknown_function: unknown function\n"
+    );
+}
+
+#[test]
+fn transport_failures_exit_3_and_usage_errors_exit_2() {
+    // A port nobody listens on: take one from the OS, then free it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = at_host(&["call", "--server", &free.to_string(), "add", "1", "2"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
+    assert!(!refused.stderr.is_empty());
+
+    // A UDP server that never answers: the call times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let timeout = at_host(&[
+        "call",
+        "--udp",
+        "--timeout",
+        "0.3",
+        "--server",
+        &addr,
+        "add",
+        "1",
+        "2",
+    ]);
+    assert_eq!(timeout.status.code(), Some(3));
+    assert!(
+        text(&timeout.stderr).contains("timed out"),
+        "{}",
+        text(&timeout.stderr)
+    );
+
+    for args in [
+        &["call"][..],
+        &["call", "--bogus", "add"],
+        &["call", "--timeout", "soon", "add"],
+        &["call", "--server", "host:port", "add"],
+        &["serve", "--tcp", "nowhere"],
+        &["serve", "--tcp", "none", "--udp", "none"],
+        &["frobnicate"],
+    ] {
+        let out = at_host(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn demo_calls_over_tcp_and_udp_and_exits_0() {
+    let out = at_host(&["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "tcp  add(10, 20) -> 30",
+        "tcp  div(10, 4) -> 2.5",
+        "tcp  div(1, 0) -> error: division_by_zero: division by zero",
+        "udp  add(10, 20) -> 30",
+        "udp  div(1, 0) -> error: division_by_zero: division by zero",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn serve_listens_on_tcp_only_when_udp_is_none() {
+    let mut serve = Command::new(at_host_bin());
+    serve.args(["serve", "--tcp", "127.0.0.1:0", "--udp", "none"]);
+    let (_server, addrs) = spawn_server(serve, 1);
+    assert!(addrs[0].starts_with("tcp://127.0.0.1:"));
+    let tcp = addrs[0].trim_start_matches("tcp://");
+    let out = at_host(&["call", "--server", tcp, "mul", "6", "7"]);
+    assert_eq!(text(&out.stdout), "42\n");
+}
