@@ -41,3 +41,8 @@ pub use registry::{HandlerError, HostFunction, Registry};
 pub use server::{Server, ServerBuilder, ServerConfig, ShutdownHandle};
 pub use udp::{UdpClient, UdpConfig, UdpStats};
 pub use value::Value;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
