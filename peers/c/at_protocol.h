@@ -6,11 +6,12 @@
  * (magic 0x4154 "AT", flags, seq, length, CRC-32 of the body) followed by
  * `length` bytes of UTF-8 JSON body.
  *
- * This library needs only C99, libc and POSIX sockets. It never allocates:
- * every buffer is the caller's. Build with -D_POSIX_C_SOURCE=200809L.
+ * This library needs only C99, libc and POSIX sockets. It never allocates
+ * memory itself (getaddrinfo aside): every buffer is the caller's. Build with
+ * -D_POSIX_C_SOURCE=200809L.
  *
- * Thread safety: no function keeps global state; distinct objects may be used
- * from distinct threads.
+ * No function keeps global state: distinct readers and calls may run in
+ * distinct threads.
  */
 #ifndef AT_PROTOCOL_H
 #define AT_PROTOCOL_H
