@@ -1,4 +1,6 @@
-//! The `at-host` command: `serve`, `call`, `demo`.
+//! The `at-host` command: `serve`, `call`, `demo`, `bench`.
+
+mod bench;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -69,6 +71,33 @@ enum Command {
     },
     /// Start a server on loopback and call it, over TCP and UDP.
     Demo,
+    /// Measure calls/s and latency, optionally against a raw-socket echo.
+    Bench {
+        /// Bench this server (HOST:PORT, TCP and UDP) instead of an in-process one.
+        #[arg(long, value_name = "ADDR")]
+        server: Option<SocketAddr>,
+        /// Only the UDP scenario.
+        #[arg(long)]
+        udp: bool,
+        /// Connections in the many-connections scenario.
+        #[arg(long, default_value_t = 100, value_name = "C")]
+        connections: usize,
+        /// Calls in flight in the pipelined scenario.
+        #[arg(long, default_value_t = 64, value_name = "D")]
+        depth: usize,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 50_000, value_name = "N")]
+        calls: u64,
+        /// Stop each scenario after this many seconds, even before N calls.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Also measure a raw TCP/UDP echo in the same shapes, and print ratios.
+        #[arg(long)]
+        baseline: bool,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A listen address, or none (`--tcp none`).
@@ -81,7 +110,46 @@ fn listen(text: &str) -> Result<Listen, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // A benchmark logs only problems unless asked: logging each connection
+    // would be part of what it measures.
+    let base = if matches!(cli.command, Command::Bench { .. }) {
+        -1
+    } else {
+        0
+    };
+    init_logging(cli.verbose, cli.quiet, base);
+    if let Command::Bench {
+        server,
+        udp,
+        connections,
+        depth,
+        calls,
+        duration,
+        baseline,
+        json,
+    } = cli.command
+    {
+        let duration = match duration.map(seconds) {
+            Some(None) => return usage("--duration must be a positive number of seconds"),
+            Some(d) => d,
+            None => None,
+        };
+        let options = bench::Options {
+            server,
+            udp_only: udp,
+            connections: connections.max(1),
+            depth: depth.max(1),
+            calls: calls.max(1),
+            duration,
+            baseline,
+            json,
+        };
+        return if bench::run(options) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,12 +189,15 @@ fn main() -> ExitCode {
                 call(&server, udp, timeout, retries, json, &func, &args).await
             }
             Command::Demo => demo().await,
+            Command::Bench { .. } => ExitCode::SUCCESS,
         }
     })
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
-    let level = match i16::from(verbose) - i16::from(quiet) {
+/// Logging to stderr: info by default (`base` 0; -1 is warn), each -v one
+/// level more, each -q one less; RUST_LOG decides when neither is given.
+fn init_logging(verbose: u8, quiet: u8, base: i16) {
+    let level = match base + i16::from(verbose) - i16::from(quiet) {
         ..=-2 => "error",
         -1 => "warn",
         0 => "info",

@@ -102,23 +102,37 @@ pub async fn write(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).await.expect("write");
 }
 
-/// The `at-host` binary, built if `cargo test` did not build it already.
+/// The `at-host` binary of this build, brought up to date once per test
+/// process (`cargo test -p at-tests` alone would not rebuild it).
 pub fn at_host_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join(format!("at-host{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir");
+        let target_root = profile_dir.parent().expect("target root");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "at-host", "--bin", "at-host"])
-            .status()
-            .expect("run cargo build");
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "at-host",
+            "--bin",
+            "at-host",
+            "--target-dir",
+        ]);
+        build.arg(target_root);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "cargo build -p at-host failed");
-    }
-    bin
+        profile_dir.join(format!("at-host{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
 }
 
 /// A child process that is killed when dropped, so no test leaves one

@@ -154,3 +154,40 @@ fn serve_listens_on_tcp_only_when_udp_is_none() {
     let out = at_host(&["call", "--server", tcp, "mul", "6", "7"]);
     assert_eq!(text(&out.stdout), "42\n");
 }
+
+#[test]
+fn bench_runs_every_scenario_with_a_baseline_and_prints_json() {
+    let out = at_host(&[
+        "bench",
+        "--calls",
+        "300",
+        "--connections",
+        "4",
+        "--depth",
+        "8",
+        "--baseline",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    let results = report["results"].as_array().expect("results");
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "tcp_sequential",
+            "tcp_pipelined",
+            "tcp_connections",
+            "udp_sequential"
+        ]
+    );
+    for r in results {
+        assert!(r["at"]["calls"].as_u64().unwrap() >= 296, "{r}");
+        assert!(r["raw"]["calls_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
