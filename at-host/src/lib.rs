@@ -30,6 +30,7 @@ pub mod addr;
 mod cache;
 mod client;
 mod error;
+mod log_limit;
 mod registry;
 mod server;
 pub mod udp;

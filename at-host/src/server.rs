@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::log_limit::protocol_warn;
 use crate::{HandlerError, Registry, Value};
 
 /// Limits and timeouts of a server. The defaults suit a LAN service.
@@ -306,13 +307,13 @@ async fn accept_loop(
                 let (shared, stop) = (shared.clone(), stop.clone());
                 tokio::spawn(async move {
                     info!("connection from {peer}");
-                    let reason = serve_connection(stream, &shared, stop).await;
+                    let reason = serve_connection(stream, peer, &shared, stop).await;
                     info!("connection from {peer} closed: {reason}");
                     drop((permit, alive));
                 });
             }
             Err(_) => {
-                warn!(
+                protocol_warn!(
                     "refusing {peer}: over {} connections",
                     shared.config.max_connections
                 );
@@ -382,6 +383,7 @@ impl std::fmt::Display for EndReason {
 /// one write, repeat.
 async fn serve_connection(
     mut stream: TcpStream,
+    peer: SocketAddr,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) -> EndReason {
@@ -415,7 +417,7 @@ async fn serve_connection(
                     };
                     match at_core::respond(&calls, &frame, room) {
                         Some(n) => pending += n,
-                        None => warn!(
+                        None => protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",
                             frame.kind,
                             frame.seq()
@@ -424,7 +426,7 @@ async fn serve_connection(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    warn!("bad frame: {e}");
+                    protocol_warn!("bad frame from {peer}: {e}");
                     if let Some(n) = at_core::respond_to_error(&e, room) {
                         pending += n;
                     }

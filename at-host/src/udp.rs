@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use at_core::{Frame, FrameError, HEADER_LEN, Kind};
-use log::{debug, warn};
+use log::debug;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -36,6 +36,7 @@ use crate::Value;
 use crate::cache::ReplyCache;
 use crate::client::reply_to_result;
 use crate::error::{Error, ProtocolError};
+use crate::log_limit::protocol_warn;
 use crate::server::{Logged, Shared};
 
 /// The largest datagram payload UDP can carry (over IPv6; IPv4's is 65507).
@@ -74,15 +75,15 @@ pub(crate) async fn serve(
         let now = Instant::now();
         let reply_len = match Frame::parse(&buf[..len], max_body) {
             Err(e @ FrameError::SizeMismatch { .. }) => {
-                warn!("udp from {peer}: dropped: {e}");
+                protocol_warn!("udp from {peer}: dropped: {e}");
                 None
             }
             Err(e) => {
-                warn!("udp from {peer}: bad frame: {e}");
+                protocol_warn!("udp from {peer}: bad frame: {e}");
                 at_core::respond_to_error(&e, &mut out)
             }
             Ok(frame) if frame.kind != Kind::Request => {
-                warn!(
+                protocol_warn!(
                     "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
                     frame.kind
                 );
