@@ -285,7 +285,7 @@ async fn hostile(
                     for _ in 0..200 {
                         let n = (rng.next() % 1400) as usize;
                         let mut d = rng.bytes(n);
-                        if n >= 2 && rng.next() % 2 == 0 {
+                        if n >= 2 && rng.next().is_multiple_of(2) {
                             d[..2].copy_from_slice(b"AT");
                         }
                         let _ = s.send_to(&d, udp).await;
