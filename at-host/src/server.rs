@@ -163,7 +163,7 @@ impl ServerBuilder {
             ));
         }
         if let Some(addr) = self.udp {
-            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            let socket = bind_udp(addr)?;
             udp_addr = Some(socket.local_addr()?);
             tokio::spawn(crate::udp::serve(
                 socket,
@@ -179,6 +179,22 @@ impl ServerBuilder {
             alive: alive_rx,
         })
     }
+}
+
+/// Receive buffer asked for the UDP socket (the kernel may grant less; on
+/// Linux up to `net.core.rmem_max`): room for bursts of about 10,000 small
+/// datagrams while the server is busy.
+const UDP_RECEIVE_BUFFER: usize = 2 << 20;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        debug!("udp: cannot enlarge the receive buffer: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 /// What every connection task shares.

@@ -53,6 +53,7 @@ pub(crate) async fn serve(
     // Room for any datagram, so a size check is never fooled by truncation.
     let mut buf = vec![0u8; MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1];
     let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
+    let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
     let mut cache = ReplyCache::new(
         config.udp_cache_entries,
         config.udp_cache_per_client,
@@ -80,7 +81,14 @@ pub(crate) async fn serve(
             }
             Err(e) => {
                 protocol_warn!("udp from {peer}: bad frame: {e}");
-                at_core::respond_to_error(&e, &mut out)
+                // Error replies to bad datagrams are rationed: a flood of
+                // garbage (perhaps from spoofed addresses) must neither
+                // crowd out real calls nor be reflected at full rate.
+                if error_replies.take(now) {
+                    at_core::respond_to_error(&e, &mut out)
+                } else {
+                    None
+                }
             }
             Ok(frame) if frame.kind != Kind::Request => {
                 protocol_warn!(
@@ -112,6 +120,40 @@ pub(crate) async fn serve(
         }
     }
     drop(alive);
+}
+
+/// Error replies to bad datagrams sent per second at most (the contract
+/// answers them "if any"); beyond this they are dropped.
+pub const ERROR_REPLIES_PER_SECOND: u32 = 1000;
+
+/// A budget of `per_second` events, refilled each second.
+struct Ration {
+    per_second: u32,
+    left: u32,
+    since: Instant,
+}
+
+impl Ration {
+    fn new(per_second: u32) -> Ration {
+        Ration {
+            per_second,
+            left: per_second,
+            since: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.since) >= Duration::from_secs(1) {
+            self.since = now;
+            self.left = self.per_second;
+        }
+        if self.left > 0 {
+            self.left -= 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {

@@ -279,10 +279,11 @@ async fn hostile(
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            // UDP garbage, in bursts (about 20,000 datagrams a second).
+            // UDP garbage, in bursts (about 5,000 datagrams a second per
+            // task; three tasks flood).
             5 => {
                 if let Ok(s) = UdpSocket::bind("127.0.0.1:0").await {
-                    for _ in 0..200 {
+                    for _ in 0..50 {
                         let n = (rng.next() % 1400) as usize;
                         let mut d = rng.bytes(n);
                         if n >= 2 && rng.next().is_multiple_of(2) {
