@@ -51,16 +51,20 @@ pub enum BodyError {
     TooManyArgs,
     /// An integer literal outside i64.
     IntegerOverflow,
+    /// A number with a fraction or exponent, read by a build of at-core
+    /// without the `float` feature (an integers-only device). Never
+    /// returned when `float` is on (the default).
+    FloatUnsupported,
 }
 
 impl BodyError {
     /// The error code a server answers this with: `overflow` for an integer
-    /// outside i64, `invalid_arguments` for too many arguments, otherwise
-    /// `bad_request`.
+    /// outside i64, `invalid_arguments` for too many arguments (or a double
+    /// in an integers-only build), otherwise `bad_request`.
     pub fn code(&self) -> ErrorCode {
         match self {
             BodyError::IntegerOverflow => ErrorCode::Overflow,
-            BodyError::TooManyArgs => ErrorCode::InvalidArguments,
+            BodyError::TooManyArgs | BodyError::FloatUnsupported => ErrorCode::InvalidArguments,
             _ => ErrorCode::BadRequest,
         }
     }
@@ -81,6 +85,7 @@ impl BodyError {
             BodyError::Duplicate { .. } => "a member appears twice",
             BodyError::TooManyArgs => "too many arguments",
             BodyError::IntegerOverflow => "integer argument outside 64-bit range",
+            BodyError::FloatUnsupported => "this server takes integers only",
         }
     }
 }
@@ -151,9 +156,12 @@ impl<'a> Request<'a> {
         let mut reader = Reader::new(utf8(body)?);
         object_start(&mut reader)?;
         let mut func = None;
-        let mut args: Option<heapless::Vec<Value<'a>, MAX_ARGS>> = None;
+        // Filled in place: a Request is over 500 bytes, so every move counts.
+        let mut args: heapless::Vec<Value<'a>, MAX_ARGS> = heapless::Vec::new();
+        let mut seen_args = false;
         let mut too_many = false;
         let mut overflow = false;
+        let mut no_float = false;
         reader.object(|reader, key| {
             if key == "func" {
                 if reader.peek() != Some(b'"') {
@@ -166,15 +174,18 @@ impl<'a> Request<'a> {
                     reader.skip()?;
                     return Err(BodyError::WrongType { member: "args" });
                 }
-                let mut list = heapless::Vec::new();
+                if seen_args {
+                    return Err(BodyError::Duplicate { member: "args" });
+                }
+                seen_args = true;
                 reader.array(|reader| {
                     match reader.value()? {
-                        Scalar::Value(v) => too_many |= list.push(v).is_err(),
+                        Scalar::Value(v) => too_many |= args.push(v).is_err(),
                         Scalar::BigInt => overflow = true,
+                        Scalar::NoFloat => no_float = true,
                     }
                     Ok(())
-                })?;
-                set_once(&mut args, list, "args")
+                })
             } else {
                 reader.skip()
             }
@@ -187,10 +198,10 @@ impl<'a> Request<'a> {
         if overflow {
             return Err(BodyError::IntegerOverflow);
         }
-        Ok(Request {
-            func,
-            args: args.unwrap_or_default(),
-        })
+        if no_float {
+            return Err(BodyError::FloatUnsupported);
+        }
+        Ok(Request { func, args })
     }
 
     /// Writes a request body for `func(args...)` into `out` and returns its
@@ -293,6 +304,7 @@ impl<'a> Reply<'a> {
         let mut code = None;
         let mut message = None;
         let mut overflow = false;
+        let mut no_float = false;
         reader.object(|reader, key| {
             let string_member = |reader: &mut Reader<'a>, slot: &mut Option<JsonStr<'a>>, name| {
                 if reader.peek() != Some(b'"') {
@@ -314,6 +326,10 @@ impl<'a> Reply<'a> {
                         overflow = true;
                         set_once(&mut result, Value::Null, "result")
                     }
+                    Scalar::NoFloat => {
+                        no_float = true;
+                        set_once(&mut result, Value::Null, "result")
+                    }
                 }
             } else {
                 reader.skip()
@@ -324,6 +340,9 @@ impl<'a> Reply<'a> {
         if status == "success" {
             if overflow {
                 return Err(BodyError::IntegerOverflow);
+            }
+            if no_float {
+                return Err(BodyError::FloatUnsupported);
             }
             result
                 .map(Reply::Success)
@@ -366,5 +385,50 @@ impl<'a> Reply<'a> {
         }
         w.raw("}")?;
         Ok(w.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_with_a_fraction_or_exponent() {
+        let body = br#"{"func": "add", "args": [1.5, 2e3], "v": [0.25]}"#;
+        let ignored = br#"{"func": "add", "args": [1, 2], "v": {"x": -0.5e-3}}"#;
+        let parsed = Request::parse(body);
+        #[cfg(feature = "float")]
+        assert_eq!(
+            parsed.map(|r| r.args),
+            Ok(heapless::Vec::from_slice(&[Value::Float(1.5), Value::Float(2000.0)]).unwrap())
+        );
+        #[cfg(not(feature = "float"))]
+        {
+            assert_eq!(parsed, Err(BodyError::FloatUnsupported));
+            assert_eq!(
+                BodyError::FloatUnsupported.code(),
+                ErrorCode::InvalidArguments
+            );
+            assert_eq!(
+                Reply::parse(br#"{"status": "success", "result": 2.5}"#),
+                Err(BodyError::FloatUnsupported)
+            );
+            assert_eq!(Value::parse("1.0"), Err(BodyError::FloatUnsupported));
+        }
+        // Ignored members may hold doubles either way.
+        assert_eq!(
+            Request::parse(ignored).map(|r| r.args.len()),
+            Ok(2),
+            "doubles in ignored members are only validated"
+        );
+        // Syntax is checked either way.
+        assert!(matches!(
+            Request::parse(br#"{"func": "add", "args": [1., 2]}"#),
+            Err(BodyError::Syntax { .. })
+        ));
+        // Doubles are written either way (div's results).
+        let mut out = [0u8; 64];
+        let n = Reply::Success(Value::Float(2.5)).write(&mut out).unwrap();
+        assert_eq!(&out[..n], br#"{"status": "success", "result": 2.5}"#);
     }
 }

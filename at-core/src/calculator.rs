@@ -9,6 +9,9 @@
 //!   2^53 (as Python's `int / int`); a zero divisor is `division_by_zero`.
 //! - Anything but two numbers is `invalid_arguments` (booleans are not
 //!   numbers here).
+//! - Without the `float` feature (an integers-only device build) a double
+//!   argument is `invalid_arguments` too, and no double arithmetic is
+//!   linked; `div` of two integers still gives its correctly rounded double.
 
 use crate::dispatch::Function;
 use crate::error::{CallError, ErrorCode};
@@ -36,17 +39,26 @@ const WANT_TWO_NUMBERS: CallError =
     CallError::with_message(ErrorCode::InvalidArguments, "expected two numbers");
 const OVERFLOW_INT: CallError =
     CallError::with_message(ErrorCode::Overflow, "integer result outside 64-bit range");
+#[cfg(feature = "float")]
 const OVERFLOW_FLOAT: CallError =
     CallError::with_message(ErrorCode::Overflow, "result is not a finite number");
 const DIVISION_BY_ZERO: CallError =
     CallError::with_message(ErrorCode::DivisionByZero, "division by zero");
 
+#[cfg(not(feature = "float"))]
+const WANT_INTEGERS: CallError = CallError::with_message(
+    ErrorCode::InvalidArguments,
+    "this server takes integers only",
+);
+
 #[derive(Clone, Copy)]
 enum Num {
     Int(i64),
+    #[cfg(feature = "float")]
     Float(f64),
 }
 
+#[cfg(feature = "float")]
 impl Num {
     fn f64(self) -> f64 {
         match self {
@@ -59,7 +71,10 @@ impl Num {
 fn two_numbers(args: &[Value<'_>]) -> Result<(Num, Num), CallError> {
     let num = |v: &Value<'_>| match *v {
         Value::Int(i) => Ok(Num::Int(i)),
+        #[cfg(feature = "float")]
         Value::Float(x) => Ok(Num::Float(x)),
+        #[cfg(not(feature = "float"))]
+        Value::Float(_) => Err(WANT_INTEGERS),
         _ => Err(WANT_TWO_NUMBERS),
     };
     match args {
@@ -68,6 +83,7 @@ fn two_numbers(args: &[Value<'_>]) -> Result<(Num, Num), CallError> {
     }
 }
 
+#[cfg(feature = "float")]
 fn finite<'a>(x: f64) -> Result<Value<'a>, CallError> {
     if x.is_finite() {
         Ok(Value::Float(x))
@@ -79,10 +95,11 @@ fn finite<'a>(x: f64) -> Result<Value<'a>, CallError> {
 fn arithmetic<'a>(
     args: &[Value<'a>],
     int: fn(i64, i64) -> Option<i64>,
-    float: fn(f64, f64) -> f64,
+    #[cfg_attr(not(feature = "float"), allow(unused_variables))] float: fn(f64, f64) -> f64,
 ) -> Result<Value<'a>, CallError> {
     match two_numbers(args)? {
         (Num::Int(a), Num::Int(b)) => int(a, b).map(Value::Int).ok_or(OVERFLOW_INT),
+        #[cfg(feature = "float")]
         (a, b) => finite(float(a.f64(), b.f64())),
     }
 }
@@ -107,8 +124,10 @@ pub fn div<'a>(args: &[Value<'a>]) -> Result<Value<'a>, CallError> {
     match two_numbers(args)? {
         (_, Num::Int(0)) => Err(DIVISION_BY_ZERO),
         // A float pattern compares with `==`, so -0.0 matches too.
+        #[cfg(feature = "float")]
         (_, Num::Float(0.0)) => Err(DIVISION_BY_ZERO),
         (Num::Int(a), Num::Int(b)) => Ok(Value::Float(int_div(a, b))),
+        #[cfg(feature = "float")]
         (a, b) => finite(a.f64() / b.f64()),
     }
 }
@@ -127,7 +146,7 @@ fn int_div(a: i64, b: i64) -> f64 {
     let scaled = n << shift;
     let q = scaled / d;
     let sticky = u128::from(scaled % d != 0);
-    let magnitude = (q | sticky) as f64 * pow2_neg(shift);
+    let magnitude = scale_down((q | sticky) as f64, shift);
     if (a < 0) != (b < 0) {
         -magnitude
     } else {
@@ -135,9 +154,11 @@ fn int_div(a: i64, b: i64) -> f64 {
     }
 }
 
-/// 2^-k for k < 1023, exactly.
-fn pow2_neg(k: u32) -> f64 {
-    f64::from_bits(u64::from(1023 - k) << 52)
+/// `x * 2^-k` for a normal `x >= 2^62` and `k <= 125`, by lowering the
+/// exponent field: the result (at least 2^-63) is normal, so this is exact
+/// and equal to the multiplication, without linking double arithmetic.
+fn scale_down(x: f64, k: u32) -> f64 {
+    f64::from_bits(x.to_bits() - (u64::from(k) << 52))
 }
 
 #[cfg(test)]
@@ -209,6 +230,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "float")]
     fn overflow_and_division_by_zero() {
         let e = |r: Result<Value<'static>, CallError>| r.map_err(|e| e.code);
         assert_eq!(
@@ -246,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "float"))]
+    fn integers_only() {
+        let code = |r: Result<Value<'static>, CallError>| r.err().map(|e| e.code);
+        assert_eq!(
+            code(add(&[Value::Int(1), Value::Float(0.5)])),
+            Some(ErrorCode::InvalidArguments)
+        );
+        assert_eq!(
+            code(div(&[Value::Int(1), Value::Int(0)])),
+            Some(ErrorCode::DivisionByZero)
+        );
+        assert_eq!(div(&[Value::Int(10), Value::Int(4)]), Ok(Value::Float(2.5)));
+    }
+
+    #[test]
+    #[cfg(feature = "float")]
     fn mixed_numbers_become_doubles() {
         assert_eq!(
             call(add, Value::Int(1), Value::Float(0.5)),

@@ -3,8 +3,9 @@
 //! The reader validates everything it passes over (strings, escapes and
 //! surrogate pairs, numbers, nesting up to [`MAX_DEPTH`]) and hands back
 //! borrowed values; it never allocates and never recurses deeper than
-//! [`MAX_DEPTH`]. The writer formats into a caller's slice; doubles and
-//! integers go through `serde-json-core` (ryu for doubles).
+//! [`MAX_DEPTH`]. The writer formats into a caller's slice: integers by a
+//! plain digit loop, doubles with ryu (shortest round trip), nothing through
+//! `core::fmt`, so a firmware links only what it uses.
 
 use crate::body::BodyError;
 use crate::frame::BufferTooSmall;
@@ -19,7 +20,12 @@ pub(crate) enum Number {
     Int(i64),
     /// An integer literal outside i64.
     BigInt,
+    #[cfg_attr(not(feature = "float"), allow(dead_code))]
     Float(f64),
+    /// A number with a fraction or exponent, read by a build without the
+    /// `float` feature: validated, but its value is not computed.
+    #[cfg_attr(feature = "float", allow(dead_code))]
+    NoFloat,
 }
 
 /// A cursor over a UTF-8 body.
@@ -126,18 +132,25 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let Some(&b) = self.bytes().get(self.pos) else {
+            // Skip plain bytes in one pass; stop at a quote, an escape or a
+            // control character (which JSON forbids raw in strings).
+            let rest = self.bytes().get(self.pos..).unwrap_or_default();
+            let Some(i) = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                self.pos += rest.len();
                 return Err(self.syntax());
             };
-            match b {
+            self.pos += i;
+            match rest[i] {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     self.pos += 1;
                     self.escape()?;
                 }
-                0..=0x1f => return Err(self.syntax()),
-                _ => self.pos += 1,
+                _ => return Err(self.syntax()),
             }
         }
         let text = self.text.get(start..self.pos).ok_or(self.syntax())?;
@@ -225,11 +238,19 @@ impl<'a> Reader<'a> {
         }
         self.pos = end;
         if is_float {
-            let text = self.text.get(start..end).ok_or(self.syntax())?;
-            let value: f64 = text
-                .parse()
-                .map_err(|_| BodyError::Syntax { offset: start })?;
-            return Ok(Number::Float(value));
+            #[cfg(feature = "float")]
+            {
+                let text = self.text.get(start..end).ok_or(self.syntax())?;
+                #[cfg(not(all(feature = "float", feature = "small-float")))]
+                let value: f64 = text
+                    .parse()
+                    .map_err(|_| BodyError::Syntax { offset: start })?;
+                #[cfg(all(feature = "float", feature = "small-float"))]
+                let value = crate::float::parse(text);
+                return Ok(Number::Float(value));
+            }
+            #[cfg(not(feature = "float"))]
+            return Ok(Number::NoFloat);
         }
         let negative = int_start > start;
         let mut value: i64 = 0;
@@ -282,6 +303,7 @@ impl<'a> Reader<'a> {
                 Number::Int(i) => Scalar::Value(Value::Int(i)),
                 Number::Float(x) => Scalar::Value(Value::Float(x)),
                 Number::BigInt => Scalar::BigInt,
+                Number::NoFloat => Scalar::NoFloat,
             },
         })
     }
@@ -364,12 +386,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A value read by [`Reader::value`]: a [`Value`], or an integer literal
-/// outside i64.
+/// A value read by [`Reader::value`]: a [`Value`], an integer literal
+/// outside i64, or (without the `float` feature) a number with a fraction or
+/// exponent.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Scalar<'a> {
     Value(Value<'a>),
     BigInt,
+    #[cfg_attr(feature = "float", allow(dead_code))]
+    NoFloat,
 }
 
 fn digits(bytes: &[u8], mut end: usize) -> Result<usize, BodyError> {
@@ -411,6 +436,10 @@ pub(crate) fn parse_value(text: &str) -> Result<Value<'_>, BodyError> {
             reader.expect_end()?;
             return Err(BodyError::IntegerOverflow);
         }
+        Scalar::NoFloat => {
+            reader.expect_end()?;
+            return Err(BodyError::FloatUnsupported);
+        }
     };
     reader.expect_end()?;
     Ok(value)
@@ -446,6 +475,10 @@ pub enum EncodeError {
     BufferTooSmall,
     /// A double is infinite or NaN: JSON cannot carry it.
     NotFinite,
+    /// A double an integers-only build (at-core without `float`) cannot
+    /// write: one of magnitude below 2^-64 or from 2^64 up. `div` of two
+    /// integers never makes one.
+    Unsupported,
 }
 
 impl From<BufferTooSmall> for EncodeError {
@@ -459,11 +492,34 @@ impl core::fmt::Display for EncodeError {
         f.write_str(match self {
             EncodeError::BufferTooSmall => "output buffer too small",
             EncodeError::NotFinite => "a double that is not finite has no JSON form",
+            EncodeError::Unsupported => "this integers-only build cannot write that double",
         })
     }
 }
 
 impl core::error::Error for EncodeError {}
+
+/// The power of ten below `power` (itself a power of ten), or 0 below 1,
+/// by a table rather than a 64-bit division.
+fn next_lower_power(power: u64) -> u64 {
+    const POWERS: [u64; 20] = {
+        let mut table = [0u64; 20];
+        let mut i = 1;
+        let mut p = 1u64;
+        while i < 20 {
+            table[i] = p;
+            p = p.wrapping_mul(10);
+            i += 1;
+        }
+        table
+    };
+    // POWERS = [0, 1, 10, ..., 10^18]: the entry before `power`.
+    let mut i = POWERS.len() - 1;
+    while i > 0 && POWERS[i] >= power {
+        i -= 1;
+    }
+    POWERS[i]
+}
 
 /// Formats JSON into a caller's slice.
 pub(crate) struct Writer<'b> {
@@ -494,11 +550,43 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
-    fn serde<T: serde::Serialize>(&mut self, value: &T) -> Result<(), BufferTooSmall> {
-        let rest = self.buf.get_mut(self.len..).ok_or(BufferTooSmall)?;
-        let n = serde_json_core::to_slice(value, rest).map_err(|_| BufferTooSmall)?;
-        self.len += n;
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), BufferTooSmall> {
+        let end = self.len + bytes.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(BufferTooSmall)?
+            .copy_from_slice(bytes);
+        self.len = end;
         Ok(())
+    }
+
+    /// An integer in decimal, `-` for negatives. Digits come from
+    /// subtracting powers of ten: a 32-bit MCU then links no 64-bit
+    /// division routine.
+    pub(crate) fn int(&mut self, i: i64) -> Result<(), BufferTooSmall> {
+        // "-9223372036854775808" is 20 bytes.
+        let mut text = [0u8; 20];
+        let mut len = 0;
+        if i < 0 {
+            text[0] = b'-';
+            len = 1;
+        }
+        let mut n = i.unsigned_abs();
+        let mut power = 10_000_000_000_000_000_000u64;
+        while power > 0 {
+            let mut digit = b'0';
+            while n >= power {
+                n -= power;
+                digit += 1;
+            }
+            // Leading zeros are skipped; the last digit is always written.
+            if digit != b'0' || len > usize::from(i < 0) || power == 1 {
+                text[len] = digit;
+                len += 1;
+            }
+            power = next_lower_power(power);
+        }
+        self.bytes(&text[..len])
     }
 
     /// A double in shortest round-trip form, always with `.` or an exponent.
@@ -506,15 +594,29 @@ impl<'b> Writer<'b> {
         if !x.is_finite() {
             return Err(EncodeError::NotFinite);
         }
-        self.serde(&x)?;
+        #[cfg(feature = "float")]
+        {
+            let mut buffer = ryu::Buffer::new();
+            self.raw(buffer.format_finite(x))?;
+        }
+        #[cfg(not(feature = "float"))]
+        {
+            let mut text = [0u8; 32];
+            let n = crate::float::write_shortest(x, &mut text).ok_or(EncodeError::Unsupported)?;
+            self.bytes(&text[..n])?;
+        }
         Ok(())
     }
 
     pub(crate) fn string(&mut self, s: &JsonStr<'_>) -> Result<(), BufferTooSmall> {
         self.raw("\"")?;
-        match s.escaped_source() {
-            Some(src) => self.raw(src)?,
-            None => {
+        match (s.escaped_source(), s.as_plain()) {
+            (Some(src), _) => self.raw(src)?,
+            // Nothing to escape: copy it whole.
+            (None, Some(text)) if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+                self.raw(text)?
+            }
+            _ => {
                 for c in s.chars() {
                     write_escaped_char(c, |part| self.raw(part))?;
                 }
@@ -528,11 +630,38 @@ impl<'b> Writer<'b> {
             Value::Null => self.raw("null")?,
             Value::Bool(true) => self.raw("true")?,
             Value::Bool(false) => self.raw("false")?,
-            Value::Int(i) => self.serde(&i)?,
+            Value::Int(i) => self.int(i)?,
             Value::Float(x) => self.float(x)?,
             Value::Str(ref s) => self.string(s)?,
             Value::Raw(raw) => self.raw(raw.as_str())?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(value: Value<'_>) -> heapless::String<64> {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        w.value(&value).unwrap();
+        heapless::String::try_from(w.as_str()).unwrap()
+    }
+
+    #[test]
+    fn integers_and_doubles_are_written_as_the_contract_says() {
+        assert_eq!(written(Value::Int(0)), "0");
+        assert_eq!(written(Value::Int(-7)), "-7");
+        assert_eq!(written(Value::Int(i64::MAX)), "9223372036854775807");
+        assert_eq!(written(Value::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(written(Value::Float(5.0)), "5.0");
+        assert_eq!(written(Value::Float(2.5)), "2.5");
+        assert_eq!(written(Value::Float(0.1)), "0.1");
+        assert_eq!(written(Value::Float(1e300)), "1e300");
+        assert_eq!(written(Value::Float(-0.0)), "-0.0");
+        let mut small = [0u8; 3];
+        assert!(Writer::new(&mut small).int(-1000).is_err());
     }
 }

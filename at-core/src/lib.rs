@@ -22,6 +22,23 @@
 //! - No recursion: JSON nesting is validated with a 64-bit stack, at most
 //!   [`json::MAX_DEPTH`] deep.
 //!
+//! ## Cargo features
+//! - `float` (on by default): numbers with a fraction or exponent are read
+//!   as doubles with core's correctly rounded `f64` parser. Turning it off
+//!   (`default-features = false`) saves about 10 KiB of flash on a
+//!   Cortex-M: such a number is then validated but not converted, and a
+//!   request carrying one as an argument is answered `invalid_arguments`
+//!   with the message "this server takes integers only"
+//!   ([`BodyError::FloatUnsupported`]); it may still appear in members the
+//!   reader ignores. Integer arithmetic and double *results* (`div(10, 4)`
+//!   is `2.5`) work either way: doubles are still written.
+//! - `small-float` (off; acts with `float`): read doubles with a compact
+//!   exact big-integer algorithm instead of core's table-driven one: the
+//!   same results, about 14 KiB less flash, slower and about 1.2 KiB of
+//!   stack. For firmware.
+//! - `fast-crc` (off): a 16 KiB CRC table instead of 1 KiB, for hosts.
+//! - `small-crc` (off): no CRC table (bit by bit), 1 KiB less flash.
+//!
 //! ## Example: a whole server step
 //! ```
 //! use at_core::{calculator::CALCULATOR, FrameDecoder, Kind, Reply, Request, Value};
@@ -54,6 +71,7 @@ pub mod crc;
 pub mod decoder;
 pub mod dispatch;
 pub mod error;
+mod float;
 pub mod frame;
 pub mod header;
 pub mod json;

@@ -51,6 +51,7 @@ pub fn write_reply(seq: u32, reply: &Reply<'_>, out: &mut [u8]) -> Result<usize,
     }
     let (code, message) = match failure {
         EncodeError::NotFinite => (ErrorCode::Overflow, "result is not a finite number"),
+        EncodeError::Unsupported => (ErrorCode::Internal, "cannot write that double"),
         EncodeError::BufferTooSmall => (ErrorCode::Internal, "reply too large"),
     };
     let fallback = Reply::Error(ErrorBody::new(code, message));
@@ -104,7 +105,12 @@ pub fn respond<F: Functions + ?Sized>(
         Err(e) => return write_error_frame(seq, e.code(), e.message(), out).ok(),
     };
     let mut name = [0u8; MAX_FUNC_NAME];
-    let Some(func) = request.func.unescape_into(&mut name) else {
+    let Some(func) = request
+        .func
+        .as_plain()
+        .filter(|f| f.len() <= MAX_FUNC_NAME)
+        .or_else(|| request.func.unescape_into(&mut name))
+    else {
         return write_error_frame(seq, ErrorCode::UnknownFunction, "unknown function", out).ok();
     };
     functions

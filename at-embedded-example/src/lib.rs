@@ -1,1 +1,78 @@
-//! placeholder
+//! # at-embedded-example: the device side of the AT protocol
+//!
+//! Servers for the AT remote-call protocol that run on a microcontroller:
+//! `#![no_std]`, no `alloc`, every buffer a fixed array sized by const
+//! generics, and every request answered by at-core's one request -> reply
+//! path ([`at_core::respond`], [`at_core::respond_to_error`]), so there is
+//! no second implementation of the format here.
+//!
+//! | server | over | for |
+//! |---|---|---|
+//! | [`TcpServer`] | [`embedded_nal::TcpFullStack`] | Ethernet / Wi-Fi chips with a TCP stack |
+//! | [`UdpServer`] | [`embedded_nal::UdpFullStack`] | the same, connectionless |
+//! | [`StreamServer`] | [`embedded_io::Read`] + [`embedded_io::Write`] | a UART, USB CDC |
+//!
+//! The network servers never block: each `poll` does what the stack can do
+//! now (`nb::Error::WouldBlock` means "later") and returns, so one main loop
+//! polls a TCP and a UDP server in turn:
+//!
+//! ```no_run
+//! # fn demo<S>(stack: &mut S) -> Option<()>
+//! # where S: embedded_nal::TcpFullStack + embedded_nal::UdpFullStack {
+//! use at_core::calculator::CALCULATOR;
+//! use at_embedded_example::{TcpServer, UdpServer};
+//!
+//! // 2 clients, 528-byte receive buffers (512-byte bodies), 256-byte replies.
+//! let mut tcp = TcpServer::<S, 2, 528, 256>::bind(stack, 16724).ok()?;
+//! // 529-byte datagrams, 256-byte replies, 4 remembered replies.
+//! let mut udp = UdpServer::<S, 529, 256, 4>::bind(stack, 16724).ok()?;
+//! loop {
+//!     let work = tcp.poll(stack, &CALCULATOR) + udp.poll(stack, &CALCULATOR);
+//!     if work == 0 {
+//!         // idle: sleep until the next interrupt (cortex_m::asm::wfi()).
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! ## What a board must provide
+//! - TCP: an implementation of [`embedded_nal::TcpFullStack`] (`socket`,
+//!   `bind`, `listen`, non-blocking `accept`, `send`, `receive`, `close`).
+//!   smoltcp-nal has no `TcpFullStack` (it has no listening sockets); a
+//!   W5500 driver (`w5500-hl`/`w5500-dhcp` style), an ESP-AT or a small
+//!   adapter over smoltcp's listening sockets can provide it.
+//! - UDP: [`embedded_nal::UdpFullStack`] (`socket`, `bind`, `receive`,
+//!   `send_to`, `close`); smoltcp-nal has it.
+//! - A serial link: [`embedded_io::Read`] + [`embedded_io::Write`] (and
+//!   [`embedded_io::ReadReady`] for [`StreamServer::poll`]); most HALs'
+//!   UARTs implement them. The firmware in `src/bin/firmware/` shows the
+//!   one board-specific module this takes (`board.rs`: a CMSDK UART driver
+//!   and the interrupt table, under 150 lines).
+//!
+//! ## Features
+//! - `float` (default): doubles in requests (see at-core's `float`).
+//! - `log`: log through the `log` facade (desktop).
+//! - `defmt`: log through defmt; only on `target_os = "none"`, so host
+//!   builds and `cargo test --workspace` never need a defmt logger.
+//! - `std`: the [`desktop`] module and the `at-embedded-example` binary,
+//!   which run these very servers on a PC over `std-embedded-nal`.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+mod logging;
+
+mod cache;
+pub mod stream;
+pub mod tcp;
+pub mod udp;
+
+#[cfg(feature = "std")]
+pub mod desktop;
+
+pub use stream::{StreamError, StreamServer};
+pub use tcp::TcpServer;
+pub use udp::UdpServer;

@@ -1,0 +1,75 @@
+//! `at-embedded-firmware`: the AT calculator server on a Cortex-M4, over
+//! UART0 of Arm's MPS2 AN386 board, which QEMU emulates
+//! (`qemu-system-arm -machine mps2-an386`).
+//!
+//! ```text
+//! cargo build -p at-embedded-example --target thumbv7em-none-eabihf --profile firmware
+//! qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none \
+//!     -serial tcp:127.0.0.1:5555,server=on,wait=on \
+//!     -kernel target/thumbv7em-none-eabihf/firmware/at-embedded-firmware
+//! at-host call --server 127.0.0.1:5555 add 10 20
+//! ```
+//!
+//! Everything but [`board`] is board-independent: the server is
+//! at-embedded-example's [`StreamServer`], answering with at-core's
+//! calculator. Its buffers live in `.bss` (see docs/EMBEDDED.md for the
+//! measured budget). With the `defmt` feature the firmware logs through
+//! semihosting (run QEMU with `-semihosting-config enable=on,target=native`
+//! and decode with `defmt-print -e <elf>`).
+//!
+//! Built for a host, this binary only says what it is for.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod board;
+
+#[cfg(target_os = "none")]
+mod device {
+    use at_core::HEADER_LEN;
+    use at_core::calculator::CALCULATOR;
+    use at_embedded_example::StreamServer;
+    use cortex_m_rt::entry;
+    #[cfg(feature = "defmt")]
+    use defmt_semihosting as _;
+    use panic_halt as _;
+
+    use crate::board::{BAUDDIV_115200, UART0_BASE, Uart};
+
+    /// The largest request body: 496 bytes (a calculator request is ~50).
+    const MAX_BODY: usize = 496;
+    /// The receive buffer: one whole frame.
+    const RX: usize = HEADER_LEN + MAX_BODY;
+    /// The reply buffer: any calculator reply or error fits in 128 bytes.
+    const TX: usize = 192;
+
+    #[entry]
+    fn main() -> ! {
+        // SAFETY: UART0 of the MPS2 board, used by nothing else.
+        let mut uart = unsafe { Uart::new(UART0_BASE, BAUDDIV_115200) };
+        // In `.bss`, so `size` shows the buffers; taken once, so never None.
+        let Some(server) = cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new())
+        else {
+            loop {
+                cortex_m::asm::wfi();
+            }
+        };
+        #[cfg(feature = "defmt")]
+        defmt::info!("AT calculator on UART0: bodies up to {} bytes", MAX_BODY);
+        loop {
+            // Returns only if the link fails or closes, which this UART
+            // never does; serve on regardless.
+            let _stopped = server.run(&CALCULATOR, &mut uart);
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "at-embedded-firmware runs on a Cortex-M4: build it with \
+         `cargo build -p at-embedded-example --target thumbv7em-none-eabihf --profile firmware` \
+         and run it under qemu-system-arm -machine mps2-an386 (see docs/EMBEDDED.md)"
+    );
+    std::process::exit(2);
+}

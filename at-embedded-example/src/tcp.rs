@@ -1,0 +1,383 @@
+//! The TCP server: a listening socket and a fixed number of client slots,
+//! polled without blocking over any [`embedded_nal::TcpFullStack`].
+//!
+//! # Per connection
+//! - Bytes go into an at-core [`FrameDecoder`] of `RX` bytes, so frames are
+//!   found by their header's `length` whatever the read boundaries: a read
+//!   may end mid-header or mid-body (`WouldBlock` in the middle of a frame
+//!   just means "later"), or hold several frames.
+//! - Each whole frame is answered by [`at_core::respond`] into the slot's
+//!   `TX`-byte reply buffer, then sent. A send that takes only part of the
+//!   reply (the stack's send buffer is full) leaves the unsent tail in the
+//!   slot; the next poll sends it before anything else, and **no request is
+//!   read or answered on that connection while a reply is pending**. Replies
+//!   therefore leave in request order, and a client that does not read its
+//!   replies only stalls itself.
+//! - A CRC mismatch is answered `checksum_mismatch` and the connection
+//!   stays. A wrong magic (`bad_frame`, seq 0) or a `length` over the limit
+//!   (`frame_too_large`, the header's seq) is answered, and once that reply
+//!   is out the connection is closed: the stream is out of step.
+//! - The body limit is `RX - 16`: a frame always fits the receive buffer.
+//!
+//! # Over the limit
+//! A connection accepted while all `CLIENTS` slots are taken is answered
+//! `busy` (seq 0) and closed at once.
+//!
+//! # Fairness
+//! One poll answers at most [`FRAMES_PER_POLL`] frames and makes at most
+//! [`READS_PER_POLL`] reads per connection, so a client that pipelines
+//! thousands of requests cannot starve the others.
+//!
+//! # Memory
+//! `CLIENTS * (RX + TX + a few words)` plus the sockets, all inside the
+//! [`TcpServer`] value: put it in a `static` (or on the stack of `main`) on
+//! a device.
+
+use at_core::{ErrorCode, FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
+use embedded_nal::{TcpClientStack, TcpFullStack, nb};
+
+use crate::logging::{log_debug, log_info, log_warn};
+
+/// The most frames one poll answers on one connection.
+pub const FRAMES_PER_POLL: usize = 8;
+
+/// The most reads one poll makes on one connection.
+pub const READS_PER_POLL: usize = 4;
+
+/// How many polls a connection being closed after an out-of-step error gets
+/// to send its last reply before it is closed anyway.
+pub const CLOSE_POLLS: u8 = 64;
+
+/// One client slot: a socket (when in use) and its buffers. The buffers stay
+/// in place when the slot is reused, so accepting moves no large value.
+struct Slot<T, const RX: usize, const TX: usize> {
+    socket: Option<T>,
+    decoder: FrameDecoder<[u8; RX]>,
+    /// The reply being sent: `tx[sent..len]` is still to go.
+    tx: [u8; TX],
+    sent: usize,
+    len: usize,
+    /// `Some(polls left)` once the connection is to close after the reply
+    /// in `tx` is out.
+    closing: Option<u8>,
+}
+
+impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
+    const EMPTY: Self = Slot {
+        socket: None,
+        decoder: FrameDecoder::new(u32::MAX),
+        tx: [0; TX],
+        sent: 0,
+        len: 0,
+        closing: None,
+    };
+
+    fn reset(&mut self) {
+        self.decoder.clear();
+        self.sent = 0;
+        self.len = 0;
+        self.closing = None;
+    }
+}
+
+/// Why a connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    PeerClosed,
+    OutOfStep,
+    ReceiveFailed,
+    SendFailed,
+    CloseTimeout,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer closed",
+            End::OutOfStep => "out of step after a bad frame",
+            End::ReceiveFailed => "receive failed",
+            End::SendFailed => "send failed",
+            End::CloseTimeout => "last reply not sent in time",
+        }
+    }
+}
+
+/// A TCP server for up to `CLIENTS` connections at a time, with an
+/// `RX`-byte receive buffer (bodies up to `RX - 16` bytes) and a `TX`-byte
+/// reply buffer per connection (`TX` at least [`MIN_REPLY_BUFFER`]; a reply
+/// that does not fit is answered `internal`).
+///
+/// Create it with [`TcpServer::bind`], then call [`TcpServer::poll`] from
+/// the main loop.
+pub struct TcpServer<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize> {
+    listener: S::TcpSocket,
+    slots: [Slot<S::TcpSocket, RX, TX>; CLIENTS],
+}
+
+impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
+    TcpServer<S, CLIENTS, RX, TX>
+{
+    const CHECK: () = {
+        assert!(CLIENTS > 0, "CLIENTS must be at least 1");
+        assert!(RX > HEADER_LEN, "RX must hold a header and a body");
+        assert!(
+            TX >= MIN_REPLY_BUFFER,
+            "TX must be at least MIN_REPLY_BUFFER"
+        );
+    };
+
+    /// Opens a listening socket on `port` (all addresses) and returns the
+    /// server, with every slot free.
+    pub fn bind(stack: &mut S, port: u16) -> Result<Self, S::Error> {
+        let mut listener = TcpClientStack::socket(stack)?;
+        stack.bind(&mut listener, port)?;
+        stack.listen(&mut listener)?;
+        log_info!("tcp: listening (port {} asked for)", port);
+        Ok(Self::from_listener(listener))
+    }
+
+    /// A server over a socket the caller has already bound and set
+    /// listening.
+    pub fn from_listener(listener: S::TcpSocket) -> Self {
+        let () = Self::CHECK;
+        TcpServer {
+            listener,
+            slots: [const { Slot::EMPTY }; CLIENTS],
+        }
+    }
+
+    /// The listening socket (to ask the stack for its local address, say).
+    pub fn listener(&self) -> &S::TcpSocket {
+        &self.listener
+    }
+
+    /// The largest body a request may have: `RX - 16`.
+    pub const fn max_body(&self) -> u32 {
+        let room = RX - HEADER_LEN;
+        if room > u32::MAX as usize {
+            u32::MAX
+        } else {
+            room as u32
+        }
+    }
+
+    /// How many connections are open.
+    pub fn connections(&self) -> usize {
+        self.slots.iter().filter(|s| s.socket.is_some()).count()
+    }
+
+    /// Does what can be done now without blocking: accepts waiting
+    /// connections, sends pending replies, reads and answers requests, and
+    /// closes connections that ended. Returns how many things happened
+    /// (accepts, reads, sends, frames answered, closes): 0 means idle, so
+    /// the caller may sleep.
+    ///
+    /// Errors of one connection close that connection and are logged; an
+    /// `accept` error is logged. Nothing a peer sends makes this panic.
+    pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F) -> usize {
+        let mut work = self.accept_all(stack);
+        for slot in &mut self.slots {
+            work += service(slot, stack, functions);
+        }
+        work
+    }
+
+    /// Closes every connection and the listening socket.
+    pub fn close(mut self, stack: &mut S) {
+        for slot in &mut self.slots {
+            if let Some(socket) = slot.socket.take() {
+                let _ = stack.close(socket);
+            }
+            slot.reset();
+        }
+        let _ = stack.close(self.listener);
+    }
+
+    fn accept_all(&mut self, stack: &mut S) -> usize {
+        let mut work = 0;
+        // Bounded: at most one round of the slots (and one refusal) per poll.
+        for _ in 0..=CLIENTS {
+            match stack.accept(&mut self.listener) {
+                Ok((socket, peer)) => {
+                    work += 1;
+                    match self.slots.iter_mut().find(|s| s.socket.is_none()) {
+                        Some(slot) => {
+                            log_debug!("tcp: accepted a connection from port {}", peer.port());
+                            slot.reset();
+                            slot.socket = Some(socket);
+                        }
+                        None => {
+                            log_warn!(
+                                "tcp: refusing a connection from port {}: all {} slots busy",
+                                peer.port(),
+                                CLIENTS
+                            );
+                            refuse(stack, socket);
+                        }
+                    }
+                }
+                Err(nb::Error::WouldBlock) => break,
+                Err(nb::Error::Other(_)) => {
+                    log_warn!("tcp: accept failed");
+                    break;
+                }
+            }
+        }
+        work
+    }
+}
+
+/// Answers `busy` (seq 0) on a connection there is no room for, and closes it.
+fn refuse<S: TcpFullStack>(stack: &mut S, mut socket: S::TcpSocket) {
+    let mut out = [0u8; MIN_REPLY_BUFFER];
+    if let Ok(n) = at_core::write_error_frame(0, ErrorCode::Busy, "too many connections", &mut out)
+    {
+        // Best effort: a new connection's send buffer is empty.
+        let _ = stack.send(&mut socket, &out[..n]);
+    }
+    discard_input(stack, &mut socket, &mut out);
+    let _ = stack.close(socket);
+}
+
+/// Reads and drops what the peer already sent (without waiting), so that
+/// closing does not reset the connection under the last reply.
+fn discard_input<S: TcpFullStack>(stack: &mut S, socket: &mut S::TcpSocket, scratch: &mut [u8]) {
+    for _ in 0..READS_PER_POLL {
+        match stack.receive(socket, scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Serves one slot: flush, answer, read, in that order, within the poll's
+/// budget. Returns the work done.
+fn service<S, F, const RX: usize, const TX: usize>(
+    slot: &mut Slot<S::TcpSocket, RX, TX>,
+    stack: &mut S,
+    functions: &F,
+) -> usize
+where
+    S: TcpFullStack,
+    F: Functions + ?Sized,
+{
+    if slot.socket.is_none() {
+        return 0;
+    }
+    if let Some(polls) = &mut slot.closing {
+        if *polls == 0 {
+            return close(slot, stack, End::CloseTimeout);
+        }
+        *polls -= 1;
+    }
+    let Slot {
+        socket,
+        decoder,
+        tx,
+        sent,
+        len,
+        closing,
+    } = slot;
+    let Some(sock) = socket.as_mut() else {
+        return 0;
+    };
+    let mut work = 0;
+    let mut frames = 0;
+    let mut reads = 0;
+    let end = loop {
+        // 1. The pending reply goes first; nothing is read until it is out.
+        if *sent < *len {
+            match stack.send(sock, &tx[*sent..*len]) {
+                Ok(n) if n > 0 => {
+                    work += 1;
+                    *sent += n;
+                    if *sent < *len {
+                        // The send buffer is full: keep the tail for later.
+                        break None;
+                    }
+                    *sent = 0;
+                    *len = 0;
+                }
+                Ok(_) | Err(nb::Error::WouldBlock) => break None,
+                Err(nb::Error::Other(_)) => break Some(End::SendFailed),
+            }
+        }
+        if closing.is_some() {
+            break Some(End::OutOfStep);
+        }
+        if frames == FRAMES_PER_POLL {
+            break None;
+        }
+        // 2. Answer the next whole frame buffered.
+        match decoder.next_frame() {
+            Ok(Some(frame)) => {
+                frames += 1;
+                work += 1;
+                match at_core::respond(functions, &frame, tx) {
+                    Some(n) => *len = n,
+                    None => log_debug!("tcp: ignoring a reply frame (seq {})", frame.seq()),
+                }
+            }
+            Err(e) => {
+                frames += 1;
+                work += 1;
+                log_warn!("tcp: bad frame (seq {}): {}", e.seq(), e.code().as_str());
+                if let Some(n) = at_core::respond_to_error(&e, tx) {
+                    *len = n;
+                }
+                if e.loses_sync() {
+                    *closing = Some(CLOSE_POLLS);
+                }
+            }
+            // 3. Nothing whole buffered: read.
+            Ok(None) => {
+                if reads == READS_PER_POLL {
+                    break None;
+                }
+                reads += 1;
+                let spare = decoder.spare();
+                if spare.is_empty() {
+                    // The decoder guarantees room after Ok(None); never here.
+                    break Some(End::ReceiveFailed);
+                }
+                match stack.receive(sock, spare) {
+                    Ok(0) => break Some(End::PeerClosed),
+                    Ok(n) => {
+                        work += 1;
+                        decoder.commit(n);
+                    }
+                    Err(nb::Error::WouldBlock) => break None,
+                    Err(nb::Error::Other(_)) => break Some(End::ReceiveFailed),
+                }
+            }
+        }
+    };
+    match end {
+        Some(reason) => work + close(slot, stack, reason),
+        None => work,
+    }
+}
+
+fn close<S: TcpFullStack, const RX: usize, const TX: usize>(
+    slot: &mut Slot<S::TcpSocket, RX, TX>,
+    stack: &mut S,
+    reason: End,
+) -> usize {
+    let Some(mut socket) = slot.socket.take() else {
+        return 0;
+    };
+    match reason {
+        End::PeerClosed => log_debug!("tcp: connection closed: {}", reason.as_str()),
+        _ => log_info!("tcp: closing a connection: {}", reason.as_str()),
+    }
+    if reason == End::OutOfStep {
+        slot.decoder.clear();
+        discard_input(stack, &mut socket, slot.decoder.spare());
+    }
+    let _ = stack.close(socket);
+    slot.reset();
+    1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The UDP server: one bound socket, polled without blocking over any
+//! [`embedded_nal::UdpFullStack`], executing each request at most once.
+//!
+//! - One datagram is one frame, checked by [`at_core::Frame::parse`]; a
+//!   datagram whose size is not 16 + `length` is dropped (and logged).
+//! - A datagram that fills the whole `RX` buffer may have been cut short by
+//!   the stack, so it is never taken as a frame: it is answered
+//!   `frame_too_large` when its header announces more than the limit
+//!   (`RX - 17` bytes of body), `bad_frame` for a wrong magic, and dropped
+//!   otherwise.
+//! - **At most once**: the last `CACHE` replies are remembered by (peer
+//!   address, seq). A retransmitted request gets the remembered reply again
+//!   and the function does not run again. Replies are remembered oldest out
+//!   first, with no clock: a retransmission that arrives after `CACHE` newer
+//!   calls (from anyone) runs again, so size `CACHE` for the number of calls
+//!   in flight during a client's whole retry window.
+//! - Replies to frames that could not be read (bad magic, CRC) are not
+//!   remembered: nothing was executed.
+//! - A reply the stack cannot take now (`WouldBlock`) is dropped: the client
+//!   retransmits and gets it from the cache.
+//!
+//! # Memory
+//! `RX + 128 + CACHE * (TX + 40)` bytes or so, inside the [`UdpServer`]
+//! value.
+
+use at_core::{
+    Frame, FrameError, Functions, HEADER_LEN, Header, HeaderError, Kind, MAGIC, MIN_REPLY_BUFFER,
+};
+use core::net::SocketAddr;
+use embedded_nal::{UdpClientStack, UdpFullStack, nb};
+
+use crate::cache::ReplyCache;
+use crate::logging::{log_debug, log_info, log_warn};
+
+/// The most datagrams one poll reads.
+pub const DATAGRAMS_PER_POLL: usize = 8;
+
+/// A UDP server with an `RX`-byte datagram buffer (bodies up to `RX - 17`
+/// bytes: one byte is kept to notice truncated datagrams), and a cache of
+/// the last `CACHE` replies of up to `TX` bytes each (`TX` at least
+/// [`MIN_REPLY_BUFFER`]).
+pub struct UdpServer<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize> {
+    socket: S::UdpSocket,
+    rx: [u8; RX],
+    /// Error replies to unreadable frames (never cached).
+    err: [u8; MIN_REPLY_BUFFER],
+    cache: ReplyCache<TX, CACHE>,
+}
+
+impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
+    UdpServer<S, RX, TX, CACHE>
+{
+    const CHECK: () = {
+        assert!(
+            RX > HEADER_LEN + 1,
+            "RX must hold a header, a body and a spare byte"
+        );
+        assert!(
+            TX >= MIN_REPLY_BUFFER,
+            "TX must be at least MIN_REPLY_BUFFER"
+        );
+        assert!(CACHE > 0, "CACHE must be at least 1");
+    };
+
+    /// Binds a socket to `port` (all addresses) and returns the server.
+    pub fn bind(stack: &mut S, port: u16) -> Result<Self, S::Error> {
+        let mut socket = UdpClientStack::socket(stack)?;
+        stack.bind(&mut socket, port)?;
+        log_info!("udp: listening (port {} asked for)", port);
+        Ok(Self::from_socket(socket))
+    }
+
+    /// A server over a socket the caller has already bound.
+    pub fn from_socket(socket: S::UdpSocket) -> Self {
+        let () = Self::CHECK;
+        UdpServer {
+            socket,
+            rx: [0; RX],
+            err: [0; MIN_REPLY_BUFFER],
+            cache: ReplyCache::new(),
+        }
+    }
+
+    /// The bound socket (to ask the stack for its local address, say).
+    pub fn socket(&self) -> &S::UdpSocket {
+        &self.socket
+    }
+
+    /// The largest body a request may have: `RX - 17`.
+    pub const fn max_body(&self) -> u32 {
+        let room = RX - HEADER_LEN - 1;
+        if room > u32::MAX as usize {
+            u32::MAX
+        } else {
+            room as u32
+        }
+    }
+
+    /// Reads and answers the datagrams waiting, at most
+    /// [`DATAGRAMS_PER_POLL`], without blocking. Returns how many were read
+    /// (0: idle). Errors are logged, never returned: one bad datagram or
+    /// peer does not stop the server.
+    pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F) -> usize {
+        let max_body = self.max_body();
+        let mut work = 0;
+        for _ in 0..DATAGRAMS_PER_POLL {
+            let (n, peer) = match stack.receive(&mut self.socket, &mut self.rx) {
+                Ok(received) => received,
+                Err(nb::Error::WouldBlock) => break,
+                Err(nb::Error::Other(_)) => {
+                    // ICMP errors from earlier sends surface here on some
+                    // stacks; they concern one peer, not the socket.
+                    log_debug!("udp: receive failed");
+                    work += 1;
+                    continue;
+                }
+            };
+            work += 1;
+            let bytes = &self.rx[..n];
+            let parsed = if n == RX {
+                Err(truncated(bytes, max_body))
+            } else {
+                Frame::parse(bytes, max_body)
+            };
+            let frame = match parsed {
+                Err(e @ FrameError::SizeMismatch { .. }) => {
+                    log_warn!(
+                        "udp: dropped a datagram of {} bytes from port {}: size mismatch",
+                        n,
+                        peer.port()
+                    );
+                    let _ = e;
+                    continue;
+                }
+                Err(e) => {
+                    log_warn!(
+                        "udp: bad frame from port {} (seq {}): {}",
+                        peer.port(),
+                        e.seq(),
+                        e.code().as_str()
+                    );
+                    if let Some(len) = at_core::respond_to_error(&e, &mut self.err) {
+                        send(stack, &mut self.socket, peer, &self.err[..len]);
+                    }
+                    continue;
+                }
+                Ok(frame) if frame.kind != Kind::Request => {
+                    log_debug!("udp: ignoring a reply frame (seq {})", frame.seq());
+                    continue;
+                }
+                Ok(frame) => frame,
+            };
+            let seq = frame.seq();
+            if let Some(reply) = self.cache.get(peer, seq) {
+                log_debug!("udp: seq {} again: sending the remembered reply", seq);
+                send(stack, &mut self.socket, peer, reply);
+                continue;
+            }
+            if let Some(len) = at_core::respond(functions, &frame, self.cache.slot()) {
+                let reply = self.cache.commit(peer, seq, len);
+                send(stack, &mut self.socket, peer, reply);
+            }
+        }
+        work
+    }
+
+    /// Closes the socket.
+    pub fn close(self, stack: &mut S) {
+        let _ = stack.close(self.socket);
+    }
+}
+
+/// What to make of a datagram that filled the whole buffer (and so may have
+/// been longer): never a frame.
+fn truncated(bytes: &[u8], max_body: u32) -> FrameError {
+    let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+        return FrameError::SizeMismatch {
+            expected: HEADER_LEN,
+            actual: bytes.len(),
+        };
+    };
+    let header = Header::from_bytes(head);
+    if header.magic != MAGIC {
+        return FrameError::Header {
+            seq: 0,
+            error: HeaderError::BadMagic {
+                found: header.magic,
+            },
+        };
+    }
+    if header.length > max_body {
+        return FrameError::Header {
+            seq: header.seq,
+            error: HeaderError::TooLarge {
+                length: header.length,
+                limit: max_body,
+            },
+        };
+    }
+    FrameError::SizeMismatch {
+        expected: HEADER_LEN + header.length as usize,
+        actual: bytes.len(),
+    }
+}
+
+fn send<S: UdpFullStack>(stack: &mut S, socket: &mut S::UdpSocket, peer: SocketAddr, bytes: &[u8]) {
+    match stack.send_to(socket, peer, bytes) {
+        Ok(()) => {}
+        Err(nb::Error::WouldBlock) => {
+            log_debug!("udp: reply to port {} dropped: stack busy", peer.port());
+        }
+        Err(nb::Error::Other(_)) => {
+            log_debug!("udp: reply to port {} failed", peer.port());
+        }
+    }
+}
