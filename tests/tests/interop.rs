@@ -1,0 +1,680 @@
+//! The three implementations against each other, as real processes on
+//! loopback with OS-chosen ports: the Python interop suite
+//! (`peers/python/interop.py`) against the Rust and the Python servers, the
+//! Python and Rust command lines against each other's servers, the C client
+//! against both servers, and the C and Python peers' own test programs.
+//!
+//! Tests that need `python3` (3.11+) or a C compiler and `make` skip when
+//! those are missing, and fail instead under `AT_REQUIRE_ALL=1`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use at_tests::{KillOnDrop, at_host_bin, skip, spawn_server};
+
+/// Bound of one client command (a call gives up after 5 s by itself).
+const CALL_LIMIT: Duration = Duration::from_secs(20);
+/// Bound of a whole test program (the interop suite takes about a second,
+/// the Python peer's tests about 7 s, the C peer's ASan build a few).
+const SUITE_LIMIT: Duration = Duration::from_secs(180);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `command` to the end with stdin closed and its output captured; the
+/// child is killed (and the test fails) if it runs longer than `limit`.
+fn run(command: &mut Command, limit: Duration) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut guard = KillOnDrop(child);
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            all
+        })
+    };
+    let stdout = collect(Box::new(guard.0.stdout.take().expect("stdout")));
+    let stderr = collect(Box::new(guard.0.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("wait for the child") {
+            break status;
+        }
+        // The guard kills the child as the panic unwinds.
+        assert!(
+            Instant::now() < deadline,
+            "{command:?} did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Whether `program args...` runs and exits 0 (quietly).
+fn works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `python3` if it is there and at least 3.11 (what at_rpc.py needs);
+/// otherwise skips (a failure under AT_REQUIRE_ALL=1) and returns None.
+fn python() -> Option<&'static str> {
+    static OK: OnceLock<bool> = OnceLock::new();
+    let ok = *OK.get_or_init(|| {
+        works(
+            "python3",
+            &["-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+        )
+    });
+    if ok {
+        Some("python3")
+    } else {
+        skip("python3 (3.11 or later) is not installed");
+        None
+    }
+}
+
+/// The C compiler the peer's Makefile uses (`CC`, else `cc`) and `make`, if
+/// both are there; otherwise skips and returns false.
+fn c_toolchain() -> bool {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let ok = works(&cc, &["--version"]) && works("make", &["--version"]);
+    if !ok {
+        skip(&format!("a C compiler ({cc}) and make are needed"));
+    }
+    ok
+}
+
+/// `peers/c/build/calc_client`, built once per test process with
+/// `make -C peers/c`; None (after a skip) without a C toolchain.
+fn calc_client() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    if !c_toolchain() {
+        return None;
+    }
+    let built = BUILT.get_or_init(|| {
+        let dir = repo_root().join("peers/c");
+        let out = run(Command::new("make").arg("-C").arg(&dir), SUITE_LIMIT);
+        if out.status.success() {
+            Ok(dir.join("build/calc_client"))
+        } else {
+            Err(format!(
+                "make -C peers/c failed:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            ))
+        }
+    });
+    match built {
+        Ok(path) => Some(path.clone()),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// A running calculator server and its `host:port` addresses.
+struct Served {
+    _guard: KillOnDrop,
+    tcp: String,
+    udp: String,
+}
+
+fn addresses(addrs: &[String]) -> (String, String) {
+    let tcp = addrs[0]
+        .strip_prefix("tcp://")
+        .unwrap_or_else(|| panic!("a tcp line first, got {addrs:?}"));
+    let udp = addrs[1]
+        .strip_prefix("udp://")
+        .unwrap_or_else(|| panic!("a udp line second, got {addrs:?}"));
+    (tcp.to_owned(), udp.to_owned())
+}
+
+/// `at-host serve` on loopback, TCP and UDP, OS-chosen ports.
+fn rust_server() -> Served {
+    let mut serve = Command::new(at_host_bin());
+    serve.args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let (guard, addrs) = spawn_server(serve, 2);
+    let (tcp, udp) = addresses(&addrs);
+    Served {
+        _guard: guard,
+        tcp,
+        udp,
+    }
+}
+
+/// `at_rpc.py serve` on loopback, TCP and UDP, OS-chosen ports.
+fn python_server(python: &str) -> Served {
+    let mut serve = Command::new(python);
+    serve.arg(repo_root().join("peers/python/at_rpc.py")).args([
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+    ]);
+    let (guard, addrs) = spawn_server(serve, 2);
+    let (tcp, udp) = addresses(&addrs);
+    Served {
+        _guard: guard,
+        tcp,
+        udp,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Python interop suite against both servers
+
+/// Runs interop.py against `server`; asserts every check passed and returns
+/// how many ran.
+fn interop_suite(python: &str, server: &Served, which: &str) -> usize {
+    let started = Instant::now();
+    let out = run(
+        Command::new(python)
+            .arg(repo_root().join("peers/python/interop.py"))
+            .args(["--tcp", &server.tcp, "--udp", &server.udp, "--exact"]),
+        SUITE_LIMIT,
+    );
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    let counts: Vec<usize> = last
+        .strip_suffix(" failed")
+        .and_then(|s| s.split_once(" passed, "))
+        .map(|(p, f)| vec![p.parse().unwrap_or(0), f.parse().unwrap_or(usize::MAX)])
+        .unwrap_or_default();
+    assert!(
+        out.status.success() && counts.len() == 2 && counts[1] == 0,
+        "interop.py against the {which} server (exit {:?}):\n{stdout}{}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    // The suite has about 230 checks; far fewer means checks went missing.
+    assert!(counts[0] >= 200, "only {} checks ran: {stdout}", counts[0]);
+    eprintln!(
+        "interop.py against the {which} server: {last} in {:.2?}",
+        started.elapsed()
+    );
+    counts[0]
+}
+
+#[test]
+fn python_interop_suite_passes_against_at_host_serve() {
+    let Some(python) = python() else { return };
+    let server = rust_server();
+    interop_suite(python, &server, "Rust");
+}
+
+#[test]
+fn python_interop_suite_passes_against_the_python_server() {
+    let Some(python) = python() else { return };
+    let server = python_server(python);
+    interop_suite(python, &server, "Python");
+}
+
+// ---------------------------------------------------------------------------
+// The two command lines are interchangeable
+
+/// A CLI case: (args after `call --server ADDR [--udp]`, exit code, stdout,
+/// start of stderr), as `at-host call` against `at-host serve` gives them.
+type CliCase = (&'static [&'static str], i32, &'static str, &'static str);
+
+const CLI_CASES: &[CliCase] = &[
+    (&["add", "10", "20"], 0, "30\n", ""),
+    (&["sub", "10", "20"], 0, "-10\n", ""),
+    (&["mul", "6", "7"], 0, "42\n", ""),
+    (&["div", "10", "4"], 0, "2.5\n", ""),
+    (&["div", "10", "2"], 0, "5.0\n", ""),
+    (&["add", "10.0", "20"], 0, "30.0\n", ""),
+    (&["mul", "6", "7.5"], 0, "45.0\n", ""),
+    (&["sub", "-5", "2.5"], 0, "-7.5\n", ""),
+    (&["add", "0.1", "0.2"], 0, "0.30000000000000004\n", ""),
+    (&["mul", "1e3", "1e297"], 0, "1e300\n", ""),
+    (
+        &["sub", "-9223372036854775807", "1"],
+        0,
+        "-9223372036854775808\n",
+        "",
+    ),
+    (
+        &["--json", "div", "10", "4"],
+        0,
+        "{\"status\": \"success\", \"result\": 2.5}\n",
+        "",
+    ),
+    (
+        &["div", "1", "0"],
+        1,
+        "",
+        "error: division_by_zero: division by zero\n",
+    ),
+    (
+        &["div", "1.5", "0.0"],
+        1,
+        "",
+        "error: division_by_zero: division by zero\n",
+    ),
+    (
+        &["--json", "div", "1", "0"],
+        1,
+        "{\"status\": \"error\", \"code\": \"division_by_zero\", \"message\": \"division by zero\"}\n",
+        "error: division_by_zero: division by zero\n",
+    ),
+    (
+        &["add", "9223372036854775807", "1"],
+        1,
+        "",
+        "error: overflow: ",
+    ),
+    (
+        &["add", "9223372036854775808", "0"],
+        1,
+        "",
+        "error: overflow: ",
+    ),
+    (&["mul", "1e300", "1e300"], 1, "", "error: overflow: "),
+    (&["add", "1"], 1, "", "error: invalid_arguments: "),
+    (&["add"], 1, "", "error: invalid_arguments: "),
+    (&["add", "x", "1"], 1, "", "error: invalid_arguments: "),
+    (&["add", "true", "2"], 1, "", "error: invalid_arguments: "),
+    (&["add", "[1]", "2"], 1, "", "error: invalid_arguments: "),
+    (&["pow", "2", "8"], 1, "", "error: unknown_function: "),
+];
+
+/// One CLI's `call` as a command: `at-host call` or `at_rpc.py call`.
+#[derive(Clone, Copy)]
+enum Cli<'a> {
+    Rust,
+    Python(&'a str),
+}
+
+impl Cli<'_> {
+    fn call(self, args: &[&str]) -> Output {
+        let mut command = match self {
+            Cli::Rust => Command::new(at_host_bin()),
+            Cli::Python(python) => {
+                let mut c = Command::new(python);
+                c.arg(repo_root().join("peers/python/at_rpc.py"));
+                c
+            }
+        };
+        command.arg("call").args(args);
+        run(&mut command, CALL_LIMIT)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Cli::Rust => "at-host call",
+            Cli::Python(_) => "at_rpc.py call",
+        }
+    }
+}
+
+type Outcome = (Option<i32>, String, String);
+
+fn outcome(out: &Output) -> Outcome {
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `f` over `items` on `workers` threads, results in the items' order.
+/// (Most of a CLI call's time is process start-up, mostly waiting: running
+/// a few at once keeps the test short even on a busy machine.)
+fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    *results[i].lock().unwrap() = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap().expect("every item ran"))
+        .collect()
+}
+
+/// Every case through `cli` against `server`, over TCP and UDP, compared
+/// exactly with `at-host call` against `at-host serve` (which must itself
+/// give the table's answers).
+fn compare_clis(cli: Cli<'_>, server: &Served, server_name: &str) {
+    let reference = rust_server();
+    let jobs: Vec<(bool, &CliCase)> = [false, true]
+        .into_iter()
+        .flat_map(|udp| CLI_CASES.iter().map(move |case| (udp, case)))
+        .collect();
+    let mismatches: Vec<String> = parallel(&jobs, 4, |&(udp, &(args, code, stdout, stderr))| {
+        let (addr, ref_addr) = if udp {
+            (&server.udp, &reference.udp)
+        } else {
+            (&server.tcp, &reference.tcp)
+        };
+        let with = |addr: &str| {
+            let mut all = vec!["--server".to_owned(), addr.to_owned()];
+            if udp {
+                all.push("--udp".to_owned());
+            }
+            all.extend(args.iter().map(|a| (*a).to_owned()));
+            all
+        };
+        let ref_args = with(ref_addr);
+        let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
+        let want = outcome(&Cli::Rust.call(&ref_args));
+        assert!(
+            want.0 == Some(code) && want.1 == stdout && want.2.starts_with(stderr),
+            "at-host call {ref_args:?} against at-host serve gave {want:?}, \
+             expected ({code}, {stdout:?}, {stderr:?}...)"
+        );
+        let these = with(addr);
+        let these: Vec<&str> = these.iter().map(String::as_str).collect();
+        let got = outcome(&cli.call(&these));
+        (got != want).then(|| {
+            format!(
+                "{} {these:?} against the {server_name} server:\n   got {got:?}\n  want {want:?}",
+                cli.name()
+            )
+        })
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} calls differ from at-host call -> at-host serve:\n{}",
+        mismatches.len(),
+        jobs.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// Exit codes of failures that never reach a server: usage errors (2) and
+/// transport failures (3): refused, and a UDP server that never answers.
+fn compare_failure_exit_codes(python: &str) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let cases: &[(&[&str], i32)] = &[
+        (&["--server", &free, "add", "1", "2"], 3),
+        (
+            &[
+                "--udp",
+                "--timeout",
+                "0.3",
+                "--server",
+                &silent,
+                "add",
+                "1",
+                "2",
+            ],
+            3,
+        ),
+        (&[], 2),
+        (&["--bogus", "add"], 2),
+        (&["--timeout", "soon", "add", "1", "2"], 2),
+        (&["--server", "host:port", "add", "1", "2"], 2),
+    ];
+    for &(args, code) in cases {
+        for cli in [Cli::Rust, Cli::Python(python)] {
+            let out = cli.call(args);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{} {args:?}: stdout {:?} stderr {:?}",
+                cli.name(),
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            assert!(out.stdout.is_empty(), "{} {args:?}", cli.name());
+            assert!(!out.stderr.is_empty(), "{} {args:?}", cli.name());
+        }
+    }
+}
+
+#[test]
+fn python_cli_against_at_host_serve_prints_what_at_host_call_prints() {
+    let Some(python) = python() else { return };
+    let server = rust_server();
+    compare_clis(Cli::Python(python), &server, "Rust");
+    compare_failure_exit_codes(python);
+}
+
+#[test]
+fn at_host_call_against_the_python_server_prints_what_it_prints_against_at_host() {
+    let Some(python) = python() else { return };
+    let server = python_server(python);
+    compare_clis(Cli::Rust, &server, "Python");
+}
+
+// ---------------------------------------------------------------------------
+// The C client against both servers
+
+/// (func, a, b, exit code, stdout, stderr): exactly what calc_client prints.
+const C_CASES: &[(&str, &str, &str, i32, &str, &str)] = &[
+    ("add", "10", "20", 0, "30\n", ""),
+    ("sub", "10", "20", 0, "-10\n", ""),
+    ("mul", "6", "7", 0, "42\n", ""),
+    ("div", "10", "4", 0, "2.5\n", ""),
+    ("div", "10", "2", 0, "5.0\n", ""),
+    ("add", "10.0", "20", 0, "30.0\n", ""),
+    ("mul", "6", "7.5", 0, "45.0\n", ""),
+    ("sub", "-5", "2.5", 0, "-7.5\n", ""),
+    ("add", "0.1", "0.2", 0, "0.30000000000000004\n", ""),
+    ("mul", "1e3", "1e297", 0, "1e300\n", ""),
+    (
+        "sub",
+        "-9223372036854775807",
+        "1",
+        0,
+        "-9223372036854775808\n",
+        "",
+    ),
+    (
+        "div",
+        "1",
+        "0",
+        1,
+        "",
+        "error: division_by_zero: division by zero\n",
+    ),
+    (
+        "div",
+        "1.5",
+        "0.0",
+        1,
+        "",
+        "error: division_by_zero: division by zero\n",
+    ),
+    (
+        "add",
+        "9223372036854775807",
+        "1",
+        1,
+        "",
+        "error: overflow: integer result outside 64-bit range\n",
+    ),
+    (
+        "add",
+        "9223372036854775808",
+        "0",
+        1,
+        "",
+        "error: overflow: integer argument outside 64-bit range\n",
+    ),
+    (
+        "mul",
+        "1e300",
+        "1e300",
+        1,
+        "",
+        "error: overflow: result is not a finite number\n",
+    ),
+    (
+        "pow",
+        "2",
+        "8",
+        1,
+        "",
+        "error: unknown_function: unknown function\n",
+    ),
+];
+
+fn c_call(client: &Path, udp: bool, addr: &str, args: &[&str]) -> Output {
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let mut command = Command::new(client);
+    if udp {
+        command.arg("--udp");
+    }
+    command.args([host, port]).args(args);
+    run(&mut command, CALL_LIMIT)
+}
+
+/// Every C case over TCP and UDP against `server`.
+fn c_client_against(client: &Path, server: &Served, server_name: &str) {
+    let mut mismatches = Vec::new();
+    let mut runs = 0;
+    for udp in [false, true] {
+        let addr = if udp { &server.udp } else { &server.tcp };
+        for &(func, a, b, code, stdout, stderr) in C_CASES {
+            let out = c_call(client, udp, addr, &[func, a, b]);
+            runs += 1;
+            let got = outcome(&out);
+            let want = (Some(code), stdout.to_owned(), stderr.to_owned());
+            if got != want {
+                mismatches.push(format!(
+                    "calc_client{} {func} {a} {b} against the {server_name} server:\n   got {got:?}\n  want {want:?}",
+                    if udp { " --udp" } else { "" }
+                ));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {runs} calls went wrong:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// invalid_arguments cannot be reached from calc_client: a non-number is its
+/// own usage error (exit 2, nothing sent). And its transport failures.
+fn c_client_failures(client: &Path) {
+    for (a, b) in [("x", "1"), ("1", "true"), ("\"1\"", "2"), ("[1]", "2")] {
+        let out = c_call(client, false, "127.0.0.1:1", &["add", a, b]);
+        assert_eq!(out.status.code(), Some(2), "calc_client add {a} {b}");
+        assert!(out.stdout.is_empty());
+    }
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = c_call(client, false, &free, &["add", "1", "2"]);
+    assert_eq!(out.status.code(), Some(3), "refused: {}", text(&out.stderr));
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = run(
+        Command::new(client)
+            .env("AT_TIMEOUT_MS", "300")
+            .args(["--udp", host, port, "add", "1", "2"]),
+        CALL_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(3), "timeout: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn c_client_against_at_host_serve() {
+    let Some(client) = calc_client() else { return };
+    let server = rust_server();
+    c_client_against(&client, &server, "Rust");
+    c_client_failures(&client);
+}
+
+#[test]
+fn c_client_against_the_python_server() {
+    let Some(python) = python() else { return };
+    let Some(client) = calc_client() else { return };
+    let server = python_server(python);
+    c_client_against(&client, &server, "Python");
+}
+
+// ---------------------------------------------------------------------------
+// The peers' own test programs (both run the shared vectors)
+
+#[test]
+fn c_peer_passes_its_vector_tests_under_asan_and_ubsan() {
+    if !c_toolchain() {
+        return;
+    }
+    let out = run(
+        Command::new("make")
+            .arg("-C")
+            .arg(repo_root().join("peers/c"))
+            .arg("test"),
+        SUITE_LIMIT,
+    );
+    let stdout = text(&out.stdout);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" failed"))
+        .unwrap_or("");
+    assert!(
+        out.status.success() && summary.ends_with(" passed, 0 failed"),
+        "make -C peers/c test (exit {:?}):\n{stdout}{}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    eprintln!("peers/c test_vectors: {summary}");
+}
+
+#[test]
+fn python_peer_passes_its_own_tests() {
+    let Some(python) = python() else { return };
+    let out = run(
+        Command::new(python).arg(repo_root().join("peers/python/test_at_rpc.py")),
+        SUITE_LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "test_at_rpc.py (exit {:?}):\n{}{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
