@@ -6,6 +6,11 @@
 //! [`MAX_DEPTH`]. The writer formats into a caller's slice: integers by a
 //! plain digit loop, doubles with ryu (shortest round trip), nothing through
 //! `core::fmt`, so a firmware links only what it uses.
+//!
+//! serde-json-core was the first choice for both sides: it cannot read a
+//! mixed-type argument list without `deserialize_any`, and writing numbers
+//! through it cost flash for no gain over calling ryu (which it uses)
+//! directly; docs/EMBEDDED.md has the measurements.
 
 use crate::body::BodyError;
 use crate::frame::BufferTooSmall;

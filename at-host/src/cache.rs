@@ -13,6 +13,9 @@ type Key = (SocketAddr, u32);
 struct Entry {
     id: u64,
     at: Instant,
+    /// The request's length and CRC: the same (client, seq) with another
+    /// body (a client restarted and counting from 1 again) is a new call.
+    request: (u32, u32),
     reply: Box<[u8]>,
 }
 
@@ -48,14 +51,31 @@ impl ReplyCache {
         self.entries.len()
     }
 
-    /// The reply remembered for this call, if it is still fresh.
-    pub(crate) fn get(&mut self, client: SocketAddr, seq: u32, now: Instant) -> Option<&[u8]> {
+    /// The reply remembered for this call (same client, seq, request length
+    /// and CRC), if it is still fresh.
+    pub(crate) fn get(
+        &mut self,
+        client: SocketAddr,
+        seq: u32,
+        request: (u32, u32),
+        now: Instant,
+    ) -> Option<&[u8]> {
         self.expire(now);
-        self.entries.get(&(client, seq)).map(|e| &*e.reply)
+        self.entries
+            .get(&(client, seq))
+            .filter(|e| e.request == request)
+            .map(|e| &*e.reply)
     }
 
-    /// Remembers a reply.
-    pub(crate) fn insert(&mut self, client: SocketAddr, seq: u32, reply: &[u8], now: Instant) {
+    /// Remembers a reply to the request with this (length, CRC).
+    pub(crate) fn insert(
+        &mut self,
+        client: SocketAddr,
+        seq: u32,
+        request: (u32, u32),
+        reply: &[u8],
+        now: Instant,
+    ) {
         self.expire(now);
         let id = self.next_id;
         self.next_id += 1;
@@ -73,6 +93,7 @@ impl ReplyCache {
             Entry {
                 id,
                 at: now,
+                request,
                 reply: reply.into(),
             },
         ) {
@@ -134,6 +155,22 @@ fn remove_if(entries: &mut HashMap<Key, Entry>, key: Key, id: u64) {
 mod tests {
     use super::*;
 
+    const REQ: (u32, u32) = (33, 0x0BBC_D047);
+
+    #[test]
+    fn another_request_under_the_same_seq_is_a_new_call() {
+        let t0 = Instant::now();
+        let mut cache = ReplyCache::new(10, 10, Duration::from_secs(5));
+        cache.insert(addr(1), 1, REQ, b"old", t0);
+        assert_eq!(cache.get(addr(1), 1, (33, 0xDEAD_BEEF), t0), None);
+        cache.insert(addr(1), 1, (33, 0xDEAD_BEEF), b"new", t0);
+        assert_eq!(
+            cache.get(addr(1), 1, (33, 0xDEAD_BEEF), t0),
+            Some(&b"new"[..])
+        );
+        assert_eq!(cache.get(addr(1), 1, REQ, t0), None);
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -142,11 +179,14 @@ mod tests {
     fn remembers_and_forgets_by_age() {
         let t0 = Instant::now();
         let mut cache = ReplyCache::new(10, 10, Duration::from_secs(5));
-        cache.insert(addr(1), 7, b"reply", t0);
-        assert_eq!(cache.get(addr(1), 7, t0), Some(&b"reply"[..]));
-        assert_eq!(cache.get(addr(2), 7, t0), None);
-        assert_eq!(cache.get(addr(1), 8, t0), None);
-        assert_eq!(cache.get(addr(1), 7, t0 + Duration::from_secs(6)), None);
+        cache.insert(addr(1), 7, REQ, b"reply", t0);
+        assert_eq!(cache.get(addr(1), 7, REQ, t0), Some(&b"reply"[..]));
+        assert_eq!(cache.get(addr(2), 7, REQ, t0), None);
+        assert_eq!(cache.get(addr(1), 8, REQ, t0), None);
+        assert_eq!(
+            cache.get(addr(1), 7, REQ, t0 + Duration::from_secs(6)),
+            None
+        );
         assert_eq!(cache.len(), 0);
     }
 
@@ -154,14 +194,14 @@ mod tests {
     fn one_client_cannot_evict_the_others() {
         let t0 = Instant::now();
         let mut cache = ReplyCache::new(100, 10, Duration::from_secs(60));
-        cache.insert(addr(1), 1, b"a", t0);
+        cache.insert(addr(1), 1, REQ, b"a", t0);
         for seq in 0..10_000 {
-            cache.insert(addr(2), seq, b"flood", t0);
+            cache.insert(addr(2), seq, REQ, b"flood", t0);
         }
-        assert_eq!(cache.get(addr(1), 1, t0), Some(&b"a"[..]));
+        assert_eq!(cache.get(addr(1), 1, REQ, t0), Some(&b"a"[..]));
         assert_eq!(cache.len(), 11);
-        assert_eq!(cache.get(addr(2), 9_999, t0), Some(&b"flood"[..]));
-        assert_eq!(cache.get(addr(2), 9_989, t0), None);
+        assert_eq!(cache.get(addr(2), 9_999, REQ, t0), Some(&b"flood"[..]));
+        assert_eq!(cache.get(addr(2), 9_989, REQ, t0), None);
         assert!(cache.order.len() <= 2 * 100 + 64 + 1);
     }
 
@@ -170,11 +210,11 @@ mod tests {
         let t0 = Instant::now();
         let mut cache = ReplyCache::new(50, 5, Duration::from_secs(60));
         for port in 0..1_000 {
-            cache.insert(addr(port), 1, b"x", t0);
+            cache.insert(addr(port), 1, REQ, b"x", t0);
         }
         assert_eq!(cache.len(), 50);
-        assert_eq!(cache.get(addr(999), 1, t0), Some(&b"x"[..]));
-        assert_eq!(cache.get(addr(0), 1, t0), None);
+        assert_eq!(cache.get(addr(999), 1, REQ, t0), Some(&b"x"[..]));
+        assert_eq!(cache.get(addr(0), 1, REQ, t0), None);
         assert!(cache.per_client.len() <= 2 * 50 + 64 + 1);
     }
 }

@@ -99,7 +99,8 @@ pub(crate) async fn serve(
             }
             Ok(frame) => {
                 let seq = frame.seq();
-                if let Some(reply) = cache.get(peer, seq, now) {
+                let request = (frame.header.length, frame.header.crc);
+                if let Some(reply) = cache.get(peer, seq, request, now) {
                     debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
                     send(&socket, reply, peer).await;
                     continue;
@@ -110,7 +111,7 @@ pub(crate) async fn serve(
                 };
                 let n = at_core::respond(&calls, &frame, &mut out);
                 if let Some(n) = n {
-                    cache.insert(peer, seq, &out[..n], now);
+                    cache.insert(peer, seq, request, &out[..n], now);
                 }
                 n
             }
