@@ -565,32 +565,15 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
-    /// An integer in decimal, `-` for negatives. Digits come from
-    /// subtracting powers of ten: a 32-bit MCU then links no 64-bit
-    /// division routine.
+    /// An integer in decimal.
     pub(crate) fn int(&mut self, i: i64) -> Result<(), BufferTooSmall> {
         // "-9223372036854775808" is 20 bytes.
         let mut text = [0u8; 20];
-        let mut len = 0;
-        if i < 0 {
-            text[0] = b'-';
-            len = 1;
-        }
-        let mut n = i.unsigned_abs();
-        let mut power = 10_000_000_000_000_000_000u64;
-        while power > 0 {
-            let mut digit = b'0';
-            while n >= power {
-                n -= power;
-                digit += 1;
-            }
-            // Leading zeros are skipped; the last digit is always written.
-            if digit != b'0' || len > usize::from(i < 0) || power == 1 {
-                text[len] = digit;
-                len += 1;
-            }
-            power = next_lower_power(power);
-        }
+        let len = if cfg!(target_pointer_width = "64") {
+            int_by_division(i, &mut text)
+        } else {
+            int_by_subtraction(i, &mut text)
+        };
         self.bytes(&text[..len])
     }
 
@@ -644,6 +627,54 @@ impl<'b> Writer<'b> {
     }
 }
 
+/// Writes `i` in decimal into `text` and returns the length, with 64-bit
+/// division by ten: fast where the CPU divides 64-bit numbers.
+fn int_by_division(i: i64, text: &mut [u8; 20]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = i.unsigned_abs();
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let sign = usize::from(i < 0);
+    text[0] = b'-';
+    let len = sign + digits.len() - start;
+    text[sign..len].copy_from_slice(&digits[start..]);
+    len
+}
+
+/// Writes `i` in decimal into `text` and returns the length, by
+/// subtracting powers of ten: a 32-bit MCU then links no 64-bit division
+/// routine.
+fn int_by_subtraction(i: i64, text: &mut [u8; 20]) -> usize {
+    let mut len = 0;
+    if i < 0 {
+        text[0] = b'-';
+        len = 1;
+    }
+    let mut n = i.unsigned_abs();
+    let mut power = 10_000_000_000_000_000_000u64;
+    while power > 0 {
+        let mut digit = b'0';
+        while n >= power {
+            n -= power;
+            digit += 1;
+        }
+        // Leading zeros are skipped; the last digit is always written.
+        if digit != b'0' || len > usize::from(i < 0) || power == 1 {
+            text[len] = digit;
+            len += 1;
+        }
+        power = next_lower_power(power);
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +699,39 @@ mod tests {
         assert_eq!(written(Value::Float(-0.0)), "-0.0");
         let mut small = [0u8; 3];
         assert!(Writer::new(&mut small).int(-1000).is_err());
+    }
+
+    #[test]
+    fn both_integer_writers_agree() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut samples = [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            99,
+            100,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ]
+        .to_vec();
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x as i64) >> (x % 64));
+        }
+        for i in samples {
+            let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+            let (m, n) = (int_by_division(i, &mut a), int_by_subtraction(i, &mut b));
+            assert_eq!(&a[..m], &b[..n], "{i}");
+            let mut expected = [0u8; 24];
+            let mut w = Writer::new(&mut expected);
+            w.int(i).unwrap();
+            assert_eq!(w.as_str().parse::<i64>().unwrap(), i);
+        }
     }
 }
