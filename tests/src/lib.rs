@@ -194,3 +194,65 @@ pub fn skip(why: &str) {
     }
     eprintln!("SKIPPED: {why}");
 }
+
+/// The calculator calls every AT calculator server must answer alike, over
+/// any transport: `(func, args, the result or the error code)`.
+pub fn calculator_cases() -> Vec<(
+    &'static str,
+    Vec<at_core::Value<'static>>,
+    Result<at_host::Value, at_core::ErrorCode>,
+)> {
+    use at_core::ErrorCode as E;
+    use at_core::Value::{Float, Int};
+    use at_host::Value as R;
+    vec![
+        ("add", vec![Int(10), Int(20)], Ok(R::Int(30))),
+        ("sub", vec![Int(10), Int(20)], Ok(R::Int(-10))),
+        ("mul", vec![Int(6), Int(7)], Ok(R::Int(42))),
+        ("div", vec![Int(10), Int(4)], Ok(R::Float(2.5))),
+        ("div", vec![Int(10), Int(2)], Ok(R::Float(5.0))),
+        (
+            "add",
+            vec![Float(0.1), Float(0.2)],
+            Ok(R::Float(0.30000000000000004)),
+        ),
+        ("div", vec![Int(1), Int(0)], Err(E::DivisionByZero)),
+        ("add", vec![Int(i64::MAX), Int(1)], Err(E::Overflow)),
+        ("mul", vec![Float(1e300), Float(1e300)], Err(E::Overflow)),
+        ("add", vec![Int(1)], Err(E::InvalidArguments)),
+        (
+            "add",
+            vec![Int(1), at_core::Value::str("2")],
+            Err(E::InvalidArguments),
+        ),
+        ("pow", vec![Int(2), Int(3)], Err(E::UnknownFunction)),
+    ]
+}
+
+/// Checks one outcome against its case from [`calculator_cases`].
+pub fn check_case(
+    func: &str,
+    args: &[at_core::Value<'_>],
+    want: &Result<at_host::Value, at_core::ErrorCode>,
+    got: Result<at_host::Value, at_host::Error>,
+) {
+    match (want, got) {
+        (Ok(want), Ok(got)) => assert_eq!(&got, want, "{func}{args:?}"),
+        (Err(code), Err(e)) => assert_eq!(e.code(), Some(*code), "{func}{args:?}: {e}"),
+        (want, got) => panic!("{func}{args:?}: wanted {want:?}, got {got:?}"),
+    }
+}
+
+/// Runs every [`calculator_cases`] call over a TCP client.
+pub async fn check_calculator_tcp(client: &mut at_host::Client) {
+    for (func, args, want) in calculator_cases() {
+        check_case(func, &args, &want, client.call(func, &args).await);
+    }
+}
+
+/// Runs every [`calculator_cases`] call over a UDP client.
+pub async fn check_calculator_udp(client: &mut at_host::UdpClient) {
+    for (func, args, want) in calculator_cases() {
+        check_case(func, &args, &want, client.call(func, &args).await);
+    }
+}

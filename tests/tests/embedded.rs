@@ -57,47 +57,7 @@ async fn calculator_and_errors_through_the_at_host_client() {
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
     let mut c = Client::connect(addr, PATIENCE).await.expect("connect");
-    let call = |f: &'static str, a: V<'static>, b: V<'static>| (f, [a, b]);
-    for ((func, args), want) in [
-        (call("add", V::Int(10), V::Int(20)), Value::Int(30)),
-        (call("sub", V::Int(10), V::Int(20)), Value::Int(-10)),
-        (call("mul", V::Int(6), V::Int(7)), Value::Int(42)),
-        (call("div", V::Int(10), V::Int(4)), Value::Float(2.5)),
-        (call("div", V::Int(10), V::Int(2)), Value::Float(5.0)),
-        (
-            call("add", V::Float(0.1), V::Float(0.2)),
-            Value::Float(0.1 + 0.2),
-        ),
-    ] {
-        assert_eq!(c.call(func, &args).await.unwrap(), want, "{func}{args:?}");
-    }
-    for (func, args, code) in [
-        ("div", vec![V::Int(1), V::Int(0)], ErrorCode::DivisionByZero),
-        (
-            "add",
-            vec![V::Int(i64::MAX), V::Int(1)],
-            ErrorCode::Overflow,
-        ),
-        (
-            "mul",
-            vec![V::Float(1e300), V::Float(1e300)],
-            ErrorCode::Overflow,
-        ),
-        ("add", vec![V::Int(1)], ErrorCode::InvalidArguments),
-        (
-            "add",
-            vec![V::Int(1), V::str("2")],
-            ErrorCode::InvalidArguments,
-        ),
-        (
-            "pow",
-            vec![V::Int(2), V::Int(3)],
-            ErrorCode::UnknownFunction,
-        ),
-    ] {
-        let e = c.call(func, &args).await.expect_err("an error reply");
-        assert_eq!(e.code(), Some(code), "{func}{args:?}: {e}");
-    }
+    check_calculator_tcp(&mut c).await;
     // A body that is not a request.
     let mut raw = connect(addr).await;
     write(&mut raw, &request(5, "{\"args\": [1, 2]}")).await;
@@ -273,16 +233,7 @@ async fn udp_calls_and_duplicates_run_once() {
     let mut c = UdpClient::connect(addr, UdpConfig::default())
         .await
         .expect("udp client");
-    assert_eq!(
-        c.call("add", &[V::Int(10), V::Int(20)]).await.unwrap(),
-        Value::Int(30)
-    );
-    assert_eq!(
-        c.call("div", &[V::Int(10), V::Int(4)]).await.unwrap(),
-        Value::Float(2.5)
-    );
-    let e = c.call("div", &[V::Int(1), V::Int(0)]).await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::DivisionByZero));
+    check_calculator_udp(&mut c).await;
 
     // The same request three times: one execution, three equal replies.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();

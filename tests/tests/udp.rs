@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use at_core::{ErrorCode, HEADER_LEN, Header, Kind, Value as V};
+use at_core::{HEADER_LEN, Header, Kind, Value as V};
 use at_host::{Error, Server, UdpClient, UdpConfig, Value};
 use at_tests::relay::{Faults, LossyRelay};
 use at_tests::*;
@@ -42,18 +42,7 @@ async fn calculator_over_udp() {
     let mut c = UdpClient::connect(addr, UdpConfig::default())
         .await
         .unwrap();
-    assert_eq!(
-        c.call("add", &[V::Int(10), V::Int(20)]).await.unwrap(),
-        Value::Int(30)
-    );
-    assert_eq!(
-        c.call("div", &[V::Int(10), V::Int(4)]).await.unwrap(),
-        Value::Float(2.5)
-    );
-    let e = c.call("div", &[V::Int(1), V::Int(0)]).await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::DivisionByZero));
-    let e = c.call("nope", &[]).await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::UnknownFunction));
+    check_calculator_udp(&mut c).await;
     // Several calls in flight on one socket.
     let args: Vec<[V<'_>; 2]> = (0..50).map(|i| [V::Int(i), V::Int(i)]).collect();
     let calls: Vec<(&str, &[V<'_>])> = args.iter().map(|a| ("mul", &a[..])).collect();
