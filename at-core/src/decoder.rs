@@ -58,7 +58,16 @@ pub struct FrameDecoder<B> {
 impl<const N: usize> FrameDecoder<[u8; N]> {
     /// A decoder with an `N`-byte array buffer, accepting bodies up to
     /// `min(max_body, N - 16)` bytes.
+    ///
+    /// `N` must hold at least a header (16 bytes); a smaller `N` does not
+    /// compile.
     pub const fn new(max_body: u32) -> Self {
+        const {
+            assert!(
+                N >= HEADER_LEN,
+                "a FrameDecoder buffer must hold at least a 16-byte header"
+            )
+        };
         FrameDecoder {
             buf: [0; N],
             start: 0,
@@ -82,8 +91,17 @@ const fn clamp_max_body(max_body: u32, capacity: usize) -> u32 {
 impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
     /// A decoder over a caller's buffer, accepting bodies up to
     /// `min(max_body, buf.len() - 16)` bytes.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than a header (16 bytes): such a decoder could
+    /// never hold a frame. (A programming error, caught at construction;
+    /// nothing a peer sends can cause it.)
     pub fn with_buffer(buf: B, max_body: u32) -> Self {
         let capacity = buf.as_ref().len();
+        assert!(
+            capacity >= HEADER_LEN,
+            "a FrameDecoder buffer must hold at least a 16-byte header"
+        );
         FrameDecoder {
             buf,
             start: 0,

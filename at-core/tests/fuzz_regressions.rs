@@ -1,0 +1,67 @@
+//! Inputs the fuzz targets (`fuzz/`, run by `scripts/fuzz.sh`) once failed
+//! on, kept as tests and run through the same checks: the fuzz crate's
+//! `src/lib.rs` is included here as a module.
+
+use at_core::Value;
+
+#[allow(dead_code)]
+#[path = "../../fuzz/src/lib.rs"]
+mod invariants;
+
+/// `fuzz/artifacts/body/crash-bbad281d2cf0ab862e5676891847813d4c8e6bd5`
+/// (`cargo fuzz run body --features small-float`): a number with far more
+/// significant digits than fraction digits. The `small-float` reader divided
+/// by 5^k with a quotient of more than 128 bits and shifted a `u128` by 128
+/// or more: a panic with overflow checks, a wrong double without them (as
+/// in the firmware: -3.121888888888889 for this input). Only a build with
+/// `--features small-float` runs that reader; any build checks the value.
+const LONG_DECIMAL: &str = "-11.12188888888888888888888888888888800000000000777777777777\
+    777777777777777777777700000000000000000000000000000655904310000000000";
+
+#[test]
+fn long_decimal_with_a_short_fraction_reads_exactly() {
+    // The same flaw in a plain-looking number: 2e38 written out with ".0"
+    // (the old reader, without overflow checks, read 2.985881653953077e37).
+    let whole = format!("2{}.0", "0".repeat(38));
+    // Longer still.
+    let longer = format!("{}{}", LONG_DECIMAL, "9".repeat(700));
+    for text in [LONG_DECIMAL, &whole, &longer] {
+        invariants::check_body(text.as_bytes());
+        let want: f64 = text.parse().unwrap();
+        if cfg!(feature = "float") {
+            assert_eq!(Value::parse(text), Ok(Value::Float(want)), "{text}");
+        } else {
+            assert_eq!(
+                Value::parse(text),
+                Err(at_core::BodyError::FloatUnsupported)
+            );
+        }
+    }
+    // As a request argument, through the whole server path.
+    let body = format!(r#"{{"func": "add", "args": [{longer}, 0]}}"#);
+    let mut frame = vec![0u8; 16 + body.len()];
+    at_core::encode_frame(at_core::Kind::Request, 7, body.as_bytes(), &mut frame).unwrap();
+    let mut input = vec![6, 0x80, 0]; // limit 65536, a 70,000-byte reply buffer, 1-byte pieces
+    input.extend_from_slice(&frame);
+    invariants::check_respond(&input);
+}
+
+/// The contract's vector through all three targets' checks, so the checks
+/// themselves stay compiled and passing here.
+#[test]
+fn the_fuzz_checks_pass_on_the_contract_vector() {
+    let frame = b"\x41\x54\x00\x01\x00\x00\x00\x01\x00\x00\x00\x21\x0b\xbc\xd0\x47\
+        {\"func\": \"add\", \"args\": [10, 20]}";
+    invariants::check_body(&frame[16..]);
+    // Limit 65536, pieces of 7, 1 and 3 bytes; by push, then by spare/commit.
+    for mode in [6 | 3 << 3, 0x80 | 6 | 3 << 3] {
+        let mut input = vec![mode, 6, 0, 2];
+        input.extend_from_slice(frame);
+        input.extend_from_slice(b"noise A");
+        input.extend_from_slice(frame);
+        invariants::check_decoder(&input);
+    }
+    let mut input = vec![6, 16, 4]; // limit 65536, a 256-byte reply buffer, 5-byte pieces
+    input.extend_from_slice(frame);
+    invariants::check_respond(&input);
+}

@@ -1,0 +1,9 @@
+//! cargo-fuzz target `respond`: see `at_fuzz::check_respond` (fuzz/src/lib.rs) for
+//! the input layout and the invariants.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    at_fuzz::check_respond(data);
+});

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora for the fuzz targets from tests/vectors/frames.json.
+
+    python3 fuzz/seed.py            # into fuzz/corpus/<target>/
+
+Each target's input starts with a few steering bytes (see fuzz/src/lib.rs):
+- decoder: [mode] [chunk sizes...] stream; mode's low 3 bits pick the body
+  limit (6 = 65536), bits 3-6 how many chunk-size bytes follow, bit 7
+  feeds through spare()/commit() instead of push().
+- body:    the frame bodies themselves.
+- respond: [limit choice] [reply buffer choice] [chunk size] frame.
+Seed files are named by content hash, so running it again adds nothing new.
+"""
+import hashlib
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VECTORS = os.path.join(HERE, "..", "tests", "vectors", "frames.json")
+LIMIT_65536 = 6  # index into at_fuzz::MAX_BODIES
+LIMIT_48 = 3
+BODY_MAX = 4096  # the body target runs with -max_len=4096
+
+
+def write(target, data):
+    folder = os.path.join(HERE, "corpus", target)
+    os.makedirs(folder, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            f.write(data)
+        return 1
+    return 0
+
+
+def main():
+    with open(VECTORS) as f:
+        vectors = json.load(f)["vectors"]
+    frames = [bytes.fromhex(v["frame"]) for v in vectors]
+    small = [fr for fr in frames if len(fr) <= 1024]
+    count = {"decoder": 0, "body": 0, "respond": 0}
+
+    for fr in frames:
+        # decoder: one push; 1-byte pieces; pieces of 7 then 1 then 64.
+        count["decoder"] += write("decoder", bytes([LIMIT_65536]) + fr)
+        count["decoder"] += write("decoder", bytes([LIMIT_65536 | 1 << 3, 0]) + fr)
+        count["decoder"] += write("decoder", bytes([LIMIT_65536 | 3 << 3, 6, 0, 63]) + fr)
+        # The same through spare()/commit() (mode's top bit).
+        count["decoder"] += write("decoder", bytes([0x80 | LIMIT_65536 | 1 << 3, 9]) + fr)
+        # respond: limit 65536, a 256-byte reply buffer, 16-byte pieces.
+        count["respond"] += write("respond", bytes([LIMIT_65536, 16, 15]) + fr)
+        body = fr[16:]
+        if len(body) <= BODY_MAX:
+            count["body"] += write("body", body)
+    # Streams of several frames, with garbage between them.
+    stream = b"".join(small)
+    noisy = b"\x00AT".join(small) + b"A"
+    for data in (stream, noisy):
+        count["decoder"] += write("decoder", bytes([LIMIT_65536 | 2 << 3, 4, 200]) + data)
+        count["decoder"] += write("decoder", bytes([LIMIT_48 | 1 << 3, 30]) + data)
+        count["respond"] += write("respond", bytes([LIMIT_65536, 0x80, 9]) + data)
+    # A few bodies the vectors lack: nesting, unknown members, replies.
+    for body in (
+        b'{"func": "div", "args": [9007199254740993, 3]}',
+        b'{"func": "add", "args": [1e308, 1e308]}',
+        b'{"status": "success", "result": 0.30000000000000004}',
+        b'{"status": "error", "code": "overflow", "message": "m"}',
+        b'{"func": "f", "x": [[[{"a": [true, false, null, "\\ud83d\\ude00"]}]]]}',
+        b'-12.5e-3',
+    ):
+        count["body"] += write("body", body)
+    print("seeded (new files):", ", ".join(f"{k} {v}" for k, v in count.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
