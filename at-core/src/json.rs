@@ -695,8 +695,12 @@ mod tests {
         assert_eq!(written(Value::Float(5.0)), "5.0");
         assert_eq!(written(Value::Float(2.5)), "2.5");
         assert_eq!(written(Value::Float(0.1)), "0.1");
-        assert_eq!(written(Value::Float(1e300)), "1e300");
         assert_eq!(written(Value::Float(-0.0)), "-0.0");
+        // The integers-only writer covers [2^-64, 2^64), all that `div` of
+        // two integers can give; ryu covers every double.
+        if cfg!(feature = "float") {
+            assert_eq!(written(Value::Float(1e300)), "1e300");
+        }
         let mut small = [0u8; 3];
         assert!(Writer::new(&mut small).int(-1000).is_err());
     }
