@@ -54,7 +54,7 @@
 //! - `log`: log through the `log` facade (desktop).
 //! - `defmt`: log through defmt; only on `target_os = "none"`, so host
 //!   builds and `cargo test --workspace` never need a defmt logger.
-//! - `std`: the [`desktop`] module and the `at-embedded-example` binary,
+//! - `std`: the `desktop` module and the `at-embedded-example` binary,
 //!   which run these very servers on a PC over `std-embedded-nal`.
 #![no_std]
 #![deny(unsafe_code)]

@@ -10,9 +10,10 @@
 //! at-host call --server 127.0.0.1:5555 add 10 20
 //! ```
 //!
-//! Everything but [`board`] is board-independent: the server is
-//! at-embedded-example's [`StreamServer`], answering with at-core's
-//! calculator. Its buffers live in `.bss` (see docs/EMBEDDED.md for the
+//! Everything but the `board` module is board-independent: the server is
+//! at-embedded-example's
+//! [`StreamServer`](at_embedded_example::StreamServer), answering with
+//! at-core's calculator. Its buffers live in `.bss` (see docs/EMBEDDED.md for the
 //! measured budget). With the `defmt` feature the firmware logs through
 //! semihosting (run QEMU with `-semihosting-config enable=on,target=native`
 //! and decode with `defmt-print -e <elf>`).
