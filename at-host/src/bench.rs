@@ -356,6 +356,11 @@ async fn run_shape(
     let mut latencies = Vec::with_capacity(o.calls.min(10_000_000) as usize);
     let started = Instant::now();
     let frame = request_frame();
+    let (tcp_addr, raw_frame) = if raw {
+        (s.echo_tcp, Some(&frame[..]))
+    } else {
+        (s.at_tcp, None)
+    };
     match shape {
         Shape::TcpSequential | Shape::TcpPipelined => {
             let depth = if shape == Shape::TcpPipelined {
@@ -363,28 +368,13 @@ async fn run_shape(
             } else {
                 1
             };
-            if raw {
-                raw_tcp(
-                    s.echo_tcp,
-                    &frame,
-                    o.calls,
-                    depth,
-                    &mut latencies,
-                    &out_of_time,
-                    progress,
-                )
-                .await?;
-            } else {
-                at_tcp(
-                    s.at_tcp,
-                    o.calls,
-                    depth,
-                    &mut latencies,
-                    &out_of_time,
-                    progress,
-                )
-                .await?;
-            }
+            let mut run = Calls {
+                calls: o.calls,
+                latencies: &mut latencies,
+                out_of_time: &out_of_time,
+                progress,
+            };
+            tcp(tcp_addr, raw_frame, depth, &mut run).await?;
         }
         Shape::TcpConnections => {
             let per = (o.calls / o.connections.max(1) as u64).max(1);
@@ -393,21 +383,21 @@ async fn run_shape(
                 .run_until(async {
                     let mut tasks = Vec::new();
                     for _ in 0..o.connections.max(1) {
-                        let frame = frame.clone();
-                        let (at, echo) = (s.at_tcp, s.echo_tcp);
+                        let raw_frame = raw_frame.map(<[u8]>::to_vec);
                         tasks.push(tokio::task::spawn_local(async move {
                             let mut lat = Vec::with_capacity(per as usize);
-                            let never = || false;
                             let mut quiet = Progress {
                                 label: String::new(),
                                 last: Instant::now(),
                                 on: false,
                             };
-                            let r = if raw {
-                                raw_tcp(echo, &frame, per, 1, &mut lat, &never, &mut quiet).await
-                            } else {
-                                at_tcp(at, per, 1, &mut lat, &never, &mut quiet).await
+                            let mut run = Calls {
+                                calls: per,
+                                latencies: &mut lat,
+                                out_of_time: &|| false,
+                                progress: &mut quiet,
                             };
+                            let r = tcp(tcp_addr, raw_frame.as_deref(), 1, &mut run).await;
                             r.map(|()| lat).map_err(|e| e.to_string())
                         }));
                     }
@@ -423,35 +413,33 @@ async fn run_shape(
             }
         }
         Shape::UdpSequential => {
+            let mut run = Calls {
+                calls: o.calls,
+                latencies: &mut latencies,
+                out_of_time: &out_of_time,
+                progress,
+            };
             if raw {
                 let socket = UdpSocket::bind(("127.0.0.1", 0)).await?;
                 socket.connect(s.echo_udp).await?;
                 let mut buf = [0u8; 512];
-                for i in 0..o.calls {
-                    if out_of_time() {
-                        break;
-                    }
-                    let t = Instant::now();
+                run.sequential(async || -> Result<(), BoxError> {
                     socket.send(&frame).await?;
                     let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
                         .await??;
                     if n != frame.len() {
                         return Err("short echo".into());
                     }
-                    latencies.push(t.elapsed().as_nanos() as u64);
-                    progress.tick(i, o.calls);
-                }
+                    Ok(())
+                })
+                .await?;
             } else {
                 let mut client = UdpClient::connect(s.at_udp, UdpConfig::default()).await?;
-                for i in 0..o.calls {
-                    if out_of_time() {
-                        break;
-                    }
-                    let t = Instant::now();
+                run.sequential(async || -> Result<(), BoxError> {
                     client.call("add", &ARGS).await?;
-                    latencies.push(t.elapsed().as_nanos() as u64);
-                    progress.tick(i, o.calls);
-                }
+                    Ok(())
+                })
+                .await?;
             }
         }
     }
@@ -464,68 +452,129 @@ async fn run_shape(
     })
 }
 
-async fn at_tcp(
-    addr: SocketAddr,
+type BoxError = Box<dyn std::error::Error>;
+
+/// The calls one client makes and what it records of them.
+struct Calls<'a> {
+    /// How many calls to make (fewer if time runs out first).
     calls: u64,
-    depth: usize,
-    latencies: &mut Vec<u64>,
-    out_of_time: &dyn Fn() -> bool,
-    progress: &mut Progress,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut client = Client::connect(addr, Duration::from_secs(10)).await?;
-    let mut sent_at = std::collections::VecDeque::with_capacity(depth);
-    let mut sent = 0u64;
-    let mut done = 0u64;
-    while done < calls {
-        while sent < calls && sent_at.len() < depth && !(out_of_time() && sent > done) {
-            client.send("add", &ARGS).await?;
-            sent_at.push_back(Instant::now());
-            sent += 1;
-        }
-        let (_, result) = client.receive().await?;
-        result?;
-        if let Some(t) = sent_at.pop_front() {
-            latencies.push(t.elapsed().as_nanos() as u64);
-        }
-        done += 1;
-        progress.tick(done, calls);
-        if out_of_time() && sent == done {
-            break;
-        }
-    }
-    Ok(())
+    /// One latency per answered call, in nanoseconds.
+    latencies: &'a mut Vec<u64>,
+    out_of_time: &'a dyn Fn() -> bool,
+    progress: &'a mut Progress,
 }
 
-async fn raw_tcp(
+impl Calls<'_> {
+    /// Makes the calls one at a time with `call`, timing each.
+    async fn sequential(
+        &mut self,
+        mut call: impl AsyncFnMut() -> Result<(), BoxError>,
+    ) -> Result<(), BoxError> {
+        for i in 0..self.calls {
+            if (self.out_of_time)() {
+                break;
+            }
+            let t = Instant::now();
+            call().await?;
+            self.latencies.push(t.elapsed().as_nanos() as u64);
+            self.progress.tick(i + 1, self.calls);
+        }
+        Ok(())
+    }
+
+    /// Keeps up to `depth` requests in flight on `link` until all are
+    /// answered (or time is out and the ones in flight are answered).
+    async fn pipelined(&mut self, link: &mut impl TcpLink, depth: usize) -> Result<(), BoxError> {
+        let mut sent_at = std::collections::VecDeque::with_capacity(depth);
+        let (mut sent, mut done) = (0u64, 0u64);
+        while done < self.calls {
+            while sent < self.calls
+                && sent_at.len() < depth
+                && !((self.out_of_time)() && sent > done)
+            {
+                link.send_request().await?;
+                sent_at.push_back(Instant::now());
+                sent += 1;
+            }
+            link.receive_reply().await?;
+            if let Some(t) = sent_at.pop_front() {
+                self.latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            done += 1;
+            self.progress.tick(done, self.calls);
+            if (self.out_of_time)() && sent == done {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects to `addr`, AT's server, or the raw echo when `raw_frame` is
+/// given (the frame it then sends), and makes `run`'s calls with `depth` in
+/// flight: AT and raw go through the same loop, so they have the same shape.
+async fn tcp(
     addr: SocketAddr,
-    frame: &[u8],
-    calls: u64,
+    raw_frame: Option<&[u8]>,
     depth: usize,
-    latencies: &mut Vec<u64>,
-    out_of_time: &dyn Fn() -> bool,
-    progress: &mut Progress,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let mut sent_at = std::collections::VecDeque::with_capacity(depth);
-    let mut reply = vec![0u8; frame.len()];
-    let mut sent = 0u64;
-    let mut done = 0u64;
-    while done < calls {
-        while sent < calls && sent_at.len() < depth && !(out_of_time() && sent > done) {
-            stream.write_all(frame).await?;
-            sent_at.push_back(Instant::now());
-            sent += 1;
+    run: &mut Calls<'_>,
+) -> Result<(), BoxError> {
+    match raw_frame {
+        None => {
+            let mut client = Client::connect(addr, Duration::from_secs(10)).await?;
+            run.pipelined(&mut client, depth).await
         }
-        stream.read_exact(&mut reply).await?;
-        if let Some(t) = sent_at.pop_front() {
-            latencies.push(t.elapsed().as_nanos() as u64);
-        }
-        done += 1;
-        progress.tick(done, calls);
-        if out_of_time() && sent == done {
-            break;
+        Some(frame) => {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut echo = RawTcp {
+                stream,
+                frame,
+                reply: vec![0u8; frame.len()],
+            };
+            run.pipelined(&mut echo, depth).await
         }
     }
-    Ok(())
+}
+
+/// A benchmarked TCP client: sends requests and reads replies separately, so
+/// several can be in flight.
+trait TcpLink {
+    /// Writes one `add(10, 20)` request without waiting for its reply.
+    async fn send_request(&mut self) -> Result<(), BoxError>;
+    /// Reads the next reply; an error reply is an error.
+    async fn receive_reply(&mut self) -> Result<(), BoxError>;
+}
+
+impl TcpLink for Client {
+    async fn send_request(&mut self) -> Result<(), BoxError> {
+        self.send("add", &ARGS).await?;
+        Ok(())
+    }
+
+    async fn receive_reply(&mut self) -> Result<(), BoxError> {
+        let (_, result) = self.receive().await?;
+        result?;
+        Ok(())
+    }
+}
+
+/// The baseline: writes the request frame and reads back as many bytes,
+/// with no AT processing on either side.
+struct RawTcp<'a> {
+    stream: TcpStream,
+    frame: &'a [u8],
+    reply: Vec<u8>,
+}
+
+impl TcpLink for RawTcp<'_> {
+    async fn send_request(&mut self) -> Result<(), BoxError> {
+        self.stream.write_all(self.frame).await?;
+        Ok(())
+    }
+
+    async fn receive_reply(&mut self) -> Result<(), BoxError> {
+        self.stream.read_exact(&mut self.reply).await?;
+        Ok(())
+    }
 }

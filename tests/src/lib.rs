@@ -106,33 +106,41 @@ pub async fn write(stream: &mut TcpStream, bytes: &[u8]) {
 /// process (`cargo test -p at-tests` alone would not rebuild it).
 pub fn at_host_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target dir");
-        let target_root = profile_dir.parent().expect("target root");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "at-host",
-            "--bin",
-            "at-host",
-            "--target-dir",
-        ]);
-        build.arg(target_root);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p at-host failed");
-        profile_dir.join(format!("at-host{}", std::env::consts::EXE_SUFFIX))
-    })
-    .clone()
+    BIN.get_or_init(|| build_bin("at-host", "at-host", &[]))
+        .clone()
+}
+
+/// The directory this test executable was built into (`target/debug`,
+/// `target/release`): its `deps` folder's parent.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Builds `package`'s binary `bin` (with `features`) into this test run's
+/// target directory and profile, and returns its path.
+pub fn build_bin(package: &str, bin: &str, features: &[&str]) -> PathBuf {
+    let profile_dir = profile_dir();
+    let target_root = profile_dir.parent().expect("target root");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if !features.is_empty() {
+        build.arg("--features").arg(features.join(","));
+    }
+    build.arg("--target-dir").arg(target_root);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
+    profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// A child process that is killed when dropped, so no test leaves one

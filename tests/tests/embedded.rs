@@ -290,37 +290,7 @@ async fn udp_calls_and_duplicates_run_once() {
 /// real ports, serves `at-host call`.
 #[test]
 fn desktop_binary_prints_its_ports_and_serves() {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let target_root = profile_dir.parent().expect("target root");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "at-embedded-example",
-        "--features",
-        "std",
-        "--bin",
-        "at-embedded-example",
-        "--target-dir",
-    ]);
-    build.arg(target_root);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("run cargo build").success(),
-        "cargo build -p at-embedded-example failed"
-    );
-    let bin = profile_dir.join(format!(
-        "at-embedded-example{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let bin = build_bin("at-embedded-example", "at-embedded-example", &["std"]);
     let mut command = Command::new(bin);
     command.args(["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
     let (_server, addrs) = spawn_server(command, 2);

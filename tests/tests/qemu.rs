@@ -60,13 +60,7 @@ fn elf_size(path: &Path) -> (u64, u64, u64) {
 /// Builds the firmware (`extra` cargo flags) into this test's target
 /// directory and returns a copy of the ELF that later builds do not touch.
 fn build_firmware(extra: &[&str], copy_as: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let target_root = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .and_then(|profile| profile.parent())
-        .expect("target dir")
-        .to_path_buf();
+    let target_root = profile_dir().parent().expect("target dir").to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
