@@ -259,11 +259,7 @@ where
                     .name("at-tcp".into())
                     .spawn(move || {
                         let mut server = server;
-                        while !stop.load(Ordering::Relaxed) {
-                            if server.poll(&mut stack, functions) == 0 {
-                                std::thread::sleep(IDLE_SLEEP);
-                            }
-                        }
+                        poll_until_stopped(&stop, || server.poll(&mut stack, functions));
                         server.close(&mut stack);
                     })?,
             );
@@ -280,14 +276,20 @@ where
                     .name("at-udp".into())
                     .spawn(move || {
                         let mut server = server;
-                        while !stop.load(Ordering::Relaxed) {
-                            if server.poll(&mut stack, functions) == 0 {
-                                std::thread::sleep(IDLE_SLEEP);
-                            }
-                        }
+                        poll_until_stopped(&stop, || server.poll(&mut stack, functions));
                         server.close(&mut stack);
                     })?,
             );
     }
     Ok(running)
+}
+
+/// Calls `poll` until `stop` is set, sleeping [`IDLE_SLEEP`] after each
+/// poll that did nothing (returned 0).
+fn poll_until_stopped(stop: &AtomicBool, mut poll: impl FnMut() -> usize) {
+    while !stop.load(Ordering::Relaxed) {
+        if poll() == 0 {
+            std::thread::sleep(IDLE_SLEEP);
+        }
+    }
 }

@@ -73,6 +73,9 @@ pub mod udp;
 #[cfg(feature = "std")]
 pub mod desktop;
 
+#[cfg(test)]
+mod test_support;
+
 pub use stream::{StreamError, StreamServer};
 pub use tcp::TcpServer;
 pub use udp::UdpServer;

@@ -266,8 +266,9 @@ fn write_all<IO: Write>(io: &mut IO, mut bytes: &[u8]) -> Result<(), StreamError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{code, replies, request};
     use at_core::calculator::CALCULATOR;
-    use at_core::{ErrorCode, Frame, Kind, Reply, Value};
+    use at_core::{ErrorCode, Reply, Value};
     use std::vec;
     use std::vec::Vec;
 
@@ -308,24 +309,6 @@ mod tests {
         }
     }
 
-    fn request(seq: u32, body: &[u8]) -> Vec<u8> {
-        let mut out = [0u8; 256];
-        let n = at_core::encode_frame(Kind::Request, seq, body, &mut out).unwrap();
-        out[..n].to_vec()
-    }
-
-    /// Splits the written bytes into (seq, reply) pairs.
-    fn replies(mut bytes: &[u8]) -> Vec<(u32, Reply<'_>)> {
-        let mut out = Vec::new();
-        while !bytes.is_empty() {
-            let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-            let frame = Frame::parse(&bytes[..16 + len], 1 << 20).unwrap();
-            out.push((frame.seq(), Reply::parse(frame.body).unwrap()));
-            bytes = &bytes[16 + len..];
-        }
-        out
-    }
-
     fn serve(reads: Vec<Vec<u8>>) -> Vec<u8> {
         let mut link = Link {
             reads,
@@ -334,13 +317,6 @@ mod tests {
         let mut server = StreamServer::<128, 128>::new();
         assert_eq!(server.run(&CALCULATOR, &mut link), StreamError::Eof);
         link.written
-    }
-
-    fn code(reply: &Reply<'_>) -> Option<ErrorCode> {
-        match reply {
-            Reply::Error(e) => e.error_code(),
-            Reply::Success(_) => None,
-        }
     }
 
     #[test]

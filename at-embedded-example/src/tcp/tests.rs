@@ -3,8 +3,9 @@
 //! contract's errors.
 
 use super::*;
+use crate::test_support::{code, replies, request};
 use at_core::calculator::CALCULATOR;
-use at_core::{ErrorCode, Frame, Kind, Reply, Value};
+use at_core::{ErrorCode, Reply, Value};
 use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::vec::Vec;
@@ -147,36 +148,11 @@ impl TcpFullStack for Mock {
 
 type Server = TcpServer<Mock, 2, 144, 128>;
 
-fn request(seq: u32, body: &str) -> Vec<u8> {
-    let mut out = [0u8; 256];
-    let n = at_core::encode_frame(Kind::Request, seq, body.as_bytes(), &mut out).unwrap();
-    out[..n].to_vec()
-}
-
 /// The reply at-core itself gives to `frame`: the oracle.
 fn expected(frame: &[u8]) -> Vec<u8> {
     let mut out = [0u8; 256];
     let n = at_core::respond_to_bytes(&CALCULATOR, frame, 1 << 20, &mut out).unwrap();
     out[..n].to_vec()
-}
-
-/// Splits bytes into (seq, reply) pairs.
-fn replies(mut bytes: &[u8]) -> Vec<(u32, Reply<'_>)> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        let frame = Frame::parse(&bytes[..16 + len], 1 << 20).unwrap();
-        out.push((frame.seq(), Reply::parse(frame.body).unwrap()));
-        bytes = &bytes[16 + len..];
-    }
-    out
-}
-
-fn code(reply: &Reply<'_>) -> Option<ErrorCode> {
-    match reply {
-        Reply::Error(e) => e.error_code(),
-        Reply::Success(_) => None,
-    }
 }
 
 fn poll_n(server: &mut Server, stack: &mut Mock, n: usize) {
