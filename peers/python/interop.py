@@ -404,24 +404,16 @@ def client_call(client: at_rpc.Client, func: str, a: str, b: str):
     return client.call(func, at_rpc.parse_value(a), at_rpc.parse_value(b))
 
 
-def tcp_checks(addr):
-    """(name, fn) of the TCP checks."""
+def client_calculator_checks(transport, get_client):
+    """(name, fn) checks of every calculation and calculator error through
+    the Python client `get_client()` returns, named after `transport`."""
     checks = []
-
-    client = None
-
-    def get_client():
-        nonlocal client
-        if client is None:
-            client = at_rpc.Client(addr[0], addr[1], timeout=WAIT)
-        return client
-
     for func, a, b, want in CALCULATIONS:
         def run(func=func, a=a, b=b, want=want):
             got = client_call(get_client(), func, a, b)
             if not same_json(got, want):
                 raise Fail(f"expected {show(want)}, got {show(got)} ({type(got).__name__})")
-        checks.append((f"tcp client {func}({a}, {b}) = {show(want)}", run))
+        checks.append((f"{transport} client {func}({a}, {b}) = {show(want)}", run))
 
     for func, a, b, code, message in CALC_ERRORS:
         def run(func=func, a=a, b=b, code=code, message=message):
@@ -434,7 +426,23 @@ def tcp_checks(addr):
                     raise Fail(f"expected message {message!r}, got {e.message!r}") from None
                 return
             raise Fail(f"expected error {code}, got result {show(got)}")
-        checks.append((f"tcp client {func}({a}, {b}) is {code}", run))
+        checks.append((f"{transport} client {func}({a}, {b}) is {code}", run))
+    return checks
+
+
+def tcp_checks(addr):
+    """(name, fn) of the TCP checks."""
+    checks = []
+
+    client = None
+
+    def get_client():
+        nonlocal client
+        if client is None:
+            client = at_rpc.Client(addr[0], addr[1], timeout=WAIT)
+        return client
+
+    checks += client_calculator_checks("tcp", get_client)
 
     def raw_calculations():
         with Conn(addr) as c:
@@ -622,25 +630,7 @@ def udp_checks(addr):
             client = at_rpc.Client(addr[0], addr[1], udp=True, timeout=WAIT)
         return client
 
-    for func, a, b, want in CALCULATIONS:
-        def run(func=func, a=a, b=b, want=want):
-            got = client_call(get_client(), func, a, b)
-            if not same_json(got, want):
-                raise Fail(f"expected {show(want)}, got {show(got)} ({type(got).__name__})")
-        checks.append((f"udp client {func}({a}, {b}) = {show(want)}", run))
-
-    for func, a, b, code, message in CALC_ERRORS:
-        def run(func=func, a=a, b=b, code=code, message=message):
-            try:
-                got = client_call(get_client(), func, a, b)
-            except at_rpc.RemoteError as e:
-                if e.code != code:
-                    raise Fail(f"expected error {code}, got error {e.code}: {e.message}") from None
-                if message is not None and e.message != message:
-                    raise Fail(f"expected message {message!r}, got {e.message!r}") from None
-                return
-            raise Fail(f"expected error {code}, got result {show(got)}")
-        checks.append((f"udp client {func}({a}, {b}) is {code}", run))
+    checks += client_calculator_checks("udp", get_client)
 
     for name, body, code in BODY_ERRORS:
         def run(body=body, code=code):

@@ -102,6 +102,19 @@ class ServerCase(unittest.TestCase):
         self.udp_port = self.server.udp_address[1]
         self.addCleanup(self.server.shutdown)
 
+    def register_counter(self):
+        """Registers `counter`, which counts its executions in self.count:
+        how a test sees whether a call ran more than once."""
+        self.count = 0
+        count_lock = threading.Lock()
+
+        def counter():
+            with count_lock:
+                self.count += 1
+                return self.count
+
+        self.server.register("counter", counter)
+
     def connect(self):
         sock = socket.create_connection((LOOPBACK, self.tcp_port), timeout=WAIT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -483,13 +496,7 @@ class CalculatorTests(unittest.TestCase):
 class ClientServerTests(ServerCase):
     def setUp(self):
         super().setUp()
-        self.count = 0
-        self.count_lock = threading.Lock()
-
-        def counter():
-            with self.count_lock:
-                self.count += 1
-                return self.count
+        self.register_counter()
 
         def fail():
             raise ValueError("boom")
@@ -497,7 +504,6 @@ class ClientServerTests(ServerCase):
         def custom():
             raise RemoteError("invalid_arguments", "no, th\u00e4nks")
 
-        self.server.register("counter", counter)
         self.server.register("fail", fail)
         self.server.register("custom", custom)
         self.server.register("echo", lambda *args: list(args))
@@ -673,15 +679,7 @@ class ClientServerTests(ServerCase):
 class UdpTests(ServerCase):
     def setUp(self):
         super().setUp()
-        self.count = 0
-        self.count_lock = threading.Lock()
-
-        def counter():
-            with self.count_lock:
-                self.count += 1
-                return self.count
-
-        self.server.register("counter", counter)
+        self.register_counter()
 
     def test_duplicates_run_once(self):
         sock = self.udp_socket()
