@@ -31,7 +31,7 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use at_core::calculator::CALCULATOR;
@@ -39,7 +39,7 @@ use at_core::{Functions, HEADER_LEN};
 use embedded_nal::{TcpClientStack, TcpFullStack, nb};
 use std_embedded_nal::Stack;
 
-use crate::{TcpServer, UdpServer};
+use crate::{TcpServer, Timeouts, UdpServer};
 
 /// Connections served at once; the next one is answered `busy`.
 pub const CLIENTS: usize = 8;
@@ -49,6 +49,12 @@ pub const MAX_BODY: usize = 4096;
 pub const REPLY: usize = 1024;
 /// UDP replies remembered for at-most-once execution.
 pub const UDP_CACHE: usize = 32;
+/// A TCP connection that makes no progress for a minute, or holds a
+/// partial frame for 10 s, is closed.
+pub const TIMEOUTS: Timeouts = Timeouts {
+    idle: Some(60_000),
+    frame: Some(10_000),
+};
 /// How long a loop that found nothing to do sleeps.
 pub const IDLE_SLEEP: Duration = Duration::from_millis(1);
 
@@ -258,8 +264,13 @@ where
                 std::thread::Builder::new()
                     .name("at-tcp".into())
                     .spawn(move || {
-                        let mut server = server;
-                        poll_until_stopped(&stop, || server.poll(&mut stack, functions));
+                        let mut server = server.with_timeouts(TIMEOUTS);
+                        let start = Instant::now();
+                        poll_until_stopped(&stop, || {
+                            let now =
+                                u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            server.poll(&mut stack, functions, now)
+                        });
                         server.close(&mut stack);
                     })?,
             );

@@ -26,8 +26,10 @@
 //! let mut tcp = TcpServer::<S, 2, 528, 256>::bind(stack, 16724).ok()?;
 //! // 529-byte datagrams, 256-byte replies, 4 remembered replies.
 //! let mut udp = UdpServer::<S, 529, 256, 4>::bind(stack, 16724).ok()?;
+//! # let now_ms = || 0;
 //! loop {
-//!     let work = tcp.poll(stack, &CALCULATOR) + udp.poll(stack, &CALCULATOR);
+//!     // `now_ms()`: the board's millisecond clock (for TCP timeouts).
+//!     let work = tcp.poll(stack, &CALCULATOR, now_ms()) + udp.poll(stack, &CALCULATOR);
 //!     if work == 0 {
 //!         // idle: sleep until the next interrupt (cortex_m::asm::wfi()).
 //!     }
@@ -70,6 +72,9 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
+#[cfg(feature = "net")]
+pub mod smoltcp_nal;
+
 #[cfg(feature = "std")]
 pub mod desktop;
 
@@ -77,5 +82,5 @@ pub mod desktop;
 mod test_support;
 
 pub use stream::{StreamError, StreamServer};
-pub use tcp::TcpServer;
+pub use tcp::{TcpServer, Timeouts};
 pub use udp::UdpServer;

@@ -19,6 +19,16 @@
 //!   is out the connection is closed: the stream is out of step.
 //! - The body limit is `RX - 16`: a frame always fits the receive buffer.
 //!
+//! # Timeouts
+//! With [`Timeouts`] set ([`TcpServer::with_timeouts`]), a connection that
+//! makes no progress is closed: one that has sent nothing and been sent
+//! nothing for `idle` ms (a client that connected and went quiet, or a
+//! laptop unplugged mid-session), and one that has held a partial frame
+//! for `frame` ms (a client that stalled mid-frame). Time comes from the
+//! caller: [`TcpServer::poll`] takes the board's clock in milliseconds, so
+//! the server needs no timer of its own. A peer that vanished is closed by
+//! the same rule; the stack's keep-alive finds it too.
+//!
 //! # Over the limit
 //! A connection accepted while all `CLIENTS` slots are taken is answered
 //! `busy` (seq 0) and closed at once.
@@ -48,6 +58,16 @@ pub const READS_PER_POLL: usize = 4;
 /// to send its last reply before it is closed anyway.
 pub const CLOSE_POLLS: u8 = 64;
 
+/// How long a connection may make no progress before it is closed, in
+/// milliseconds (`None`: no limit). See the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// No byte in or out, and no partial frame buffered, for this long.
+    pub idle: Option<u32>,
+    /// A partial frame buffered for this long.
+    pub frame: Option<u32>,
+}
+
 /// One client slot: a socket (when in use) and its buffers. The buffers stay
 /// in place when the slot is reused, so accepting moves no large value.
 struct Slot<T, const RX: usize, const TX: usize> {
@@ -60,6 +80,10 @@ struct Slot<T, const RX: usize, const TX: usize> {
     /// `Some(polls left)` once the connection is to close after the reply
     /// in `tx` is out.
     closing: Option<u8>,
+    /// When (ms) a byte last came in or went out.
+    last_progress: u64,
+    /// When (ms) the partial frame now buffered began.
+    frame_started: Option<u64>,
 }
 
 impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
@@ -70,13 +94,31 @@ impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
         sent: 0,
         len: 0,
         closing: None,
+        last_progress: 0,
+        frame_started: None,
     };
 
-    fn reset(&mut self) {
+    fn reset(&mut self, now: u64) {
         self.decoder.clear();
         self.sent = 0;
         self.len = 0;
         self.closing = None;
+        self.last_progress = now;
+        self.frame_started = None;
+    }
+
+    /// Whether the connection has gone without progress past a limit.
+    fn timed_out(&self, timeouts: Timeouts, now: u64) -> Option<End> {
+        let since = |t: u64| now.saturating_sub(t);
+        if let (Some(started), Some(limit)) = (self.frame_started, timeouts.frame)
+            && since(started) >= u64::from(limit)
+        {
+            return Some(End::FrameTimeout);
+        }
+        match timeouts.idle {
+            Some(limit) if since(self.last_progress) >= u64::from(limit) => Some(End::IdleTimeout),
+            _ => None,
+        }
     }
 }
 
@@ -88,6 +130,8 @@ enum End {
     ReceiveFailed,
     SendFailed,
     CloseTimeout,
+    IdleTimeout,
+    FrameTimeout,
 }
 
 impl End {
@@ -98,6 +142,8 @@ impl End {
             End::ReceiveFailed => "receive failed",
             End::SendFailed => "send failed",
             End::CloseTimeout => "last reply not sent in time",
+            End::IdleTimeout => "idle too long",
+            End::FrameTimeout => "a partial frame stalled",
         }
     }
 }
@@ -112,6 +158,7 @@ impl End {
 pub struct TcpServer<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize> {
     listener: S::TcpSocket,
     slots: [Slot<S::TcpSocket, RX, TX>; CLIENTS],
+    timeouts: Timeouts,
 }
 
 impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
@@ -143,7 +190,15 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
         TcpServer {
             listener,
             slots: [const { Slot::EMPTY }; CLIENTS],
+            timeouts: Timeouts::default(),
         }
+    }
+
+    /// The same server, closing connections that make no progress (see
+    /// [`Timeouts`]).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The listening socket (to ask the stack for its local address, say).
@@ -168,16 +223,23 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
 
     /// Does what can be done now without blocking: accepts waiting
     /// connections, sends pending replies, reads and answers requests, and
-    /// closes connections that ended. Returns how many things happened
-    /// (accepts, reads, sends, frames answered, closes): 0 means idle, so
-    /// the caller may sleep.
+    /// closes connections that ended or timed out. `now` is the board's
+    /// clock in milliseconds (any origin; it must not go backwards); it only
+    /// matters with [`Timeouts`]. Returns how many things happened (accepts,
+    /// reads, sends, frames answered, closes): 0 means idle, so the caller
+    /// may sleep.
     ///
     /// Errors of one connection close that connection and are logged; an
     /// `accept` error is logged. Nothing a peer sends makes this panic.
-    pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F) -> usize {
-        let mut work = self.accept_all(stack);
+    pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F, now: u64) -> usize {
+        let mut work = self.accept_all(stack, now);
         for slot in &mut self.slots {
-            work += service(slot, stack, functions);
+            work += service(slot, stack, functions, now);
+            if slot.socket.is_some()
+                && let Some(reason) = slot.timed_out(self.timeouts, now)
+            {
+                work += close(slot, stack, reason);
+            }
         }
         work
     }
@@ -188,12 +250,12 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
             if let Some(socket) = slot.socket.take() {
                 let _ = stack.close(socket);
             }
-            slot.reset();
+            slot.reset(0);
         }
         let _ = stack.close(self.listener);
     }
 
-    fn accept_all(&mut self, stack: &mut S) -> usize {
+    fn accept_all(&mut self, stack: &mut S, now: u64) -> usize {
         let mut work = 0;
         // Bounded: at most one round of the slots (and one refusal) per poll.
         for _ in 0..=CLIENTS {
@@ -203,7 +265,7 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
                     match self.slots.iter_mut().find(|s| s.socket.is_none()) {
                         Some(slot) => {
                             log_debug!("tcp: accepted a connection from port {}", peer.port());
-                            slot.reset();
+                            slot.reset(now);
                             slot.socket = Some(socket);
                         }
                         None => {
@@ -256,6 +318,7 @@ fn service<S, F, const RX: usize, const TX: usize>(
     slot: &mut Slot<S::TcpSocket, RX, TX>,
     stack: &mut S,
     functions: &F,
+    now: u64,
 ) -> usize
 where
     S: TcpFullStack,
@@ -277,6 +340,8 @@ where
         sent,
         len,
         closing,
+        last_progress,
+        frame_started,
     } = slot;
     let Some(sock) = socket.as_mut() else {
         return 0;
@@ -290,6 +355,7 @@ where
             match stack.send(sock, &tx[*sent..*len]) {
                 Ok(n) if n > 0 => {
                     work += 1;
+                    *last_progress = now;
                     *sent += n;
                     if *sent < *len {
                         // The send buffer is full: keep the tail for later.
@@ -344,6 +410,7 @@ where
                     Ok(0) => break Some(End::PeerClosed),
                     Ok(n) => {
                         work += 1;
+                        *last_progress = now;
                         decoder.commit(n);
                     }
                     Err(nb::Error::WouldBlock) => break None,
@@ -351,6 +418,13 @@ where
                 }
             }
         }
+    };
+    // A partial frame's clock starts when its first byte is buffered (or
+    // when the frame before it was taken out whole).
+    *frame_started = match (decoder.buffered(), *frame_started) {
+        (0, _) => None,
+        (_, Some(started)) if frames == 0 => Some(started),
+        _ => Some(now),
     };
     match end {
         Some(reason) => work + close(slot, stack, reason),
@@ -375,7 +449,7 @@ fn close<S: TcpFullStack, const RX: usize, const TX: usize>(
         discard_input(stack, &mut socket, slot.decoder.spare());
     }
     let _ = stack.close(socket);
-    slot.reset();
+    slot.reset(0);
     1
 }
 

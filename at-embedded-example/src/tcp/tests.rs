@@ -157,7 +157,7 @@ fn expected(frame: &[u8]) -> Vec<u8> {
 
 fn poll_n(server: &mut Server, stack: &mut Mock, n: usize) {
     for _ in 0..n {
-        server.poll(stack, &CALCULATOR);
+        server.poll(stack, &CALCULATOR, 0);
     }
 }
 
@@ -179,7 +179,7 @@ fn would_block_mid_frame() {
     conn.inbound.push_back(In::WouldBlock);
     conn.inbound.push_back(In::Data(b[20..].to_vec()));
 
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(server.connections(), 1);
     assert!(stack.conns[id].sent.is_empty(), "nothing whole yet");
     poll_n(&mut server, &mut stack, 5);
@@ -217,18 +217,18 @@ fn full_send_buffer_keeps_the_tail_and_reads_nothing_meanwhile() {
     conn.plan.push_back(Out::Take(7));
     conn.plan.push_back(Out::WouldBlock);
 
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(stack.conns[id].sent.len(), 5, "a partial send");
     assert_eq!(stack.conns[id].receive_calls, 1);
     for _ in 0..3 {
-        server.poll(&mut stack, &CALCULATOR);
+        server.poll(&mut stack, &CALCULATOR, 0);
         assert_eq!(stack.conns[id].sent.len(), 5, "the buffer is still full");
         assert_eq!(
             stack.conns[id].receive_calls, 1,
             "no read while a reply is pending"
         );
     }
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(stack.conns[id].sent.len(), 12, "the tail, resumed");
     assert_eq!(stack.conns[id].receive_calls, 1);
     poll_n(&mut server, &mut stack, 4);
@@ -271,9 +271,9 @@ fn oversize_is_answered_then_closed() {
     // The reply cannot go out at first: the close waits for it.
     stack.conns[id].plan.push_back(Out::WouldBlock);
     stack.conns[id].inbound.push_back(In::Data(big));
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert!(!stack.conns[id].closed, "closed before the reply was out");
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     let got = replies(&stack.conns[id].sent);
     assert_eq!(
         (got[0].0, code(&got[0].1)),
@@ -313,7 +313,7 @@ fn over_the_limit_is_busy_and_the_others_go_on() {
     stack.conns[third]
         .inbound
         .push_back(In::Data(request(1, r#"{"func": "add", "args": [1, 1]}"#)));
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(server.connections(), 2);
     let got = replies(&stack.conns[third].sent);
     assert_eq!((got[0].0, code(&got[0].1)), (0, Some(ErrorCode::Busy)));
@@ -324,7 +324,7 @@ fn over_the_limit_is_busy_and_the_others_go_on() {
         .inbound
         .push_back(In::Data(request(2, r#"{"func": "mul", "args": [2, 21]}"#)));
     stack.conns[second].inbound.push_back(In::Eof);
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(
         replies(&stack.conns[first].sent),
         [(2, Reply::Success(Value::Int(42)))]
@@ -332,7 +332,7 @@ fn over_the_limit_is_busy_and_the_others_go_on() {
     assert!(stack.conns[second].closed);
     assert_eq!(server.connections(), 1);
     let fourth = stack.connect();
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert_eq!(server.connections(), 2);
     assert!(!stack.conns[fourth].closed);
 }
@@ -348,7 +348,7 @@ fn one_poll_answers_a_bounded_number_of_frames() {
     for chunk in many.chunks(100) {
         stack.conns[id].inbound.push_back(In::Data(chunk.to_vec()));
     }
-    server.poll(&mut stack, &CALCULATOR);
+    server.poll(&mut stack, &CALCULATOR, 0);
     assert!(replies(&stack.conns[id].sent).len() <= FRAMES_PER_POLL);
     poll_n(&mut server, &mut stack, 10);
     assert_eq!(replies(&stack.conns[id].sent).len(), FRAMES_PER_POLL + 3);

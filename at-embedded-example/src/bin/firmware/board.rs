@@ -4,7 +4,8 @@
 //!   `0x4000_4000`), as [`embedded_io`] `Read` + `ReadReady` + `Write`;
 //! - `__INTERRUPTS`, the device part of the vector table, sized for the
 //!   board's 32 interrupt lines (cortex-m-rt's generic table has 240
-//!   entries: 832 bytes of flash saved). No interrupt is enabled.
+//!   entries: 832 bytes of flash saved). Only the networked build enables
+//!   one: the LAN9118's (line 13), to wake the CPU from `wfi`.
 //!
 //! A port to another board replaces this file (a HAL's UART implements the
 //! same embedded-io traits; a PAC provides `__INTERRUPTS`).
@@ -39,7 +40,15 @@ const INTERRUPTS: usize = 32;
 /// feature expects the board to provide it).
 #[unsafe(link_section = ".vector_table.interrupts")]
 #[unsafe(no_mangle)]
-static __INTERRUPTS: [unsafe extern "C" fn(); INTERRUPTS] = [DefaultHandler; INTERRUPTS];
+static __INTERRUPTS: [unsafe extern "C" fn(); INTERRUPTS] = {
+    #[allow(unused_mut)]
+    let mut table: [unsafe extern "C" fn(); INTERRUPTS] = [DefaultHandler; INTERRUPTS];
+    #[cfg(feature = "net")]
+    {
+        table[crate::lan9118::LAN9118_IRQ] = crate::lan9118::lan9118_interrupt;
+    }
+    table
+};
 
 /// UART0's base address on MPS2 boards (AN385, AN386, AN500).
 pub const UART0_BASE: usize = 0x4000_4000;
@@ -88,7 +97,8 @@ impl Uart {
         unsafe { write_volatile((self.base + offset) as *mut u32, value) }
     }
 
-    fn rx_full(&self) -> bool {
+    /// Whether a received byte is waiting.
+    pub fn rx_full(&self) -> bool {
         let state = self.read_reg(STATE);
         if state & STATE_RX_OVERRUN != 0 {
             // A byte was lost; the protocol resynchronises. Clear the flag.
@@ -145,3 +155,7 @@ impl embedded_io::Write for Uart {
         Ok(())
     }
 }
+
+/// The SysTick reload for a 1 ms tick from the 25 MHz core clock of the
+/// MPS2 FPGA images (QEMU's mps2-an386 runs SysTick at that rate too).
+pub const SYSTICK_RELOAD_1MS: u32 = 25_000 - 1;

@@ -18,14 +18,23 @@
 //! semihosting (run QEMU with `-semihosting-config enable=on,target=native`
 //! and decode with `defmt-print -e <elf>`).
 //!
+//! With `--features net` it serves the network too, from the same loop: see
+//! the `net` module (DHCP, TCP and UDP on port 16724 through the LAN9118).
+//!
 //! Built for a host, this binary only says what it is for.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
 mod board;
+#[cfg(all(target_os = "none", feature = "net"))]
+mod clock;
+#[cfg(all(target_os = "none", feature = "net"))]
+mod lan9118;
+#[cfg(all(target_os = "none", feature = "net"))]
+mod net;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", not(feature = "net")))]
 mod device {
     use at_core::HEADER_LEN;
     use at_core::calculator::CALCULATOR;
@@ -62,6 +71,28 @@ mod device {
             // never does; serve on regardless.
             let _stopped = server.run(&CALCULATOR, &mut uart);
         }
+    }
+}
+
+#[cfg(all(target_os = "none", feature = "net"))]
+mod device_net {
+    use cortex_m_rt::entry;
+    #[cfg(feature = "defmt")]
+    use defmt_semihosting as _;
+    use panic_halt as _;
+
+    use crate::board::{BAUDDIV_115200, UART0_BASE, Uart};
+
+    #[entry]
+    fn main() -> ! {
+        // SAFETY: UART0 of the MPS2 board, used by nothing else.
+        let uart = unsafe { Uart::new(UART0_BASE, BAUDDIV_115200) };
+        let Some(core) = cortex_m::Peripherals::take() else {
+            loop {
+                cortex_m::asm::wfi();
+            }
+        };
+        crate::net::run(uart, core.SYST, core.NVIC)
     }
 }
 

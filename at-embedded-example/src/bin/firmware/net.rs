@@ -1,0 +1,277 @@
+//! The networked firmware (`--features net`): the calculator on TCP and UDP
+//! port 16724 through the board's LAN9118 and smoltcp, and on UART0, all
+//! from one poll loop that sleeps (`wfi`) when there is nothing to do.
+//!
+//! ```text
+//! cargo build -p at-embedded-example --target thumbv7em-none-eabihf --profile firmware --features net
+//! qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none \
+//!     -nic user,model=lan9118,hostfwd=tcp:127.0.0.1:16724-:16724,hostfwd=udp:127.0.0.1:16724-:16724 \
+//!     -kernel target/thumbv7em-none-eabihf/firmware/at-embedded-firmware
+//! at-host call --server 127.0.0.1:16724 add 10 20
+//! ```
+//!
+//! The address comes from DHCP, or from `AT_STATIC_IP` (`a.b.c.d/len`) and
+//! `AT_GATEWAY` set when building. Once it has one, the firmware writes one
+//! text line on UART0 (`at-embedded-firmware: listening on a.b.c.d port
+//! 16724 (tcp, udp)`), and through defmt when that is on; after that line
+//! the UART carries AT frames only.
+//!
+//! Build-time settings (environment variables read by `option_env!`):
+//! `AT_STATIC_IP`, `AT_GATEWAY`, `AT_IDLE_TIMEOUT_MS` (a TCP connection
+//! with no traffic for this long is closed; default 60 s) and
+//! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s).
+
+use at_core::HEADER_LEN;
+use at_core::calculator::CALCULATOR;
+use at_embedded_example::smoltcp_nal::{SmoltcpStack, StackMemory, TcpConfig};
+use at_embedded_example::{StreamServer, TcpServer, Timeouts, UdpServer};
+use core::net::Ipv4Addr;
+use embedded_io::Write;
+use smoltcp::iface::{Config, Interface, SocketHandle};
+use smoltcp::socket::dhcpv4;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+
+use crate::board::Uart;
+use crate::clock::Clock;
+use crate::lan9118::{LAN9118_BASE, LAN9118_IRQ, Lan9118};
+
+/// The AT port, TCP and UDP.
+const PORT: u16 = 16724;
+/// TCP connections served at once; one more is let in to be told `busy`.
+pub const CLIENTS: usize = 3;
+/// TCP sockets: the clients and the spare.
+const TCP_SOCKETS: usize = CLIENTS + 1;
+/// Each TCP socket's receive and send buffer (a frame of the largest size
+/// fits twice).
+const TCP_BUF: usize = 1024;
+/// UDP: one socket, four datagrams of up to 1 KiB in each direction.
+const UDP_BUF: usize = 1024;
+const UDP_PACKETS: usize = 4;
+/// The pool, the UDP socket and DHCP.
+const SOCKETS: usize = TCP_SOCKETS + 1 + 1;
+
+/// The largest request body (as on the UART).
+const MAX_BODY: usize = 496;
+const RX: usize = HEADER_LEN + MAX_BODY;
+const TX: usize = 192;
+/// UDP replies remembered for at-most-once execution.
+const UDP_CACHE: usize = 4;
+
+type Memory = StackMemory<SOCKETS, TCP_SOCKETS, TCP_BUF, 1, UDP_BUF, UDP_PACKETS>;
+type Stack = SmoltcpStack<'static, TCP_SOCKETS, 1>;
+
+/// Milliseconds from a build-time variable, or `default`.
+const fn millis(value: Option<&str>, default: u32) -> u32 {
+    let Some(text) = value else {
+        return default;
+    };
+    let bytes = text.as_bytes();
+    let mut n: u32 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let digit = bytes[i].wrapping_sub(b'0');
+        assert!(digit < 10, "a timeout is a number of milliseconds");
+        n = n * 10 + digit as u32;
+        i += 1;
+    }
+    n
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    idle: Some(millis(option_env!("AT_IDLE_TIMEOUT_MS"), 60_000)),
+    frame: Some(millis(option_env!("AT_FRAME_TIMEOUT_MS"), 5_000)),
+};
+
+/// Serves the network and the UART for ever. Without a LAN9118 (or if it
+/// does not start), serves the UART alone.
+pub fn run(
+    mut uart: Uart,
+    syst: cortex_m::peripheral::SYST,
+    mut nvic: cortex_m::peripheral::NVIC,
+) -> ! {
+    let mut clock = Clock::start(syst);
+    let Some(serial) = cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new()) else {
+        halt()
+    };
+    // SAFETY: the board's LAN9118, used by nothing else.
+    let eth = match unsafe { Lan9118::new(LAN9118_BASE) } {
+        Ok(eth) => cortex_m::singleton!(: Lan9118 = eth),
+        Err(_) => None,
+    };
+    let Some(eth) = eth else {
+        say(
+            &mut uart,
+            b"at-embedded-firmware: no network (LAN9118 did not start)\r\n",
+        );
+        loop {
+            let _ = serial.run(&CALCULATOR, &mut uart);
+        }
+    };
+    if !eth.link_up() {
+        say(&mut uart, b"at-embedded-firmware: no link yet\r\n");
+    }
+    // The chip's interrupt only wakes the CPU (see lan9118.rs).
+    // SAFETY: its handler touches nothing the main loop holds.
+    unsafe { nvic_enable(&mut nvic, LAN9118_IRQ) };
+
+    let mac = eth.mac();
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    // No RNG on this board: the seed (TCP initial sequence numbers, DHCP
+    // transaction ids) comes from the MAC and the SysTick phase at start.
+    config.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+        ^ u64::from(cortex_m::peripheral::SYST::get_current()) << 40;
+    let iface = Interface::new(config, eth, Instant::from_millis(clock.now() as i64));
+    let Some(memory) = cortex_m::singleton!(: Memory = Memory::new()) else {
+        halt()
+    };
+    let (mut sockets, tcp_sockets, udp_sockets) = memory.split();
+    let dhcp = match static_address() {
+        Some(_) => None,
+        None => Some(sockets.add(dhcpv4::Socket::new())),
+    };
+    let config = TcpConfig::default();
+    let Some(stack) = cortex_m::singleton!(: Stack = SmoltcpStack::new(iface, sockets, tcp_sockets, udp_sockets, config))
+    else {
+        halt()
+    };
+    if let Some((cidr, gateway)) = static_address() {
+        configure(stack, cidr, gateway, &mut uart);
+    }
+    let tcp = cortex_m::singleton!(: Option<TcpServer<Stack, CLIENTS, RX, TX>> =
+        TcpServer::bind(stack, PORT).ok().map(|s| s.with_timeouts(TIMEOUTS)));
+    let udp = cortex_m::singleton!(: Option<UdpServer<Stack, { RX + 1 }, TX, UDP_CACHE>> =
+        UdpServer::bind(stack, PORT).ok());
+    let (Some(Some(tcp)), Some(Some(udp))) = (tcp, udp) else {
+        say(
+            &mut uart,
+            b"at-embedded-firmware: cannot open port 16724\r\n",
+        );
+        halt()
+    };
+
+    loop {
+        let now = clock.now();
+        let at = Instant::from_millis(now as i64);
+        let mut work = usize::from(stack.poll(at, eth));
+        if let Some(handle) = dhcp {
+            work += poll_dhcp(stack, handle, &mut uart);
+        }
+        work += tcp.poll(stack, &CALCULATOR, now);
+        work += udp.poll(stack, &CALCULATOR);
+        work += serial.poll(&CALCULATOR, &mut uart).unwrap_or(0);
+        // Send what the servers queued.
+        work += usize::from(stack.poll(at, eth));
+        if work == 0 {
+            // Sleep until the next frame, byte or millisecond tick. With
+            // interrupts masked, a frame that came since the poll still
+            // wakes `wfi` (its interrupt is pending).
+            cortex_m::interrupt::free(|_| {
+                if !eth.rx_waiting() && !uart.rx_full() {
+                    cortex_m::asm::wfi();
+                }
+            });
+        }
+    }
+}
+
+/// Enables interrupt line `irq` in the NVIC.
+///
+/// # Safety
+/// Its handler must be sound to run at any time.
+unsafe fn nvic_enable(nvic: &mut cortex_m::peripheral::NVIC, irq: usize) {
+    // SAFETY: writing one bit of ISER enables one line, nothing else.
+    unsafe { nvic.iser[irq / 32].write(1 << (irq % 32)) };
+}
+
+/// Handles DHCP's news: a new lease sets the address and route and is
+/// reported; a lost one clears them.
+fn poll_dhcp(stack: &mut Stack, handle: SocketHandle, uart: &mut Uart) -> usize {
+    let had_address = stack.interface().ipv4_addr().is_some();
+    let lease = match stack.sockets().get_mut::<dhcpv4::Socket>(handle).poll() {
+        None => return 0,
+        Some(dhcpv4::Event::Configured(lease)) => Some((lease.address, lease.router)),
+        // Also sent once at start, before any lease: nothing to clear.
+        Some(dhcpv4::Event::Deconfigured) if !had_address => return 0,
+        Some(dhcpv4::Event::Deconfigured) => None,
+    };
+    match lease {
+        Some((address, router)) => {
+            configure(stack, address, router, uart);
+            1
+        }
+        None => {
+            stack.interface().update_ip_addrs(|addrs| addrs.clear());
+            let _ = stack.interface().routes_mut().remove_default_ipv4_route();
+            say(uart, b"at-embedded-firmware: address lost\r\n");
+            1
+        }
+    }
+}
+
+/// Sets the interface's address and default route, and reports them.
+fn configure(stack: &mut Stack, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>, uart: &mut Uart) {
+    let iface = stack.interface();
+    iface.update_ip_addrs(|addrs| {
+        addrs.clear();
+        let _ = addrs.push(IpCidr::Ipv4(cidr));
+    });
+    match gateway {
+        Some(router) => {
+            let _ = iface.routes_mut().add_default_ipv4_route(router);
+        }
+        None => {
+            let _ = iface.routes_mut().remove_default_ipv4_route();
+        }
+    }
+    let ip = cidr.address().octets();
+    #[cfg(feature = "defmt")]
+    defmt::info!(
+        "listening on {}.{}.{}.{} port 16724 (tcp, udp)",
+        ip[0],
+        ip[1],
+        ip[2],
+        ip[3]
+    );
+    say(uart, b"at-embedded-firmware: listening on ");
+    for (i, octet) in ip.iter().enumerate() {
+        if i > 0 {
+            say(uart, b".");
+        }
+        say_number(uart, *octet);
+    }
+    say(uart, b" port 16724 (tcp, udp)\r\n");
+}
+
+/// The build-time static address (`AT_STATIC_IP`, `AT_GATEWAY`), if set
+/// and well-formed.
+fn static_address() -> Option<(Ipv4Cidr, Option<Ipv4Addr>)> {
+    let (ip, prefix) = option_env!("AT_STATIC_IP")?.split_once('/')?;
+    let cidr = Ipv4Cidr::new(ip.parse().ok()?, prefix.parse().ok().filter(|p| *p <= 32)?);
+    let gateway = option_env!("AT_GATEWAY").and_then(|g| g.parse().ok());
+    Some((cidr, gateway))
+}
+
+fn say(uart: &mut Uart, text: &[u8]) {
+    let _ = uart.write_all(text);
+}
+
+fn say_number(uart: &mut Uart, n: u8) {
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    for d in &digits[skip..] {
+        say(uart, &[b'0' + d]);
+    }
+}
+
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
