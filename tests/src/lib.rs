@@ -1,6 +1,8 @@
 //! Helpers shared by the tests in `tests/tests/`: raw frames, raw sockets
 //! with bounded waits, and the `at-host` binary.
 
+pub mod firmware;
+pub mod peers;
 pub mod relay;
 
 use std::path::PathBuf;

@@ -10,17 +10,16 @@
 //! passes, unless `AT_REQUIRE_ALL=1`. Every wait is bounded; QEMU is killed
 //! on every path.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use at_core::{ErrorCode, HEADER_LEN};
+use at_tests::firmware::{build_firmware, elf_size, free_port, missing_tools};
 use at_tests::*;
 use tokio::net::TcpStream;
 
-const TARGET: &str = "thumbv7em-none-eabihf";
-const BIN: &str = "at-embedded-firmware";
 /// The firmware's largest body (`MAX_BODY` in src/bin/firmware/main.rs).
 const FIRMWARE_MAX_BODY: u32 = 496;
 
@@ -29,102 +28,10 @@ const FLASH_WITH_FLOATS: u64 = 32 * 1024;
 const FLASH_INTEGERS_ONLY: u64 = 16 * 1024;
 const STATIC_RAM: u64 = 8 * 1024;
 
-/// Berkeley `size` figures of an ELF32 file: (text, data, bss).
-fn elf_size(path: &Path) -> (u64, u64, u64) {
-    let elf = std::fs::read(path).expect("read the firmware");
-    assert_eq!(&elf[..5], b"\x7fELF\x01", "a 32-bit ELF");
-    let u16_at = |at: usize| u64::from(u16::from_le_bytes([elf[at], elf[at + 1]]));
-    let u32_at = |at: usize| u64::from(u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()));
-    let (shoff, shentsize, shnum) = (u32_at(0x20), u16_at(0x2E), u16_at(0x30));
-    let (mut text, mut data, mut bss) = (0, 0, 0);
-    for i in 0..shnum {
-        let sh = (shoff + i * shentsize) as usize;
-        let (kind, flags, size) = (u32_at(sh + 4), u32_at(sh + 8), u32_at(sh + 20));
-        const WRITE: u64 = 1;
-        const ALLOC: u64 = 2;
-        const NOBITS: u64 = 8;
-        if flags & ALLOC == 0 {
-            continue;
-        }
-        if kind == NOBITS {
-            bss += size;
-        } else if flags & WRITE != 0 {
-            data += size;
-        } else {
-            text += size;
-        }
-    }
-    (text, data, bss)
-}
-
-/// Builds the firmware (`extra` cargo flags) into this test's target
-/// directory and returns a copy of the ELF that later builds do not touch.
-fn build_firmware(extra: &[&str], copy_as: &str) -> PathBuf {
-    let target_root = profile_dir().parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "at-embedded-example",
-            "--bin",
-            BIN,
-            "--target",
-            TARGET,
-            "--profile",
-            "firmware",
-            "--target-dir",
-        ])
-        .arg(&target_root)
-        .args(extra)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building the firmware {extra:?} failed");
-    let elf = target_root.join(TARGET).join("firmware").join(BIN);
-    let copy = target_root.join(TARGET).join("firmware").join(copy_as);
-    std::fs::copy(&elf, &copy).expect("copy the firmware");
-    copy
-}
-
-/// Why the test cannot run here, if it cannot.
-fn missing_tools() -> Option<String> {
-    let qemu = Command::new("qemu-system-arm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !qemu.is_ok_and(|s| s.success()) {
-        return Some(
-            "qemu-system-arm is not installed (Debian: apt-get install qemu-system-arm)".into(),
-        );
-    }
-    let sysroot = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())?;
-    if !Path::new(&sysroot)
-        .join("lib/rustlib")
-        .join(TARGET)
-        .exists()
-    {
-        return Some(format!(
-            "the Rust target {TARGET} is not installed (rustup target add {TARGET})"
-        ));
-    }
-    None
-}
-
 /// QEMU running `elf` with UART0 on a TCP server socket; killed on drop.
 struct Qemu {
     _process: KillOnDrop,
     addr: SocketAddr,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
 }
 
 fn start_qemu(elf: &Path) -> Qemu {
@@ -270,8 +177,8 @@ async fn firmware_serves_the_calculator_on_qemu() {
         skip(&why);
         return;
     }
-    let with_floats = build_firmware(&[], "at-embedded-firmware-float");
-    let integers_only = build_firmware(&["--no-default-features"], "at-embedded-firmware-int");
+    let with_floats = build_firmware(&[], &[], "at-embedded-firmware-float");
+    let integers_only = build_firmware(&["--no-default-features"], &[], "at-embedded-firmware-int");
 
     for (elf, flash_budget) in [
         (&with_floats, FLASH_WITH_FLOATS),

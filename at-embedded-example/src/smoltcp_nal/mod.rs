@@ -29,13 +29,17 @@
 //! - `close` sends FIN; the socket is *draining* (not free) until smoltcp
 //!   reaches CLOSED, or TIME-WAIT. Each [`SmoltcpStack::poll`] returns
 //!   drained sockets to the pool and re-arms them.
-//! - A socket in TIME-WAIT (the device closed first: a `busy` refusal, a
-//!   bad frame, an idle timeout) is reclaimed at once rather than after
-//!   smoltcp's 10 s: a pool of 4 cannot afford 10 s per refusal. TIME-WAIT
-//!   guards against a delayed segment of the old connection landing in a
-//!   new one with the same address pair; on a LAN, with smoltcp's random
-//!   initial sequence numbers, that risk is accepted (as Linux accepts it
-//!   with `tcp_tw_reuse`).
+//! - When the device closes first (a `busy` refusal, a bad frame, an idle
+//!   timeout), the socket is reclaimed as soon as the peer has acknowledged
+//!   the FIN, that is once everything sent has arrived: in FIN-WAIT-2 (the
+//!   peer has not closed its side: a silent client may never do so, and
+//!   would hold the socket for ever) and in TIME-WAIT (rather than after
+//!   smoltcp's 10 s: a pool of 4 cannot afford 10 s per refusal). The
+//!   socket is aborted, so a peer still sending gets RST. TIME-WAIT guards
+//!   against a delayed segment of the old connection landing in a new one
+//!   with the same address pair; on a LAN, with smoltcp's random initial
+//!   sequence numbers, that risk is accepted (as Linux accepts it with
+//!   `tcp_tw_reuse`, and bounds FIN-WAIT-2 with `tcp_fin_timeout`).
 //! - A reset by the peer moves the socket to CLOSED: `receive` and `send`
 //!   report [`NetError::ConnectionReset`], the server closes its handle, and
 //!   the socket returns to the pool on the next poll.

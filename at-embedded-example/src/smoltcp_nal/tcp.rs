@@ -98,8 +98,10 @@ impl<const N: usize> Pool<N> {
                 (Use::Draining, State::Closed) => {
                     self.uses[i] = Use::Free;
                 }
-                (Use::Draining, State::TimeWait) => {
-                    // Reclaimed now rather than in 10 s (see the module docs).
+                (Use::Draining, State::TimeWait | State::FinWait2) => {
+                    // Everything sent was acknowledged: reclaimed now,
+                    // rather than after TIME-WAIT's 10 s or whenever the
+                    // peer closes its side (see the module docs).
                     socket.abort();
                     self.uses[i] = Use::Free;
                 }

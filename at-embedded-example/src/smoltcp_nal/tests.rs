@@ -323,6 +323,24 @@ fn time_wait_does_not_hold_the_pool() {
 }
 
 #[test]
+fn a_peer_that_never_closes_its_side_does_not_hold_the_pool() {
+    let mut net = Net::new(TcpConfig::default());
+    let mut listener = net.listen(PORT);
+    let mut client = net.connect(PORT).unwrap();
+    let (mut conn, _) = net.accept(&mut listener).unwrap();
+    net.server.send(&mut conn, b"bye").unwrap();
+    // The server closes (an idle timeout, say); the client reads it all but
+    // never closes: the server's socket reaches FIN-WAIT-2 and stays there.
+    net.server.close(conn).unwrap();
+    net.wait(20);
+    assert_eq!(receive_all(&mut net.client, &mut client), b"bye");
+    assert_eq!(net.client.receive(&mut client, &mut [0; 8]), Ok(0));
+    assert_eq!(net.server.tcp_available(), SERVER_POOL);
+    let _next = net.connect(PORT).unwrap();
+    assert!(net.accept(&mut listener).is_ok());
+}
+
+#[test]
 fn a_vanished_peer_is_timed_out() {
     let config = TcpConfig {
         keep_alive: Some(Duration::from_millis(500)),

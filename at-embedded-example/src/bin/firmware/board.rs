@@ -155,7 +155,3 @@ impl embedded_io::Write for Uart {
         Ok(())
     }
 }
-
-/// The SysTick reload for a 1 ms tick from the 25 MHz core clock of the
-/// MPS2 FPGA images (QEMU's mps2-an386 runs SysTick at that rate too).
-pub const SYSTICK_RELOAD_1MS: u32 = 25_000 - 1;

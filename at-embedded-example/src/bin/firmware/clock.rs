@@ -8,7 +8,9 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 
-use crate::board::SYSTICK_RELOAD_1MS;
+/// The SysTick reload for a 1 ms tick from the 25 MHz core clock of the
+/// MPS2 FPGA images (QEMU's mps2-an386 runs SysTick at that rate too).
+const SYSTICK_RELOAD_1MS: u32 = 25_000 - 1;
 
 /// Milliseconds since start, wrapping every 49.7 days.
 static TICKS: AtomicU32 = AtomicU32::new(0);

@@ -13,7 +13,7 @@
 //! Everything but the `board` module is board-independent: the server is
 //! at-embedded-example's
 //! [`StreamServer`](at_embedded_example::StreamServer), answering with
-//! at-core's calculator. Its buffers live in `.bss` (see docs/EMBEDDED.md for the
+//! at-core's calculator (and `count`, see `functions`). Its buffers live in `.bss` (see docs/EMBEDDED.md for the
 //! measured budget). With the `defmt` feature the firmware logs through
 //! semihosting (run QEMU with `-semihosting-config enable=on,target=native`
 //! and decode with `defmt-print -e <elf>`).
@@ -29,6 +29,8 @@
 mod board;
 #[cfg(all(target_os = "none", feature = "net"))]
 mod clock;
+#[cfg(target_os = "none")]
+mod functions;
 #[cfg(all(target_os = "none", feature = "net"))]
 mod lan9118;
 #[cfg(all(target_os = "none", feature = "net"))]
@@ -37,7 +39,6 @@ mod net;
 #[cfg(all(target_os = "none", not(feature = "net")))]
 mod device {
     use at_core::HEADER_LEN;
-    use at_core::calculator::CALCULATOR;
     use at_embedded_example::StreamServer;
     use cortex_m_rt::entry;
     #[cfg(feature = "defmt")]
@@ -69,7 +70,7 @@ mod device {
         loop {
             // Returns only if the link fails or closes, which this UART
             // never does; serve on regardless.
-            let _stopped = server.run(&CALCULATOR, &mut uart);
+            let _stopped = server.run(&crate::functions::FUNCTIONS, &mut uart);
         }
     }
 }

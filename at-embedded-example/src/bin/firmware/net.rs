@@ -22,7 +22,6 @@
 //! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s).
 
 use at_core::HEADER_LEN;
-use at_core::calculator::CALCULATOR;
 use at_embedded_example::smoltcp_nal::{SmoltcpStack, StackMemory, TcpConfig};
 use at_embedded_example::{StreamServer, TcpServer, Timeouts, UdpServer};
 use core::net::Ipv4Addr;
@@ -34,6 +33,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 use crate::board::Uart;
 use crate::clock::Clock;
+use crate::functions::FUNCTIONS;
 use crate::lan9118::{LAN9118_BASE, LAN9118_IRQ, Lan9118};
 
 /// The AT port, TCP and UDP.
@@ -105,7 +105,7 @@ pub fn run(
             b"at-embedded-firmware: no network (LAN9118 did not start)\r\n",
         );
         loop {
-            let _ = serial.run(&CALCULATOR, &mut uart);
+            let _ = serial.run(&FUNCTIONS, &mut uart);
         }
     };
     if !eth.link_up() {
@@ -157,9 +157,9 @@ pub fn run(
         if let Some(handle) = dhcp {
             work += poll_dhcp(stack, handle, &mut uart);
         }
-        work += tcp.poll(stack, &CALCULATOR, now);
-        work += udp.poll(stack, &CALCULATOR);
-        work += serial.poll(&CALCULATOR, &mut uart).unwrap_or(0);
+        work += tcp.poll(stack, &FUNCTIONS, now);
+        work += udp.poll(stack, &FUNCTIONS);
+        work += serial.poll(&FUNCTIONS, &mut uart).unwrap_or(0);
         // Send what the servers queued.
         work += usize::from(stack.poll(at, eth));
         if work == 0 {

@@ -1,0 +1,573 @@
+//! The networked firmware, for real: `at-embedded-firmware --features net`
+//! for the Cortex-M4, run exactly as docs/EMBEDDED.md says (QEMU's
+//! mps2-an386, its LAN9118 on QEMU's user-mode network, TCP and UDP port
+//! 16724 forwarded to loopback ports this test picks). Calls go through
+//! smoltcp, the embedded-nal adapter and the device `TcpServer` /
+//! `UdpServer`, from the at-host client and command, and from the Python
+//! and C clients; then the TCP edge cases, the connection limit, idle and
+//! half-frame timeouts, UDP at-most-once, 1,000 calls each way, the UART
+//! still serving, and QEMU's CPU while the firmware idles.
+//!
+//! The firmware is built with short timeouts (`AT_IDLE_TIMEOUT_MS=2000`,
+//! `AT_FRAME_TIMEOUT_MS=1000`) so the timeout checks take seconds. Without
+//! `qemu-system-arm` (or the Rust target) the test says so and passes,
+//! unless `AT_REQUIRE_ALL=1`. Every wait is bounded; QEMU is killed on
+//! every path.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use at_core::{ErrorCode, HEADER_LEN, Value};
+use at_host::{Client, UdpClient, UdpConfig};
+use at_tests::firmware::{build_firmware, elf_size, free_port, missing_tools};
+use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+use at_tests::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// TCP clients the networked firmware serves at once (`CLIENTS` in
+/// src/bin/firmware/net.rs).
+const CLIENTS: usize = 3;
+/// Its largest body.
+const MAX_BODY: u32 = 496;
+/// The timeouts it is built with here.
+const IDLE_MS: u64 = 2000;
+const FRAME_MS: u64 = 1000;
+/// The budget of docs/EMBEDDED.md for the networked firmware.
+const FLASH: u64 = 72 * 1024;
+const STATIC_RAM: u64 = 32 * 1024;
+
+/// The board under QEMU: its forwarded ports, its UART on QEMU's stdio.
+struct Board {
+    qemu: KillOnDrop,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    uart_in: ChildStdin,
+    uart_out: mpsc::Receiver<Vec<u8>>,
+}
+
+fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    socket.local_addr().unwrap().port()
+}
+
+/// Starts QEMU with exactly the documented command line and waits for the
+/// firmware's `listening on` line on its UART.
+fn start_board(elf: &Path) -> Board {
+    let (tcp_port, udp_port) = (free_port(), free_udp_port());
+    let nic = format!(
+        "user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,hostfwd=udp:127.0.0.1:{udp_port}-:16724"
+    );
+    let mut child = Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-nographic", "-monitor", "none", "-nic", &nic, "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let uart_in = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let qemu = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line.into_bytes());
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("the firmware reports its address in time");
+    let line = String::from_utf8_lossy(&line);
+    assert_eq!(
+        line.trim_end(),
+        "at-embedded-firmware: listening on 10.0.2.15 port 16724 (tcp, udp)"
+    );
+    Board {
+        qemu,
+        tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
+        udp: SocketAddr::from(([127, 0, 0, 1], udp_port)),
+        uart_in,
+        uart_out: rx,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+fn error_code(reply: &RawReply) -> Option<ErrorCode> {
+    match at_core::Reply::parse(reply.body.as_bytes()).expect("a reply body") {
+        at_core::Reply::Error(e) => e.error_code(),
+        at_core::Reply::Success(_) => None,
+    }
+}
+
+/// Whether the peer closes the connection within `limit` (reading and
+/// dropping whatever comes first).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    received_before_close(stream, limit).await.is_some()
+}
+
+/// What the peer sends before it closes the connection, if it closes it
+/// within `limit`.
+async fn received_before_close(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The calculator table through the at-host client (TCP, UDP) and the
+/// at-host command.
+async fn calculator_from_at_host(board: &Board) {
+    let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
+    check_calculator_tcp(&mut client).await;
+    let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
+        .await
+        .expect("udp client");
+    check_calculator_udp(&mut udp).await;
+    for (transport, addr) in [(None, board.tcp), (Some("--udp"), board.udp)] {
+        let mut call = Command::new(at_host_bin());
+        call.arg("call").args(transport).arg("--server");
+        call.arg(addr.to_string()).args(["add", "10", "20"]);
+        let out = run(&mut call, CALL_LIMIT);
+        assert!(out.status.success(), "at-host call {transport:?}: {out:?}");
+        assert_eq!(text(&out.stdout).trim(), "30");
+    }
+}
+
+/// What a command-line client prints for a case of [`calculator_cases`]:
+/// (exit code, stdout, the error code in stderr).
+fn expected(want: &Result<at_host::Value, ErrorCode>) -> (i32, String, String) {
+    match want {
+        Ok(value) => (0, format!("{value}\n"), String::new()),
+        Err(code) => (1, String::new(), format!("error: {}: ", code.as_str())),
+    }
+}
+
+/// The calculator table through the Python command line and the C client.
+fn calculator_from_python_and_c(board: &Board) {
+    let mut checked = 0;
+    let script = repo_root().join("peers/python/at_rpc.py");
+    let python = python();
+    let c = calc_client();
+    for (func, args, want) in calculator_cases() {
+        let args: Vec<String> = args.iter().map(Value::to_string).collect();
+        let (code, stdout, stderr) = expected(&want);
+        for (udp, addr) in [(false, board.udp), (true, board.udp)] {
+            let addr = if udp { addr } else { board.tcp };
+            if let Some(python) = python {
+                let mut call = Command::new(python);
+                call.arg(&script)
+                    .arg("call")
+                    .arg("--server")
+                    .arg(addr.to_string());
+                if udp {
+                    call.arg("--udp");
+                }
+                let out = run(call.arg(func).args(&args), CALL_LIMIT);
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "python {func} {args:?}: {out:?}"
+                );
+                assert_eq!(text(&out.stdout), stdout, "python {func} {args:?}");
+                assert!(
+                    text(&out.stderr).starts_with(&stderr),
+                    "python {func} {args:?}: {out:?}"
+                );
+                checked += 1;
+            }
+            // calc_client takes exactly two numbers.
+            let numbers = args.len() == 2 && args.iter().all(|a| !a.starts_with('"'));
+            if let (Some(c), true) = (&c, numbers) {
+                let mut call = Command::new(c);
+                if udp {
+                    call.arg("--udp");
+                }
+                call.args(["127.0.0.1", &addr.port().to_string(), func]);
+                let out = run(call.args(&args), CALL_LIMIT);
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "calc_client {func} {args:?}: {out:?}"
+                );
+                assert_eq!(text(&out.stdout), stdout, "calc_client {func} {args:?}");
+                assert!(
+                    text(&out.stderr).starts_with(&stderr),
+                    "calc_client {func} {args:?}: {out:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("python and C clients: {checked} calls checked against the firmware");
+}
+
+/// Sticky and split frames, bad magic (reply, then close), bad CRC
+/// (connection kept), oversize (reply, then close).
+async fn tcp_edge_cases(board: &Board) {
+    let mut s = connect(board.tcp).await;
+    let mut sticky = calc(1, "add", "1", "2");
+    sticky.extend(calc(2, "mul", "3", "4"));
+    sticky.extend(calc(3, "sub", "5", "6"));
+    write(&mut s, &sticky).await;
+    for (seq, want) in [(1, "3"), (2, "12"), (3, "-1")] {
+        let reply = read_reply(&mut s).await;
+        assert_eq!((reply.header.seq, reply.outcome()), (seq, want.into()));
+    }
+    let split = calc(4, "mul", "-3", "7");
+    for piece in [
+        &split[..5],
+        &split[5..HEADER_LEN + 9],
+        &split[HEADER_LEN + 9..],
+    ] {
+        write(&mut s, piece).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let reply = read_reply(&mut s).await;
+    assert_eq!((reply.header.seq, reply.outcome()), (4, "-21".into()));
+    // Bad CRC: answered, and the connection stays.
+    let mut corrupt = calc(5, "add", "1", "2");
+    corrupt[HEADER_LEN + 2] ^= 0x04;
+    write(&mut s, &corrupt).await;
+    let reply = read_reply(&mut s).await;
+    assert_eq!(
+        (reply.header.seq, error_code(&reply)),
+        (5, Some(ErrorCode::ChecksumMismatch))
+    );
+    write(&mut s, &calc(6, "add", "2", "3")).await;
+    assert_eq!(read_reply(&mut s).await.outcome(), "5");
+    // Bad magic: bad_frame with seq 0, then the firmware closes.
+    write(&mut s, b"GET / HTTP/1.0\r\n\r\n").await;
+    let reply = read_reply(&mut s).await;
+    assert_eq!(
+        (reply.header.seq, error_code(&reply)),
+        (0, Some(ErrorCode::BadFrame))
+    );
+    assert!(
+        closed_within(&mut s, PATIENCE).await,
+        "closed after a bad magic"
+    );
+    // Oversize: frame_too_large with the header's seq, then closed.
+    let mut s = connect(board.tcp).await;
+    let mut big = calc(7, "add", "1", "2");
+    big[8..12].copy_from_slice(&(MAX_BODY + 1).to_be_bytes());
+    write(&mut s, &big[..HEADER_LEN]).await;
+    let reply = read_reply(&mut s).await;
+    assert_eq!(
+        (reply.header.seq, error_code(&reply)),
+        (7, Some(ErrorCode::FrameTooLarge))
+    );
+    assert!(
+        closed_within(&mut s, PATIENCE).await,
+        "closed after an oversize frame"
+    );
+}
+
+/// Connects and makes one call; the reply's outcome (`error busy` when the
+/// firmware has no slot, `reset` when no socket was listening: for a moment
+/// while closed connections drain, smoltcp answers a SYN with RST).
+async fn call_on_new_connection(board: &Board, seq: u32) -> (TcpStream, String) {
+    let mut s = connect(board.tcp).await;
+    write(&mut s, &calc(seq, "add", "40", "2")).await;
+    let mut head = [0u8; HEADER_LEN];
+    match tokio::time::timeout(PATIENCE, s.read_exact(&mut head)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return (s, "reset".into()),
+        Err(_) => panic!("no reply within {PATIENCE:?}"),
+    }
+    let length = at_core::Header::from_bytes(&head).length as usize;
+    let mut frame = head.to_vec();
+    frame.resize(HEADER_LEN + length, 0);
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut frame[HEADER_LEN..]))
+        .await
+        .expect("a reply body in time")
+        .expect("a reply body");
+    let outcome = parse_reply(&frame).outcome();
+    (s, outcome)
+}
+
+/// Calls until one is served, for up to `limit`; how long it took.
+async fn served_within(board: &Board, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let (_s, outcome) = call_on_new_connection(board, 99).await;
+        if outcome == "42" {
+            return Some(start.elapsed());
+        }
+        assert!(outcome == "error busy" || outcome == "reset", "{outcome}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// As many clients as slots, one more told `busy`; clients that drop
+/// mid-frame or reset leak no slot.
+async fn connection_limit(board: &Board) {
+    let mut held = Vec::new();
+    for seq in 0..CLIENTS as u32 {
+        let (s, outcome) = call_on_new_connection(board, 10 + seq).await;
+        assert_eq!(outcome, "42", "client {seq} of {CLIENTS}");
+        held.push(s);
+    }
+    let (mut extra, outcome) = call_on_new_connection(board, 20).await;
+    assert_eq!(outcome, "error busy");
+    assert!(
+        closed_within(&mut extra, PATIENCE).await,
+        "the busy connection is closed"
+    );
+    // One leaves mid-frame (FIN), one resets (RST), one closes cleanly.
+    let mut half = held.pop().unwrap();
+    write(&mut half, &calc(30, "add", "1", "2")[..10]).await;
+    drop(half);
+    let reset = held.pop().unwrap().into_std().unwrap();
+    socket_linger_zero(&reset);
+    drop(reset);
+    drop(held);
+    // The full number connects and calls again.
+    let deadline = Instant::now() + PATIENCE;
+    let mut again = Vec::new();
+    while again.len() < CLIENTS {
+        let (s, outcome) = call_on_new_connection(board, 40).await;
+        match outcome.as_str() {
+            "42" => again.push(s),
+            "error busy" | "reset" => {
+                assert!(
+                    Instant::now() < deadline,
+                    "slots leaked: {} of {CLIENTS} usable",
+                    again.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+/// Sets SO_LINGER to 0, so that closing sends RST.
+fn socket_linger_zero(stream: &std::net::TcpStream) {
+    // std has no set_linger on stable; tokio's does it through socket2.
+    let tokio_stream = {
+        stream.set_nonblocking(true).unwrap();
+        let _guard = tokio::runtime::Handle::current().enter();
+        TcpStream::from_std(stream.try_clone().unwrap()).unwrap()
+    };
+    #[allow(deprecated)]
+    tokio_stream.set_linger(Some(Duration::ZERO)).unwrap();
+}
+
+/// Silent clients in every slot: a real client is served once the idle
+/// timeout has passed, and the silent ones are closed. A client stalled
+/// mid-frame is closed after the frame timeout.
+async fn idle_and_stalled_clients(board: &Board) {
+    let mut silent = Vec::new();
+    for _ in 0..CLIENTS {
+        silent.push(connect(board.tcp).await);
+    }
+    let waited = served_within(board, Duration::from_millis(IDLE_MS * 4))
+        .await
+        .expect("a real client is served after the idle timeout");
+    eprintln!("a real client was served {waited:.2?} after {CLIENTS} silent ones took every slot");
+    for s in &mut silent {
+        assert!(
+            closed_within(s, Duration::from_millis(IDLE_MS)).await,
+            "a silent client is closed"
+        );
+    }
+    // A client that stalls mid-frame, on a free slot (it was served).
+    let (mut stalled, outcome) = call_on_new_connection(board, 50).await;
+    assert_eq!(outcome, "42");
+    write(&mut stalled, &calc(51, "add", "1", "2")[..HEADER_LEN + 3]).await;
+    let start = Instant::now();
+    let received = received_before_close(&mut stalled, Duration::from_millis(IDLE_MS * 2))
+        .await
+        .expect("a stalled client is closed");
+    assert!(
+        received.is_empty(),
+        "no reply to half a frame: {received:?}"
+    );
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_millis(FRAME_MS / 2),
+        "closed after {after:?}, before the frame timeout"
+    );
+    eprintln!("a client stalled mid-frame was closed after {after:.2?}");
+}
+
+/// A repeated datagram gets the remembered reply; the function ran once.
+fn udp_at_most_once(board: &Board) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let exchange = |datagram: &[u8]| {
+        socket.send_to(datagram, board.udp).unwrap();
+        let mut buf = [0u8; 1024];
+        let (n, _) = socket.recv_from(&mut buf).expect("a reply in time");
+        parse_reply(&buf[..n])
+    };
+    let first = exchange(&request(77, r#"{"func": "count", "args": []}"#));
+    let again = exchange(&request(77, r#"{"func": "count", "args": []}"#));
+    assert_eq!(first, again, "the remembered reply");
+    let next = exchange(&request(78, r#"{"func": "count", "args": []}"#));
+    let (a, b): (i64, i64) = (
+        first.outcome().parse().unwrap(),
+        next.outcome().parse().unwrap(),
+    );
+    assert_eq!(b, a + 1, "count ran once for seq 77, once for seq 78");
+}
+
+/// 1,000 sequential calls each way, all correct; calls/s for the docs.
+async fn thousand_calls(board: &Board) {
+    let args = [Value::Int(10), Value::Int(20)];
+    let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
+    let start = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(
+            client.call("add", &args).await.unwrap(),
+            at_host::Value::Int(30)
+        );
+    }
+    let tcp = 1000.0 / start.elapsed().as_secs_f64();
+    let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(
+            udp.call("add", &args).await.unwrap(),
+            at_host::Value::Int(30)
+        );
+    }
+    let udp_rate = 1000.0 / start.elapsed().as_secs_f64();
+    eprintln!(
+        "1,000 sequential calls under emulation: TCP {tcp:.0} calls/s, UDP {udp_rate:.0} calls/s"
+    );
+}
+
+/// The UART still answers, beside the network.
+fn uart_still_serves(board: &mut Board) {
+    board.uart_in.write_all(&calc(60, "mul", "6", "7")).unwrap();
+    board.uart_in.flush().unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while got.len() < HEADER_LEN
+        || got.len() < HEADER_LEN + u32::from_be_bytes(got[8..12].try_into().unwrap()) as usize
+    {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("a UART reply in time");
+        got.extend(
+            board
+                .uart_out
+                .recv_timeout(left)
+                .expect("a UART reply in time"),
+        );
+    }
+    let reply = parse_reply(&got);
+    assert_eq!((reply.header.seq, reply.outcome()), (60, "42".into()));
+}
+
+/// QEMU's CPU time over a second of idling, as a share of one core.
+fn idle_cpu(board: &Board) -> f64 {
+    let pid = board.qemu.0.id();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                // Every field after the command name, the state ("S")
+                // as 0, so that the indices stay put.
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of stat: 11 and 12 here.
+        fields
+            .get(11)
+            .zip(fields.get(12))
+            .map(|(u, s)| u + s)
+            .unwrap_or(0)
+    };
+    let ticks = 100.0; // USER_HZ on Linux
+    let (c0, t0) = (cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    (cpu() - c0) as f64 / ticks / t0.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let idle = IDLE_MS.to_string();
+    let frame = FRAME_MS.to_string();
+    let elf = build_firmware(
+        &["--features", "net"],
+        &[
+            ("AT_IDLE_TIMEOUT_MS", &idle),
+            ("AT_FRAME_TIMEOUT_MS", &frame),
+        ],
+        "at-embedded-firmware-net",
+    );
+    let (text_size, data, bss) = elf_size(&elf);
+    eprintln!(
+        "networked firmware: flash (text) {text_size} bytes, static RAM (data + bss) {} bytes",
+        data + bss
+    );
+    assert!(
+        text_size <= FLASH,
+        "{text_size} bytes of flash, budget {FLASH}"
+    );
+    assert!(
+        data + bss <= STATIC_RAM,
+        "{} bytes of static RAM, budget {STATIC_RAM}",
+        data + bss
+    );
+
+    let mut board = start_board(&elf);
+    let cpu = idle_cpu(&board);
+    eprintln!(
+        "QEMU's CPU while the firmware idles: {:.1}% of a core",
+        cpu * 100.0
+    );
+    assert!(
+        cpu < 0.5,
+        "QEMU uses {:.0}% of a core while idle: no wfi?",
+        cpu * 100.0
+    );
+
+    calculator_from_at_host(&board).await;
+    calculator_from_python_and_c(&board);
+    tcp_edge_cases(&board).await;
+    connection_limit(&board).await;
+    udp_at_most_once(&board);
+    idle_and_stalled_clients(&board).await;
+    thousand_calls(&board).await;
+    uart_still_serves(&mut board);
+}
