@@ -58,6 +58,24 @@ impl RawReply {
     }
 }
 
+/// The error code of a reply, if it is an error.
+pub fn error_code(reply: &RawReply) -> Option<at_core::ErrorCode> {
+    match at_core::Reply::parse(reply.body.as_bytes()).expect("a reply body") {
+        at_core::Reply::Error(e) => e.error_code(),
+        at_core::Reply::Success(_) => None,
+    }
+}
+
+/// A TCP connection to `addr` with `TCP_NODELAY`, bounded by [`PATIENCE`].
+pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+}
+
 /// Parses one whole reply frame (checks CRC).
 pub fn parse_reply(bytes: &[u8]) -> RawReply {
     let frame = at_core::Frame::parse(bytes, u32::MAX).expect("a valid reply frame");

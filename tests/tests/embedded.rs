@@ -12,7 +12,6 @@ use at_core::{CallError, ErrorCode, Function, HEADER_LEN, Kind, Value as V};
 use at_embedded_example::desktop::{self, CLIENTS, MAX_BODY, Running};
 use at_host::{Client, UdpClient, UdpConfig, Value};
 use at_tests::*;
-use tokio::net::TcpStream;
 
 /// Executions of `count`: how a test sees whether a function ran again.
 static COUNT: AtomicI64 = AtomicI64::new(0);
@@ -32,22 +31,6 @@ static FUNCTIONS: [Function; 5] = [
 fn start() -> Running {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     desktop::start_with(Some(loopback), Some(loopback), &FUNCTIONS).expect("servers start")
-}
-
-async fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-fn error_code(reply: &RawReply) -> Option<ErrorCode> {
-    match at_core::Reply::parse(reply.body.as_bytes()).expect("a reply body") {
-        at_core::Reply::Error(e) => e.error_code(),
-        at_core::Reply::Success(_) => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,13 +72,6 @@ async fn connect_uart(qemu: &mut Qemu) -> TcpStream {
     }
 }
 
-fn error_code(reply: &RawReply) -> Option<ErrorCode> {
-    match at_core::Reply::parse(reply.body.as_bytes()).expect("a reply body") {
-        at_core::Reply::Error(e) => e.error_code(),
-        at_core::Reply::Success(_) => None,
-    }
-}
-
 async fn call(uart: &mut TcpStream, seq: u32, func: &str, a: &str, b: &str) -> String {
     write(uart, &calc(seq, func, a, b)).await;
     let reply = read_reply(uart).await;

@@ -103,22 +103,6 @@ fn start_board(elf: &Path) -> Board {
     }
 }
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-fn error_code(reply: &RawReply) -> Option<ErrorCode> {
-    match at_core::Reply::parse(reply.body.as_bytes()).expect("a reply body") {
-        at_core::Reply::Error(e) => e.error_code(),
-        at_core::Reply::Success(_) => None,
-    }
-}
-
 /// Whether the peer closes the connection within `limit` (reading and
 /// dropping whatever comes first).
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {

@@ -44,12 +44,6 @@ async fn calculator() -> (Server, SocketAddr) {
     start(ServerConfig::default()).await
 }
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
 async fn client(addr: SocketAddr) -> Client {
     Client::connect(addr, PATIENCE)
         .await
