@@ -9,8 +9,10 @@ exactly the canonical form the Rust side writes, so replies match the shared
 test vectors (tests/vectors/frames.json) byte for byte.
 
     python3 at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+                            [--key KID:HEX ...] [--key-file PATH ...]
     python3 at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS]
-                           [--retries N] [--json] FUNC [ARG ...]
+                           [--retries N] [--json] [--key KID:HEX | --key-file PATH]
+                           FUNC [ARG ...]
 
 As a library:
 
@@ -19,11 +21,17 @@ As a library:
     with Client("127.0.0.1", server.tcp_address[1]) as client:
         client.call("add", 10, 20)          # 30
     server.shutdown()
+
+With pre-shared keys (contract section 9), Server(..., keys={kid: key})
+requires authentication and Client(..., key=(kid, key)) provides it; keys are
+32 bytes.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import ipaddress
 import json
 import json.decoder
@@ -33,6 +41,7 @@ import math
 import os
 import random
 import re
+import secrets
 import select
 import signal
 import socket
@@ -55,6 +64,7 @@ MAGIC_BYTES = b"AT"
 REQUEST = 0x0001
 RESPONSE = 0x0002
 ERROR = 0x0004
+AUTH = 0x0008  # the frame is authenticated (section 9); not a type bit
 KIND_MASK = REQUEST | RESPONSE | ERROR
 KIND_NAMES = {REQUEST: "request", RESPONSE: "response", ERROR: "error"}
 DEFAULT_PORT = 16724
@@ -76,6 +86,7 @@ CODES = (
     "division_by_zero",
     "overflow",
     "busy",
+    "unauthorized",
     "internal",
 )
 
@@ -287,6 +298,201 @@ def parse_datagram(data: bytes, max_body: int = MAX_BODY) -> Frame:
     body = bytes(data[HEADER_LEN:])
     _check_crc(seq, crc, body)
     return Frame(flags, seq, body)
+
+
+# --------------------------------------------------------------------------
+# Authentication primitives (contract section 9)
+#
+# HKDF-SHA-256 (RFC 5869) derives a session's two keys from the pre-shared
+# key and both nonces; HMAC-SHA-256 makes the hello proof and the frame tags.
+# Inputs are raw bytes, labels ASCII without a terminator. Tags and proofs
+# are compared with hmac.compare_digest. Nothing here logs or formats a key.
+
+KEY_LEN = 32
+NONCE_LEN = 16
+SID_LEN = 8
+TAG_LEN = 16
+AUTH_TRAILER = SID_LEN + TAG_LEN  # SID and tag after the body: 24 bytes
+HEADER12 = struct.Struct(">HHII")  # what a tag covers: magic, flags, seq, length
+HELLO = "rpc.hello"
+# Plain requests a server that requires authentication still answers.
+PLAIN_FUNCS = frozenset((HELLO, "rpc.ping", "rpc.info"))
+_KID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_LOWER_HEX = {n: re.compile("[0-9a-f]{%d}" % n) for n in (16, 32)}
+_ANY_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+class KeyFormatError(ValueError):
+    """A malformed key, key id or key file. The message says what is wrong
+    and never contains key material."""
+
+
+class AuthError(ProtocolError):
+    """A reply that failed authentication: a bad hello (values, proof) or
+    a reply to an authenticated request with a bad tag or without AUTH."""
+
+
+def valid_kid(kid: Any) -> bool:
+    """A key id: 1 to 32 ASCII letters, digits, '.', '_' or '-'."""
+    return isinstance(kid, str) and _KID.fullmatch(kid) is not None
+
+
+def is_lower_hex(text: Any, digits: int) -> bool:
+    """True for exactly `digits` characters of [0-9a-f] (16 or 32)."""
+    return isinstance(text, str) and _LOWER_HEX[digits].fullmatch(text) is not None
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869) with SHA-256: the 32-byte PRK."""
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-Expand (RFC 5869) with SHA-256: `length` bytes of T(1) || T(2)..."""
+    if not 0 <= length <= 255 * 32:
+        raise ValueError("HKDF-Expand gives at most 8160 bytes")
+    out, block, counter = b"", b"", 0
+    while len(out) < length:
+        counter += 1
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+    return out[:length]
+
+
+def derive_keys(key: bytes, kid: str, nc: bytes, ns: bytes) -> tuple[bytes, bytes]:
+    """(K_req, K_rep) of a session: HKDF with salt Nc || Ns over the key,
+    info "AT1 request" || kid and "AT1 reply" || kid."""
+    prk = hkdf_extract(bytes(nc) + bytes(ns), bytes(key))
+    label = kid.encode("ascii")
+    return hkdf_expand(prk, b"AT1 request" + label), hkdf_expand(prk, b"AT1 reply" + label)
+
+
+def hello_proof(k_rep: bytes, sid: bytes) -> bytes:
+    """P: the first 16 bytes of HMAC-SHA-256(K_rep, "AT1 hello" || SID)."""
+    return hmac.new(k_rep, b"AT1 hello" + bytes(sid), hashlib.sha256).digest()[:TAG_LEN]
+
+
+def frame_tag(key: bytes, header12: bytes, body: bytes, sid: bytes) -> bytes:
+    """The first 16 bytes of HMAC-SHA-256(key, H || body || SID), H being the
+    header's first 12 bytes as sent or received."""
+    mac = hmac.new(key, bytes(header12), hashlib.sha256)
+    mac.update(body)
+    mac.update(sid)
+    return mac.digest()[:TAG_LEN]
+
+
+def pack_auth_frame(flags: int, seq: int, body: bytes | str, sid: bytes, key: bytes) -> bytes:
+    """An authenticated frame: flags with AUTH, then body || SID || tag
+    (tag under `key`); length counts all three and the CRC covers them."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if len(sid) != SID_LEN:
+        raise ValueError("a session id is 8 bytes")
+    body = bytes(body)
+    header12 = HEADER12.pack(MAGIC, flags | AUTH, seq, len(body) + AUTH_TRAILER)
+    payload = body + bytes(sid) + frame_tag(key, header12, body, sid)
+    return header12 + struct.pack(">I", checksum(payload)) + payload
+
+
+class AuthFrame(NamedTuple):
+    """A received AUTH frame taken apart: the 12 header bytes its tag
+    covers, the body proper, the session id and the tag."""
+
+    header: bytes
+    body: bytes
+    sid: bytes
+    tag: bytes
+
+
+def split_auth(frame: Frame) -> AuthFrame | None:
+    """The parts of a checked frame with AUTH, or None when its length is
+    under 24. H is the received header's first 12 bytes: magic, flags (every
+    bit as received), seq and length re-packed from the exact integers read,
+    which gives back the same bytes."""
+    data = frame.body
+    if len(data) < AUTH_TRAILER:
+        return None
+    header = HEADER12.pack(MAGIC, frame.flags, frame.seq, len(data))
+    cut = len(data) - AUTH_TRAILER
+    return AuthFrame(header, data[:cut], data[cut:cut + SID_LEN], data[cut + SID_LEN:])
+
+
+def tag_ok(key: bytes, parts: AuthFrame) -> bool:
+    """Whether the frame's tag verifies under `key` (constant time)."""
+    return hmac.compare_digest(frame_tag(key, parts.header, parts.body, parts.sid), parts.tag)
+
+
+def parse_key_hex(text: str) -> bytes:
+    """64 hex digits (either case) -> 32 bytes; raises KeyFormatError."""
+    if len(text) != 2 * KEY_LEN:
+        raise KeyFormatError(f"a key is {2 * KEY_LEN} hex digits, this one has {len(text)} characters")
+    if not text.isascii() or not _ANY_HEX.fullmatch(text):
+        raise KeyFormatError("a key is hex digits only, this one has other characters")
+    return bytes.fromhex(text)
+
+
+def parse_key(text: str) -> tuple[str, bytes]:
+    """`KID:HEX` -> (kid, 32-byte key); raises KeyFormatError (without
+    quoting the text, which may be a key typed in the wrong place)."""
+    kid, sep, hex_text = text.strip().partition(":")
+    if not sep:
+        raise KeyFormatError("a key is written KID:HEX, and there is no ':'")
+    if not valid_kid(kid):
+        raise KeyFormatError("the key id (before ':') must be 1 to 32 of A-Z a-z 0-9 . _ -")
+    return kid, parse_key_hex(hex_text)
+
+
+def load_key_file(path: str) -> list[tuple[str, bytes]]:
+    """The (kid, key) pairs of a key file, in file order: lines `KID HEX`,
+    blank lines and lines starting with '#' skipped. Refuses a file that
+    group or others may access (mode & 0o077), a key id given twice and a
+    file without keys. Raises KeyFormatError naming the file and line."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if os.name == "posix" and mode & 0o077:
+                raise KeyFormatError(f"{path}: group or others have access (mode "
+                                     f"{mode & 0o777:04o}); a key file must be private "
+                                     f"(chmod 600 {path})")
+            data = f.read(1 << 20)
+    except OSError as e:
+        raise KeyFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFormatError(f"{path}: not ASCII text") from None
+    keys: list[tuple[str, bytes]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise KeyFormatError(f"{path}:{number}: expected 'KID HEX' (two fields)")
+        kid, hex_text = fields
+        if not valid_kid(kid):
+            raise KeyFormatError(f"{path}:{number}: the key id must be 1 to 32 of "
+                                 f"A-Z a-z 0-9 . _ -")
+        try:
+            key = parse_key_hex(hex_text)
+        except KeyFormatError as e:
+            raise KeyFormatError(f"{path}:{number}: {e}") from None
+        if any(kid == k for k, _ in keys):
+            raise KeyFormatError(f"{path}:{number}: key id {kid!r} appears twice")
+        keys.append((kid, key))
+    if not keys:
+        raise KeyFormatError(f"{path}: no keys in it")
+    return keys
+
+
+def check_key(kid: Any, key: Any) -> tuple[str, bytes]:
+    """A (kid, key) pair for a Server or Client, checked; raises
+    KeyFormatError (never quoting the key)."""
+    if not valid_kid(kid):
+        raise KeyFormatError("a key id must be a string of 1 to 32 of A-Z a-z 0-9 . _ -")
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+        raise KeyFormatError(f"the key for key id {kid!r} must be {KEY_LEN} bytes")
+    return kid, bytes(key)
 
 
 # --------------------------------------------------------------------------
@@ -837,12 +1043,20 @@ def respond(functions: dict, frame: Frame, max_body: int = MAX_BODY) -> bytes | 
         func, args = parse_request(frame.body)
     except BodyError as e:
         return error_frame(seq, e.code, e.message)
+    kind, body = reply_body(functions, func, args, seq, max_body)
+    return pack_frame(kind, seq, body)
+
+
+def reply_body(functions: dict, func: str, args: list, seq: int,
+               max_body: int = MAX_BODY) -> tuple[int, bytes]:
+    """call_function(), with a reply body over max(max_body, 128) bytes
+    replaced by the error `internal` ("reply too large")."""
     kind, body = call_function(functions, func, args)
     if len(body) > max(max_body, 128):
         log.error("reply to %r (seq %d) is %d bytes, over the limit of %d",
                   func, seq, len(body), max_body)
         kind, body = ERROR, error_body("internal", "reply too large")
-    return pack_frame(kind, seq, body)
+    return kind, body
 
 
 def respond_to_error(error: FrameError) -> bytes | None:
@@ -920,6 +1134,257 @@ class ReplyCache:
         self._clients.setdefault(addr, collections.OrderedDict())[seq] = None
 
 
+WINDOW = 64  # seqs a session's replay window covers
+SESSION_LIFETIME = 600.0  # a session lives 10 minutes after its last verified request
+SESSION_MIN_IDLE = 60.0  # a used session idle this long may give way to a new one
+MAX_RESENDS = 4  # a remembered reply is sent again at most this often
+
+
+class _Remembered:
+    """A reply remembered under (SID, seq): who asked (the address and
+    whether over UDP), the reply once made (None while the function runs),
+    how often it was sent again and when it was made."""
+
+    __slots__ = ("addr", "udp", "reply", "done", "resends", "stamp")
+
+    def __init__(self, addr, udp: bool):
+        self.addr = addr
+        self.udp = udp
+        self.reply: bytes | None = None
+        self.done = threading.Event()
+        self.resends = 0
+        self.stamp = 0.0
+
+
+class Session:
+    """One authenticated session: its keys, when it was last used, its
+    replay window (the highest accepted seq `top` and a bit mask of the 64
+    seqs up to it) and its remembered replies by seq."""
+
+    __slots__ = ("sid", "kid", "k_req", "k_rep", "last", "used", "top", "window", "replies")
+
+    def __init__(self, sid: bytes, kid: str, k_req: bytes, k_rep: bytes, now: float):
+        self.sid = sid
+        self.kid = kid
+        self.k_req = k_req
+        self.k_rep = k_rep
+        self.last = now  # creation, then the last verified request
+        self.used = False  # carried a verified request
+        self.top = 0
+        self.window = 0  # bit i: seq top - i was accepted
+        self.replies: collections.OrderedDict = collections.OrderedDict()
+
+    def fresh(self, seq: int) -> bool:
+        """seq was not accepted yet and is not older than the window."""
+        if seq > self.top:
+            return True
+        offset = self.top - seq
+        return offset < WINDOW and not (self.window >> offset) & 1
+
+    def mark(self, seq: int) -> None:
+        if seq > self.top:
+            shift = seq - self.top
+            self.window = ((self.window << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.top = seq
+        else:
+            self.window |= 1 << (self.top - seq)
+
+
+class SessionTable:
+    """A server's sessions (contract section 9), safe to share between its
+    threads: one lock makes each step atomic, whichever connection or
+    transport a request came by.
+
+    keys -- {kid: 32-byte key}
+    capacity -- sessions held at once. A new session takes a free or
+        expired slot, else that of the least recently used session that never
+        carried a verified request, else that of the least recently used
+        session idle for `min_idle` seconds; else the hello is answered busy.
+    lifetime -- a session expires this long after its last verified request
+        (or its creation, while unused)
+    reply_age -- remembered replies are dropped this long after they were made
+    clock, random_bytes -- for tests: the time and the source of nonces and
+        session ids (secrets.token_bytes, a CSPRNG)
+    """
+
+    def __init__(self, keys: dict, capacity: int = 64, lifetime: float = SESSION_LIFETIME,
+                 min_idle: float = SESSION_MIN_IDLE, reply_age: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes):
+        if capacity < 1:
+            raise ValueError("a session table holds at least one session")
+        self.keys = dict(check_key(kid, key) for kid, key in keys.items())
+        self.capacity = capacity
+        self.lifetime = lifetime
+        self.min_idle = min_idle
+        self.reply_age = reply_age
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self._sessions: dict[bytes, Session] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.last >= self.lifetime
+
+    def _make_room(self, now: float) -> bool:
+        """Frees a slot if the policy allows; False when none may go."""
+        for sid in [sid for sid, s in self._sessions.items() if self._expired(s, now)]:
+            del self._sessions[sid]
+        if len(self._sessions) < self.capacity:
+            return True
+        unused = [s for s in self._sessions.values() if not s.used]
+        idle = [s for s in self._sessions.values() if s.used and now - s.last >= self.min_idle]
+        victim = min(unused or idle, key=lambda s: s.last, default=None)
+        if victim is None:
+            return False
+        log.debug("session %s of key id %r gives way to a new one (%s)", victim.sid.hex(),
+                  victim.kid, "never used" if not victim.used else "idle")
+        del self._sessions[victim.sid]
+        return True
+
+    def open(self, kid: str, nc: bytes) -> tuple[bytes, bytes, bytes]:
+        """A new session for `kid` and the client's nonce: (SID, Ns, P).
+        Raises RemoteError unauthorized (unknown kid) or busy (no slot)."""
+        key = self.keys.get(kid)
+        if key is None:
+            raise RemoteError("unauthorized", "unknown key id")
+        ns = self.random_bytes(NONCE_LEN)
+        k_req, k_rep = derive_keys(key, kid, nc, ns)
+        with self._lock:
+            now = self.clock()
+            if not self._make_room(now):
+                raise RemoteError("busy", "no free session slot")
+            while True:
+                sid = self.random_bytes(SID_LEN)
+                if sid not in self._sessions:
+                    break
+            self._sessions[sid] = Session(sid, kid, k_req, k_rep, now)
+        return sid, ns, hello_proof(k_rep, sid)
+
+    def get(self, sid: bytes) -> Session | None:
+        """The live session `sid`, or None (never issued, expired, evicted)."""
+        with self._lock:
+            session = self._sessions.get(sid)
+            if session is not None and self._expired(session, self.clock()):
+                del self._sessions[sid]
+                return None
+            return session
+
+    def admit(self, session: Session, seq: int, addr, udp: bool) -> tuple[str, Any]:
+        """Steps 3 and 4 for a request whose tag verified, as one atomic step:
+        ("run", entry) -- seq marked, call the function, then finish(entry)
+        ("resend", reply) -- a remembered reply, for the original address
+        ("pending", entry) -- the same seq is running: wait for entry.done
+        ("gone", message) -- the session went meanwhile (step 1)
+        ("refuse", message) -- not called, nothing to send again"""
+        with self._lock:
+            now = self.clock()
+            if self._sessions.get(session.sid) is not session or self._expired(session, now):
+                return "gone", "unknown session"
+            if seq == 0:
+                return "refuse", "seq 0 is never accepted"
+            if session.fresh(seq):
+                if session.top == MAX_SEQ:
+                    return "refuse", "session used up (seq 0xffffffff was accepted)"
+                session.mark(seq)
+                session.used = True
+                session.last = now
+                entry = _Remembered(addr, udp)
+                session.replies[seq] = entry
+                while len(session.replies) > WINDOW:
+                    session.replies.popitem(last=False)
+                return "run", entry
+            entry = session.replies.get(seq)
+            if entry is not None and entry.reply is not None and now - entry.stamp >= self.reply_age:
+                del session.replies[seq]
+                entry = None
+            if entry is None:
+                return "refuse", "replayed"
+            if entry.reply is None:
+                return "pending", entry
+            if not _same_origin(entry, addr, udp) or entry.resends >= MAX_RESENDS:
+                return "refuse", "replayed"
+            entry.resends += 1
+            return "resend", entry.reply
+
+    def finish(self, session: Session, entry: _Remembered, reply: bytes | None) -> None:
+        """Remembers the reply to a request admit() let run (None: the call
+        produced none) and wakes those waiting for it."""
+        with self._lock:
+            entry.reply = reply
+            entry.stamp = self.clock()
+            if reply is None:
+                for seq, e in list(session.replies.items()):
+                    if e is entry:
+                        del session.replies[seq]
+        entry.done.set()
+
+
+def _same_origin(entry: _Remembered, addr, udp: bool) -> bool:
+    """Whether a remembered reply may go to `addr`: the IP address must be
+    the original request's; over UDP the port too (and the original must have
+    come over UDP). A TCP peer's address cannot be forged, and a new
+    connection gets a new port, so over TCP the port is not compared."""
+    if addr is None or entry.addr is None or addr[0] != entry.addr[0]:
+        return False
+    if udp:
+        return entry.udp and addr[1] == entry.addr[1]
+    return True
+
+
+# Linux's IP_PKTINFO (socket.py of Python 3.11 does not export it).
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8 if sys.platform.startswith("linux") else None)
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _enable_pktinfo(sock: socket.socket) -> bool:
+    """Asks the OS to report each datagram's destination address, so that
+    one sent to a broadcast or multicast address can be told apart; False
+    where it cannot."""
+    if not hasattr(sock, "recvmsg"):
+        return False
+    try:
+        if sock.family == socket.AF_INET and _IP_PKTINFO is not None:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            return True
+        if sock.family == socket.AF_INET6 and hasattr(socket, "IPV6_RECVPKTINFO"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def _to_group(ancdata) -> bool:
+    """Whether the destination in IP_PKTINFO / IPV6_PKTINFO is the limited
+    broadcast 255.255.255.255 or a multicast address. (A subnet's directed
+    broadcast, 192.0.2.255, is not recognised: that needs the netmask.)"""
+    for level, kind, data in ancdata:
+        dest = None
+        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
+            dest = ipaddress.IPv4Address(data[8:12])
+        elif (level == socket.IPPROTO_IPV6 and kind == getattr(socket, "IPV6_PKTINFO", None)
+              and len(data) >= 16):
+            dest = ipaddress.IPv6Address(data[:16])
+            dest = dest.ipv4_mapped or dest
+        if dest is not None:
+            return dest.is_multicast or dest == _LIMITED_BROADCAST
+    return False
+
+
+def _receive_datagram(sock: socket.socket, size: int, pktinfo: bool) -> tuple[bytes, Any, bool]:
+    """(data, sender, came by broadcast or multicast) of one datagram."""
+    if not pktinfo:
+        data, addr = sock.recvfrom(size)
+        return data, addr, False
+    data, ancdata, _, addr = sock.recvmsg(size, socket.CMSG_SPACE(64))
+    return data, addr, _to_group(ancdata)
+
+
 def _wait_readable(sock: socket.socket, wake: socket.socket, timeout: float | None) -> str:
     """'data', 'wake' or 'timeout'."""
     if hasattr(select, "poll"):
@@ -983,17 +1448,29 @@ class Server:
         the rest does not come within this long; also bounds reply writes
     max_connections -- more TCP connections get `busy` and are closed
     udp_cache_* -- bounds of the UDP reply cache
+    keys -- {kid: 32-byte key}: require authentication (contract section 9).
+        Then only rpc.hello, rpc.ping and rpc.info are answered without it.
+    max_sessions, session_lifetime, session_min_idle, auth_reply_age -- the
+        session table's capacity and times (see SessionTable)
 
-    start() binds and starts the threads; shutdown() stops them.
+    start() binds and starts the threads; shutdown() stops them. A request
+    with AUTH is checked as the contract's section 9 says (also when no keys
+    are given: then no session exists and it is `unauthorized`).
     """
 
     def __init__(self, tcp=("0.0.0.0", DEFAULT_PORT), udp=("0.0.0.0", DEFAULT_PORT), *,
                  max_frame: int = MAX_BODY, calculator: bool = True,
                  idle_timeout: float = 300.0, frame_timeout: float = 10.0,
                  max_connections: int = 1024, udp_cache_entries: int = 4096,
-                 udp_cache_per_client: int = 256, udp_cache_age: float = 60.0):
+                 udp_cache_per_client: int = 256, udp_cache_age: float = 60.0,
+                 keys: dict | None = None, max_sessions: int = 64,
+                 session_lifetime: float = SESSION_LIFETIME,
+                 session_min_idle: float = SESSION_MIN_IDLE, auth_reply_age: float = 60.0):
         if not 0 <= max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must fit in 32 bits")
+        # With keys: the sessions; None: this server does not authenticate.
+        self.sessions = SessionTable(keys, max_sessions, session_lifetime, session_min_idle,
+                                     auth_reply_age) if keys else None
         self.functions: dict[str, Callable] = dict(CALCULATOR) if calculator else {}
         self._tcp_bind = tcp
         self._udp_bind = udp
@@ -1139,7 +1616,7 @@ class Server:
                             self.max_connections)
                 self._spawn(self._refuse_busy, "at-tcp-busy", conn)
             else:
-                self._spawn(self._connection, f"at-tcp-{_format_addr(peer)}", conn, peer)
+                self._spawn(self._connection, f"at-tcp-{_format_addr(peer)}", conn, peer[:2])
 
     def _refuse_busy(self, conn: socket.socket) -> None:
         try:
@@ -1153,7 +1630,7 @@ class Server:
         name = _format_addr(peer)
         log.info("connection from %s", name)
         try:
-            reason = self._serve_connection(conn)
+            reason = self._serve_connection(conn, peer)
         except Exception as e:  # never let one connection take the server down
             log.exception("connection from %s failed", name)
             reason = f"internal error: {e}"
@@ -1163,13 +1640,12 @@ class Server:
                 self._connections.discard(conn)
         log.info("connection from %s closed: %s", name, reason)
 
-    def _serve_connection(self, conn: socket.socket) -> str:
+    def _serve_connection(self, conn: socket.socket, peer) -> str:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
         reader = FrameReader(self.max_frame)
-        functions = self.functions
         data = b""
         while True:
             replies = []
@@ -1184,7 +1660,9 @@ class Server:
                     log.warning("ignoring a %s frame (seq %d): servers answer requests only",
                                 item.kind_name, item.seq)
                 else:
-                    replies.append(self._answer(functions, item))
+                    reply = self._answer(item, peer, udp=False)
+                    if reply is not None:
+                        replies.append(reply)
             if replies:
                 try:
                     conn.settimeout(self.frame_timeout)
@@ -1220,15 +1698,122 @@ class Server:
                 conn.close()
                 return "by the peer in the middle of a frame" if partial else "by the peer"
 
-    def _answer(self, functions: dict, frame: Frame) -> bytes:
+    def _answer(self, frame: Frame, peer, udp: bool, broadcast: bool = False) -> bytes | None:
         if log.isEnabledFor(logging.DEBUG):
             started = time.monotonic()
-            reply = respond(functions, frame, self.max_frame)
-            log.debug("call seq %d: %s in %.3f ms", frame.seq,
-                      "success" if unpack_header(reply).flags == RESPONSE else "error",
+            reply = self.handle(frame, peer, udp, broadcast)
+            outcome = ("no reply" if reply is None else "success"
+                       if unpack_header(reply).flags & KIND_MASK == RESPONSE else "error")
+            log.debug("call seq %d: %s in %.3f ms", frame.seq, outcome,
                       (time.monotonic() - started) * 1000)
             return reply
-        return respond(functions, frame, self.max_frame)
+        return self.handle(frame, peer, udp, broadcast)
+
+    # -- requests, plain and authenticated
+
+    def handle(self, frame: Frame, peer=None, udp: bool = False,
+               broadcast: bool = False) -> bytes | None:
+        """The reply frame to one checked request frame (None: no reply).
+        peer -- the client's (host, port); udp -- it came by UDP (else TCP);
+        broadcast -- it came to a broadcast or multicast address."""
+        if frame.kind != REQUEST:
+            return None
+        if frame.flags & AUTH:
+            return self._authenticated(frame, peer, udp)
+        seq = frame.seq
+        try:
+            func, args = parse_request(frame.body)
+        except BodyError as e:
+            return error_frame(seq, e.code, e.message)
+        if func == HELLO:
+            if broadcast:
+                log.info("no answer to rpc.hello that came by broadcast or multicast")
+                return None
+            return self._hello(seq, args)
+        if self.sessions is not None and func not in PLAIN_FUNCS:
+            return error_frame(seq, "unauthorized", "authentication required")
+        kind, body = reply_body(self.functions, func, args, seq, self.max_frame)
+        return pack_frame(kind, seq, body)
+
+    def _hello(self, seq: int, args: list) -> bytes:
+        """The handshake: arguments, key id, a new session; its reply."""
+        if self.sessions is None:
+            return error_frame(seq, "unauthorized", "this server does not authenticate")
+        if len(args) != 2 or not all(isinstance(a, str) for a in args):
+            return error_frame(seq, "invalid_arguments", "expected a key id and a nonce")
+        kid, nonce = args
+        if not valid_kid(kid):
+            return error_frame(seq, "invalid_arguments",
+                               "a key id is 1 to 32 of A-Z a-z 0-9 . _ -")
+        if not is_lower_hex(nonce, 2 * NONCE_LEN):
+            return error_frame(seq, "invalid_arguments",
+                               "a nonce is 32 lowercase hex digits")
+        try:
+            sid, ns, proof = self.sessions.open(kid, bytes.fromhex(nonce))
+        except RemoteError as e:
+            log.warning("rpc.hello for key id %r: %s", kid, e)
+            return error_frame(seq, e.code, e.message)
+        log.info("session %s opened for key id %r", sid.hex(), kid)
+        result = {"session": sid.hex(), "nonce": ns.hex(), "proof": proof.hex()}
+        return pack_frame(RESPONSE, seq, success_body(result))
+
+    def _authenticated(self, frame: Frame, peer, udp: bool) -> bytes | None:
+        """Steps 1 to 4 of section 9 for a request with AUTH."""
+        seq = frame.seq
+        parts = split_auth(frame)
+        if parts is None:
+            return error_frame(seq, "unauthorized", "authenticated frame too short")
+        session = self.sessions.get(parts.sid) if self.sessions is not None else None
+        if session is None:
+            log.info("seq %d for an unknown session", seq)
+            return error_frame(seq, "unauthorized", "unknown session")
+
+        def refuse(message: str) -> bytes | None:
+            # On UDP dropped, so that forged datagrams cannot be reflected.
+            log.warning("seq %d of session %s: %s%s", seq, session.sid.hex(), message,
+                        " (dropped)" if udp else "")
+            return None if udp else error_frame(seq, "unauthorized", message)
+
+        if not tag_ok(session.k_req, parts):
+            return refuse("bad tag")
+        status, value = self.sessions.admit(session, seq, peer, udp)
+        if status == "pending" and not udp:
+            # The same request runs for another connection (a client that
+            # lost its connection and sent it again): wait for its reply.
+            value.done.wait(self.frame_timeout)
+            status, value = self.sessions.admit(session, seq, peer, udp)
+        if status == "resend":
+            log.debug("seq %d of session %s: sending the remembered reply again",
+                      seq, session.sid.hex())
+            return value
+        if status == "gone":
+            return error_frame(seq, "unauthorized", value)
+        if status != "run":
+            return refuse("replayed (still running)" if status == "pending" else value)
+        reply = None
+        try:
+            reply = self._authenticated_reply(session, seq, parts.body, udp)
+        finally:
+            self.sessions.finish(session, value, reply)
+        return reply
+
+    def _authenticated_reply(self, session: Session, seq: int, body: bytes, udp: bool) -> bytes:
+        """Step 4: call the function; the reply carries AUTH and K_rep's tag."""
+        try:
+            func, args = parse_request(body)
+        except BodyError as e:
+            kind, reply = ERROR, error_body(e.code, e.message)
+        else:
+            if func == HELLO:
+                kind, reply = ERROR, error_body("invalid_arguments",
+                                                "rpc.hello is never authenticated")
+            else:
+                kind, reply = reply_body(self.functions, func, args, seq, self.max_frame)
+        frame = pack_auth_frame(kind, seq, reply, session.sid, session.k_rep)
+        if udp and len(frame) > MAX_DATAGRAM:
+            frame = pack_auth_frame(ERROR, seq, error_body("internal", "reply too large"),
+                                    session.sid, session.k_rep)
+        return frame
 
     # -- UDP
 
@@ -1236,16 +1821,17 @@ class Server:
         sock = self._udp_sock
         size = max(MAX_BODY, self.max_frame) + HEADER_LEN + 1
         size = min(size, 1 << 20)
+        pktinfo = _enable_pktinfo(sock)
         while not self._stopping.is_set():
             if _wait_readable(sock, self._wake_r, None) != "data":
                 break
             try:
-                data, addr = sock.recvfrom(size)
+                data, addr, broadcast = _receive_datagram(sock, size, pktinfo)
             except OSError as e:  # e.g. ICMP errors reported on the socket
                 log.debug("udp receive: %s", e)
                 continue
             try:
-                reply = self._udp_datagram(data, addr)
+                reply = self._udp_datagram(data, addr, broadcast)
             except Exception:
                 log.exception("udp datagram from %s failed", _format_addr(addr))
                 continue
@@ -1258,7 +1844,7 @@ class Server:
             except OSError as e:
                 log.warning("udp reply to %s: %s", _format_addr(addr), e)
 
-    def _udp_datagram(self, data: bytes, addr) -> bytes | None:
+    def _udp_datagram(self, data: bytes, addr, broadcast: bool = False) -> bytes | None:
         client = _format_addr(addr)
         try:
             frame = parse_datagram(data, self.max_frame)
@@ -1272,15 +1858,19 @@ class Server:
             log.warning("ignoring a %s frame from %s (seq %d): servers answer requests only",
                         frame.kind_name, client, frame.seq)
             return None
+        key = addr[:2]
+        if frame.flags & AUTH:
+            # Authenticated requests have their own memory, by (SID, seq).
+            return self._answer(frame, key, udp=True, broadcast=broadcast)
         length, crc = HEADER.unpack_from(data)[3:5]
         fingerprint = (frame.flags, length, crc)
-        key = addr[:2]
         cached = self.cache.get(key, frame.seq, fingerprint)
         if cached is not None:
             log.debug("resending the reply to seq %d to %s (a retransmission)", frame.seq, client)
             return cached
-        reply = self._answer(self.functions, frame)
-        self.cache.put(key, frame.seq, fingerprint, reply)
+        reply = self._answer(frame, key, udp=True, broadcast=broadcast)
+        if reply is not None:
+            self.cache.put(key, frame.seq, fingerprint, reply)
         return reply
 
 
@@ -1289,6 +1879,32 @@ class Server:
 
 
 _CLOSING_CODE = re.compile(rb'"code"\s*:\s*"(?:frame_too_large|bad_frame|busy)"')
+CLIENT_SESSION_IDLE = 300.0  # a client opens a new session after 5 idle minutes
+
+
+class _ClientSession:
+    """A client's session: its id and keys, the last seq it used and when
+    it was last used (time.monotonic)."""
+
+    __slots__ = ("sid", "k_req", "k_rep", "seq", "last")
+
+    def __init__(self, sid: bytes, k_req: bytes, k_rep: bytes):
+        self.sid = sid
+        self.k_req = k_req
+        self.k_rep = k_rep
+        self.seq = 0
+        self.last = time.monotonic()
+
+
+def _plain_error(frame: Frame) -> tuple[str, str]:
+    """(code, message) of a plain error reply; ("", "") for anything else."""
+    if frame.kind != ERROR:
+        return "", ""
+    try:
+        ok, _, code, message = parse_reply(frame.body)
+    except BodyError:
+        return "", ""
+    return ("", "") if ok else (code, message)
 
 
 class Client:
@@ -1304,16 +1920,37 @@ class Client:
     `retries` times, waiting longer each time (exponential backoff with
     jitter). One client makes one call at a time (calls from several threads
     take turns).
+
+    key=(kid, 32-byte key) authenticates every call (contract section 9):
+    the first call opens a session with rpc.hello (and checks the server's
+    proof), every request carries AUTH and every reply's tag is checked. A
+    reply that fails the check fails the call over TCP (AuthError, a
+    ProtocolError) and counts as not received over UDP. A plain
+    `unauthorized` fails the call with RemoteError("unauthorized") and the
+    next call opens a new session; the call is never sent again in a new
+    session. A new session is also opened after 5 idle minutes and before
+    the seq would pass 0xFFFFFFFF. If the TCP connection breaks during an
+    authenticated call, the same frame is sent once more on a new
+    connection: the server runs it at most once and answers from memory.
+    One seq counter serves plain and authenticated requests, so a session's
+    seqs increase from the one after its hello.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, udp: bool = False,
-                 timeout: float = 5.0, retries: int = 4, max_frame: int = MAX_BODY):
+                 timeout: float = 5.0, retries: int = 4, max_frame: int = MAX_BODY,
+                 key: tuple[str, bytes] | None = None):
         self.host = host
         self.port = port
         self.udp = udp
         self.timeout = timeout
         self.retries = max(0, retries)
         self.max_frame = max_frame
+        self.key = check_key(*key) if key is not None else None
+        # Replies to authenticated requests carry 24 bytes more than their body.
+        self._reply_limit = max_frame + (AUTH_TRAILER if key is not None else 0)
+        self._session: _ClientSession | None = None
+        self._random = secrets.token_bytes  # the source of nonces (tests replace it)
+        self._ignored: str | None = None  # why the last UDP reply was not accepted
         self._seq = 0
         self._sock = None
         self._reader = None
@@ -1351,16 +1988,20 @@ class Client:
             raise ProtocolError(f"request cannot be encoded: {reason}") from None
         except RecursionError:
             raise ProtocolError("request cannot be encoded: nested too deeply") from None
-        if len(body) > self.max_frame:
+        trailer = AUTH_TRAILER if self.key is not None else 0
+        if len(body) + trailer > self.max_frame:
             raise ProtocolError(f"request cannot be encoded: body of {len(body)} bytes "
-                                f"is over the limit of {self.max_frame}")
+                                f"is over the limit of {self.max_frame - trailer}")
         with self._lock:
-            seq = self._next_seq()
-            frame = pack_frame(REQUEST, seq, body)
-            if self.udp:
-                reply = self._call_udp(seq, frame)
+            if self.key is not None:
+                reply = self._call_authenticated(body)
             else:
-                reply = self._call_tcp(seq, frame)
+                seq = self._next_seq()
+                frame = pack_frame(REQUEST, seq, body)
+                if self.udp:
+                    reply = self._call_udp(seq, frame)
+                else:
+                    reply = self._call_tcp(seq, frame)
         return self._result(reply), reply.body
 
     @staticmethod
@@ -1376,6 +2017,114 @@ class Client:
             raise RemoteError(code, message, frame.body)
         return result
 
+    # -- authentication (section 9)
+
+    def _call_authenticated(self, body: bytes) -> Frame:
+        """One authenticated call (opening a session first if need be); the
+        reply as a Frame whose body is the reply's body proper."""
+        deadline = time.monotonic() + self.timeout
+        session = self._session
+        if (session is None or session.seq == MAX_SEQ
+                or time.monotonic() - session.last >= CLIENT_SESSION_IDLE):
+            self._session = None
+            session = self._session = self._handshake(deadline)
+        seq = self._next_seq()
+        session.seq = seq
+        session.last = time.monotonic()
+        frame = pack_auth_frame(REQUEST, seq, body, session.sid, session.k_req)
+        if self.udp:
+            reply = self._call_udp(seq, frame, deadline,
+                                   check=lambda f: self._check_reply(session, f, True))
+        else:
+            reply = self._check_reply(session, self._call_tcp(seq, frame, deadline, resend=True),
+                                      False)
+        session.last = time.monotonic()
+        return reply
+
+    def _check_reply(self, session: "_ClientSession", frame: Frame, udp: bool) -> Frame | None:
+        """The reply to an authenticated request, checked: a Frame with the
+        body proper; None over UDP for one that counts as not received.
+        Raises RemoteError for a plain `unauthorized` (and forgets the
+        session), ProtocolError for other failures."""
+        if not frame.flags & AUTH:
+            code, message = _plain_error(frame)
+            if code == "unauthorized":
+                self._session = None  # later calls open a new session
+                raise RemoteError("unauthorized", message, frame.body)
+            if code in ("busy", "frame_too_large") or (
+                    not udp and code in ("checksum_mismatch", "bad_frame")):
+                self._fail(udp)
+                raise ProtocolError(f"the server answered {code} (unauthenticated): {message}")
+            if udp:
+                return self._ignore(f"a reply without AUTH to seq {frame.seq}")
+            self._fail(udp)
+            raise AuthError("a reply without AUTH to an authenticated request")
+        parts = split_auth(frame)
+        if (parts is None or not hmac.compare_digest(parts.sid, session.sid)
+                or not tag_ok(session.k_rep, parts)):
+            if udp:
+                return self._ignore(f"a reply to seq {frame.seq} whose tag does not verify")
+            self._fail(udp)
+            raise AuthError("a reply whose tag does not verify")
+        return Frame(frame.flags, frame.seq, parts.body)
+
+    def _ignore(self, why: str) -> None:
+        """A UDP reply that counts as not received; a timeout will say why."""
+        log.debug("ignoring %s", why)
+        self._ignored = why
+
+    def _fail(self, udp: bool) -> None:
+        """After a failed TCP reply the stream is not to be trusted: close."""
+        if not udp:
+            self.close()
+
+    def _handshake(self, deadline: float) -> "_ClientSession":
+        """rpc.hello: a new session, its proof checked."""
+        kid, key = self.key
+        nc = self._random(NONCE_LEN)
+        seq = self._next_seq()
+        frame = pack_frame(REQUEST, seq, request_body(HELLO, [kid, nc.hex()]))
+        if self.udp:
+            return self._call_udp(seq, frame, deadline,
+                                  check=lambda f: self._check_hello(f, nc, True))
+        return self._check_hello(self._call_tcp(seq, frame, deadline), nc, False)
+
+    def _check_hello(self, frame: Frame, nc: bytes, udp: bool) -> "_ClientSession | None":
+        """The session of a hello reply; None over UDP for a reply that
+        counts as not received. Raises RemoteError for an error reply,
+        AuthError for a bad reply over TCP."""
+        kid, key = self.key
+
+        def bad(why: str) -> None:
+            if udp:
+                return self._ignore(f"bad rpc.hello reply: {why}")
+            self._fail(udp)
+            raise AuthError(f"bad rpc.hello reply: {why}")
+
+        if frame.flags & AUTH:
+            return bad("it carries AUTH")
+        try:
+            ok, result, code, message = parse_reply(frame.body)
+        except BodyError as e:
+            return bad(e.message)
+        if ok != (frame.kind == RESPONSE):
+            return bad("its flags and its body disagree")
+        if not ok:
+            if code == "unauthorized":
+                raise RemoteError(code, f"the server refused key id {kid!r}: {message}",
+                                  frame.body)
+            raise RemoteError(code, f"rpc.hello: {message}", frame.body)
+        if not isinstance(result, dict) or not (
+                is_lower_hex(result.get("session"), 2 * SID_LEN)
+                and is_lower_hex(result.get("nonce"), 2 * NONCE_LEN)
+                and is_lower_hex(result.get("proof"), 2 * TAG_LEN)):
+            return bad("session, nonce or proof missing or not lowercase hex of the right length")
+        sid, ns = bytes.fromhex(result["session"]), bytes.fromhex(result["nonce"])
+        k_req, k_rep = derive_keys(key, kid, nc, ns)
+        if not hmac.compare_digest(hello_proof(k_rep, sid), bytes.fromhex(result["proof"])):
+            return bad("the proof does not verify (another key?)")
+        return _ClientSession(sid, k_req, k_rep)
+
     def _remaining(self, deadline: float) -> float:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -1384,8 +2133,22 @@ class Client:
 
     # -- TCP
 
-    def _call_tcp(self, seq: int, frame: bytes) -> Frame:
-        deadline = time.monotonic() + self.timeout
+    def _call_tcp(self, seq: int, frame: bytes, deadline: float | None = None,
+                  resend: bool = False) -> Frame:
+        """Sends `frame` and returns the reply to `seq`. resend: if the
+        connection breaks, send the same frame once more on a new one (only
+        for requests the server runs at most once: authenticated ones)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        try:
+            return self._exchange_tcp(seq, frame, deadline)
+        except ConnectionError as e:
+            if not resend:
+                raise
+            log.info("connection lost during seq %d (%s): sending it again on a new one", seq, e)
+        return self._exchange_tcp(seq, frame, deadline)
+
+    def _exchange_tcp(self, seq: int, frame: bytes, deadline: float) -> Frame:
         if self._sock is not None and self._closed_by_peer():
             self.close()  # e.g. the server's idle timeout: connect again
         try:
@@ -1393,7 +2156,7 @@ class Client:
                 self._sock = socket.create_connection((self.host, self.port),
                                                       timeout=self._remaining(deadline))
                 self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._reader = FrameReader(self.max_frame)
+                self._reader = FrameReader(self._reply_limit)
             sock, reader = self._sock, self._reader
             sock.settimeout(self._remaining(deadline))
             sock.sendall(frame)
@@ -1448,9 +2211,15 @@ class Client:
 
     # -- UDP
 
-    def _call_udp(self, seq: int, frame: bytes) -> Frame:
+    def _call_udp(self, seq: int, frame: bytes, deadline: float | None = None,
+                  check: Callable[[Frame], Any] | None = None) -> Any:
+        """Sends `frame`, retransmitting, until a reply to `seq` comes that
+        check() accepts (returns not None; without check any reply); returns
+        that reply, or what check() made of it."""
         start = time.monotonic()
-        deadline = start + self.timeout
+        if deadline is None:
+            deadline = start + self.timeout
+        self._ignored = None
         if self._sock is None:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
             family, _, _, _, sockaddr = infos[0]
@@ -1465,7 +2234,7 @@ class Client:
         # Waits base, 2 base, 4 base, ... (each with +-25% jitter) add up to
         # the whole timeout; the last attempt waits until the deadline.
         attempts = self.retries + 1
-        base = self.timeout / ((1 << attempts) - 1)
+        base = max(0.0, deadline - start) / ((1 << attempts) - 1)
         for attempt in range(attempts):
             try:
                 sock.send(frame)
@@ -1476,17 +2245,19 @@ class Client:
             else:
                 until = min(deadline, time.monotonic() + base * (1 << attempt)
                             * random.uniform(0.75, 1.25))
-            reply = self._await_udp(sock, seq, until)
+            reply = self._await_udp(sock, seq, until, check)
             if reply is not None:
                 return reply
             if time.monotonic() >= deadline:
                 break
             log.debug("no reply to seq %d yet: retransmitting", seq)
+        ignored = f"; ignored {self._ignored}" if self._ignored else ""
         raise TimeoutError(f"timed out after {self.timeout:g} s "
-                           f"({attempts} attempt{'s' if attempts > 1 else ''})")
+                           f"({attempts} attempt{'s' if attempts > 1 else ''}){ignored}")
 
-    def _await_udp(self, sock: socket.socket, seq: int, until: float) -> Frame | None:
-        size = max(self.max_frame, MAX_BODY) + HEADER_LEN + 1
+    def _await_udp(self, sock: socket.socket, seq: int, until: float,
+                   check: Callable[[Frame], Any] | None = None) -> Any:
+        size = max(self._reply_limit, MAX_BODY) + HEADER_LEN + 1
         while True:
             left = until - time.monotonic()
             if left <= 0:
@@ -1503,7 +2274,7 @@ class Client:
                 time.sleep(min(0.05, max(0.0, until - time.monotonic())))
                 continue
             try:
-                reply = parse_datagram(data, self.max_frame)
+                reply = parse_datagram(data, self._reply_limit)
             except FrameError as e:
                 log.debug("ignoring a bad datagram: %s", e)
                 continue
@@ -1511,7 +2282,11 @@ class Client:
                 log.debug("ignoring a %s with seq %d (waiting for %d)",
                           reply.kind_name, reply.seq, seq)
                 continue
-            return reply
+            if check is None:
+                return reply
+            checked = check(reply)
+            if checked is not None:
+                return checked
 
 
 # --------------------------------------------------------------------------
@@ -1519,26 +2294,32 @@ class Client:
 
 USAGE = """\
 usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+                       [--key KID:HEX ...] [--key-file PATH ...]
        at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] FUNC [ARG ...]
+                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
 """
 
 SERVE_HELP = """\
 usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+                       [--key KID:HEX ...] [--key-file PATH ...]
 
 Serves the calculator (add, sub, mul, div) until SIGINT or SIGTERM.
 
   --tcp ADDR         TCP address IP:PORT, or none (default 0.0.0.0:16724)
   --udp ADDR         UDP address IP:PORT, or none (default 0.0.0.0:16724)
   --max-frame BYTES  largest request body accepted (default 65536)
+  --key KID:HEX      require authentication; accept this key (repeatable)
+  --key-file PATH    require authentication; accept the keys of this file
+                     (lines 'KID HEX', '#' comments; mode 600; repeatable)
 
 Port 0 lets the OS choose. Prints 'listening on tcp://IP:PORT' and
 'listening on udp://IP:PORT' once bound. Log level: AT_LOG=debug|info|warning.
+A key is 64 hex digits (32 bytes); a key id 1 to 32 of A-Z a-z 0-9 . _ -.
 """
 
 CALL_HELP = """\
 usage: at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] FUNC [ARG ...]
+                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
 
 Calls FUNC(ARG, ...) and prints the result as JSON.
 
@@ -1547,10 +2328,15 @@ Calls FUNC(ARG, ...) and prints the result as JSON.
   --timeout SECS        bound of the whole call (default 5)
   --retries N           UDP retransmissions (default 4)
   --json                print the whole reply body
+  --key KID:HEX         authenticate with this key
+  --key-file PATH       authenticate with the first key of this file (mode 600)
   --                    everything after it is FUNC and ARGs
 
-Each ARG is read as JSON if it is (10, 2.5, true, "x", [1, 2]), else taken
-as a string. Exit status: 0 result, 1 error reply, 2 usage, 3 transport.
+Without --key and --key-file, the environment variable AT_KEY (KID:HEX), if
+set, gives the key. Each ARG is read as JSON if it is (10, 2.5, true, "x",
+[1, 2]), else taken as a string. Exit status: 0 result, 1 error reply
+(also `unauthorized`), 2 usage, 3 transport (also a reply that fails
+authentication).
 """
 
 
@@ -1644,9 +2430,39 @@ def _looks_like_number(token: str) -> bool:
         return False
 
 
+def _key_option(text: str, name: str) -> tuple[str, bytes]:
+    """--key KID:HEX (or AT_KEY); a usage error never quotes the value."""
+    try:
+        return parse_key(text)
+    except KeyFormatError as e:
+        raise UsageError(f"{name}: {e}") from None
+
+
+def _key_file_option(path: str) -> list[tuple[str, bytes]]:
+    try:
+        return load_key_file(path)
+    except KeyFormatError as e:
+        raise UsageError(f"--key-file: {e}") from None
+
+
+def _server_keys(key_texts: list, key_files: list) -> dict[str, bytes]:
+    """The keys of serve's --key and --key-file options, by key id."""
+    keys: dict[str, bytes] = {}
+    pairs = [_key_option(text, "--key") for text in key_texts]
+    for path in key_files:
+        pairs.extend(_key_file_option(path))
+    for kid, key in pairs:
+        if kid in keys:
+            raise UsageError(f"key id {kid!r} is given twice")
+        keys[kid] = key
+    return keys
+
+
 def serve_main(argv: list) -> int:
     opts = {"--tcp": f"0.0.0.0:{DEFAULT_PORT}", "--udp": f"0.0.0.0:{DEFAULT_PORT}",
             "--max-frame": str(MAX_BODY)}
+    key_texts: list = []
+    key_files: list = []
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -1656,6 +2472,12 @@ def serve_main(argv: list) -> int:
             return 0
         if name in opts:
             opts[name], i = _take_value(argv, i, name)
+        elif name == "--key":
+            value, i = _take_value(argv, i, name)
+            key_texts.append(value)
+        elif name == "--key-file":
+            value, i = _take_value(argv, i, name)
+            key_files.append(value)
         else:
             raise UsageError(f"unexpected argument {token!r}")
     tcp = parse_listen(opts["--tcp"])
@@ -1665,8 +2487,12 @@ def serve_main(argv: list) -> int:
         raise UsageError(f"--max-frame: {text!r} is not a number of bytes")
     if tcp is None and udp is None:
         raise UsageError("nothing to serve: both --tcp and --udp are none")
+    keys = _server_keys(key_texts, key_files)
     _setup_logging("info")
-    server = Server(tcp=tcp, udp=udp, max_frame=int(text))
+    server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None)
+    if keys:
+        log.info("authentication required: %d key%s (key ids %s)", len(keys),
+                 "" if len(keys) == 1 else "s", ", ".join(sorted(keys)))
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -1695,6 +2521,7 @@ def call_main(argv: list) -> int:
     server = f"127.0.0.1:{DEFAULT_PORT}"
     udp = as_json = False
     timeout, retries = 5.0, 4
+    key_text = key_file = None
     positional: list = []
     i = 0
     while i < len(argv):
@@ -1721,6 +2548,10 @@ def call_main(argv: list) -> int:
             as_json, i = True, i + 1
         elif name == "--server":
             server, i = _take_value(argv, i, name)
+        elif name == "--key":
+            key_text, i = _take_value(argv, i, name)
+        elif name == "--key-file":
+            key_file, i = _take_value(argv, i, name)
         elif name == "--timeout":
             value, i = _take_value(argv, i, name)
             try:
@@ -1741,12 +2572,22 @@ def call_main(argv: list) -> int:
             i += 1
     if not positional:
         raise UsageError("FUNC is missing")
+    if key_text is not None and key_file is not None:
+        raise UsageError("give --key or --key-file, not both")
+    if key_text is not None:
+        key = _key_option(key_text, "--key")
+    elif key_file is not None:
+        key = _key_file_option(key_file)[0]
+    elif os.environ.get("AT_KEY"):
+        key = _key_option(os.environ["AT_KEY"], "AT_KEY")
+    else:
+        key = None
     host, port = split_host_port(server)
     func, args = positional[0], [cli_arg(a) for a in positional[1:]]
     _setup_logging("warning")
     where = _format_addr((host, port))
     try:
-        with Client(host, port, udp=udp, timeout=timeout, retries=retries) as client:
+        with Client(host, port, udp=udp, timeout=timeout, retries=retries, key=key) as client:
             result, body = client.call_raw(func, *args)
     except RemoteError as e:
         if as_json:
@@ -1756,6 +2597,9 @@ def call_main(argv: list) -> int:
         return 1
     except TimeoutError as e:
         print(f"transport error: {where}: {e}", file=sys.stderr)
+        return 3
+    except AuthError as e:
+        print(f"transport error: {where}: authentication failed: {e}", file=sys.stderr)
         return 3
     except ProtocolError as e:
         print(f"transport error: {where}: protocol error: {e}", file=sys.stderr)

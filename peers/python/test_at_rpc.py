@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Tests of at_rpc.py: the shared vectors, the frame reader, bodies, the
-calculator, client <-> server over TCP and UDP, and the command line.
+calculator, client <-> server over TCP and UDP, authentication (section 9)
+and the command line.
 
 Run: python3 peers/python/test_at_rpc.py   (loopback only, OS-chosen ports)
 """
 
+import ipaddress
 import json
 import os
 import random
@@ -13,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -23,8 +26,9 @@ sys.path.insert(0, HERE)
 
 import at_rpc  # noqa: E402
 from at_rpc import (  # noqa: E402
-    ERROR, REQUEST, RESPONSE, Client, FrameError, FrameReader, ProtocolError,
-    RemoteError, Server, pack_frame, parse_datagram,
+    AUTH, ERROR, MAX_SEQ, NONCE_LEN, REQUEST, RESPONSE, SID_LEN, Client, FrameError,
+    FrameReader, ProtocolError, RemoteError, Server, error_frame, pack_auth_frame, pack_frame,
+    parse_datagram,
 )
 
 VECTORS_PATH = os.path.join(HERE, "..", "..", "tests", "vectors", "frames.json")
@@ -804,11 +808,1060 @@ class ReplyCacheTests(unittest.TestCase):
 
 
 # --------------------------------------------------------------------------
+# Authentication (contract section 9)
+
+KEY = bytes(range(32))
+KEY_HEX = KEY.hex()
+KID = "demo"
+NC = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
+NS = bytes.fromhex("b0b1b2b3b4b5b6b7b8b9babbbcbdbebf")
+SID = bytes.fromhex("c0c1c2c3c4c5c6c7")
+OTHER_KEY = bytes(range(100, 132))
+
+# The contract's section 9 frames, byte for byte.
+AUTH_VECTORS = {name: bytes.fromhex(text) for name, text in {
+    "hello": ("41 54 00 01 00 00 00 01 00 00 00 4b e5 9b 50 43"
+              "7b 22 66 75 6e 63 22 3a 20 22 72 70 63 2e 68 65"
+              "6c 6c 6f 22 2c 20 22 61 72 67 73 22 3a 20 5b 22"
+              "64 65 6d 6f 22 2c 20 22 61 30 61 31 61 32 61 33"
+              "61 34 61 35 61 36 61 37 61 38 61 39 61 61 61 62"
+              "61 63 61 64 61 65 61 66 22 5d 7d"),
+    "hello_reply": ("41 54 00 02 00 00 00 01 00 00 00 9a c6 98 e3 b0"
+                    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
+                    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
+                    "7b 22 73 65 73 73 69 6f 6e 22 3a 20 22 63 30 63"
+                    "31 63 32 63 33 63 34 63 35 63 36 63 37 22 2c 20"
+                    "22 6e 6f 6e 63 65 22 3a 20 22 62 30 62 31 62 32"
+                    "62 33 62 34 62 35 62 36 62 37 62 38 62 39 62 61"
+                    "62 62 62 63 62 64 62 65 62 66 22 2c 20 22 70 72"
+                    "6f 6f 66 22 3a 20 22 65 35 64 65 61 36 36 65 66"
+                    "36 37 32 32 66 37 39 66 34 64 30 32 36 33 38 32"
+                    "65 64 32 34 32 62 32 22 7d 7d"),
+    "add": ("41 54 00 09 00 00 00 02 00 00 00 39 62 72 e5 0f"
+            "7b 22 66 75 6e 63 22 3a 20 22 61 64 64 22 2c 20"
+            "22 61 72 67 73 22 3a 20 5b 31 30 2c 20 32 30 5d"
+            "7d c0 c1 c2 c3 c4 c5 c6 c7 62 19 ac 0e 7a 6f db"
+            "0f 3f aa c4 7d 20 f4 2c 37"),
+    "add_reply": ("41 54 00 0a 00 00 00 02 00 00 00 3b dc 1b f5 9a"
+                  "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
+                  "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
+                  "33 30 7d c0 c1 c2 c3 c4 c5 c6 c7 6e 82 f4 b7 9e"
+                  "41 b5 23 5e 62 69 60 a5 d5 b4 4b"),
+    "div": ("41 54 00 09 00 00 00 03 00 00 00 37 3d aa 15 bc"
+            "7b 22 66 75 6e 63 22 3a 20 22 64 69 76 22 2c 20"
+            "22 61 72 67 73 22 3a 20 5b 31 2c 20 30 5d 7d c0"
+            "c1 c2 c3 c4 c5 c6 c7 27 43 72 5f a7 ad 7e f4 dd"
+            "ed e1 b0 17 b7 12 5c"),
+    "div_reply": ("41 54 00 0c 00 00 00 03 00 00 00 66 65 74 43 c8"
+                  "7b 22 73 74 61 74 75 73 22 3a 20 22 65 72 72 6f"
+                  "72 22 2c 20 22 63 6f 64 65 22 3a 20 22 64 69 76"
+                  "69 73 69 6f 6e 5f 62 79 5f 7a 65 72 6f 22 2c 20"
+                  "22 6d 65 73 73 61 67 65 22 3a 20 22 64 69 76 69"
+                  "73 69 6f 6e 20 62 79 20 7a 65 72 6f 22 7d c0 c1"
+                  "c2 c3 c4 c5 c6 c7 86 57 9b d2 97 ce b7 9d 32 08"
+                  "74 fb 1c b7 4c 3c"),
+}.items()}
+
+
+def vector_random(n):
+    """The vectors' Ns (16 bytes) and SID (8 bytes), as a server draws them."""
+    return {NONCE_LEN: NS, SID_LEN: SID}[n]
+
+
+def hello_request(seq, kid=KID, nc=NC):
+    return request(seq, "rpc.hello", kid, nc.hex() if isinstance(nc, bytes) else nc)
+
+
+def fix_crc(data):
+    """A frame with its CRC recomputed (after tampering with its body)."""
+    data = bytearray(data)
+    struct.pack_into(">I", data, 12, at_rpc.checksum(bytes(data[16:])))
+    return bytes(data)
+
+
+def raw(frame):
+    """A checked Frame back to its wire bytes."""
+    return pack_frame(frame.flags, frame.seq, frame.body)
+
+
+def strip_auth(data):
+    """An authenticated reply without its AUTH bit, SID and tag."""
+    frame = parse_datagram(data)
+    return pack_frame(frame.flags & ~AUTH, frame.seq, at_rpc.split_auth(frame).body)
+
+
+def bad_tag(data):
+    data = bytearray(data)
+    data[-1] ^= 0x01
+    return fix_crc(bytes(data))
+
+
+class Sess:
+    """A session a test opened by a raw rpc.hello."""
+
+    def __init__(self, sid, k_req, k_rep):
+        self.sid, self.k_req, self.k_rep = sid, k_req, k_rep
+
+    def frame(self, seq, func, *args, flags=REQUEST):
+        return pack_auth_frame(flags, seq, at_rpc.request_body(func, args), self.sid, self.k_req)
+
+
+class AuthPrimitiveTests(unittest.TestCase):
+    def test_hkdf_rfc5869_case_1(self):
+        prk = at_rpc.hkdf_extract(bytes(range(13)), b"\x0b" * 22)
+        self.assertEqual(prk.hex(), "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+        okm = at_rpc.hkdf_expand(prk, bytes(range(0xf0, 0xfa)), 42)
+        self.assertEqual(okm.hex(), "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+                                    "34007208d5b887185865")
+
+    def test_contract_keys_and_proof(self):
+        k_req, k_rep = at_rpc.derive_keys(KEY, KID, NC, NS)
+        self.assertEqual(k_req.hex(), "078a338e7c9a7cb26f514ace9492a0a274fd87ca376842fb11d414cb712e1b2e")
+        self.assertEqual(k_rep.hex(), "85218bd4b82a71a034757104a2297bf1e7eec1ba00d6166cbc6d9ff717c3fc24")
+        self.assertEqual(at_rpc.hello_proof(k_rep, SID).hex(), "e5dea66ef6722f79f4d026382ed242b2")
+
+    def test_contract_frames_from_the_primitives(self):
+        v = AUTH_VECTORS
+        k_req, k_rep = at_rpc.derive_keys(KEY, KID, NC, NS)
+        self.assertEqual(hello_request(1), v["hello"])
+        result = {"session": SID.hex(), "nonce": NS.hex(),
+                  "proof": at_rpc.hello_proof(k_rep, SID).hex()}
+        self.assertEqual(pack_frame(RESPONSE, 1, at_rpc.success_body(result)), v["hello_reply"])
+        body = at_rpc.request_body
+        self.assertEqual(pack_auth_frame(REQUEST, 2, body("add", [10, 20]), SID, k_req), v["add"])
+        self.assertEqual(pack_auth_frame(RESPONSE, 2, at_rpc.success_body(30), SID, k_rep), v["add_reply"])
+        self.assertEqual(pack_auth_frame(REQUEST, 3, body("div", [1, 0]), SID, k_req), v["div"])
+        self.assertEqual(pack_auth_frame(ERROR, 3, at_rpc.error_body("division_by_zero", "division by zero"),
+                                         SID, k_rep), v["div_reply"])
+
+    def test_authenticated_frames_parse(self):
+        k_req, k_rep = at_rpc.derive_keys(KEY, KID, NC, NS)
+        for name, key in (("add", k_req), ("add_reply", k_rep), ("div", k_req), ("div_reply", k_rep)):
+            with self.subTest(name):
+                frame = parse_datagram(AUTH_VECTORS[name])
+                self.assertTrue(frame.flags & AUTH)
+                self.assertEqual(raw(frame), AUTH_VECTORS[name])
+                items = list(FrameReader().feed(AUTH_VECTORS[name]))
+                self.assertEqual(items, [frame])
+                parts = at_rpc.split_auth(frame)
+                self.assertEqual(parts.header, AUTH_VECTORS[name][:12])
+                self.assertEqual(parts.sid, SID)
+                self.assertTrue(at_rpc.tag_ok(key, parts))
+                # The key follows the role: the other key does not verify.
+                self.assertFalse(at_rpc.tag_ok(k_rep if key == k_req else k_req, parts))
+        self.assertIsNone(at_rpc.split_auth(at_rpc.Frame(REQUEST | AUTH, 1, b"x" * 23)))
+        # An AUTH frame still needs exactly one type bit.
+        with self.assertRaises(FrameError) as cm:
+            parse_datagram(pack_auth_frame(0, 4, b"{}", SID, k_req))
+        self.assertEqual(cm.exception.code, "bad_frame")
+
+    def test_server_answers_the_vectors_byte_for_byte(self):
+        server = Server(tcp=None, udp=None, keys={KID: KEY})
+        server.sessions.random_bytes = vector_random
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                server.sessions._sessions.clear()
+                for req, rep in (("hello", "hello_reply"), ("add", "add_reply"), ("div", "div_reply")):
+                    reply = server.handle(parse_datagram(AUTH_VECTORS[req]), ("127.0.0.1", 5000), udp)
+                    self.assertEqual(reply.hex(), AUTH_VECTORS[rep].hex(), req)
+
+    def test_client_sends_the_vectors_byte_for_byte(self):
+        """A fake server that expects exactly the contract's frames and
+        answers with the contract's replies."""
+        v = AUTH_VECTORS
+        listener = socket.create_server((LOOPBACK, 0))
+        self.addCleanup(listener.close)
+        got = []
+
+        def fake():
+            conn, _ = listener.accept()
+            with conn:
+                for req, rep in (("hello", "hello_reply"), ("add", "add_reply"), ("div", "div_reply")):
+                    (frame,) = read_frames(conn, 1)
+                    got.append(raw(frame))
+                    conn.sendall(v[rep])
+                read_until_eof(conn)
+
+        t = threading.Thread(target=fake, daemon=True)
+        t.start()
+        with Client(LOOPBACK, listener.getsockname()[1], key=(KID, KEY), timeout=WAIT) as client:
+            client._random = lambda n: NC
+            self.assertEqual(client.call("add", 10, 20), 30)
+            with self.assertRaises(RemoteError) as cm:
+                client.call("div", 1, 0)
+            self.assertEqual((cm.exception.code, cm.exception.message), ("division_by_zero", "division by zero"))
+        t.join(WAIT)
+        self.assertEqual([g.hex() for g in got], [v["hello"].hex(), v["add"].hex(), v["div"].hex()])
+
+    def test_reserved_bits_are_covered_as_sent(self):
+        server = Server(tcp=None, udp=None, keys={KID: KEY})
+        server.sessions.random_bytes = vector_random
+        server.handle(parse_datagram(AUTH_VECTORS["hello"]), ("127.0.0.1", 1))
+        k_req, k_rep = at_rpc.derive_keys(KEY, KID, NC, NS)
+        frame = pack_auth_frame(REQUEST | 0x8000, 7, at_rpc.request_body("add", [1, 2]), SID, k_req)
+        reply = parse_datagram(server.handle(parse_datagram(frame), ("127.0.0.1", 1)))
+        self.assertEqual((reply.flags, at_rpc.parse_reply(at_rpc.split_auth(reply).body)[1]), (RESPONSE | AUTH, 3))
+        # Clearing the reserved bit after the tag was made breaks the tag.
+        cleared = bytearray(pack_auth_frame(REQUEST | 0x8000, 8, at_rpc.request_body("add", [1, 2]), SID, k_req))
+        cleared[2] &= 0x7F
+        reply = parse_datagram(server.handle(parse_datagram(bytes(cleared)), ("127.0.0.1", 1)))
+        self.assertEqual(at_rpc.parse_reply(reply.body)[2], "unauthorized")
+        self.assertFalse(reply.flags & AUTH)
+
+    def test_replay_window(self):
+        s = at_rpc.Session(SID, KID, b"", b"", 0.0)
+        for seq in (5, 3, 4, 70):
+            self.assertTrue(s.fresh(seq))
+            s.mark(seq)
+            self.assertFalse(s.fresh(seq))
+        self.assertFalse(s.fresh(6))       # 70 - 6 = 64: older than the window
+        self.assertTrue(s.fresh(7))        # inside the window, not seen
+        self.assertTrue(s.fresh(71))
+        s.mark(71 + 1000)
+        self.assertEqual(s.window, 1)
+        self.assertFalse(s.fresh(71))
+
+
+class KeyTests(unittest.TestCase):
+    def assert_no_secret(self, message, secret):
+        """No run of 8 or more characters of `secret` appears in `message`."""
+        for i in range(len(secret) - 7):
+            self.assertNotIn(secret[i:i + 8].lower(), message.lower())
+
+    def test_kid_syntax(self):
+        for kid in ("a", "demo", "A-Z_0.9", "x" * 32, "bench-psu.2"):
+            self.assertTrue(at_rpc.valid_kid(kid), kid)
+        for kid in ("", "x" * 33, "a b", "a:b", "\u00e4", "a\n", "a/b", 7, None):
+            self.assertFalse(at_rpc.valid_kid(kid), kid)
+
+    def test_parse_key(self):
+        self.assertEqual(at_rpc.parse_key(f"{KID}:{KEY_HEX}"), (KID, KEY))
+        self.assertEqual(at_rpc.parse_key(f"{KID}:{KEY_HEX.upper()}\n"), (KID, KEY))
+        secret = "5e" * 32
+        cases = {
+            secret: "no ':'",
+            f"demo:{secret[:-1]}": "64 hex digits",
+            f"demo:{secret}0": "64 hex digits",
+            f"demo:{secret[:-1]}g": "hex digits only",
+            f"demo:{secret[:-2]}\u00e4\u00e4": "hex digits only",
+            f"{secret}:demo": "key id",
+            f":{secret}": "key id",
+            f"de mo:{secret}": "key id",
+        }
+        for text, what in cases.items():
+            with self.subTest(what=what):
+                with self.assertRaises(at_rpc.KeyFormatError) as cm:
+                    at_rpc.parse_key(text)
+                self.assertIn(what, str(cm.exception))
+                self.assert_no_secret(str(cm.exception), secret)
+
+    def write_key_file(self, text, mode=0o600):
+        fd, path = tempfile.mkstemp(prefix="at-keys-")
+        self.addCleanup(os.unlink, path)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_key_files(self):
+        path = self.write_key_file(f"# keys\n\n{KID} {KEY_HEX}\n  other\t{OTHER_KEY.hex().upper()}  \n# end\n")
+        self.assertEqual(at_rpc.load_key_file(path), [(KID, KEY), ("other", OTHER_KEY)])
+        secret = "c3" * 32
+        bad = {
+            f"{KID} {secret} extra\n": ":1: expected 'KID HEX'",
+            f"# a comment\n{KID}:{secret}\n": ":2: expected 'KID HEX'",
+            f"{KID} {secret[:-2]}\n": ":1: a key is 64 hex digits",
+            f"{KID} {secret[:-1]}x\n": ":1: a key is hex digits only",
+            f"d\u00e9mo {secret}\n": "not ASCII",
+            f"{'k' * 33} {secret}\n": ":1: the key id",
+            f"{KID} {secret}\n{KID} {secret}\n": ":2: key id 'demo' appears twice",
+            "# nothing\n\n": "no keys",
+        }
+        for text, what in bad.items():
+            with self.subTest(what=what):
+                with self.assertRaises(at_rpc.KeyFormatError) as cm:
+                    at_rpc.load_key_file(self.write_key_file(text))
+                self.assertIn(what, str(cm.exception))
+                self.assert_no_secret(str(cm.exception), secret)
+        with self.assertRaises(at_rpc.KeyFormatError) as cm:
+            at_rpc.load_key_file(path + ".missing")
+        self.assertIn("cannot read", str(cm.exception))
+
+    @unittest.skipUnless(os.name == "posix", "file modes")
+    def test_key_file_must_be_private(self):
+        for mode in (0o644, 0o640, 0o604, 0o620, 0o601):
+            with self.subTest(mode=oct(mode)):
+                path = self.write_key_file(f"{KID} {KEY_HEX}\n", mode)
+                with self.assertRaises(at_rpc.KeyFormatError) as cm:
+                    at_rpc.load_key_file(path)
+                self.assertIn("group or others", str(cm.exception))
+                self.assertIn("chmod 600", str(cm.exception))
+        self.assertEqual(at_rpc.load_key_file(self.write_key_file(f"{KID} {KEY_HEX}\n", 0o400)), [(KID, KEY)])
+
+    def test_server_and_client_check_their_keys(self):
+        for keys in ({"a b": KEY}, {KID: KEY[:31]}, {KID: KEY_HEX}):
+            with self.assertRaises(ValueError) as cm:
+                Server(tcp=None, udp=None, keys=keys)
+            self.assert_no_secret(str(cm.exception), KEY_HEX)
+        for key in (("", KEY), (KID, KEY + b"x"), (KID, KEY_HEX)):
+            with self.assertRaises(ValueError) as cm:
+                Client(key=key)
+            self.assert_no_secret(str(cm.exception), KEY_HEX)
+
+
+class AuthCase(ServerCase):
+    """A loopback server that requires authentication (key `demo`)."""
+
+    server_options = {"keys": {KID: KEY}}
+
+    def setUp(self):
+        super().setUp()
+        self.register_counter()
+
+    def open_session(self, nc=None):
+        """A session opened by a raw rpc.hello over TCP."""
+        nc = nc or os.urandom(NONCE_LEN)
+        sock = self.connect()
+        sock.sendall(hello_request(1, nc=nc))
+        (reply,) = read_frames(sock, 1)
+        sock.close()
+        ok, result, code, _ = at_rpc.parse_reply(reply.body)
+        self.assertTrue(ok, code)
+        sid, ns = bytes.fromhex(result["session"]), bytes.fromhex(result["nonce"])
+        k_req, k_rep = at_rpc.derive_keys(KEY, KID, nc, ns)
+        self.assertEqual(at_rpc.hello_proof(k_rep, sid).hex(), result["proof"])
+        return Sess(sid, k_req, k_rep)
+
+    def tcp_exchange(self, data, sock=None):
+        sock = sock or self.connect()
+        sock.sendall(data)
+        (reply,) = read_frames(sock, 1)
+        return reply
+
+    def udp_exchange(self, sock, data):
+        """The reply datagram to `data`, or None. A plain probe follows it:
+        the one server thread answers in order, so the probe's reply coming
+        first shows that `data` got none."""
+        sock.sendto(data, (LOOPBACK, self.udp_port))
+        sock.sendto(PROBE, (LOOPBACK, self.udp_port))
+        first = parse_datagram(sock.recv(70000))
+        if first.seq == PROBE_SEQ and not first.flags & AUTH:
+            return None
+        self.assertEqual(parse_datagram(sock.recv(70000)).seq, PROBE_SEQ)
+        return first
+
+    def authenticated(self, s, frame):
+        """(ok, result, code, message) of an authenticated reply, its tag checked."""
+        self.assertTrue(frame.flags & AUTH, frame)
+        parts = at_rpc.split_auth(frame)
+        self.assertEqual(parts.sid, s.sid)
+        self.assertTrue(at_rpc.tag_ok(s.k_rep, parts))
+        return at_rpc.parse_reply(parts.body)
+
+    def assert_unauthorized(self, frame, seq):
+        self.assertFalse(frame.flags & AUTH)
+        self.assertEqual((frame.kind, frame.seq), (ERROR, seq))
+        self.assertEqual(at_rpc.parse_reply(frame.body)[2], "unauthorized")
+
+    def client(self, udp=False, key=(KID, KEY), **kw):
+        return super().client(udp=udp, key=key, **kw)
+
+
+class AuthServerTests(AuthCase):
+    def test_calls_over_tcp_and_udp(self):
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                client = self.client(udp=udp)
+                self.assertEqual(client.call("add", 10, 20), 30)
+                self.assertEqual(client.call("div", 10, 4), 2.5)
+                self.assertEqual(client.call("mul", 6, 7), 42)
+                for call, code in ((("div", 1, 0), "division_by_zero"), (("pow", 2, 3), "unknown_function"),
+                                   (("add", 1), "invalid_arguments")):
+                    with self.assertRaises(RemoteError) as cm:
+                        client.call(*call)
+                    self.assertEqual(cm.exception.code, code)
+                first = client._session.sid
+                self.assertEqual(client.call("counter"), 1 if not udp else 2)
+                self.assertEqual(client._session.sid, first)  # one session for all these calls
+        self.assertEqual(self.count, 2)
+        self.assertEqual(len(self.server.sessions), 2)
+
+    def test_plain_requests(self):
+        udp = self.udp_socket()
+        cases = [
+            (request(1, "rpc.hello", KID, NC.hex()), None),
+            (request(2, "rpc.ping"), "unknown_function"),  # not (yet) served here, but allowed
+            (request(3, "rpc.info"), "unknown_function"),
+            (request(4, "counter"), "unauthorized"),
+            (request(5, "add", 1, 2), "unauthorized"),
+            (request(6, "rpc.functions"), "unauthorized"),
+            (pack_frame(REQUEST, 7, b"nope"), "bad_request"),
+        ]
+        for data, code in cases:
+            for via in ("tcp", "udp"):
+                with self.subTest(data=data[16:40], via=via):
+                    if via == "tcp":
+                        reply = self.tcp_exchange(data)
+                    else:
+                        udp.sendto(data, (LOOPBACK, self.udp_port))
+                        reply = parse_datagram(udp.recv(70000))
+                    self.assertFalse(reply.flags & AUTH)
+                    self.assertEqual(at_rpc.parse_reply(reply.body)[2], code or "")
+        self.assertEqual(self.count, 0)
+
+    def test_hello_arguments(self):
+        nc = NC.hex()
+        bad = [[], [KID], [KID, nc, 1], [1, nc], [KID, 1], ["", nc], ["k" * 33, nc], ["de mo", nc],
+               ["d\u00e9mo", nc], [KID, nc.upper()], [KID, nc[:-1]], [KID, nc + "0"], [KID, "g" * 32],
+               [KID, None]]
+        sock = self.connect()
+        for seq, args in enumerate(bad, 1):
+            with self.subTest(args=args):
+                reply = self.tcp_exchange(request(seq, "rpc.hello", *args), sock)
+                self.assertEqual(at_rpc.parse_reply(reply.body)[2], "invalid_arguments")
+        reply = self.tcp_exchange(request(99, "rpc.hello", "nobody", nc), sock)
+        self.assertEqual(at_rpc.parse_reply(reply.body)[2:], ("unauthorized", "unknown key id"))
+        self.assertEqual(len(self.server.sessions), 0)
+        # rpc.hello inside an authenticated frame: invalid_arguments (authenticated).
+        s = self.open_session()
+        reply = self.tcp_exchange(s.frame(1, "rpc.hello", KID, nc), sock)
+        self.assertEqual(self.authenticated(s, reply)[2], "invalid_arguments")
+        self.assertEqual(len(self.server.sessions), 1)
+
+    def test_unknown_session_and_short_frames(self):
+        s = self.open_session()
+        udp = self.udp_socket()
+        forged = Sess(os.urandom(SID_LEN), s.k_req, s.k_rep)
+        short = pack_frame(REQUEST | AUTH, 3, b"x" * 23)
+        for data, seq in ((forged.frame(2, "counter"), 2), (short, 3)):
+            # Step 1: answered `unauthorized` without AUTH, on TCP and UDP.
+            self.assert_unauthorized(self.tcp_exchange(data), seq)
+            self.assert_unauthorized(self.udp_exchange(udp, data), seq)
+        self.assertEqual(self.count, 0)
+
+    def tampered(self, s):
+        """(name, frame) pairs: a good authenticated request, altered."""
+        good = s.frame(10, "counter")
+        body_flip = bytearray(good)
+        body_flip[20] ^= 0x20  # "func" -> "fUnc"-like change inside the body
+        seq = bytearray(good)
+        seq[7] = 11
+        flags = bytearray(good)
+        flags[2] |= 0x40  # a reserved bit set after tagging
+        longer = pack_frame(REQUEST | AUTH, 10, good[16:-24] + b" " + good[-24:])  # length + 1
+        cut_tag = pack_frame(REQUEST | AUTH, 10, good[16:-16])
+        wrong_key = Sess(s.sid, bytes(32), s.k_rep).frame(10, "counter")
+        return [("body", fix_crc(bytes(body_flip))), ("seq", bytes(seq)), ("flags", bytes(flags)),
+                ("length", longer), ("truncated tag", cut_tag), ("wrong key", wrong_key)], good
+
+    def test_tampered_requests_over_tcp(self):
+        s = self.open_session()
+        cases, good = self.tampered(s)
+        sock = self.connect()
+        for name, data in cases:
+            with self.subTest(name):
+                reply = self.tcp_exchange(data, sock)
+                self.assert_unauthorized(reply, at_rpc.unpack_header(data).seq)
+        self.assertEqual(self.count, 0)
+        # None of them used up the seq: the genuine frame runs.
+        self.assertEqual(self.authenticated(s, self.tcp_exchange(good, sock))[1], 1)
+
+    def test_tampered_requests_over_udp_are_dropped(self):
+        s = self.open_session()
+        cases, good = self.tampered(s)
+        sock = self.udp_socket()
+        for name, data in cases:
+            with self.subTest(name):
+                reply = self.udp_exchange(sock, data)
+                if name == "truncated tag":
+                    # 8 bytes short: what stands where the SID should is no session.
+                    self.assert_unauthorized(reply, 10)
+                else:
+                    self.assertIsNone(reply)
+        self.assertEqual(self.count, 0)
+        self.assertEqual(self.authenticated(s, self.udp_exchange(sock, good))[1], 1)
+
+    def test_seq_zero_is_never_accepted(self):
+        s = self.open_session()
+        self.assert_unauthorized(self.tcp_exchange(s.frame(0, "counter")), 0)
+        self.assertIsNone(self.udp_exchange(self.udp_socket(), s.frame(0, "counter")))
+        self.assertEqual(self.count, 0)
+
+    def test_replay_on_the_same_connection(self):
+        s = self.open_session()
+        frame = s.frame(1, "counter")
+        sock = self.connect()
+        first = self.tcp_exchange(frame, sock)
+        self.assertEqual(self.authenticated(s, first)[1], 1)
+        # The remembered reply, at most 4 times; then `unauthorized`.
+        for _ in range(4):
+            self.assertEqual(raw(self.tcp_exchange(frame, sock)), raw(first))
+        reply = self.tcp_exchange(frame, sock)
+        self.assert_unauthorized(reply, 1)
+        self.assertEqual(at_rpc.parse_reply(reply.body)[3], "replayed")
+        self.assertEqual(self.count, 1)
+
+    def test_replay_on_a_new_connection(self):
+        s = self.open_session()
+        frame = s.frame(5, "counter")
+        first = self.tcp_exchange(frame)
+        again = self.tcp_exchange(frame)  # another connection, another port
+        self.assertEqual(raw(again), raw(first))
+        self.assertEqual(self.count, 1)
+
+    def test_replay_over_udp(self):
+        s = self.open_session()
+        # Sent by TCP first: over UDP the remembered reply is not sent.
+        frame = s.frame(1, "counter")
+        self.tcp_exchange(frame)
+        sock = self.udp_socket()
+        self.assertIsNone(self.udp_exchange(sock, frame))
+        # Sent by UDP first: retransmissions from that address get it,
+        # at most 4 times; nobody else does.
+        frame = s.frame(2, "counter")
+        first = self.udp_exchange(sock, frame)
+        self.assertEqual(self.authenticated(s, first)[1], 2)
+        other = self.udp_socket()  # same IP, another port
+        self.assertIsNone(self.udp_exchange(other, frame))
+        for _ in range(4):
+            self.assertEqual(raw(self.udp_exchange(sock, frame)), raw(first))
+        self.assertIsNone(self.udp_exchange(sock, frame))
+        self.assertEqual(self.count, 2)
+
+    def test_remembered_reply_only_for_the_original_address(self):
+        s = self.open_session()
+        frame = s.frame(1, "counter")
+        sock = self.udp_socket()
+        first = self.udp_exchange(sock, frame)
+        # Another IP address (127.0.0.2 is loopback too): over UDP nothing,
+        # over TCP `unauthorized`.
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(other.close)
+        try:
+            other.bind(("127.0.0.2", 0))
+        except OSError:
+            self.skipTest("cannot bind 127.0.0.2")
+        other.settimeout(WAIT)
+        self.assertIsNone(self.udp_exchange(other, frame))
+        conn = socket.create_connection((LOOPBACK, self.tcp_port), timeout=WAIT, source_address=("127.0.0.2", 0))
+        self.addCleanup(conn.close)
+        self.assert_unauthorized(self.tcp_exchange(frame, conn), 1)
+        # The original IP over TCP (a client whose datagrams got lost, trying TCP).
+        self.assertEqual(raw(self.tcp_exchange(frame)), raw(first))
+        self.assertEqual(self.count, 1)
+
+    def test_replay_after_the_remembered_reply_expired(self):
+        now = [1000.0]
+        self.server.sessions.clock = lambda: now[0]
+        s = self.open_session()
+        frames = [s.frame(1, "counter"), s.frame(2, "counter")]
+        self.tcp_exchange(frames[0])
+        sock = self.udp_socket()
+        self.udp_exchange(sock, frames[1])
+        now[0] += 61  # replies are remembered 60 s; the session lives on
+        self.assert_unauthorized(self.tcp_exchange(frames[0]), 1)
+        self.assertIsNone(self.udp_exchange(sock, frames[1]))
+        self.assertEqual(self.count, 2)
+        self.assertEqual(self.authenticated(s, self.tcp_exchange(s.frame(3, "counter")))[1], 3)
+
+    def test_seqs_older_than_the_window(self):
+        s = self.open_session()
+        sock = self.connect()
+        for seq in (1, 100):
+            self.tcp_exchange(s.frame(seq, "counter"), sock)
+        self.assert_unauthorized(self.tcp_exchange(s.frame(36, "counter"), sock), 36)  # 100 - 36 = 64
+        self.assertEqual(self.authenticated(s, self.tcp_exchange(s.frame(37, "counter"), sock))[1], 3)
+        self.assertEqual(self.authenticated(s, self.tcp_exchange(s.frame(99, "counter"), sock))[1], 4)
+        self.assertEqual(self.count, 4)
+
+    def test_nothing_after_the_last_seq(self):
+        s = self.open_session()
+        sock = self.connect()
+        self.assertEqual(self.authenticated(s, self.tcp_exchange(s.frame(MAX_SEQ, "counter"), sock))[1], 1)
+        reply = self.tcp_exchange(s.frame(MAX_SEQ - 1, "counter"), sock)  # in the window, unseen
+        self.assert_unauthorized(reply, MAX_SEQ - 1)
+        self.assertEqual(self.count, 1)
+
+    def test_the_same_request_on_many_connections_at_once(self):
+        s = self.open_session()
+        frame = s.frame(1, "counter")
+        n = 8
+        barrier = threading.Barrier(n)
+        replies = [None] * n
+
+        def send(i):
+            sock = socket.create_connection((LOOPBACK, self.tcp_port), timeout=WAIT)
+            with sock:
+                barrier.wait(WAIT)
+                sock.sendall(frame)
+                replies[i] = read_frames(sock, 1)[0]
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        self.assertEqual(self.count, 1)
+        answered = {raw(r) for r in replies if r.flags & AUTH}
+        self.assertEqual(len(answered), 1)
+        self.assertEqual(sum(1 for r in replies if r.flags & AUTH), 5)  # one run + four resends
+
+    def test_resend_while_the_function_still_runs(self):
+        gate, started = threading.Event(), threading.Event()
+
+        def slow():
+            started.set()
+            gate.wait(WAIT)
+            return "done"
+
+        self.server.register("slow", slow)
+        s = self.open_session()
+        frame = s.frame(1, "slow")
+        first, second = self.connect(), self.connect()
+        first.sendall(frame)
+        self.assertTrue(started.wait(WAIT))
+        second.sendall(frame)  # the client lost the first connection, say
+        time.sleep(0.05)
+        gate.set()
+        a, b = read_frames(first, 1)[0], read_frames(second, 1)[0]
+        self.assertEqual(raw(a), raw(b))
+        self.assertEqual(self.authenticated(s, a)[1], "done")
+
+    def test_broadcast_hello_gets_no_answer(self):
+        hello = parse_datagram(hello_request(1))
+        self.assertIsNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True, broadcast=True))
+        self.assertIsNotNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True))
+        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(4) + bytes(4) + b"\xff" * 4)]))
+        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([224, 0, 0, 1]))]))
+        self.assertFalse(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([127, 0, 0, 1]))]))
+        if hasattr(socket, "IPV6_PKTINFO"):
+            ff02 = ipaddress.IPv6Address("ff02::1").packed + bytes(4)
+            self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ff02)]))
+
+    def test_broadcast_hello_live(self):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(probe.close)
+        probe.bind(("0.0.0.0", 0))
+        probe.settimeout(0.5)
+        pktinfo = at_rpc._enable_pktinfo(probe)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            sender.sendto(b"x", ("255.255.255.255", probe.getsockname()[1]))
+            _, _, broadcast = at_rpc._receive_datagram(probe, 100, pktinfo)
+        except OSError:
+            self.skipTest("no broadcast delivery on this host")
+        if not broadcast:
+            self.skipTest("cannot tell broadcasts here")
+        sender.sendto(b"x", (LOOPBACK, probe.getsockname()[1]))
+        self.assertFalse(at_rpc._receive_datagram(probe, 100, pktinfo)[2])
+        server = Server(tcp=None, udp=("0.0.0.0", 0), keys={KID: KEY}).start()
+        self.addCleanup(server.shutdown)
+        port = server.udp_address[1]
+        sender.settimeout(WAIT)
+        sender.sendto(hello_request(2), ("255.255.255.255", port))
+        sender.sendto(hello_request(3), (LOOPBACK, port))
+        self.assertEqual(parse_datagram(sender.recv(70000)).seq, 3)  # 2 got no answer
+        self.assertEqual(len(server.sessions), 1)
+
+
+class AuthSessionTableTests(unittest.TestCase):
+    def server(self, **kw):
+        server = Server(tcp=(LOOPBACK, 0), udp=None, keys={KID: KEY, "other": OTHER_KEY}, **kw).start()
+        self.addCleanup(server.shutdown)
+        self.now = [1000.0]
+        server.sessions.clock = lambda: self.now[0]
+        self.runs = 0
+
+        def counter():
+            self.runs += 1
+            return self.runs
+
+        server.register("counter", counter)
+        return server
+
+    def client(self, server, key=(KID, KEY)):
+        c = Client(LOOPBACK, server.tcp_address[1], key=key, timeout=WAIT)
+        self.addCleanup(c.close)
+        return c
+
+    def raw_hello(self, server, sock, seq=1):
+        sock.sendall(hello_request(seq, nc=os.urandom(NONCE_LEN)))
+        (reply,) = read_frames(sock, 1)
+        return at_rpc.parse_reply(reply.body)
+
+    def test_churn_more_clients_than_slots(self):
+        server = self.server(max_sessions=3)
+        a, b, c, d = (self.client(server) for _ in range(4))
+        for client in (a, b, c):
+            client.call("add", 1, 1)
+        with self.assertRaises(RemoteError) as cm:  # every slot used, none idle
+            d.call("add", 1, 1)
+        self.assertEqual(cm.exception.code, "busy")
+        self.now[0] += 30
+        b.call("add", 1, 1)
+        c.call("add", 1, 1)
+        self.now[0] += 31  # a idle 61 s, b and c 31 s
+        self.assertEqual(d.call("add", 2, 2), 4)  # takes a's slot
+        with self.assertRaises(RemoteError) as cm:
+            a.call("counter")  # its session is gone: not run, not sent again
+        self.assertEqual(cm.exception.code, "unauthorized")
+        self.assertEqual(self.runs, 0)
+        self.assertIsNone(a._session)
+        with self.assertRaises(RemoteError) as cm:  # b, c, d used within 60 s
+            a.call("counter")
+        self.assertEqual(cm.exception.code, "busy")
+        self.now[0] += 60
+        self.assertEqual(a.call("counter"), 1)
+        self.assertEqual(len(server.sessions), 3)
+
+    def test_hello_flood_never_evicts_a_session_in_use(self):
+        server = self.server(max_sessions=3)
+        a, b = self.client(server), self.client(server)
+        a.call("add", 1, 1)
+        b.call("add", 1, 1)
+        sock = socket.create_connection(server.tcp_address, timeout=WAIT)
+        self.addCleanup(sock.close)
+        # One slot is free: the flood's sessions push each other out.
+        for seq in range(1, 51):
+            self.assertTrue(self.raw_hello(server, sock, seq)[0])
+        self.assertEqual((a.call("add", 2, 2), b.call("add", 3, 3)), (4, 6))
+        c = self.client(server, ("other", OTHER_KEY))
+        self.assertEqual(c.call("add", 4, 4), 8)  # takes the flood's unused slot
+        for seq in range(51, 101):
+            self.assertEqual(self.raw_hello(server, sock, seq)[2:], ("busy", "no free session slot"))
+        self.assertEqual((a.call("counter"), b.call("counter"), c.call("counter")), (1, 2, 3))
+        sids = {x._session.sid for x in (a, b, c)}
+        self.assertEqual(len(sids), 3)
+        self.assertEqual(set(server.sessions._sessions), sids)
+
+    def test_lifetime(self):
+        server = self.server()
+        a = self.client(server)
+        a.call("add", 1, 1)
+        sid = a._session.sid
+        for _ in range(3):
+            self.now[0] += 599  # each verified request starts another 10 minutes
+            a.call("add", 1, 1)
+        self.assertEqual(a._session.sid, sid)
+        self.now[0] += 600
+        with self.assertRaises(RemoteError) as cm:
+            a.call("counter")
+        self.assertEqual((cm.exception.code, self.runs), ("unauthorized", 0))
+        self.assertEqual(a.call("counter"), 1)
+        self.assertNotEqual(a._session.sid, sid)
+        # A session never used expires 10 minutes after its hello.
+        sock = socket.create_connection(server.tcp_address, timeout=WAIT)
+        self.addCleanup(sock.close)
+        unused = bytes.fromhex(self.raw_hello(server, sock)[1]["session"])
+        self.now[0] += 599
+        a.call("add", 1, 1)
+        self.assertIsNotNone(server.sessions.get(unused))
+        self.now[0] += 1
+        self.assertIsNone(server.sessions.get(unused))
+        self.assertEqual(a.call("counter"), 2)
+
+
+class AuthClientTests(AuthCase):
+    def test_wrong_key(self):
+        client = self.client(key=(KID, OTHER_KEY))
+        with self.assertRaises(at_rpc.AuthError) as cm:
+            client.call("counter")
+        self.assertIn("proof", str(cm.exception))
+        client = self.client(udp=True, key=(KID, OTHER_KEY), timeout=0.4)
+        with self.assertRaises(TimeoutError) as cm:
+            client.call("counter")
+        self.assertIn("proof", str(cm.exception))
+        self.assertEqual(self.count, 0)
+
+    def test_unknown_kid(self):
+        for udp in (False, True):
+            with self.assertRaises(RemoteError) as cm:
+                self.client(udp=udp, key=("nobody", KEY)).call("counter")
+            self.assertEqual(cm.exception.code, "unauthorized")
+            self.assertIn("'nobody'", cm.exception.message)
+
+    def test_no_key(self):
+        with Client(LOOPBACK, self.tcp_port) as client, self.assertRaises(RemoteError) as cm:
+            client.call("counter")
+        self.assertEqual((cm.exception.code, cm.exception.message), ("unauthorized", "authentication required"))
+
+    def test_server_without_keys(self):
+        server = Server(tcp=(LOOPBACK, 0), udp=(LOOPBACK, 0)).start()
+        self.addCleanup(server.shutdown)
+        for udp, addr in ((False, server.tcp_address), (True, server.udp_address)):
+            with Client(LOOPBACK, addr[1], udp=udp, key=(KID, KEY), timeout=WAIT) as client:
+                with self.assertRaises(RemoteError) as cm:
+                    client.call("add", 1, 2)
+                self.assertEqual(cm.exception.code, "unauthorized")
+                self.assertIn("does not authenticate", cm.exception.message)
+        # And a raw authenticated frame: no such session.
+        sock = socket.create_connection(server.tcp_address, timeout=WAIT)
+        self.addCleanup(sock.close)
+        sock.sendall(AUTH_VECTORS["add"])
+        self.assert_unauthorized(read_frames(sock, 1)[0], 2)
+
+    def test_plain_unauthorized_fails_the_call_and_the_next_opens_a_session(self):
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                client = self.client(udp=udp)
+                client.call("add", 1, 1)
+                old = client._session.sid
+                self.server.sessions._sessions.clear()  # as after a server restart
+                before = self.count
+                with self.assertRaises(RemoteError) as cm:
+                    client.call("counter")
+                self.assertEqual(cm.exception.code, "unauthorized")
+                self.assertEqual(self.count, before)  # never sent again in a new session
+                self.assertIsNone(client._session)
+                self.assertEqual(client.call("counter"), before + 1)
+                self.assertNotEqual(client._session.sid, old)
+
+    def test_new_session_after_idle_minutes(self):
+        client = self.client()
+        client.call("add", 1, 1)
+        sid = client._session.sid
+        client._session.last -= 299
+        client.call("add", 1, 1)
+        self.assertEqual(client._session.sid, sid)
+        client._session.last -= 300
+        client.call("add", 1, 1)
+        self.assertNotEqual(client._session.sid, sid)
+        self.assertEqual(len(self.server.sessions), 2)
+
+    def test_new_session_before_the_seq_wraps(self):
+        for udp in (False, True):
+            with self.subTest(udp=udp):
+                client = self.client(udp=udp)
+                client.call("add", 1, 1)
+                sid = client._session.sid
+                client._seq = MAX_SEQ - 1
+                self.assertEqual(client.call("add", 2, 2), 4)
+                self.assertEqual((client._session.sid, client._session.seq), (sid, MAX_SEQ))
+                self.assertEqual(client.call("add", 3, 3), 6)
+                self.assertNotEqual(client._session.sid, sid)
+                self.assertEqual((client._seq, client._session.seq), (2, 2))  # hello 1, call 2
+
+    def fake(self, mangle, udp=False):
+        """A server that answers as a real one (`core`) would, then passes
+        each reply through mangle(request, reply) -> frames to send."""
+        core = Server(tcp=None, udp=None, keys={KID: KEY})
+        core.register("counter", lambda: "ok")
+        if udp:
+            sock = self.udp_socket()
+
+            def serve():
+                while True:
+                    try:
+                        data, addr = sock.recvfrom(70000)
+                    except OSError:
+                        return
+                    frame = parse_datagram(data)
+                    for out in mangle(frame, core.handle(frame, addr, udp=True)):
+                        sock.sendto(out, addr)
+
+            threading.Thread(target=serve, daemon=True).start()
+            return sock.getsockname()[1]
+        listener = socket.create_server((LOOPBACK, 0))
+        self.addCleanup(listener.close)
+
+        def serve_tcp():
+            while True:
+                try:
+                    conn, peer = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    reader = FrameReader(1 << 20)
+                    while True:
+                        try:
+                            data = conn.recv(65536)
+                        except OSError:
+                            break
+                        if not data:
+                            break
+                        for frame in reader.feed(data):
+                            for out in mangle(frame, core.handle(frame, peer)):
+                                conn.sendall(out)
+
+        threading.Thread(target=serve_tcp, daemon=True).start()
+        return listener.getsockname()[1]
+
+    def test_client_checks_every_reply_over_tcp(self):
+        def plain(code):
+            return lambda f, r: [error_frame(f.seq, code, "m")] if f.flags & AUTH else [r]
+
+        cases = [
+            (lambda f, r: [bad_tag(r)] if f.flags & AUTH else [r], at_rpc.AuthError, "tag"),
+            (lambda f, r: [strip_auth(r)] if f.flags & AUTH else [r], at_rpc.AuthError, "without AUTH"),
+            (plain("busy"), ProtocolError, "busy"),
+            (plain("checksum_mismatch"), ProtocolError, "checksum_mismatch"),
+            (plain("bad_frame"), ProtocolError, "bad_frame"),
+            (plain("frame_too_large"), ProtocolError, "frame_too_large"),
+            (plain("unauthorized"), RemoteError, "unauthorized"),
+        ]
+        for mangle, error, text in cases:
+            with self.subTest(text):
+                client = Client(LOOPBACK, self.fake(mangle), key=(KID, KEY), timeout=WAIT)
+                self.addCleanup(client.close)
+                with self.assertRaises(error) as cm:
+                    client.call("counter")
+                self.assertIn(text, str(cm.exception))
+                if error is not RemoteError:
+                    self.assertNotIsInstance(cm.exception, RemoteError)
+
+    def test_client_checks_hello_replies_over_tcp(self):
+        def hello(change):
+            def mangle(f, r):
+                if f.flags & AUTH:
+                    return [r]
+                frame = parse_datagram(r)
+                result = at_rpc.parse_reply(frame.body)[1]
+                change(result)
+                return [pack_frame(frame.flags, frame.seq, at_rpc.success_body(result))]
+            return mangle
+
+        changes = {
+            "proof": lambda r: r.update(proof=("0" if r["proof"][0] != "0" else "1") + r["proof"][1:]),
+            "upper": lambda r: r.update(session=r["session"].upper() if any(c in "abcdef" for c in r["session"])
+                                        else "A" + r["session"][1:]),
+            "short": lambda r: r.update(nonce=r["nonce"][:-2]),
+            "missing": lambda r: r.pop("proof"),
+        }
+        for name, change in changes.items():
+            with self.subTest(name):
+                client = Client(LOOPBACK, self.fake(hello(change)), key=(KID, KEY), timeout=WAIT)
+                self.addCleanup(client.close)
+                with self.assertRaises(at_rpc.AuthError):
+                    client.call("counter")
+                self.assertIsNone(client._session)
+
+    def test_client_over_udp_ignores_what_fails_the_checks(self):
+        def mangle(f, r):
+            forged = at_rpc.success_body("forged")
+            if f.flags & AUTH:
+                sid = at_rpc.split_auth(f).sid
+                return [bad_tag(pack_auth_frame(RESPONSE, f.seq, forged, sid, bytes(32))),
+                        pack_frame(RESPONSE, f.seq, forged),
+                        error_frame(f.seq, "checksum_mismatch", "m"), r]
+            frame = parse_datagram(r)
+            result = at_rpc.parse_reply(frame.body)[1]
+            wrong = dict(result, session="00" * SID_LEN, proof="0" * 32)
+            return [pack_frame(RESPONSE, f.seq, at_rpc.success_body(wrong)), r]
+
+        client = self.client(udp=True)
+        client.port = self.fake(mangle, udp=True)
+        self.assertEqual(client.call("counter"), "ok")
+        self.assertEqual(client.call("counter"), "ok")
+
+    def test_client_resends_on_a_new_connection(self):
+        """A proxy cuts the connection instead of passing the first
+        authenticated reply on: the client sends the same frame on a new
+        connection and gets the remembered reply; the call ran once."""
+        listener = socket.create_server((LOOPBACK, 0))
+        self.addCleanup(listener.close)
+        state = {"cut": False, "connections": 0, "requests": []}
+
+        def relay(conn):
+            up = socket.create_connection((LOOPBACK, self.tcp_port), timeout=WAIT)
+
+            def upstream():
+                reader = FrameReader(1 << 20)
+                try:
+                    while True:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        for f in reader.feed(data):
+                            state["requests"].append(raw(f))
+                        up.sendall(data)
+                except OSError:
+                    pass
+
+            threading.Thread(target=upstream, daemon=True).start()
+            reader = FrameReader(1 << 20)
+            try:
+                while True:
+                    data = up.recv(65536)
+                    if not data:
+                        break
+                    for f in reader.feed(data):
+                        if f.flags & AUTH and not state["cut"]:
+                            state["cut"] = True
+                            conn.shutdown(socket.SHUT_RDWR)
+                            return
+                        conn.sendall(raw(f))
+            except OSError:
+                pass
+            finally:
+                conn.close()
+                up.close()
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                state["connections"] += 1
+                threading.Thread(target=relay, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        with Client(LOOPBACK, listener.getsockname()[1], key=(KID, KEY), timeout=WAIT) as client:
+            self.assertEqual(client.call("counter"), 1)
+            self.assertEqual(client.call("counter"), 2)
+        self.assertEqual(self.count, 2)
+        self.assertTrue(state["cut"])
+        self.assertEqual(state["connections"], 2)
+        auth = [r for r in state["requests"] if r[3] & AUTH]
+        self.assertEqual(auth[0], auth[1])  # the same frame, byte for byte
+
+    def test_udp_retransmission_through_a_lossy_link(self):
+        proxy = self.udp_socket()
+        server = (LOOPBACK, self.udp_port)
+        seen = []
+
+        def relay():
+            client_addr, dropped = None, False
+            while True:
+                try:
+                    data, addr = proxy.recvfrom(70000)
+                except OSError:
+                    return
+                if addr == server:
+                    if parse_datagram(data).flags & AUTH and not dropped:
+                        dropped = True
+                        continue
+                    proxy.sendto(data, client_addr)
+                    continue
+                client_addr = addr
+                seen.append(data)
+                proxy.sendto(data, server)
+
+        threading.Thread(target=relay, daemon=True).start()
+        client = self.client(udp=True, timeout=3.0)
+        client.port = proxy.getsockname()[1]
+        self.assertEqual(client.call("counter"), 1)
+        self.assertEqual(self.count, 1)
+        auth = [d for d in seen if d[3] & AUTH]
+        self.assertGreaterEqual(len(auth), 2)
+        self.assertEqual(len(set(auth)), 1)
+
+
+# --------------------------------------------------------------------------
 # The command line
 
 
 def _addr(address):
     return f"{address[0]}:{address[1]}"
+
+
+def cli_env(**extra):
+    """The environment for a CLI subprocess: ours without AT_KEY, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AT_KEY", "AT_LOG")}
+    env.update(extra)
+    return env
 
 
 class CliTests(unittest.TestCase):
@@ -832,7 +1885,8 @@ class CliTests(unittest.TestCase):
         cls.proc.stdout.close()
 
     def run_cli(self, *args):
-        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=10)
+        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=10,
+                              env=cli_env())
 
     def test_calls(self):
         cases = [
@@ -922,6 +1976,138 @@ class CliTests(unittest.TestCase):
                 self.assertEqual(proc.wait(WAIT), 0)
                 self.assertEqual(proc.stdout.read(), "")
                 proc.stdout.close()
+
+
+class AuthCliTests(unittest.TestCase):
+    """serve --key/--key-file and call --key/--key-file/AT_KEY as subprocesses."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.key_file = os.path.join(cls.tmp.name, "keys")
+        with open(cls.key_file, "w") as f:
+            f.write(f"# the bench\nother {OTHER_KEY.hex()}\nthird {'77' * 32}\n")
+        os.chmod(cls.key_file, 0o600)
+        cls.proc = subprocess.Popen(
+            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+             "--key", f"{KID}:{KEY_HEX}", "--key-file", cls.key_file],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
+        cls.tcp = cls.proc.stdout.readline().strip().rsplit("//", 1)[1]
+        cls.udp = cls.proc.stdout.readline().strip().rsplit("//", 1)[1]
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            cls.proc.kill()
+        cls.proc.wait(WAIT)
+        cls.proc.stdout.close()
+        cls.tmp.cleanup()
+
+    def run_cli(self, *args, **env):
+        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                              timeout=10, env=cli_env(**env))
+
+    def private_file(self, text, mode=0o600):
+        path = os.path.join(self.tmp.name, f"k{random.randrange(1 << 30)}")
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_calls_with_a_key(self):
+        key = f"{KID}:{KEY_HEX}"
+        for args, env in (
+                (("--key", key, "--server", self.tcp), {}),
+                (("--key=" + key, "--udp", "--server", self.udp), {}),
+                (("--key-file", self.key_file, "--server", self.tcp), {}),  # its first key
+                (("--key-file", self.key_file, "--udp", "--server", self.udp), {}),
+                (("--server", self.tcp), {"AT_KEY": key}),
+                (("--server", self.udp, "--udp"), {"AT_KEY": f"third:{'77' * 32}"}),
+                (("--key", key, "--server", self.tcp), {"AT_KEY": "broken"}),  # --key wins
+        ):
+            with self.subTest(args=args, env=env):
+                r = self.run_cli("call", *args, "add", "10", "20", **env)
+                self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "30\n", ""))
+        r = self.run_cli("call", "--key", key, "--server", self.tcp, "div", "1", "0")
+        self.assertEqual((r.returncode, r.stderr), (1, "error: division_by_zero: division by zero\n"))
+
+    def test_unauthorized_exits_1(self):
+        r = self.run_cli("call", "--server", self.tcp, "add", "1", "2")
+        self.assertEqual((r.returncode, r.stderr), (1, "error: unauthorized: authentication required\n"))
+        r = self.run_cli("call", "--server", self.tcp, "--json", "add", "1", "2")
+        self.assertEqual(json.loads(r.stdout)["code"], "unauthorized")
+        r = self.run_cli("call", "--key", f"nobody:{KEY_HEX}", "--server", self.tcp, "add", "1", "2")
+        self.assertEqual((r.returncode, r.stderr),
+                         (1, "error: unauthorized: the server refused key id 'nobody': unknown key id\n"))
+        # A key against a server that does not authenticate.
+        server = Server(tcp=(LOOPBACK, 0), udp=(LOOPBACK, 0)).start()
+        self.addCleanup(server.shutdown)
+        for transport, addr in (([], server.tcp_address), (["--udp"], server.udp_address)):
+            r = self.run_cli("call", *transport, "--server", _addr(addr), "add", "1", "2",
+                             AT_KEY=f"{KID}:{KEY_HEX}")
+            self.assertEqual((r.returncode, r.stdout), (1, ""))
+            self.assertEqual(r.stderr, "error: unauthorized: the server refused key id 'demo': "
+                                       "this server does not authenticate\n")
+
+    def test_wrong_key_exits_3(self):
+        wrong = f"{KID}:{OTHER_KEY.hex()}"
+        r = self.run_cli("call", "--key", wrong, "--server", self.tcp, "add", "1", "2")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("authentication failed", r.stderr)
+        r = self.run_cli("call", "--key", wrong, "--udp", "--timeout", "0.3", "--server", self.udp, "add", "1", "2")
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("timed out", r.stderr)
+        self.assertIn("proof", r.stderr)
+        for text in (r.stderr, r.stdout):
+            self.assertNotIn(OTHER_KEY.hex(), text)
+
+    def test_key_usage_errors_exit_2_without_the_key(self):
+        secret = "9a" * 32
+        loose = self.private_file(f"{KID} {secret}\n", 0o644)
+        broken = self.private_file(f"{KID} {secret[:-1]}\n")
+        cases = [
+            (("call", "--key", secret, "add"), {}, "no ':'"),
+            (("call", "--key", f"{KID}:{secret[:-2]}", "add"), {}, "64 hex digits"),
+            (("call", "--key", f"{KID}:{secret[:-1]}z", "add"), {}, "hex digits only"),
+            (("call", "--key", f"{secret}:{KID}", "add"), {}, "key id"),
+            (("call", "add"), {"AT_KEY": secret}, "AT_KEY"),
+            (("call", "add"), {"AT_KEY": f"{KID}:{secret}00"}, "AT_KEY"),
+            (("call", "--key", f"{KID}:{secret}", "--key-file", self.key_file, "add"), {}, "not both"),
+            (("call", "--key-file", loose, "add"), {}, "chmod 600"),
+            (("call", "--key-file", broken, "add"), {}, ":1:"),
+            (("call", "--key-file", loose + ".missing", "add"), {}, "cannot read"),
+            (("call", "--key"), {}, "needs a value"),
+            (("serve", "--tcp", "127.0.0.1:0", "--key", f"{KID}={secret}"), {}, "no ':'"),
+            (("serve", "--tcp", "127.0.0.1:0", "--key-file", loose), {}, "group or others"),
+            (("serve", "--tcp", "127.0.0.1:0", "--key", f"{KID}:{secret}", "--key", f"{KID}:{secret}"), {},
+             "given twice"),
+        ]
+        for args, env, what in cases:
+            with self.subTest(what=what, args=args[:3]):
+                r = self.run_cli(*args, **env)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(what, r.stderr)
+                for i in range(len(secret) - 7):
+                    self.assertNotIn(secret[i:i + 8], r.stderr.lower() + r.stdout.lower())
+
+    def test_secrets_never_in_the_server_log(self):
+        proc = subprocess.Popen(
+            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "none",
+             "--key", f"{KID}:{KEY_HEX.upper()}", "--key-file", self.key_file],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(AT_LOG="debug"))
+        where = proc.stdout.readline().strip().rsplit("//", 1)[1]
+        try:
+            for key in (f"{KID}:{KEY_HEX}", f"{KID}:{OTHER_KEY.hex()}", f"nobody:{KEY_HEX}"):
+                self.run_cli("call", "--key", key, "--server", where, "add", "1", "2")
+            self.run_cli("call", "--server", where, "add", "1", "2")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, log = proc.communicate(timeout=WAIT)
+            proc.stdout.close()
+        self.assertIn("authentication required: 3 keys", log)
+        self.assertIn("session", log)
+        for secret in (KEY_HEX, OTHER_KEY.hex(), "77" * 32):
+            self.assertNotIn(secret, log.lower())
 
 
 if __name__ == "__main__":
