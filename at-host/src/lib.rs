@@ -26,22 +26,66 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Source layout. `client/` and `server/` each hold one module per
+// transport; neither imports the other. What both need lives beside them:
+//
+//   wire.rs          request encoding, reply -> Result, the datagram size
+//   error.rs         Error, ProtocolError
+//   value.rs         Value
+//   log_limit.rs     rate-limited protocol warnings
+//   addr.rs          address parsing for the command (public)
+//   client/tcp.rs    Client
+//   client/udp.rs    UdpClient, UdpConfig, UdpStats
+//   server/mod.rs    ServerConfig, ServerBuilder (binds), Server, ShutdownHandle
+//   server/tcp.rs    accept loop, connection loop
+//   server/udp.rs    datagram loop, error-reply ration
+//   server/cache.rs  UDP reply cache (at-most-once)
+//   server/registry.rs  Registry, HandlerError, HostFunction
+
 pub mod addr;
-mod cache;
 mod client;
 mod error;
 mod log_limit;
-mod registry;
 mod server;
-pub mod udp;
 mod value;
+mod wire;
 
-pub use client::Client;
+pub use client::{Client, UdpClient, UdpConfig, UdpStats};
 pub use error::{Error, ProtocolError};
-pub use registry::{HandlerError, HostFunction, Registry};
-pub use server::{Server, ServerBuilder, ServerConfig, ShutdownHandle};
-pub use udp::{UdpClient, UdpConfig, UdpStats};
+pub use server::{
+    HandlerError, HostFunction, Registry, Server, ServerBuilder, ServerConfig, ShutdownHandle,
+};
 pub use value::Value;
+
+pub mod udp {
+    //! UDP: one frame per datagram, retransmission by the client, at-most-once
+    //! execution on the server.
+    //!
+    //! # Timing (client)
+    //! A request unanswered after the retransmission timeout is sent again with
+    //! the same seq. The first timeout is `initial_timeout` (default 250 ms)
+    //! times a random factor in [1, 1.5); each retransmission doubles it, as
+    //! CoAP's (RFC 7252) ACK_TIMEOUT / ACK_RANDOM_FACTOR / MAX_RETRANSMIT scheme
+    //! does, with defaults scaled for a LAN: CoAP's 2 s suits constrained radio
+    //! links, while a LAN round trip is well under a millisecond, so 250 ms
+    //! leaves ample room for a slow function yet recovers from a loss quickly.
+    //! At most `retries` retransmissions (default 4) are sent, and the whole call
+    //! never outlasts `timeout` (default 5 s): with the defaults the attempts go
+    //! out at about 0, 0.3, 0.9, 2.0 and 4.3 s.
+    //!
+    //! # At-most-once (server)
+    //! The server remembers each reply by (client address, seq) and answers a
+    //! retransmission with the remembered reply, without calling the function
+    //! again. The cache is bounded by age (60 s), by total entries (4096) and per
+    //! client (256), see [`crate::ServerConfig`]; a retransmission that arrives
+    //! after its entry is gone runs the function again, so clients should keep
+    //! their whole retry window (5 s by default) well under the age limit.
+
+    // The code is in client/udp.rs and server/udp.rs; this module keeps the
+    // `at_host::udp::...` paths and the docs above in one public place.
+    pub use crate::client::{UdpClient, UdpConfig, UdpStats};
+    pub use crate::server::ERROR_REPLIES_PER_SECOND;
+}
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

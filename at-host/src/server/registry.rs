@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use at_core::{ErrorBody, ErrorCode, Functions, JsonStr, Reply};
 
-use crate::Value;
+use crate::value::Value;
 
 /// What a registered function returns instead of a value: a code from the
 /// contract and a message for people.

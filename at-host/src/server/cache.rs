@@ -20,7 +20,7 @@ struct Entry {
 }
 
 /// A bounded map from (client, seq) to the reply frame sent.
-pub(crate) struct ReplyCache {
+pub(super) struct ReplyCache {
     entries: HashMap<Key, Entry>,
     /// Insertion order over all clients: (id, key). May hold ids whose entry
     /// was already evicted; those are skipped.
@@ -34,7 +34,7 @@ pub(crate) struct ReplyCache {
 }
 
 impl ReplyCache {
-    pub(crate) fn new(max_entries: usize, max_per_client: usize, max_age: Duration) -> Self {
+    pub(super) fn new(max_entries: usize, max_per_client: usize, max_age: Duration) -> Self {
         ReplyCache {
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -47,13 +47,13 @@ impl ReplyCache {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// The reply remembered for this call (same client, seq, request length
     /// and CRC), if it is still fresh.
-    pub(crate) fn get(
+    pub(super) fn get(
         &mut self,
         client: SocketAddr,
         seq: u32,
@@ -68,7 +68,7 @@ impl ReplyCache {
     }
 
     /// Remembers a reply to the request with this (length, CRC).
-    pub(crate) fn insert(
+    pub(super) fn insert(
         &mut self,
         client: SocketAddr,
         seq: u32,

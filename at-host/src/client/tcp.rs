@@ -1,17 +1,17 @@
-//! The TCP client: calls one at a time, or pipelined with replies matched by
-//! seq.
+//! The TCP client, [`Client`]: calls one at a time, or pipelined with
+//! replies matched by seq.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use at_core::{Frame, FrameDecoder, HEADER_LEN, Reply};
+use at_core::{FrameDecoder, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::Value;
 use crate::error::{Error, ProtocolError};
-use crate::udp::encode_request_into;
+use crate::value::Value;
+use crate::wire::{encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server.
 ///
@@ -222,18 +222,5 @@ impl Client {
     fn fail(&mut self, e: Error) -> Error {
         self.broken = true;
         e
-    }
-}
-
-/// The value or error a reply frame carries; a body that is not a valid
-/// reply is a protocol error.
-pub(crate) fn reply_to_result(frame: &Frame<'_>) -> Result<Value, Error> {
-    match Reply::parse(frame.body) {
-        Ok(Reply::Success(value)) => Ok(Value::from(value)),
-        Ok(Reply::Error(e)) => Err(Error::Remote {
-            code: e.code.to_string(),
-            message: e.message.to_string(),
-        }),
-        Err(e) => Err(ProtocolError::Body(e).into()),
     }
 }

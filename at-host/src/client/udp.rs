@@ -1,169 +1,23 @@
-//! UDP: one frame per datagram, retransmission by the client, at-most-once
-//! execution on the server.
-//!
-//! # Timing (client)
-//! A request unanswered after the retransmission timeout is sent again with
-//! the same seq. The first timeout is `initial_timeout` (default 250 ms)
-//! times a random factor in [1, 1.5); each retransmission doubles it, as
-//! CoAP's (RFC 7252) ACK_TIMEOUT / ACK_RANDOM_FACTOR / MAX_RETRANSMIT scheme
-//! does, with defaults scaled for a LAN: CoAP's 2 s suits constrained radio
-//! links, while a LAN round trip is well under a millisecond, so 250 ms
-//! leaves ample room for a slow function yet recovers from a loss quickly.
-//! At most `retries` retransmissions (default 4) are sent, and the whole call
-//! never outlasts `timeout` (default 5 s): with the defaults the attempts go
-//! out at about 0, 0.3, 0.9, 2.0 and 4.3 s.
-//!
-//! # At-most-once (server)
-//! The server remembers each reply by (client address, seq) and answers a
-//! retransmission with the remembered reply, without calling the function
-//! again. The cache is bounded by age (60 s), by total entries (4096) and per
-//! client (256), see [`crate::ServerConfig`]; a retransmission that arrives
-//! after its entry is gone runs the function again, so clients should keep
-//! their whole retry window (5 s by default) well under the age limit.
+//! The UDP client, [`UdpClient`], with its [`UdpConfig`] and [`UdpStats`]:
+//! one request per datagram, retransmitted under the same seq with a
+//! jittered, doubling timeout until answered or out of time. The schedule
+//! and its defaults are explained in the public [`udp`](crate::udp) module
+//! docs.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_core::{Frame, FrameError, HEADER_LEN, Kind};
+use at_core::Frame;
 use log::debug;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
 
-use crate::Value;
-use crate::cache::ReplyCache;
-use crate::client::reply_to_result;
 use crate::error::{Error, ProtocolError};
-use crate::log_limit::protocol_warn;
-use crate::server::{Logged, Shared};
+use crate::value::Value;
+use crate::wire::{MAX_DATAGRAM, encode_request, reply_to_result};
 
-/// The largest datagram payload UDP can carry (over IPv6; IPv4's is 65507).
-const MAX_DATAGRAM: usize = 65_527;
-
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    alive: mpsc::Sender<()>,
-) {
-    let config = &shared.config;
-    let max_body = config.max_frame;
-    // Room for any datagram, so a size check is never fooled by truncation.
-    let mut buf = vec![0u8; MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1];
-    let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
-    let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
-    let mut cache = ReplyCache::new(
-        config.udp_cache_entries,
-        config.udp_cache_per_client,
-        config.udp_cache_age,
-    );
-    loop {
-        let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (len, peer) = match received {
-            Ok(pair) => pair,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some
-                // systems; they concern one peer, not the socket.
-                debug!("udp receive error: {e}");
-                continue;
-            }
-        };
-        let now = Instant::now();
-        let reply_len = match Frame::parse(&buf[..len], max_body) {
-            Err(e @ FrameError::SizeMismatch { .. }) => {
-                protocol_warn!("udp from {peer}: dropped: {e}");
-                None
-            }
-            Err(e) => {
-                protocol_warn!("udp from {peer}: bad frame: {e}");
-                // Error replies to bad datagrams are rationed: a flood of
-                // garbage (perhaps from spoofed addresses) must neither
-                // crowd out real calls nor be reflected at full rate.
-                if error_replies.take(now) {
-                    at_core::respond_to_error(&e, &mut out)
-                } else {
-                    None
-                }
-            }
-            Ok(frame) if frame.kind != Kind::Request => {
-                protocol_warn!(
-                    "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
-                    frame.kind
-                );
-                None
-            }
-            Ok(frame) => {
-                let seq = frame.seq();
-                let request = (frame.header.length, frame.header.crc);
-                if let Some(reply) = cache.get(peer, seq, request, now) {
-                    debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
-                    send(&socket, reply, peer).await;
-                    continue;
-                }
-                let calls = Logged {
-                    registry: &shared.registry,
-                    seq,
-                };
-                let n = at_core::respond(&calls, &frame, &mut out);
-                if let Some(n) = n {
-                    cache.insert(peer, seq, request, &out[..n], now);
-                }
-                n
-            }
-        };
-        if let Some(n) = reply_len {
-            send(&socket, &out[..n], peer).await;
-        }
-    }
-    drop(alive);
-}
-
-/// Error replies to bad datagrams sent per second at most (the contract
-/// answers them "if any"); beyond this they are dropped.
-pub const ERROR_REPLIES_PER_SECOND: u32 = 1000;
-
-/// A budget of `per_second` events, refilled each second.
-struct Ration {
-    per_second: u32,
-    left: u32,
-    since: Instant,
-}
-
-impl Ration {
-    fn new(per_second: u32) -> Ration {
-        Ration {
-            per_second,
-            left: per_second,
-            since: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        if now.duration_since(self.since) >= Duration::from_secs(1) {
-            self.since = now;
-            self.left = self.per_second;
-        }
-        if self.left > 0 {
-            self.left -= 1;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, peer).await {
-        debug!("udp send to {peer} failed: {e}");
-    }
-}
-
-/// Timing of a UDP client; see the [module docs](self).
+/// Timing of a UDP client; see the [module docs](crate::udp).
 #[derive(Clone, Debug)]
 pub struct UdpConfig {
     /// Bound on the whole call, retransmissions included. Default 5 s.
@@ -411,46 +265,4 @@ impl UdpClient {
         let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(1.0 + 0.5 * unit)
     }
-}
-
-/// A request frame for `func(args)` with `seq`, at most 16 + `max_frame`
-/// bytes.
-pub(crate) fn encode_request(
-    seq: u32,
-    func: &str,
-    args: &[at_core::Value<'_>],
-    max_frame: u32,
-) -> Result<Vec<u8>, Error> {
-    let limit = HEADER_LEN + max_frame as usize;
-    // Most requests are small: try a small buffer before the largest.
-    let mut frame = vec![0u8; limit.min(1024)];
-    loop {
-        match encode_request_into(seq, func, args, &mut frame) {
-            Ok(n) => {
-                frame.truncate(n);
-                return Ok(frame);
-            }
-            Err(at_core::EncodeError::BufferTooSmall) if frame.len() < limit => {
-                frame = vec![0u8; limit];
-            }
-            Err(e) => return Err(ProtocolError::Encode(e).into()),
-        }
-    }
-}
-
-/// Writes a request frame into `out`; returns its length.
-pub(crate) fn encode_request_into(
-    seq: u32,
-    func: &str,
-    args: &[at_core::Value<'_>],
-    out: &mut [u8],
-) -> Result<usize, at_core::EncodeError> {
-    let mut failure = at_core::EncodeError::BufferTooSmall;
-    at_core::encode_frame_with(Kind::Request, seq, out, |body| {
-        at_core::Request::write(func, args, body).map_err(|e| {
-            failure = e;
-            at_core::BufferTooSmall
-        })
-    })
-    .map_err(|_| failure)
 }

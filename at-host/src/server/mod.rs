@@ -1,19 +1,38 @@
-//! The server: TCP (and UDP, see [`crate::udp`]) on tokio, calling the
-//! functions of a [`Registry`] through at-core's one request -> reply path.
+//! The server side: on tokio, calling the functions of a [`Registry`]
+//! through at-core's one request -> reply path.
+//!
+//! This module holds the core every transport shares: [`ServerConfig`],
+//! [`ServerBuilder`] (whose `start` binds every socket), the running
+//! [`Server`] and its [`ShutdownHandle`], and `Shared` and `Logged`, what
+//! each serving task calls through. Below it, one module per transport,
+//! serving the sockets `start` bound, and the pieces they need:
+//!
+//! - [`tcp`]: the accept loop and the per-connection loop;
+//! - [`udp`]: the datagram loop and the rationing of its error replies;
+//! - [`cache`]: the UDP reply cache that makes execution at-most-once;
+//! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`].
+//!
+//! Nothing here imports the client side.
+
+mod cache;
+mod registry;
+mod tcp;
+mod udp;
+
+pub use registry::{HandlerError, HostFunction, Registry};
+pub use udp::ERROR_REPLIES_PER_SECOND;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_core::{ErrorCode, FrameDecoder, Functions, HEADER_LEN, Reply};
-use log::{debug, info, warn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use at_core::{Functions, Reply};
+use log::{debug, info};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
-use crate::log_limit::protocol_warn;
-use crate::{HandlerError, Registry, Value};
+use crate::value::Value;
 
 /// Limits and timeouts of a server. The defaults suit a LAN service.
 #[derive(Clone, Debug)]
@@ -155,7 +174,7 @@ impl ServerBuilder {
         if let Some(addr) = self.tcp {
             let listener = TcpListener::bind(addr).await?;
             tcp_addr = Some(listener.local_addr()?);
-            tokio::spawn(accept_loop(
+            tokio::spawn(tcp::accept_loop(
                 listener,
                 shared.clone(),
                 stop_rx.clone(),
@@ -165,7 +184,7 @@ impl ServerBuilder {
         if let Some(addr) = self.udp {
             let socket = bind_udp(addr)?;
             udp_addr = Some(socket.local_addr()?);
-            tokio::spawn(crate::udp::serve(
+            tokio::spawn(udp::serve(
                 socket,
                 shared.clone(),
                 stop_rx.clone(),
@@ -197,10 +216,11 @@ fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(socket.into())
 }
 
-/// What every connection task shares.
-pub(crate) struct Shared {
-    pub(crate) registry: Registry,
-    pub(crate) config: ServerConfig,
+/// What every serving task shares (private: the transport modules below
+/// see it, nothing outside the server does).
+struct Shared {
+    registry: Registry,
+    config: ServerConfig,
 }
 
 /// A running server. Dropping it stops nothing; call
@@ -295,212 +315,10 @@ async fn wait_for_signal() {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    alive: mpsc::Sender<()>,
-) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly so
-                // the loop does not spin, then keep serving.
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let alive = alive.clone();
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (shared, stop) = (shared.clone(), stop.clone());
-                tokio::spawn(async move {
-                    info!("connection from {peer}");
-                    let reason = serve_connection(stream, peer, &shared, stop).await;
-                    info!("connection from {peer} closed: {reason}");
-                    drop((permit, alive));
-                });
-            }
-            Err(_) => {
-                protocol_warn!(
-                    "refusing {peer}: over {} connections",
-                    shared.config.max_connections
-                );
-                let timeout = shared.config.frame_timeout;
-                tokio::spawn(async move {
-                    refuse_busy(stream, timeout).await;
-                    drop(alive);
-                });
-            }
-        }
-    }
-}
-
-async fn refuse_busy(mut stream: TcpStream, timeout: Duration) {
-    let mut out = [0u8; at_core::MIN_REPLY_BUFFER];
-    if let Ok(n) = at_core::write_error_frame(0, ErrorCode::Busy, "server busy", &mut out) {
-        let _ = tokio::time::timeout(timeout, stream.write_all(&out[..n])).await;
-    }
-    linger_close(stream).await;
-}
-
-/// Closes a connection so that what was written reaches the peer: send FIN,
-/// then read and discard what the peer still sends for a short, bounded
-/// while (closing with unread data would send RST, which can destroy the
-/// error reply in the peer's receive buffer).
-async fn linger_close(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let mut drained = 0usize;
-    while drained < 1 << 20 {
-        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
-            _ => break,
-        }
-    }
-}
-
-/// Why a connection ended, for the log.
-enum EndReason {
-    PeerClosed,
-    PeerClosedMidFrame,
-    Idle,
-    FrameTimeout,
-    WriteTimeout,
-    Io(io::Error),
-    OutOfStep(at_core::FrameError),
-    Shutdown,
-}
-
-impl std::fmt::Display for EndReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EndReason::PeerClosed => f.write_str("by the peer"),
-            EndReason::PeerClosedMidFrame => f.write_str("by the peer in the middle of a frame"),
-            EndReason::Idle => f.write_str("idle timeout"),
-            EndReason::FrameTimeout => f.write_str("timeout in the middle of a frame"),
-            EndReason::WriteTimeout => f.write_str("peer does not read its replies"),
-            EndReason::Io(e) => write!(f, "{e}"),
-            EndReason::OutOfStep(e) => write!(f, "stream out of step ({e})"),
-            EndReason::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
-
-/// Serves one TCP connection: read, answer every whole frame buffered with
-/// one write, repeat.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    mut stop: watch::Receiver<bool>,
-) -> EndReason {
-    let _ = stream.set_nodelay(true);
-    let config = &shared.config;
-    let max_body = config.max_frame;
-    let frame_room = HEADER_LEN + max_body as usize;
-    // Zeroed allocations: pages are only touched as bytes arrive, so idle
-    // connections cost little memory.
-    let mut decoder = FrameDecoder::with_buffer(vec![0u8; frame_room].into_boxed_slice(), max_body);
-    // A reply may be as large as the largest frame a peer accepts, no more.
-    let reply_room = frame_room.max(at_core::MIN_REPLY_BUFFER);
-    let mut out = vec![0u8; 2 * reply_room];
-    let mut pending = 0usize;
-    loop {
-        // Answer every whole frame buffered, batching the replies.
-        let mut out_of_step = None;
-        loop {
-            if out.len() - pending < reply_room {
-                if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
-                    return closed;
-                }
-                pending = 0;
-            }
-            let room = &mut out[pending..pending + reply_room];
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    let calls = Logged {
-                        registry: &shared.registry,
-                        seq: frame.seq(),
-                    };
-                    match at_core::respond(&calls, &frame, room) {
-                        Some(n) => pending += n,
-                        None => protocol_warn!(
-                            "ignoring a {:?} frame (seq {}): servers answer requests only",
-                            frame.kind,
-                            frame.seq()
-                        ),
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_warn!("bad frame from {peer}: {e}");
-                    if let Some(n) = at_core::respond_to_error(&e, room) {
-                        pending += n;
-                    }
-                    if e.loses_sync() {
-                        out_of_step = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        if pending > 0 {
-            if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
-                return closed;
-            }
-            pending = 0;
-        }
-        if let Some(e) = out_of_step {
-            linger_close(stream).await;
-            return EndReason::OutOfStep(e);
-        }
-        if *stop.borrow() {
-            return EndReason::Shutdown;
-        }
-        let (timeout, on_timeout) = if decoder.buffered() > 0 {
-            (config.frame_timeout, EndReason::FrameTimeout)
-        } else {
-            (config.idle_timeout, EndReason::Idle)
-        };
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
-            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
-        };
-        match read {
-            Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
-            Ok(Ok(0)) => return EndReason::PeerClosed,
-            Ok(Ok(n)) => decoder.commit(n),
-            Ok(Err(e)) => return EndReason::Io(e),
-            Err(_) => return on_timeout,
-        }
-    }
-}
-
-async fn write_replies(
-    stream: &mut TcpStream,
-    bytes: &[u8],
-    config: &ServerConfig,
-) -> Result<(), EndReason> {
-    match tokio::time::timeout(config.frame_timeout, stream.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(EndReason::Io(e)),
-        Err(_) => Err(EndReason::WriteTimeout),
-    }
-}
-
 /// The registry, logging each call at debug level (func, seq, time taken).
-pub(crate) struct Logged<'r> {
-    pub(crate) registry: &'r Registry,
-    pub(crate) seq: u32,
+struct Logged<'r> {
+    registry: &'r Registry,
+    seq: u32,
 }
 
 impl Functions for Logged<'_> {

@@ -1,0 +1,14 @@
+//! The client side, one module per transport:
+//!
+//! - [`tcp`]: [`Client`], one connection, calls one at a time or pipelined;
+//! - [`udp`]: [`UdpClient`], with [`UdpConfig`] and [`UdpStats`], calls
+//!   retransmitted until answered.
+//!
+//! Both encode requests and read replies through [`crate::wire`]; nothing
+//! here imports the server side.
+
+mod tcp;
+mod udp;
+
+pub use tcp::Client;
+pub use udp::{UdpClient, UdpConfig, UdpStats};

@@ -1,0 +1,221 @@
+//! The TCP side of the server: the accept loop (with its connection limit
+//! and `busy` refusals) and the loop serving one connection, which answers
+//! every whole frame buffered with one write.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use at_core::{ErrorCode, FrameDecoder, HEADER_LEN};
+use log::{info, warn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::{Logged, ServerConfig, Shared};
+use crate::log_limit::protocol_warn;
+
+/// Accepts connections until `stop` turns true, serving each on its own
+/// task, at most `max_connections` at once; drops `alive` when done.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly so
+                // the loop does not spin, then keep serving.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let alive = alive.clone();
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    info!("connection from {peer}");
+                    let reason = serve_connection(stream, peer, &shared, stop).await;
+                    info!("connection from {peer} closed: {reason}");
+                    drop((permit, alive));
+                });
+            }
+            Err(_) => {
+                protocol_warn!(
+                    "refusing {peer}: over {} connections",
+                    shared.config.max_connections
+                );
+                let timeout = shared.config.frame_timeout;
+                tokio::spawn(async move {
+                    refuse_busy(stream, timeout).await;
+                    drop(alive);
+                });
+            }
+        }
+    }
+}
+
+async fn refuse_busy(mut stream: TcpStream, timeout: Duration) {
+    let mut out = [0u8; at_core::MIN_REPLY_BUFFER];
+    if let Ok(n) = at_core::write_error_frame(0, ErrorCode::Busy, "server busy", &mut out) {
+        let _ = tokio::time::timeout(timeout, stream.write_all(&out[..n])).await;
+    }
+    linger_close(stream).await;
+}
+
+/// Closes a connection so that what was written reaches the peer: send FIN,
+/// then read and discard what the peer still sends for a short, bounded
+/// while (closing with unread data would send RST, which can destroy the
+/// error reply in the peer's receive buffer).
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut drained = 0usize;
+    while drained < 1 << 20 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+/// Why a connection ended, for the log.
+enum EndReason {
+    PeerClosed,
+    PeerClosedMidFrame,
+    Idle,
+    FrameTimeout,
+    WriteTimeout,
+    Io(io::Error),
+    OutOfStep(at_core::FrameError),
+    Shutdown,
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::PeerClosed => f.write_str("by the peer"),
+            EndReason::PeerClosedMidFrame => f.write_str("by the peer in the middle of a frame"),
+            EndReason::Idle => f.write_str("idle timeout"),
+            EndReason::FrameTimeout => f.write_str("timeout in the middle of a frame"),
+            EndReason::WriteTimeout => f.write_str("peer does not read its replies"),
+            EndReason::Io(e) => write!(f, "{e}"),
+            EndReason::OutOfStep(e) => write!(f, "stream out of step ({e})"),
+            EndReason::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Serves one TCP connection: read, answer every whole frame buffered with
+/// one write, repeat.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> EndReason {
+    let _ = stream.set_nodelay(true);
+    let config = &shared.config;
+    let max_body = config.max_frame;
+    let frame_room = HEADER_LEN + max_body as usize;
+    // Zeroed allocations: pages are only touched as bytes arrive, so idle
+    // connections cost little memory.
+    let mut decoder = FrameDecoder::with_buffer(vec![0u8; frame_room].into_boxed_slice(), max_body);
+    // A reply may be as large as the largest frame a peer accepts, no more.
+    let reply_room = frame_room.max(at_core::MIN_REPLY_BUFFER);
+    let mut out = vec![0u8; 2 * reply_room];
+    let mut pending = 0usize;
+    loop {
+        // Answer every whole frame buffered, batching the replies.
+        let mut out_of_step = None;
+        loop {
+            if out.len() - pending < reply_room {
+                if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
+                    return closed;
+                }
+                pending = 0;
+            }
+            let room = &mut out[pending..pending + reply_room];
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let calls = Logged {
+                        registry: &shared.registry,
+                        seq: frame.seq(),
+                    };
+                    match at_core::respond(&calls, &frame, room) {
+                        Some(n) => pending += n,
+                        None => protocol_warn!(
+                            "ignoring a {:?} frame (seq {}): servers answer requests only",
+                            frame.kind,
+                            frame.seq()
+                        ),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_warn!("bad frame from {peer}: {e}");
+                    if let Some(n) = at_core::respond_to_error(&e, room) {
+                        pending += n;
+                    }
+                    if e.loses_sync() {
+                        out_of_step = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if pending > 0 {
+            if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
+                return closed;
+            }
+            pending = 0;
+        }
+        if let Some(e) = out_of_step {
+            linger_close(stream).await;
+            return EndReason::OutOfStep(e);
+        }
+        if *stop.borrow() {
+            return EndReason::Shutdown;
+        }
+        let (timeout, on_timeout) = if decoder.buffered() > 0 {
+            (config.frame_timeout, EndReason::FrameTimeout)
+        } else {
+            (config.idle_timeout, EndReason::Idle)
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
+            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+        };
+        match read {
+            Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
+            Ok(Ok(0)) => return EndReason::PeerClosed,
+            Ok(Ok(n)) => decoder.commit(n),
+            Ok(Err(e)) => return EndReason::Io(e),
+            Err(_) => return on_timeout,
+        }
+    }
+}
+
+async fn write_replies(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    config: &ServerConfig,
+) -> Result<(), EndReason> {
+    match tokio::time::timeout(config.frame_timeout, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(EndReason::Io(e)),
+        Err(_) => Err(EndReason::WriteTimeout),
+    }
+}

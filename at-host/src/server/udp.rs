@@ -1,0 +1,142 @@
+//! The UDP serving loop: one frame per datagram, answered at most once per
+//! (client address, seq) through the reply [`cache`](super::cache), and
+//! error replies to bad datagrams rationed by [`Ration`]. What at-most-once
+//! promises, and its bounds, are told in the public [`udp`](crate::udp)
+//! module docs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use at_core::{Frame, FrameError, HEADER_LEN, Kind};
+use log::debug;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::cache::ReplyCache;
+use super::{Logged, Shared};
+use crate::log_limit::protocol_warn;
+use crate::wire::MAX_DATAGRAM;
+
+/// Serves calls arriving on `socket` until `stop` turns true; drops `alive`
+/// when done.
+pub(super) async fn serve(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let config = &shared.config;
+    let max_body = config.max_frame;
+    // Room for any datagram, so a size check is never fooled by truncation.
+    let mut buf = vec![0u8; MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1];
+    let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
+    let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
+    let mut cache = ReplyCache::new(
+        config.udp_cache_entries,
+        config.udp_cache_per_client,
+        config.udp_cache_age,
+    );
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (len, peer) = match received {
+            Ok(pair) => pair,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they concern one peer, not the socket.
+                debug!("udp receive error: {e}");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let reply_len = match Frame::parse(&buf[..len], max_body) {
+            Err(e @ FrameError::SizeMismatch { .. }) => {
+                protocol_warn!("udp from {peer}: dropped: {e}");
+                None
+            }
+            Err(e) => {
+                protocol_warn!("udp from {peer}: bad frame: {e}");
+                // Error replies to bad datagrams are rationed: a flood of
+                // garbage (perhaps from spoofed addresses) must neither
+                // crowd out real calls nor be reflected at full rate.
+                if error_replies.take(now) {
+                    at_core::respond_to_error(&e, &mut out)
+                } else {
+                    None
+                }
+            }
+            Ok(frame) if frame.kind != Kind::Request => {
+                protocol_warn!(
+                    "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
+                    frame.kind
+                );
+                None
+            }
+            Ok(frame) => {
+                let seq = frame.seq();
+                let request = (frame.header.length, frame.header.crc);
+                if let Some(reply) = cache.get(peer, seq, request, now) {
+                    debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
+                    send(&socket, reply, peer).await;
+                    continue;
+                }
+                let calls = Logged {
+                    registry: &shared.registry,
+                    seq,
+                };
+                let n = at_core::respond(&calls, &frame, &mut out);
+                if let Some(n) = n {
+                    cache.insert(peer, seq, request, &out[..n], now);
+                }
+                n
+            }
+        };
+        if let Some(n) = reply_len {
+            send(&socket, &out[..n], peer).await;
+        }
+    }
+    drop(alive);
+}
+
+/// Error replies to bad datagrams sent per second at most (the contract
+/// answers them "if any"); beyond this they are dropped.
+pub const ERROR_REPLIES_PER_SECOND: u32 = 1000;
+
+/// A budget of `per_second` events, refilled each second.
+struct Ration {
+    per_second: u32,
+    left: u32,
+    since: Instant,
+}
+
+impl Ration {
+    fn new(per_second: u32) -> Ration {
+        Ration {
+            per_second,
+            left: per_second,
+            since: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.since) >= Duration::from_secs(1) {
+            self.since = now;
+            self.left = self.per_second;
+        }
+        if self.left > 0 {
+            self.left -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, peer).await {
+        debug!("udp send to {peer} failed: {e}");
+    }
+}

@@ -1,0 +1,70 @@
+//! What the client and server sides share about the wire, above at-core's
+//! frame codec: the largest UDP datagram, request encoding (into a caller's
+//! buffer, or into a frame of its own), and turning a reply frame into the
+//! `Result` a call returns.
+//!
+//! Both [`client`](crate::client) and [`server`](crate::server) may import
+//! this module; it imports neither.
+
+use at_core::{Frame, HEADER_LEN, Kind, Reply};
+
+use crate::error::{Error, ProtocolError};
+use crate::value::Value;
+
+/// The largest datagram payload UDP can carry (over IPv6; IPv4's is 65507).
+pub(crate) const MAX_DATAGRAM: usize = 65_527;
+
+/// A request frame for `func(args)` with `seq`, at most 16 + `max_frame`
+/// bytes.
+pub(crate) fn encode_request(
+    seq: u32,
+    func: &str,
+    args: &[at_core::Value<'_>],
+    max_frame: u32,
+) -> Result<Vec<u8>, Error> {
+    let limit = HEADER_LEN + max_frame as usize;
+    // Most requests are small: try a small buffer before the largest.
+    let mut frame = vec![0u8; limit.min(1024)];
+    loop {
+        match encode_request_into(seq, func, args, &mut frame) {
+            Ok(n) => {
+                frame.truncate(n);
+                return Ok(frame);
+            }
+            Err(at_core::EncodeError::BufferTooSmall) if frame.len() < limit => {
+                frame = vec![0u8; limit];
+            }
+            Err(e) => return Err(ProtocolError::Encode(e).into()),
+        }
+    }
+}
+
+/// Writes a request frame into `out`; returns its length.
+pub(crate) fn encode_request_into(
+    seq: u32,
+    func: &str,
+    args: &[at_core::Value<'_>],
+    out: &mut [u8],
+) -> Result<usize, at_core::EncodeError> {
+    let mut failure = at_core::EncodeError::BufferTooSmall;
+    at_core::encode_frame_with(Kind::Request, seq, out, |body| {
+        at_core::Request::write(func, args, body).map_err(|e| {
+            failure = e;
+            at_core::BufferTooSmall
+        })
+    })
+    .map_err(|_| failure)
+}
+
+/// The value or error a reply frame carries; a body that is not a valid
+/// reply is a protocol error.
+pub(crate) fn reply_to_result(frame: &Frame<'_>) -> Result<Value, Error> {
+    match Reply::parse(frame.body) {
+        Ok(Reply::Success(value)) => Ok(Value::from(value)),
+        Ok(Reply::Error(e)) => Err(Error::Remote {
+            code: e.code.to_string(),
+            message: e.message.to_string(),
+        }),
+        Err(e) => Err(ProtocolError::Body(e).into()),
+    }
+}
