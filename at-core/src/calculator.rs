@@ -15,16 +15,49 @@
 
 use crate::dispatch::Function;
 use crate::error::{CallError, ErrorCode};
+use crate::signature::{Signature, Type};
 use crate::value::Value;
 
 /// `add(a, b)`.
-pub const ADD: Function = Function::new("add", add);
+pub const ADD: Function = Function::with_signature(
+    "add",
+    add,
+    &Signature {
+        params: &[Type::Number, Type::Number],
+        result: Type::Number,
+        doc: "a + b",
+    },
+);
 /// `sub(a, b)`.
-pub const SUB: Function = Function::new("sub", sub);
+pub const SUB: Function = Function::with_signature(
+    "sub",
+    sub,
+    &Signature {
+        params: &[Type::Number, Type::Number],
+        result: Type::Number,
+        doc: "a - b",
+    },
+);
 /// `mul(a, b)`.
-pub const MUL: Function = Function::new("mul", mul);
+pub const MUL: Function = Function::with_signature(
+    "mul",
+    mul,
+    &Signature {
+        params: &[Type::Number, Type::Number],
+        result: Type::Number,
+        doc: "a * b",
+    },
+);
 /// `div(a, b)`.
-pub const DIV: Function = Function::new("div", div);
+pub const DIV: Function = Function::with_signature(
+    "div",
+    div,
+    &Signature {
+        params: &[Type::Number, Type::Number],
+        result: Type::Double,
+        doc: "a / b, always a double",
+    },
+);
 
 /// The four calculator functions as a table.
 ///

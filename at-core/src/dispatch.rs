@@ -6,6 +6,7 @@
 
 use crate::body::Reply;
 use crate::error::{CallError, ErrorCode};
+use crate::signature::Signature;
 use crate::value::Value;
 
 /// A function a server can call: arguments in, a value or an error out.
@@ -14,19 +15,27 @@ use crate::value::Value;
 /// argument without copying it).
 pub type Handler = for<'a> fn(&[Value<'a>]) -> Result<Value<'a>, CallError>;
 
-/// One entry of a function table: a name and its handler.
+/// One entry of a function table: a name, its handler, and its signature
+/// when known (typed functions, see [`crate::typed`]).
 #[derive(Clone, Copy)]
 pub struct Function {
     /// The name callers use in `func`.
     pub name: &'static str,
     /// What runs.
     pub handler: Handler,
+    /// Parameter and result types and a line of doc, for `rpc.functions`
+    /// (`None`: unknown, shown as `params: null`).
+    pub signature: Option<&'static Signature>,
 }
 
 impl Function {
-    /// A table entry.
+    /// A table entry without a signature.
     pub const fn new(name: &'static str, handler: Handler) -> Self {
-        Function { name, handler }
+        Function {
+            name,
+            handler,
+            signature: None,
+        }
     }
 }
 

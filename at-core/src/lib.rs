@@ -12,6 +12,7 @@
 //! | [`decoder`] | the incremental decoder for byte streams (TCP, UART) |
 //! | [`value`], [`body`] | arguments, results, request and reply bodies (JSON) |
 //! | [`dispatch`], [`calculator`] | function tables and the four calculator functions |
+//! | [`typed`], [`signature`] | typed functions (`fn led(on: bool)`) in tables, and their signatures |
 //! | [`service`] | the one request -> reply path every server uses |
 //!
 //! ## Guarantees
@@ -76,6 +77,8 @@ pub mod frame;
 pub mod header;
 pub mod json;
 pub mod service;
+pub mod signature;
+pub mod typed;
 pub mod value;
 
 pub use body::{BodyError, ErrorBody, MAX_ARGS, Reply, Request};
@@ -93,6 +96,7 @@ pub use service::{
     MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_to_bytes, respond_to_error,
     write_error_frame, write_reply,
 };
+pub use signature::{Signature, Type};
 pub use value::{JsonStr, RawJson, Value};
 
 /// The default port, for TCP and UDP alike: 16724 (0x4154).

@@ -79,8 +79,37 @@ async fn call(uart: &mut TcpStream, seq: u32, func: &str, a: &str, b: &str) -> S
     reply.outcome()
 }
 
+/// Sends `body` as request `seq` and returns the reply.
+async fn request_reply(uart: &mut TcpStream, seq: u32, body: &str) -> RawReply {
+    write(uart, &request(seq, body)).await;
+    let reply = read_reply(uart).await;
+    assert_eq!(reply.header.seq, seq);
+    reply
+}
+
+/// The firmware's typed function `led(on: bool) -> bool`: switches the
+/// board's LED 0 and returns what the board reads back; its arguments are
+/// checked by at-core's typed layer.
+async fn typed_led(uart: &mut TcpStream) {
+    for (seq, on) in [(60, "true"), (61, "false"), (62, "true")] {
+        let body = format!(r#"{{"func": "led", "args": [{on}]}}"#);
+        assert_eq!(request_reply(uart, seq, &body).await.outcome(), on);
+    }
+    for (seq, args, message) in [
+        (63, r#"["on"]"#, "argument 1: expected a boolean"),
+        (64, "[]", "expected 1 argument"),
+        (65, "[true, 1]", "expected 1 argument"),
+    ] {
+        let body = format!(r#"{{"func": "led", "args": {args}}}"#);
+        let reply = request_reply(uart, seq, &body).await;
+        assert_eq!(error_code(&reply), Some(ErrorCode::InvalidArguments), "{args}");
+        assert!(reply.body.contains(message), "{args}: {}", reply.body);
+    }
+}
+
 /// What both variants must do over the UART.
 async fn exercise(uart: &mut TcpStream) {
+    typed_led(uart).await;
     // Each calculator function, and an error.
     assert_eq!(call(uart, 1, "add", "10", "20").await, "30");
     assert_eq!(call(uart, 2, "sub", "10", "20").await, "-10");

@@ -130,6 +130,13 @@ async fn received_before_close(stream: &mut TcpStream, limit: Duration) -> Optio
 async fn calculator_from_at_host(board: &Board) {
     let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
     check_calculator_tcp(&mut client).await;
+    // The firmware's typed function, over the network.
+    for on in [true, false] {
+        let got = client.call("led", &[Value::Bool(on)]).await.unwrap();
+        assert_eq!(got, at_host::Value::Bool(on));
+    }
+    let e = client.call("led", &[Value::Int(1)]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArguments));
     let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
         .await
         .expect("udp client");

@@ -4,8 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use at_core::calculator::CALCULATOR;
-use at_core::{FrameDecoder, Kind, Reply, Request, Value};
+use at_core::calculator::{ADD, DIV, MUL, SUB};
+use at_core::{CallError, FrameDecoder, Function, Kind, Reply, Request, Value, function};
 
 struct Counting;
 
@@ -37,6 +37,14 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+/// A typed function, as a firmware writes one.
+fn scale(x: f64, k: i32, offset: Option<u8>) -> Result<f64, CallError> {
+    Ok(x * f64::from(k) + f64::from(offset.unwrap_or(0)))
+}
+
+/// The calculator and a typed function.
+static FUNCTIONS: [Function; 5] = [ADD, SUB, MUL, DIV, function!("scale", scale, "x times k")];
+
 #[test]
 fn decoding_and_dispatching_allocate_nothing() {
     // The counter itself works: a Box is one allocation.
@@ -46,15 +54,18 @@ fn decoding_and_dispatching_allocate_nothing() {
     );
 
     // Build the input before counting: calls, errors and escaped strings.
-    let bodies: [&[u8]; 6] = [
+    let bodies: [&[u8]; 9] = [
         br#"{"func": "add", "args": [10, 20]}"#,
+        br#"{"func": "scale", "args": [1.5, 4]}"#,
+        br#"{"func": "scale", "args": [1.5, 4, 7]}"#,
+        br#"{"func": "scale", "args": [1.5, 1099511627776]}"#,
         br#"{"func": "div", "args": [1, 0]}"#,
         br#"{"func": "d\u0069v", "args": [10.5, 2], "x": {"y": ["\ud83d\ude00"]}}"#,
         br#"{"func": "nope", "args": ["caf\u00e9"]}"#,
         br#"{"func": "mul", "args": [1e300, 1e300]}"#,
         b"not json",
     ];
-    let mut wire = [0u8; 1024];
+    let mut wire = [0u8; 2048];
     let mut len = 0;
     for (seq, body) in bodies.iter().enumerate() {
         len += at_core::encode_frame(Kind::Request, seq as u32, body, &mut wire[len..]).unwrap();
@@ -67,7 +78,7 @@ fn decoding_and_dispatching_allocate_nothing() {
         for chunk in wire[..len].chunks(7) {
             decoder.push(chunk);
             while let Some(frame) = decoder.next_frame().unwrap() {
-                let n = at_core::respond(&CALCULATOR, &frame, &mut out).unwrap();
+                let n = at_core::respond(&FUNCTIONS, &frame, &mut out).unwrap();
                 let reply = at_core::Frame::parse(&out[..n], 240).unwrap();
                 let parsed = Reply::parse(reply.body).unwrap();
                 std::hint::black_box(parsed);

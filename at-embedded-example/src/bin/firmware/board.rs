@@ -155,3 +155,27 @@ impl embedded_io::Write for Uart {
         Ok(())
     }
 }
+
+/// The FPGA I/O block of MPS2 boards (AN385, AN386, AN500): `LED0` at
+/// offset 0 holds one bit per user LED.
+const FPGAIO_LED0: usize = 0x4002_8000;
+
+/// Switches user LED `n` (0 or 1) on or off.
+pub fn set_led(n: u32, on: bool) {
+    let bit = 1 << (n & 1);
+    let leds = led_register();
+    let value = if on { leds | bit } else { leds & !bit };
+    // SAFETY: the FPGAIO LED register of the MPS2 board, a plain read/write
+    // register that nothing else in this firmware uses.
+    unsafe { core::ptr::write_volatile(FPGAIO_LED0 as *mut u32, value) }
+}
+
+/// Whether user LED `n` is on, as the board reads it back.
+pub fn led(n: u32) -> bool {
+    led_register() & (1 << (n & 1)) != 0
+}
+
+fn led_register() -> u32 {
+    // SAFETY: as in `set_led`.
+    unsafe { core::ptr::read_volatile(FPGAIO_LED0 as *const u32) }
+}
