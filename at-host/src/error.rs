@@ -24,6 +24,27 @@ pub enum Error {
     /// The peer broke the protocol: the reply cannot be trusted.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
+    /// A typed call's arguments are not a tuple, array or slice of values
+    /// (nothing was sent).
+    #[error("arguments of {func}: {reason}")]
+    Arguments {
+        /// The function called.
+        func: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A typed call's result does not convert to the type asked for.
+    #[error("result of {func}: expected {expected}, got {got} ({reason})")]
+    Decode {
+        /// The function called.
+        func: String,
+        /// The Rust type asked for.
+        expected: &'static str,
+        /// The result as JSON.
+        got: String,
+        /// Why it does not convert.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -38,7 +59,7 @@ impl Error {
     /// True for errors about the transport (timeout, I/O, protocol), as
     /// opposed to the server's answer.
     pub fn is_transport(&self) -> bool {
-        !matches!(self, Error::Remote { .. })
+        matches!(self, Error::Timeout(_) | Error::Io(_) | Error::Protocol(_))
     }
 }
 

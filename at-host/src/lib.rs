@@ -4,25 +4,36 @@
 //! and clients for both, on tokio. Every frame is encoded, decoded and
 //! answered by [`at_core`]: there is one implementation of the format.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use at_host::{Client, Server, Value};
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use at_host::{Client, HandlerError, Server};
 //! use std::time::Duration;
 //!
 //! let server = Server::builder()
 //!     .calculator()
-//!     .function("echo", |args| Ok(args.first().copied().map(Value::from).unwrap_or(Value::Null)))
+//!     .function("scale", |x: f64, k: i32| x * f64::from(k))
+//!     .function("greet", |name: String, times: Option<u8>| {
+//!         format!("hello {name}").repeat(usize::from(times.unwrap_or(1)))
+//!     })
 //!     .tcp("127.0.0.1:0".parse()?)
 //!     .start()
 //!     .await?;
 //! let addr = server.tcp_addr().unwrap();
 //!
 //! let mut client = Client::connect(addr, Duration::from_secs(5)).await?;
-//! let quotient = client.call("div", &[at_core::Value::Int(10), at_core::Value::Int(4)]).await?;
-//! assert_eq!(quotient, Value::Float(2.5));
+//! let quotient: f64 = client.call_as("div", (10, 4)).await?;
+//! assert_eq!(quotient, 2.5);
+//! assert_eq!(client.call_as::<f64>("scale", (1.5, 4)).await?, 6.0);
+//! // Arguments are checked before the function runs.
+//! let e = client.call_as::<f64>("scale", (1.5, "x")).await.unwrap_err();
+//! assert_eq!(e.to_string(), r#"error: invalid_arguments: argument 2: expected an integer from -2147483648 to 2147483647, got "x""#);
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! A service defined once, as a trait, gives a typed client and a server:
+//! see [`service`] and the README.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +41,8 @@
 // transport; neither imports the other. What both need lives beside them:
 //
 //   wire.rs          request encoding, reply -> Result, the datagram size
+//   convert.rs       Value <-> serde types (typed calls and functions)
+//   service.rs       Caller, Service, Number: what #[service] code uses
 //   error.rs         Error, ProtocolError
 //   value.rs         Value
 //   log_limit.rs     rate-limited protocol warnings
@@ -44,17 +57,57 @@
 
 pub mod addr;
 mod client;
+mod convert;
 mod error;
 mod log_limit;
 mod server;
+mod service;
 mod value;
 mod wire;
 
+/// Defines a service once, as a trait of `async fn`s: generates the trait
+/// (implement it with `async fn`s), a typed client `NameClient` over any
+/// [`Caller`] and a server `NameServer(implementation)` to pass to
+/// [`ServerBuilder::service`], which registers every function with its
+/// parameter types and the first line of its doc (for `rpc.functions`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use at_host::{Client, Server};
+///
+/// #[at_host::service]
+/// trait Greeter {
+///     /// Says hello.
+///     async fn hello(&self, name: String) -> String;
+///     /// The wire name may differ from the Rust one (never `rpc.*`).
+///     #[at(name = "greeter.shout")]
+///     async fn shout(&self, name: String) -> String;
+/// }
+///
+/// struct Polite;
+/// impl Greeter for Polite {
+///     async fn hello(&self, name: String) -> String { format!("hello, {name}") }
+///     async fn shout(&self, name: String) -> String { format!("HELLO, {}", name.to_uppercase()) }
+/// }
+///
+/// let server = Server::builder().service(GreeterServer(Polite)).tcp("127.0.0.1:0".parse()?).start().await?;
+/// let client = Client::connect(server.tcp_addr().unwrap(), std::time::Duration::from_secs(5)).await?;
+/// let mut greeter = GreeterClient::new(client);
+/// assert_eq!(greeter.hello("ada".into()).await?, "hello, ada");
+/// assert_eq!(greeter.shout("ada".into()).await?, "HELLO, ADA");
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub use at_host_macros::service;
 pub use client::{Client, UdpClient, UdpConfig, UdpStats};
+pub use convert::decode_result;
 pub use error::{Error, ProtocolError};
 pub use server::{
-    HandlerError, HostFunction, Registry, Server, ServerBuilder, ServerConfig, ShutdownHandle,
+    AsyncFunction, HandlerError, HostFunction, Json, Param, Params, Pending, Registry,
+    RegistryError, Returns, Server, ServerBuilder, ServerConfig, ShutdownHandle, TypedFunction,
 };
+pub use service::{Caller, Number, Service};
 pub use value::Value;
 
 pub mod udp {

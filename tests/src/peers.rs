@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{KillOnDrop, skip};
+use crate::{KillOnDrop, at_host_bin, skip, spawn_server};
 
 /// Bound of one client command (a call gives up after 5 s by itself).
 pub const CALL_LIMIT: Duration = Duration::from_secs(20);
@@ -129,5 +129,56 @@ pub fn calc_client() -> Option<PathBuf> {
     match built {
         Ok(path) => Some(path.clone()),
         Err(why) => panic!("{why}"),
+    }
+}
+
+/// A running calculator server and its `host:port` addresses.
+pub struct Served {
+    _guard: KillOnDrop,
+    /// `host:port` of its TCP side.
+    pub tcp: String,
+    /// `host:port` of its UDP side.
+    pub udp: String,
+}
+
+fn addresses(addrs: &[String]) -> (String, String) {
+    let tcp = addrs[0]
+        .strip_prefix("tcp://")
+        .unwrap_or_else(|| panic!("a tcp line first, got {addrs:?}"));
+    let udp = addrs[1]
+        .strip_prefix("udp://")
+        .unwrap_or_else(|| panic!("a udp line second, got {addrs:?}"));
+    (tcp.to_owned(), udp.to_owned())
+}
+
+/// `at-host serve` on loopback, TCP and UDP, OS-chosen ports.
+pub fn rust_server() -> Served {
+    let mut serve = Command::new(at_host_bin());
+    serve.args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let (guard, addrs) = spawn_server(serve, 2);
+    let (tcp, udp) = addresses(&addrs);
+    Served {
+        _guard: guard,
+        tcp,
+        udp,
+    }
+}
+
+/// `at_rpc.py serve` on loopback, TCP and UDP, OS-chosen ports.
+pub fn python_server(python: &str) -> Served {
+    let mut serve = Command::new(python);
+    serve.arg(repo_root().join("peers/python/at_rpc.py")).args([
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+    ]);
+    let (guard, addrs) = spawn_server(serve, 2);
+    let (tcp, udp) = addresses(&addrs);
+    Served {
+        _guard: guard,
+        tcp,
+        udp,
     }
 }

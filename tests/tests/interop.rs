@@ -11,59 +11,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use at_tests::at_host_bin;
 use at_tests::peers::{
-    CALL_LIMIT, SUITE_LIMIT, c_toolchain, calc_client, python, repo_root, run, text,
+    CALL_LIMIT, SUITE_LIMIT, Served, c_toolchain, calc_client, python, python_server, repo_root,
+    run, rust_server, text,
 };
-use at_tests::{KillOnDrop, at_host_bin, spawn_server};
-
-/// A running calculator server and its `host:port` addresses.
-struct Served {
-    _guard: KillOnDrop,
-    tcp: String,
-    udp: String,
-}
-
-fn addresses(addrs: &[String]) -> (String, String) {
-    let tcp = addrs[0]
-        .strip_prefix("tcp://")
-        .unwrap_or_else(|| panic!("a tcp line first, got {addrs:?}"));
-    let udp = addrs[1]
-        .strip_prefix("udp://")
-        .unwrap_or_else(|| panic!("a udp line second, got {addrs:?}"));
-    (tcp.to_owned(), udp.to_owned())
-}
-
-/// `at-host serve` on loopback, TCP and UDP, OS-chosen ports.
-fn rust_server() -> Served {
-    let mut serve = Command::new(at_host_bin());
-    serve.args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
-    let (guard, addrs) = spawn_server(serve, 2);
-    let (tcp, udp) = addresses(&addrs);
-    Served {
-        _guard: guard,
-        tcp,
-        udp,
-    }
-}
-
-/// `at_rpc.py serve` on loopback, TCP and UDP, OS-chosen ports.
-fn python_server(python: &str) -> Served {
-    let mut serve = Command::new(python);
-    serve.arg(repo_root().join("peers/python/at_rpc.py")).args([
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--udp",
-        "127.0.0.1:0",
-    ]);
-    let (guard, addrs) = spawn_server(serve, 2);
-    let (tcp, udp) = addresses(&addrs);
-    Served {
-        _guard: guard,
-        tcp,
-        udp,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The Python interop suite against both servers

@@ -102,7 +102,11 @@ async fn typed_led(uart: &mut TcpStream) {
     ] {
         let body = format!(r#"{{"func": "led", "args": {args}}}"#);
         let reply = request_reply(uart, seq, &body).await;
-        assert_eq!(error_code(&reply), Some(ErrorCode::InvalidArguments), "{args}");
+        assert_eq!(
+            error_code(&reply),
+            Some(ErrorCode::InvalidArguments),
+            "{args}"
+        );
         assert!(reply.body.contains(message), "{args}: {}", reply.body);
     }
 }

@@ -18,17 +18,13 @@ const LOOPBACK: &str = "127.0.0.1:0";
 async fn start(config: ServerConfig) -> (Server, SocketAddr) {
     let server = Server::builder()
         .calculator()
-        .function("echo", |args| {
-            Ok(args
-                .first()
-                .copied()
-                .map(Value::from)
-                .unwrap_or(Value::Null))
+        .untyped("echo", |args| {
+            Ok(args.first().cloned().unwrap_or(Value::Null))
         })
-        .function("panic", |_| panic!("a function that panics"))
-        .function("huge", |_| Ok(Value::Str("x".repeat(100_000))))
-        .function("nan", |_| Ok(Value::Float(f64::NAN)))
-        .function("refuse", |_| {
+        .untyped("panic", |_| panic!("a function that panics"))
+        .function("huge", || "x".repeat(100_000))
+        .function("nan", || f64::NAN)
+        .function("refuse", || -> Result<(), HandlerError> {
             Err(HandlerError::new(ErrorCode::Busy, "come back later"))
         })
         .config(config)
@@ -427,10 +423,10 @@ async fn shutdown_finishes_the_calls_in_flight() {
     let started = Arc::new(tokio::sync::Notify::new());
     let signal = started.clone();
     let server = Server::builder()
-        .function("slow", move |_| {
+        .function("slow", move || {
             signal.notify_one();
             std::thread::sleep(Duration::from_millis(300));
-            Ok(Value::from("done"))
+            "done"
         })
         .tcp(LOOPBACK.parse().unwrap())
         .start()

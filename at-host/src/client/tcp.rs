@@ -9,6 +9,10 @@ use at_core::{FrameDecoder, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::convert;
 use crate::error::{Error, ProtocolError};
 use crate::value::Value;
 use crate::wire::{encode_request_into, reply_to_result};
@@ -114,6 +118,39 @@ impl Client {
             }
             self.ready.insert(got, result);
         }
+    }
+
+    /// Calls `func` with typed arguments and converts the result: `args` is
+    /// a tuple, array or slice of serde values (`(10, 4)`, `[1.5]`, `()`),
+    /// the result any `DeserializeOwned` type.
+    ///
+    /// ```no_run
+    /// # async fn example(client: &mut at_host::Client) -> Result<(), at_host::Error> {
+    /// let quotient: f64 = client.call_as("div", (10, 4)).await?;
+    /// let sum = client.call_as::<i64>("add", [1, 2]).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A result that does not convert is [`Error::Decode`], naming `func`
+    /// and the type.
+    pub async fn call_as<T: DeserializeOwned>(
+        &mut self,
+        func: &str,
+        args: impl Serialize,
+    ) -> Result<T, Error> {
+        let args = convert::to_args(func, &args)?;
+        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
+        let value = self.call(func, &core).await?;
+        convert::from_result(func, value)
+    }
+
+    /// Queues a typed call without waiting and returns its seq, for
+    /// pipelining; read replies with [`receive`](Self::receive) and convert
+    /// each with [`decode_result`](crate::decode_result).
+    pub async fn send_as(&mut self, func: &str, args: impl Serialize) -> Result<u32, Error> {
+        let args = convert::to_args(func, &args)?;
+        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
+        self.send(func, &core).await
     }
 
     /// Queues a call without waiting and returns its seq. Requests are
@@ -222,5 +259,15 @@ impl Client {
     fn fail(&mut self, e: Error) -> Error {
         self.broken = true;
         e
+    }
+}
+
+impl crate::service::Caller for Client {
+    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
+        &mut self,
+        func: &str,
+        args: A,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        Client::call_as(self, func, args)
     }
 }

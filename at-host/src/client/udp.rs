@@ -13,6 +13,10 @@ use at_core::Frame;
 use log::debug;
 use tokio::net::UdpSocket;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::convert;
 use crate::error::{Error, ProtocolError};
 use crate::value::Value;
 use crate::wire::{MAX_DATAGRAM, encode_request, reply_to_result};
@@ -125,6 +129,20 @@ impl UdpClient {
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
+    }
+
+    /// Calls `func` with typed arguments and converts the result, as
+    /// [`Client::call_as`](crate::Client::call_as) does, retransmitting as
+    /// needed.
+    pub async fn call_as<T: DeserializeOwned>(
+        &mut self,
+        func: &str,
+        args: impl Serialize,
+    ) -> Result<T, Error> {
+        let args = convert::to_args(func, &args)?;
+        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
+        let value = self.call(func, &core).await?;
+        convert::from_result(func, value)
     }
 
     /// Sends several calls at once and waits for all their replies, each
@@ -264,5 +282,15 @@ impl UdpClient {
         self.rng ^= self.rng << 17;
         let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(1.0 + 0.5 * unit)
+    }
+}
+
+impl crate::service::Caller for UdpClient {
+    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
+        &mut self,
+        func: &str,
+        args: A,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        UdpClient::call_as(self, func, args)
     }
 }

@@ -17,9 +17,11 @@
 mod cache;
 mod registry;
 mod tcp;
+mod typed;
 mod udp;
 
-pub use registry::{HandlerError, HostFunction, Registry};
+pub use registry::{HandlerError, HostFunction, Registry, RegistryError};
+pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction};
 pub use udp::ERROR_REPLIES_PER_SECOND;
 
 use std::io;
@@ -80,7 +82,7 @@ impl Default for ServerConfig {
 /// use at_host::{Server, Value};
 /// let server = Server::builder()
 ///     .calculator()
-///     .function("hello", |_| Ok(Value::from("world")))
+///     .function("hello", || "world")
 ///     .tcp("127.0.0.1:0".parse().unwrap())
 ///     .udp("127.0.0.1:0".parse().unwrap())
 ///     .start()
@@ -95,6 +97,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     tcp: Option<SocketAddr>,
     udp: Option<SocketAddr>,
+    /// The first registration that failed, reported by `start`.
+    error: Option<RegistryError>,
 }
 
 impl ServerBuilder {
@@ -104,12 +108,51 @@ impl ServerBuilder {
         self
     }
 
-    /// Registers a function under `name`.
-    pub fn function<F>(mut self, name: &str, function: F) -> Self
+    /// Registers a typed function under `name` (see
+    /// [`Registry::function`]): `.function("add", |a: i64, b: i64| a + b)`.
+    /// A reserved name (`rpc.*`) makes [`start`](Self::start) fail.
+    pub fn function<Args: Params, F: TypedFunction<Args>>(
+        mut self,
+        name: &str,
+        function: F,
+    ) -> Self {
+        let outcome = self.registry.function(name, function).map(|_| ());
+        self.keep_first_error(outcome)
+    }
+
+    /// Registers a typed `async` function under `name` (see
+    /// [`Registry::async_function`]): it may await I/O without holding up
+    /// other connections.
+    pub fn async_function<Args: Params, F: AsyncFunction<Args>>(
+        mut self,
+        name: &str,
+        function: F,
+    ) -> Self {
+        let outcome = self.registry.async_function(name, "", function).map(|_| ());
+        self.keep_first_error(outcome)
+    }
+
+    /// Registers every function of a service (a `#[service]` trait's
+    /// `TraitServer(implementation)`).
+    pub fn service(mut self, service: impl crate::Service) -> Self {
+        let outcome = service.register(&mut self.registry);
+        self.keep_first_error(outcome)
+    }
+
+    /// Registers an untyped function under `name`, for dynamic use (see
+    /// [`Registry::register`]).
+    pub fn untyped<F>(mut self, name: &str, function: F) -> Self
     where
-        F: Fn(&[at_core::Value<'_>]) -> Result<Value, HandlerError> + Send + Sync + 'static,
+        F: Fn(&[Value]) -> Result<Value, HandlerError> + Send + Sync + 'static,
     {
-        self.registry.register(name, function);
+        let outcome = self.registry.register(name, function).map(|_| ());
+        self.keep_first_error(outcome)
+    }
+
+    fn keep_first_error(mut self, outcome: Result<(), RegistryError>) -> Self {
+        if let (Err(e), None) = (outcome, &self.error) {
+            self.error = Some(e);
+        }
         self
     }
 
@@ -162,7 +205,12 @@ impl ServerBuilder {
     }
 
     /// Binds the sockets and starts serving on the current tokio runtime.
+    /// Fails with `InvalidInput` if a function could not be registered
+    /// (a reserved `rpc.*` name).
     pub async fn start(self) -> io::Result<Server> {
+        if let Some(e) = self.error {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,
@@ -313,6 +361,27 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Runs a started async function to the end on a task of its own (so it
+/// may use the runtime as it likes); a panic there is `internal`.
+async fn finish(started: Result<Pending, HandlerError>) -> Result<Value, HandlerError> {
+    match tokio::spawn(started?).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            log::error!("an async function failed: {e}");
+            Err(HandlerError::new(
+                at_core::ErrorCode::Internal,
+                "the function failed",
+            ))
+        }
+    }
+}
+
+/// Writes the reply frame for `outcome` into `out`; returns its length (0
+/// if not even an error fits, which `out`'s size rules out).
+fn write_outcome(seq: u32, outcome: &Result<Value, HandlerError>, out: &mut [u8]) -> usize {
+    at_core::write_reply(seq, &registry::reply_of(outcome), out).unwrap_or(0)
 }
 
 /// The registry, logging each call at debug level (func, seq, time taken).

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use at_core::{ErrorBody, ErrorCode, Functions, JsonStr, Reply};
+use at_core::{ErrorBody, ErrorCode, Functions, JsonStr, Reply, Signature};
 
+use super::typed::{self, AsyncFunction, Params, Pending, TypedFunction};
 use crate::value::Value;
 
 /// What a registered function returns instead of a value: a code from the
@@ -40,35 +41,74 @@ impl From<at_core::CallError> for HandlerError {
     }
 }
 
-/// A host function: borrowed arguments in, an owned value or an error out.
-pub type HostFunction =
-    dyn Fn(&[at_core::Value<'_>]) -> Result<Value, HandlerError> + Send + Sync + 'static;
+/// An untyped host function: the arguments as owned [`Value`]s in, a value
+/// or an error out (for dynamic use; typed functions check their own).
+pub type HostFunction = dyn Fn(&[Value]) -> Result<Value, HandlerError> + Send + Sync + 'static;
+
+/// Why a function cannot be registered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Names that begin with `rpc.` belong to the protocol (contract
+    /// section 7).
+    #[error(
+        "function name {0:?} is reserved: names beginning with \"rpc.\" belong to the protocol"
+    )]
+    Reserved(String),
+    /// An empty name.
+    #[error("a function name cannot be empty")]
+    Empty,
+}
+
+/// A sync host function over the call's borrowed arguments.
+type SyncFn = dyn Fn(&[at_core::Value<'_>]) -> Result<Value, HandlerError> + Send + Sync;
+
+/// An async host function: arguments checked at once, the outcome later.
+type AsyncFn = dyn Fn(&[at_core::Value<'_>]) -> Result<Pending, HandlerError> + Send + Sync;
 
 #[derive(Clone)]
-enum Entry {
+enum Call {
     /// An at-core table function: no allocation per call.
     Core(at_core::Handler),
-    Host(Arc<HostFunction>),
+    /// A sync host function over the borrowed arguments.
+    Sync(Arc<SyncFn>),
+    /// An async function: arguments checked at once, the outcome later.
+    Async(Arc<AsyncFn>),
+}
+
+#[derive(Clone)]
+struct Entry {
+    call: Call,
+    signature: Option<Signature>,
 }
 
 /// The functions a server calls, by name: the calculator, your own, or both.
 ///
-/// A function runs on the task serving the connection (or the UDP socket)
-/// that received the call, so it should return quickly. A function that
-/// panics is answered with `internal`; the server keeps serving.
+/// Functions are typed ([`function`](Self::function), [`async_function`](Self::async_function):
+/// Rust parameter and result types, arguments checked by the registry),
+/// untyped ([`register`](Self::register): owned [`Value`]s), or at-core
+/// table entries ([`register_core`](Self::register_core)). A sync function
+/// runs on the task serving the connection (or the UDP socket) that
+/// received the call, so it should return quickly; an `async` one may
+/// await I/O without holding up other connections. A function that panics
+/// is answered with `internal`; the server keeps serving.
 ///
 /// ```
-/// use at_host::{HandlerError, Registry, Value};
+/// use at_host::{HandlerError, Registry};
 /// let mut registry = Registry::with_calculator();
-/// registry.register("greet", |args| match args {
-///     [at_core::Value::Str(name)] => Ok(Value::Str(format!("hello, {name}"))),
-///     _ => Err(HandlerError::invalid_arguments("expected one string")),
-/// });
+/// registry.function("greet", |name: String| format!("hello, {name}"))?;
+/// registry.function("checked_add", |a: i64, b: i64| {
+///     a.checked_add(b).ok_or(HandlerError::new(at_core::ErrorCode::Overflow, "too big"))
+/// })?;
 /// assert!(registry.contains("add") && registry.contains("greet"));
+/// assert!(registry.function("rpc.mine", || ()).is_err());
+/// # Ok::<(), at_host::RegistryError>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     functions: HashMap<Box<str>, Entry>,
+    /// Names in registration order (`rpc.functions` lists them so).
+    order: Vec<Box<str>>,
+    has_async: bool,
 }
 
 impl Registry {
@@ -87,26 +127,101 @@ impl Registry {
     /// Adds the four calculator functions.
     pub fn add_calculator(&mut self) -> &mut Self {
         for function in &at_core::calculator::CALCULATOR {
-            self.register_core(*function);
+            self.insert(
+                function.name,
+                Call::Core(function.handler),
+                function.signature.copied(),
+            );
         }
         self
     }
 
-    /// Adds (or replaces) an at-core table function.
-    pub fn register_core(&mut self, function: at_core::Function) -> &mut Self {
-        self.functions
-            .insert(function.name.into(), Entry::Core(function.handler));
-        self
+    /// Adds (or replaces) an at-core table function, with its signature.
+    pub fn register_core(
+        &mut self,
+        function: at_core::Function,
+    ) -> Result<&mut Self, RegistryError> {
+        check_name(function.name)?;
+        self.insert(
+            function.name,
+            Call::Core(function.handler),
+            function.signature.copied(),
+        );
+        Ok(self)
     }
 
-    /// Adds (or replaces) a function under `name`.
-    pub fn register<F>(&mut self, name: &str, function: F) -> &mut Self
+    /// Adds (or replaces) a typed function under `name`: any `Fn(A, B, ...)
+    /// -> R` of [`Param`](crate::Param) types and a [`Returns`](crate::Returns)
+    /// type (see [`TypedFunction`]). Count and types of the arguments are
+    /// checked before it runs.
+    pub fn function<Args: Params, F: TypedFunction<Args>>(
+        &mut self,
+        name: &str,
+        function: F,
+    ) -> Result<&mut Self, RegistryError> {
+        self.function_with_doc(name, "", function)
+    }
+
+    /// [`function`](Self::function), with one line of doc for
+    /// `rpc.functions`.
+    pub fn function_with_doc<Args: Params, F: TypedFunction<Args>>(
+        &mut self,
+        name: &str,
+        doc: &'static str,
+        function: F,
+    ) -> Result<&mut Self, RegistryError> {
+        check_name(name)?;
+        let signature = typed::signature::<Args>(F::RESULT, doc);
+        let call = Call::Sync(Arc::new(move |args: &[at_core::Value<'_>]| {
+            function.call_typed(args)
+        }));
+        self.insert(name, call, Some(signature));
+        Ok(self)
+    }
+
+    /// Adds (or replaces) a typed `async` function under `name` (see
+    /// [`AsyncFunction`]): its arguments are checked at once, then it runs
+    /// without holding up the server's other connections.
+    pub fn async_function<Args: Params, F: AsyncFunction<Args>>(
+        &mut self,
+        name: &str,
+        doc: &'static str,
+        function: F,
+    ) -> Result<&mut Self, RegistryError> {
+        check_name(name)?;
+        let signature = typed::signature::<Args>(F::RESULT, doc);
+        let call = Call::Async(Arc::new(move |args: &[at_core::Value<'_>]| {
+            function.start(args)
+        }));
+        self.insert(name, call, Some(signature));
+        self.has_async = true;
+        Ok(self)
+    }
+
+    /// Adds (or replaces) an untyped function under `name`: it gets the
+    /// arguments as owned [`Value`]s and checks them itself; its signature
+    /// is unknown (`rpc.functions` shows `params: null`).
+    pub fn register<F>(&mut self, name: &str, function: F) -> Result<&mut Self, RegistryError>
     where
-        F: Fn(&[at_core::Value<'_>]) -> Result<Value, HandlerError> + Send + Sync + 'static,
+        F: Fn(&[Value]) -> Result<Value, HandlerError> + Send + Sync + 'static,
     {
-        self.functions
-            .insert(name.into(), Entry::Host(Arc::new(function)));
-        self
+        check_name(name)?;
+        let call = Call::Sync(Arc::new(move |args: &[at_core::Value<'_>]| {
+            let owned: Vec<Value> = args.iter().map(|v| Value::from(*v)).collect();
+            function(&owned)
+        }));
+        self.insert(name, call, None);
+        Ok(self)
+    }
+
+    fn insert(&mut self, name: &str, call: Call, signature: Option<Signature>) {
+        if self
+            .functions
+            .insert(name.into(), Entry { call, signature })
+            .is_none()
+        {
+            self.order.push(name.into());
+        }
     }
 
     /// True when a function of that name is registered.
@@ -114,9 +229,54 @@ impl Registry {
         self.functions.contains_key(name)
     }
 
-    /// The registered names, in no particular order.
+    /// The registered names, in registration order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.functions.keys().map(|k| &**k)
+        self.order.iter().map(|k| &**k)
+    }
+
+    /// The signature of `name`, when it is known (typed and at-core
+    /// functions).
+    pub fn signature(&self, name: &str) -> Option<Signature> {
+        self.functions.get(name).and_then(|e| e.signature)
+    }
+
+    /// For a request to an async function: its outcome, started (or the
+    /// argument error). `None` for anything else, which
+    /// [`at_core::respond`] answers.
+    pub(crate) fn start_async(
+        &self,
+        frame: &at_core::Frame<'_>,
+    ) -> Option<Result<Pending, HandlerError>> {
+        if !self.has_async || frame.kind != at_core::Kind::Request {
+            return None;
+        }
+        let request = at_core::Request::parse(frame.body).ok()?;
+        let name = request.func.to_string();
+        match &self.functions.get(name.as_str())?.call {
+            Call::Async(start) => Some(start(&request.args)),
+            _ => None,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    if name.is_empty() {
+        Err(RegistryError::Empty)
+    } else if name.starts_with("rpc.") {
+        Err(RegistryError::Reserved(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The reply for a function's outcome.
+pub(crate) fn reply_of(outcome: &Result<Value, HandlerError>) -> Reply<'_> {
+    match outcome {
+        Ok(value) => Reply::Success(value.as_core()),
+        Err(e) => Reply::Error(ErrorBody {
+            code: JsonStr::new(e.code.as_str()),
+            message: JsonStr::new(&e.message),
+        }),
     }
 }
 
@@ -127,28 +287,28 @@ impl Functions for Registry {
         args: &[at_core::Value<'_>],
         reply: impl FnOnce(Reply<'_>) -> R,
     ) -> R {
-        match self.functions.get(func) {
+        match self.functions.get(func).map(|e| &e.call) {
             None => reply(Reply::Error(ErrorBody::new(
                 ErrorCode::UnknownFunction,
                 "unknown function",
             ))),
-            Some(Entry::Core(handler)) => reply(handler(args).into()),
-            Some(Entry::Host(function)) => {
-                match catch_unwind(AssertUnwindSafe(|| function(args))) {
-                    Ok(Ok(value)) => reply(Reply::Success(value.as_core())),
-                    Ok(Err(e)) => reply(Reply::Error(ErrorBody {
-                        code: JsonStr::new(e.code.as_str()),
-                        message: JsonStr::new(&e.message),
-                    })),
-                    Err(_) => {
-                        log::error!("function {func:?} panicked");
-                        reply(Reply::Error(ErrorBody::new(
-                            ErrorCode::Internal,
-                            "the function failed",
-                        )))
-                    }
+            Some(Call::Core(handler)) => reply(handler(args).into()),
+            Some(Call::Sync(function)) => match catch_unwind(AssertUnwindSafe(|| function(args))) {
+                Ok(outcome) => reply(reply_of(&outcome)),
+                Err(_) => {
+                    log::error!("function {func:?} panicked");
+                    reply(Reply::Error(ErrorBody::new(
+                        ErrorCode::Internal,
+                        "the function failed",
+                    )))
                 }
-            }
+            },
+            // Only reached for a request whose name the async path could
+            // not see (never, as both read the same body).
+            Some(Call::Async(_)) => reply(Reply::Error(ErrorBody::new(
+                ErrorCode::Internal,
+                "async function called from a sync path",
+            ))),
         }
     }
 }

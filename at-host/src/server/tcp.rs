@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Logged, ServerConfig, Shared};
+use super::{Logged, ServerConfig, Shared, finish, write_outcome};
 use crate::log_limit::protocol_warn;
 
 /// Accepts connections until `stop` turns true, serving each on its own
@@ -150,6 +150,23 @@ async fn serve_connection(
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    if let Some(started) = shared.registry.start_async(&frame) {
+                        let seq = frame.seq();
+                        // Replies leave in request order: the batch so far
+                        // goes first, then this connection waits for the
+                        // function (the others do not).
+                        if pending > 0 {
+                            if let Err(closed) =
+                                write_replies(&mut stream, &out[..pending], config).await
+                            {
+                                return closed;
+                            }
+                            pending = 0;
+                        }
+                        let outcome = finish(started).await;
+                        pending += write_outcome(seq, &outcome, &mut out[..reply_room]);
+                        continue;
+                    }
                     let calls = Logged {
                         registry: &shared.registry,
                         seq: frame.seq(),

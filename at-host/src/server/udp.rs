@@ -4,6 +4,7 @@
 //! promises, and its bounds, are told in the public [`udp`](crate::udp)
 //! module docs.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
-use super::{Logged, Shared};
+use super::{Logged, Shared, finish, write_outcome};
 use crate::log_limit::protocol_warn;
 use crate::wire::MAX_DATAGRAM;
 
@@ -26,6 +27,12 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    let socket = Arc::new(socket);
+    // Async functions finish on tasks of their own and hand their reply
+    // back here, to be remembered and sent; meanwhile a retransmission of
+    // the same request is dropped (its reply is on the way).
+    let (finished_tx, mut finished) = mpsc::channel::<Finished>(64);
+    let mut running: HashSet<(SocketAddr, u32)> = HashSet::new();
     let config = &shared.config;
     let max_body = config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
@@ -39,8 +46,25 @@ pub(super) async fn serve(
     );
     loop {
         let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
+            r = socket.recv_from(&mut buf) => r.map_err(Err),
+            Some(done) = finished.recv() => Err(Ok(done)),
             _ = stop.wait_for(|s| *s) => break,
+        };
+        let received = match received {
+            Ok(pair) => Ok(pair),
+            Err(Ok(done)) => {
+                running.remove(&(done.peer, done.seq));
+                cache.insert(
+                    done.peer,
+                    done.seq,
+                    done.request,
+                    &done.reply,
+                    Instant::now(),
+                );
+                send(&socket, &done.reply, done.peer).await;
+                continue;
+            }
+            Err(Err(e)) => Err(e),
         };
         let (len, peer) = match received {
             Ok(pair) => pair,
@@ -83,6 +107,29 @@ pub(super) async fn serve(
                     send(&socket, reply, peer).await;
                     continue;
                 }
+                if running.contains(&(peer, seq)) {
+                    debug!("udp from {peer}: seq {seq} again while it runs: dropped");
+                    continue;
+                }
+                if let Some(started) = shared.registry.start_async(&frame) {
+                    running.insert((peer, seq));
+                    let (done, max_reply) = (finished_tx.clone(), out.len());
+                    tokio::spawn(async move {
+                        let outcome = finish(started).await;
+                        let mut reply = vec![0u8; max_reply];
+                        let n = write_outcome(seq, &outcome, &mut reply);
+                        reply.truncate(n);
+                        let _ = done
+                            .send(Finished {
+                                peer,
+                                seq,
+                                request,
+                                reply,
+                            })
+                            .await;
+                    });
+                    continue;
+                }
                 let calls = Logged {
                     registry: &shared.registry,
                     seq,
@@ -99,6 +146,15 @@ pub(super) async fn serve(
         }
     }
     drop(alive);
+}
+
+/// The reply of an async function, back from its task.
+struct Finished {
+    peer: SocketAddr,
+    seq: u32,
+    /// The request's (length, CRC), as the cache keys it.
+    request: (u32, u32),
+    reply: Vec<u8>,
 }
 
 /// Error replies to bad datagrams sent per second at most (the contract

@@ -1,0 +1,301 @@
+//! `#[service]`: a service defined once, as a trait, gives its typed client
+//! and its server registration. Use it through `at_host::service` (this
+//! crate is an implementation detail of at-host; see its docs for the
+//! example).
+//!
+//! For `trait Calculator` the attribute emits:
+//! - the trait, each `async fn m(&self, a: A) -> R` turned into
+//!   `fn m(&self, a: A) -> impl Future<Output = R> + Send` (implement it
+//!   with `async fn` as written);
+//! - `CalculatorClient<C = at_host::Client>`: one async method per function
+//!   over any `at_host::Caller` (the TCP or UDP client), returning
+//!   `Result<T, at_host::Error>` where the trait returns `T` or
+//!   `Result<T, HandlerError>`;
+//! - `CalculatorServer<S>(pub S)`: an `at_host::Service` that registers
+//!   every function of an implementation, with its parameter types and the
+//!   first line of its doc comment (for `rpc.functions`).
+//!
+//! A function's wire name is its Rust name, or `#[at(name = "...")]`;
+//! names beginning with `rpc.` belong to the protocol and are refused at
+//! compile time.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, PathArguments,
+    ReturnType, TraitItem, TraitItemFn, Type, parse_macro_input,
+};
+
+/// Generates a typed client and a server registration from a trait of
+/// `async fn`s. See the crate docs.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return Error::new(Span::call_site(), "#[service] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let item = parse_macro_input!(item as ItemTrait);
+    match expand(item) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// One function of the service.
+struct Function {
+    method: Ident,
+    wire_name: String,
+    doc: String,
+    docs: Vec<Attribute>,
+    params: Vec<(Ident, Type)>,
+    /// What the client gives back on success.
+    ok: Type,
+}
+
+fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
+    if !item.generics.params.is_empty() {
+        return Err(Error::new(
+            item.generics.span(),
+            "a service trait cannot be generic",
+        ));
+    }
+    let mut functions = Vec::new();
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            return Err(Error::new(
+                trait_item.span(),
+                "a service trait holds only `async fn`s",
+            ));
+        };
+        functions.push(function(f)?);
+    }
+    let vis = &item.vis;
+    let name = &item.ident;
+    let client = format_ident!("{}Client", name);
+    let server = format_ident!("{}Server", name);
+
+    let client_methods = functions.iter().map(|f| {
+        let Function {
+            method,
+            wire_name,
+            docs,
+            params,
+            ok,
+            ..
+        } = f;
+        let names: Vec<_> = params.iter().map(|(n, _)| n).collect();
+        let types: Vec<_> = params.iter().map(|(_, t)| t).collect();
+        quote! {
+            #(#docs)*
+            pub async fn #method(&mut self, #(#names: #types),*)
+                -> ::core::result::Result<#ok, ::at_host::Error>
+            {
+                ::at_host::Caller::call_as::<#ok, _>(&mut self.caller, #wire_name, (#(#names,)*)).await
+            }
+        }
+    });
+
+    let registrations = functions.iter().map(|f| {
+        let Function {
+            method,
+            wire_name,
+            doc,
+            params,
+            ..
+        } = f;
+        let names: Vec<_> = params.iter().map(|(n, _)| n).collect();
+        let types: Vec<_> = params.iter().map(|(_, t)| t).collect();
+        quote! {
+            {
+                let service = ::std::sync::Arc::clone(&service);
+                registry.async_function(#wire_name, #doc, move |#(#names: #types),*| {
+                    let service = ::std::sync::Arc::clone(&service);
+                    async move { service.#method(#(#names),*).await }
+                })?;
+            }
+        }
+    });
+
+    let client_doc = format!(
+        "The typed client of [`{name}`]: one async method per function, over \
+         any [`at_host::Caller`] (`at_host::Client` for TCP, \
+         `at_host::UdpClient` for UDP)."
+    );
+    let server_doc = format!(
+        "Serves an implementation of [`{name}`]: \
+         `Server::builder().service({server}(implementation))`."
+    );
+    Ok(quote! {
+        #item
+
+        #[doc = #client_doc]
+        #vis struct #client<C = ::at_host::Client> {
+            caller: C,
+        }
+
+        impl<C: ::at_host::Caller> #client<C> {
+            /// A client calling through `caller`.
+            pub fn new(caller: C) -> Self {
+                Self { caller }
+            }
+
+            /// The caller, for calls outside the service.
+            pub fn caller(&mut self) -> &mut C {
+                &mut self.caller
+            }
+
+            /// The caller back.
+            pub fn into_inner(self) -> C {
+                self.caller
+            }
+
+            #(#client_methods)*
+        }
+
+        #[doc = #server_doc]
+        #vis struct #server<S>(pub S);
+
+        impl<S: #name + ::core::marker::Send + ::core::marker::Sync + 'static> ::at_host::Service for #server<S> {
+            fn register(self, registry: &mut ::at_host::Registry) -> ::core::result::Result<(), ::at_host::RegistryError> {
+                let service = ::std::sync::Arc::new(self.0);
+                #(#registrations)*
+                let _ = service;
+                ::core::result::Result::Ok(())
+            }
+        }
+    })
+}
+
+/// Reads one trait function and rewrites it to return a `Send` future.
+fn function(f: &mut TraitItemFn) -> syn::Result<Function> {
+    let sig = &mut f.sig;
+    if sig.asyncness.is_none() {
+        return Err(Error::new(
+            sig.fn_token.span(),
+            "service functions are `async fn`",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(
+            sig.generics.span(),
+            "service functions cannot be generic",
+        ));
+    }
+    if f.default.is_some() {
+        return Err(Error::new(
+            sig.ident.span(),
+            "service functions have no default body",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        _ => {
+            return Err(Error::new(
+                sig.inputs.span(),
+                "service functions take `&self` first",
+            ));
+        }
+    }
+    let mut params = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(typed) = input else {
+            return Err(Error::new(input.span(), "unexpected `self`"));
+        };
+        let Pat::Ident(pat) = &*typed.pat else {
+            return Err(Error::new(
+                typed.pat.span(),
+                "service parameters are plain names (`a: i64`)",
+            ));
+        };
+        params.push((pat.ident.clone(), (*typed.ty).clone()));
+    }
+    let output: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let ok = result_ok(&output).unwrap_or_else(|| output.clone());
+
+    // `#[at(name = "...")]`, taken off the method.
+    let mut wire_name = sig.ident.to_string();
+    let mut kept = Vec::new();
+    for attr in f.attrs.drain(..) {
+        if attr.path().is_ident("at") {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    let name: LitStr = meta.value()?.parse()?;
+                    wire_name = name.value();
+                    if wire_name.starts_with("rpc.") {
+                        return Err(Error::new(
+                            name.span(),
+                            "names beginning with `rpc.` belong to the protocol (contract section 7)",
+                        ));
+                    }
+                    Ok(())
+                } else {
+                    Err(meta.error("expected `name = \"...\"`"))
+                }
+            })?;
+        } else {
+            kept.push(attr);
+        }
+    }
+    f.attrs = kept;
+    let docs: Vec<Attribute> = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
+    let doc = first_doc_line(&docs);
+
+    sig.asyncness = None;
+    sig.output = syn::parse_quote!(
+        -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    );
+    Ok(Function {
+        method: sig.ident.clone(),
+        wire_name,
+        doc,
+        docs,
+        params,
+        ok,
+    })
+}
+
+/// `T` of a `Result<T, E>` return type.
+fn result_ok(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// The first non-empty line of the doc comment, trimmed.
+fn first_doc_line(docs: &[Attribute]) -> String {
+    docs.iter()
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .map(|line| line.trim().to_owned())
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+}

@@ -1,0 +1,83 @@
+//! Services defined once: the [`Caller`] a generated client calls through,
+//! the [`Service`] a generated server registers, and [`Number`], the
+//! calculator's argument and result type. The `#[service]` attribute
+//! ([`service`](crate::service)) generates both sides from a trait.
+//!
+//! Shared by the client and the server sides; imports neither.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// What a generated client calls through: the TCP [`Client`](crate::Client)
+/// or the [`UdpClient`](crate::UdpClient).
+pub trait Caller: Send {
+    /// Calls `func` with typed arguments (a tuple) and converts the result.
+    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
+        &mut self,
+        func: &str,
+        args: A,
+    ) -> impl Future<Output = Result<T, Error>> + Send;
+}
+
+/// Something that registers its functions in a [`Registry`](crate::Registry):
+/// what [`ServerBuilder::service`](crate::ServerBuilder::service) takes;
+/// `#[service]` implements it for `TraitServer<S>`.
+pub trait Service {
+    /// Registers every function.
+    fn register(self, registry: &mut crate::Registry) -> Result<(), crate::RegistryError>;
+}
+
+/// A JSON number as the contract reads it: an integer (written without
+/// fraction or exponent) or a double. The calculator's functions take and
+/// give `Number`s, so a typed call sends `10` for `Number::Int(10)` and
+/// `10.0` for `Number::Float(10.0)`, as the untyped call does.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Number {
+    /// An integer.
+    Int(i64),
+    /// A double.
+    Float(f64),
+}
+
+impl From<i64> for Number {
+    fn from(i: i64) -> Self {
+        Number::Int(i)
+    }
+}
+
+impl From<i32> for Number {
+    fn from(i: i32) -> Self {
+        Number::Int(i64::from(i))
+    }
+}
+
+impl From<f64> for Number {
+    fn from(x: f64) -> Self {
+        Number::Float(x)
+    }
+}
+
+impl Number {
+    /// The number as a double.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for Number {
+    /// As JSON: `30`, `2.5`, `5.0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Number::Int(i) => std::fmt::Display::fmt(&at_core::Value::Int(i), f),
+            Number::Float(x) => std::fmt::Display::fmt(&at_core::Value::Float(x), f),
+        }
+    }
+}
