@@ -43,6 +43,7 @@
 //   wire.rs          request encoding, reply -> Result, the datagram size
 //   convert.rs       Value <-> serde types (typed calls and functions)
 //   service.rs       Caller, Service, Number: what #[service] code uses
+//   calculator.rs    the calculator as a #[service] trait (client + Builtin)
 //   error.rs         Error, ProtocolError
 //   value.rs         Value
 //   log_limit.rs     rate-limited protocol warnings
@@ -55,7 +56,11 @@
 //   server/cache.rs  UDP reply cache (at-most-once)
 //   server/registry.rs  Registry, HandlerError, HostFunction
 
+// `#[service]` names `::at_host`; inside this crate that is us.
+extern crate self as at_host;
+
 pub mod addr;
+pub mod calculator;
 mod client;
 mod convert;
 mod error;

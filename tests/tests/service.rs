@@ -234,3 +234,57 @@ async fn renamed_functions_and_plain_results() {
     assert_eq!(direct, "hello, bob");
     server.shutdown().await;
 }
+
+/// The library's calculator client sends exactly the contract's bytes
+/// (section 6: `add(10, 20)`, seq 1), as an untyped call does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calculator_client_sends_the_contract_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(LOOPBACK).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 49];
+        stream.read_exact(&mut request).await.unwrap();
+        let reply = at_tests::frame(
+            at_core::Kind::Response,
+            1,
+            br#"{"status": "success", "result": 30}"#,
+        );
+        stream.write_all(&reply).await.unwrap();
+        request
+    });
+    let client = Client::connect(addr, PATIENCE).await.unwrap();
+    let mut calc = at_host::calculator::CalculatorClient::new(client);
+    assert_eq!(
+        calc.add(Number::Int(10), Number::Int(20)).await.unwrap(),
+        Number::Int(30)
+    );
+    let mut want = vec![
+        0x41, 0x54, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21, 0x0b, 0xbc, 0xd0,
+        0x47,
+    ];
+    want.extend_from_slice(br#"{"func": "add", "args": [10, 20]}"#);
+    assert_eq!(peer.await.unwrap().to_vec(), want);
+}
+
+/// at-core's calculator behind the library's trait, served by the
+/// generated server, answers as the built-in one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_calculator_service() {
+    use at_host::calculator::{Builtin, CalculatorServer};
+    let server = Server::builder()
+        .service(CalculatorServer(Builtin))
+        .tcp(LOOPBACK.parse().unwrap())
+        .udp(LOOPBACK.parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    against(
+        server.tcp_addr().unwrap(),
+        server.udp_addr().unwrap(),
+        "builtin service",
+    )
+    .await;
+    server.shutdown().await;
+}
