@@ -56,6 +56,27 @@ pub trait Functions {
     /// Calls `func` with `args` and passes the outcome to `reply`; an
     /// unknown name is the error `unknown_function`.
     fn call<R>(&self, func: &str, args: &[Value<'_>], reply: impl FnOnce(Reply<'_>) -> R) -> R;
+
+    /// How many functions there are (for `rpc.info`).
+    fn count(&self) -> usize {
+        0
+    }
+
+    /// Function `index` in a stable order (the same on every call), for
+    /// `rpc.functions`; `None` past the end.
+    fn describe(&self, index: usize) -> Option<Description<'_>> {
+        let _ = index;
+        None
+    }
+}
+
+/// A function as `rpc.functions` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Description<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its signature, when known.
+    pub signature: Option<Signature>,
 }
 
 /// A fixed table, searched in order; the first entry with the name wins.
@@ -80,16 +101,43 @@ impl Functions for [Function] {
             )),
         }
     }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn describe(&self, index: usize) -> Option<Description<'_>> {
+        self.get(index).map(|f| Description {
+            name: f.name,
+            signature: f.signature.copied(),
+        })
+    }
 }
 
 impl<const N: usize> Functions for [Function; N] {
     fn call<R>(&self, func: &str, args: &[Value<'_>], reply: impl FnOnce(Reply<'_>) -> R) -> R {
         self.as_slice().call(func, args, reply)
     }
+
+    fn count(&self) -> usize {
+        N
+    }
+
+    fn describe(&self, index: usize) -> Option<Description<'_>> {
+        self.as_slice().describe(index)
+    }
 }
 
 impl<T: Functions + ?Sized> Functions for &T {
     fn call<R>(&self, func: &str, args: &[Value<'_>], reply: impl FnOnce(Reply<'_>) -> R) -> R {
         (**self).call(func, args, reply)
+    }
+
+    fn count(&self) -> usize {
+        (**self).count()
+    }
+
+    fn describe(&self, index: usize) -> Option<Description<'_>> {
+        (**self).describe(index)
     }
 }

@@ -545,6 +545,11 @@ impl<'b> Writer<'b> {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 
+    /// Forgets what was written after the first `len` bytes.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     pub(crate) fn raw(&mut self, text: &str) -> Result<(), BufferTooSmall> {
         let end = self.len + text.len();
         self.buf

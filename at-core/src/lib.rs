@@ -14,6 +14,7 @@
 //! | [`dispatch`], [`calculator`] | function tables and the four calculator functions |
 //! | [`typed`], [`signature`] | typed functions (`fn led(on: bool)`) in tables, and their signatures |
 //! | [`service`] | the one request -> reply path every server uses |
+//! | [`rpc`] | the protocol's own functions: `rpc.ping`, `rpc.info`, `rpc.functions` |
 //!
 //! ## Guarantees
 //! - No heap: every buffer is the caller's (or a const-generic array), and
@@ -76,6 +77,7 @@ mod float;
 pub mod frame;
 pub mod header;
 pub mod json;
+pub mod rpc;
 pub mod service;
 pub mod signature;
 pub mod typed;
@@ -84,7 +86,7 @@ pub mod value;
 pub use body::{BodyError, ErrorBody, MAX_ARGS, Reply, Request};
 pub use crc::checksum;
 pub use decoder::FrameDecoder;
-pub use dispatch::{Function, Functions, Handler};
+pub use dispatch::{Description, Function, Functions, Handler};
 pub use error::{CallError, ErrorCode};
 pub use frame::{BufferTooSmall, Frame, FrameError, encode_frame, encode_frame_with};
 pub use header::{
@@ -92,8 +94,9 @@ pub use header::{
     MAGIC,
 };
 pub use json::EncodeError;
+pub use rpc::ServerInfo;
 pub use service::{
-    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_to_bytes, respond_to_error,
+    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_to_bytes, respond_to_error,
     write_error_frame, write_reply,
 };
 pub use signature::{Signature, Type};

@@ -8,6 +8,7 @@ use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, Frame, FrameError, encode_frame_with};
 use crate::header::Kind;
 use crate::json::EncodeError;
+use crate::rpc::ServerInfo;
 
 /// The longest function name a server looks up; a longer `func` is
 /// `unknown_function`.
@@ -96,6 +97,39 @@ pub fn respond<F: Functions + ?Sized>(
     frame: &Frame<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
+    respond_as(functions, &UNNAMED, frame, out)
+}
+
+/// What [`respond`] says of a server it knows nothing about.
+const UNNAMED: ServerInfo<'static> = ServerInfo {
+    server: concat!("at-core ", env!("CARGO_PKG_VERSION")),
+    name: "",
+    auth_required: false,
+    max_body: 0,
+};
+
+/// [`respond`] for a server that describes itself: `rpc.info` answers
+/// with `info` (see [`crate::rpc`]). What every server uses.
+///
+/// ```
+/// use at_core::{calculator::CALCULATOR, Frame, Kind, ServerInfo};
+/// let info = ServerInfo { server: "demo 1.0", name: "bench", auth_required: false, max_body: 496 };
+/// let mut wire = [0u8; 64];
+/// let n = at_core::encode_frame(Kind::Request, 1, br#"{"func": "rpc.info"}"#, &mut wire).unwrap();
+/// let frame = Frame::parse(&wire[..n], 1024).unwrap();
+/// let mut out = [0u8; 192];
+/// let m = at_core::respond_as(&CALCULATOR, &info, &frame, &mut out).unwrap();
+/// assert_eq!(
+///     &out[16..m],
+///     br#"{"status": "success", "result": {"protocol": 1, "server": "demo 1.0", "name": "bench", "auth": "off", "max_body": 496, "functions": 4}}"#
+/// );
+/// ```
+pub fn respond_as<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    frame: &Frame<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
     if frame.kind != Kind::Request {
         return None;
     }
@@ -113,6 +147,9 @@ pub fn respond<F: Functions + ?Sized>(
     else {
         return write_error_frame(seq, ErrorCode::UnknownFunction, "unknown function", out).ok();
     };
+    if func.starts_with("rpc.") {
+        return crate::rpc::answer(functions, info, func, &request.args, seq, out);
+    }
     functions
         .call(func, &request.args, |reply| write_reply(seq, &reply, out))
         .ok()

@@ -81,6 +81,23 @@ pub mod desktop;
 #[cfg(test)]
 mod test_support;
 
+/// The implementation and version every server here reports in `rpc.info`.
+pub const SERVER: &str = concat!("at-embedded-example ", env!("CARGO_PKG_VERSION"));
+
+/// The name a server reports in `rpc.info` until given one (`with_name`).
+pub const DEFAULT_NAME: &str = "at-device";
+
+/// What `rpc.info` says of a server named `name` taking bodies up to
+/// `max_body` bytes.
+pub(crate) const fn server_info(name: &'static str, max_body: u32) -> at_core::ServerInfo<'static> {
+    at_core::ServerInfo {
+        server: SERVER,
+        name,
+        auth_required: false,
+        max_body,
+    }
+}
+
 pub use stream::{StreamError, StreamServer};
 pub use tcp::{TcpServer, Timeouts};
 pub use udp::UdpServer;

@@ -98,6 +98,7 @@ pub struct StreamServer<const RX: usize, const TX: usize> {
     /// Set after answering an out-of-step error; cleared by the next good
     /// frame. While set, out-of-step errors are skipped without a reply.
     out_of_step: bool,
+    name: &'static str,
 }
 
 impl<const RX: usize, const TX: usize> Default for StreamServer<RX, TX> {
@@ -122,7 +123,14 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
             decoder: FrameDecoder::new(u32::MAX),
             tx: [0; TX],
             out_of_step: false,
+            name: crate::DEFAULT_NAME,
         }
+    }
+
+    /// The same server, reporting `name` in `rpc.info`.
+    pub const fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// The largest body a request may have: `RX - 16`.
@@ -199,12 +207,13 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         IO: Write,
     {
         let mut answered = 0;
+        let info = crate::server_info(self.name, self.decoder.max_body());
         loop {
             let len = match self.decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     self.out_of_step = false;
-                    match at_core::respond(functions, &frame, &mut self.tx) {
+                    match at_core::respond_as(functions, &info, &frame, &mut self.tx) {
                         Some(n) => n,
                         None => {
                             log_debug!("stream: ignoring a reply frame (seq {})", frame.seq());

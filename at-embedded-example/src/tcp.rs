@@ -159,6 +159,7 @@ pub struct TcpServer<S: TcpFullStack, const CLIENTS: usize, const RX: usize, con
     listener: S::TcpSocket,
     slots: [Slot<S::TcpSocket, RX, TX>; CLIENTS],
     timeouts: Timeouts,
+    name: &'static str,
 }
 
 impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
@@ -191,7 +192,14 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
             listener,
             slots: [const { Slot::EMPTY }; CLIENTS],
             timeouts: Timeouts::default(),
+            name: crate::DEFAULT_NAME,
         }
+    }
+
+    /// The same server, reporting `name` in `rpc.info`.
+    pub fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// The same server, closing connections that make no progress (see
@@ -233,8 +241,9 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
     /// `accept` error is logged. Nothing a peer sends makes this panic.
     pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F, now: u64) -> usize {
         let mut work = self.accept_all(stack, now);
+        let info = crate::server_info(self.name, self.max_body());
         for slot in &mut self.slots {
-            work += service(slot, stack, functions, now);
+            work += service(slot, stack, functions, &info, now);
             if slot.socket.is_some()
                 && let Some(reason) = slot.timed_out(self.timeouts, now)
             {
@@ -318,6 +327,7 @@ fn service<S, F, const RX: usize, const TX: usize>(
     slot: &mut Slot<S::TcpSocket, RX, TX>,
     stack: &mut S,
     functions: &F,
+    info: &at_core::ServerInfo<'_>,
     now: u64,
 ) -> usize
 where
@@ -379,7 +389,7 @@ where
             Ok(Some(frame)) => {
                 frames += 1;
                 work += 1;
-                match at_core::respond(functions, &frame, tx) {
+                match at_core::respond_as(functions, info, &frame, tx) {
                     Some(n) => *len = n,
                     None => log_debug!("tcp: ignoring a reply frame (seq {})", frame.seq()),
                 }

@@ -45,6 +45,7 @@ pub struct UdpServer<S: UdpFullStack, const RX: usize, const TX: usize, const CA
     /// Error replies to unreadable frames (never cached).
     err: [u8; MIN_REPLY_BUFFER],
     cache: ReplyCache<TX, CACHE>,
+    name: &'static str,
 }
 
 impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
@@ -78,7 +79,14 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
             rx: [0; RX],
             err: [0; MIN_REPLY_BUFFER],
             cache: ReplyCache::new(),
+            name: crate::DEFAULT_NAME,
         }
+    }
+
+    /// The same server, reporting `name` in `rpc.info`.
+    pub fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// The bound socket (to ask the stack for its local address, say).
@@ -156,7 +164,8 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                 send(stack, &mut self.socket, peer, reply);
                 continue;
             }
-            if let Some(len) = at_core::respond(functions, &frame, self.cache.slot()) {
+            let info = crate::server_info(self.name, max_body);
+            if let Some(len) = at_core::respond_as(functions, &info, &frame, self.cache.slot()) {
                 let reply = self.cache.commit(peer, seq, len);
                 send(stack, &mut self.socket, peer, reply);
             }

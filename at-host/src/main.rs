@@ -1,6 +1,8 @@
-//! The `at-host` command: `serve`, `call`, `demo`, `bench`.
+//! The `at-host` command: `serve`, `call`, `ping`, `info`, `list`,
+//! `discover`, `demo`, `bench`.
 
 mod bench;
+mod tools;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -44,6 +46,56 @@ enum Command {
         /// Close TCP connections idle this long, in seconds.
         #[arg(long, default_value_t = 300.0, value_name = "SECS")]
         idle_timeout: f64,
+        /// The name rpc.info reports (default: the host name).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Check that a server answers, and how fast (rpc.ping), like ping(8).
+    Ping {
+        #[command(flatten)]
+        target: Target,
+        /// How many pings.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        count: u32,
+        /// Seconds between pings.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Bytes of payload in each ping (0: none).
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        size: usize,
+    },
+    /// Show what a server says about itself (rpc.info).
+    Info {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List a server's functions with their signatures (rpc.functions).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Find the servers on the local network (rpc.info by broadcast and to
+    /// IPv6 all-nodes).
+    Discover {
+        /// Seconds to wait for answers.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        timeout: f64,
+        /// The network interface to ask on (default: IPv4 by the routing
+        /// table, IPv6 on every interface but loopback).
+        #[arg(long, value_name = "IF")]
+        interface: Option<String>,
+        /// IPv4 only.
+        #[arg(long, conflicts_with = "ipv6")]
+        ipv4: bool,
+        /// IPv6 only.
+        #[arg(long)]
+        ipv6: bool,
+        /// The port servers listen on.
+        #[arg(long, default_value_t = at_core::DEFAULT_PORT, value_name = "PORT")]
+        port: u16,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Call one function and print its result.
     #[command(allow_negative_numbers = true)]
@@ -98,6 +150,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The server a `ping`, `info` or `list` asks.
+#[derive(clap::Args)]
+struct Target {
+    /// The server, HOST[:PORT] (port 16724 when missing).
+    #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
+    server: String,
+    /// Over UDP instead of TCP.
+    #[arg(long)]
+    udp: bool,
+    /// Give up on each call after this many seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    timeout: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A listen address, or none (`--tcp none`).
@@ -168,11 +237,75 @@ fn main() -> ExitCode {
                 max_frame,
                 max_connections,
                 idle_timeout,
+                name,
             } => {
                 let Some(idle) = seconds(idle_timeout) else {
                     return usage("--idle-timeout must be a positive number of seconds");
                 };
-                serve(tcp.0, udp.0, max_frame, max_connections, idle).await
+                serve(tcp.0, udp.0, max_frame, max_connections, idle, name).await
+            }
+            Command::Ping {
+                target,
+                count,
+                interval,
+                size,
+            } => {
+                let (Some(timeout), Some(interval)) =
+                    (seconds(target.timeout), non_negative(interval))
+                else {
+                    return usage("--timeout must be positive and --interval not negative");
+                };
+                if count == 0 {
+                    return usage("--count must be at least 1");
+                }
+                match resolve(&target.server).await {
+                    Ok(addr) => {
+                        tools::ping(
+                            addr,
+                            target.udp,
+                            count,
+                            interval,
+                            size,
+                            timeout,
+                            target.json,
+                        )
+                        .await
+                    }
+                    Err(code) => code,
+                }
+            }
+            Command::Info { target } | Command::List { target }
+                if seconds(target.timeout).is_none() =>
+            {
+                usage("--timeout must be a positive number of seconds")
+            }
+            Command::Info { target } => match resolve(&target.server).await {
+                Ok(addr) => {
+                    let timeout = seconds(target.timeout).unwrap_or_default();
+                    tools::info(addr, target.udp, timeout, target.json).await
+                }
+                Err(code) => code,
+            },
+            Command::List { target } => match resolve(&target.server).await {
+                Ok(addr) => {
+                    let timeout = seconds(target.timeout).unwrap_or_default();
+                    tools::list(addr, target.udp, timeout, target.json).await
+                }
+                Err(code) => code,
+            },
+            Command::Discover {
+                timeout,
+                interface,
+                ipv4,
+                ipv6,
+                port,
+                json,
+            } => {
+                let Some(timeout) = seconds(timeout) else {
+                    return usage("--timeout must be a positive number of seconds");
+                };
+                let families = (ipv4 || !ipv6, ipv6 || !ipv4);
+                tools::discover(timeout, interface.as_deref(), families, port, json).await
             }
             Command::Call {
                 server,
@@ -216,6 +349,24 @@ fn seconds(s: f64) -> Option<Duration> {
     (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s.min(1e9)))
 }
 
+fn non_negative(s: f64) -> Option<Duration> {
+    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(1e9)))
+}
+
+/// `HOST[:PORT]` as one socket address (exit 2 for a malformed one, 3 when
+/// the name does not resolve).
+async fn resolve(server: &str) -> Result<SocketAddr, ExitCode> {
+    let (host, port) = split_host_port(server, at_core::DEFAULT_PORT).map_err(|e| usage(&e))?;
+    match tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(transport(&format!("{host}: no address"))),
+        Err(e) => Err(transport(&format!("{host}: {e}"))),
+    }
+}
+
 fn usage(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
@@ -227,6 +378,7 @@ async fn serve(
     max_frame: u32,
     max_connections: usize,
     idle_timeout: Duration,
+    name: Option<String>,
 ) -> ExitCode {
     if tcp.is_none() && udp.is_none() {
         return usage("nothing to serve: --tcp and --udp are both none");
@@ -236,6 +388,9 @@ async fn serve(
         .max_frame(max_frame)
         .max_connections(max_connections.max(1))
         .idle_timeout(idle_timeout);
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
     if let Some(addr) = tcp {
         builder = builder.tcp(addr);
     }

@@ -191,3 +191,130 @@ fn bench_runs_every_scenario_with_a_baseline_and_prints_json() {
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+/// `ping`, `info` and `list` against a live server and a dead address:
+/// their lines, their JSON and their exit codes.
+#[test]
+fn ping_info_and_list() {
+    let mut serve = Command::new(at_host_bin());
+    serve.args([
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--name",
+        "bench-psu",
+    ]);
+    let (_server, addrs) = spawn_server(serve, 2);
+    let tcp = addrs[0].strip_prefix("tcp://").unwrap().to_owned();
+    let udp = addrs[1].strip_prefix("udp://").unwrap().to_owned();
+
+    for (transport, addr) in [(None, &tcp), (Some("--udp"), &udp)] {
+        let mut args = vec![
+            "ping",
+            "--server",
+            addr,
+            "--count",
+            "3",
+            "--interval",
+            "0.01",
+        ];
+        args.extend(transport);
+        let out = at_host(&args);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        let kind = if transport.is_some() { "udp" } else { "tcp" };
+        assert_eq!(lines[0], format!("PING {addr} ({kind})"));
+        for (i, line) in lines[1..4].iter().enumerate() {
+            let prefix = format!("reply from {addr}: seq={} time=", i + 1);
+            assert!(line.starts_with(&prefix) && line.ends_with(" ms"), "{line}");
+        }
+        assert_eq!(lines[4], format!("--- {addr} ping statistics ---"));
+        assert!(
+            lines[5].starts_with("3 sent, 3 received, 0% loss; rtt min/avg/max/mdev = "),
+            "{}",
+            lines[5]
+        );
+    }
+    let out = at_host(&[
+        "ping",
+        "--server",
+        &tcp,
+        "--count",
+        "2",
+        "--interval",
+        "0",
+        "--size",
+        "300",
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[1]["seq"], 2);
+    assert_eq!(
+        (lines[2]["sent"].as_u64(), lines[2]["received"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(lines[2]["rtt_ms"]["mdev"].is_number());
+
+    let out = at_host(&["info", "--server", &tcp]);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "protocol: 1\nserver: at-host {version}\nname: bench-psu\nauth: off\nmax_body: 65536\nfunctions: 4\n"
+        )
+    );
+    let out = at_host(&["info", "--server", &udp, "--udp", "--json"]);
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{{\"protocol\": 1, \"server\": \"at-host {version}\", \"name\": \"bench-psu\", \"auth\": \"off\", \"max_body\": 65536, \"functions\": 4}}\n"
+        )
+    );
+    let out = at_host(&["list", "--server", &tcp]);
+    assert_eq!(
+        text(&out.stdout),
+        "add  add(number, number) -> number  a + b\n\
+         sub  sub(number, number) -> number  a - b\n\
+         mul  mul(number, number) -> number  a * b\n\
+         div  div(number, number) -> double  a / b, always a double\n"
+    );
+    let out = at_host(&["list", "--server", &udp, "--udp", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[3]["result"], "double");
+
+    // A dead address: nothing answers (exit 3).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = at_host(&["ping", "--server", &dead, "--count", "2", "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("2 sent, 0 received, 100% loss"),
+        "{out:?}"
+    );
+    for verb in ["info", "list"] {
+        let out = at_host(&[verb, "--server", &dead]);
+        assert_eq!(out.status.code(), Some(3), "{verb}: {out:?}");
+        assert!(
+            text(&out.stderr).starts_with("transport error: "),
+            "{verb}: {out:?}"
+        );
+        let out = at_host(&[verb, "--server", &dead, "--udp", "--timeout", "0.3"]);
+        assert_eq!(out.status.code(), Some(3), "{verb} --udp: {out:?}");
+    }
+    // Usage errors (exit 2).
+    let out = at_host(&["ping", "--server", &tcp, "--count", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = at_host(&["info", "--server", "[::1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -25,7 +25,10 @@ const FIRMWARE_MAX_BODY: u32 = 496;
 
 /// The flash and RAM budget of docs/EMBEDDED.md.
 const FLASH_WITH_FLOATS: u64 = 32 * 1024;
-const FLASH_INTEGERS_ONLY: u64 = 16 * 1024;
+/// 20 KiB: was 16 until contract section 7 made `rpc.ping`, `rpc.info` and
+/// `rpc.functions` mandatory in every server (about 2.2 KB; see
+/// docs/EMBEDDED.md).
+const FLASH_INTEGERS_ONLY: u64 = 20 * 1024;
 const STATIC_RAM: u64 = 8 * 1024;
 
 /// QEMU running `elf` with UART0 on a TCP server socket; killed on drop.
@@ -111,9 +114,53 @@ async fn typed_led(uart: &mut TcpStream) {
     }
 }
 
+/// The protocol's own functions over the UART: rpc.info, rpc.ping, and
+/// rpc.functions over several pages (the reply buffer is 192 bytes).
+async fn rpc_functions(uart: &mut TcpStream) {
+    let info = request_reply(uart, 70, r#"{"func": "rpc.info"}"#).await;
+    let info: serde_json::Value = serde_json::from_str(&info.body).unwrap();
+    assert_eq!(info["result"]["name"], "mps2-an386", "{info}");
+    assert_eq!(info["result"]["max_body"], 496);
+    assert_eq!(info["result"]["functions"], 6);
+    assert_eq!(info["result"]["auth"], "off");
+    let ping = request_reply(uart, 71, r#"{"func": "rpc.ping", "args": ["hi"]}"#).await;
+    assert_eq!(ping.outcome(), r#""hi""#);
+    let mut names = Vec::new();
+    let mut start = 0;
+    let mut pages = 0;
+    loop {
+        let body = format!(r#"{{"func": "rpc.functions", "args": [{start}]}}"#);
+        let reply = request_reply(uart, 72 + pages, &body).await;
+        let page: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        pages += 1;
+        for entry in page["result"]["functions"].as_array().unwrap() {
+            names.push(entry["name"].as_str().unwrap().to_owned());
+            if entry["name"] == "led" {
+                assert_eq!(entry["params"], serde_json::json!(["bool"]), "{entry}");
+                assert_eq!(entry["result"], "bool");
+            }
+            if entry["name"] == "count" {
+                assert_eq!(entry["params"], serde_json::Value::Null);
+            }
+        }
+        match page["result"]["next"].as_u64() {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(names, ["add", "sub", "mul", "div", "count", "led"]);
+    assert!(
+        pages > 1,
+        "the small reply buffer pages the list ({pages} page)"
+    );
+    let bad = request_reply(uart, 90, r#"{"func": "rpc.functions", "args": [-1]}"#).await;
+    assert_eq!(error_code(&bad), Some(ErrorCode::InvalidArguments));
+}
+
 /// What both variants must do over the UART.
 async fn exercise(uart: &mut TcpStream) {
     typed_led(uart).await;
+    rpc_functions(uart).await;
     // Each calculator function, and an error.
     assert_eq!(call(uart, 1, "add", "10", "20").await, "30");
     assert_eq!(call(uart, 2, "sub", "10", "20").await, "-10");

@@ -15,6 +15,7 @@
 //! Nothing here imports the client side.
 
 mod cache;
+mod destination;
 mod registry;
 mod tcp;
 mod typed;
@@ -39,6 +40,8 @@ use crate::value::Value;
 /// Limits and timeouts of a server. The defaults suit a LAN service.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// The name `rpc.info` reports. Default: the host name.
+    pub name: String,
     /// Largest request body accepted (bytes); longer frames get
     /// `frame_too_large` and, on TCP, a closed connection. Default 65536.
     pub max_frame: u32,
@@ -64,6 +67,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            name: host_name(),
             max_frame: at_core::DEFAULT_MAX_BODY,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
@@ -73,6 +77,20 @@ impl Default for ServerConfig {
             udp_cache_age: Duration::from_secs(60),
         }
     }
+}
+
+/// The implementation and version `rpc.info` reports.
+pub const SERVER: &str = concat!("at-host ", env!("CARGO_PKG_VERSION"));
+
+/// This machine's host name (Linux: the kernel's; elsewhere `HOSTNAME`),
+/// or `at-host`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "at-host".to_owned())
 }
 
 /// Builds a [`Server`]: what to call, where to listen, and the limits.
@@ -177,6 +195,12 @@ impl ServerBuilder {
     /// Listens on UDP at `addr` (port 0: the OS chooses).
     pub fn udp(mut self, addr: SocketAddr) -> Self {
         self.udp = Some(addr);
+        self
+    }
+
+    /// The name `rpc.info` reports (default: the host name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
         self
     }
 
@@ -384,6 +408,18 @@ fn write_outcome(seq: u32, outcome: &Result<Value, HandlerError>, out: &mut [u8]
     at_core::write_reply(seq, &registry::reply_of(outcome), out).unwrap_or(0)
 }
 
+impl Shared {
+    /// What `rpc.info` says of this server.
+    fn info(&self) -> at_core::ServerInfo<'_> {
+        at_core::ServerInfo {
+            server: SERVER,
+            name: &self.config.name,
+            auth_required: false,
+            max_body: self.config.max_frame,
+        }
+    }
+}
+
 /// The registry, logging each call at debug level (func, seq, time taken).
 struct Logged<'r> {
     registry: &'r Registry,
@@ -391,6 +427,14 @@ struct Logged<'r> {
 }
 
 impl Functions for Logged<'_> {
+    fn count(&self) -> usize {
+        self.registry.count()
+    }
+
+    fn describe(&self, index: usize) -> Option<at_core::Description<'_>> {
+        self.registry.describe(index)
+    }
+
     fn call<R>(
         &self,
         func: &str,

@@ -281,6 +281,18 @@ pub(crate) fn reply_of(outcome: &Result<Value, HandlerError>) -> Reply<'_> {
 }
 
 impl Functions for Registry {
+    fn count(&self) -> usize {
+        self.order.len()
+    }
+
+    fn describe(&self, index: usize) -> Option<at_core::Description<'_>> {
+        let name = self.order.get(index)?;
+        Some(at_core::Description {
+            name,
+            signature: self.functions.get(name).and_then(|e| e.signature),
+        })
+    }
+
     fn call<R>(
         &self,
         func: &str,

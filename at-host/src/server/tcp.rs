@@ -171,7 +171,7 @@ async fn serve_connection(
                         registry: &shared.registry,
                         seq: frame.seq(),
                     };
-                    match at_core::respond(&calls, &frame, room) {
+                    match at_core::respond_as(&calls, &shared.info(), &frame, room) {
                         Some(n) => pending += n,
                         None => protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",

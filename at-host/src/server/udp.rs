@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
+use super::destination;
 use super::{Logged, Shared, finish, write_outcome};
 use crate::log_limit::protocol_warn;
 use crate::wire::MAX_DATAGRAM;
@@ -44,37 +45,33 @@ pub(super) async fn serve(
         config.udp_cache_per_client,
         config.udp_cache_age,
     );
+    destination::enable(&socket);
     loop {
-        let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r.map_err(Err),
-            Some(done) = finished.recv() => Err(Ok(done)),
+        let event = tokio::select! {
+            r = destination::recv(&socket, &mut buf) => Event::Datagram(r),
+            Some(done) = finished.recv() => Event::Finished(done),
             _ = stop.wait_for(|s| *s) => break,
         };
-        let received = match received {
-            Ok(pair) => Ok(pair),
-            Err(Ok(done)) => {
-                running.remove(&(done.peer, done.seq));
-                cache.insert(
-                    done.peer,
-                    done.seq,
-                    done.request,
-                    &done.reply,
-                    Instant::now(),
-                );
-                send(&socket, &done.reply, done.peer).await;
-                continue;
-            }
-            Err(Err(e)) => Err(e),
-        };
-        let (len, peer) = match received {
-            Ok(pair) => pair,
-            Err(e) => {
+        let (len, peer, to) = match event {
+            Event::Datagram(Ok(received)) => received,
+            Event::Datagram(Err(e)) => {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
                 debug!("udp receive error: {e}");
                 continue;
             }
+            Event::Finished(done) => {
+                running.remove(&(done.peer, done.seq));
+                let now = Instant::now();
+                cache.insert(done.peer, done.seq, done.request, &done.reply, now);
+                send(&socket, &done.reply, done.peer).await;
+                continue;
+            }
         };
+        // Discovery: a broadcast or multicast request is answered only
+        // with success, and after a random pause.
+        let broadcast = to.is_some_and(destination::is_broadcast);
+        log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
         let now = Instant::now();
         let reply_len = match Frame::parse(&buf[..len], max_body) {
             Err(e @ FrameError::SizeMismatch { .. }) => {
@@ -134,18 +131,37 @@ pub(super) async fn serve(
                     registry: &shared.registry,
                     seq,
                 };
-                let n = at_core::respond(&calls, &frame, &mut out);
+                let n = at_core::respond_as(&calls, &shared.info(), &frame, &mut out);
                 if let Some(n) = n {
                     cache.insert(peer, seq, request, &out[..n], now);
                 }
                 n
             }
         };
-        if let Some(n) = reply_len {
-            send(&socket, &out[..n], peer).await;
+        match reply_len {
+            Some(n) if broadcast => {
+                let reply = &out[..n];
+                if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
+                    let (socket, reply) = (Arc::clone(&socket), reply.to_vec());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(destination::answer_delay()).await;
+                        send(&socket, &reply, peer).await;
+                    });
+                } else {
+                    debug!("udp from {peer}: no error reply to a broadcast request");
+                }
+            }
+            Some(n) => send(&socket, &out[..n], peer).await,
+            None => {}
         }
     }
     drop(alive);
+}
+
+/// What woke the datagram loop.
+enum Event {
+    Datagram(std::io::Result<(usize, SocketAddr, Option<std::net::IpAddr>)>),
+    Finished(Finished),
 }
 
 /// The reply of an async function, back from its task.

@@ -10,6 +10,12 @@ use at_core::{CallError, Function, Value, function};
 
 use crate::board;
 
+/// The name `rpc.info` reports: `AT_NAME` when building, else the board's.
+pub const NAME: &str = match option_env!("AT_NAME") {
+    Some(name) => name,
+    None => "mps2-an386",
+};
+
 /// The firmware's function table.
 pub static FUNCTIONS: [Function; 6] = [
     ADD,

@@ -59,7 +59,7 @@ mod device {
         // SAFETY: UART0 of the MPS2 board, used by nothing else.
         let mut uart = unsafe { Uart::new(UART0_BASE, BAUDDIV_115200) };
         // In `.bss`, so `size` shows the buffers; taken once, so never None.
-        let Some(server) = cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new())
+        let Some(server) = cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new().with_name(crate::functions::NAME))
         else {
             loop {
                 cortex_m::asm::wfi();

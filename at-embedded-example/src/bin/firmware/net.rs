@@ -17,6 +17,7 @@
 //! the UART carries AT frames only.
 //!
 //! Build-time settings (environment variables read by `option_env!`):
+//! `AT_NAME` (what `rpc.info` reports; default `mps2-an386`),
 //! `AT_STATIC_IP`, `AT_GATEWAY`, `AT_IDLE_TIMEOUT_MS` (a TCP connection
 //! with no traffic for this long is closed; default 60 s) and
 //! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s).
@@ -33,7 +34,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 use crate::board::Uart;
 use crate::clock::Clock;
-use crate::functions::FUNCTIONS;
+use crate::functions::{FUNCTIONS, NAME};
 use crate::lan9118::{LAN9118_BASE, LAN9118_IRQ, Lan9118};
 
 /// The AT port, TCP and UDP.
@@ -91,7 +92,9 @@ pub fn run(
     mut nvic: cortex_m::peripheral::NVIC,
 ) -> ! {
     let mut clock = Clock::start(syst);
-    let Some(serial) = cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new()) else {
+    let Some(serial) =
+        cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new().with_name(NAME))
+    else {
         halt()
     };
     // SAFETY: the board's LAN9118, used by nothing else.
@@ -139,9 +142,9 @@ pub fn run(
         configure(stack, cidr, gateway, &mut uart);
     }
     let tcp = cortex_m::singleton!(: Option<TcpServer<Stack, CLIENTS, RX, TX>> =
-        TcpServer::bind(stack, PORT).ok().map(|s| s.with_timeouts(TIMEOUTS)));
+        TcpServer::bind(stack, PORT).ok().map(|s| s.with_timeouts(TIMEOUTS).with_name(NAME)));
     let udp = cortex_m::singleton!(: Option<UdpServer<Stack, { RX + 1 }, TX, UDP_CACHE>> =
-        UdpServer::bind(stack, PORT).ok());
+        UdpServer::bind(stack, PORT).ok().map(|s| s.with_name(NAME)));
     let (Some(Some(tcp)), Some(Some(udp))) = (tcp, udp) else {
         say(
             &mut uart,

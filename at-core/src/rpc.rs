@@ -1,0 +1,198 @@
+//! The protocol's own functions (contract section 7), answered inside the
+//! one request -> reply path so every server has them: `rpc.ping`,
+//! `rpc.info` and `rpc.functions`. Names beginning with `rpc.` belong to
+//! the protocol; any other `rpc.*` is `unknown_function`.
+//!
+//! - `rpc.ping`: no argument gives `true`, one argument gives it back.
+//! - `rpc.info`: `{"protocol": 1, "server": ..., "name": ..., "auth":
+//!   "off"|"required", "max_body": N, "functions": N}` from the server's
+//!   [`ServerInfo`] and its function count.
+//! - `rpc.functions`: `{"functions": [...], "next": N|null}`, the entries
+//!   from `start` on (default 0) that fit the reply buffer, at least one
+//!   while any remain (its doc is dropped if only then does it fit). Each
+//!   entry is `{"name": ..., "params": [types]|null, "result": type|null,
+//!   "doc": ...}`.
+//!
+//! All of it is written straight into the reply buffer: no heap, no second
+//! buffer, so a device with a 192-byte reply buffer lists any number of
+//! functions over several pages.
+
+use crate::body::{ErrorBody, Reply};
+use crate::dispatch::{Description, Functions};
+use crate::error::ErrorCode;
+use crate::frame::{BufferTooSmall, encode_frame_with};
+use crate::header::Kind;
+use crate::json::Writer;
+use crate::service::{write_error_frame, write_reply};
+use crate::value::{JsonStr, Value};
+
+/// What `rpc.info` says about a server (besides its function count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerInfo<'a> {
+    /// The implementation and its version: "at-host 0.1.0".
+    pub server: &'a str,
+    /// The name its operator chose (the host or board name by default).
+    pub name: &'a str,
+    /// Whether calls must be authenticated (contract section 9).
+    pub auth_required: bool,
+    /// The largest request body it accepts.
+    pub max_body: u32,
+}
+
+/// Room kept at the end of an `rpc.functions` body for its closing part:
+/// `], "next": 4294967295}}`.
+const PAGE_TAIL: usize = "], \"next\": 4294967295}}".len();
+
+/// Answers `rpc.*` function `func` with `args` into `out`; the reply
+/// frame's length.
+pub(crate) fn answer<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    func: &str,
+    args: &[Value<'_>],
+    seq: u32,
+    out: &mut [u8],
+) -> Option<usize> {
+    let invalid = |message, out: &mut [u8]| {
+        write_error_frame(seq, ErrorCode::InvalidArguments, message, out).ok()
+    };
+    match func {
+        "rpc.ping" => match args {
+            [] => write_reply(seq, &Reply::Success(Value::Bool(true)), out).ok(),
+            [value] => write_reply(seq, &Reply::Success(*value), out).ok(),
+            _ => invalid("rpc.ping takes no argument or one", out),
+        },
+        "rpc.info" => match args {
+            [] => write_info(functions, info, seq, out).ok(),
+            _ => invalid("rpc.info takes no arguments", out),
+        },
+        "rpc.functions" => {
+            let start = match args {
+                [] => 0,
+                [Value::Int(start)] if *start >= 0 => usize::try_from(*start).unwrap_or(usize::MAX),
+                _ => return invalid("rpc.functions takes one optional integer start >= 0", out),
+            };
+            write_page(functions, start, seq, out).ok().or_else(|| {
+                write_error_frame(seq, ErrorCode::Internal, "reply buffer too small", out).ok()
+            })
+        }
+        _ => write_reply(
+            seq,
+            &Reply::Error(ErrorBody::new(
+                ErrorCode::UnknownFunction,
+                "unknown function",
+            )),
+            out,
+        )
+        .ok(),
+    }
+}
+
+fn write_info<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    seq: u32,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    encode_frame_with(Kind::Response, seq, out, |body| {
+        let mut w = Writer::new(body);
+        w.raw("{\"status\": \"success\", \"result\": {\"protocol\": 1, \"server\": ")?;
+        w.string(&JsonStr::new(info.server))?;
+        w.raw(", \"name\": ")?;
+        w.string(&JsonStr::new(info.name))?;
+        w.raw(if info.auth_required {
+            ", \"auth\": \"required\", \"max_body\": "
+        } else {
+            ", \"auth\": \"off\", \"max_body\": "
+        })?;
+        w.int(i64::from(info.max_body))?;
+        w.raw(", \"functions\": ")?;
+        w.int(i64::try_from(functions.count()).unwrap_or(i64::MAX))?;
+        w.raw("}}")?;
+        Ok(w.len())
+    })
+}
+
+fn write_page<F: Functions + ?Sized>(
+    functions: &F,
+    start: usize,
+    seq: u32,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    encode_frame_with(Kind::Response, seq, out, |body| {
+        let limit = body.len().checked_sub(PAGE_TAIL).ok_or(BufferTooSmall)?;
+        let (entries, tail) = body.split_at_mut(limit);
+        let mut w = Writer::new(entries);
+        w.raw("{\"status\": \"success\", \"result\": {\"functions\": [")?;
+        let mut next = None;
+        let mut index = start;
+        while let Some(description) = functions.describe(index) {
+            let before = w.len();
+            let first = index == start;
+            // The first entry of a page goes in even if only without its
+            // doc; a later one that does not fit starts the next page.
+            let written = write_entry(&mut w, !first, &description, true).or_else(|_| {
+                w.truncate(before);
+                match first {
+                    true => write_entry(&mut w, false, &description, false),
+                    false => Err(BufferTooSmall),
+                }
+            });
+            if written.is_err() {
+                w.truncate(before);
+                if first {
+                    return Err(BufferTooSmall);
+                }
+                next = Some(index);
+                break;
+            }
+            index += 1;
+        }
+        let n = w.len();
+        let mut w = Writer::new(tail);
+        w.raw("], \"next\": ")?;
+        match next {
+            Some(i) => w.int(i64::try_from(i).unwrap_or(i64::MAX))?,
+            None => w.raw("null")?,
+        }
+        w.raw("}}")?;
+        let m = w.len();
+        // Close the gap between the entries and the tail.
+        body.copy_within(limit..limit + m, n);
+        Ok(n + m)
+    })
+}
+
+/// One `rpc.functions` entry (after a ", " when `separate`); without its
+/// doc when `doc` is false.
+fn write_entry(
+    w: &mut Writer<'_>,
+    separate: bool,
+    d: &Description<'_>,
+    doc: bool,
+) -> Result<(), BufferTooSmall> {
+    if separate {
+        w.raw(", ")?;
+    }
+    w.raw("{\"name\": ")?;
+    w.string(&JsonStr::new(d.name))?;
+    match d.signature {
+        Some(sig) => {
+            w.raw(", \"params\": [")?;
+            for (i, t) in sig.params.iter().enumerate() {
+                if i > 0 {
+                    w.raw(", ")?;
+                }
+                w.raw("\"")?;
+                w.raw(t.as_str())?;
+                w.raw("\"")?;
+            }
+            w.raw("], \"result\": \"")?;
+            w.raw(sig.result.as_str())?;
+            w.raw("\", \"doc\": ")?;
+            w.string(&JsonStr::new(if doc { sig.doc } else { "" }))?;
+        }
+        None => w.raw(", \"params\": null, \"result\": null, \"doc\": \"\"")?,
+    }
+    w.raw("}")
+}
