@@ -23,13 +23,15 @@ pub enum ErrorCode {
     Overflow,
     /// The server refuses the call for lack of capacity.
     Busy,
+    /// Authentication is required, or failed (contract section 9).
+    Unauthorized,
     /// Anything else that went wrong on the server.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadFrame,
         ErrorCode::ChecksumMismatch,
         ErrorCode::FrameTooLarge,
@@ -39,6 +41,7 @@ impl ErrorCode {
         ErrorCode::DivisionByZero,
         ErrorCode::Overflow,
         ErrorCode::Busy,
+        ErrorCode::Unauthorized,
         ErrorCode::Internal,
     ];
 
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::DivisionByZero => "division_by_zero",
             ErrorCode::Overflow => "overflow",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
         }
     }
@@ -82,6 +86,7 @@ impl ErrorCode {
             ErrorCode::DivisionByZero => "division by zero",
             ErrorCode::Overflow => "overflow",
             ErrorCode::Busy => "server busy",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal error",
         }
     }

@@ -24,7 +24,10 @@ pub const FLAG_REQUEST: u16 = 0x0001;
 pub const FLAG_RESPONSE: u16 = 0x0002;
 /// Flag bit of a failed reply.
 pub const FLAG_ERROR: u16 = 0x0004;
-/// The three message-type bits; all other bits are reserved and ignored.
+/// Flag: the frame is authenticated (contract section 9); not a type bit.
+pub const FLAG_AUTH: u16 = 0x0008;
+/// The three message-type bits; all other bits but [`FLAG_AUTH`] are
+/// reserved and ignored.
 pub const KIND_MASK: u16 = FLAG_REQUEST | FLAG_RESPONSE | FLAG_ERROR;
 
 /// The type of a frame: exactly one of the three type bits.

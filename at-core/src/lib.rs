@@ -15,6 +15,7 @@
 //! | [`typed`], [`signature`] | typed functions (`fn led(on: bool)`) in tables, and their signatures |
 //! | [`service`] | the one request -> reply path every server uses |
 //! | [`rpc`] | the protocol's own functions: `rpc.ping`, `rpc.info`, `rpc.functions` |
+//! | [`auth`] | authentication with pre-shared keys: keys, tags, sessions, the [`auth::Guard`] |
 //!
 //! ## Guarantees
 //! - No heap: every buffer is the caller's (or a const-generic array), and
@@ -67,6 +68,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod body;
 pub mod calculator;
 pub mod crc;
@@ -90,14 +92,14 @@ pub use dispatch::{Description, Function, Functions, Handler};
 pub use error::{CallError, ErrorCode};
 pub use frame::{BufferTooSmall, Frame, FrameError, encode_frame, encode_frame_with};
 pub use header::{
-    FLAG_ERROR, FLAG_REQUEST, FLAG_RESPONSE, HEADER_LEN, Header, HeaderError, KIND_MASK, Kind,
-    MAGIC,
+    FLAG_AUTH, FLAG_ERROR, FLAG_REQUEST, FLAG_RESPONSE, HEADER_LEN, Header, HeaderError, KIND_MASK,
+    Kind, MAGIC,
 };
 pub use json::EncodeError;
 pub use rpc::ServerInfo;
 pub use service::{
-    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_to_bytes, respond_to_error,
-    write_error_frame, write_reply,
+    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_to_bytes,
+    respond_to_error, write_error_frame, write_reply,
 };
 pub use signature::{Signature, Type};
 pub use value::{JsonStr, RawJson, Value};

@@ -133,8 +133,27 @@ pub fn respond_as<F: Functions + ?Sized>(
     if frame.kind != Kind::Request {
         return None;
     }
-    let seq = frame.seq();
-    let request = match Request::parse(frame.body) {
+    if frame.header.flags & crate::header::FLAG_AUTH != 0 {
+        // No session can be held here (contract section 9, step 1).
+        return write_error_frame(frame.seq(), ErrorCode::Unauthorized, "unknown session", out)
+            .ok();
+    }
+    respond_body(functions, info, frame.seq(), frame.body, out)
+}
+
+/// The request -> reply path for request `seq` with body `body` (the
+/// request part of a frame, without an authentication trailer): reads the
+/// request, calls the function (or answers `rpc.*`), writes the reply
+/// frame into `out`. Authentication ([`crate::auth`]) calls it between its
+/// checks and its sealing of the reply.
+pub fn respond_body<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    seq: u32,
+    body: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let request = match Request::parse(body) {
         Ok(request) => request,
         Err(e) => return write_error_frame(seq, e.code(), e.message(), out).ok(),
     };
