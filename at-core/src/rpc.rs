@@ -76,6 +76,11 @@ pub(crate) fn answer<F: Functions + ?Sized>(
                 write_error_frame(seq, ErrorCode::Internal, "reply buffer too small", out).ok()
             })
         }
+        // A server without keys (a server with keys answers hellos before
+        // this path, in `auth::Guard`).
+        "rpc.hello" => {
+            write_error_frame(seq, ErrorCode::Unauthorized, "this server has no keys", out).ok()
+        }
         _ => write_reply(
             seq,
             &Reply::Error(ErrorBody::new(

@@ -122,7 +122,7 @@ const INFO: ServerInfo<'static> = ServerInfo {
     max_body: 4096,
 };
 
-type TestGuard = Guard<'static, Scripted, FixedReplies<8, 512>, 4>;
+type TestGuard = Guard<&'static [Key<'static>], Scripted, FixedReplies<8, 512>, 4>;
 
 fn keys() -> &'static [Key<'static>] {
     Box::leak(Box::new([Key::parse(KEY).unwrap()]))
@@ -486,7 +486,7 @@ fn plain_requests_to_a_server_with_keys() {
     assert_ne!(reply[3] & 0x08, 0, "an authenticated answer");
 
     // A server without keys: hello is unauthorized, calls go as usual.
-    let mut open: TestGuard = Guard::new(&[], FixedReplies::new(), Scripted(0));
+    let mut open: TestGuard = Guard::new(&[][..], FixedReplies::new(), Scripted(0));
     assert_eq!(
         code_of(&send(&mut open, &hello_request(), &TCP, 0).unwrap()),
         "unauthorized"

@@ -10,7 +10,7 @@
 
 use crate::auth::crypto::{self, SessionKeys};
 use crate::auth::hex;
-use crate::auth::key::{Key, is_valid_kid};
+use crate::auth::key::{KeyTable, is_valid_kid};
 use crate::auth::remembered::{Origin, ReplyStore, Transport};
 use crate::auth::session::{NonceSource, Session, SessionTable, nonce};
 use crate::auth::window::{Replay, ReplayWindow};
@@ -63,16 +63,16 @@ impl core::fmt::Debug for Seal {
 /// A server's authentication state: its keys, `SESSIONS` sessions, where
 /// remembered replies go and where nonces come from. With no keys it
 /// requires nothing and answers `rpc.hello` with `unauthorized`.
-pub struct Guard<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> {
-    keys: &'k [Key<'k>],
+pub struct Guard<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> {
+    keys: K,
     sessions: SessionTable<SESSIONS>,
     replies: S,
     nonces: R,
 }
 
-impl<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<'k, R, S, SESSIONS> {
+impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K, R, S, SESSIONS> {
     /// A guard over `keys` (none: authentication off).
-    pub const fn new(keys: &'k [Key<'k>], replies: S, nonces: R) -> Self {
+    pub const fn new(keys: K, replies: S, nonces: R) -> Self {
         Guard {
             keys,
             sessions: SessionTable::new(),
@@ -151,6 +151,11 @@ impl<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<'k, R, S, S
             body: frame.body,
             seal: None,
         };
+        // Without keys nothing is checked: `rpc.hello` reaches the rpc
+        // functions, which refuse it.
+        if !self.required() {
+            return call;
+        }
         // A body that is not a request is answered as usual.
         let Ok(request) = Request::parse(frame.body) else {
             return call;
@@ -162,7 +167,7 @@ impl<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<'k, R, S, S
             }
             return self.hello(&request.args, seq, now, out);
         }
-        if !self.required() || func == "rpc.ping" || func == "rpc.info" {
+        if func == "rpc.ping" || func == "rpc.info" {
             return call;
         }
         refuse(seq, "authentication required", out)
@@ -321,7 +326,7 @@ impl<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<'k, R, S, S
         if hex::decode(nc_hex.as_bytes(), &mut nc, false).is_none() {
             return invalid(seq, "a nonce is 32 lowercase hexadecimal digits", out);
         }
-        let Some(key) = self.keys.iter().find(|k| k.kid == kid) else {
+        let Some(secret) = self.keys.secret(kid) else {
             return refuse(seq, "unknown key id", out);
         };
         let Some((slot, evicted)) = self.sessions.room(now) else {
@@ -333,7 +338,7 @@ impl<'k, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<'k, R, S, S
         }
         let ns = nonce(&mut self.nonces);
         let sid = self.sessions.fresh_sid(&mut self.nonces, now);
-        let keys: SessionKeys = crypto::derive(&key.secret, kid, &nc, &ns);
+        let keys: SessionKeys = crypto::derive(&secret, kid, &nc, &ns);
         let proof = crypto::proof(&keys.reply, &sid);
         self.sessions.put(
             slot,

@@ -83,3 +83,42 @@ impl<'a> Key<'a> {
         Ok(Key { kid, secret })
     }
 }
+
+/// The keys a server holds, by key id: a slice of [`Key`]s on a device, or
+/// any table of the caller's (a host's, read from a file).
+pub trait KeyTable {
+    /// The secret of key `kid`.
+    fn secret(&self, kid: &str) -> Option<[u8; KEY_LEN]>;
+    /// Whether there is any key (else authentication is off).
+    fn is_empty(&self) -> bool;
+}
+
+impl KeyTable for [Key<'_>] {
+    fn secret(&self, kid: &str) -> Option<[u8; KEY_LEN]> {
+        self.iter().find(|k| k.kid == kid).map(|k| k.secret)
+    }
+
+    fn is_empty(&self) -> bool {
+        <[Key<'_>]>::is_empty(self)
+    }
+}
+
+impl<const N: usize> KeyTable for [Key<'_>; N] {
+    fn secret(&self, kid: &str) -> Option<[u8; KEY_LEN]> {
+        self.as_slice().secret(kid)
+    }
+
+    fn is_empty(&self) -> bool {
+        N == 0
+    }
+}
+
+impl<T: KeyTable + ?Sized> KeyTable for &T {
+    fn secret(&self, kid: &str) -> Option<[u8; KEY_LEN]> {
+        (**self).secret(kid)
+    }
+
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
+}

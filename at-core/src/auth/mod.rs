@@ -26,7 +26,7 @@ mod window;
 
 pub use client::{ClientSession, ReplyProblem};
 pub use guard::{Admission, Guard, Seal};
-pub use key::{Key, KeyError, is_valid_kid};
+pub use key::{Key, KeyError, KeyTable, is_valid_kid};
 pub use remembered::{FixedReplies, MAX_RESENDS, Origin, REMEMBER_MS, ReplyStore, Transport};
 pub use session::{CounterNonces, NonceSource, SESSION_LIFETIME_MS, SESSION_MIN_IDLE_MS};
 pub use window::{Replay, ReplayWindow};
