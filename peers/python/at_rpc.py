@@ -8,19 +8,34 @@ this project's decisions where the contract is silent. Bodies are written in
 exactly the canonical form the Rust side writes, so replies match the shared
 test vectors (tests/vectors/frames.json) byte for byte.
 
-    python3 at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+    python3 at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
                             [--key KID:HEX ...] [--key-file PATH ...]
     python3 at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS]
                            [--retries N] [--json] [--key KID:HEX | --key-file PATH]
                            FUNC [ARG ...]
+    python3 at_rpc.py ping|info|list [--server HOST[:PORT]] [--udp] ...
+    python3 at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] ...
+
+(`pip install peers/python` installs this module and the same command line as
+`at-rpc`.)
 
 As a library:
 
     server = Server(tcp=("127.0.0.1", 0), udp=("127.0.0.1", 0)).start()
-    server.register("hello", lambda name: "hello, " + name)
+
+    def hello(name: str) -> str:        # rpc.functions: hello(string) -> string
+        '''Greets someone.'''
+        return "hello, " + name
+
+    server.register("hello", hello)
     with Client("127.0.0.1", server.tcp_address[1]) as client:
         client.call("add", 10, 20)          # 30
+        client.functions()                  # [{"name": "add", ...}, ..., {"name": "hello", ...}]
     server.shutdown()
+    discover()                              # [Discovered(address, name, server, auth), ...]
+
+Every server answers rpc.ping, rpc.info and rpc.functions (contract section
+7) and discovery (section 8).
 
 With pre-shared keys (contract section 9), Server(..., keys={kid: key})
 requires authentication and Client(..., key=(kid, key)) provides it; keys are
@@ -31,7 +46,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import heapq
 import hmac
+import inspect
 import ipaddress
 import json
 import json.decoder
@@ -45,12 +62,16 @@ import secrets
 import select
 import signal
 import socket
+import statistics
 import struct
 import sys
 import threading
 import time
+import typing
 import zlib
 from typing import Any, Callable, Iterator, NamedTuple
+
+__version__ = "0.2.0"
 
 log = logging.getLogger("at_rpc")
 
@@ -939,6 +960,110 @@ def parse_value(text: str) -> Any:
 
 
 # --------------------------------------------------------------------------
+# Function signatures (rpc.functions, contract section 7)
+
+TYPES = ("integer", "double", "number", "string", "bool", "null", "array", "object", "any")
+
+_ANNOTATION_TYPES: dict[Any, str] = {
+    int: "integer", float: "number", str: "string", bool: "bool", type(None): "null",
+    list: "array", dict: "object",
+}
+# Annotations left as text (a module with `from __future__ import annotations`
+# whose names cannot be resolved): the base name before any "[...]".
+_ANNOTATION_NAMES = {
+    "int": "integer", "float": "number", "str": "string", "bool": "bool", "None": "null",
+    "NoneType": "null", "list": "array", "dict": "object", "List": "array", "Dict": "object",
+    "typing.List": "array", "typing.Dict": "object",
+}
+
+
+class Signature(NamedTuple):
+    """What rpc.functions says of a function: the type of each positional
+    argument, the result's type (both from TYPES) and one line of doc."""
+
+    params: tuple[str, ...]
+    result: str
+    doc: str = ""
+
+
+def signature(params: list[str] | tuple[str, ...], result: str,
+              doc: str = "") -> Callable[[Callable], Callable]:
+    """A decorator giving a function an explicit signature for rpc.functions
+    (types from TYPES), instead of one read from its annotations:
+
+        @signature(["number", "number"], "double", "a / b")
+        def div(*args): ...
+    """
+    sig = Signature(tuple(params), result, doc.strip().splitlines()[0] if doc.strip() else "")
+    for t in (*sig.params, sig.result):
+        if t not in TYPES:
+            raise ValueError(f"{t!r} is not one of {', '.join(TYPES)}")
+
+    def attach(fn: Callable) -> Callable:
+        fn.__at_signature__ = sig
+        return fn
+
+    return attach
+
+
+def annotation_type(annotation: Any) -> str:
+    """The protocol type of a Python annotation: int "integer", float
+    "number", str "string", bool "bool", None "null", list "array", dict
+    "object" (also list[...] and dict[...]); anything else "any"."""
+    if annotation is None:
+        return "null"
+    if isinstance(annotation, str):
+        return _ANNOTATION_NAMES.get(annotation.split("[", 1)[0].strip(), "any")
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict):
+        return _ANNOTATION_TYPES[origin]
+    try:
+        return _ANNOTATION_TYPES.get(annotation, "any")
+    except TypeError:  # an unhashable annotation
+        return "any"
+
+
+def _first_line(doc: str | None) -> str:
+    for line in (doc or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def describe_function(fn: Callable) -> Signature | None:
+    """The signature rpc.functions lists for `fn`: the one given with
+    @signature, else one from its annotations (parameters without one are
+    "any", a missing return annotation is "any"), with the first non-empty
+    line of its docstring. None (unknown) for a function without annotated
+    parameters (without any annotation, when it takes no argument), one
+    that takes *args, or one that cannot be inspected."""
+    given = getattr(fn, "__at_signature__", None)
+    if isinstance(given, Signature):
+        return given
+    try:
+        try:
+            sig = inspect.signature(fn, eval_str=True)
+        except Exception:  # NameError and friends: names not resolvable
+            sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = []
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            params.append(p.annotation)
+    empty = inspect.Signature.empty
+    annotated = any(a is not empty for a in params)
+    if not annotated and (params or sig.return_annotation is empty):
+        return None
+    result = sig.return_annotation
+    doc = fn.__doc__ if inspect.isfunction(fn) or inspect.ismethod(fn) else None
+    return Signature(tuple("any" if a is empty else annotation_type(a) for a in params),
+                     "any" if result is empty else annotation_type(result), _first_line(doc))
+
+
+# --------------------------------------------------------------------------
 # The calculator
 
 
@@ -971,21 +1096,25 @@ def _arithmetic(args: tuple, op: Callable[[Any, Any], Any]) -> int | float:
         raise RemoteError("overflow", "result is not a finite number") from None
 
 
+@signature(["number", "number"], "number", "a + b")
 def calc_add(*args):
     """a + b: exact for two integers (in i64), else a double."""
     return _arithmetic(args, lambda a, b: a + b)
 
 
+@signature(["number", "number"], "number", "a - b")
 def calc_sub(*args):
     """a - b."""
     return _arithmetic(args, lambda a, b: a - b)
 
 
+@signature(["number", "number"], "number", "a * b")
 def calc_mul(*args):
     """a * b."""
     return _arithmetic(args, lambda a, b: a * b)
 
 
+@signature(["number", "number"], "double", "a / b, always a double")
 def calc_div(*args):
     """a / b, always a double (correctly rounded for two integers)."""
     a, b = _two_numbers(args)
@@ -1033,9 +1162,11 @@ def call_function(functions: dict, func: str, args: list) -> tuple[int, bytes]:
         return ERROR, error_body("internal", "result has no JSON form")
 
 
-def respond(functions: dict, frame: Frame, max_body: int = MAX_BODY) -> bytes | None:
+def respond(functions: dict, frame: Frame, max_body: int = MAX_BODY,
+            info: ServerInfo | None = None) -> bytes | None:
     """The reply frame to one checked frame, or None for a frame that is
-    itself a reply (servers answer requests only)."""
+    itself a reply (servers answer requests only). rpc.info describes the
+    server with `info` (default: this module, no name, auth off)."""
     if frame.kind != REQUEST:
         return None
     seq = frame.seq
@@ -1043,20 +1174,190 @@ def respond(functions: dict, frame: Frame, max_body: int = MAX_BODY) -> bytes | 
         func, args = parse_request(frame.body)
     except BodyError as e:
         return error_frame(seq, e.code, e.message)
-    kind, body = reply_body(functions, func, args, seq, max_body)
+    kind, body = reply_body(functions, func, args, seq, max_body, info, frame.body)
     return pack_frame(kind, seq, body)
 
 
+def reply_limit(max_body: int) -> int:
+    """The largest reply body a server sends: max(max_body, 128)."""
+    return max(max_body, 128)
+
+
 def reply_body(functions: dict, func: str, args: list, seq: int,
-               max_body: int = MAX_BODY) -> tuple[int, bytes]:
-    """call_function(), with a reply body over max(max_body, 128) bytes
-    replaced by the error `internal` ("reply too large")."""
-    kind, body = call_function(functions, func, args)
-    if len(body) > max(max_body, 128):
+               max_body: int = MAX_BODY, info: ServerInfo | None = None,
+               request: bytes | None = None) -> tuple[int, bytes]:
+    """call_function(), or answer_rpc() for a name beginning with "rpc."
+    (`request`: the request body, which rpc.ping echoes from), with a reply
+    body over reply_limit(max_body) bytes replaced by the error `internal`
+    ("reply too large")."""
+    if func.startswith("rpc."):
+        if info is None:
+            info = ServerInfo(SERVER_SOFTWARE, "", False, max_body)
+        kind, body = answer_rpc(functions, info, func, args, request, reply_limit(max_body))
+    else:
+        kind, body = call_function(functions, func, args)
+    if len(body) > reply_limit(max_body):
         log.error("reply to %r (seq %d) is %d bytes, over the limit of %d",
                   func, seq, len(body), max_body)
         kind, body = ERROR, error_body("internal", "reply too large")
     return kind, body
+
+
+# --------------------------------------------------------------------------
+# The protocol's own functions: rpc.ping, rpc.info, rpc.functions (section 7)
+
+SERVER_SOFTWARE = f"at_rpc.py {__version__}"
+# Room kept at the end of an rpc.functions page: `], "next": 4294967295}}`.
+_PAGE_TAIL = len('], "next": 4294967295}}')
+_PAGE_HEAD = '{"status": "success", "result": {"functions": ['
+# A page never exceeds what a datagram carries, authenticated or not.
+_PAGE_MAX = MAX_DATAGRAM - HEADER_LEN - AUTH_TRAILER
+
+
+class ServerInfo(NamedTuple):
+    """What rpc.info says of a server (besides its function count)."""
+
+    server: str  # the implementation and its version
+    name: str  # the name its operator chose
+    auth_required: bool
+    max_body: int  # the largest request body accepted
+
+
+def is_reserved(name: str) -> bool:
+    """Names beginning with "rpc." belong to the protocol."""
+    return name.startswith("rpc.")
+
+
+def function_names(functions: dict) -> list[str]:
+    """The functions rpc.info counts and rpc.functions lists, in order."""
+    # list(dict) is one step under the GIL: safe while another thread registers.
+    return [name for name in list(functions) if not is_reserved(name)]
+
+
+def info_result(functions: dict, info: ServerInfo) -> dict[str, Any]:
+    """The rpc.info result, members in the contract's order."""
+    return {"protocol": 1, "server": info.server, "name": info.name,
+            "auth": "required" if info.auth_required else "off",
+            "max_body": info.max_body, "functions": len(function_names(functions))}
+
+
+def function_entry(name: str, sig: Signature | None, doc: bool = True) -> str:
+    """One rpc.functions entry as canonical JSON (its doc left empty when
+    `doc` is false)."""
+    if sig is None:
+        return '{"name": ' + _string(name) + ', "params": null, "result": null, "doc": ""}'
+    return ('{"name": ' + _string(name) + ', "params": ['
+            + ", ".join(f'"{t}"' for t in sig.params) + '], "result": "' + sig.result
+            + '", "doc": ' + _string(sig.doc if doc else "") + "}")
+
+
+def functions_page(functions: dict, start: int, limit: int) -> bytes | None:
+    """The success body of rpc.functions from index `start`: the entries
+    that fit in `limit` bytes of body (room kept for the largest `next`),
+    at least one while any remain (without its doc if only so it fits); None
+    when even that does not fit. As at-core writes it."""
+    names = function_names(functions)
+    room = min(limit, _PAGE_MAX) - _PAGE_TAIL
+    size = len(_PAGE_HEAD)
+    entries: list[str] = []
+    following = None
+    for index in range(start, len(names)):
+        name = names[index]
+        fn = functions.get(name)
+        sig = describe_function(fn) if fn is not None else None
+        entry = _utf8(function_entry(name, sig))
+        if entries:
+            if size + 2 + len(entry) > room:
+                following = index
+                break
+            size += 2
+        elif size + len(entry) > room:
+            entry = _utf8(function_entry(name, sig, doc=False))
+            if size + len(entry) > room:
+                return None
+        entries.append(entry.decode("utf-8"))
+        size += len(entry)
+    return _utf8(_PAGE_HEAD + ", ".join(entries) + '], "next": '
+                 + ("null" if following is None else str(following)) + "}}")
+
+
+def _raw_args(body: bytes) -> list[str]:
+    """The source text of each argument of a request body (already checked
+    by parse_request): rpc.ping gives back strings, arrays and objects
+    exactly as they came, as at-core does."""
+    reader = _open_object(body)
+    raw: list[str] = []
+
+    def member(key: str) -> None:
+        if key != "args" or reader.peek() != "[":
+            reader.value()
+            return
+        raw.clear()
+        reader.expect("[")
+        if reader.peek() == "]":
+            reader.pos += 1
+            return
+        while True:
+            reader.peek()
+            start = reader.pos
+            reader.value()
+            raw.append(reader.text[start:reader.pos])
+            c = reader.peek()
+            reader.pos += 1
+            if c == "]":
+                return
+            if c != ",":
+                raise _syntax()
+
+    reader.object(member)
+    return raw
+
+
+def _echo(args: list, request: bytes | None) -> bytes:
+    """rpc.ping's success body for one argument."""
+    if request is not None:
+        try:
+            raw = _raw_args(request)
+        except BodyError:
+            raw = []
+        if len(raw) == 1 and raw[0][:1] in ('"', "[", "{"):
+            return _utf8('{"status": "success", "result": ' + raw[0] + "}")
+    return success_body(args[0])
+
+
+def answer_rpc(functions: dict, info: ServerInfo, func: str, args: list,
+               request: bytes | None = None, limit: int = MAX_BODY) -> tuple[int, bytes]:
+    """The reply (kind, body) to `func`, a name beginning with "rpc.";
+    rpc.hello is the server's, not answered here. `limit`: the largest
+    reply body (an rpc.functions page fills at most that much)."""
+
+    def invalid(message: str) -> tuple[int, bytes]:
+        return ERROR, error_body("invalid_arguments", message)
+
+    if func == "rpc.ping":
+        if len(args) > 1:
+            return invalid("rpc.ping takes no argument or one")
+        try:
+            return RESPONSE, success_body(True) if not args else _echo(args, request)
+        except EncodeError as e:
+            return ERROR, error_body(e.code, e.message)
+        except RecursionError:
+            return ERROR, error_body("internal", "result has no JSON form")
+    if func == "rpc.info":
+        if args:
+            return invalid("rpc.info takes no arguments")
+        return RESPONSE, success_body(info_result(functions, info))
+    if func == "rpc.functions":
+        if args and not (len(args) == 1 and type(args[0]) is int and args[0] >= 0):
+            return invalid("rpc.functions takes one optional integer start >= 0")
+        try:
+            page = functions_page(functions, args[0] if args else 0, limit)
+        except EncodeError as e:  # a name or doc that is not UTF-8 (a lone surrogate)
+            return ERROR, error_body(e.code, e.message)
+        if page is None:
+            return ERROR, error_body("internal", "reply buffer too small")
+        return RESPONSE, page
+    return ERROR, error_body("unknown_function", "unknown function")
 
 
 def respond_to_error(error: FrameError) -> bytes | None:
@@ -1066,13 +1367,14 @@ def respond_to_error(error: FrameError) -> bytes | None:
     return error_frame(error.seq, error.code, error.message)
 
 
-def respond_to_datagram(functions: dict, data: bytes, max_body: int = MAX_BODY) -> bytes | None:
+def respond_to_datagram(functions: dict, data: bytes, max_body: int = MAX_BODY,
+                        info: ServerInfo | None = None) -> bytes | None:
     """The whole path for one datagram: check it, answer it (or None)."""
     try:
         frame = parse_datagram(data, max_body)
     except FrameError as e:
         return respond_to_error(e)
-    return respond(functions, frame, max_body)
+    return respond(functions, frame, max_body, info)
 
 
 # --------------------------------------------------------------------------
@@ -1450,24 +1752,36 @@ class Server:
     udp_cache_* -- bounds of the UDP reply cache
     keys -- {kid: 32-byte key}: require authentication (contract section 9).
         Then only rpc.hello, rpc.ping and rpc.info are answered without it.
+    name -- the name rpc.info reports (default: the host name)
     max_sessions, session_lifetime, session_min_idle, auth_reply_age -- the
         session table's capacity and times (see SessionTable)
 
     start() binds and starts the threads; shutdown() stops them. A request
     with AUTH is checked as the contract's section 9 says (also when no keys
     are given: then no session exists and it is `unauthorized`).
+
+    The protocol's functions rpc.ping, rpc.info and rpc.functions (section
+    7) are always served. A UDP request that came to a broadcast or
+    multicast address (discovery, section 8; told by IP_PKTINFO or
+    IPV6_PKTINFO) is never answered with an error, and its reply goes out
+    after a random 0 to 100 ms. Listening on "::" accepts IPv4 too
+    (IPV6_V6ONLY off), so one socket serves both kinds of discovery.
     """
 
-    def __init__(self, tcp=("0.0.0.0", DEFAULT_PORT), udp=("0.0.0.0", DEFAULT_PORT), *,
+    def __init__(self, tcp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT),
+                 udp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT), *,
                  max_frame: int = MAX_BODY, calculator: bool = True,
                  idle_timeout: float = 300.0, frame_timeout: float = 10.0,
                  max_connections: int = 1024, udp_cache_entries: int = 4096,
                  udp_cache_per_client: int = 256, udp_cache_age: float = 60.0,
                  keys: dict | None = None, max_sessions: int = 64,
                  session_lifetime: float = SESSION_LIFETIME,
-                 session_min_idle: float = SESSION_MIN_IDLE, auth_reply_age: float = 60.0):
+                 session_min_idle: float = SESSION_MIN_IDLE, auth_reply_age: float = 60.0,
+                 name: str | None = None):
         if not 0 <= max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must fit in 32 bits")
+        self.name = socket.gethostname() if name is None else name
+        _utf8(self.name)  # raises for a name that has no UTF-8 form
         # With keys: the sessions; None: this server does not authenticate.
         self.sessions = SessionTable(keys, max_sessions, session_lifetime, session_min_idle,
                                      auth_reply_age) if keys else None
@@ -1489,15 +1803,25 @@ class Server:
         self._lock = threading.Lock()
         self._connections: set = set()
         self._threads: list = []
+        self._delayed: _DelayedSends | None = None
 
     def register(self, name: str, fn: Callable) -> "Server":
         """Adds (or replaces) `fn` under `name`. fn(*args) returns the result
         or raises RemoteError(code, message); any other exception is answered
-        with `internal`."""
+        with `internal`. Names beginning with "rpc." belong to the protocol
+        (ValueError). rpc.functions lists functions in registration order
+        (the calculator first), with the signature given by @signature or
+        read from fn's annotations (see describe_function)."""
+        if is_reserved(name):
+            raise ValueError(f"{name!r}: names beginning with 'rpc.' belong to the protocol")
         if len(name.encode("utf-8")) > MAX_FUNC_NAME:
             raise ValueError(f"function names are at most {MAX_FUNC_NAME} bytes")
         self.functions[name] = fn
         return self
+
+    def info(self) -> ServerInfo:
+        """What rpc.info says of this server."""
+        return ServerInfo(SERVER_SOFTWARE, self.name, self.sessions is not None, self.max_frame)
 
     # -- life cycle
 
@@ -1524,6 +1848,8 @@ class Server:
             self._spawn(self._accept_loop, "at-tcp-accept")
             log.info("listening on tcp://%s", _format_addr(self.tcp_address))
         if self._udp_sock is not None:
+            self._delayed = _DelayedSends(self._udp_sock)
+            self._spawn(self._delayed.run, "at-udp-delayed")
             self._spawn(self._udp_loop, "at-udp")
             log.info("listening on udp://%s", _format_addr(self.udp_address))
         return self
@@ -1537,6 +1863,13 @@ class Server:
         try:
             if kind == socket.SOCK_STREAM and os.name != "nt":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and ipaddress.ip_address(sockaddr[0]).is_unspecified:
+                # "::" takes IPv4 too (IPv4 broadcasts and clients), whatever
+                # the system's default (net.ipv6.bindv6only).
+                try:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                except (OSError, AttributeError):
+                    pass
             sock.bind(sockaddr)
         except OSError:
             sock.close()
@@ -1570,6 +1903,8 @@ class Server:
             self._wake_w.send(b"x")
         except OSError:
             pass
+        if self._delayed is not None:
+            self._delayed.stop()
         deadline = time.monotonic() + timeout
         with self._lock:
             threads = list(self._threads)
@@ -1732,7 +2067,8 @@ class Server:
             return self._hello(seq, args)
         if self.sessions is not None and func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
-        kind, body = reply_body(self.functions, func, args, seq, self.max_frame)
+        kind, body = reply_body(self.functions, func, args, seq, self.max_frame, self.info(),
+                                frame.body)
         return pack_frame(kind, seq, body)
 
     def _hello(self, seq: int, args: list) -> bytes:
@@ -1808,7 +2144,8 @@ class Server:
                 kind, reply = ERROR, error_body("invalid_arguments",
                                                 "rpc.hello is never authenticated")
             else:
-                kind, reply = reply_body(self.functions, func, args, seq, self.max_frame)
+                kind, reply = reply_body(self.functions, func, args, seq, self.max_frame,
+                                         self.info(), body)
         frame = pack_auth_frame(kind, seq, reply, session.sid, session.k_rep)
         if udp and len(frame) > MAX_DATAGRAM:
             frame = pack_auth_frame(ERROR, seq, error_body("internal", "reply too large"),
@@ -1838,13 +2175,29 @@ class Server:
             if reply is None:
                 continue
             if len(reply) > MAX_DATAGRAM:
+                if broadcast:
+                    continue  # never an error to a broadcast
                 reply = error_frame(unpack_header(reply).seq, "internal", "reply too large")
+            if broadcast:
+                # Many servers hear a broadcast: spread their replies out.
+                self._delayed.add(random.uniform(0.0, BROADCAST_DELAY), reply, addr)
+                continue
             try:
                 sock.sendto(reply, addr)
             except OSError as e:
                 log.warning("udp reply to %s: %s", _format_addr(addr), e)
 
     def _udp_datagram(self, data: bytes, addr, broadcast: bool = False) -> bytes | None:
+        """The reply to one datagram (None: none). A request that came by
+        broadcast or multicast is never answered with an error (contract
+        section 8)."""
+        reply = self._udp_reply(data, addr, broadcast)
+        if broadcast and reply is not None and unpack_header(reply).flags & ERROR:
+            log.debug("no error reply to a broadcast from %s", _format_addr(addr))
+            return None
+        return reply
+
+    def _udp_reply(self, data: bytes, addr, broadcast: bool) -> bytes | None:
         client = _format_addr(addr)
         try:
             frame = parse_datagram(data, self.max_frame)
@@ -1874,6 +2227,59 @@ class Server:
         return reply
 
 
+BROADCAST_DELAY = 0.1  # a reply to a broadcast waits a random 0 to 100 ms
+MAX_DELAYED = 1024  # replies waiting so at most; more are dropped
+
+
+class _DelayedSends:
+    """Sends datagrams later, from one thread: the replies to broadcasts,
+    each after its own random delay, without holding up the UDP loop."""
+
+    def __init__(self, sock: socket.socket, limit: int = MAX_DELAYED):
+        self.sock = sock
+        self.limit = limit
+        self._heap: list = []
+        self._count = 0  # ties in time keep their order
+        self._stopped = False
+        self._cond = threading.Condition()
+
+    def add(self, delay: float, data: bytes, addr) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            if len(self._heap) >= self.limit:
+                log.warning("too many delayed replies: dropping one to %s", _format_addr(addr))
+                return
+            self._count += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._count, data, addr))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            _, _, data, addr = heapq.heappop(self._heap)
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+            try:
+                self.sock.sendto(data, addr)
+            except OSError as e:
+                log.warning("udp reply to %s: %s", _format_addr(addr), e)
+
+
 # --------------------------------------------------------------------------
 # The client
 
@@ -1894,6 +2300,19 @@ class _ClientSession:
         self.k_rep = k_rep
         self.seq = 0
         self.last = time.monotonic()
+
+
+def _check_entry(entry: Any, start: int) -> dict[str, Any]:
+    """An rpc.functions entry, checked: name a string, params null or a
+    list of strings, result null or a string, doc a string ("" if missing)."""
+    if isinstance(entry, dict):
+        params, result, doc = entry.get("params"), entry.get("result"), entry.get("doc", "")
+        if (isinstance(entry.get("name"), str) and isinstance(doc, str)
+                and (result is None or isinstance(result, str))
+                and (params is None or (isinstance(params, list)
+                                        and all(isinstance(p, str) for p in params)))):
+            return {"name": entry["name"], "params": params, "result": result, "doc": doc}
+    raise ProtocolError(f"malformed rpc.functions entry (page from {start})")
 
 
 def _plain_error(frame: Frame) -> tuple[str, str]:
@@ -1973,6 +2392,54 @@ class Client:
     def _next_seq(self) -> int:
         self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1  # 0 is for unreadable headers
         return self._seq
+
+    def connect(self) -> "Client":
+        """Opens the TCP connection (or the UDP socket) now rather than at
+        the first call, within `timeout`; raises OSError or TimeoutError.
+        A call after a failure connects again by itself."""
+        with self._lock:
+            if self._sock is None:
+                if self.udp:
+                    self._open_udp()
+                else:
+                    try:
+                        self._open_tcp(time.monotonic() + self.timeout)
+                    except socket.timeout:
+                        self.close()
+                        raise TimeoutError(f"timed out after {self.timeout:g} s") from None
+        return self
+
+    def ping(self, value: Any = None) -> Any:
+        """rpc.ping: without `value` the result is True, else `value`."""
+        return self.call("rpc.ping") if value is None else self.call("rpc.ping", value)
+
+    def info(self) -> dict[str, Any]:
+        """rpc.info: the server's description (members in its order)."""
+        result = self.call("rpc.info")
+        if not isinstance(result, dict):
+            raise ProtocolError("the rpc.info result is not an object")
+        return result
+
+    def functions(self, max_pages: int = 10000) -> list[dict[str, Any]]:
+        """rpc.functions from start 0, following `next` until null: every
+        entry ({"name", "params", "result", "doc"}), checked. Raises
+        ProtocolError for a malformed page, a `next` that does not move on
+        or more than `max_pages` pages."""
+        entries: list[dict[str, Any]] = []
+        start = 0
+        for _ in range(max_pages):
+            page = self.call("rpc.functions", start) if start else self.call("rpc.functions")
+            following = page.get("next") if isinstance(page, dict) else None
+            if (not isinstance(page, dict) or not isinstance(page.get("functions"), list)
+                    or "next" not in page or (following is not None and (
+                        type(following) is not int or following <= start))):
+                raise ProtocolError(f"malformed rpc.functions page (start {start})")
+            for entry in page["functions"]:
+                entries.append(_check_entry(entry, start))
+            if following is None:
+                return entries
+            start = following
+        raise ProtocolError(f"rpc.functions: more than {max_pages} pages")
 
     def call(self, func: str, *args) -> Any:
         """func(*args) on the server; see the class for what it raises."""
@@ -2153,10 +2620,7 @@ class Client:
             self.close()  # e.g. the server's idle timeout: connect again
         try:
             if self._sock is None:
-                self._sock = socket.create_connection((self.host, self.port),
-                                                      timeout=self._remaining(deadline))
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._reader = FrameReader(self._reply_limit)
+                self._open_tcp(deadline)
             sock, reader = self._sock, self._reader
             sock.settimeout(self._remaining(deadline))
             sock.sendall(frame)
@@ -2177,6 +2641,12 @@ class Client:
         except BaseException:
             self.close()
             raise
+
+    def _open_tcp(self, deadline: float) -> None:
+        self._sock = socket.create_connection((self.host, self.port),
+                                              timeout=self._remaining(deadline))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = FrameReader(self._reply_limit)
 
     def _closed_by_peer(self) -> bool:
         """True when the idle connection has seen the server's FIN or RST
@@ -2221,15 +2691,7 @@ class Client:
             deadline = start + self.timeout
         self._ignored = None
         if self._sock is None:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.connect(sockaddr)
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
+            self._open_udp()
         sock = self._sock
         # Waits base, 2 base, 4 base, ... (each with +-25% jitter) add up to
         # the whole timeout; the last attempt waits until the deadline.
@@ -2254,6 +2716,17 @@ class Client:
         ignored = f"; ignored {self._ignored}" if self._ignored else ""
         raise TimeoutError(f"timed out after {self.timeout:g} s "
                            f"({attempts} attempt{'s' if attempts > 1 else ''}){ignored}")
+
+    def _open_udp(self) -> None:
+        infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.connect(sockaddr)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
 
     def _await_udp(self, sock: socket.socket, seq: int, until: float,
                    check: Callable[[Frame], Any] | None = None) -> Any:
@@ -2290,24 +2763,197 @@ class Client:
 
 
 # --------------------------------------------------------------------------
+# Discovery on a local network (contract section 8)
+
+
+class Discovered(NamedTuple):
+    """One server that answered discovery: its address as text
+    ("10.0.0.2:16724", "[fe80::1%eth0]:16724") and what its rpc.info said."""
+
+    address: str
+    name: str
+    server: str
+    auth: str
+
+
+def _sender_text(sender) -> str:
+    """A datagram's sender as text, with the interface for a scoped IPv6
+    address: 10.0.0.2:16724, [fe80::1%eth0]:16724."""
+    host, port = sender[0], sender[1]
+    if len(sender) >= 4 and sender[3] and "%" not in host:
+        try:
+            host = f"{host}%{socket.if_indextoname(sender[3])}"
+        except OSError:
+            host = f"{host}%{sender[3]}"
+    return _format_addr((host, port))
+
+
+def parse_discovery_reply(data: bytes, sender, seq: int) -> Discovered | None:
+    """The server a datagram tells of: a plain success reply to `seq` whose
+    result is an object (rpc.info); None for anything else."""
+    try:
+        frame = parse_datagram(data, MAX_DATAGRAM)
+        if frame.kind != RESPONSE or frame.seq != seq or frame.flags & AUTH:
+            return None
+        ok, result, _, _ = parse_reply(frame.body)
+    except (FrameError, BodyError):
+        return None
+    if not ok or not isinstance(result, dict):
+        return None
+
+    def text(key: str) -> str:
+        value = result.get(key)
+        if isinstance(value, str):
+            return value
+        return "" if value is None else encode_value(value, any_int=True)
+
+    return Discovered(_sender_text(sender), text("name"), text("server"), text("auth"))
+
+
+def address_key(address: str) -> tuple:
+    """Sorts addresses as text: IPv4 before IPv6, each numerically (then by
+    interface and port); anything else last."""
+    host, _, port = address.rpartition(":")
+    port_number = int(port) if port.isdigit() else 0
+    try:
+        if host.startswith("["):
+            ip = ipaddress.IPv6Address(host[1:-1])
+            return (6, int(ip), ip.scope_id or "", port_number, address)
+        return (4, int(ipaddress.IPv4Address(host)), "", port_number, address)
+    except ValueError:
+        return (9, 0, "", port_number, address)
+
+
+def sort_discovered(found: list[Discovered]) -> list[Discovered]:
+    return sorted(found, key=lambda d: address_key(d.address))
+
+
+def format_table(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, each as wide as its widest
+    value (the last not padded); trailing spaces stripped."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def format_discovered(found: list[Discovered], as_json: bool = False) -> list[str]:
+    """discover's output lines, sorted by address: ADDRESS NAME SERVER
+    auth=..., or one JSON array."""
+    found = sort_discovered(found)
+    if as_json:
+        return [encode_value([{"address": d.address, "name": d.name, "server": d.server,
+                               "auth": d.auth} for d in found], any_int=True)]
+    return format_table([[d.address, d.name, d.server, f"auth={d.auth}"] for d in found])
+
+
+def discover(timeout: float = 1.0, port: int = DEFAULT_PORT, interface: str | None = None,
+             ipv4: bool = True, ipv6: bool = True) -> list[Discovered]:
+    """Finds the servers on the local link: sends one rpc.info request to
+    255.255.255.255:port (IPv4, SO_BROADCAST; with `interface`,
+    SO_BINDTODEVICE) and to [ff02::1%IF]:port (IPv6: on `interface`, else on
+    every interface but lo), then collects the success replies to it for
+    `timeout` seconds, one per responder address. Sorted by address.
+    Raises OSError when the request could not be sent at all."""
+    seq = secrets.randbelow(MAX_SEQ) + 1
+    frame = pack_frame(REQUEST, seq, request_body("rpc.info"))
+    socks: list[socket.socket] = []  # all opened, to close
+    live: list[socket.socket] = []  # those that sent the request
+    errors: list[str] = []
+    try:
+        if ipv4:
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                if interface is not None:
+                    if not hasattr(socket, "SO_BINDTODEVICE"):
+                        raise OSError("choosing the interface needs SO_BINDTODEVICE (Linux)")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                    interface.encode() + b"\0")
+                sock.bind(("0.0.0.0", 0))
+                sock.sendto(frame, ("255.255.255.255", port))
+                live.append(sock)
+            except OSError as e:
+                log.debug("discover: IPv4 broadcast: %s", e)
+                errors.append(f"IPv4: {e.strerror or e}")
+        if ipv6 and socket.has_ipv6:
+            if interface is not None:
+                indexes = [(interface, socket.if_nametoindex(interface))]
+            else:
+                indexes = [(n, i) for i, n in socket.if_nameindex() if n != "lo"]
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("::", 0))
+                for name, index in indexes:
+                    try:
+                        sock.sendto(frame, ("ff02::1", port, 0, index))
+                        if sock not in live:
+                            live.append(sock)
+                    except OSError as e:
+                        log.debug("discover: IPv6 multicast on %s: %s", name, e)
+                        if interface is not None:
+                            errors.append(f"IPv6 on {name}: {e.strerror or e}")
+            except OSError as e:
+                log.debug("discover: IPv6: %s", e)
+                errors.append(f"IPv6: {e.strerror or e}")
+        if not live:
+            raise OSError("discovery request not sent" + (": " + "; ".join(errors) if errors else ""))
+        found: dict[str, Discovered] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            readable, _, _ = select.select(live, [], [], left)
+            for sock in readable:
+                try:
+                    data, sender = sock.recvfrom(MAX_DATAGRAM + 1)
+                except OSError as e:  # e.g. an ICMP error
+                    log.debug("discover: receive: %s", e)
+                    continue
+                item = parse_discovery_reply(data, sender, seq)
+                if item is not None and item.address not in found:
+                    found[item.address] = item
+        return sort_discovered(list(found.values()))
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# --------------------------------------------------------------------------
 # Command line
 
 USAGE = """\
-usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
                        [--key KID:HEX ...] [--key-file PATH ...]
        at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
                       [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
+       at_rpc.py ping [--server HOST[:PORT]] [--udp] [--count N] [--interval SECS]
+                      [--size BYTES] [--timeout SECS] [--json]
+       at_rpc.py info [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                      [--key KID:HEX | --key-file PATH]
+       at_rpc.py list [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                      [--key KID:HEX | --key-file PATH]
+       at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
+                          [--json]
+
+'at_rpc.py COMMAND --help' describes a command.
 """
 
 SERVE_HELP = """\
-usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES]
+usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
                        [--key KID:HEX ...] [--key-file PATH ...]
 
-Serves the calculator (add, sub, mul, div) until SIGINT or SIGTERM.
+Serves the calculator (add, sub, mul, div) and rpc.ping, rpc.info and
+rpc.functions until SIGINT or SIGTERM.
 
   --tcp ADDR         TCP address IP:PORT, or none (default 0.0.0.0:16724)
-  --udp ADDR         UDP address IP:PORT, or none (default 0.0.0.0:16724)
+  --udp ADDR         UDP address IP:PORT, or none (default 0.0.0.0:16724);
+                     [::]:PORT takes IPv4 and IPv6 (both kinds of discovery)
   --max-frame BYTES  largest request body accepted (default 65536)
+  --name NAME        the name rpc.info reports (default: the host name)
   --key KID:HEX      require authentication; accept this key (repeatable)
   --key-file PATH    require authentication; accept the keys of this file
                      (lines 'KID HEX', '#' comments; mode 600; repeatable)
@@ -2337,6 +2983,75 @@ set, gives the key. Each ARG is read as JSON if it is (10, 2.5, true, "x",
 [1, 2]), else taken as a string. Exit status: 0 result, 1 error reply
 (also `unauthorized`), 2 usage, 3 transport (also a reply that fails
 authentication).
+"""
+
+PING_HELP = """\
+usage: at_rpc.py ping [--server HOST[:PORT]] [--udp] [--count N] [--interval SECS]
+                      [--size BYTES] [--timeout SECS] [--json]
+
+Calls rpc.ping COUNT times and prints the round-trip times, like ping(8).
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP; never retransmitted)
+  --count N             how many pings (default 4)
+  --interval SECS       from one ping to the next (default 1.0)
+  --size BYTES          send a string of BYTES 'x' to echo (default 0: no argument)
+  --timeout SECS        how long to wait for each reply (default 1.0)
+  --json                one JSON object per ping, then one with the statistics
+
+Exit status: 0 at least one reply, 1 an error reply, 2 usage, 3 no reply.
+"""
+
+INFO_HELP = """\
+usage: at_rpc.py info [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                      [--key KID:HEX | --key-file PATH]
+
+Prints what rpc.info says of the server, one 'key: value' line per member.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP)
+  --timeout SECS        bound of the call (default 5)
+  --json                print the result object as JSON
+  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY)
+  --key-file PATH       authenticate with the first key of this file (mode 600)
+
+Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
+"""
+
+LIST_HELP = """\
+usage: at_rpc.py list [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                      [--key KID:HEX | --key-file PATH]
+
+Lists the server's functions (rpc.functions, every page): name, signature
+and doc, one function per line.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP)
+  --timeout SECS        bound of each call (default 5)
+  --json                print the JSON array of all entries
+  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY);
+                        a server that requires authentication lists only then
+  --key-file PATH       authenticate with the first key of this file (mode 600)
+
+Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
+"""
+
+DISCOVER_HELP = """\
+usage: at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
+                          [--json]
+
+Finds the AT servers on the local network: sends rpc.info to the IPv4
+broadcast address 255.255.255.255 and to the IPv6 all-nodes address ff02::1,
+then lists each server that answers: address, name, implementation, auth.
+
+  --timeout SECS   how long to collect replies (default 1.0)
+  --interface IF   only on this interface (IPv4: SO_BINDTODEVICE); by default
+                   IPv6 goes out on every interface but lo
+  --ipv4, --ipv6   only this family (default both)
+  --port P         the servers' UDP port (default 16724)
+  --json           print a JSON array of {"address", "name", "server", "auth"}
+
+Exit status: 0 at least one server, 2 usage, 3 none.
 """
 
 
@@ -2460,7 +3175,7 @@ def _server_keys(key_texts: list, key_files: list) -> dict[str, bytes]:
 
 def serve_main(argv: list) -> int:
     opts = {"--tcp": f"0.0.0.0:{DEFAULT_PORT}", "--udp": f"0.0.0.0:{DEFAULT_PORT}",
-            "--max-frame": str(MAX_BODY)}
+            "--max-frame": str(MAX_BODY), "--name": None}
     key_texts: list = []
     key_files: list = []
     i = 0
@@ -2468,7 +3183,7 @@ def serve_main(argv: list) -> int:
         token = argv[i]
         name = token.split("=", 1)[0]
         if token in ("-h", "--help"):
-            sys.stdout.write(SERVE_HELP)
+            _write_help(SERVE_HELP)
             return 0
         if name in opts:
             opts[name], i = _take_value(argv, i, name)
@@ -2488,8 +3203,14 @@ def serve_main(argv: list) -> int:
     if tcp is None and udp is None:
         raise UsageError("nothing to serve: both --tcp and --udp are none")
     keys = _server_keys(key_texts, key_files)
+    name = opts["--name"]
+    if name is not None:
+        try:
+            _utf8(name)
+        except EncodeError:
+            raise UsageError("--name: the name is not valid text") from None
     _setup_logging("info")
-    server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None)
+    server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None, name=name)
     if keys:
         log.info("authentication required: %d key%s (key ids %s)", len(keys),
                  "" if len(keys) == 1 else "s", ", ".join(sorted(keys)))
@@ -2540,7 +3261,7 @@ def call_main(argv: list) -> int:
             positional.extend(rest)
             break
         if token in ("-h", "--help"):
-            sys.stdout.write(CALL_HELP)
+            _write_help(CALL_HELP)
             return 0
         if token == "--udp":
             udp, i = True, i + 1
@@ -2572,16 +3293,7 @@ def call_main(argv: list) -> int:
             i += 1
     if not positional:
         raise UsageError("FUNC is missing")
-    if key_text is not None and key_file is not None:
-        raise UsageError("give --key or --key-file, not both")
-    if key_text is not None:
-        key = _key_option(key_text, "--key")
-    elif key_file is not None:
-        key = _key_file_option(key_file)[0]
-    elif os.environ.get("AT_KEY"):
-        key = _key_option(os.environ["AT_KEY"], "AT_KEY")
-    else:
-        key = None
+    key = _client_key(key_text, key_file)
     host, port = split_host_port(server)
     func, args = positional[0], [cli_arg(a) for a in positional[1:]]
     _setup_logging("warning")
@@ -2595,36 +3307,317 @@ def call_main(argv: list) -> int:
             print(body.decode("utf-8", "replace"))
         print(f"error: {e.code}: {e.message}", file=sys.stderr)
         return 1
-    except TimeoutError as e:
-        print(f"transport error: {where}: {e}", file=sys.stderr)
-        return 3
-    except AuthError as e:
-        print(f"transport error: {where}: authentication failed: {e}", file=sys.stderr)
-        return 3
-    except ProtocolError as e:
-        print(f"transport error: {where}: protocol error: {e}", file=sys.stderr)
-        return 3
-    except OSError as e:  # refused, reset, unreachable, name resolution
-        print(f"transport error: {where}: i/o error: {e.strerror or e}", file=sys.stderr)
+    except (OSError, ProtocolError) as e:
+        print(f"transport error: {where}: {_failure_text(e)}", file=sys.stderr)
         return 3
     print(body.decode("utf-8") if as_json else encode_value(result, any_int=True))
     return 0
 
 
-def main(argv: list | None = None) -> int:
+def _client_key(key_text: str | None, key_file: str | None) -> tuple[str, bytes] | None:
+    """The key of --key, --key-file or AT_KEY (in that order), or None."""
+    if key_text is not None and key_file is not None:
+        raise UsageError("give --key or --key-file, not both")
+    if key_text is not None:
+        return _key_option(key_text, "--key")
+    if key_file is not None:
+        return _key_file_option(key_file)[0]
+    if os.environ.get("AT_KEY"):
+        return _key_option(os.environ["AT_KEY"], "AT_KEY")
+    return None
+
+
+def _failure_text(e: Exception) -> str:
+    """What went wrong in a transport failure, as `call` reports it."""
+    if isinstance(e, TimeoutError):
+        return str(e)
+    if isinstance(e, AuthError):
+        return f"authentication failed: {e}"
+    if isinstance(e, ProtocolError):
+        return f"protocol error: {e}"
+    if isinstance(e, OSError):  # refused, reset, unreachable, name resolution
+        return f"i/o error: {e.strerror or e}"
+    return str(e)
+
+
+def _options(argv: list, flags: tuple, values: tuple) -> dict[str, Any] | None:
+    """Options of a command without positional arguments: `flags` take no
+    value (True when given), `values` one (--name VALUE or --name=VALUE).
+    None for -h/--help."""
+    opts: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name = token.split("=", 1)[0]
+        if token in ("-h", "--help"):
+            return None
+        if token in flags:
+            opts[token], i = True, i + 1
+        elif name in values:
+            opts[name], i = _take_value(argv, i, name)
+        else:
+            raise UsageError(f"unexpected argument {token!r}")
+    return opts
+
+
+def _seconds_option(opts: dict, name: str, default: float, zero: bool = False) -> float:
+    if name not in opts:
+        return default
+    try:
+        value = float(opts[name])
+    except ValueError:
+        raise UsageError(f"{name}: {opts[name]!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise UsageError(f"{name} must be a {'non-negative' if zero else 'positive'} "
+                         f"number of seconds")
+    return value
+
+
+def _count_option(opts: dict, name: str, default: int, least: int = 0,
+                  most: int = 0xFFFFFFFF) -> int:
+    if name not in opts:
+        return default
+    text = opts[name]
+    if not (text.isascii() and text.isdigit()) or not least <= int(text) <= most:
+        raise UsageError(f"{name}: {text!r} is not a whole number from {least} to {most}")
+    return int(text)
+
+
+def _client_options(argv: list, flags: tuple = (), values: tuple = (),
+                    keys: bool = True) -> dict[str, Any] | None:
+    """The options info and list share (and those given), parsed."""
+    flags = ("--udp", "--json", *flags)
+    values = ("--server", "--timeout", *(("--key", "--key-file") if keys else ()), *values)
+    opts = _options(argv, flags, values)
+    if opts is None:
+        return None
+    host, port = split_host_port(opts.get("--server", f"127.0.0.1:{DEFAULT_PORT}"))
+    opts["host"], opts["port"], opts["where"] = host, port, _format_addr((host, port))
+    if keys:
+        opts["key"] = _client_key(opts.get("--key"), opts.get("--key-file"))
+    return opts
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def ping_main(argv: list) -> int:
+    opts = _client_options(argv, values=("--count", "--interval", "--size"), keys=False)
+    if opts is None:
+        _write_help(PING_HELP)
+        return 0
+    count = _count_option(opts, "--count", 4, least=1)
+    interval = _seconds_option(opts, "--interval", 1.0, zero=True)
+    size = _count_option(opts, "--size", 0)
+    timeout = _seconds_option(opts, "--timeout", 1.0)
+    udp, as_json, where = opts.get("--udp", False), opts.get("--json", False), opts["where"]
+    value = "x" * size if size else None
+    length = len(request_body("rpc.ping", [value] if size else []))
+    if length > MAX_BODY:
+        raise UsageError(f"--size: the request body would be {length} bytes, "
+                         f"over the limit of {MAX_BODY}")
+    _setup_logging("warning")
+    if not as_json:
+        _print(f"PING {where} ({'udp' if udp else 'tcp'})")
+    times: list[float] = []
+    sent = 0
+    client = Client(opts["host"], opts["port"], udp=udp, timeout=timeout, retries=0)
+    start = time.monotonic()
+    try:
+        for seq in range(1, count + 1):
+            delay = start + (seq - 1) * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent += 1
+            try:
+                client.connect()  # not timed: a ping measures a call
+                began = time.perf_counter()
+                result = client.ping(value)
+                ms = (time.perf_counter() - began) * 1000.0
+            except RemoteError as e:
+                print(f"error: {e.code}: {e.message}", file=sys.stderr)
+                return 1
+            except (OSError, ProtocolError) as e:
+                reason = (f"timed out after {timeout:g} s" if isinstance(e, TimeoutError)
+                          else _failure_text(e))
+            else:
+                if result is True if value is None else result == value:
+                    times.append(ms)
+                    _print(json.dumps({"seq": seq, "time_ms": round(ms, 3)}) if as_json
+                           else f"reply from {where}: seq={seq} time={ms:.3f} ms")
+                    continue
+                reason = "the reply does not match the request"
+            _print(json.dumps({"seq": seq, "error": reason}) if as_json
+                   else f"no reply from {where}: seq={seq}: {reason}")
+    except KeyboardInterrupt:
+        pass  # like ping(8): the statistics of what was sent
+    finally:
+        client.close()
+    received = len(times)
+    loss = 100 * (sent - received) // sent if sent else 0
+    rtt = None
+    if times:
+        rtt = {"min": min(times), "avg": statistics.fmean(times), "max": max(times),
+               "mdev": statistics.pstdev(times)}
+    if as_json:
+        _print(json.dumps({"sent": sent, "received": received, "loss_percent": loss,
+                           "rtt_ms": None if rtt is None else
+                           {k: round(v, 3) for k, v in rtt.items()}}))
+    else:
+        _print(f"--- {where} ping statistics ---")
+        line = f"{sent} sent, {received} received, {loss}% loss"
+        if rtt is not None:
+            line += ("; rtt min/avg/max/mdev = "
+                     + "/".join(f"{rtt[k]:.3f}" for k in ("min", "avg", "max", "mdev")) + " ms")
+        _print(line)
+    return 0 if times else 3
+
+
+def _query(opts: dict, action: Callable[[Client], Any]) -> tuple[int, Any]:
+    """action(client) for info and list: (0, its value), or (exit status,
+    None) after reporting an error reply (1) or a transport failure (3)."""
+    timeout = _seconds_option(opts, "--timeout", 5.0)
+    _setup_logging("warning")
+    try:
+        with Client(opts["host"], opts["port"], udp=opts.get("--udp", False), timeout=timeout,
+                    key=opts["key"]) as client:
+            return 0, action(client)
+    except RemoteError as e:
+        print(f"error: {e.code}: {e.message}", file=sys.stderr)
+        return 1, None
+    except (OSError, ProtocolError) as e:
+        print(f"transport error: {opts['where']}: {_failure_text(e)}", file=sys.stderr)
+        return 3, None
+
+
+def _value_text(value: Any) -> str:
+    """A value for people: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else encode_value(value, any_int=True)
+
+
+def info_main(argv: list) -> int:
+    opts = _client_options(argv)
+    if opts is None:
+        _write_help(INFO_HELP)
+        return 0
+    status, result = _query(opts, Client.info)
+    if status:
+        return status
+    if opts.get("--json"):
+        print(encode_value(result, any_int=True))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {_value_text(value)}")
+    return 0
+
+
+def format_signature(entry: dict[str, Any]) -> str:
+    """add(number, number) -> number; name(...) when params is null; no
+    ' -> ...' when result is null."""
+    params = entry.get("params")
+    text = entry["name"] + ("(...)" if params is None else "(" + ", ".join(params) + ")")
+    if entry.get("result") is not None:
+        text += " -> " + entry["result"]
+    return text
+
+
+def format_functions(entries: list[dict[str, Any]], as_json: bool = False) -> list[str]:
+    """list's output lines: NAME SIGNATURE DOC in columns, or a JSON array."""
+    if as_json:
+        return [encode_value(entries, any_int=True)]
+    return format_table([[e["name"], format_signature(e), e.get("doc") or ""] for e in entries])
+
+
+def list_main(argv: list) -> int:
+    opts = _client_options(argv)
+    if opts is None:
+        _write_help(LIST_HELP)
+        return 0
+    status, entries = _query(opts, Client.functions)
+    if status:
+        return status
+    for line in format_functions(entries, opts.get("--json", False)):
+        print(line)
+    return 0
+
+
+def discover_main(argv: list) -> int:
+    opts = _options(argv, ("--ipv4", "--ipv6", "--json"), ("--timeout", "--interface", "--port"))
+    if opts is None:
+        _write_help(DISCOVER_HELP)
+        return 0
+    timeout = _seconds_option(opts, "--timeout", 1.0)
+    port = _count_option(opts, "--port", DEFAULT_PORT, least=1, most=65535)
+    if opts.get("--ipv4") and opts.get("--ipv6"):
+        raise UsageError("give --ipv4 or --ipv6, not both")
+    interface = opts.get("--interface")
+    if interface is not None:
+        try:
+            socket.if_nametoindex(interface)
+        except (OSError, ValueError):
+            raise UsageError(f"--interface: no interface {interface!r}") from None
+    _setup_logging("warning")
+    try:
+        found = discover(timeout, port, interface, ipv4=not opts.get("--ipv6"),
+                         ipv6=not opts.get("--ipv4"))
+    except OSError as e:
+        print(f"transport error: discovery: {e.strerror or e}", file=sys.stderr)
+        return 3
+    for line in format_discovered(found, opts.get("--json", False)):
+        print(line)
+    if not found:
+        if not opts.get("--json"):
+            print(f"no server answered within {timeout:g} s", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("-c", "__main__.py") else "at_rpc.py"
+
+
+def _write_help(text: str, stream=None) -> None:
+    """A usage text, with the program's name as it was invoked (at-rpc
+    when installed), continuation lines kept aligned."""
+    prog = _prog()
+    delta = len(prog) - len("at_rpc.py")
+    lines = []
+    usage = False
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith(("usage: at_rpc.py", "at_rpc.py ")):
+            usage = True
+        elif not line.strip():
+            usage = False
+        elif usage and line.startswith(" ") and delta:
+            indent = len(line) - len(line.lstrip(" "))
+            line = " " * max(1, indent + delta) + line.lstrip(" ")
+        lines.append(line.replace("at_rpc.py", prog))
+    (stream or sys.stdout).write("".join(lines))
+
+
+COMMANDS: dict[str, Callable[[list], int]] = {
+    "serve": serve_main, "call": call_main, "ping": ping_main, "info": info_main,
+    "list": list_main, "discover": discover_main,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (the `at-rpc` console script); returns the exit
+    status: 0 ok, 1 error reply, 2 usage, 3 transport."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        (sys.stdout if argv else sys.stderr).write(USAGE)
+        _write_help(USAGE, sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
-        if command == "serve":
-            return serve_main(rest)
-        if command == "call":
-            return call_main(rest)
-        raise UsageError(f"unknown command {command!r}")
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}")
+        return COMMANDS[command](rest)
     except UsageError as e:
-        sys.stderr.write(f"error: {e}\n\n{USAGE}")
+        sys.stderr.write(f"error: {e}\n\n")
+        _write_help(USAGE, sys.stderr)
         return 2
 
 
