@@ -47,6 +47,7 @@
 //   error.rs         Error, ProtocolError
 //   value.rs         Value
 //   log_limit.rs     rate-limited protocol warnings
+//   keys.rs          AuthKey: pre-shared keys, key files, keygen
 //   addr.rs          address parsing for the command (public)
 //   client/tcp.rs    Client
 //   client/udp.rs    UdpClient, UdpConfig, UdpStats
@@ -64,6 +65,7 @@ pub mod calculator;
 mod client;
 mod convert;
 mod error;
+mod keys;
 mod log_limit;
 mod server;
 mod service;
@@ -108,9 +110,11 @@ pub use at_host_macros::service;
 pub use client::{Client, UdpClient, UdpConfig, UdpStats};
 pub use convert::decode_result;
 pub use error::{Error, ProtocolError};
+pub use keys::{AuthKey, KeyFileError};
 pub use server::{
-    AsyncFunction, HandlerError, HostFunction, Json, Param, Params, Pending, Registry,
-    RegistryError, Returns, Server, ServerBuilder, ServerConfig, ShutdownHandle, TypedFunction,
+    AsyncFunction, HandlerError, HostFunction, Json, MAX_SESSIONS, Param, Params, Pending,
+    Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig, ShutdownHandle,
+    TypedFunction,
 };
 pub use service::{Caller, Number, Service};
 pub use value::Value;

@@ -155,13 +155,21 @@ fn forward(
         return;
     }
     if rng.chance(faults.corrupt) && !datagram.is_empty() {
-        // Any byte but the seq field (offsets 4..8).
+        // Any byte but the seq field (offsets 4..8), and any bit but the
+        // AUTH flag (0x08 of byte 3): the CRC does not cover the header
+        // (the contract's choice), so a seq or a flag changed in transit
+        // is not detectable; a request that gains the AUTH flag is truly
+        // answered `unauthorized`.
         let positions = datagram.len() - 4;
         let mut at = (rng.next() % positions as u64) as usize;
         if at >= 4 {
             at += 4;
         }
-        datagram[at] ^= 1 << (rng.next() % 8);
+        let mut bit = rng.next() % 8;
+        if at == 3 && bit == 3 {
+            bit = 4;
+        }
+        datagram[at] ^= 1 << bit;
         stats.corrupted.fetch_add(1, Ordering::Relaxed);
     }
     let copies = if rng.chance(faults.duplicate) {

@@ -14,6 +14,7 @@
 //!
 //! Nothing here imports the client side.
 
+mod auth;
 mod cache;
 mod destination;
 mod registry;
@@ -21,6 +22,7 @@ mod tcp;
 mod typed;
 mod udp;
 
+pub use auth::MAX_SESSIONS;
 pub use registry::{HandlerError, HostFunction, Registry, RegistryError};
 pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction};
 pub use udp::ERROR_REPLIES_PER_SECOND;
@@ -30,7 +32,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_core::{Functions, Reply};
+use at_core::auth::{Admission, Origin, Seal};
+use at_core::{Frame, Functions, Reply};
 use log::{debug, info};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -117,6 +120,9 @@ pub struct ServerBuilder {
     udp: Option<SocketAddr>,
     /// The first registration that failed, reported by `start`.
     error: Option<RegistryError>,
+    /// With keys, every call but rpc.hello, rpc.ping and rpc.info must be
+    /// authenticated (contract section 9).
+    keys: Vec<crate::AuthKey>,
 }
 
 impl ServerBuilder {
@@ -198,6 +204,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Requires authentication with `key` (and any other keys given): see
+    /// docs/SECURITY.md. Several keys may be held at once (one per client,
+    /// and old and new during a rotation).
+    pub fn key(mut self, key: crate::AuthKey) -> Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// Requires authentication with these keys (added to any given before).
+    pub fn keys(mut self, keys: impl IntoIterator<Item = crate::AuthKey>) -> Self {
+        self.keys.extend(keys);
+        self
+    }
+
     /// The name `rpc.info` reports (default: the host name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
@@ -235,9 +255,11 @@ impl ServerBuilder {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
+        let auth = (!self.keys.is_empty()).then(|| auth::Auth::new(crate::keys::KeySet(self.keys)));
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,
+            auth,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -293,6 +315,8 @@ fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
 struct Shared {
     registry: Registry,
     config: ServerConfig,
+    /// Present when the server has keys.
+    auth: Option<auth::Auth>,
 }
 
 /// A running server. Dropping it stops nothing; call
@@ -414,10 +438,92 @@ impl Shared {
         at_core::ServerInfo {
             server: SERVER,
             name: &self.config.name,
-            auth_required: false,
+            auth_required: self.auth.is_some(),
             max_body: self.config.max_frame,
         }
     }
+
+    /// The first step for a request frame: the authentication checks (with
+    /// keys), or the plain path's one check (without). Replies it makes
+    /// itself go into `out`.
+    fn admit<'f>(&self, frame: &Frame<'f>, origin: &Origin, out: &mut [u8]) -> Step<'f> {
+        let Some(auth) = &self.auth else {
+            if frame.header.flags & at_core::FLAG_AUTH != 0 {
+                let n = at_core::write_error_frame(
+                    frame.seq(),
+                    at_core::ErrorCode::Unauthorized,
+                    "this server has no keys",
+                    out,
+                );
+                return n.map_or(Step::Drop, Step::Reply);
+            }
+            return Step::Call {
+                body: frame.body,
+                seal: None,
+            };
+        };
+        let now = auth.now();
+        match auth.lock().admit(frame, origin, now, out) {
+            Admission::Reply(n) => Step::Reply(n),
+            Admission::Drop => Step::Drop,
+            Admission::Call { body, seal } => Step::Call { body, seal },
+        }
+    }
+
+    /// The last step for an authenticated request: its reply (`len` bytes
+    /// of `out`) tagged and remembered. `out` has room for the trailer.
+    fn seal(&self, seal: &Seal, origin: &Origin, out: &mut [u8], len: usize) -> usize {
+        match &self.auth {
+            Some(auth) => {
+                let now = auth.now();
+                auth.lock().seal(seal, origin, now, out, len).unwrap_or(0)
+            }
+            None => len,
+        }
+    }
+
+    /// Answers an admitted request body (an async function awaited on a
+    /// task of its own), sealing the reply when `seal` says; the reply's
+    /// length in `out` (0: none). `flush` runs first when the call must
+    /// wait (so that earlier replies are not held back).
+    async fn answer(
+        &self,
+        seq: u32,
+        body: &[u8],
+        seal: Option<&Seal>,
+        origin: &Origin,
+        out: &mut [u8],
+    ) -> usize {
+        let room = match seal {
+            Some(_) => out.len().saturating_sub(at_core::auth::TRAILER_LEN),
+            None => out.len(),
+        };
+        let n = match self.registry.start_async(body) {
+            Some(started) => write_outcome(seq, &finish(started).await, &mut out[..room]),
+            None => {
+                let calls = Logged {
+                    registry: &self.registry,
+                    seq,
+                };
+                at_core::respond_body(&calls, &self.info(), seq, body, &mut out[..room])
+                    .unwrap_or(0)
+            }
+        };
+        match seal {
+            Some(seal) if n > 0 => self.seal(seal, origin, out, n),
+            _ => n,
+        }
+    }
+}
+
+/// What to do with a request frame, after [`Shared::admit`].
+enum Step<'f> {
+    /// Send `len` bytes already written.
+    Reply(usize),
+    /// Send nothing.
+    Drop,
+    /// Answer the body (and seal the reply when there is a seal).
+    Call { body: &'f [u8], seal: Option<Seal> },
 }
 
 /// The registry, logging each call at debug level (func, seq, time taken).

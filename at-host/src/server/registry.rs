@@ -240,17 +240,31 @@ impl Registry {
         self.functions.get(name).and_then(|e| e.signature)
     }
 
-    /// For a request to an async function: its outcome, started (or the
-    /// argument error). `None` for anything else, which
-    /// [`at_core::respond`] answers.
-    pub(crate) fn start_async(
-        &self,
-        frame: &at_core::Frame<'_>,
-    ) -> Option<Result<Pending, HandlerError>> {
-        if !self.has_async || frame.kind != at_core::Kind::Request {
+    /// Whether `body` calls an async function.
+    pub(crate) fn calls_async(&self, body: &[u8]) -> bool {
+        self.has_async
+            && at_core::Request::parse(body).is_ok_and(|r| {
+                let name = r.func.to_string();
+                matches!(
+                    self.functions.get(name.as_str()).map(|e| &e.call),
+                    Some(Call::Async(_))
+                )
+            })
+    }
+
+    /// Whether any function is async.
+    pub(crate) fn has_async(&self) -> bool {
+        self.has_async
+    }
+
+    /// For a request body that calls an async function: its outcome,
+    /// started (or the argument error). `None` for anything else, which
+    /// [`at_core::respond_body`] answers.
+    pub(crate) fn start_async(&self, body: &[u8]) -> Option<Result<Pending, HandlerError>> {
+        if !self.has_async {
             return None;
         }
-        let request = at_core::Request::parse(frame.body).ok()?;
+        let request = at_core::Request::parse(body).ok()?;
         let name = request.func.to_string();
         match &self.functions.get(name.as_str())?.call {
             Call::Async(start) => Some(start(&request.args)),

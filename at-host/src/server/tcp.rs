@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use at_core::{ErrorCode, FrameDecoder, HEADER_LEN};
+use at_core::auth::{Origin, Transport};
+use at_core::{ErrorCode, FrameDecoder, HEADER_LEN, Kind};
 use log::{info, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Logged, ServerConfig, Shared, finish, write_outcome};
+use super::{ServerConfig, Shared, Step};
 use crate::log_limit::protocol_warn;
 
 /// Accepts connections until `stop` turns true, serving each on its own
@@ -137,6 +138,7 @@ async fn serve_connection(
     let reply_room = frame_room.max(at_core::MIN_REPLY_BUFFER);
     let mut out = vec![0u8; 2 * reply_room];
     let mut pending = 0usize;
+    let origin = Origin::from(Transport::Stream, peer);
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -150,34 +152,34 @@ async fn serve_connection(
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    if let Some(started) = shared.registry.start_async(&frame) {
-                        let seq = frame.seq();
-                        // Replies leave in request order: the batch so far
-                        // goes first, then this connection waits for the
-                        // function (the others do not).
-                        if pending > 0 {
-                            if let Err(closed) =
-                                write_replies(&mut stream, &out[..pending], config).await
-                            {
-                                return closed;
-                            }
-                            pending = 0;
-                        }
-                        let outcome = finish(started).await;
-                        pending += write_outcome(seq, &outcome, &mut out[..reply_room]);
-                        continue;
-                    }
-                    let calls = Logged {
-                        registry: &shared.registry,
-                        seq: frame.seq(),
-                    };
-                    match at_core::respond_as(&calls, &shared.info(), &frame, room) {
-                        Some(n) => pending += n,
-                        None => protocol_warn!(
+                    if frame.kind != Kind::Request {
+                        protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",
                             frame.kind,
                             frame.seq()
-                        ),
+                        );
+                        continue;
+                    }
+                    let seq = frame.seq();
+                    match shared.admit(&frame, &origin, room) {
+                        Step::Reply(n) => pending += n,
+                        Step::Drop => {}
+                        Step::Call { body, seal } => {
+                            // Replies leave in request order: with async
+                            // functions about, the batch so far goes first,
+                            // so it does not wait on one (this connection
+                            // waits; the others do not).
+                            if shared.registry.has_async() && pending > 0 {
+                                if let Err(closed) =
+                                    write_replies(&mut stream, &out[..pending], config).await
+                                {
+                                    return closed;
+                                }
+                                pending = 0;
+                            }
+                            let room = &mut out[pending..pending + reply_room];
+                            pending += shared.answer(seq, body, seal.as_ref(), &origin, room).await;
+                        }
                     }
                 }
                 Ok(None) => break,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use at_core::auth::{Origin, Transport};
 use at_core::{Frame, FrameError, HEADER_LEN, Kind};
 use log::debug;
 use tokio::net::UdpSocket;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
 use super::destination;
-use super::{Logged, Shared, finish, write_outcome};
+use super::{Shared, Step};
 use crate::log_limit::protocol_warn;
 use crate::wire::MAX_DATAGRAM;
 
@@ -62,9 +63,12 @@ pub(super) async fn serve(
             }
             Event::Finished(done) => {
                 running.remove(&(done.peer, done.seq));
-                let now = Instant::now();
-                cache.insert(done.peer, done.seq, done.request, &done.reply, now);
-                send(&socket, &done.reply, done.peer).await;
+                if let Some(request) = done.request {
+                    cache.insert(done.peer, done.seq, request, &done.reply, Instant::now());
+                }
+                if !done.reply.is_empty() {
+                    send(&socket, &done.reply, done.peer).await;
+                }
                 continue;
             }
         };
@@ -99,7 +103,11 @@ pub(super) async fn serve(
             Ok(frame) => {
                 let seq = frame.seq();
                 let request = (frame.header.length, frame.header.crc);
-                if let Some(reply) = cache.get(peer, seq, request, now) {
+                // Plain requests: byte-identical retransmissions get the
+                // remembered reply (section 5). Authenticated ones: the
+                // guard remembers by (session, seq), after the tag.
+                let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+                if plain && let Some(reply) = cache.get(peer, seq, request, now) {
                     debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
                     send(&socket, reply, peer).await;
                     continue;
@@ -108,34 +116,43 @@ pub(super) async fn serve(
                     debug!("udp from {peer}: seq {seq} again while it runs: dropped");
                     continue;
                 }
-                if let Some(started) = shared.registry.start_async(&frame) {
-                    running.insert((peer, seq));
-                    let (done, max_reply) = (finished_tx.clone(), out.len());
-                    tokio::spawn(async move {
-                        let outcome = finish(started).await;
-                        let mut reply = vec![0u8; max_reply];
-                        let n = write_outcome(seq, &outcome, &mut reply);
-                        reply.truncate(n);
-                        let _ = done
-                            .send(Finished {
+                let origin = Origin {
+                    transport: Transport::Datagram,
+                    peer: Some(peer),
+                    broadcast,
+                };
+                match shared.admit(&frame, &origin, &mut out) {
+                    Step::Reply(n) => Some(n),
+                    Step::Drop => None,
+                    Step::Call { body, seal } if shared.registry.calls_async(body) => {
+                        running.insert((peer, seq));
+                        let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
+                        let (shared, body) = (Arc::clone(&shared), body.to_vec());
+                        tokio::spawn(async move {
+                            let n = shared
+                                .answer(seq, &body, seal.as_ref(), &origin, &mut reply)
+                                .await;
+                            reply.truncate(n);
+                            let finished = Finished {
                                 peer,
                                 seq,
-                                request,
+                                request: plain.then_some(request),
                                 reply,
-                            })
+                            };
+                            let _ = done.send(finished).await;
+                        });
+                        continue;
+                    }
+                    Step::Call { body, seal } => {
+                        let n = shared
+                            .answer(seq, body, seal.as_ref(), &origin, &mut out)
                             .await;
-                    });
-                    continue;
+                        if plain && n > 0 {
+                            cache.insert(peer, seq, request, &out[..n], now);
+                        }
+                        (n > 0).then_some(n)
+                    }
                 }
-                let calls = Logged {
-                    registry: &shared.registry,
-                    seq,
-                };
-                let n = at_core::respond_as(&calls, &shared.info(), &frame, &mut out);
-                if let Some(n) = n {
-                    cache.insert(peer, seq, request, &out[..n], now);
-                }
-                n
             }
         };
         match reply_len {
@@ -168,8 +185,9 @@ enum Event {
 struct Finished {
     peer: SocketAddr,
     seq: u32,
-    /// The request's (length, CRC), as the cache keys it.
-    request: (u32, u32),
+    /// A plain request's (length, CRC), as the cache keys it; `None` for
+    /// an authenticated one (the guard remembered its reply).
+    request: Option<(u32, u32)>,
     reply: Vec<u8>,
 }
 
