@@ -84,6 +84,16 @@ pub enum ProtocolError {
     /// An earlier error left this connection unusable; connect again.
     #[error("connection unusable after an earlier error")]
     Broken,
+    /// An unauthenticated reply to an authenticated request (contract
+    /// section 9: a transport failure, never the call's answer).
+    #[error("unauthenticated reply to an authenticated call: {0}")]
+    Unauthenticated(String),
+    /// A reply whose session or tag does not verify.
+    #[error("a reply that does not verify: {0:?}")]
+    BadTag(at_core::auth::ReplyProblem),
+    /// The server does not prove it holds the key (a bad hello reply).
+    #[error("the server's hello reply does not verify")]
+    BadHello,
     /// The request could not be encoded (too large for the frame limit, or
     /// a double that is not finite).
     #[error("request cannot be encoded: {0}")]

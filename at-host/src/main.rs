@@ -1,5 +1,5 @@
 //! The `at-host` command: `serve`, `call`, `ping`, `info`, `list`,
-//! `discover`, `demo`, `bench`.
+//! `discover`, `keygen`, `demo`, `bench`.
 
 mod bench;
 mod tools;
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use at_host::addr::{parse_listen, split_host_port};
-use at_host::{Client, Error, Server, UdpClient, UdpConfig, Value};
+use at_host::{AuthKey, Client, Error, Server, UdpClient, UdpConfig, Value};
 use clap::{Parser, Subcommand};
 
 /// AT: call functions on another device.
@@ -49,6 +49,19 @@ enum Command {
         /// The name rpc.info reports (default: the host name).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// Require authentication with this key, KID:HEX (repeatable).
+        #[arg(long = "key", value_name = "KID:HEX")]
+        keys: Vec<String>,
+        /// Require authentication with the keys of this file (lines `KID
+        /// HEX`; `#` comments); it must not be readable by group or others.
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<std::path::PathBuf>,
+    },
+    /// Print a new key, KID:HEX, from the operating system's CSPRNG.
+    Keygen {
+        /// The key id (1 to 32 of A-Z a-z 0-9 - _ .).
+        #[arg(default_value = "key")]
+        kid: String,
     },
     /// Check that a server answers, and how fast (rpc.ping), like ping(8).
     Ping {
@@ -115,6 +128,8 @@ enum Command {
         /// Print the whole reply body instead of the result.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        key: KeyArgs,
         /// The function's name.
         func: String,
         /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
@@ -152,6 +167,38 @@ enum Command {
     },
 }
 
+/// A client's key: `--key`, `--key-file` (its first key) or `AT_KEY`.
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Authenticate with this key, KID:HEX (else `AT_KEY`).
+    #[arg(long, value_name = "KID:HEX", conflicts_with = "key_file")]
+    key: Option<String>,
+    /// Authenticate with the first key of this file.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key to use, if any; a usage error (exit 2) names what is wrong
+    /// with a bad one, never showing it.
+    fn key(&self) -> Result<Option<AuthKey>, ExitCode> {
+        if let Some(path) = &self.key_file {
+            let keys = AuthKey::read_file(path).map_err(|e| usage(&e.to_string()))?;
+            return Ok(keys.into_iter().next());
+        }
+        let (text, source) = match &self.key {
+            Some(text) => (text.clone(), "--key"),
+            None => match std::env::var("AT_KEY") {
+                Ok(text) if !text.is_empty() => (text, "AT_KEY"),
+                _ => return Ok(None),
+            },
+        };
+        AuthKey::parse(&text)
+            .map(Some)
+            .map_err(|e| usage(&format!("{source}: {e}")))
+    }
+}
+
 /// The server a `ping`, `info` or `list` asks.
 #[derive(clap::Args)]
 struct Target {
@@ -167,6 +214,8 @@ struct Target {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 /// A listen address, or none (`--tcp none`).
@@ -238,12 +287,39 @@ fn main() -> ExitCode {
                 max_connections,
                 idle_timeout,
                 name,
+                keys,
+                key_file,
             } => {
                 let Some(idle) = seconds(idle_timeout) else {
                     return usage("--idle-timeout must be a positive number of seconds");
                 };
-                serve(tcp.0, udp.0, max_frame, max_connections, idle, name).await
+                let mut all = Vec::new();
+                for text in &keys {
+                    match AuthKey::parse(text) {
+                        Ok(key) => all.push(key),
+                        Err(e) => return usage(&format!("--key: {e}")),
+                    }
+                }
+                if let Some(path) = &key_file {
+                    match AuthKey::read_file(path) {
+                        Ok(keys) => all.extend(keys),
+                        Err(e) => return usage(&e.to_string()),
+                    }
+                }
+                let mut kids: Vec<&str> = all.iter().map(AuthKey::kid).collect();
+                kids.sort_unstable();
+                if kids.windows(2).any(|w| w[0] == w[1]) {
+                    return usage("two keys have the same key id");
+                }
+                serve(tcp.0, udp.0, max_frame, max_connections, idle, name, all).await
             }
+            Command::Keygen { kid } => match AuthKey::generate(&kid) {
+                Ok(key) => {
+                    println!("{}", key.to_text());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage(&e.to_string()),
+            },
             Command::Ping {
                 target,
                 count,
@@ -279,20 +355,32 @@ fn main() -> ExitCode {
             {
                 usage("--timeout must be a positive number of seconds")
             }
-            Command::Info { target } => match resolve(&target.server).await {
-                Ok(addr) => {
-                    let timeout = seconds(target.timeout).unwrap_or_default();
-                    tools::info(addr, target.udp, timeout, target.json).await
+            Command::Info { target } => {
+                let key = match target.key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                match resolve(&target.server).await {
+                    Ok(addr) => {
+                        let timeout = seconds(target.timeout).unwrap_or_default();
+                        tools::info(addr, target.udp, timeout, key, target.json).await
+                    }
+                    Err(code) => code,
                 }
-                Err(code) => code,
-            },
-            Command::List { target } => match resolve(&target.server).await {
-                Ok(addr) => {
-                    let timeout = seconds(target.timeout).unwrap_or_default();
-                    tools::list(addr, target.udp, timeout, target.json).await
+            }
+            Command::List { target } => {
+                let key = match target.key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                match resolve(&target.server).await {
+                    Ok(addr) => {
+                        let timeout = seconds(target.timeout).unwrap_or_default();
+                        tools::list(addr, target.udp, timeout, key, target.json).await
+                    }
+                    Err(code) => code,
                 }
-                Err(code) => code,
-            },
+            }
             Command::Discover {
                 timeout,
                 interface,
@@ -313,13 +401,18 @@ fn main() -> ExitCode {
                 timeout,
                 retries,
                 json,
+                key,
                 func,
                 args,
             } => {
                 let Some(timeout) = seconds(timeout) else {
                     return usage("--timeout must be a positive number of seconds");
                 };
-                call(&server, udp, timeout, retries, json, &func, &args).await
+                let key = match key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                call(&server, udp, timeout, retries, json, key, &func, &args).await
             }
             Command::Demo => demo().await,
             Command::Bench { .. } => ExitCode::SUCCESS,
@@ -379,6 +472,7 @@ async fn serve(
     max_connections: usize,
     idle_timeout: Duration,
     name: Option<String>,
+    keys: Vec<AuthKey>,
 ) -> ExitCode {
     if tcp.is_none() && udp.is_none() {
         return usage("nothing to serve: --tcp and --udp are both none");
@@ -390,6 +484,13 @@ async fn serve(
         .idle_timeout(idle_timeout);
     if let Some(name) = name {
         builder = builder.name(name);
+    }
+    if !keys.is_empty() {
+        log::info!(
+            "authentication required; key ids: {}",
+            keys.iter().map(AuthKey::kid).collect::<Vec<_>>().join(", ")
+        );
+        builder = builder.keys(keys);
     }
     if let Some(addr) = tcp {
         builder = builder.tcp(addr);
@@ -418,12 +519,14 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn call(
     server: &str,
     udp: bool,
     timeout: Duration,
     retries: u32,
     json: bool,
+    key: Option<AuthKey>,
     func: &str,
     args: &[String],
 ) -> ExitCode {
@@ -445,6 +548,7 @@ async fn call(
         let config = UdpConfig {
             timeout,
             retries,
+            key,
             ..UdpConfig::default()
         };
         match UdpClient::connect(addr, config).await {
@@ -455,6 +559,9 @@ async fn call(
         let deadline = tokio::time::Instant::now() + timeout;
         let attempt = async {
             let mut client = Client::connect(addr, timeout).await?;
+            if let Some(key) = key {
+                client = client.with_key(key);
+            }
             client.call(func, &core).await
         };
         match tokio::time::timeout_at(deadline, attempt).await {
@@ -483,6 +590,10 @@ async fn call(
                 }
             }
             eprintln!("error: {code}: {message}");
+            ExitCode::from(1)
+        }
+        Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
+            eprintln!("error: unauthorized: the server's proof does not verify: it does not hold this key");
             ExitCode::from(1)
         }
         Err(e) => transport(&format!("{addr}: {e}")),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use at_core::{Frame, HEADER_LEN, Kind, Reply};
-use at_host::{Client, Error, UdpClient, UdpConfig, Value};
+use at_host::{AuthKey, Client, Error, UdpClient, UdpConfig, Value};
 use serde_json::Value as Json;
 
 /// The most `rpc.functions` pages `list` asks for.
@@ -25,16 +25,26 @@ pub enum Link {
 impl Link {
     /// Connects to `addr` (TCP: within `timeout`; UDP: each call gives up
     /// after `timeout`).
-    pub async fn connect(addr: SocketAddr, udp: bool, timeout: Duration) -> Result<Link, Error> {
+    pub async fn connect(
+        addr: SocketAddr,
+        udp: bool,
+        timeout: Duration,
+        key: Option<AuthKey>,
+    ) -> Result<Link, Error> {
         if udp {
             let config = UdpConfig {
                 timeout,
+                key,
                 ..UdpConfig::default()
             };
             return UdpClient::connect(addr, config).await.map(Link::Udp);
         }
         match tokio::time::timeout(timeout, Client::connect(addr, timeout)).await {
-            Ok(client) => client.map(Link::Tcp),
+            Ok(Ok(client)) => Ok(Link::Tcp(match key {
+                Some(key) => client.with_key(key),
+                None => client,
+            })),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Timeout(timeout)),
         }
     }
@@ -124,7 +134,7 @@ pub async fn ping(
         let started = Instant::now();
         let outcome = async {
             if link.is_none() {
-                link = Some(Link::connect(addr, udp, timeout).await?);
+                link = Some(Link::connect(addr, udp, timeout, None).await?);
             }
             match link.as_mut() {
                 Some(l) => l.call("rpc.ping", &args, timeout).await,
@@ -211,9 +221,15 @@ fn rtt(times: &[f64]) -> Option<(f64, f64, f64, f64)> {
 }
 
 /// `info`: rpc.info's members as `key: value` lines, or the object.
-pub async fn info(addr: SocketAddr, udp: bool, timeout: Duration, json: bool) -> ExitCode {
+pub async fn info(
+    addr: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    json: bool,
+) -> ExitCode {
     let result = async {
-        let mut link = Link::connect(addr, udp, timeout).await?;
+        let mut link = Link::connect(addr, udp, timeout, key).await?;
         link.call("rpc.info", &[], timeout).await
     }
     .await;
@@ -272,9 +288,15 @@ impl serde_json::ser::Formatter for Spaced {
 
 /// `list`: every page of rpc.functions, as a table of name, signature and
 /// doc, or the JSON array.
-pub async fn list(addr: SocketAddr, udp: bool, timeout: Duration, json: bool) -> ExitCode {
+pub async fn list(
+    addr: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    json: bool,
+) -> ExitCode {
     let result = async {
-        let mut link = Link::connect(addr, udp, timeout).await?;
+        let mut link = Link::connect(addr, udp, timeout, key).await?;
         let mut entries = Vec::new();
         let mut start = 0i64;
         for _ in 0..MAX_PAGES {

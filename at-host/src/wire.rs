@@ -56,10 +56,32 @@ pub(crate) fn encode_request_into(
     .map_err(|_| failure)
 }
 
+/// The body of a request for `func(args)`.
+pub(crate) fn encode_body(func: &str, args: &[at_core::Value<'_>]) -> Result<Vec<u8>, Error> {
+    let mut body = vec![0u8; 256];
+    loop {
+        match at_core::Request::write(func, args, &mut body) {
+            Ok(n) => {
+                body.truncate(n);
+                return Ok(body);
+            }
+            Err(at_core::EncodeError::BufferTooSmall) if body.len() < (1 << 26) => {
+                body = vec![0u8; body.len() * 4];
+            }
+            Err(e) => return Err(ProtocolError::Encode(e).into()),
+        }
+    }
+}
+
 /// The value or error a reply frame carries; a body that is not a valid
 /// reply is a protocol error.
 pub(crate) fn reply_to_result(frame: &Frame<'_>) -> Result<Value, Error> {
-    match Reply::parse(frame.body) {
+    body_to_result(frame.body)
+}
+
+/// The value or error a reply body carries.
+pub(crate) fn body_to_result(body: &[u8]) -> Result<Value, Error> {
+    match Reply::parse(body) {
         Ok(Reply::Success(value)) => Ok(Value::from(value)),
         Ok(Reply::Error(e)) => Err(Error::Remote {
             code: e.code.to_string(),

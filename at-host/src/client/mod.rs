@@ -4,9 +4,11 @@
 //! - [`udp`]: [`UdpClient`], with [`UdpConfig`] and [`UdpStats`], calls
 //!   retransmitted until answered.
 //!
-//! Both encode requests and read replies through [`crate::wire`]; nothing
-//! here imports the server side.
+//! Both encode requests and read replies through [`crate::wire`], and
+//! authenticate through `auth` (the hello, sealing requests, opening
+//! replies) when given a key; nothing here imports the server side.
 
+mod auth;
 mod tcp;
 mod udp;
 

@@ -12,10 +12,12 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::auth::{ClientAuth, Opened};
 use crate::convert;
 use crate::error::{Error, ProtocolError};
+use crate::keys::AuthKey;
 use crate::value::Value;
-use crate::wire::{encode_request_into, reply_to_result};
+use crate::wire::{encode_body, encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server.
 ///
@@ -59,6 +61,8 @@ pub struct Client {
     ready: HashMap<u32, Result<Value, Error>>,
     timeout: Duration,
     broken: bool,
+    /// With a key: the session (contract section 9).
+    auth: Option<ClientAuth>,
 }
 
 impl Client {
@@ -91,7 +95,18 @@ impl Client {
             ready: HashMap::new(),
             timeout,
             broken: false,
+            auth: None,
         })
+    }
+
+    /// Authenticates every call with `key` from now on (contract section
+    /// 9): a session is started before the next call, and again after 5
+    /// idle minutes, before seq wraps, and after a call failed
+    /// `unauthorized` (that call is not resent). Every reply's tag is
+    /// checked; one that does not verify fails the call and the connection.
+    pub fn with_key(mut self, key: AuthKey) -> Self {
+        self.auth = Some(ClientAuth::new(key));
+        self
     }
 
     /// The server's address.
@@ -158,6 +173,9 @@ impl Client {
     /// [`receive`](Self::receive) needs a reply.
     pub async fn send(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
         self.usable()?;
+        if self.auth.is_some() {
+            return self.send_authenticated(func, args).await;
+        }
         let seq = self.next_seq;
         let written = match encode_request_into(seq, func, args, &mut self.out[self.out_len..]) {
             Err(at_core::EncodeError::BufferTooSmall) if self.out_len > 0 => {
@@ -171,6 +189,89 @@ impl Client {
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
         self.in_flight.push_back(seq);
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) with a key: the hello first when one is due.
+    async fn send_authenticated(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
+        let due = match self.auth.as_mut() {
+            Some(auth) => auth.needs_hello(self.next_seq, 1 + self.in_flight.len()),
+            None => false,
+        };
+        if due {
+            if !self.in_flight.is_empty() {
+                // Calls of the old session are still out: they finish first.
+                while !self.in_flight.is_empty() {
+                    let (seq, result) = self.receive_one().await?;
+                    self.ready.insert(seq, result);
+                }
+            }
+            if u64::from(self.next_seq) + 1 > u64::from(u32::MAX) {
+                self.next_seq = 1;
+            }
+            self.hello().await?;
+        }
+        let seq = self.next_seq;
+        let body = encode_body(func, args)?;
+        let frame = match self.auth.as_mut() {
+            Some(auth) => auth.seal(seq, &body)?,
+            None => return Err(ProtocolError::Broken.into()),
+        };
+        if self.out.len() - self.out_len < frame.len() {
+            self.flush().await?;
+        }
+        let room = self
+            .out
+            .get_mut(self.out_len..self.out_len + frame.len())
+            .ok_or(ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        room.copy_from_slice(&frame);
+        self.out_len += frame.len();
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        self.in_flight.push_back(seq);
+        Ok(seq)
+    }
+
+    /// The handshake: a plain `rpc.hello`, its reply checked (the proof).
+    async fn hello(&mut self) -> Result<(), Error> {
+        let Some(auth) = self.auth.as_ref() else {
+            return Ok(());
+        };
+        let hello = auth.hello();
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        let mut frame = vec![0u8; HEADER_LEN + hello.body.len()];
+        let n = at_core::encode_frame(at_core::Kind::Request, seq, &hello.body, &mut frame)
+            .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        self.flush().await?;
+        let exchange = async {
+            self.stream.write_all(&frame[..n]).await?;
+            loop {
+                if let Some(reply) = self.decoder.next_frame().map_err(ProtocolError::Frame)? {
+                    if reply.seq() != seq || !reply.kind.is_reply() {
+                        return Err(Error::from(ProtocolError::UnexpectedSeq(reply.seq())));
+                    }
+                    let Some(auth) = self.auth.as_mut() else {
+                        return Err(ProtocolError::Broken.into());
+                    };
+                    return match auth.accept_hello(&hello, &reply) {
+                        Ok(()) => Ok(()),
+                        Err(Some(e)) => Err(e),
+                        Err(None) => Err(ProtocolError::BadHello.into()),
+                    };
+                }
+                let got = self.stream.read(self.decoder.spare()).await?;
+                if got == 0 {
+                    return Err(ProtocolError::Closed.into());
+                }
+                self.decoder.commit(got);
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            // An error reply (unauthorized, busy) leaves the stream in step.
+            Ok(Err(e @ Error::Remote { .. })) => Err(e),
+            Ok(Err(e)) => Err(self.fail(e)),
+            Ok(Ok(())) => Ok(()),
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
+        }
     }
 
     /// Writes every queued request.
@@ -223,7 +324,16 @@ impl Client {
                         return Err(ProtocolError::NotAReply.into());
                     }
                     let seq = frame.seq();
-                    let result = reply_to_result(&frame);
+                    let result = match self.auth.as_mut() {
+                        None => reply_to_result(&frame),
+                        Some(auth) => match auth.open(&frame) {
+                            Opened::Verified(result) | Opened::Unauthorized(result @ Err(_)) => result,
+                            Opened::Unauthorized(Ok(_)) => Err(ProtocolError::Broken.into()),
+                            // On TCP anything else fails the call and the
+                            // connection.
+                            Opened::Transport(e) | Opened::Damaged(e) | Opened::Forged(e) => return Err(e),
+                        },
+                    };
                     // seq 0: the server speaks of the connection (busy, or
                     // it lost step): the answer to every call in flight.
                     if seq == 0 {

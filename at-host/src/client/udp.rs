@@ -16,10 +16,12 @@ use tokio::net::UdpSocket;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::auth::{ClientAuth, Opened};
 use crate::convert;
 use crate::error::{Error, ProtocolError};
+use crate::keys::AuthKey;
 use crate::value::Value;
-use crate::wire::{MAX_DATAGRAM, encode_request, reply_to_result};
+use crate::wire::{MAX_DATAGRAM, encode_body, encode_request, reply_to_result};
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
 #[derive(Clone, Debug)]
@@ -36,6 +38,9 @@ pub struct UdpConfig {
     pub max_backoff: Duration,
     /// Largest reply body accepted. Default 65536.
     pub max_frame: u32,
+    /// With a key, every call is authenticated (contract section 9); a
+    /// reply that does not verify counts as not received.
+    pub key: Option<AuthKey>,
 }
 
 impl Default for UdpConfig {
@@ -46,6 +51,7 @@ impl Default for UdpConfig {
             retries: 4,
             max_backoff: Duration::from_secs(4),
             max_frame: at_core::DEFAULT_MAX_BODY,
+            key: None,
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct UdpClient {
     rng: u64,
     recv_buf: Vec<u8>,
     stats: UdpStats,
+    /// With a key: the session.
+    auth: Option<ClientAuth>,
 }
 
 /// Counters of a UDP client, for tests and benchmarks.
@@ -103,9 +111,11 @@ impl UdpClient {
             .build_hasher()
             .finish()
             | 1;
+        let auth = config.key.clone().map(ClientAuth::new);
         Ok(UdpClient {
             socket,
             recv_buf: vec![0u8; MAX_DATAGRAM + 1],
+            auth,
             config,
             next_seq: 1,
             rng,
@@ -157,9 +167,20 @@ impl UdpClient {
         let deadline = start + self.config.timeout;
         let mut order = Vec::with_capacity(calls.len());
         let mut flights: HashMap<u32, InFlight> = HashMap::with_capacity(calls.len());
+        if let Some(auth) = self.auth.as_mut()
+            && auth.needs_hello(self.next_seq, calls.len() + 1)
+        {
+            if u64::from(self.next_seq) + calls.len() as u64 + 1 > u64::from(u32::MAX) {
+                self.next_seq = 1;
+            }
+            self.hello(deadline).await?;
+        }
         for (func, args) in calls {
             let seq = self.take_seq();
-            let frame = encode_request(seq, func, args, self.config.max_frame)?;
+            let frame = match self.auth.as_mut() {
+                Some(auth) => auth.seal(seq, &encode_body(func, args)?)?,
+                None => encode_request(seq, func, args, self.config.max_frame)?,
+            };
             let timeout = self.jittered(self.config.initial_timeout);
             self.socket.send(&frame).await?;
             self.stats.sent += 1;
@@ -231,7 +252,22 @@ impl UdpClient {
                 self.ignore(&format!("reply with seq {} not awaited", frame.seq()));
                 continue;
             };
-            let result = reply_to_result(&frame);
+            let result = match self.auth.as_mut().map(|auth| auth.open(&frame)) {
+                None => reply_to_result(&frame),
+                Some(Opened::Verified(result) | Opened::Unauthorized(result)) => result,
+                Some(Opened::Transport(e)) => Err(e),
+                Some(Opened::Damaged(e)) => {
+                    debug!("udp seq {}: {e}; retransmitting", frame.seq());
+                    flight.resend_at = Instant::now();
+                    self.stats.ignored += 1;
+                    continue;
+                }
+                Some(Opened::Forged(e)) => {
+                    self.stats.ignored += 1;
+                    debug!("udp: ignoring a reply: {e}");
+                    continue;
+                }
+            };
             // The server saw our request corrupted in transit: as good as
             // lost, so retransmit now rather than report it.
             if let Err(e @ Error::Remote { .. }) = &result
@@ -261,6 +297,60 @@ impl UdpClient {
                     .unwrap_or(Err(Error::Timeout(waited)))
             })
             .collect())
+    }
+
+    /// The handshake, retransmitted like a call until a reply with a
+    /// valid proof comes (others count as not received) or `deadline`.
+    async fn hello(&mut self, deadline: Instant) -> Result<(), Error> {
+        let Some(auth) = self.auth.as_ref() else {
+            return Ok(());
+        };
+        let hello = auth.hello();
+        let seq = self.take_seq();
+        let mut frame = vec![0u8; at_core::HEADER_LEN + hello.body.len()];
+        let n = at_core::encode_frame(at_core::Kind::Request, seq, &hello.body, &mut frame)
+            .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        frame.truncate(n);
+        let mut timeout = self.jittered(self.config.initial_timeout);
+        let mut retries = self.config.retries;
+        self.socket.send(&frame).await?;
+        self.stats.sent += 1;
+        let mut resend_at = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(self.config.timeout));
+            }
+            if now >= resend_at && retries > 0 {
+                self.socket.send(&frame).await?;
+                self.stats.retransmitted += 1;
+                retries -= 1;
+                timeout = (timeout * 2).min(self.config.max_backoff);
+                resend_at = now + timeout;
+            }
+            let wake = if retries > 0 { resend_at.min(deadline) } else { deadline };
+            let received = match tokio::time::timeout_at(wake.into(), self.socket.recv(&mut self.recv_buf)).await {
+                Err(_) => continue,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(n)) => n,
+            };
+            let Ok(reply) = Frame::parse(&self.recv_buf[..received], self.config.max_frame) else {
+                continue;
+            };
+            if reply.seq() != seq || !reply.kind.is_reply() {
+                continue;
+            }
+            let Some(auth) = self.auth.as_mut() else {
+                return Ok(());
+            };
+            match auth.accept_hello(&hello, &reply) {
+                Ok(()) => return Ok(()),
+                Err(Some(e)) => return Err(e),
+                // A reply without a valid proof counts as not received.
+                Err(None) => self.stats.ignored += 1,
+            }
+        }
     }
 
     fn ignore(&mut self, what: &str) {

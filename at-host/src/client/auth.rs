@@ -1,0 +1,156 @@
+//! The client's side of authentication (contract section 9), shared by the
+//! TCP and UDP clients: the hello and its checks, sealing requests, opening
+//! replies, and when to start a new session.
+//!
+//! What a client must not do is as important: a plain `unauthorized` is
+//! unauthenticated, so the call fails and the *next* call starts a new
+//! session; the failed call is never resent in a new session (a forged
+//! error could otherwise make a call run twice).
+
+use std::time::{Duration, Instant};
+
+use at_core::auth::{ClientSession, NONCE_LEN, ReplyProblem};
+use at_core::{ErrorCode, Frame, Reply};
+
+use crate::error::{Error, ProtocolError};
+use crate::keys::{AuthKey, fill_random};
+use crate::value::Value;
+
+/// A session left idle this long is replaced before the next call.
+pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
+
+/// A client's key and its session, if it has one.
+pub(crate) struct ClientAuth {
+    key: AuthKey,
+    live: Option<Live>,
+}
+
+struct Live {
+    session: ClientSession,
+    last: Instant,
+}
+
+/// A hello on its way: its request body and the client nonce.
+pub(crate) struct Hello {
+    pub(crate) body: Vec<u8>,
+    nc: [u8; NONCE_LEN],
+}
+
+/// What a reply to an authenticated request is.
+pub(crate) enum Opened {
+    /// Verified: the call's result.
+    Verified(Result<Value, Error>),
+    /// A plain `unauthorized`: the call fails (always an `Err`); the session
+    /// is forgotten.
+    Unauthorized(Result<Value, Error>),
+    /// A plain `busy` or `frame_too_large`: a transport failure.
+    Transport(Error),
+    /// A plain `checksum_mismatch` or `bad_frame`: the request arrived
+    /// damaged (UDP retransmits; TCP fails).
+    Damaged(Error),
+    /// No AUTH, a bad tag, another session: not from the server (UDP
+    /// ignores it; TCP fails).
+    Forged(Error),
+}
+
+impl ClientAuth {
+    pub(crate) fn new(key: AuthKey) -> ClientAuth {
+        ClientAuth { key, live: None }
+    }
+
+    /// Whether a hello is due: no session, or one idle for
+    /// [`IDLE_LIMIT`], or `next_seq` would pass 0xFFFFFFFF.
+    pub(crate) fn needs_hello(&mut self, next_seq: u32, calls: usize) -> bool {
+        let stale = self
+            .live
+            .as_ref()
+            .is_none_or(|l| l.last.elapsed() >= IDLE_LIMIT);
+        let wraps = u64::from(next_seq) + calls as u64 > u64::from(u32::MAX);
+        if stale || wraps {
+            self.live = None;
+        }
+        self.live.is_none()
+    }
+
+    /// A new hello request body (with a fresh client nonce).
+    pub(crate) fn hello(&self) -> Hello {
+        let mut nc = [0u8; NONCE_LEN];
+        fill_random(&mut nc);
+        let mut hex = [0u8; 2 * NONCE_LEN];
+        let nc_hex = at_core::auth::hex::encode(&nc, &mut hex);
+        let body = format!(
+            r#"{{"func": "rpc.hello", "args": ["{}", "{nc_hex}"]}}"#,
+            self.key.kid()
+        );
+        Hello {
+            body: body.into_bytes(),
+            nc,
+        }
+    }
+
+    /// Takes the reply to `hello`: `Ok` starts the session; `Err(Some(e))`
+    /// the hello failed (an error reply: `unauthorized` from a server
+    /// without keys or with another key id, `busy`, ...); `Err(None)` the
+    /// reply is no valid answer (a bad proof, a malformed body).
+    pub(crate) fn accept_hello(&mut self, hello: &Hello, frame: &Frame<'_>) -> Result<(), Option<Error>> {
+        match Reply::parse(frame.body) {
+            Ok(Reply::Success(at_core::Value::Raw(raw))) => {
+                let json: serde_json::Value = serde_json::from_str(raw.as_str()).map_err(|_| None)?;
+                let member = |name: &str| json[name].as_str().map(str::to_owned);
+                let (Some(sid), Some(ns), Some(proof)) = (member("session"), member("nonce"), member("proof")) else {
+                    return Err(None);
+                };
+                let session = ClientSession::from_hello(&self.key.as_core(), &hello.nc, &sid, &ns, &proof).ok_or(None)?;
+                self.live = Some(Live {
+                    session,
+                    last: Instant::now(),
+                });
+                Ok(())
+            }
+            Ok(Reply::Error(e)) => Err(Some(Error::Remote {
+                code: e.code.to_string(),
+                message: e.message.to_string(),
+            })),
+            _ => Err(None),
+        }
+    }
+
+    /// The authenticated request frame `seq` with `body`.
+    pub(crate) fn seal(&mut self, seq: u32, body: &[u8]) -> Result<Vec<u8>, Error> {
+        let live = self.live.as_mut().ok_or(Error::Protocol(ProtocolError::Broken))?;
+        live.last = Instant::now();
+        let mut frame = vec![0u8; at_core::HEADER_LEN + body.len() + at_core::auth::TRAILER_LEN];
+        let n = live
+            .session
+            .seal_request(seq, body, &mut frame)
+            .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        frame.truncate(n);
+        Ok(frame)
+    }
+
+    /// What a reply to one of this session's requests is.
+    pub(crate) fn open(&mut self, frame: &Frame<'_>) -> Opened {
+        let Some(live) = &self.live else {
+            return Opened::Forged(ProtocolError::Broken.into());
+        };
+        match live.session.open_reply(frame) {
+            Ok(body) => Opened::Verified(crate::wire::body_to_result(body)),
+            Err(ReplyProblem::Plain) => {
+                let result = crate::wire::body_to_result(frame.body);
+                match &result {
+                    Err(e) => match e.code() {
+                        Some(ErrorCode::Unauthorized) => {
+                            self.live = None;
+                            Opened::Unauthorized(result)
+                        }
+                        Some(ErrorCode::Busy | ErrorCode::FrameTooLarge) => Opened::Transport(ProtocolError::Unauthenticated(e.to_string()).into()),
+                        Some(ErrorCode::ChecksumMismatch | ErrorCode::BadFrame) => Opened::Damaged(ProtocolError::Unauthenticated(e.to_string()).into()),
+                        _ => Opened::Forged(ProtocolError::Unauthenticated(e.to_string()).into()),
+                    },
+                    Ok(_) => Opened::Forged(ProtocolError::Unauthenticated("a success reply".into()).into()),
+                }
+            }
+            Err(problem) => Opened::Forged(ProtocolError::BadTag(problem).into()),
+        }
+    }
+}
