@@ -47,6 +47,11 @@ const char *at_status_str(at_status_t status)
     case AT_E_CLOSED: return "connection closed before a reply";
     case AT_E_SEQ: return "reply with an unexpected seq";
     case AT_E_NOT_REPLY: return "a request where a reply was expected";
+    case AT_E_AUTH: return "a reply that fails authentication";
+    case AT_E_UNAUTHORIZED: return "unauthorized";
+    case AT_E_UNAUTHENTICATED:
+        return "an unauthenticated error reply to an authenticated request";
+    case AT_E_REMOTE: return "the server answered with an error";
     }
     return "unknown status";
 }
@@ -63,6 +68,7 @@ static const char *const code_names[] = {
     "overflow",
     "busy",
     "internal",
+    "unauthorized",
 };
 
 #define N_CODES (sizeof code_names / sizeof code_names[0])
@@ -898,6 +904,116 @@ at_status_t at_parse_reply(const uint8_t *body, size_t len,
     return AT_OK;
 }
 
+/* Walks the members of the object that is the whole of json[0..len), and
+ * sets *value / *value_len to the raw text of the member named `name`.
+ * Returns 0, or -1 if the text is not such an object or the member is
+ * missing or named twice. */
+static int json_find_member(const uint8_t *json, size_t len, const char *name,
+                            const uint8_t **value, size_t *value_len)
+{
+    json_t j;
+    size_t name_len = strlen(name);
+    int found = 0;
+
+    if (json == NULL || len == 0)
+        return -1;
+    j.p = json;
+    j.end = json + len;
+    j.depth = 1;
+    json_ws(&j);
+    if (j.p >= j.end || *j.p != '{')
+        return -1;
+    j.p++;
+    json_ws(&j);
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+    } else {
+        for (;;) {
+            char key[64];
+            size_t key_len;
+            const uint8_t *start;
+            int match;
+
+            if (json_string(&j, key, sizeof key, &key_len) != 0)
+                return -1;
+            match = key_len == name_len && key_len < sizeof key &&
+                    memcmp(key, name, key_len) == 0;
+            json_ws(&j);
+            if (j.p >= j.end || *j.p != ':')
+                return -1;
+            j.p++;
+            json_ws(&j);
+            start = j.p;
+            if (json_value(&j) != 0)
+                return -1;
+            if (match) {
+                if (found)
+                    return -1; /* named twice */
+                found = 1;
+                *value = start;
+                *value_len = (size_t)(j.p - start);
+            }
+            json_ws(&j);
+            if (j.p >= j.end)
+                return -1;
+            if (*j.p == ',') {
+                j.p++;
+                json_ws(&j);
+                continue;
+            }
+            if (*j.p == '}') {
+                j.p++;
+                break;
+            }
+            return -1;
+        }
+    }
+    json_ws(&j);
+    if (j.p != j.end)
+        return -1; /* trailing bytes */
+    return found ? 0 : -1;
+}
+
+at_status_t at_json_member(const uint8_t *json, size_t len, const char *name,
+                           const uint8_t **value, size_t *value_len)
+{
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    if (name == NULL || value == NULL || value_len == NULL ||
+        (json == NULL && len != 0))
+        return AT_E_ARG;
+    if (json_find_member(json, len, name, &v, &n) != 0)
+        return AT_E_BAD_BODY;
+    *value = v;
+    *value_len = n;
+    return AT_OK;
+}
+
+at_status_t at_json_member_string(const uint8_t *json, size_t len,
+                                  const char *name, char *out, size_t cap,
+                                  size_t *str_len)
+{
+    const uint8_t *v = NULL;
+    size_t n = 0, full = 0;
+    json_t j;
+
+    if (name == NULL || out == NULL || cap == 0 ||
+        (json == NULL && len != 0))
+        return AT_E_ARG;
+    out[0] = '\0';
+    if (json_find_member(json, len, name, &v, &n) != 0 || *v != '"')
+        return AT_E_BAD_BODY;
+    j.p = v;
+    j.end = v + n;
+    j.depth = 1;
+    if (json_string(&j, out, cap - 1, &full) != 0)
+        return AT_E_BAD_BODY; /* cannot happen: checked above */
+    out[full < cap - 1 ? full : cap - 1] = '\0';
+    if (str_len)
+        *str_len = full;
+    return AT_OK;
+}
+
 /* ======================================================================== */
 /* Calls                                                                    */
 /* ======================================================================== */
@@ -956,27 +1072,52 @@ static void fill_opts(const at_call_opts_t *in, at_call_opts_t *o)
         o->udp_max_tries = 8;
 }
 
+/* The request frame of a call: head (the 16-byte header) || body || tail. */
+typedef struct {
+    const uint8_t *head;
+    const void *body;
+    size_t body_len;
+    const void *tail;
+    size_t tail_len;
+} request_t;
+
+/* Checks a call's arguments and resolves the server. */
 static at_status_t call_prepare(const char *host, const char *port,
-                                const void *body, size_t body_len,
+                                const request_t *rq,
                                 uint8_t *buf, size_t cap, int socktype,
                                 const at_call_opts_t *opts,
                                 at_call_result_t *res, struct addrinfo **ai)
 {
     struct addrinfo hints;
+    size_t body_len;
     int rc;
 
     if (res == NULL)
         return AT_E_ARG;
     memset(res, 0, sizeof *res);
-    if (host == NULL || port == NULL || buf == NULL ||
-        (body == NULL && body_len != 0)) {
+    if (host == NULL || port == NULL || buf == NULL || rq->head == NULL ||
+        (rq->body == NULL && rq->body_len != 0) ||
+        (rq->tail == NULL && rq->tail_len != 0) ||
+        rq->tail_len > (size_t)UINT32_MAX) {
         set_detail(res, "invalid argument");
         return AT_E_ARG;
     }
-    if (body_len > AT_MAX_BODY) {
+    body_len = rq->body_len;
+    if (body_len > AT_MAX_BODY || rq->tail_len > AT_MAX_BODY - body_len) {
         set_detail(res, "request body of %lu bytes is over the limit of %u",
-                   (unsigned long)body_len, AT_MAX_BODY);
+                   (unsigned long)body_len + (unsigned long)rq->tail_len,
+                   AT_MAX_BODY);
         return AT_E_ARG;
+    }
+    body_len += rq->tail_len;
+    {
+        at_header_t h;
+        at_header_unpack(rq->head, &h);
+        if (h.magic != AT_MAGIC || h.length != body_len) {
+            set_detail(res, "invalid argument: the request header does not "
+                       "match its body");
+            return AT_E_ARG;
+        }
     }
     if (cap < AT_HEADER_LEN) {
         set_detail(res, "reply buffer too small");
@@ -1108,16 +1249,21 @@ static int send_all(int fd, struct iovec *iov, int iovcnt, long long deadline)
     return 0;
 }
 
-/* Reads one reply frame from a connected TCP socket. */
+/* Reads one reply frame from a connected TCP socket: one that `check`
+ * (if not NULL) accepts. *decided (if not NULL) is set to 1 when a whole
+ * reply frame was read and answers the call (accepted or refused). */
 static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
-                                  size_t cap, long long deadline,
-                                  const char *peer, at_call_result_t *res)
+                                  size_t cap, uint32_t max_body,
+                                  long long deadline, const char *peer,
+                                  at_reply_check_t check, void *ctx,
+                                  int *decided, at_call_result_t *res)
 {
     at_reader_t r;
     at_frame_t f;
     size_t got = 0;
+    const char *last_ignored = NULL;
 
-    at_reader_init(&r, buf, cap, AT_MAX_BODY);
+    at_reader_init(&r, buf, cap, max_body);
     for (;;) {
         uint8_t *where;
         size_t room;
@@ -1137,6 +1283,22 @@ static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
                            (unsigned long)seq);
                 return AT_E_SEQ;
             }
+            if (check != NULL) {
+                const char *why = NULL;
+                at_status_t cs = check(ctx, &f, &why, res);
+                if (cs == AT_NEED_MORE) {
+                    res->ignored++;
+                    last_ignored = why;
+                    continue;
+                }
+                if (cs != AT_OK) {
+                    if (decided)
+                        *decided = 1;
+                    return cs;
+                }
+            }
+            if (decided)
+                *decided = 1;
             res->reply = f;
             return AT_OK;
         }
@@ -1178,7 +1340,9 @@ static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
             if (rc > 0)
                 continue;
             if (rc == 0) {
-                set_detail(res, "no reply from %s in time", peer);
+                set_detail(res, "no reply from %s in time%s%s", peer,
+                           last_ignored ? "; last frame ignored: " : "",
+                           last_ignored ? last_ignored : "");
                 return AT_E_TIMEOUT;
             }
         }
@@ -1188,24 +1352,42 @@ static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
     }
 }
 
-at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
-                        const void *body, size_t body_len,
-                        uint8_t *buf, size_t cap,
-                        const at_call_opts_t *opts_in, at_call_result_t *res)
+/* The iovecs of a request frame; returns how many are used. */
+static int request_iov(const request_t *rq, struct iovec iov[3])
+{
+    int n = 1;
+    iov[0].iov_base = (void *)(uintptr_t)rq->head;
+    iov[0].iov_len = AT_HEADER_LEN;
+    if (rq->body_len) {
+        iov[n].iov_base = (void *)(uintptr_t)rq->body;
+        iov[n++].iov_len = rq->body_len;
+    }
+    if (rq->tail_len) {
+        iov[n].iov_base = (void *)(uintptr_t)rq->tail;
+        iov[n++].iov_len = rq->tail_len;
+    }
+    return n;
+}
+
+/* The TCP call of the request frame `rq`. */
+static at_status_t call_tcp(const char *host, const char *port, uint32_t seq,
+                            const request_t *rq,
+                            uint8_t *buf, size_t cap, uint32_t max_body,
+                            const at_call_opts_t *opts_in,
+                            at_reply_check_t check, void *ctx,
+                            at_call_result_t *res)
 {
     at_call_opts_t opts;
     struct addrinfo *list = NULL, *ai;
     long long deadline;
     at_status_t st;
-    int fd = -1, err = 0, timed_out = 0;
+    int fd = -1, err = 0, timed_out = 0, decided = 0, niov;
     char peer[160] = "";
-    uint8_t head[AT_HEADER_LEN];
-    at_header_t h;
-    struct iovec iov[2];
+    struct iovec iov[3];
 
     fill_opts(opts_in, &opts);
-    st = call_prepare(host, port, body, body_len, buf, cap, SOCK_STREAM,
-                      &opts, res, &list);
+    st = call_prepare(host, port, rq, buf, cap, SOCK_STREAM, &opts, res,
+                      &list);
     if (st != AT_OK)
         return st;
     deadline = now_ms() + opts.timeout_ms;
@@ -1232,20 +1414,18 @@ at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
         return AT_E_CONNECT;
     }
 
-    make_header(&h, (uint16_t)AT_FLAG_REQUEST, seq, body, body_len);
-    at_header_pack(&h, head);
-    iov[0].iov_base = head;
-    iov[0].iov_len = sizeof head;
-    iov[1].iov_base = (void *)(uintptr_t)body;
-    iov[1].iov_len = body_len;
-    if (send_all(fd, iov, body_len ? 2 : 1, deadline) != 0) {
+    niov = request_iov(rq, iov);
+    if (send_all(fd, iov, niov, deadline) != 0) {
         int e = errno;
         /* The server may have answered (frame_too_large, busy) and closed:
          * its reply, if any, says more than EPIPE. */
-        if (e != ETIMEDOUT &&
-            tcp_read_reply(fd, seq, buf, cap, deadline, peer, res) == AT_OK) {
-            close(fd);
-            return AT_OK;
+        if (e != ETIMEDOUT) {
+            st = tcp_read_reply(fd, seq, buf, cap, max_body, deadline, peer,
+                                check, ctx, &decided, res);
+            if (decided) {
+                close(fd);
+                return st;
+            }
         }
         close(fd);
         memset(res->detail, 0, sizeof res->detail);
@@ -1257,9 +1437,62 @@ at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
         set_detail(res, "sending to %s: %s", peer, strerror(e));
         return AT_E_IO;
     }
-    st = tcp_read_reply(fd, seq, buf, cap, deadline, peer, res);
+    st = tcp_read_reply(fd, seq, buf, cap, max_body, deadline, peer, check,
+                        ctx, NULL, res);
     close(fd);
     return st;
+}
+
+/* The header of a plain request (zeros if the body is invalid: the call
+ * then fails in call_prepare before anything is sent). */
+static void plain_head(uint32_t seq, const void *body, size_t body_len,
+                       uint8_t head[AT_HEADER_LEN])
+{
+    at_header_t h;
+    if ((body == NULL && body_len != 0) || body_len > AT_MAX_BODY) {
+        memset(head, 0, AT_HEADER_LEN);
+        return;
+    }
+    make_header(&h, (uint16_t)AT_FLAG_REQUEST, seq, body, body_len);
+    at_header_pack(&h, head);
+}
+
+at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
+                        const void *body, size_t body_len,
+                        uint8_t *buf, size_t cap,
+                        const at_call_opts_t *opts, at_call_result_t *res)
+{
+    uint8_t head[AT_HEADER_LEN];
+    request_t rq;
+    plain_head(seq, body, body_len, head);
+    rq.head = head;
+    rq.body = body;
+    rq.body_len = body_len;
+    rq.tail = NULL;
+    rq.tail_len = 0;
+    return call_tcp(host, port, seq, &rq, buf, cap, AT_MAX_BODY, opts, NULL,
+                    NULL, res);
+}
+
+at_status_t at_call_tcp_frame(const char *host, const char *port,
+                              uint32_t seq, const uint8_t *head,
+                              const void *body, size_t body_len,
+                              const void *tail, size_t tail_len,
+                              uint8_t *buf, size_t cap,
+                              uint32_t max_reply_body,
+                              const at_call_opts_t *opts,
+                              at_reply_check_t check, void *check_ctx,
+                              at_call_result_t *res)
+{
+    request_t rq;
+    rq.head = head;
+    rq.body = body;
+    rq.body_len = body_len;
+    rq.tail = tail;
+    rq.tail_len = tail_len;
+    return call_tcp(host, port, seq, &rq, buf, cap,
+                    max_reply_body ? max_reply_body : AT_MAX_BODY, opts,
+                    check, check_ctx, res);
 }
 
 /* A small PRNG for the jitter (xorshift32). */
@@ -1307,17 +1540,18 @@ static const char *udp_check(const uint8_t *d, size_t n, int truncated,
     return NULL;
 }
 
-at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
-                        const void *body, size_t body_len,
-                        uint8_t *buf, size_t cap,
-                        const at_call_opts_t *opts_in, at_call_result_t *res)
+/* The UDP call of the request frame `rq`. */
+static at_status_t call_udp(const char *host, const char *port, uint32_t seq,
+                            const request_t *rq,
+                            uint8_t *buf, size_t cap, uint32_t limit,
+                            const at_call_opts_t *opts_in,
+                            at_reply_check_t check, void *ctx,
+                            at_call_result_t *res)
 {
     at_call_opts_t opts;
     struct addrinfo *list = NULL, *ai;
     long long deadline;
     at_status_t st;
-    uint8_t head[AT_HEADER_LEN];
-    at_header_t h;
     uint32_t rng, max_body;
     char peer[160] = "";
     const char *last_ignored = NULL;
@@ -1325,21 +1559,18 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
     struct timespec ts;
 
     fill_opts(opts_in, &opts);
-    st = call_prepare(host, port, body, body_len, buf, cap, SOCK_DGRAM,
-                      &opts, res, &list);
+    st = call_prepare(host, port, rq, buf, cap, SOCK_DGRAM, &opts, res,
+                      &list);
     if (st != AT_OK)
         return st;
     deadline = now_ms() + opts.timeout_ms;
-    max_body = cap - AT_HEADER_LEN < AT_MAX_BODY ? (uint32_t)(cap - AT_HEADER_LEN)
-                                                 : AT_MAX_BODY;
+    max_body = cap - AT_HEADER_LEN < limit ? (uint32_t)(cap - AT_HEADER_LEN)
+                                           : limit;
     clock_gettime(CLOCK_REALTIME, &ts);
     rng = (uint32_t)ts.tv_nsec ^ ((uint32_t)ts.tv_sec << 7) ^
           ((uint32_t)getpid() << 16) ^ seq;
     if (rng == 0)
         rng = 0x9E3779B9u;
-
-    make_header(&h, (uint16_t)AT_FLAG_REQUEST, seq, body, body_len);
-    at_header_pack(&h, head);
 
     for (ai = list; ai != NULL && left_ms(deadline) > 0; ai = ai->ai_next) {
         int fd, tries = 0, refused = 0;
@@ -1356,19 +1587,15 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
         }
         while (!refused && tries < opts.udp_max_tries &&
                left_ms(deadline) > 0) {
-            struct iovec iov[2];
+            struct iovec iov[3];
             struct msghdr msg;
             long long until;
             long jittered;
 
-            /* send (or resend, same seq) */
-            iov[0].iov_base = head;
-            iov[0].iov_len = sizeof head;
-            iov[1].iov_base = (void *)(uintptr_t)body;
-            iov[1].iov_len = body_len;
+            /* send (or resend the same bytes, same seq) */
             memset(&msg, 0, sizeof msg);
             msg.msg_iov = iov;
-            msg.msg_iovlen = body_len ? 2 : 1;
+            msg.msg_iovlen = request_iov(rq, iov);
             if (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0) {
                 if (errno == EINTR || errno == EAGAIN ||
                     errno == EWOULDBLOCK || errno == ENOBUFS) {
@@ -1442,6 +1669,19 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
                 why = udp_check(buf, (size_t)n,
                                 (rmsg.msg_flags & MSG_TRUNC) != 0, seq,
                                 max_body, &f);
+                if (why == NULL && check != NULL) {
+                    at_status_t cs = check(ctx, &f, &why, res);
+                    if (cs == AT_NEED_MORE) {
+                        if (why == NULL)
+                            why = "refused by the reply check";
+                    } else if (cs != AT_OK) {
+                        close(fd);
+                        freeaddrinfo(list);
+                        return cs;
+                    } else {
+                        why = NULL;
+                    }
+                }
                 if (why == NULL) {
                     res->reply = f;
                     close(fd);
@@ -1478,4 +1718,42 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
     }
     set_detail(res, "no reply from %s within %d ms", peer, opts.timeout_ms);
     return AT_E_TIMEOUT;
+}
+
+at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
+                        const void *body, size_t body_len,
+                        uint8_t *buf, size_t cap,
+                        const at_call_opts_t *opts, at_call_result_t *res)
+{
+    uint8_t head[AT_HEADER_LEN];
+    request_t rq;
+    plain_head(seq, body, body_len, head);
+    rq.head = head;
+    rq.body = body;
+    rq.body_len = body_len;
+    rq.tail = NULL;
+    rq.tail_len = 0;
+    return call_udp(host, port, seq, &rq, buf, cap, AT_MAX_BODY, opts, NULL,
+                    NULL, res);
+}
+
+at_status_t at_call_udp_frame(const char *host, const char *port,
+                              uint32_t seq, const uint8_t *head,
+                              const void *body, size_t body_len,
+                              const void *tail, size_t tail_len,
+                              uint8_t *buf, size_t cap,
+                              uint32_t max_reply_body,
+                              const at_call_opts_t *opts,
+                              at_reply_check_t check, void *check_ctx,
+                              at_call_result_t *res)
+{
+    request_t rq;
+    rq.head = head;
+    rq.body = body;
+    rq.body_len = body_len;
+    rq.tail = tail;
+    rq.tail_len = tail_len;
+    return call_udp(host, port, seq, &rq, buf, cap,
+                    max_reply_body ? max_reply_body : AT_MAX_BODY, opts,
+                    check, check_ctx, res);
 }

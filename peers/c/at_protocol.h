@@ -39,6 +39,9 @@ extern "C" {
 /** The three message-type bits; a frame carries exactly one of them. All
  *  other bits are reserved: senders set them to 0, receivers ignore them. */
 #define AT_FLAG_TYPE_MASK 0x0007u
+/** Flag bit: the frame is authenticated (contract section 9; at_auth.h).
+ *  Not a type bit: an AUTH frame still carries exactly one of the three. */
+#define AT_FLAG_AUTH 0x0008u
 
 /** Default port for TCP and UDP alike (0x4154). */
 #define AT_DEFAULT_PORT 16724
@@ -110,7 +113,21 @@ typedef enum {
     AT_E_TIMEOUT,       /**< no reply within the time bound */
     AT_E_CLOSED,        /**< the peer closed the connection before a reply */
     AT_E_SEQ,           /**< TCP: a reply with a seq we did not send */
-    AT_E_NOT_REPLY      /**< a REQUEST frame where a reply was expected */
+    AT_E_NOT_REPLY,     /**< a REQUEST frame where a reply was expected */
+
+    /* Authentication (section 9, at_auth.h). */
+    AT_E_AUTH,          /**< a reply that fails authentication: a bad
+                             rpc.hello reply (values, proof), or a reply to an
+                             authenticated request without AUTH or with a bad
+                             SID or tag (a transport failure) */
+    AT_E_UNAUTHORIZED,  /**< a plain `unauthorized` reply to an authenticated
+                             request: the call failed, the session is gone */
+    AT_E_UNAUTHENTICATED, /**< a plain busy, checksum_mismatch,
+                             frame_too_large or bad_frame reply to an
+                             authenticated request (a transport failure) */
+    AT_E_REMOTE         /**< the server answered rpc.hello with an error
+                             reply (e.g. `unauthorized`: unknown key id, or a
+                             server without keys) */
 } at_status_t;
 
 /** A short English description of a status ("checksum mismatch", ...). */
@@ -129,7 +146,8 @@ typedef enum {
     AT_CODE_DIVISION_BY_ZERO,   /**< "division_by_zero" */
     AT_CODE_OVERFLOW,           /**< "overflow" */
     AT_CODE_BUSY,               /**< "busy" */
-    AT_CODE_INTERNAL            /**< "internal" */
+    AT_CODE_INTERNAL,           /**< "internal" */
+    AT_CODE_UNAUTHORIZED        /**< "unauthorized" (section 9) */
 } at_code_t;
 
 /** The wire name of a code ("bad_frame", ...); NULL for AT_CODE_OTHER. */
@@ -337,6 +355,24 @@ at_status_t at_parse_reply(const uint8_t *body, size_t len,
                            char *scratch, size_t scratch_cap,
                            at_reply_t *reply);
 
+/** Finds the member `name` (NUL-terminated) of the JSON object that is the
+ *  whole of the `len` bytes at `json` (checked as at_parse_reply() checks a
+ *  body: RFC 8259, valid UTF-8, nesting at most 32 deep, nothing after it
+ *  but whitespace). On AT_OK `*value` and `*value_len` give the member's raw
+ *  JSON text, inside `json`. AT_E_BAD_BODY: not such an object, or `name`
+ *  missing or given twice. Reads no byte past `len`; allocates nothing. */
+at_status_t at_json_member(const uint8_t *json, size_t len, const char *name,
+                           const uint8_t **value, size_t *value_len);
+
+/** Like at_json_member(), for a member whose value must be a string: it is
+ *  unescaped into `out` (capacity `cap`, at least 1), truncated to cap - 1
+ *  bytes and NUL-terminated; `*str_len` (if not NULL) gets its full
+ *  unescaped length, which may exceed cap - 1. AT_E_BAD_BODY also when the
+ *  value is not a string. */
+at_status_t at_json_member_string(const uint8_t *json, size_t len,
+                                  const char *name, char *out, size_t cap,
+                                  size_t *str_len);
+
 /* ------------------------------------------------------------------------ */
 /* Calls                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -395,6 +431,51 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
                         const void *body, size_t body_len,
                         uint8_t *buf, size_t cap,
                         const at_call_opts_t *opts, at_call_result_t *res);
+
+/** A check of each reply frame, for at_call_tcp_frame() and
+ *  at_call_udp_frame(). It sees a whole reply frame with a good CRC and the
+ *  request's seq (TCP: or an ERROR frame with seq 0) and returns
+ *   AT_OK         accept it: the call returns AT_OK with res->reply = *reply
+ *                 (the check may change *reply, e.g. to drop a trailer);
+ *   AT_NEED_MORE  it counts as not received: the call goes on waiting (UDP:
+ *                 and retransmitting) within its time bound; `*why` may give
+ *                 a static reason, reported if the call then times out;
+ *   other         the call fails with this status; the check sets
+ *                 res->detail (and res->reply if the caller needs it). */
+typedef at_status_t (*at_reply_check_t)(void *ctx, at_frame_t *reply,
+                                        const char **why,
+                                        at_call_result_t *res);
+
+/** Like at_call_tcp(), but sends the request frame
+ *      head (16 bytes) || body (body_len bytes) || tail (tail_len bytes)
+ *  built by the caller (for an authenticated request: the header, the body,
+ *  and the SID and tag), without copying it. The header's magic must be
+ *  0x4154 and its length body_len + tail_len, at most AT_MAX_BODY (else
+ *  AT_E_ARG); its seq should be `seq`. Replies may have a `length` of up to
+ *  `max_reply_body` bytes (0: AT_MAX_BODY; `cap` must hold 16 + that many
+ *  to honour it); each reply frame goes to `check` (NULL: accept any). */
+at_status_t at_call_tcp_frame(const char *host, const char *port,
+                              uint32_t seq, const uint8_t *head,
+                              const void *body, size_t body_len,
+                              const void *tail, size_t tail_len,
+                              uint8_t *buf, size_t cap,
+                              uint32_t max_reply_body,
+                              const at_call_opts_t *opts,
+                              at_reply_check_t check, void *check_ctx,
+                              at_call_result_t *res);
+
+/** Like at_call_udp(), with a caller-built request frame, a reply limit
+ *  and a check, as at_call_tcp_frame(). Every retransmission sends the
+ *  same bytes. */
+at_status_t at_call_udp_frame(const char *host, const char *port,
+                              uint32_t seq, const uint8_t *head,
+                              const void *body, size_t body_len,
+                              const void *tail, size_t tail_len,
+                              uint8_t *buf, size_t cap,
+                              uint32_t max_reply_body,
+                              const at_call_opts_t *opts,
+                              at_reply_check_t check, void *check_ctx,
+                              at_call_result_t *res);
 
 #ifdef __cplusplus
 }
