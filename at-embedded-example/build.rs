@@ -1,6 +1,8 @@
 //! For `target_os = "none"` builds only: hands cortex-m-rt the board's
 //! memory map (`memory.x`) and links the firmware binary with its linker
-//! scripts. Host builds are untouched.
+//! scripts; and reads the firmware's key, `AT_KEY` (`KID:HEX`), checks it
+//! and hands it to the firmware (`cfg(at_auth)`, `AT_FIRMWARE_KEY`).
+//! Without `AT_KEY` authentication is off. Host builds are untouched.
 
 use std::path::PathBuf;
 use std::{env, fs};
@@ -8,8 +10,25 @@ use std::{env, fs};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-env-changed=AT_KEY");
+    println!("cargo:rustc-check-cfg=cfg(at_auth)");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
         return;
+    }
+    if let Ok(key) = env::var("AT_KEY").map(|k| k.trim().to_owned())
+        && !key.is_empty()
+    {
+        if env::var_os("CARGO_FEATURE_NET").is_none() {
+            panic!(
+                "AT_KEY: authentication is built into the networked firmware only (--features net)"
+            );
+        }
+        if let Err(why) = check_key(&key) {
+            // Never print the key itself.
+            panic!("AT_KEY: {why}");
+        }
+        println!("cargo:rustc-cfg=at_auth");
+        println!("cargo:rustc-env=AT_FIRMWARE_KEY={key}");
     }
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
@@ -22,4 +41,21 @@ fn main() {
     if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
         println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     }
+}
+
+/// `KID:HEX`: a key id of 1 to 32 of `A-Z a-z 0-9 - _ .`, and 64
+/// hexadecimal digits.
+fn check_key(key: &str) -> Result<(), &'static str> {
+    let (kid, hex) = key.split_once(':').ok_or("a key is KID:HEX")?;
+    let kid_ok = (1..=32).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !kid_ok {
+        return Err("a key id is 1 to 32 of A-Z a-z 0-9 - _ .");
+    }
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a key is 64 hexadecimal digits");
+    }
+    Ok(())
 }

@@ -28,12 +28,13 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
+use at_core::auth::{CounterNonces, FixedReplies, Guard, Key, Open, Responder, TRAILER_LEN};
 use at_core::calculator::CALCULATOR;
 use at_core::{Functions, HEADER_LEN};
 use embedded_nal::{TcpClientStack, TcpFullStack, nb};
@@ -246,6 +247,105 @@ pub fn start_with<F>(
 where
     F: Functions + Sync + ?Sized,
 {
+    start_guarded(tcp, udp, functions, None)
+}
+
+/// Sessions the desktop servers hold at once (few, as on a board).
+pub const DESKTOP_SESSIONS: usize = 4;
+
+/// The desktop servers' guard: `keys`, [`DESKTOP_SESSIONS`] sessions, 16
+/// remembered replies, nonces from a counter whose "boot" part is the time
+/// of start in nanoseconds (a PC has a clock that survives restarts; a
+/// board uses its TRNG or a boot counter in flash).
+pub type DesktopGuard = Guard<
+    &'static [Key<'static>],
+    CounterNonces,
+    FixedReplies<16, { REPLY + TRAILER_LEN }>,
+    DESKTOP_SESSIONS,
+>;
+
+/// [`start_with`], requiring authentication with `keys` (contract section
+/// 9): one guard, shared by the TCP and UDP servers, so a session is good
+/// on both.
+pub fn start_with_keys<F>(
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    functions: &'static F,
+    keys: &'static [Key<'static>],
+) -> io::Result<Running>
+where
+    F: Functions + Sync + ?Sized,
+{
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let guard = DesktopGuard::new(keys, FixedReplies::new(), CounterNonces::new(boot));
+    start_guarded(tcp, udp, functions, Some(Arc::new(Mutex::new(guard))))
+}
+
+/// A guard shared between threads: each answer holds the lock (device
+/// functions are quick).
+struct Locked<'a>(&'a Mutex<DesktopGuard>);
+
+impl Responder for Locked<'_> {
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &at_core::ServerInfo<'_>,
+        frame: &at_core::Frame<'_>,
+        origin: &at_core::auth::Origin,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.respond(functions, info, frame, origin, now, out)
+    }
+}
+
+/// Answers through the guard when there is one, else plainly.
+fn responder(guard: &Option<Arc<Mutex<DesktopGuard>>>) -> Either<'_> {
+    match guard {
+        Some(g) => Either::Guarded(Locked(g)),
+        None => Either::Open(Open),
+    }
+}
+
+enum Either<'a> {
+    Guarded(Locked<'a>),
+    Open(Open),
+}
+
+impl Responder for Either<'_> {
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &at_core::ServerInfo<'_>,
+        frame: &at_core::Frame<'_>,
+        origin: &at_core::auth::Origin,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        match self {
+            Either::Guarded(g) => g.respond(functions, info, frame, origin, now, out),
+            Either::Open(o) => o.respond(functions, info, frame, origin, now, out),
+        }
+    }
+}
+
+fn start_guarded<F>(
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    functions: &'static F,
+    guard: Option<Arc<Mutex<DesktopGuard>>>,
+) -> io::Result<Running>
+where
+    F: Functions + Sync + ?Sized,
+{
+    let started = Instant::now();
+    let millis = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running {
         tcp_addr: None,
@@ -257,7 +357,7 @@ where
         let mut stack = DesktopStack::default();
         let server = DesktopTcpServer::bind(&mut stack, requested.port()).map_err(|e| e.0)?;
         running.tcp_addr = Some(display_addr(requested, tcp_local_addr(&server)?));
-        let stop = stop.clone();
+        let (stop, guard) = (stop.clone(), guard.clone());
         running
             .threads
             .push(
@@ -265,11 +365,9 @@ where
                     .name("at-tcp".into())
                     .spawn(move || {
                         let mut server = server.with_timeouts(TIMEOUTS);
-                        let start = Instant::now();
+                        let mut responder = responder(&guard);
                         poll_until_stopped(&stop, || {
-                            let now =
-                                u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                            server.poll(&mut stack, functions, now)
+                            server.poll_with(&mut stack, functions, &mut responder, millis())
                         });
                         server.close(&mut stack);
                     })?,
@@ -287,7 +385,10 @@ where
                     .name("at-udp".into())
                     .spawn(move || {
                         let mut server = server;
-                        poll_until_stopped(&stop, || server.poll(&mut stack, functions));
+                        let mut responder = responder(&guard);
+                        poll_until_stopped(&stop, || {
+                            server.poll_with(&mut stack, functions, &mut responder, millis())
+                        });
                         server.close(&mut stack);
                     })?,
             );

@@ -20,6 +20,7 @@
 //! `RX + TX` bytes and a few words, in the [`StreamServer`] value; `new` is
 //! a `const fn`, so it can live in a `static`.
 
+use at_core::auth::{Open, Origin, Responder};
 use at_core::{FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
 use embedded_io::{Read, ReadReady, Write};
 
@@ -151,7 +152,7 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         IO: Read + Write,
     {
         self.read(io)?;
-        self.answer(functions, io)
+        self.answer(functions, &mut Open, 0, io)
     }
 
     /// Like [`serve_once`](Self::serve_once), but reads only if the link
@@ -169,6 +170,30 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
             return Ok(0);
         }
         self.serve_once(functions, io)
+    }
+
+    /// [`poll`](Self::poll), answering through `responder` (a
+    /// [`Guard`](at_core::auth::Guard) shared with the board's other
+    /// servers, or [`Open`]); `now` is the board's clock in milliseconds.
+    /// A serial line has no addresses: a remembered reply goes to whoever
+    /// is on the line.
+    pub fn poll_with<F, R, IO>(
+        &mut self,
+        functions: &F,
+        responder: &mut R,
+        now: u64,
+        io: &mut IO,
+    ) -> Result<usize, StreamError<IO::Error>>
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+        IO: Read + ReadReady + Write,
+    {
+        if !io.read_ready().map_err(StreamError::Io)? {
+            return Ok(0);
+        }
+        self.read(io)?;
+        self.answer(functions, responder, now, io)
     }
 
     /// Serves the link until it fails or closes, and says why.
@@ -201,9 +226,16 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
     }
 
     /// Answers every whole frame buffered; returns how many.
-    fn answer<F, IO>(&mut self, functions: &F, io: &mut IO) -> Result<usize, StreamError<IO::Error>>
+    fn answer<F, R, IO>(
+        &mut self,
+        functions: &F,
+        responder: &mut R,
+        now: u64,
+        io: &mut IO,
+    ) -> Result<usize, StreamError<IO::Error>>
     where
         F: Functions + ?Sized,
+        R: Responder,
         IO: Write,
     {
         let mut answered = 0;
@@ -213,7 +245,14 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     self.out_of_step = false;
-                    match at_core::respond_as(functions, &info, &frame, &mut self.tx) {
+                    match responder.respond(
+                        functions,
+                        &info,
+                        &frame,
+                        &Origin::SERIAL,
+                        now,
+                        &mut self.tx,
+                    ) {
                         Some(n) => n,
                         None => {
                             log_debug!("stream: ignoring a reply frame (seq {})", frame.seq());

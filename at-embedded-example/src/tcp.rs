@@ -43,6 +43,7 @@
 //! [`TcpServer`] value: put it in a `static` (or on the stack of `main`) on
 //! a device.
 
+use at_core::auth::{Open, Origin, Responder, Transport};
 use at_core::{ErrorCode, FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
 use embedded_nal::{TcpClientStack, TcpFullStack, nb};
 
@@ -72,6 +73,9 @@ pub struct Timeouts {
 /// in place when the slot is reused, so accepting moves no large value.
 struct Slot<T, const RX: usize, const TX: usize> {
     socket: Option<T>,
+    /// Where the connection comes from (for authenticated replies, which
+    /// are sent again only to their request's host).
+    origin: Origin,
     decoder: FrameDecoder<[u8; RX]>,
     /// The reply being sent: `tx[sent..len]` is still to go.
     tx: [u8; TX],
@@ -89,6 +93,7 @@ struct Slot<T, const RX: usize, const TX: usize> {
 impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
     const EMPTY: Self = Slot {
         socket: None,
+        origin: Origin::SERIAL,
         decoder: FrameDecoder::new(u32::MAX),
         tx: [0; TX],
         sent: 0,
@@ -240,10 +245,28 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
     /// Errors of one connection close that connection and are logged; an
     /// `accept` error is logged. Nothing a peer sends makes this panic.
     pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F, now: u64) -> usize {
+        self.poll_with(stack, functions, &mut Open, now)
+    }
+
+    /// [`poll`](Self::poll), answering through `responder`: a
+    /// [`Guard`](at_core::auth::Guard) for authentication (contract section
+    /// 9; share one guard between a board's servers, so a session is good
+    /// on every transport), or [`Open`].
+    pub fn poll_with<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
         let mut work = self.accept_all(stack, now);
         let info = crate::server_info(self.name, self.max_body());
         for slot in &mut self.slots {
-            work += service(slot, stack, functions, &info, now);
+            work += service(slot, stack, functions, &info, responder, now);
             if slot.socket.is_some()
                 && let Some(reason) = slot.timed_out(self.timeouts, now)
             {
@@ -276,6 +299,7 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
                             log_debug!("tcp: accepted a connection from port {}", peer.port());
                             slot.reset(now);
                             slot.socket = Some(socket);
+                            slot.origin = Origin::from(Transport::Stream, peer);
                         }
                         None => {
                             log_warn!(
@@ -323,16 +347,18 @@ fn discard_input<S: TcpFullStack>(stack: &mut S, socket: &mut S::TcpSocket, scra
 
 /// Serves one slot: flush, answer, read, in that order, within the poll's
 /// budget. Returns the work done.
-fn service<S, F, const RX: usize, const TX: usize>(
+fn service<S, F, R, const RX: usize, const TX: usize>(
     slot: &mut Slot<S::TcpSocket, RX, TX>,
     stack: &mut S,
     functions: &F,
     info: &at_core::ServerInfo<'_>,
+    responder: &mut R,
     now: u64,
 ) -> usize
 where
     S: TcpFullStack,
     F: Functions + ?Sized,
+    R: Responder,
 {
     if slot.socket.is_none() {
         return 0;
@@ -345,6 +371,7 @@ where
     }
     let Slot {
         socket,
+        origin,
         decoder,
         tx,
         sent,
@@ -389,7 +416,7 @@ where
             Ok(Some(frame)) => {
                 frames += 1;
                 work += 1;
-                match at_core::respond_as(functions, info, &frame, tx) {
+                match responder.respond(functions, info, &frame, origin, now, tx) {
                     Some(n) => *len = n,
                     None => log_debug!("tcp: ignoring a reply frame (seq {})", frame.seq()),
                 }

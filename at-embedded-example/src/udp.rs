@@ -23,6 +23,7 @@
 //! `RX + 128 + CACHE * (TX + 40)` bytes or so, inside the [`UdpServer`]
 //! value.
 
+use at_core::auth::{Open, Origin, Responder, Transport};
 use at_core::{
     Frame, FrameError, Functions, HEADER_LEN, Header, HeaderError, Kind, MAGIC, MIN_REPLY_BUFFER,
 };
@@ -109,6 +110,26 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
     /// (0: idle). Errors are logged, never returned: one bad datagram or
     /// peer does not stop the server.
     pub fn poll<F: Functions + ?Sized>(&mut self, stack: &mut S, functions: &F) -> usize {
+        self.poll_with(stack, functions, &mut Open, 0)
+    }
+
+    /// [`poll`](Self::poll), answering through `responder` (a
+    /// [`Guard`](at_core::auth::Guard) for authentication, shared with the
+    /// board's other servers, or [`Open`]); `now` is the board's clock in
+    /// milliseconds (sessions age by it). Authenticated replies are
+    /// remembered by the guard, by (session, seq); this server's own cache
+    /// holds plain ones only.
+    pub fn poll_with<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
         let max_body = self.max_body();
         let mut work = 0;
         for _ in 0..DATAGRAMS_PER_POLL {
@@ -159,15 +180,23 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                 Ok(frame) => frame,
             };
             let seq = frame.seq();
-            if let Some(reply) = self.cache.get(peer, seq) {
+            let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+            if plain && let Some(reply) = self.cache.get(peer, seq) {
                 log_debug!("udp: seq {} again: sending the remembered reply", seq);
                 send(stack, &mut self.socket, peer, reply);
                 continue;
             }
             let info = crate::server_info(self.name, max_body);
-            if let Some(len) = at_core::respond_as(functions, &info, &frame, self.cache.slot()) {
-                let reply = self.cache.commit(peer, seq, len);
-                send(stack, &mut self.socket, peer, reply);
+            let origin = Origin::from(Transport::Datagram, peer);
+            let slot = self.cache.slot();
+            if let Some(len) = responder.respond(functions, &info, &frame, &origin, now, slot) {
+                if plain {
+                    let reply = self.cache.commit(peer, seq, len);
+                    send(stack, &mut self.socket, peer, reply);
+                } else {
+                    let reply = &slot[..len];
+                    send(stack, &mut self.socket, peer, reply);
+                }
             }
         }
         work

@@ -12,7 +12,7 @@ use std::time::Duration;
 use at_core::auth::ClientSession;
 use at_core::{ErrorCode, HEADER_LEN};
 use at_host::{AuthKey, Client, Error, Server, UdpClient, UdpConfig};
-use at_tests::peers::{CALL_LIMIT, python, repo_root, run, text};
+use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
 use at_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -535,4 +535,84 @@ async fn the_command_line_with_keys() {
     assert_ne!(a, b);
     assert!(AuthKey::parse(a.trim()).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A session the server lost (it restarted): the call fails `unauthorized`
+/// and does not run; the client does not resend it, and its next call
+/// starts a new session and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_unauthorized_the_next_call_starts_a_new_session() {
+    let first = serve(vec![key()]).await;
+    let port = first.udp.port();
+    let mut c = UdpClient::connect(first.udp, udp_config(Some(key())))
+        .await
+        .unwrap();
+    assert_eq!(c.call_as::<i64>("count", ()).await.unwrap(), 1);
+    first.server.shutdown().await;
+    // The same port, a new server: it holds no session.
+    let count = Arc::new(AtomicI64::new(0));
+    let counter = Arc::clone(&count);
+    let second = Server::builder()
+        .function("count", move || counter.fetch_add(1, Ordering::SeqCst) + 1)
+        .key(key())
+        .udp(SocketAddr::from(([127, 0, 0, 1], port)))
+        .start()
+        .await
+        .unwrap();
+    let e = c.call_as::<i64>("count", ()).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        0,
+        "the refused call did not run, nor was it resent"
+    );
+    assert_eq!(
+        c.call_as::<i64>("count", ()).await.unwrap(),
+        1,
+        "a new session"
+    );
+    second.shutdown().await;
+}
+
+/// The C client with a key against the Rust server, TCP and UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_client_against_the_rust_server() {
+    let Some(client) = tokio::task::spawn_blocking(calc_client).await.unwrap() else {
+        return;
+    };
+    let s = serve(vec![key()]).await;
+    for (udp, addr) in [(false, s.tcp), (true, s.udp)] {
+        let c = |key: Option<&'static str>, args: &'static [&'static str]| {
+            let client = client.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut command = Command::new(&client);
+                if udp {
+                    command.arg("--udp");
+                }
+                if let Some(key) = key {
+                    command.args(["--key", key]);
+                }
+                command
+                    .args(["127.0.0.1", &addr.port().to_string()])
+                    .args(args);
+                run(&mut command, CALL_LIMIT)
+            })
+        };
+        let out = c(Some(KEY), &["add", "10", "20"]).await.unwrap();
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), "30\n".into()),
+            "{out:?}"
+        );
+        let out = c(Some(KEY), &["div", "1", "0"]).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(text(&out.stderr).contains("division_by_zero"), "{out:?}");
+        let out = c(None, &["add", "1", "2"]).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            text(&out.stderr).starts_with("error: unauthorized: "),
+            "{out:?}"
+        );
+    }
+    s.server.shutdown().await;
 }

@@ -389,3 +389,67 @@ fn write_hello_reply(
         Ok(w.len())
     })
 }
+
+/// What a server answers a request frame with: [`Open`] (no
+/// authentication) or a [`Guard`]. Device servers take one, so the same
+/// server code runs with or without keys.
+pub trait Responder {
+    /// Answers one request frame into `out` (`None`: send nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &ServerInfo<'_>,
+        frame: &Frame<'_>,
+        origin: &Origin,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize>;
+}
+
+/// No authentication: the plain request -> reply path
+/// ([`crate::respond_as`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Open;
+
+impl Responder for Open {
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &ServerInfo<'_>,
+        frame: &Frame<'_>,
+        _origin: &Origin,
+        _now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        crate::respond_as(functions, info, frame, out)
+    }
+}
+
+impl<K: KeyTable, R: NonceSource, S: ReplyStore, const N: usize> Responder for Guard<K, R, S, N> {
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &ServerInfo<'_>,
+        frame: &Frame<'_>,
+        origin: &Origin,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        Guard::respond(self, functions, info, frame, origin, now, out)
+    }
+}
+
+impl<T: Responder + ?Sized> Responder for &mut T {
+    fn respond<F: Functions + ?Sized>(
+        &mut self,
+        functions: &F,
+        info: &ServerInfo<'_>,
+        frame: &Frame<'_>,
+        origin: &Origin,
+        now: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        (**self).respond(functions, info, frame, origin, now, out)
+    }
+}

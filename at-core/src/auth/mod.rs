@@ -25,7 +25,7 @@ mod session;
 mod window;
 
 pub use client::{ClientSession, ReplyProblem};
-pub use guard::{Admission, Guard, Seal};
+pub use guard::{Admission, Guard, Open, Responder, Seal};
 pub use key::{Key, KeyError, KeyTable, is_valid_kid};
 pub use remembered::{FixedReplies, MAX_RESENDS, Origin, REMEMBER_MS, ReplyStore, Transport};
 pub use session::{CounterNonces, NonceSource, SESSION_LIFETIME_MS, SESSION_MIN_IDLE_MS};

@@ -55,9 +55,31 @@ const SOCKETS: usize = TCP_SOCKETS + 1 + 1;
 /// The largest request body (as on the UART).
 const MAX_BODY: usize = 496;
 const RX: usize = HEADER_LEN + MAX_BODY;
-const TX: usize = 192;
+const TX: usize = 192 + at_core::auth::TRAILER_LEN;
 /// UDP replies remembered for at-most-once execution.
 const UDP_CACHE: usize = 4;
+
+/// Authentication (`AT_KEY` when building): the key, 4 sessions, 4
+/// remembered replies, and nonces from a counter. QEMU's board has neither
+/// an RNG nor non-volatile memory, so the "boot counter" here is the
+/// SysTick phase and the MAC at start: it may repeat after a reset, which
+/// the contract's nonce rule forbids. A real board takes its TRNG (or a
+/// boot counter kept in flash) instead. See docs/SECURITY.md.
+#[cfg(at_auth)]
+mod auth {
+    use at_core::auth::{CounterNonces, FixedReplies, Guard, Key};
+
+    /// The key from the build (checked by build.rs).
+    pub const KEY: &str = env!("AT_FIRMWARE_KEY");
+    /// Sessions held at once.
+    pub const SESSIONS: usize = 4;
+    /// Replies remembered for retransmissions and reconnections.
+    pub const REMEMBERED: usize = 4;
+
+    /// The firmware's guard.
+    pub type FirmwareGuard =
+        Guard<[Key<'static>; 1], CounterNonces, FixedReplies<REMEMBERED, { super::TX }>, SESSIONS>;
+}
 
 type Memory = StackMemory<SOCKETS, TCP_SOCKETS, TCP_BUF, 1, UDP_BUF, UDP_PACKETS>;
 type Stack = SmoltcpStack<'static, TCP_SOCKETS, 1>;
@@ -152,6 +174,22 @@ pub fn run(
         );
         halt()
     };
+    #[cfg(at_auth)]
+    let responder = {
+        let Ok(key) = at_core::auth::Key::parse(auth::KEY) else {
+            halt()
+        };
+        let boot = u64::from(cortex_m::peripheral::SYST::get_current())
+            ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]) << 16;
+        let nonces = at_core::auth::CounterNonces::new(boot);
+        let guard = auth::FirmwareGuard::new([key], at_core::auth::FixedReplies::new(), nonces);
+        let Some(guard) = cortex_m::singleton!(: auth::FirmwareGuard = guard) else {
+            halt()
+        };
+        guard
+    };
+    #[cfg(not(at_auth))]
+    let responder = &mut at_core::auth::Open;
 
     loop {
         let now = clock.now();
@@ -160,9 +198,11 @@ pub fn run(
         if let Some(handle) = dhcp {
             work += poll_dhcp(stack, handle, &mut uart);
         }
-        work += tcp.poll(stack, &FUNCTIONS, now);
-        work += udp.poll(stack, &FUNCTIONS);
-        work += serial.poll(&FUNCTIONS, &mut uart).unwrap_or(0);
+        work += tcp.poll_with(stack, &FUNCTIONS, responder, now);
+        work += udp.poll_with(stack, &FUNCTIONS, responder, now);
+        work += serial
+            .poll_with(&FUNCTIONS, responder, now, &mut uart)
+            .unwrap_or(0);
         // Send what the servers queued.
         work += usize::from(stack.poll(at, eth));
         if work == 0 {
