@@ -574,3 +574,121 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
     thousand_calls(&board).await;
     uart_still_serves(&mut board);
 }
+
+/// The networked firmware built with `AT_KEY`: the at-host client, the
+/// at-host command, the Python and the C clients authenticate over TCP and
+/// UDP; without the key, calls are refused; the build stays within its
+/// budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_firmware_with_a_key_authenticates() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    const KEY: &str = "bench:7ab0c618275a1ec9321071478b944701d5d4c08678597326364eabac02bfe398";
+    let elf = build_firmware(
+        &["--features", "net"],
+        &[("AT_KEY", KEY)],
+        "at-embedded-firmware-auth",
+    );
+    let (text_size, data, bss) = elf_size(&elf);
+    eprintln!(
+        "networked firmware with a key: flash (text) {text_size} bytes, static RAM {} bytes",
+        data + bss
+    );
+    assert!(text_size <= FLASH + 8 * 1024, "{text_size} bytes of flash");
+    assert!(
+        data + bss <= STATIC_RAM,
+        "{} bytes of static RAM",
+        data + bss
+    );
+    let board = start_board(&elf);
+    let key = at_host::AuthKey::parse(KEY).unwrap();
+
+    let mut client = Client::connect(board.tcp, PATIENCE)
+        .await
+        .unwrap()
+        .with_key(key.clone());
+    check_calculator_tcp(&mut client).await;
+    let config = UdpConfig {
+        key: Some(key.clone()),
+        ..UdpConfig::default()
+    };
+    let mut udp = UdpClient::connect(board.udp, config).await.unwrap();
+    check_calculator_udp(&mut udp).await;
+    // A retransmitted authenticated datagram: the remembered reply, count
+    // ran once (the client's own retransmission path is the same).
+    assert_eq!(
+        udp.call_as::<i64>("count", ()).await.unwrap() + 1,
+        udp.call_as::<i64>("count", ()).await.unwrap()
+    );
+
+    let mut plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
+    let e = plain.call_as::<i64>("add", (1, 2)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
+    let info: serde_json::Value = plain.call_as("rpc.info", ()).await.unwrap();
+    assert_eq!(info["auth"], "required");
+
+    // The command line, and the Python and C clients.
+    for (udp_flag, addr) in [(None, board.tcp), (Some("--udp"), board.udp)] {
+        let mut call = Command::new(at_host_bin());
+        call.arg("call").args(udp_flag).args([
+            "--server",
+            &addr.to_string(),
+            "--key",
+            KEY,
+            "add",
+            "10",
+            "20",
+        ]);
+        let out = run(&mut call, CALL_LIMIT);
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), "30\n".into()),
+            "{out:?}"
+        );
+        let mut call = Command::new(at_host_bin());
+        call.arg("call")
+            .args(udp_flag)
+            .args(["--server", &addr.to_string(), "add", "10", "20"]);
+        let out = run(&mut call, CALL_LIMIT);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            text(&out.stderr).starts_with("error: unauthorized: "),
+            "{out:?}"
+        );
+        // One session each (8 slots, each held 60 s after its call): Python
+        // over TCP, C over UDP.
+        if let (None, Some(py)) = (udp_flag, python()) {
+            let mut call = Command::new(py);
+            call.arg(repo_root().join("peers/python/at_rpc.py"))
+                .arg("call")
+                .args(udp_flag);
+            call.args(["--server", &addr.to_string(), "--key", KEY, "mul", "6", "7"]);
+            let out = run(&mut call, CALL_LIMIT);
+            assert_eq!(
+                (out.status.code(), text(&out.stdout)),
+                (Some(0), "42\n".into()),
+                "{out:?}"
+            );
+        }
+        if let (Some(_), Some(c)) = (udp_flag, calc_client()) {
+            let mut call = Command::new(c);
+            call.args(udp_flag).args([
+                "--key",
+                KEY,
+                "127.0.0.1",
+                &addr.port().to_string(),
+                "sub",
+                "10",
+                "20",
+            ]);
+            let out = run(&mut call, CALL_LIMIT);
+            assert_eq!(
+                (out.status.code(), text(&out.stdout)),
+                (Some(0), "-10\n".into()),
+                "{out:?}"
+            );
+        }
+    }
+}
