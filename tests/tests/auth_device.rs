@@ -140,3 +140,58 @@ async fn idle_sessions_make_room_and_clients_handshake_again() {
     eprintln!("{flood} unused sessions made room for a client that calls");
     running.stop();
 }
+
+/// The Python and C clients with a key against the device servers, TCP and
+/// UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_c_clients_against_the_device_servers() {
+    use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+    use std::process::Command;
+    let running = start();
+    let (tcp, udp) = (running.tcp_addr().unwrap(), running.udp_addr().unwrap());
+    let outputs = tokio::task::spawn_blocking(move || {
+        let mut outputs = Vec::new();
+        for (flag, addr) in [(None, tcp), (Some("--udp"), udp)] {
+            if let Some(py) = python() {
+                let mut call = Command::new(py);
+                call.arg(repo_root().join("peers/python/at_rpc.py"))
+                    .arg("call")
+                    .args(flag);
+                call.args([
+                    "--server",
+                    &addr.to_string(),
+                    "--key",
+                    KEY,
+                    "add",
+                    "10",
+                    "20",
+                ]);
+                outputs.push(("python", run(&mut call, CALL_LIMIT)));
+            }
+            if let Some(c) = calc_client() {
+                let mut call = Command::new(c);
+                call.args(flag).args([
+                    "--key",
+                    KEY,
+                    "127.0.0.1",
+                    &addr.port().to_string(),
+                    "add",
+                    "10",
+                    "20",
+                ]);
+                outputs.push(("c", run(&mut call, CALL_LIMIT)));
+            }
+        }
+        outputs
+    })
+    .await
+    .unwrap();
+    for (who, out) in outputs {
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), "30\n".to_owned()),
+            "{who}: {out:?}"
+        );
+    }
+    running.stop();
+}

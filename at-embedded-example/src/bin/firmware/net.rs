@@ -59,7 +59,7 @@ const TX: usize = 192 + at_core::auth::TRAILER_LEN;
 /// UDP replies remembered for at-most-once execution.
 const UDP_CACHE: usize = 4;
 
-/// Authentication (`AT_KEY` when building): the key, 8 sessions, 4
+/// Authentication (`AT_KEY` when building): the key, 16 sessions, 4
 /// remembered replies, and nonces from a counter. QEMU's board has neither
 /// an RNG nor non-volatile memory, so the "boot counter" here is the
 /// SysTick phase and the MAC at start: it may repeat after a reset, which
@@ -74,7 +74,7 @@ mod auth {
     /// Sessions held at once. A session that carried a call keeps its slot
     /// for at least 60 s (the contract's policy), so this bounds how many
     /// short-lived clients (command-line calls) a minute get in.
-    pub const SESSIONS: usize = 8;
+    pub const SESSIONS: usize = 16;
     /// Replies remembered for retransmissions and reconnections.
     pub const REMEMBERED: usize = 4;
 
