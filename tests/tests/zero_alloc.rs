@@ -2,26 +2,35 @@
 //! requests under a global allocator that counts every allocation.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use at_core::calculator::{ADD, DIV, MUL, SUB};
 use at_core::{CallError, FrameDecoder, Function, Kind, Reply, Request, Value, function};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread (tests run in threads of their own,
+    /// so each counts only its own).
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with`: a thread being torn down has no counter left.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
 
 // SAFETY: forwards to the system allocator, only counting calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count_one();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count_one();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -29,12 +38,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Allocations made by `f` (on this thread's watch: the test harness runs
-/// this file's one test alone, so nothing else allocates meanwhile).
+/// Allocations made by `f` on this thread.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = ALLOCATIONS.with(Cell::get);
     f();
-    ALLOCATIONS.load(Ordering::SeqCst) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 /// A typed function, as a firmware writes one.
@@ -92,4 +100,74 @@ fn decoding_and_dispatching_allocate_nothing() {
     });
     assert_eq!(replies, bodies.len());
     assert_eq!(count, 0, "at-core allocated {count} times");
+}
+
+/// An authenticated call through at-core's Guard (the handshake, a
+/// sealed request, the check, the call, the sealed and remembered reply, a
+/// replay answered from memory) allocates nothing either.
+#[test]
+fn an_authenticated_call_allocates_nothing() {
+    use at_core::auth::{
+        ClientSession, CounterNonces, FixedReplies, Guard, Key, Origin, Transport,
+    };
+    static KEYS: [Key<'static>; 1] = [Key {
+        kid: "demo",
+        secret: [7; 32],
+    }];
+    let mut guard: Guard<&[Key<'static>], CounterNonces, FixedReplies<4, 256>, 4> =
+        Guard::new(&KEYS[..], FixedReplies::new(), CounterNonces::new(1));
+    let info = at_core::ServerInfo {
+        server: "t",
+        name: "t",
+        auth_required: true,
+        max_body: 240,
+    };
+    let origin = Origin::from(Transport::Datagram, "192.0.2.1:5000".parse().unwrap());
+    let hello_body =
+        br#"{"func": "rpc.hello", "args": ["demo", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"]}"#;
+    let mut hello = [0u8; 128];
+    let n = at_core::encode_frame(Kind::Request, 1, hello_body, &mut hello).unwrap();
+    let nc: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    let mut out = [0u8; 256];
+    let mut request = [0u8; 256];
+    let mut ok = false;
+    let count = allocations_in(|| {
+        let frame = at_core::Frame::parse(&hello[..n], 240).unwrap();
+        let len = guard
+            .respond(&FUNCTIONS, &info, &frame, &origin, 0, &mut out)
+            .unwrap();
+        let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
+        let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
+            return;
+        };
+        // The members, without a JSON library: "session", "nonce", "proof".
+        let text = raw.as_str();
+        let member = |name: &str| {
+            let start = text.find(name).unwrap() + name.len() + 4;
+            &text[start..start + text[start..].find('"').unwrap()]
+        };
+        let session = ClientSession::from_hello(
+            &KEYS[0],
+            &nc,
+            member("session"),
+            member("nonce"),
+            member("proof"),
+        )
+        .unwrap();
+        let m = session
+            .seal_request(2, br#"{"func": "scale", "args": [1.5, 4]}"#, &mut request)
+            .unwrap();
+        for _ in 0..2 {
+            // The second time, a replay: the remembered reply.
+            let frame = at_core::Frame::parse(&request[..m], 240).unwrap();
+            let len = guard
+                .respond(&FUNCTIONS, &info, &frame, &origin, 1, &mut out)
+                .unwrap();
+            let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
+            let body = session.open_reply(&reply).unwrap();
+            ok = Reply::parse(body) == Ok(Reply::Success(Value::Float(6.0)));
+        }
+    });
+    assert!(ok, "the authenticated call was answered");
+    assert_eq!(count, 0, "authentication allocated {count} times");
 }
