@@ -8,7 +8,7 @@
 # fuzz/artifacts/<target>/; reproduce with
 # `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/crash-...`).
 # Environment:
-#   FUZZ_TARGETS   targets to run (default "decoder body respond")
+#   FUZZ_TARGETS   targets to run (default "decoder body respond auth")
 #   FUZZ_ARGS      extra cargo-fuzz arguments, e.g. "--features small-float"
 #                  or "--no-default-features" (integers-only at-core)
 # Building the three targets takes about 1.5 minutes the first time on
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget=${1:-60}
-targets=${FUZZ_TARGETS:-decoder body respond}
+targets=${FUZZ_TARGETS:-decoder body respond auth}
 read -r -a extra <<<"${FUZZ_ARGS:-}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

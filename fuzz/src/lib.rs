@@ -12,6 +12,7 @@
 //!   `spare`/`commit` instead of `push`
 //! - [`check_body`]: the body itself, no prefix
 //! - [`check_respond`]: `[max body choice] [reply buffer choice] [chunk size] frame`
+//! - [`check_auth`]: a script of ops (see there)
 
 use std::cmp::Ordering;
 
@@ -1063,5 +1064,170 @@ pub fn check_respond(data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// check_auth: the authenticated request path (contract section 9)
+
+thread_local! {
+    /// The seqs `mark` ran for, in this input.
+    static MARKED: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn mark<'a>(args: &[Value<'a>]) -> Result<Value<'a>, at_core::CallError> {
+    if let [Value::Int(seq)] = args {
+        MARKED.with(|m| m.borrow_mut().push(*seq));
+    }
+    Ok(Value::Null)
+}
+
+static MARK: [at_core::Function; 1] = [at_core::Function::new("mark", mark)];
+
+/// Drives a server's [`at_core::auth::Guard`] with a script: after a real
+/// handshake, each op sends a frame sealed by the client, a raw frame, a
+/// sealed frame with one byte changed, or a replay from another address.
+/// Input: ops `[op] [args...]`:
+/// - `0 n bytes[n]`: a raw frame;
+/// - `1 s0 s1`: a sealed `mark(seq)` with seq `s0 s1` (big-endian);
+/// - `2 at mask`: the last sealed frame with byte `at` (mod its length)
+///   xor `mask` (the CRC recomputed, so the tag must catch it);
+/// - `3 port`: the last sealed frame again from another UDP port;
+/// - `4`: the clock moves on 61 s.
+///
+/// Invariants: nothing panics; `mark` runs only for seqs the client sealed,
+/// and at most once each, whatever the replays and tampering; every reply
+/// to an authenticated request is either a plain `unauthorized` or
+/// verifies under the session.
+pub fn check_auth(data: &[u8]) {
+    use at_core::auth::{
+        ClientSession, CounterNonces, FixedReplies, Guard, Key, Origin, Transport,
+    };
+    static KEYS: [Key<'static>; 1] = [Key {
+        kid: "fuzz",
+        secret: [0x5a; 32],
+    }];
+    MARKED.with(|m| m.borrow_mut().clear());
+    let mut guard: Guard<&[Key<'static>], CounterNonces, FixedReplies<4, 256>, 2> =
+        Guard::new(&KEYS[..], FixedReplies::new(), CounterNonces::new(9));
+    let info = at_core::ServerInfo {
+        server: "fuzz",
+        name: "fuzz",
+        auth_required: true,
+        max_body: 1024,
+    };
+    let mut now = 0u64;
+    let mut out = [0u8; 256];
+    let hello_body =
+        br#"{"func": "rpc.hello", "args": ["fuzz", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"]}"#;
+    let mut hello = [0u8; 128];
+    let Ok(n) = at_core::encode_frame(Kind::Request, 1, hello_body, &mut hello) else {
+        return;
+    };
+    let origin = |port: u16| {
+        Origin::from(
+            Transport::Datagram,
+            std::net::SocketAddr::from(([192, 0, 2, 1], port)),
+        )
+    };
+    let tcp = Origin::from(
+        Transport::Stream,
+        std::net::SocketAddr::from(([192, 0, 2, 1], 9)),
+    );
+    let frame = Frame::parse(&hello[..n], 1024).expect("a good hello");
+    let len = guard
+        .respond(&MARK, &info, &frame, &tcp, now, &mut out)
+        .expect("a hello reply");
+    let reply = Frame::parse(&out[..len], u32::MAX).expect("a hello reply frame");
+    let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
+        panic!("the hello failed")
+    };
+    let json: Json = serde_json::from_str(raw.as_str()).expect("hello JSON");
+    let nc: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    let session = ClientSession::from_hello(
+        &KEYS[0],
+        &nc,
+        json["session"].as_str().unwrap_or(""),
+        json["nonce"].as_str().unwrap_or(""),
+        json["proof"].as_str().unwrap_or(""),
+    )
+    .expect("the proof verifies");
+    let mut sealed_seqs: Vec<i64> = Vec::new();
+    let mut last: Vec<u8> = Vec::new();
+    let mut data = data;
+    let send = |guard: &mut Guard<_, _, _, 2>, frame_bytes: &[u8], from: &Origin, now: u64| {
+        let Ok(frame) = Frame::parse(frame_bytes, 1024) else {
+            return;
+        };
+        let authenticated = frame.header.flags & at_core::FLAG_AUTH != 0;
+        let mut out = [0u8; 256];
+        if let Some(n) = guard.respond(&MARK, &info, &frame, from, now, &mut out)
+            && authenticated
+            && frame.kind == Kind::Request
+        {
+            let reply = Frame::parse(&out[..n], u32::MAX).expect("replies are frames");
+            match session.open_reply(&reply) {
+                Ok(_) => {}
+                Err(at_core::auth::ReplyProblem::Plain) => {
+                    let body = Reply::parse(reply.body).expect("a reply body");
+                    let Reply::Error(e) = body else {
+                        panic!("a plain success to an authenticated request")
+                    };
+                    assert!(
+                        matches!(e.error_code(), Some(ErrorCode::Unauthorized)),
+                        "a plain reply to an authenticated request is unauthorized"
+                    );
+                }
+                Err(p) => panic!("a reply that does not verify: {p:?}"),
+            }
+        }
+    };
+    while let Some((&op, rest)) = data.split_first() {
+        data = rest;
+        match op % 5 {
+            0 => {
+                let n = usize::from(byte(&mut data));
+                let raw = take(&mut data, n).to_vec();
+                send(&mut guard, &raw, &origin(1), now);
+            }
+            1 => {
+                let seq = u32::from(byte(&mut data)) << 8 | u32::from(byte(&mut data));
+                let body = format!(r#"{{"func": "mark", "args": [{seq}]}}"#);
+                let mut frame = vec![0u8; 256];
+                if let Ok(n) = session.seal_request(seq, body.as_bytes(), &mut frame) {
+                    frame.truncate(n);
+                    sealed_seqs.push(i64::from(seq));
+                    send(&mut guard, &frame, &origin(1), now);
+                    last = frame;
+                }
+            }
+            2 if !last.is_empty() => {
+                let at = usize::from(byte(&mut data)) % last.len();
+                let mask = byte(&mut data) | 1;
+                let mut bad = last.clone();
+                bad[at] ^= mask;
+                if bad.len() > HEADER_LEN {
+                    let crc = at_core::checksum(&bad[HEADER_LEN..]);
+                    bad[12..16].copy_from_slice(&crc.to_be_bytes());
+                }
+                send(&mut guard, &bad, &tcp, now);
+            }
+            3 if !last.is_empty() => {
+                let port = u16::from(byte(&mut data));
+                let frame = last.clone();
+                send(&mut guard, &frame, &origin(port), now);
+            }
+            4 => now += 61_000,
+            _ => {}
+        }
+    }
+    let marked = MARKED.with(|m| m.borrow().clone());
+    let mut seen = std::collections::HashSet::new();
+    for seq in &marked {
+        assert!(
+            sealed_seqs.contains(seq),
+            "mark({seq}) ran without the client sealing it"
+        );
+        assert!(seen.insert(*seq), "mark({seq}) ran twice");
     }
 }
