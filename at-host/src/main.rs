@@ -593,7 +593,9 @@ async fn call(
             ExitCode::from(1)
         }
         Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
-            eprintln!("error: unauthorized: the server's proof does not verify: it does not hold this key");
+            eprintln!(
+                "error: unauthorized: the server's proof does not verify: it does not hold this key"
+            );
             ExitCode::from(1)
         }
         Err(e) => transport(&format!("{addr}: {e}")),

@@ -92,15 +92,24 @@ impl ClientAuth {
     /// the hello failed (an error reply: `unauthorized` from a server
     /// without keys or with another key id, `busy`, ...); `Err(None)` the
     /// reply is no valid answer (a bad proof, a malformed body).
-    pub(crate) fn accept_hello(&mut self, hello: &Hello, frame: &Frame<'_>) -> Result<(), Option<Error>> {
+    pub(crate) fn accept_hello(
+        &mut self,
+        hello: &Hello,
+        frame: &Frame<'_>,
+    ) -> Result<(), Option<Error>> {
         match Reply::parse(frame.body) {
             Ok(Reply::Success(at_core::Value::Raw(raw))) => {
-                let json: serde_json::Value = serde_json::from_str(raw.as_str()).map_err(|_| None)?;
+                let json: serde_json::Value =
+                    serde_json::from_str(raw.as_str()).map_err(|_| None)?;
                 let member = |name: &str| json[name].as_str().map(str::to_owned);
-                let (Some(sid), Some(ns), Some(proof)) = (member("session"), member("nonce"), member("proof")) else {
+                let (Some(sid), Some(ns), Some(proof)) =
+                    (member("session"), member("nonce"), member("proof"))
+                else {
                     return Err(None);
                 };
-                let session = ClientSession::from_hello(&self.key.as_core(), &hello.nc, &sid, &ns, &proof).ok_or(None)?;
+                let session =
+                    ClientSession::from_hello(&self.key.as_core(), &hello.nc, &sid, &ns, &proof)
+                        .ok_or(None)?;
                 self.live = Some(Live {
                     session,
                     last: Instant::now(),
@@ -117,7 +126,10 @@ impl ClientAuth {
 
     /// The authenticated request frame `seq` with `body`.
     pub(crate) fn seal(&mut self, seq: u32, body: &[u8]) -> Result<Vec<u8>, Error> {
-        let live = self.live.as_mut().ok_or(Error::Protocol(ProtocolError::Broken))?;
+        let live = self
+            .live
+            .as_mut()
+            .ok_or(Error::Protocol(ProtocolError::Broken))?;
         live.last = Instant::now();
         let mut frame = vec![0u8; at_core::HEADER_LEN + body.len() + at_core::auth::TRAILER_LEN];
         let n = live
@@ -143,11 +155,17 @@ impl ClientAuth {
                             self.live = None;
                             Opened::Unauthorized(result)
                         }
-                        Some(ErrorCode::Busy | ErrorCode::FrameTooLarge) => Opened::Transport(ProtocolError::Unauthenticated(e.to_string()).into()),
-                        Some(ErrorCode::ChecksumMismatch | ErrorCode::BadFrame) => Opened::Damaged(ProtocolError::Unauthenticated(e.to_string()).into()),
+                        Some(ErrorCode::Busy | ErrorCode::FrameTooLarge) => {
+                            Opened::Transport(ProtocolError::Unauthenticated(e.to_string()).into())
+                        }
+                        Some(ErrorCode::ChecksumMismatch | ErrorCode::BadFrame) => {
+                            Opened::Damaged(ProtocolError::Unauthenticated(e.to_string()).into())
+                        }
                         _ => Opened::Forged(ProtocolError::Unauthenticated(e.to_string()).into()),
                     },
-                    Ok(_) => Opened::Forged(ProtocolError::Unauthenticated("a success reply".into()).into()),
+                    Ok(_) => Opened::Forged(
+                        ProtocolError::Unauthenticated("a success reply".into()).into(),
+                    ),
                 }
             }
             Err(problem) => Opened::Forged(ProtocolError::BadTag(problem).into()),

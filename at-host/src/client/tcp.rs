@@ -192,7 +192,11 @@ impl Client {
     }
 
     /// [`send`](Self::send) with a key: the hello first when one is due.
-    async fn send_authenticated(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
+    async fn send_authenticated(
+        &mut self,
+        func: &str,
+        args: &[at_core::Value<'_>],
+    ) -> Result<u32, Error> {
         let due = match self.auth.as_mut() {
             Some(auth) => auth.needs_hello(self.next_seq, 1 + self.in_flight.len()),
             None => false,
@@ -327,11 +331,15 @@ impl Client {
                     let result = match self.auth.as_mut() {
                         None => reply_to_result(&frame),
                         Some(auth) => match auth.open(&frame) {
-                            Opened::Verified(result) | Opened::Unauthorized(result @ Err(_)) => result,
+                            Opened::Verified(result) | Opened::Unauthorized(result @ Err(_)) => {
+                                result
+                            }
                             Opened::Unauthorized(Ok(_)) => Err(ProtocolError::Broken.into()),
                             // On TCP anything else fails the call and the
                             // connection.
-                            Opened::Transport(e) | Opened::Damaged(e) | Opened::Forged(e) => return Err(e),
+                            Opened::Transport(e) | Opened::Damaged(e) | Opened::Forged(e) => {
+                                return Err(e);
+                            }
                         },
                     };
                     // seq 0: the server speaks of the connection (busy, or

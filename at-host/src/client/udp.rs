@@ -328,13 +328,20 @@ impl UdpClient {
                 timeout = (timeout * 2).min(self.config.max_backoff);
                 resend_at = now + timeout;
             }
-            let wake = if retries > 0 { resend_at.min(deadline) } else { deadline };
-            let received = match tokio::time::timeout_at(wake.into(), self.socket.recv(&mut self.recv_buf)).await {
-                Err(_) => continue,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Ok(Err(e)) => return Err(e.into()),
-                Ok(Ok(n)) => n,
+            let wake = if retries > 0 {
+                resend_at.min(deadline)
+            } else {
+                deadline
             };
+            let received =
+                match tokio::time::timeout_at(wake.into(), self.socket.recv(&mut self.recv_buf))
+                    .await
+                {
+                    Err(_) => continue,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(n)) => n,
+                };
             let Ok(reply) = Frame::parse(&self.recv_buf[..received], self.config.max_frame) else {
                 continue;
             };

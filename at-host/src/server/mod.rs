@@ -482,11 +482,10 @@ impl Shared {
         }
     }
 
-    /// Answers an admitted request body (an async function awaited on a
-    /// task of its own), sealing the reply when `seal` says; the reply's
-    /// length in `out` (0: none). `flush` runs first when the call must
-    /// wait (so that earlier replies are not held back).
-    async fn answer(
+    /// Answers an admitted request body that calls a sync function (or
+    /// none), sealing the reply when `seal` says; the reply's length in
+    /// `out` (0: none).
+    fn answer(
         &self,
         seq: u32,
         body: &[u8],
@@ -494,21 +493,45 @@ impl Shared {
         origin: &Origin,
         out: &mut [u8],
     ) -> usize {
-        let room = match seal {
+        let room = Self::room(seal, out);
+        let calls = Logged {
+            registry: &self.registry,
+            seq,
+        };
+        let n =
+            at_core::respond_body(&calls, &self.info(), seq, body, &mut out[..room]).unwrap_or(0);
+        self.sealed(seal, origin, out, n)
+    }
+
+    /// [`answer`](Self::answer) for a body that may call an async function,
+    /// awaited on a task of its own.
+    async fn answer_async(
+        &self,
+        seq: u32,
+        body: &[u8],
+        seal: Option<&Seal>,
+        origin: &Origin,
+        out: &mut [u8],
+    ) -> usize {
+        match self.registry.start_async(body) {
+            Some(started) => {
+                let room = Self::room(seal, out);
+                let n = write_outcome(seq, &finish(started).await, &mut out[..room]);
+                self.sealed(seal, origin, out, n)
+            }
+            None => self.answer(seq, body, seal, origin, out),
+        }
+    }
+
+    /// Room for a reply in `out`, leaving the trailer's when it is sealed.
+    fn room(seal: Option<&Seal>, out: &[u8]) -> usize {
+        match seal {
             Some(_) => out.len().saturating_sub(at_core::auth::TRAILER_LEN),
             None => out.len(),
-        };
-        let n = match self.registry.start_async(body) {
-            Some(started) => write_outcome(seq, &finish(started).await, &mut out[..room]),
-            None => {
-                let calls = Logged {
-                    registry: &self.registry,
-                    seq,
-                };
-                at_core::respond_body(&calls, &self.info(), seq, body, &mut out[..room])
-                    .unwrap_or(0)
-            }
-        };
+        }
+    }
+
+    fn sealed(&self, seal: Option<&Seal>, origin: &Origin, out: &mut [u8], n: usize) -> usize {
         match seal {
             Some(seal) if n > 0 => self.seal(seal, origin, out, n),
             _ => n,

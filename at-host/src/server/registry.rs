@@ -252,11 +252,6 @@ impl Registry {
             })
     }
 
-    /// Whether any function is async.
-    pub(crate) fn has_async(&self) -> bool {
-        self.has_async
-    }
-
     /// For a request body that calls an async function: its outcome,
     /// started (or the argument error). `None` for anything else, which
     /// [`at_core::respond_body`] answers.

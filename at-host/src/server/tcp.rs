@@ -164,12 +164,12 @@ async fn serve_connection(
                     match shared.admit(&frame, &origin, room) {
                         Step::Reply(n) => pending += n,
                         Step::Drop => {}
-                        Step::Call { body, seal } => {
-                            // Replies leave in request order: with async
-                            // functions about, the batch so far goes first,
-                            // so it does not wait on one (this connection
-                            // waits; the others do not).
-                            if shared.registry.has_async() && pending > 0 {
+                        Step::Call { body, seal } if shared.registry.calls_async(body) => {
+                            // Replies leave in request order: the batch so
+                            // far goes first, so it does not wait on the
+                            // function (this connection waits; the others
+                            // do not).
+                            if pending > 0 {
                                 if let Err(closed) =
                                     write_replies(&mut stream, &out[..pending], config).await
                                 {
@@ -177,8 +177,14 @@ async fn serve_connection(
                                 }
                                 pending = 0;
                             }
+                            let room = &mut out[..reply_room];
+                            pending += shared
+                                .answer_async(seq, body, seal.as_ref(), &origin, room)
+                                .await;
+                        }
+                        Step::Call { body, seal } => {
                             let room = &mut out[pending..pending + reply_room];
-                            pending += shared.answer(seq, body, seal.as_ref(), &origin, room).await;
+                            pending += shared.answer(seq, body, seal.as_ref(), &origin, room);
                         }
                     }
                 }

@@ -130,7 +130,7 @@ pub(super) async fn serve(
                         let (shared, body) = (Arc::clone(&shared), body.to_vec());
                         tokio::spawn(async move {
                             let n = shared
-                                .answer(seq, &body, seal.as_ref(), &origin, &mut reply)
+                                .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
                                 .await;
                             reply.truncate(n);
                             let finished = Finished {
@@ -144,9 +144,7 @@ pub(super) async fn serve(
                         continue;
                     }
                     Step::Call { body, seal } => {
-                        let n = shared
-                            .answer(seq, body, seal.as_ref(), &origin, &mut out)
-                            .await;
+                        let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
                         if plain && n > 0 {
                             cache.insert(peer, seq, request, &out[..n], now);
                         }
