@@ -21,6 +21,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include "test_check.h"
 #include "at_auth.h"
 
 #include <arpa/inet.h>
@@ -28,7 +29,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,69 +37,6 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-static void result(int ok, const char *fmt, ...)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    {
-        va_list ap;
-        fputs("FAIL: ", stdout);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        fputc('\n', stdout);
-    }
-}
-
-static int nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Hex pairs, spaces allowed between them, into out; exits on bad input. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap)
-{
-    size_t n = 0;
-    while (*s) {
-        int hi, lo;
-        if (*s == ' ') {
-            s++;
-            continue;
-        }
-        hi = nibble(s[0]);
-        lo = hi < 0 ? -1 : nibble(s[1]);
-        if (lo < 0 || n == cap) {
-            fprintf(stderr, "bad hex vector near \"%.8s\"\n", s);
-            exit(2);
-        }
-        out[n++] = (uint8_t)(hi << 4 | lo);
-        s += 2;
-    }
-    return n;
-}
-
-static void tohex(const uint8_t *p, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
 
 /* ------------------------------------------------------------------------ */
 /* The contract's section 9 vectors                                         */
@@ -1328,6 +1265,5 @@ int main(void)
     test_random();
     test_calls();
     at_key_wipe(&vkey);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

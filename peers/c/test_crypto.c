@@ -13,81 +13,13 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include "test_check.h"
 #include "at_crypto.h"
 #include "at_protocol.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-/* Records one check's outcome; prints why when it failed. */
-static void result(int ok, const char *fmt, ...)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    {
-        va_list ap;
-        fputs("FAIL: ", stdout);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        fputc('\n', stdout);
-    }
-}
-
-/* The value of one hex digit, or -1. */
-static int nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes pairs of hex digits, with spaces allowed between pairs, into `out`
- * (capacity `cap`); returns the byte count. Exits on bad input: the vectors
- * below are fixed, so that is a bug in this file. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap)
-{
-    size_t n = 0;
-    while (*s) {
-        int hi, lo;
-        if (*s == ' ') {
-            s++;
-            continue;
-        }
-        hi = nibble(s[0]);
-        lo = hi < 0 ? -1 : nibble(s[1]);
-        if (lo < 0 || n == cap) {
-            fprintf(stderr, "bad hex vector near \"%.8s\"\n", s);
-            exit(2);
-        }
-        out[n++] = (uint8_t)(hi << 4 | lo);
-        s += 2;
-    }
-    return n;
-}
-
-/* Lowercase hex of `len` bytes into `out` (2 * len + 1 bytes). */
-static void tohex(const uint8_t *p, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
 
 /* Checks that the `len` bytes at `got` are the hex string `want`. */
 static void check_hex(const char *what, const uint8_t *got, size_t len,
@@ -593,6 +525,5 @@ int main(void)
         test_auth_frame(&auth_frames[i]);
     test_hello_reply();
 
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

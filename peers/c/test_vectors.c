@@ -16,32 +16,12 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include "test_check.h"
 #include "at_protocol.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-/* Records one test's outcome; prints why when it failed. */
-static void result(int ok, const char *fmt, ...)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    {
-        va_list ap;
-        fputs("FAIL: ", stdout);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        fputc('\n', stdout);
-    }
-}
 
 /* ------------------------------------------------------------------------ */
 /* Vectors                                                                  */
@@ -88,7 +68,7 @@ static int hexval(char c)
 }
 
 /* Decodes hex text into a fresh buffer of exactly the decoded size. */
-static uint8_t *unhex(const char *s, size_t *len)
+static uint8_t *unhex_alloc(const char *s, size_t *len)
 {
     size_t n = strlen(s), i;
     uint8_t *out;
@@ -167,7 +147,7 @@ static int load(const char *path, vec_t **out)
         x = &v[count];
         memset(x, 0, sizeof *x);
         x->name = xstrdup(field[0]);
-        x->frame = unhex(field[1], &x->frame_len);
+        x->frame = unhex_alloc(field[1], &x->frame_len);
         x->decode = xstrdup(field[2]);
         x->reply_kind = xstrdup(field[4]);
         x->reply_value = xstrdup(field[6]);
@@ -176,7 +156,7 @@ static int load(const char *path, vec_t **out)
             goto fail;
         }
         if (strcmp(field[4], "-") != 0) {
-            x->reply_frame = unhex(field[7], &x->reply_frame_len);
+            x->reply_frame = unhex_alloc(field[7], &x->reply_frame_len);
             if (x->reply_frame == NULL ||
                 parse_u32(field[5], &x->reply_seq) != 0) {
                 fprintf(stderr, "%s:%d: bad reply frame or seq\n", path,
@@ -928,6 +908,5 @@ int main(int argc, char **argv)
         free(v[i].reply_frame);
     }
     free(v);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }
