@@ -1081,6 +1081,19 @@ typedef struct {
     size_t tail_len;
 } request_t;
 
+/* A request_t from its three parts. */
+static request_t request(const uint8_t *head, const void *body,
+                         size_t body_len, const void *tail, size_t tail_len)
+{
+    request_t rq;
+    rq.head = head;
+    rq.body = body;
+    rq.body_len = body_len;
+    rq.tail = tail;
+    rq.tail_len = tail_len;
+    return rq;
+}
+
 /* Checks a call's arguments and resolves the server. */
 static at_status_t call_prepare(const char *host, const char *port,
                                 const request_t *rq,
@@ -1465,11 +1478,7 @@ at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
     uint8_t head[AT_HEADER_LEN];
     request_t rq;
     plain_head(seq, body, body_len, head);
-    rq.head = head;
-    rq.body = body;
-    rq.body_len = body_len;
-    rq.tail = NULL;
-    rq.tail_len = 0;
+    rq = request(head, body, body_len, NULL, 0);
     return call_tcp(host, port, seq, &rq, buf, cap, AT_MAX_BODY, opts, NULL,
                     NULL, res);
 }
@@ -1484,12 +1493,7 @@ at_status_t at_call_tcp_frame(const char *host, const char *port,
                               at_reply_check_t check, void *check_ctx,
                               at_call_result_t *res)
 {
-    request_t rq;
-    rq.head = head;
-    rq.body = body;
-    rq.body_len = body_len;
-    rq.tail = tail;
-    rq.tail_len = tail_len;
+    request_t rq = request(head, body, body_len, tail, tail_len);
     return call_tcp(host, port, seq, &rq, buf, cap,
                     max_reply_body ? max_reply_body : AT_MAX_BODY, opts,
                     check, check_ctx, res);
@@ -1728,11 +1732,7 @@ at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
     uint8_t head[AT_HEADER_LEN];
     request_t rq;
     plain_head(seq, body, body_len, head);
-    rq.head = head;
-    rq.body = body;
-    rq.body_len = body_len;
-    rq.tail = NULL;
-    rq.tail_len = 0;
+    rq = request(head, body, body_len, NULL, 0);
     return call_udp(host, port, seq, &rq, buf, cap, AT_MAX_BODY, opts, NULL,
                     NULL, res);
 }
@@ -1747,12 +1747,7 @@ at_status_t at_call_udp_frame(const char *host, const char *port,
                               at_reply_check_t check, void *check_ctx,
                               at_call_result_t *res)
 {
-    request_t rq;
-    rq.head = head;
-    rq.body = body;
-    rq.body_len = body_len;
-    rq.tail = tail;
-    rq.tail_len = tail_len;
+    request_t rq = request(head, body, body_len, tail, tail_len);
     return call_udp(host, port, seq, &rq, buf, cap,
                     max_reply_body ? max_reply_body : AT_MAX_BODY, opts,
                     check, check_ctx, res);
