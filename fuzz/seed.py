@@ -14,7 +14,9 @@ Seed files are named by content hash, so running it again adds nothing new.
 import hashlib
 import json
 import os
+import struct
 import sys
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.path.join(HERE, "..", "tests", "vectors", "frames.json")
@@ -33,6 +35,11 @@ def write(target, data):
             f.write(data)
         return 1
     return 0
+
+
+def frame(flags, seq, body):
+    """A frame: magic, flags, seq, length, CRC-32 of the body, body."""
+    return b"AT" + struct.pack(">HIII", flags, seq, len(body), zlib.crc32(body)) + body
 
 
 def main():
@@ -71,6 +78,19 @@ def main():
         b'-12.5e-3',
     ):
         count["body"] += write("body", body)
+    # The rpc.* functions (contract section 7) and an AUTH-flagged request,
+    # which the vectors lack: with a roomy and the smallest reply buffer.
+    for flags, body in (
+        (1, b'{"func": "rpc.ping", "args": []}'),
+        (1, b'{"func": "rpc.ping", "args": [{"a": [1, "x"]}]}'),
+        (1, b'{"func": "rpc.info", "args": []}'),
+        (1, b'{"func": "rpc.functions", "args": [1]}'),
+        (1, b'{"func": "rpc.hello", "args": ["k", "00"]}'),
+        (9, b'{"func": "add", "args": [1, 2]}'),
+    ):
+        fr = frame(flags, 7, body)
+        for buffer in (0x80, 0):
+            count["respond"] += write("respond", bytes([LIMIT_65536, buffer, 15]) + fr)
     print("seeded (new files):", ", ".join(f"{k} {v}" for k, v in count.items()))
     return 0
 

@@ -63,7 +63,9 @@ pub(crate) fn answer<F: Functions + ?Sized>(
             _ => invalid("rpc.ping takes no argument or one", out),
         },
         "rpc.info" => match args {
-            [] => write_info(functions, info, seq, out).ok(),
+            [] => write_info(functions, info, seq, out)
+                .ok()
+                .or_else(|| too_small(seq, out)),
             _ => invalid("rpc.info takes no arguments", out),
         },
         "rpc.functions" => {
@@ -72,9 +74,9 @@ pub(crate) fn answer<F: Functions + ?Sized>(
                 [Value::Int(start)] if *start >= 0 => usize::try_from(*start).unwrap_or(usize::MAX),
                 _ => return invalid("rpc.functions takes one optional integer start >= 0", out),
             };
-            write_page(functions, start, seq, out).ok().or_else(|| {
-                write_error_frame(seq, ErrorCode::Internal, "reply buffer too small", out).ok()
-            })
+            write_page(functions, start, seq, out)
+                .ok()
+                .or_else(|| too_small(seq, out))
         }
         // A server without keys (a server with keys answers hellos before
         // this path, in `auth::Guard`).
@@ -91,6 +93,12 @@ pub(crate) fn answer<F: Functions + ?Sized>(
         )
         .ok(),
     }
+}
+
+/// The `internal` error for a reply that does not fit `out` (a server
+/// with a buffer below `MIN_REPLY_BUFFER` may not fit even that).
+fn too_small(seq: u32, out: &mut [u8]) -> Option<usize> {
+    write_error_frame(seq, ErrorCode::Internal, "reply buffer too small", out).ok()
 }
 
 fn write_info<F: Functions + ?Sized>(

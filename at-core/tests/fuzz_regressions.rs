@@ -83,3 +83,44 @@ fn auth_scripts_hold_their_invariants() {
         invariants::check_auth(script);
     }
 }
+
+/// `fuzz/artifacts/respond/crash-1b444cc0df898e7d04fcaf8f0d594a0dd17c780a`
+/// (CI's 20 s run of `respond`): a contract vector (`div(1.5, 0.0)`) with
+/// the `AUTH` flag set. The server answered `unauthorized`, as contract
+/// section 9 says a server without the session must; the target's model
+/// still expected `division_by_zero`. The model now knows the flag.
+#[test]
+fn an_auth_flagged_request_to_a_server_without_keys_is_unauthorized() {
+    let input = b"\x06\x10\x0f\x41\x54\x00\x09\x00\x00\x00\x0d\x00\x00\x00\x23\x5e\xef\x1f\xbd\
+        {\"func\": \"div\", \"args\": [1.5, 0.0]}";
+    invariants::check_respond(input);
+}
+
+/// The `respond` target's model knows the `rpc.*` functions (contract
+/// section 7), which every server answers: a fuzzer that finds the names
+/// (libFuzzer reads them from the string compares) must not fail on them.
+#[test]
+fn rpc_functions_hold_the_respond_invariants() {
+    let bodies = [
+        r#"{"func": "rpc.ping", "args": []}"#,
+        r#"{"func": "rpc.ping", "args": ["x"]}"#,
+        r#"{"func": "rpc.ping", "args": [1, 2]}"#,
+        r#"{"func": "rpc.info", "args": []}"#,
+        r#"{"func": "rpc.info", "args": [0]}"#,
+        r#"{"func": "rpc.functions", "args": []}"#,
+        r#"{"func": "rpc.functions", "args": [2]}"#,
+        r#"{"func": "rpc.functions", "args": [-1]}"#,
+        r#"{"func": "rpc.hello", "args": ["k", "00"]}"#,
+        r#"{"func": "rpc.nope", "args": []}"#,
+    ];
+    for body in bodies {
+        let mut frame = vec![0u8; 16 + body.len()];
+        at_core::encode_frame(at_core::Kind::Request, 9, body.as_bytes(), &mut frame).unwrap();
+        // Limit 65536; a roomy and a minimal reply buffer; 3-byte pieces.
+        for buffer in [0x80, 0] {
+            let mut input = vec![6, buffer, 2];
+            input.extend_from_slice(&frame);
+            invariants::check_respond(&input);
+        }
+    }
+}

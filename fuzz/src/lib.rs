@@ -758,7 +758,8 @@ fn check_reply_frame(wire: &[u8], seq: u32) -> Result<ReplyValue, String> {
     Ok(match reply {
         Reply::Success(Value::Int(i)) => ReplyValue::Int(i),
         Reply::Success(Value::Float(x)) => ReplyValue::Float(x),
-        Reply::Success(other) => panic!("the calculator answered {other:?}"),
+        // Only `rpc.*` answer anything but numbers.
+        Reply::Success(other) => ReplyValue::Other(format!("{other:?}")),
         Reply::Error(e) => {
             let code = e.error_code().expect("a contract error code");
             assert!(!e.message.is_empty(), "an error reply has a message");
@@ -771,6 +772,8 @@ fn check_reply_frame(wire: &[u8], seq: u32) -> Result<ReplyValue, String> {
 enum ReplyValue {
     Int(i64),
     Float(f64),
+    /// Any other success value (the `rpc.*` functions'), as `Debug` text.
+    Other(String),
 }
 
 /// The contract's answer to a request body (`docs/PROTOCOL.md` sections 2
@@ -781,6 +784,9 @@ enum Model {
     /// `div` of two integers (divisor not 0): the correctly rounded quotient,
     /// checked exactly by [`check_quotient`].
     IntDiv(i64, i64),
+    /// A call of an `rpc.*` function (contract section 7) with this many
+    /// arguments: checked by [`check_rpc`].
+    Rpc(String, usize),
 }
 
 fn model_reply(body: &[u8]) -> Model {
@@ -790,6 +796,9 @@ fn model_reply(body: &[u8]) -> Model {
         Err(e) => return error(e.code()),
     };
     let func = text(&request.func);
+    if func.starts_with("rpc.") && func.len() <= at_core::MAX_FUNC_NAME {
+        return Model::Rpc(func, request.args.len());
+    }
     if func.len() > at_core::MAX_FUNC_NAME || !["add", "sub", "mul", "div"].contains(&func.as_str())
     {
         return error(ErrorCode::UnknownFunction);
@@ -930,12 +939,54 @@ fn check_answer(body: &[u8], got: &Result<ReplyValue, String>) {
     match (model_reply(body), got) {
         (Model::IntDiv(a, b), Ok(ReplyValue::Float(q))) => check_quotient(a, b, *q),
         (Model::IntDiv(a, b), other) => panic!("div({a}, {b}) answered {other:?}"),
+        (Model::Rpc(func, args), got) => check_rpc(&func, args, got),
         (Model::Answer(Ok(ReplyValue::Float(x))), Ok(ReplyValue::Float(y))) => {
             assert_eq!(x.to_bits(), y.to_bits(), "want {x:e}, got {y:e}")
         }
         (Model::Answer(want), got) => {
             assert_eq!(&want, got, "body {:?}", String::from_utf8_lossy(body))
         }
+    }
+}
+
+/// Checks the answer to `rpc.*` function `func` called with `args`
+/// arguments by a server without keys (contract section 7): `rpc.ping`
+/// answers `true` or echoes its one argument, `rpc.info` succeeds,
+/// `rpc.functions` pages (the last three may instead say `internal`: the
+/// reply buffer is too small), and
+/// `rpc.hello` is `unauthorized`; wrong arguments are `invalid_arguments`,
+/// other `rpc.` names unknown.
+fn check_rpc(func: &str, args: usize, got: &Result<ReplyValue, String>) {
+    let code = |c: ErrorCode| Err::<ReplyValue, String>(c.as_str().to_owned());
+    let ok = match (func, args) {
+        ("rpc.ping", 0) => *got == Ok(ReplyValue::Other("Bool(true)".to_owned())),
+        // Echoes, the info and pages may not fit a small reply buffer.
+        ("rpc.ping", 1) | ("rpc.info", 0) => got.is_ok() || *got == code(ErrorCode::Internal),
+        ("rpc.ping", _) | ("rpc.info", _) => *got == code(ErrorCode::InvalidArguments),
+        ("rpc.functions", 0 | 1) => {
+            got.is_ok()
+                || *got == code(ErrorCode::InvalidArguments)
+                || *got == code(ErrorCode::Internal)
+        }
+        ("rpc.functions", _) => *got == code(ErrorCode::InvalidArguments),
+        ("rpc.hello", _) => *got == code(ErrorCode::Unauthorized),
+        _ => *got == code(ErrorCode::UnknownFunction),
+    };
+    assert!(ok, "{func} with {args} arguments answered {got:?}");
+}
+
+/// Checks the reply to a request frame: with the `AUTH` flag, a server
+/// without keys holds no session, so the answer is `unauthorized` whatever
+/// the body (contract section 9); otherwise the contract's answer for the body.
+fn check_request_answer(frame: &Frame<'_>, got: &Result<ReplyValue, String>) {
+    if frame.header.flags & at_core::FLAG_AUTH != 0 {
+        assert_eq!(
+            got,
+            &Err(ErrorCode::Unauthorized.as_str().to_owned()),
+            "an AUTH request to a server without keys"
+        );
+    } else {
+        check_answer(frame.body, got);
     }
 }
 
@@ -995,7 +1046,7 @@ pub fn check_respond(data: &[u8]) {
                     let got = check_reply_frame(&out[..n], frame.seq());
                     // In a small buffer a big reply may shrink to `internal`.
                     if !shrunk(&got, roomy) {
-                        check_answer(frame.body, &got);
+                        check_request_answer(&frame, &got);
                     }
                 }
                 None => assert!(!roomy, "no reply to a request with {out_len} bytes of room"),
@@ -1046,7 +1097,7 @@ pub fn check_respond(data: &[u8]) {
                                 assert_eq!(&out[..n], &single[..n]);
                                 let got = check_reply_frame(&out[..n], frame.seq());
                                 if !shrunk(&got, roomy) {
-                                    check_answer(frame.body, &got);
+                                    check_request_answer(&frame, &got);
                                 }
                             }
                             None => assert!(!roomy),
