@@ -7,6 +7,8 @@ use at_core::{
 };
 use proptest::prelude::*;
 
+mod common;
+
 const LIMIT: u32 = 1024;
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -65,25 +67,8 @@ fn same(a: &Value<'_>, b: &Value<'_>) -> bool {
     }
 }
 
-/// Proptest's usual case count (256, or `PROPTEST_CASES`), but only a few
-/// cases under Miri, which runs each one thousands of times slower: there
-/// the point is undefined behaviour on real inputs, not input variety.
-fn config() -> ProptestConfig {
-    let default = ProptestConfig::default();
-    ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { default.cases },
-        // No failure files under Miri's isolation.
-        failure_persistence: if cfg!(miri) {
-            None
-        } else {
-            default.failure_persistence
-        },
-        ..default
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn header_round_trips(magic: u16, flags: u16, seq: u32, length: u32, crc: u32) {

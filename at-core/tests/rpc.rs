@@ -8,6 +8,8 @@ use at_core::{
 };
 use proptest::prelude::*;
 
+mod common;
+
 const INFO: ServerInfo<'static> = ServerInfo {
     server: "test 1.0",
     name: "bench \"psu\"",
@@ -195,6 +197,8 @@ fn an_entry_too_long_for_a_page_loses_its_doc_before_it_fails() {
 }
 
 proptest! {
+    #![proptest_config(common::proptest_config())]
+
     /// Whatever the reply buffer, the pages list every function once, in
     /// order.
     #[test]

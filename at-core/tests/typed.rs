@@ -5,6 +5,8 @@ use at_core::typed::{FromArg, IntoResult};
 use at_core::{CallError, ErrorCode, Function, Functions, JsonStr, Reply, Type, Value, function};
 use proptest::prelude::*;
 
+mod common;
+
 fn scale(x: f64, k: i32) -> Result<f64, CallError> {
     Ok(x * f64::from(k))
 }
@@ -189,6 +191,8 @@ fn accepts<'a, T: FromArg<'a>>(i: i64) -> bool {
 }
 
 proptest! {
+    #![proptest_config(common::proptest_config())]
+
     /// Every integer width takes exactly the values in its range.
     #[test]
     fn integer_parameters_take_exactly_their_range(i in any::<i64>()) {
