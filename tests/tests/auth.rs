@@ -537,32 +537,54 @@ async fn the_command_line_with_keys() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A UDP forwarder for one client: datagrams from the client go to the
+/// server `target` names at that moment, replies come back. Lets a test
+/// swap the server behind a client's address without reusing a port.
+async fn switchable_forwarder(target: Arc<std::sync::Mutex<SocketAddr>>) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut a) => {
+                    client = Some(from);
+                    let to = *target.lock().unwrap();
+                    let _ = back.send_to(&a[..n], to).await;
+                }
+                Ok((n, _)) = back.recv_from(&mut b) => {
+                    if let Some(c) = client {
+                        let _ = front.send_to(&b[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
 /// A session the server lost (it restarted): the call fails `unauthorized`
 /// and does not run; the client does not resend it, and its next call
 /// starts a new session and works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_unauthorized_the_next_call_starts_a_new_session() {
     let first = serve(vec![key()]).await;
-    let port = first.udp.port();
-    let mut c = UdpClient::connect(first.udp, udp_config(Some(key())))
+    let target = Arc::new(std::sync::Mutex::new(first.udp));
+    let front = switchable_forwarder(Arc::clone(&target)).await;
+    let mut c = UdpClient::connect(front, udp_config(Some(key())))
         .await
         .unwrap();
     assert_eq!(c.call_as::<i64>("count", ()).await.unwrap(), 1);
     first.server.shutdown().await;
-    // The same port, a new server: it holds no session.
-    let count = Arc::new(AtomicI64::new(0));
-    let counter = Arc::clone(&count);
-    let second = Server::builder()
-        .function("count", move || counter.fetch_add(1, Ordering::SeqCst) + 1)
-        .key(key())
-        .udp(SocketAddr::from(([127, 0, 0, 1], port)))
-        .start()
-        .await
-        .unwrap();
+    // A new server behind the same address: it holds no session.
+    let second = serve(vec![key()]).await;
+    *target.lock().unwrap() = second.udp;
     let e = c.call_as::<i64>("count", ()).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
     assert_eq!(
-        count.load(Ordering::SeqCst),
+        second.count.load(Ordering::SeqCst),
         0,
         "the refused call did not run, nor was it resent"
     );
@@ -571,7 +593,7 @@ async fn after_unauthorized_the_next_call_starts_a_new_session() {
         1,
         "a new session"
     );
-    second.shutdown().await;
+    second.server.shutdown().await;
 }
 
 /// The C client with a key against the Rust server, TCP and UDP.
