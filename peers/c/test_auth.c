@@ -23,6 +23,7 @@
 
 #include "test_check.h"
 #include "at_auth.h"
+#include "section9_vectors.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,67 +40,8 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
-/* The contract's section 9 vectors                                         */
+/* The contract's section 9 vectors (section9_vectors.h)                    */
 /* ------------------------------------------------------------------------ */
-
-static const char key_text[] =
-    "demo:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-static const char k_req_hex[] =
-    "078a338e7c9a7cb26f514ace9492a0a274fd87ca376842fb11d414cb712e1b2e";
-static const char k_rep_hex[] =
-    "85218bd4b82a71a034757104a2297bf1e7eec1ba00d6166cbc6d9ff717c3fc24";
-
-static const char hello_hex[] =
-    "41 54 00 01 00 00 00 01 00 00 00 4b e5 9b 50 43"
-    "7b 22 66 75 6e 63 22 3a 20 22 72 70 63 2e 68 65"
-    "6c 6c 6f 22 2c 20 22 61 72 67 73 22 3a 20 5b 22"
-    "64 65 6d 6f 22 2c 20 22 61 30 61 31 61 32 61 33"
-    "61 34 61 35 61 36 61 37 61 38 61 39 61 61 61 62"
-    "61 63 61 64 61 65 61 66 22 5d 7d";
-
-static const char hello_reply_hex[] =
-    "41 54 00 02 00 00 00 01 00 00 00 9a c6 98 e3 b0"
-    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-    "7b 22 73 65 73 73 69 6f 6e 22 3a 20 22 63 30 63"
-    "31 63 32 63 33 63 34 63 35 63 36 63 37 22 2c 20"
-    "22 6e 6f 6e 63 65 22 3a 20 22 62 30 62 31 62 32"
-    "62 33 62 34 62 35 62 36 62 37 62 38 62 39 62 61"
-    "62 62 62 63 62 64 62 65 62 66 22 2c 20 22 70 72"
-    "6f 6f 66 22 3a 20 22 65 35 64 65 61 36 36 65 66"
-    "36 37 32 32 66 37 39 66 34 64 30 32 36 33 38 32"
-    "65 64 32 34 32 62 32 22 7d 7d";
-
-static const char add_request_hex[] =
-    "41 54 00 09 00 00 00 02 00 00 00 39 62 72 e5 0f"
-    "7b 22 66 75 6e 63 22 3a 20 22 61 64 64 22 2c 20"
-    "22 61 72 67 73 22 3a 20 5b 31 30 2c 20 32 30 5d"
-    "7d c0 c1 c2 c3 c4 c5 c6 c7 62 19 ac 0e 7a 6f db"
-    "0f 3f aa c4 7d 20 f4 2c 37";
-
-static const char add_reply_hex[] =
-    "41 54 00 0a 00 00 00 02 00 00 00 3b dc 1b f5 9a"
-    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-    "33 30 7d c0 c1 c2 c3 c4 c5 c6 c7 6e 82 f4 b7 9e"
-    "41 b5 23 5e 62 69 60 a5 d5 b4 4b";
-
-static const char div_request_hex[] =
-    "41 54 00 09 00 00 00 03 00 00 00 37 3d aa 15 bc"
-    "7b 22 66 75 6e 63 22 3a 20 22 64 69 76 22 2c 20"
-    "22 61 72 67 73 22 3a 20 5b 31 2c 20 30 5d 7d c0"
-    "c1 c2 c3 c4 c5 c6 c7 27 43 72 5f a7 ad 7e f4 dd"
-    "ed e1 b0 17 b7 12 5c";
-
-static const char div_reply_hex[] =
-    "41 54 00 0c 00 00 00 03 00 00 00 66 65 74 43 c8"
-    "7b 22 73 74 61 74 75 73 22 3a 20 22 65 72 72 6f"
-    "72 22 2c 20 22 63 6f 64 65 22 3a 20 22 64 69 76"
-    "69 73 69 6f 6e 5f 62 79 5f 7a 65 72 6f 22 2c 20"
-    "22 6d 65 73 73 61 67 65 22 3a 20 22 64 69 76 69"
-    "73 69 6f 6e 20 62 79 20 7a 65 72 6f 22 7d c0 c1"
-    "c2 c3 c4 c5 c6 c7 86 57 9b d2 97 ce b7 9d 32 08"
-    "74 fb 1c b7 4c 3c";
 
 static at_key_t vkey;                   /* demo, bytes 0..31 */
 static uint8_t vnc[16];                 /* a0..af */
@@ -143,7 +85,7 @@ static void setup_vectors(void)
     int i;
     for (i = 0; i < 16; i++)
         vnc[i] = (uint8_t)(0xa0 + i);
-    if (at_key_parse(key_text, &vkey, err, sizeof err) != AT_OK) {
+    if (at_key_parse(S9_KEY_TEXT, &vkey, err, sizeof err) != AT_OK) {
         fprintf(stderr, "cannot parse the vector key: %s\n", err);
         exit(2);
     }
@@ -159,7 +101,7 @@ static void test_handshake_vector(void)
     at_status_t st;
 
     /* The hello request: body from at_hello_body, framed with seq 1. */
-    wn = unhex(hello_hex, want, sizeof want);
+    wn = unhex(S9_HELLO_HEX, want, sizeof want);
     st = at_hello_body(&vkey, vnc, body, sizeof body, &body_len);
     result(st == AT_OK, "at_hello_body: %s", at_status_str(st));
     st = at_encode_frame(AT_FLAG_REQUEST, 1, body, body_len, got, sizeof got,
@@ -168,16 +110,16 @@ static void test_handshake_vector(void)
            "hello seq 1: not the contract's bytes (body %s)", body);
 
     /* The hello reply: the session of the contract. */
-    rn = unhex(hello_reply_hex, reply, sizeof reply);
+    rn = unhex(S9_HELLO_REPLY_HEX, reply, sizeof reply);
     f = frame_of(reply, rn);
     memset(&vsession, 0, sizeof vsession);
     st = at_hello_accept(&vkey, vnc, &f, &vsession, &why);
     result(st == AT_OK, "hello reply vector refused: %s",
            why ? why : at_status_str(st));
     tohex(vsession.k_req, 32, hex);
-    result(strcmp(hex, k_req_hex) == 0, "session K_req %s", hex);
+    result(strcmp(hex, S9_K_REQ_HEX) == 0, "session K_req %s", hex);
     tohex(vsession.k_rep, 32, hex);
-    result(strcmp(hex, k_rep_hex) == 0, "session K_rep %s", hex);
+    result(strcmp(hex, S9_K_REP_HEX) == 0, "session K_rep %s", hex);
     tohex(vsession.sid, 8, hex);
     result(strcmp(hex, "c0c1c2c3c4c5c6c7") == 0, "session SID %s", hex);
     result(vsession.open == 1 && vsession.seq == 0 &&
@@ -366,7 +308,7 @@ static void test_verify_misc(void)
     static const char plain[] = "{\"status\": \"success\", \"result\": 30}";
 
     /* A request frame is not a reply. */
-    n = unhex(add_request_hex, f, sizeof f);
+    n = unhex(S9_ADD_REQUEST_HEX, f, sizeof f);
     result(at_session_verify_frame(&vsession, f, n, 2, &inner, &why) ==
            AT_E_NOT_REPLY, "a request taken for a reply");
 
@@ -382,19 +324,19 @@ static void test_verify_misc(void)
     result(at_session_verify(&vsession, &fr, &inner, &why) == AT_E_AUTH,
            "an AUTH reply of 10 bytes accepted");
     /* Bad magic, no type bit, bad CRC, truncated. */
-    n = unhex(add_reply_hex, f, sizeof f);
+    n = unhex(S9_ADD_REPLY_HEX, f, sizeof f);
     f[0] = 0x42;
     result(at_session_verify_frame(&vsession, f, n, 2, &inner, NULL) ==
            AT_E_BAD_MAGIC, "bad magic");
-    n = unhex(add_reply_hex, f, sizeof f);
+    n = unhex(S9_ADD_REPLY_HEX, f, sizeof f);
     f[3] = 0x08;
     result(at_session_verify_frame(&vsession, f, n, 2, &inner, NULL) ==
            AT_E_BAD_FLAGS, "no type bit");
-    n = unhex(add_reply_hex, f, sizeof f);
+    n = unhex(S9_ADD_REPLY_HEX, f, sizeof f);
     f[20] ^= 0x20;
     result(at_session_verify_frame(&vsession, f, n, 2, &inner, NULL) ==
            AT_E_CHECKSUM, "bad CRC");
-    n = unhex(add_reply_hex, f, sizeof f);
+    n = unhex(S9_ADD_REPLY_HEX, f, sizeof f);
     result(at_session_verify_frame(&vsession, f, n - 1, 2, &inner, NULL) ==
            AT_E_ARG, "a truncated frame");
 }
@@ -587,7 +529,7 @@ static void test_key_parse(void)
     char err[256], text[200];
     int i, ok;
 
-    result(at_key_parse(key_text, &k, err, sizeof err) == AT_OK &&
+    result(at_key_parse(S9_KEY_TEXT, &k, err, sizeof err) == AT_OK &&
            strcmp(k.kid, "demo") == 0 && k.kid_len == 4,
            "good key: %s", err);
     ok = 1;
@@ -601,7 +543,7 @@ static void test_key_parse(void)
            strcmp(k.kid, "A-z_.9") == 0 && k.key[31] == 0x1f,
            "uppercase hex, all kid characters, whitespace around: %s", err);
     snprintf(text, sizeof text, "%s:%s",
-             "abcdefghijklmnopqrstuvwxyz012345", key_text + 5);
+             "abcdefghijklmnopqrstuvwxyz012345", S9_KEY_TEXT + 5);
     result(at_key_parse(text, &k, err, sizeof err) == AT_OK &&
            k.kid_len == 32, "32-character kid: %s", err);
 
@@ -887,7 +829,7 @@ static int request_ok(const script_t *sc, const uint8_t *d, size_t n)
         return 0;
     if (sc->hello) {
         uint8_t want[256];
-        size_t wn = unhex(hello_hex, want, sizeof want);
+        size_t wn = unhex(S9_HELLO_HEX, want, sizeof want);
         return wn == n && memcmp(want, d, n) == 0;
     }
     if (h.flags != (AT_FLAG_REQUEST | AT_FLAG_AUTH) || h.length < 24)
@@ -1250,12 +1192,12 @@ int main(void)
     setup_vectors();
     test_handshake_vector();
     test_request_vector("add(10, 20) seq 2", "add", "10", "20", 2,
-                        add_request_hex);
+                        S9_ADD_REQUEST_HEX);
     test_request_vector("div(1, 0) seq 3", "div", "1", "0", 3,
-                        div_request_hex);
-    test_reply_vector("add(10, 20) reply seq 2", add_reply_hex, 2, 0x000a,
+                        S9_DIV_REQUEST_HEX);
+    test_reply_vector("add(10, 20) reply seq 2", S9_ADD_REPLY_HEX, 2, 0x000a,
                       "{\"status\": \"success\", \"result\": 30}");
-    test_reply_vector("div(1, 0) error reply seq 3", div_reply_hex, 3, 0x000c,
+    test_reply_vector("div(1, 0) error reply seq 3", S9_DIV_REPLY_HEX, 3, 0x000c,
                       "{\"status\": \"error\", \"code\": \"division_by_zero\""
                       ", \"message\": \"division by zero\"}");
     test_verify_misc();

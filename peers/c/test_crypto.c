@@ -16,6 +16,7 @@
 #include "test_check.h"
 #include "at_crypto.h"
 #include "at_protocol.h"
+#include "section9_vectors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,12 +332,6 @@ static void test_ct_equal(void)
 /* AT section 9                                                             */
 /* ------------------------------------------------------------------------ */
 
-static const char k_req_hex[] =
-    "078a338e7c9a7cb26f514ace9492a0a274fd87ca376842fb11d414cb712e1b2e";
-static const char k_rep_hex[] =
-    "85218bd4b82a71a034757104a2297bf1e7eec1ba00d6166cbc6d9ff717c3fc24";
-static const char proof_hex[] = "e5dea66ef6722f79f4d026382ed242b2";
-
 typedef struct {
     const char *name;
     int is_request;     /* tagged under K_req, else K_rep */
@@ -346,47 +341,14 @@ typedef struct {
 
 static const auth_frame_t auth_frames[] = {
     {"add(10, 20) request, seq 2", 1, 0x0009,
-     "41 54 00 09 00 00 00 02 00 00 00 39 62 72 e5 0f"
-     "7b 22 66 75 6e 63 22 3a 20 22 61 64 64 22 2c 20"
-     "22 61 72 67 73 22 3a 20 5b 31 30 2c 20 32 30 5d"
-     "7d c0 c1 c2 c3 c4 c5 c6 c7 62 19 ac 0e 7a 6f db"
-     "0f 3f aa c4 7d 20 f4 2c 37"},
+     S9_ADD_REQUEST_HEX},
     {"add(10, 20) reply, seq 2", 0, 0x000a,
-     "41 54 00 0a 00 00 00 02 00 00 00 3b dc 1b f5 9a"
-     "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-     "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-     "33 30 7d c0 c1 c2 c3 c4 c5 c6 c7 6e 82 f4 b7 9e"
-     "41 b5 23 5e 62 69 60 a5 d5 b4 4b"},
+     S9_ADD_REPLY_HEX},
     {"div(1, 0) request, seq 3", 1, 0x0009,
-     "41 54 00 09 00 00 00 03 00 00 00 37 3d aa 15 bc"
-     "7b 22 66 75 6e 63 22 3a 20 22 64 69 76 22 2c 20"
-     "22 61 72 67 73 22 3a 20 5b 31 2c 20 30 5d 7d c0"
-     "c1 c2 c3 c4 c5 c6 c7 27 43 72 5f a7 ad 7e f4 dd"
-     "ed e1 b0 17 b7 12 5c"},
+     S9_DIV_REQUEST_HEX},
     {"div(1, 0) error reply, seq 3", 0, 0x000c,
-     "41 54 00 0c 00 00 00 03 00 00 00 66 65 74 43 c8"
-     "7b 22 73 74 61 74 75 73 22 3a 20 22 65 72 72 6f"
-     "72 22 2c 20 22 63 6f 64 65 22 3a 20 22 64 69 76"
-     "69 73 69 6f 6e 5f 62 79 5f 7a 65 72 6f 22 2c 20"
-     "22 6d 65 73 73 61 67 65 22 3a 20 22 64 69 76 69"
-     "73 69 6f 6e 20 62 79 20 7a 65 72 6f 22 7d c0 c1"
-     "c2 c3 c4 c5 c6 c7 86 57 9b d2 97 ce b7 9d 32 08"
-     "74 fb 1c b7 4c 3c"},
+     S9_DIV_REPLY_HEX},
 };
-
-/* The plain hello reply of the contract: its body carries P in hex. */
-static const char hello_reply_hex[] =
-    "41 54 00 02 00 00 00 01 00 00 00 9a c6 98 e3 b0"
-    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-    "7b 22 73 65 73 73 69 6f 6e 22 3a 20 22 63 30 63"
-    "31 63 32 63 33 63 34 63 35 63 36 63 37 22 2c 20"
-    "22 6e 6f 6e 63 65 22 3a 20 22 62 30 62 31 62 32"
-    "62 33 62 34 62 35 62 36 62 37 62 38 62 39 62 61"
-    "62 62 62 63 62 64 62 65 62 66 22 2c 20 22 70 72"
-    "6f 6f 66 22 3a 20 22 65 35 64 65 61 36 36 65 66"
-    "36 37 32 32 66 37 39 66 34 64 30 32 36 33 38 32"
-    "65 64 32 34 32 62 32 22 7d 7d";
 
 static uint8_t key[32], nc[16], ns[16], sid[8], k_req[32], k_rep[32];
 
@@ -408,8 +370,8 @@ static void test_section9_keys(void)
     uint8_t salt[32], prk[32], info[20], k[32], proof[16], want[16];
 
     at_derive_keys(key, "demo", 4, nc, ns, k_req, k_rep);
-    check_hex("section 9 K_req", k_req, 32, k_req_hex);
-    check_hex("section 9 K_rep", k_rep, 32, k_rep_hex);
+    check_hex("section 9 K_req", k_req, 32, S9_K_REQ_HEX);
+    check_hex("section 9 K_rep", k_rep, 32, S9_K_REP_HEX);
 
     /* The same from the primitives, spelled out as in the contract. */
     memcpy(salt, nc, 16);
@@ -425,8 +387,8 @@ static void test_section9_keys(void)
            "section 9: K_rep differs from HKDF spelled out");
 
     at_hello_proof(k_rep, sid, proof);
-    check_hex("section 9 hello proof P", proof, 16, proof_hex);
-    unhex(proof_hex, want, sizeof want);
+    check_hex("section 9 hello proof P", proof, 16, S9_PROOF_HEX);
+    unhex(S9_PROOF_HEX, want, sizeof want);
     result(at_ct_equal(proof, want, 16) == 1,
            "section 9: at_ct_equal rejects the right proof");
     at_hello_proof(k_req, sid, proof);
@@ -489,7 +451,7 @@ static void test_auth_frame(const auth_frame_t *af)
 static void test_hello_reply(void)
 {
     uint8_t f[256];
-    size_t n = unhex(hello_reply_hex, f, sizeof f);
+    size_t n = unhex(S9_HELLO_REPLY_HEX, f, sizeof f);
     static const char member[] = "\"proof\": \"";
     size_t i, m = sizeof member - 1;
     int found = 0;
@@ -498,7 +460,7 @@ static void test_hello_reply(void)
            "hello reply: length or CRC-32 wrong");
     for (i = AT_HEADER_LEN; i + m + 32 <= n; i++)
         if (memcmp(f + i, member, m) == 0) {
-            found = memcmp(f + i + m, proof_hex, 32) == 0;
+            found = memcmp(f + i + m, S9_PROOF_HEX, 32) == 0;
             break;
         }
     result(found, "hello reply: its \"proof\" is not P");

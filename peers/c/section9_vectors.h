@@ -1,0 +1,71 @@
+/*
+ * section9_vectors - the contract's section 9 test vectors (key "demo" =
+ * bytes 0..31, Nc = a0..af, Ns = b0..bf, SID = c0..c7), as hex text for the
+ * C peer's tests: test_crypto checks the keys, proof and tags, test_auth
+ * builds and verifies the frames. Macros, so each test takes what it needs.
+ */
+#ifndef SECTION9_VECTORS_H
+#define SECTION9_VECTORS_H
+
+/* The key, as a --key argument. */
+#define S9_KEY_TEXT \
+    "demo:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+/* K_req and K_rep. */
+#define S9_K_REQ_HEX \
+    "078a338e7c9a7cb26f514ace9492a0a274fd87ca376842fb11d414cb712e1b2e"
+#define S9_K_REP_HEX \
+    "85218bd4b82a71a034757104a2297bf1e7eec1ba00d6166cbc6d9ff717c3fc24"
+/* The rpc.hello request, seq 1. */
+#define S9_HELLO_HEX \
+    "41 54 00 01 00 00 00 01 00 00 00 4b e5 9b 50 43" \
+    "7b 22 66 75 6e 63 22 3a 20 22 72 70 63 2e 68 65" \
+    "6c 6c 6f 22 2c 20 22 61 72 67 73 22 3a 20 5b 22" \
+    "64 65 6d 6f 22 2c 20 22 61 30 61 31 61 32 61 33" \
+    "61 34 61 35 61 36 61 37 61 38 61 39 61 61 61 62" \
+    "61 63 61 64 61 65 61 66 22 5d 7d"
+/* The plain hello reply: its body carries Ns, the SID and the proof P. */
+#define S9_HELLO_REPLY_HEX \
+    "41 54 00 02 00 00 00 01 00 00 00 9a c6 98 e3 b0" \
+    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63" \
+    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20" \
+    "7b 22 73 65 73 73 69 6f 6e 22 3a 20 22 63 30 63" \
+    "31 63 32 63 33 63 34 63 35 63 36 63 37 22 2c 20" \
+    "22 6e 6f 6e 63 65 22 3a 20 22 62 30 62 31 62 32" \
+    "62 33 62 34 62 35 62 36 62 37 62 38 62 39 62 61" \
+    "62 62 62 63 62 64 62 65 62 66 22 2c 20 22 70 72" \
+    "6f 6f 66 22 3a 20 22 65 35 64 65 61 36 36 65 66" \
+    "36 37 32 32 66 37 39 66 34 64 30 32 36 33 38 32" \
+    "65 64 32 34 32 62 32 22 7d 7d"
+/* add(10, 20), seq 2, and its reply. */
+#define S9_ADD_REQUEST_HEX \
+    "41 54 00 09 00 00 00 02 00 00 00 39 62 72 e5 0f" \
+    "7b 22 66 75 6e 63 22 3a 20 22 61 64 64 22 2c 20" \
+    "22 61 72 67 73 22 3a 20 5b 31 30 2c 20 32 30 5d" \
+    "7d c0 c1 c2 c3 c4 c5 c6 c7 62 19 ac 0e 7a 6f db" \
+    "0f 3f aa c4 7d 20 f4 2c 37"
+#define S9_ADD_REPLY_HEX \
+    "41 54 00 0a 00 00 00 02 00 00 00 3b dc 1b f5 9a" \
+    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63" \
+    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20" \
+    "33 30 7d c0 c1 c2 c3 c4 c5 c6 c7 6e 82 f4 b7 9e" \
+    "41 b5 23 5e 62 69 60 a5 d5 b4 4b"
+/* div(1, 0), seq 3, and its error reply. */
+#define S9_DIV_REQUEST_HEX \
+    "41 54 00 09 00 00 00 03 00 00 00 37 3d aa 15 bc" \
+    "7b 22 66 75 6e 63 22 3a 20 22 64 69 76 22 2c 20" \
+    "22 61 72 67 73 22 3a 20 5b 31 2c 20 30 5d 7d c0" \
+    "c1 c2 c3 c4 c5 c6 c7 27 43 72 5f a7 ad 7e f4 dd" \
+    "ed e1 b0 17 b7 12 5c"
+#define S9_DIV_REPLY_HEX \
+    "41 54 00 0c 00 00 00 03 00 00 00 66 65 74 43 c8" \
+    "7b 22 73 74 61 74 75 73 22 3a 20 22 65 72 72 6f" \
+    "72 22 2c 20 22 63 6f 64 65 22 3a 20 22 64 69 76" \
+    "69 73 69 6f 6e 5f 62 79 5f 7a 65 72 6f 22 2c 20" \
+    "22 6d 65 73 73 61 67 65 22 3a 20 22 64 69 76 69" \
+    "73 69 6f 6e 20 62 79 20 7a 65 72 6f 22 7d c0 c1" \
+    "c2 c3 c4 c5 c6 c7 86 57 9b d2 97 ce b7 9d 32 08" \
+    "74 fb 1c b7 4c 3c"
+/* P, the hello proof. */
+#define S9_PROOF_HEX "e5dea66ef6722f79f4d026382ed242b2"
+
+#endif
