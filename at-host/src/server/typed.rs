@@ -239,6 +239,7 @@ fn check_count(optional: &[bool], given: usize) -> Result<(), HandlerError> {
 /// [`ServerBuilder::function`](crate::ServerBuilder::function) takes.
 #[diagnostic::on_unimplemented(
     message = "this is not a typed function: every parameter must be an `at_host::Param` and the result an `at_host::Returns`",
+    label = "not a typed function",
     note = "a typed function is `Fn(A, B, ...) -> R + Send + Sync + 'static` with up to 8 parameters; for raw arguments use `untyped`"
 )]
 pub trait TypedFunction<Args>: Send + Sync + 'static {
@@ -253,7 +254,8 @@ pub trait TypedFunction<Args>: Send + Sync + 'static {
 /// [`ServerBuilder::async_function`](crate::ServerBuilder::async_function)
 /// takes.
 #[diagnostic::on_unimplemented(
-    message = "this is not a typed async function: every parameter must be an `at_host::Param`, and the future `Send + 'static` with an `at_host::Returns` output"
+    message = "this is not a typed async function: every parameter must be an `at_host::Param`, and the future `Send + 'static` with an `at_host::Returns` output",
+    label = "not a typed async function"
 )]
 pub trait AsyncFunction<Args>: Send + Sync + 'static {
     /// The result's type.
