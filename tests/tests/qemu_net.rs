@@ -56,8 +56,22 @@ fn free_udp_port() -> u16 {
 }
 
 /// Starts QEMU with exactly the documented command line and waits for the
-/// firmware's `listening on` line on its UART.
+/// firmware's `listening on` line on its UART. The forwarded ports are
+/// picked free just before QEMU binds them; should another process take
+/// one in between, QEMU exits at once and the board is started again on
+/// new ports (three tries).
 fn start_board(elf: &Path) -> Board {
+    for _ in 0..3 {
+        if let Some(board) = try_start_board(elf) {
+            return board;
+        }
+    }
+    panic!("QEMU could not forward its ports three times running");
+}
+
+/// One try of [`start_board`]: `None` if QEMU exited before the firmware
+/// spoke (a forwarded port taken).
+fn try_start_board(elf: &Path) -> Option<Board> {
     let (tcp_port, udp_port) = (free_port(), free_udp_port());
     let nic = format!(
         "user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,hostfwd=udp:127.0.0.1:{udp_port}-:16724"
@@ -73,7 +87,7 @@ fn start_board(elf: &Path) -> Board {
         .expect("start qemu-system-arm");
     let uart_in = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let qemu = KillOnDrop(child);
+    let mut qemu = KillOnDrop(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -89,18 +103,24 @@ fn start_board(elf: &Path) -> Board {
     let line = rx
         .recv_timeout(PATIENCE)
         .expect("the firmware reports its address in time");
+    if line.is_empty() {
+        // QEMU's stdout closed before the firmware spoke: QEMU exited.
+        let status = qemu.0.wait().expect("wait for qemu-system-arm");
+        eprintln!("qemu-system-arm exited at start ({status}): a forwarded port taken? Again.");
+        return None;
+    }
     let line = String::from_utf8_lossy(&line);
     assert_eq!(
         line.trim_end(),
         "at-embedded-firmware: listening on 10.0.2.15 port 16724 (tcp, udp)"
     );
-    Board {
+    Some(Board {
         qemu,
         tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
         udp: SocketAddr::from(([127, 0, 0, 1], udp_port)),
         uart_in,
         uart_out: rx,
-    }
+    })
 }
 
 /// Whether the peer closes the connection within `limit` (reading and
