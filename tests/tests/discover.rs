@@ -139,16 +139,21 @@ fn discover(lan: &Lan, args: &[&str]) -> Vec<String> {
 }
 
 /// Sends `body` as a request to `to` (port 16724) from the client
-/// namespace, with SO_BROADCAST; how many replies came in 600 ms, and the
-/// first one's body.
-fn probe(lan: &Lan, to: &str, body: &str) -> (usize, String) {
+/// namespace, with SO_BROADCAST, `times` times from one socket (a client
+/// retransmitting, 100 ms apart); how many replies came in 600 ms after the
+/// last, and the first one's body.
+fn probe(lan: &Lan, to: &str, body: &str, times: u32) -> (usize, String) {
     let script = r#"
 import socket, struct, sys, time, zlib
-to, body = sys.argv[1], sys.argv[2].encode()
+to, body, times = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"br0")
-s.sendto(struct.pack(">HHIII", 0x4154, 1, 7, len(body), zlib.crc32(body)) + body, (to, 16724))
+frame = struct.pack(">HHIII", 0x4154, 1, 7, len(body), zlib.crc32(body)) + body
+for i in range(times):
+    if i:
+        time.sleep(0.1)
+    s.sendto(frame, (to, 16724))
 s.settimeout(0.1)
 replies, first, end = 0, b"", time.time() + 0.6
 while time.time() < end:
@@ -171,6 +176,7 @@ print(first.decode())
         script,
         to,
         body,
+        &times.to_string(),
     ])
     .expect("probe");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -219,13 +225,16 @@ fn discover_finds_exactly_the_servers_on_the_link() {
     assert_eq!(found.as_array().map(Vec::len), Some(4), "{found}");
 
     // A broadcast that would get an error gets nothing; unicast gets it.
-    let (replies, _) = probe(&lan, "255.255.255.255", r#"{"func": "nope"}"#);
+    let (replies, _) = probe(&lan, "255.255.255.255", r#"{"func": "nope"}"#, 1);
     assert_eq!(replies, 0, "an error answered to a broadcast");
-    let (replies, body) = probe(&lan, "10.77.0.2", r#"{"func": "nope"}"#);
+    // Nor to its retransmission (the remembered reply is an error too).
+    let (replies, _) = probe(&lan, "255.255.255.255", r#"{"func": "nope"}"#, 2);
+    assert_eq!(replies, 0, "a remembered error answered to a broadcast");
+    let (replies, body) = probe(&lan, "10.77.0.2", r#"{"func": "nope"}"#, 1);
     assert_eq!(replies, 1);
     assert!(body.contains("unknown_function"), "{body}");
     // And a good broadcast request is answered by both.
-    let (replies, body) = probe(&lan, "255.255.255.255", r#"{"func": "rpc.ping"}"#);
+    let (replies, body) = probe(&lan, "255.255.255.255", r#"{"func": "rpc.ping"}"#, 1);
     assert_eq!(
         (replies, body.as_str()),
         (2, r#"{"status": "success", "result": true}"#)

@@ -67,7 +67,7 @@ pub(super) async fn serve(
                     cache.insert(done.peer, done.seq, request, &done.reply, Instant::now());
                 }
                 if !done.reply.is_empty() {
-                    send(&socket, &done.reply, done.peer).await;
+                    answer(&socket, &done.reply, done.peer, done.broadcast).await;
                 }
                 continue;
             }
@@ -109,7 +109,7 @@ pub(super) async fn serve(
                 let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
                 if plain && let Some(reply) = cache.get(peer, seq, request, now) {
                     debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
-                    send(&socket, reply, peer).await;
+                    answer(&socket, reply, peer, broadcast).await;
                     continue;
                 }
                 if running.contains(&(peer, seq)) {
@@ -136,6 +136,7 @@ pub(super) async fn serve(
                             let finished = Finished {
                                 peer,
                                 seq,
+                                broadcast,
                                 request: plain.then_some(request),
                                 reply,
                             };
@@ -153,24 +154,29 @@ pub(super) async fn serve(
                 }
             }
         };
-        match reply_len {
-            Some(n) if broadcast => {
-                let reply = &out[..n];
-                if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
-                    let (socket, reply) = (Arc::clone(&socket), reply.to_vec());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(destination::answer_delay()).await;
-                        send(&socket, &reply, peer).await;
-                    });
-                } else {
-                    debug!("udp from {peer}: no error reply to a broadcast request");
-                }
-            }
-            Some(n) => send(&socket, &out[..n], peer).await,
-            None => {}
+        if let Some(n) = reply_len {
+            answer(&socket, &out[..n], peer, broadcast).await;
         }
     }
     drop(alive);
+}
+
+/// Sends `reply` to `peer`. To a request that came by broadcast or
+/// multicast (section 8) only a success goes, after a random pause; an
+/// error reply is dropped. Every reply goes through here: fresh, remembered
+/// and from async functions alike.
+async fn answer(socket: &Arc<UdpSocket>, reply: &[u8], peer: SocketAddr, broadcast: bool) {
+    if !broadcast {
+        send(socket, reply, peer).await;
+    } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
+        let (socket, reply) = (Arc::clone(socket), reply.to_vec());
+        tokio::spawn(async move {
+            tokio::time::sleep(destination::answer_delay()).await;
+            send(&socket, &reply, peer).await;
+        });
+    } else {
+        debug!("udp from {peer}: no error reply to a broadcast request");
+    }
 }
 
 /// What woke the datagram loop.
@@ -183,6 +189,8 @@ enum Event {
 struct Finished {
     peer: SocketAddr,
     seq: u32,
+    /// Whether the request came by broadcast or multicast.
+    broadcast: bool,
     /// A plain request's (length, CRC), as the cache keys it; `None` for
     /// an authenticated one (the guard remembered its reply).
     request: Option<(u32, u32)>,
