@@ -13,7 +13,7 @@ use crate::{KillOnDrop, at_host_bin, skip, spawn_server};
 /// Bound of one client command (a call gives up after 5 s by itself).
 pub const CALL_LIMIT: Duration = Duration::from_secs(20);
 /// Bound of a whole test program (the interop suite takes about a second,
-/// the Python peer's tests about 7 s, the C peer's ASan build a few).
+/// the Python peer's tests about 15 s, the C peer's ASan build a few).
 pub const SUITE_LIMIT: Duration = Duration::from_secs(180);
 
 pub fn repo_root() -> PathBuf {

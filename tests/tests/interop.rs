@@ -494,18 +494,30 @@ fn c_peer_passes_its_vector_tests_under_asan_and_ubsan() {
     eprintln!("peers/c test_vectors: {summary}");
 }
 
+/// Every test file of the Python peer (`test_*.py`: the codec, client,
+/// server and authentication in test_at_rpc.py; the `rpc.*` functions,
+/// discovery and the command line in test_rpc.py), found by unittest.
 #[test]
 fn python_peer_passes_its_own_tests() {
     let Some(python) = python() else { return };
     let out = run(
-        Command::new(python).arg(repo_root().join("peers/python/test_at_rpc.py")),
+        Command::new(python)
+            .args(["-m", "unittest", "discover", "-p", "test_*.py"])
+            .current_dir(repo_root().join("peers/python")),
         SUITE_LIMIT,
     );
+    let stderr = text(&out.stderr);
+    // unittest's summary, "Ran N tests": both files, not one.
+    let ran: usize = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
     assert!(
-        out.status.success(),
-        "test_at_rpc.py (exit {:?}):\n{}{}",
+        out.status.success() && ran > 100,
+        "python3 -m unittest in peers/python (exit {:?}, {ran} tests):\n{}{}",
         out.status.code(),
         text(&out.stdout),
-        text(&out.stderr)
+        stderr
     );
+    eprintln!("peers/python: {ran} tests passed");
 }
