@@ -30,13 +30,40 @@ pub struct Function {
 
 impl Function {
     /// A table entry without a signature.
+    ///
+    /// # Panics
+    ///
+    /// If `name` starts with `rpc.`: those names belong to the protocol
+    /// (contract section 7). In a `static` table that is a compile error:
+    ///
+    /// ```compile_fail
+    /// # use at_core::{CallError, Function, Value};
+    /// # fn f<'a>(_: &[Value<'a>]) -> Result<Value<'a>, CallError> { Ok(Value::Null) }
+    /// static TABLE: [Function; 1] = [Function::new("rpc.mine", f)];
+    /// ```
     pub const fn new(name: &'static str, handler: Handler) -> Self {
+        refuse_reserved(name);
         Function {
             name,
             handler,
             signature: None,
         }
     }
+}
+
+/// Whether `name` is one of the protocol's own (`rpc.*`, contract section
+/// 7), which a table may not define.
+pub const fn is_reserved(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 4 && b[0] == b'r' && b[1] == b'p' && b[2] == b'c' && b[3] == b'.'
+}
+
+/// Panics (at compile time in a `static`) on a reserved name.
+pub(crate) const fn refuse_reserved(name: &str) {
+    assert!(
+        !is_reserved(name),
+        "rpc.* names belong to the protocol (contract section 7)"
+    );
 }
 
 impl core::fmt::Debug for Function {
@@ -80,6 +107,9 @@ pub struct Description<'a> {
 }
 
 /// A fixed table, searched in order; the first entry with the name wins.
+/// An entry with an `rpc.*` name (only possible by filling the fields
+/// directly) is never called, counted or listed: those names are answered
+/// by the protocol itself.
 ///
 /// ```
 /// use at_core::{CallError, Function, Functions, Reply, Value};
@@ -103,11 +133,12 @@ impl Functions for [Function] {
     }
 
     fn count(&self) -> usize {
-        self.len()
+        self.iter().filter(|f| !is_reserved(f.name)).count()
     }
 
     fn describe(&self, index: usize) -> Option<Description<'_>> {
-        self.get(index).map(|f| Description {
+        let mut own = self.iter().filter(|f| !is_reserved(f.name));
+        own.nth(index).map(|f| Description {
             name: f.name,
             signature: f.signature.copied(),
         })
@@ -120,7 +151,7 @@ impl<const N: usize> Functions for [Function; N] {
     }
 
     fn count(&self) -> usize {
-        N
+        self.as_slice().count()
     }
 
     fn describe(&self, index: usize) -> Option<Description<'_>> {
@@ -139,5 +170,40 @@ impl<T: Functions + ?Sized> Functions for &T {
 
     fn describe(&self, index: usize) -> Option<Description<'_>> {
         (**self).describe(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one<'a>(_: &[Value<'a>]) -> Result<Value<'a>, CallError> {
+        Ok(Value::Int(1))
+    }
+
+    #[test]
+    fn reserved_names_are_rpc_dot_anything() {
+        assert!(is_reserved("rpc.ping") && is_reserved("rpc."));
+        assert!(!is_reserved("rpc") && !is_reserved("rpcx") && !is_reserved("add"));
+    }
+
+    #[test]
+    fn a_table_never_counts_or_lists_an_rpc_name() {
+        // Only the fields, filled directly, can make such an entry.
+        let sneaky = Function {
+            name: "rpc.mine",
+            handler: one,
+            signature: None,
+        };
+        let table = [Function::new("a", one), sneaky, Function::new("b", one)];
+        assert_eq!(table.count(), 2);
+        let names: [Option<&str>; 3] = core::array::from_fn(|i| table.describe(i).map(|d| d.name));
+        assert_eq!(names, [Some("a"), Some("b"), None]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rpc.* names belong to the protocol")]
+    fn new_refuses_an_rpc_name() {
+        let _ = Function::new("rpc.mine", one);
     }
 }

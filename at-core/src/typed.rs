@@ -408,6 +408,7 @@ impl Function {
         handler: crate::dispatch::Handler,
         signature: &'static Signature,
     ) -> Self {
+        crate::dispatch::refuse_reserved(name);
         Function {
             name,
             handler,
