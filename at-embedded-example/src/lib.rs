@@ -40,11 +40,12 @@
 //! ## What a board must provide
 //! - TCP: an implementation of [`embedded_nal::TcpFullStack`] (`socket`,
 //!   `bind`, `listen`, non-blocking `accept`, `send`, `receive`, `close`).
-//!   smoltcp-nal has no `TcpFullStack` (it has no listening sockets); a
-//!   W5500 driver (`w5500-hl`/`w5500-dhcp` style), an ESP-AT or a small
-//!   adapter over smoltcp's listening sockets can provide it.
+//!   smoltcp-nal has no `TcpFullStack` (it has no listening sockets); this
+//!   crate's `smoltcp_nal::SmoltcpStack` (feature `net`) provides it over
+//!   any smoltcp `Device`, and a W5500 driver (`w5500-hl` style) or an
+//!   ESP-AT can too.
 //! - UDP: [`embedded_nal::UdpFullStack`] (`socket`, `bind`, `receive`,
-//!   `send_to`, `close`); smoltcp-nal has it.
+//!   `send_to`, `close`); `SmoltcpStack` and smoltcp-nal have it.
 //! - A serial link: [`embedded_io::Read`] + [`embedded_io::Write`] (and
 //!   [`embedded_io::ReadReady`] for [`StreamServer::poll`]); most HALs'
 //!   UARTs implement them. The firmware in `src/bin/firmware/` shows the
@@ -58,6 +59,8 @@
 //!   builds and `cargo test --workspace` never need a defmt logger.
 //! - `std`: the `desktop` module and the `at-embedded-example` binary,
 //!   which run these very servers on a PC over `std-embedded-nal`.
+//! - `net`: the `smoltcp_nal` module (embedded-nal over smoltcp) and the
+//!   firmware's network path (`--features net`, see docs/EMBEDDED.md).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

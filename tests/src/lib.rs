@@ -4,6 +4,7 @@
 pub mod firmware;
 pub mod peers;
 pub mod relay;
+pub mod sealed;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

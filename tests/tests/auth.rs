@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use at_core::auth::ClientSession;
 use at_core::{ErrorCode, HEADER_LEN};
 use at_host::{AuthKey, Client, Error, Server, UdpClient, UdpConfig};
 use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+use at_tests::sealed::{code, raw_session, read_raw, sealed};
 use at_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UdpSocket;
 
 const KEY: &str = "demo:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const OTHER: &str = "demo:ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -143,62 +143,6 @@ async fn a_client_with_a_key_refuses_a_server_without_keys() {
     assert_eq!(s.count.load(Ordering::SeqCst), 0);
 }
 
-/// A session made by hand (the hello over a raw socket), for crafting and
-/// replaying frames.
-async fn raw_session(stream: &mut TcpStream) -> ClientSession {
-    let nc: [u8; 16] = std::array::from_fn(|i| 0x10 + i as u8);
-    let body = r#"{"func": "rpc.hello", "args": ["demo", "101112131415161718191a1b1c1d1e1f"]}"#;
-    write(stream, &request(1, body)).await;
-    let reply = read_reply(stream).await;
-    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    let r = &json["result"];
-    ClientSession::from_hello(
-        &key().as_core(),
-        &nc,
-        r["session"].as_str().unwrap(),
-        r["nonce"].as_str().unwrap(),
-        r["proof"].as_str().unwrap(),
-    )
-    .expect("the server's proof verifies")
-}
-
-fn sealed(session: &ClientSession, seq: u32, body: &str) -> Vec<u8> {
-    let mut out = vec![0u8; 1024];
-    let n = session
-        .seal_request(seq, body.as_bytes(), &mut out)
-        .unwrap();
-    out.truncate(n);
-    out
-}
-
-async fn read_raw(stream: &mut TcpStream) -> Vec<u8> {
-    let mut head = [0u8; HEADER_LEN];
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    let len = u32::from_be_bytes(head[8..12].try_into().unwrap()) as usize;
-    let mut frame = head.to_vec();
-    frame.resize(HEADER_LEN + len, 0);
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut frame[HEADER_LEN..]))
-        .await
-        .unwrap()
-        .unwrap();
-    frame
-}
-
-fn code(frame: &[u8]) -> String {
-    let body = String::from_utf8_lossy(&frame[HEADER_LEN..]).into_owned();
-    if frame[3] & 0x04 == 0 {
-        return "success".into();
-    }
-    body.split("\"code\": \"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("?")
-        .to_owned()
-}
-
 fn recrc(mut frame: Vec<u8>) -> Vec<u8> {
     let crc = at_core::checksum(&frame[HEADER_LEN..]);
     frame[12..16].copy_from_slice(&crc.to_be_bytes());
@@ -219,7 +163,7 @@ async fn replays_and_tampering_never_run_a_function_twice() {
     let s = serve(vec![key()]).await;
     let mut conn = connect(s.tcp).await;
     conn.set_nodelay(true).unwrap();
-    let session = raw_session(&mut conn).await;
+    let session = raw_session(&mut conn, &key()).await;
     let call = sealed(&session, 2, r#"{"func": "count"}"#);
     conn.write_all(&call).await.unwrap();
     let first = read_raw(&mut conn).await;
