@@ -38,24 +38,29 @@
 #![warn(missing_docs)]
 
 // Source layout. `client/` and `server/` each hold one module per
-// transport; neither imports the other. What both need lives beside them:
+// transport; neither imports the other. What both need is in `shared/`,
+// below both, importing neither; what uses both sides is above them:
 //
-//   wire.rs          request encoding, reply -> Result, the datagram size
-//   convert.rs       Value <-> serde types (typed calls and functions)
-//   service.rs       Caller, Service, Number: what #[service] code uses
-//   calculator.rs    the calculator as a #[service] trait (client + Builtin)
-//   error.rs         Error, ProtocolError
-//   value.rs         Value
-//   log_limit.rs     rate-limited protocol warnings
-//   keys.rs          AuthKey: pre-shared keys, key files, keygen
-//   addr.rs          address parsing for the command (public)
-//   client/tcp.rs    Client
-//   client/udp.rs    UdpClient, UdpConfig, UdpStats
-//   server/mod.rs    ServerConfig, ServerBuilder (binds), Server, ShutdownHandle
-//   server/tcp.rs    accept loop, connection loop
-//   server/udp.rs    datagram loop, error-reply ration
-//   server/cache.rs  UDP reply cache (at-most-once)
-//   server/registry.rs  Registry, HandlerError, HostFunction
+//   calculator.rs       the calculator as a #[service] trait (client + Builtin)
+//   addr.rs             address parsing for the command (public)
+//   client/mod.rs       Caller (what #[service] clients call through)
+//   client/tcp.rs       Client
+//   client/udp.rs       UdpClient, UdpConfig, UdpStats
+//   client/auth.rs      the hello, sealing requests, opening replies
+//   server/mod.rs       ServerConfig, ServerBuilder (binds), Server, ShutdownHandle
+//   server/tcp.rs       accept loop, connection loop
+//   server/udp.rs       datagram loop, error-reply ration
+//   server/cache.rs     UDP reply cache (at-most-once)
+//   server/registry.rs  Registry, Service, HandlerError, HostFunction
+//   server/typed.rs     typed and async functions: Param, Returns, ...
+//   server/auth.rs      sessions, the guard for authenticated requests
+//   server/log_limit.rs rate-limited protocol warnings
+//   shared/wire.rs      request encoding, reply -> Result, the datagram size
+//   shared/convert.rs   Value <-> serde types (typed calls and functions)
+//   shared/error.rs     Error, ProtocolError
+//   shared/value.rs     Value
+//   shared/number.rs    Number
+//   shared/keys.rs      AuthKey: pre-shared keys, key files, keygen
 
 // `#[service]` names `::at_host`; inside this crate that is us.
 extern crate self as at_host;
@@ -63,14 +68,8 @@ extern crate self as at_host;
 pub mod addr;
 pub mod calculator;
 mod client;
-mod convert;
-mod error;
-mod keys;
-mod log_limit;
 mod server;
-mod service;
-mod value;
-mod wire;
+mod shared;
 
 /// Defines a service once, as a trait of `async fn`s: generates the trait
 /// (implement it with `async fn`s), a typed client `NameClient` over any
@@ -107,17 +106,17 @@ mod wire;
 /// # Ok(()) }
 /// ```
 pub use at_host_macros::service;
-pub use client::{Client, UdpClient, UdpConfig, UdpStats};
-pub use convert::decode_result;
-pub use error::{Error, ProtocolError};
-pub use keys::{AuthKey, KeyFileError};
+pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
 pub use server::{
     AsyncFunction, HandlerError, HostFunction, Json, MAX_SESSIONS, Param, Params, Pending,
-    Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig, ShutdownHandle,
+    Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig, Service, ShutdownHandle,
     TypedFunction,
 };
-pub use service::{Caller, Number, Service};
-pub use value::Value;
+pub use shared::convert::decode_result;
+pub use shared::error::{Error, ProtocolError};
+pub use shared::keys::{AuthKey, KeyFileError};
+pub use shared::number::Number;
+pub use shared::value::Value;
 
 pub mod udp {
     //! UDP: one frame per datagram, retransmission by the client, at-most-once

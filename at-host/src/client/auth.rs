@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use at_core::auth::{ClientSession, NONCE_LEN, ReplyProblem};
 use at_core::{ErrorCode, Frame, Reply};
 
-use crate::error::{Error, ProtocolError};
-use crate::keys::{AuthKey, fill_random};
-use crate::value::Value;
+use crate::shared::error::{Error, ProtocolError};
+use crate::shared::keys::{AuthKey, fill_random};
+use crate::shared::value::Value;
 
 /// A session left idle this long is replaced before the next call.
 pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
@@ -146,9 +146,9 @@ impl ClientAuth {
             return Opened::Forged(ProtocolError::Broken.into());
         };
         match live.session.open_reply(frame) {
-            Ok(body) => Opened::Verified(crate::wire::body_to_result(body)),
+            Ok(body) => Opened::Verified(crate::shared::wire::body_to_result(body)),
             Err(ReplyProblem::Plain) => {
-                let result = crate::wire::body_to_result(frame.body);
+                let result = crate::shared::wire::body_to_result(frame.body);
                 match &result {
                     Err(e) => match e.code() {
                         Some(ErrorCode::Unauthorized) => {

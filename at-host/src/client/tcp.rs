@@ -13,11 +13,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::{ClientAuth, Opened};
-use crate::convert;
-use crate::error::{Error, ProtocolError};
-use crate::keys::AuthKey;
-use crate::value::Value;
-use crate::wire::{encode_body, encode_request_into, reply_to_result};
+use crate::shared::convert;
+use crate::shared::error::{Error, ProtocolError};
+use crate::shared::keys::AuthKey;
+use crate::shared::value::Value;
+use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server.
 ///
@@ -380,7 +380,7 @@ impl Client {
     }
 }
 
-impl crate::service::Caller for Client {
+impl crate::client::Caller for Client {
     fn call_as<T: DeserializeOwned, A: Serialize + Send>(
         &mut self,
         func: &str,

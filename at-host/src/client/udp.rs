@@ -17,11 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::{ClientAuth, Opened};
-use crate::convert;
-use crate::error::{Error, ProtocolError};
-use crate::keys::AuthKey;
-use crate::value::Value;
-use crate::wire::{MAX_DATAGRAM, encode_body, encode_request, reply_to_result};
+use crate::shared::convert;
+use crate::shared::error::{Error, ProtocolError};
+use crate::shared::keys::AuthKey;
+use crate::shared::value::Value;
+use crate::shared::wire::{MAX_DATAGRAM, encode_body, encode_request, reply_to_result};
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
 #[derive(Clone, Debug)]
@@ -382,7 +382,7 @@ impl UdpClient {
     }
 }
 
-impl crate::service::Caller for UdpClient {
+impl crate::client::Caller for UdpClient {
     fn call_as<T: DeserializeOwned, A: Serialize + Send>(
         &mut self,
         func: &str,

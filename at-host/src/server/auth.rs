@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use at_core::auth::{Guard, MAX_RESENDS, NonceSource, Origin, REMEMBER_MS, ReplyStore, SID_LEN};
 
-use crate::keys::{KeySet, fill_random};
+use crate::shared::keys::{KeySet, fill_random};
 
 /// Sessions a host server keeps at most.
 pub const MAX_SESSIONS: usize = 1024;

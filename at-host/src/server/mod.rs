@@ -17,13 +17,14 @@
 mod auth;
 mod cache;
 mod destination;
+pub(crate) mod log_limit;
 mod registry;
 mod tcp;
 mod typed;
 mod udp;
 
 pub use auth::MAX_SESSIONS;
-pub use registry::{HandlerError, HostFunction, Registry, RegistryError};
+pub use registry::{HandlerError, HostFunction, Registry, RegistryError, Service};
 pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction};
 pub use udp::ERROR_REPLIES_PER_SECOND;
 
@@ -38,7 +39,7 @@ use log::{debug, info};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::value::Value;
+use crate::shared::value::Value;
 
 /// Limits and timeouts of a server. The defaults suit a LAN service.
 #[derive(Clone, Debug)]
@@ -158,7 +159,7 @@ impl ServerBuilder {
 
     /// Registers every function of a service (a `#[service]` trait's
     /// `TraitServer(implementation)`).
-    pub fn service(mut self, service: impl crate::Service) -> Self {
+    pub fn service(mut self, service: impl Service) -> Self {
         let outcome = service.register(&mut self.registry);
         self.keep_first_error(outcome)
     }
@@ -255,7 +256,8 @@ impl ServerBuilder {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
-        let auth = (!self.keys.is_empty()).then(|| auth::Auth::new(crate::keys::KeySet(self.keys)));
+        let auth = (!self.keys.is_empty())
+            .then(|| auth::Auth::new(crate::shared::keys::KeySet(self.keys)));
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,

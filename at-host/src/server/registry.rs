@@ -7,7 +7,7 @@ use std::sync::Arc;
 use at_core::{ErrorBody, ErrorCode, Functions, JsonStr, Reply, Signature};
 
 use super::typed::{self, AsyncFunction, Params, Pending, TypedFunction};
-use crate::value::Value;
+use crate::shared::value::Value;
 
 /// What a registered function returns instead of a value: a code from the
 /// contract and a message for people.
@@ -332,4 +332,12 @@ impl Functions for Registry {
             ))),
         }
     }
+}
+
+/// Something that registers its functions in a [`Registry`](crate::Registry):
+/// what [`ServerBuilder::service`](crate::ServerBuilder::service) takes;
+/// `#[service]` implements it for `TraitServer<S>`.
+pub trait Service {
+    /// Registers every function.
+    fn register(self, registry: &mut Registry) -> Result<(), RegistryError>;
 }

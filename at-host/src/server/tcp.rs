@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::log_limit::protocol_warn;
 use super::{ServerConfig, Shared, Step};
-use crate::log_limit::protocol_warn;
 
 /// Accepts connections until `stop` turns true, serving each on its own
 /// task, at most `max_connections` at once; drops `alive` when done.

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `i8` ... `i64`, `u8` ... `u64` | an integer in range (never wrapped) | `integer` |
 //! | `f64` | an integer or a double | `number` |
-//! | [`Number`](crate::Number) | an integer or a double, kept apart | `number` |
+//! | [`Number`](crate::shared::number::Number) | an integer or a double, kept apart | `number` |
 //! | `bool` | a boolean | `bool` |
 //! | `String` | a string | `string` |
 //! | [`Value`] | anything | `any` |
@@ -30,8 +30,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::registry::HandlerError;
-use crate::convert;
-use crate::value::Value;
+use crate::shared::convert;
+use crate::shared::value::Value;
 
 /// The outcome of an async function, still to come.
 pub type Pending = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
@@ -330,24 +330,24 @@ pub(crate) fn signature<Args: Params>(result: Type, doc: &'static str) -> Signat
     }
 }
 
-impl Param for crate::Number {
+impl Param for crate::shared::number::Number {
     const TYPE: Type = Type::Number;
     const EXPECTED: &'static str = "a number";
     fn from_arg(value: &at_core::Value<'_>) -> Option<Self> {
         match *value {
-            at_core::Value::Int(i) => Some(crate::Number::Int(i)),
-            at_core::Value::Float(x) => Some(crate::Number::Float(x)),
+            at_core::Value::Int(i) => Some(crate::shared::number::Number::Int(i)),
+            at_core::Value::Float(x) => Some(crate::shared::number::Number::Float(x)),
             _ => None,
         }
     }
 }
 
-impl Returns for crate::Number {
+impl Returns for crate::shared::number::Number {
     const TYPE: Type = Type::Number;
     fn into_value(self) -> Result<Value, HandlerError> {
         match self {
-            crate::Number::Int(i) => Ok(Value::Int(i)),
-            crate::Number::Float(x) => x.into_value(),
+            crate::shared::number::Number::Int(i) => Ok(Value::Int(i)),
+            crate::shared::number::Number::Float(x) => x.into_value(),
         }
     }
 }

@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
 use super::destination;
+use super::log_limit::protocol_warn;
 use super::{Shared, Step};
-use crate::log_limit::protocol_warn;
-use crate::wire::MAX_DATAGRAM;
+use crate::shared::wire::MAX_DATAGRAM;
 
 /// Serves calls arriving on `socket` until `stop` turns true; drops `alive`
 /// when done.

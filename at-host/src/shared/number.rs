@@ -1,35 +1,7 @@
-//! Services defined once: the [`Caller`] a generated client calls through,
-//! the [`Service`] a generated server registers, and [`Number`], the
-//! calculator's argument and result type. The `#[service]` attribute
-//! ([`service`](crate::service)) generates both sides from a trait.
-//!
-//! Shared by the client and the server sides; imports neither.
+//! [`Number`]: the calculator's argument and result type, an integer or a
+//! double kept apart as the contract's JSON keeps them.
 
-use std::future::Future;
-
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-use crate::error::Error;
-
-/// What a generated client calls through: the TCP [`Client`](crate::Client)
-/// or the [`UdpClient`](crate::UdpClient).
-pub trait Caller: Send {
-    /// Calls `func` with typed arguments (a tuple) and converts the result.
-    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
-        &mut self,
-        func: &str,
-        args: A,
-    ) -> impl Future<Output = Result<T, Error>> + Send;
-}
-
-/// Something that registers its functions in a [`Registry`](crate::Registry):
-/// what [`ServerBuilder::service`](crate::ServerBuilder::service) takes;
-/// `#[service]` implements it for `TraitServer<S>`.
-pub trait Service {
-    /// Registers every function.
-    fn register(self, registry: &mut crate::Registry) -> Result<(), crate::RegistryError>;
-}
 
 /// A JSON number as the contract reads it: an integer (written without
 /// fraction or exponent) or a double. The calculator's functions take and

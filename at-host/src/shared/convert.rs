@@ -9,8 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::Error;
-use crate::value::Value;
+use crate::shared::error::Error;
+use crate::shared::value::Value;
 
 /// `args` (a tuple, array or slice of serde values) as the positional
 /// argument list.

@@ -53,7 +53,7 @@ impl Limiter {
 /// `log::warn!` for protocol errors, rate-limited by [`PROTOCOL`].
 macro_rules! protocol_warn {
     ($($arg:tt)*) => {
-        if log::log_enabled!(log::Level::Warn) && $crate::log_limit::PROTOCOL.allow() {
+        if log::log_enabled!(log::Level::Warn) && $crate::server::log_limit::PROTOCOL.allow() {
             log::warn!($($arg)*);
         }
     };

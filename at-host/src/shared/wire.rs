@@ -8,8 +8,8 @@
 
 use at_core::{Frame, HEADER_LEN, Kind, Reply};
 
-use crate::error::{Error, ProtocolError};
-use crate::value::Value;
+use crate::shared::error::{Error, ProtocolError};
+use crate::shared::value::Value;
 
 /// The largest datagram payload UDP can carry (over IPv6; IPv4's is 65507).
 pub(crate) const MAX_DATAGRAM: usize = 65_527;
