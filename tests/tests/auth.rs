@@ -14,8 +14,9 @@ use at_host::{AuthKey, Client, Error, Server, UdpClient, UdpConfig};
 use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
 use at_tests::sealed::{code, raw_session, read_raw, sealed};
 use at_tests::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 const KEY: &str = "demo:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const OTHER: &str = "demo:ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -141,6 +142,52 @@ async fn a_client_with_a_key_refuses_a_server_without_keys() {
         Some(ErrorCode::Unauthorized)
     );
     assert_eq!(s.count.load(Ordering::SeqCst), 0);
+}
+
+/// A client that lost its TCP connection mid-call and sends the same
+/// sealed frame on a new one, while the call still runs, waits and gets
+/// the call's reply (not `unauthorized`); the function runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_resent_on_a_new_connection_while_it_runs_gets_its_reply() {
+    let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let runs = Arc::new(AtomicI64::new(0));
+    let (s, g, r) = (started.clone(), gate.clone(), runs.clone());
+    let server = Server::builder()
+        .async_function("gated", move || {
+            let (s, g, r) = (s.clone(), g.clone(), r.clone());
+            async move {
+                s.notify_one();
+                g.notified().await;
+                r.fetch_add(1, Ordering::SeqCst) + 1
+            }
+        })
+        .keys(vec![key()])
+        .tcp("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = server.tcp_addr().unwrap();
+    let mut first = connect(addr).await;
+    let session = raw_session(&mut first, &key()).await;
+    let call = sealed(&session, 2, r#"{"func": "gated"}"#);
+    first.write_all(&call).await.unwrap();
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .expect("the call starts");
+
+    let mut second = connect(addr).await;
+    second.write_all(&call).await.unwrap();
+    // While the call runs, the resent frame gets nothing yet (it used to
+    // get "replayed" at once).
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
+    assert!(early.is_err(), "an answer before the call ended: {early:?}");
+    gate.notify_one();
+    let reply = read_raw(&mut first).await;
+    assert_eq!(code(&reply), "success");
+    assert_eq!(read_raw(&mut second).await, reply, "the remembered reply");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the function ran once");
+    server.shutdown().await;
 }
 
 fn recrc(mut frame: Vec<u8>) -> Vec<u8> {

@@ -51,6 +51,18 @@ pub struct Seal {
     seq: u32,
 }
 
+impl Seal {
+    /// The session the request came in.
+    pub fn session(&self) -> [u8; SID_LEN] {
+        self.sid
+    }
+
+    /// The request's seq.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+}
+
 impl core::fmt::Debug for Seal {
     /// Never shows the key.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -448,7 +448,16 @@ impl Shared {
     /// The first step for a request frame: the authentication checks (with
     /// keys), or the plain path's one check (without). Replies it makes
     /// itself go into `out`.
-    fn admit<'f>(&self, frame: &Frame<'f>, origin: &Origin, out: &mut [u8]) -> Step<'f> {
+    /// What to do with `frame`. With `may_wait`, an authenticated request
+    /// whose call is still running (sent again over another connection) is
+    /// [`Step::Wait`]; without, the guard answers it as a replay.
+    fn admit<'f>(
+        &self,
+        frame: &Frame<'f>,
+        origin: &Origin,
+        out: &mut [u8],
+        may_wait: bool,
+    ) -> Step<'f> {
         let Some(auth) = &self.auth else {
             if frame.header.flags & at_core::FLAG_AUTH != 0 {
                 let n = at_core::write_error_frame(
@@ -462,13 +471,29 @@ impl Shared {
             return Step::Call {
                 body: frame.body,
                 seal: None,
+                running: None,
             };
         };
         let now = auth.now();
-        match auth.lock().admit(frame, origin, now, out) {
+        // Under the guard's lock, so that a call is admitted and marked
+        // running in one step.
+        let mut guard = auth.lock();
+        if may_wait && let Some(done) = auth.running.waiter(frame) {
+            return Step::Wait(done);
+        }
+        match guard.admit(frame, origin, now, out) {
             Admission::Reply(n) => Step::Reply(n),
             Admission::Drop => Step::Drop,
-            Admission::Call { body, seal } => Step::Call { body, seal },
+            Admission::Call { body, seal } => {
+                let running = seal
+                    .as_ref()
+                    .map(|s| auth.running.start(s.session(), s.seq()));
+                Step::Call {
+                    body,
+                    seal,
+                    running,
+                }
+            }
         }
     }
 
@@ -548,7 +573,19 @@ enum Step<'f> {
     /// Send nothing.
     Drop,
     /// Answer the body (and seal the reply when there is a seal).
-    Call { body: &'f [u8], seal: Option<Seal> },
+    Call {
+        /// The request body, without the trailer.
+        body: &'f [u8],
+        /// For an authenticated request: what sealing its reply needs.
+        seal: Option<Seal>,
+        /// For an authenticated request: marks the call running until
+        /// dropped, which must come after the reply is sealed.
+        running: Option<auth::RunningCall>,
+    },
+    /// The same authenticated call is running (it came over another
+    /// connection): wait until this wakes, then admit the frame again
+    /// without waiting, for the remembered reply.
+    Wait(watch::Receiver<()>),
 }
 
 /// The registry, logging each call at debug level (func, seq, time taken).

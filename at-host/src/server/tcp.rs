@@ -161,10 +161,34 @@ async fn serve_connection(
                         continue;
                     }
                     let seq = frame.seq();
-                    match shared.admit(&frame, &origin, room) {
+                    let mut step = shared.admit(&frame, &origin, room, true);
+                    if let Step::Wait(mut done) = step {
+                        // The same authenticated call runs for another
+                        // connection (this client lost that one and sent
+                        // it again): wait for its reply to be remembered,
+                        // as long as an idle connection is kept.
+                        if pending > 0 {
+                            if let Err(closed) =
+                                write_replies(&mut stream, &out[..pending], config).await
+                            {
+                                return closed;
+                            }
+                            pending = 0;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::timeout(config.idle_timeout, done.changed()) => {}
+                            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+                        }
+                        step = shared.admit(&frame, &origin, &mut out[..reply_room], false);
+                    }
+                    match step {
                         Step::Reply(n) => pending += n,
-                        Step::Drop => {}
-                        Step::Call { body, seal } if shared.registry.calls_async(body) => {
+                        Step::Drop | Step::Wait(_) => {}
+                        Step::Call {
+                            body,
+                            seal,
+                            running,
+                        } if shared.registry.calls_async(body) => {
                             // Replies leave in request order: the batch so
                             // far goes first, so it does not wait on the
                             // function (this connection waits; the others
@@ -181,10 +205,16 @@ async fn serve_connection(
                             pending += shared
                                 .answer_async(seq, body, seal.as_ref(), &origin, room)
                                 .await;
+                            drop(running);
                         }
-                        Step::Call { body, seal } => {
+                        Step::Call {
+                            body,
+                            seal,
+                            running,
+                        } => {
                             let room = &mut out[pending..pending + reply_room];
                             pending += shared.answer(seq, body, seal.as_ref(), &origin, room);
+                            drop(running);
                         }
                     }
                 }

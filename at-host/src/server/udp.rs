@@ -121,10 +121,16 @@ pub(super) async fn serve(
                     peer: Some(peer),
                     broadcast,
                 };
-                match shared.admit(&frame, &origin, &mut out) {
+                // A datagram never waits: a replay of a call still running
+                // is dropped by the guard, and the client retransmits.
+                match shared.admit(&frame, &origin, &mut out, false) {
                     Step::Reply(n) => Some(n),
-                    Step::Drop => None,
-                    Step::Call { body, seal } if shared.registry.calls_async(body) => {
+                    Step::Drop | Step::Wait(_) => None,
+                    Step::Call {
+                        body,
+                        seal,
+                        running: call,
+                    } if shared.registry.calls_async(body) => {
                         running.insert((peer, seq));
                         let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
                         let (shared, body) = (Arc::clone(&shared), body.to_vec());
@@ -133,6 +139,7 @@ pub(super) async fn serve(
                                 .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
                                 .await;
                             reply.truncate(n);
+                            drop(call);
                             let finished = Finished {
                                 peer,
                                 seq,
@@ -144,8 +151,13 @@ pub(super) async fn serve(
                         });
                         continue;
                     }
-                    Step::Call { body, seal } => {
+                    Step::Call {
+                        body,
+                        seal,
+                        running,
+                    } => {
                         let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
+                        drop(running);
                         if plain && n > 0 {
                             cache.insert(peer, seq, request, &out[..n], now);
                         }
