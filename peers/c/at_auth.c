@@ -505,7 +505,9 @@ at_status_t at_hello_accept(const at_key_t *key,
     wipe(proof, sizeof proof);
     if (ok)
         return AT_OK;
-    reason = "the server's proof does not verify (a different key?)";
+    if (why != NULL)
+        *why = "the server's proof does not verify (a different key?)";
+    return AT_E_BAD_PROOF;
 bad:
     if (why != NULL)
         *why = reason;
@@ -707,6 +709,10 @@ static at_status_t hello_check(void *vctx, at_frame_t *reply,
     if (c->udp) {
         *why = reason;  /* counts as not received */
         return AT_NEED_MORE;
+    }
+    if (st == AT_E_BAD_PROOF) {
+        set_detail(res, "%s", at_status_str(st));
+        return st;
     }
     set_detail(res, "authentication failed: bad rpc.hello reply: %s", reason);
     return AT_E_AUTH;

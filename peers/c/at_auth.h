@@ -111,9 +111,11 @@ at_status_t at_hello_body(const at_key_t *key,
  *                (seq 0: its first call uses seq 1);
  *   AT_E_REMOTE  a well-formed error reply (flags ERROR, "status": "error",
  *                a string "code"), e.g. `unauthorized`;
+ *   AT_E_BAD_PROOF  a well-formed reply whose proof does not verify
+ *                (another key, or a reply to another hello);
  *   AT_E_AUTH    anything else (AUTH set, body not a reply, flags and body
- *                disagree, bad values, a proof that does not verify), with
- *                a static reason in *why (if `why` is not NULL).
+ *                disagree, bad values), with a static reason in *why (if
+ *                `why` is not NULL; also set for AT_E_BAD_PROOF).
  *  `*s` is written only on AT_OK. */
 at_status_t at_hello_accept(const at_key_t *key,
                             const uint8_t nc[AT_AUTH_NONCE_LEN],

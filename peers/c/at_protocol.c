@@ -52,6 +52,8 @@ const char *at_status_str(at_status_t status)
     case AT_E_UNAUTHENTICATED:
         return "an unauthenticated error reply to an authenticated request";
     case AT_E_REMOTE: return "the server answered with an error";
+    case AT_E_BAD_PROOF:
+        return "the server's proof does not verify: it does not hold this key";
     }
     return "unknown status";
 }

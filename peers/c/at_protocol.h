@@ -125,9 +125,12 @@ typedef enum {
     AT_E_UNAUTHENTICATED, /**< a plain busy, checksum_mismatch,
                              frame_too_large or bad_frame reply to an
                              authenticated request (a transport failure) */
-    AT_E_REMOTE         /**< the server answered rpc.hello with an error
+    AT_E_REMOTE,        /**< the server answered rpc.hello with an error
                              reply (e.g. `unauthorized`: unknown key id, or a
                              server without keys) */
+    AT_E_BAD_PROOF      /**< a well-formed rpc.hello reply whose proof does
+                             not verify: the server does not hold this key
+                             (calc_client: `error: unauthorized`, exit 1) */
 } at_status_t;
 
 /** A short English description of a status ("checksum mismatch", ...). */

@@ -240,6 +240,11 @@ static int call_with_key(int udp, const char *host, const char *port,
         print_error(&reply, suffix);
         return EXIT_ERROR_REPLY;
     }
+    if (st == AT_E_BAD_PROOF) {
+        /* As at-host and the Python client say it. */
+        fprintf(stderr, "error: unauthorized: %s\n", at_status_str(st));
+        return EXIT_ERROR_REPLY;
+    }
     if (st != AT_OK) {
         fprintf(stderr, "%s: %s\n", prog,
                 res.detail[0] ? res.detail : at_status_str(st));

@@ -434,11 +434,11 @@ static void test_hello_replies(void)
     hello_case("wrong proof", AT_FLAG_RESPONSE,
                "{\"session\": \"c0c1c2c3c4c5c6c7\", "
                "\"nonce\": \"b0b1b2b3b4b5b6b7b8b9babbbcbdbebf\", "
-               "\"proof\": \"e5dea66ef6722f79f4d026382ed242b3\"}", AT_E_AUTH);
+               "\"proof\": \"e5dea66ef6722f79f4d026382ed242b3\"}", AT_E_BAD_PROOF);
     hello_case("another session id", AT_FLAG_RESPONSE,
                "{\"session\": \"c0c1c2c3c4c5c6c8\", "
                "\"nonce\": \"b0b1b2b3b4b5b6b7b8b9babbbcbdbebf\", "
-               "\"proof\": \"e5dea66ef6722f79f4d026382ed242b2\"}", AT_E_AUTH);
+               "\"proof\": \"e5dea66ef6722f79f4d026382ed242b2\"}", AT_E_BAD_PROOF);
     hello_case("result not an object", AT_FLAG_RESPONSE, "\"c0c1\"",
                AT_E_AUTH);
 
@@ -449,13 +449,13 @@ static void test_hello_replies(void)
     snprintf(body, sizeof body, "{\"status\": \"success\", \"result\": %s}",
              good_result);
     st = hello_with(&other, vnc, AT_FLAG_RESPONSE, body, &s, &why);
-    result(st == AT_E_AUTH && s.open == 0 && why != NULL &&
+    result(st == AT_E_BAD_PROOF && s.open == 0 && why != NULL &&
            strstr(why, "proof") != NULL,
            "hello under another key: %s", at_status_str(st));
     memcpy(nc2, vnc, 16);
     nc2[0] ^= 1;
     st = hello_with(&vkey, nc2, AT_FLAG_RESPONSE, body, &s, &why);
-    result(st == AT_E_AUTH && s.open == 0,
+    result(st == AT_E_BAD_PROOF && s.open == 0,
            "hello with another client nonce: %s", at_status_str(st));
     at_key_wipe(&other);
 
@@ -1153,7 +1153,7 @@ static void test_calls(void)
     hello_call_case("udp hello: unauthorized", 1, &hello_unauth, AT_E_REMOTE,
                     0);
     hello_call_case("tcp hello: good", 0, &hello_good, AT_OK, 0);
-    hello_call_case("tcp hello: bad proof", 0, &hello_bad, AT_E_AUTH, 0);
+    hello_call_case("tcp hello: bad proof", 0, &hello_bad, AT_E_BAD_PROOF, 0);
     hello_call_case("tcp hello: unauthorized", 0, &hello_unauth, AT_E_REMOTE,
                     0);
 

@@ -353,6 +353,12 @@ class AuthError(ProtocolError):
     a reply to an authenticated request with a bad tag or without AUTH."""
 
 
+class BadProof(AuthError):
+    """A hello reply over TCP whose proof does not verify: the server does
+    not hold the client's key (or is not who it claims). The command line
+    reports it as `error: unauthorized: ...`, exit 1, as at-host does."""
+
+
 def valid_kid(kid: Any) -> bool:
     """A key id: 1 to 32 ASCII letters, digits, '.', '_' or '-'."""
     return isinstance(kid, str) and _KID.fullmatch(kid) is not None
@@ -2589,7 +2595,10 @@ class Client:
         sid, ns = bytes.fromhex(result["session"]), bytes.fromhex(result["nonce"])
         k_req, k_rep = derive_keys(key, kid, nc, ns)
         if not hmac.compare_digest(hello_proof(k_rep, sid), bytes.fromhex(result["proof"])):
-            return bad("the proof does not verify (another key?)")
+            if udp:
+                return self._ignore("bad rpc.hello reply: the proof does not verify (another key?)")
+            self._fail(udp)
+            raise BadProof("the server's proof does not verify: it does not hold this key")
         return _ClientSession(sid, k_req, k_rep)
 
     def _remaining(self, deadline: float) -> float:
@@ -3306,6 +3315,9 @@ def call_main(argv: list) -> int:
             body = e.body if e.body is not None else error_body(e.code, e.message)
             print(body.decode("utf-8", "replace"))
         print(f"error: {e.code}: {e.message}", file=sys.stderr)
+        return 1
+    except BadProof as e:
+        print(f"error: unauthorized: {e}", file=sys.stderr)
         return 1
     except (OSError, ProtocolError) as e:
         print(f"transport error: {where}: {_failure_text(e)}", file=sys.stderr)

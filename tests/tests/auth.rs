@@ -501,6 +501,42 @@ async fn the_command_line_with_keys() {
         text(&out.stderr).starts_with("error: unauthorized: "),
         "{out:?}"
     );
+    // The right key id with another key: the server's proof does not
+    // verify. TCP: exit 1, as the Python and C clients say it; UDP: the
+    // bad hello counts as not received, so the call times out (exit 3).
+    let out = outcome(
+        s(&["call", "--server", &tcp, "--key", OTHER, "add", "10", "20"]),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(1),
+            "error: unauthorized: the server's proof does not verify: it does not hold this key\n"
+                .into()
+        ),
+    );
+    let out = outcome(
+        s(&[
+            "call",
+            "--udp",
+            "--timeout",
+            "0.5",
+            "--server",
+            &udp,
+            "--key",
+            OTHER,
+            "add",
+            "10",
+            "20",
+        ]),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     // A malformed key: exit 2, naming the problem, never the key.
     let secretish = "demo:0011223344556677889900112233445566778899001122334455667788zz";
     let out = outcome(
