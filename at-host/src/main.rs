@@ -81,11 +81,15 @@ enum Command {
     Info {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// List a server's functions with their signatures (rpc.functions).
     List {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// Find the servers on the local network (rpc.info by broadcast and to
     /// IPv6 all-nodes).
@@ -199,7 +203,8 @@ impl KeyArgs {
     }
 }
 
-/// The server a `ping`, `info` or `list` asks.
+/// The server a `ping`, `info` or `list` asks. `ping` takes no key:
+/// `rpc.ping` is answered without authentication (contract section 9).
 #[derive(clap::Args)]
 struct Target {
     /// The server, HOST[:PORT] (port 16724 when missing).
@@ -214,8 +219,6 @@ struct Target {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    key: KeyArgs,
 }
 
 /// A listen address, or none (`--tcp none`).
@@ -350,13 +353,13 @@ fn main() -> ExitCode {
                     Err(code) => code,
                 }
             }
-            Command::Info { target } | Command::List { target }
+            Command::Info { target, .. } | Command::List { target, .. }
                 if seconds(target.timeout).is_none() =>
             {
                 usage("--timeout must be a positive number of seconds")
             }
-            Command::Info { target } => {
-                let key = match target.key.key() {
+            Command::Info { target, key } => {
+                let key = match key.key() {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
@@ -368,8 +371,8 @@ fn main() -> ExitCode {
                     Err(code) => code,
                 }
             }
-            Command::List { target } => {
-                let key = match target.key.key() {
+            Command::List { target, key } => {
+                let key = match key.key() {
                     Ok(key) => key,
                     Err(code) => return code,
                 };

@@ -317,4 +317,8 @@ fn ping_info_and_list() {
     assert_eq!(out.status.code(), Some(2));
     let out = at_host(&["info", "--server", "[::1"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // rpc.ping is never authenticated: ping takes no key.
+    let key = "demo:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let out = at_host(&["ping", "--server", &tcp, "--key", key]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
