@@ -116,7 +116,7 @@ pub use shared::convert::decode_result;
 pub use shared::error::{Error, ProtocolError};
 pub use shared::keys::{AuthKey, KeyFileError};
 pub use shared::number::Number;
-pub use shared::value::Value;
+pub use shared::value::{Arg, Value};
 
 pub mod udp {
     //! UDP: one frame per datagram, retransmission by the client, at-most-once

@@ -163,7 +163,7 @@ async fn calculator_from_at_host(board: &Board) {
         .expect("udp client");
     check_calculator_udp(&mut udp).await;
     // The protocol's own functions, over TCP and UDP.
-    let info = client.call("rpc.info", &[]).await.unwrap();
+    let info = client.call::<Value>("rpc.info", &[]).await.unwrap();
     assert!(
         info.to_string().contains(r#""name": "mps2-an386""#),
         "{info}"
@@ -171,7 +171,7 @@ async fn calculator_from_at_host(board: &Board) {
     let page = udp.call("rpc.functions", &[Value::Int(4)]).await.unwrap();
     assert!(page.to_string().contains(r#""name": "count""#), "{page}");
     assert_eq!(
-        udp.call("rpc.ping", &[]).await.unwrap(),
+        udp.call::<Value>("rpc.ping", &[]).await.unwrap(),
         at_host::Value::Bool(true)
     );
     for (transport, addr) in [(None, board.tcp), (Some("--udp"), board.udp)] {

@@ -74,13 +74,13 @@ async fn user_functions_panics_and_replies_that_do_not_fit() {
         .await
         .unwrap();
     assert_eq!(echoed, Value::Str("héllo \"wörld\" 😀\n".into()));
-    let e = c.call("panic", &[]).await.unwrap_err();
+    let e = c.call::<V>("panic", &[]).await.unwrap_err();
     assert_eq!(code(&e), Some(ErrorCode::Internal), "{e}");
-    let e = c.call("huge", &[]).await.unwrap_err();
+    let e = c.call::<V>("huge", &[]).await.unwrap_err();
     assert_eq!(code(&e), Some(ErrorCode::Internal), "{e}");
-    let e = c.call("nan", &[]).await.unwrap_err();
+    let e = c.call::<V>("nan", &[]).await.unwrap_err();
     assert_eq!(code(&e), Some(ErrorCode::Overflow), "{e}");
-    let e = c.call("refuse", &[]).await.unwrap_err();
+    let e = c.call::<V>("refuse", &[]).await.unwrap_err();
     assert!(
         matches!(&e, Error::Remote { code, message } if code == "busy" && message == "come back later"),
         "{e}"
@@ -434,7 +434,7 @@ async fn shutdown_finishes_the_calls_in_flight() {
         .unwrap();
     let addr = server.tcp_addr().unwrap();
     let mut c = client(addr).await;
-    let call = tokio::spawn(async move { c.call("slow", &[]).await });
+    let call = tokio::spawn(async move { c.call::<V>("slow", &[]).await });
     started.notified().await;
     server.shutdown().await;
     assert_eq!(call.await.unwrap().unwrap(), Value::from("done"));
@@ -476,7 +476,7 @@ async fn a_reply_with_the_wrong_seq_or_a_bad_crc_is_an_error_never_an_answer() {
     );
     // The connection is not trusted any more.
     assert!(matches!(
-        c.call("add", &[]).await,
+        c.call::<V>("add", &[]).await,
         Err(Error::Protocol(ProtocolError::Broken))
     ));
 

@@ -231,6 +231,40 @@ async fn pipelined_typed_calls() {
     server.shutdown().await;
 }
 
+/// The untyped calls take the one owned value type, `at_host::Value`, over
+/// TCP and UDP (and at-core's borrowed values, passed on without a copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untyped_calls_take_at_host_values() {
+    let server = Server::builder()
+        .calculator()
+        .tcp("127.0.0.1:0".parse().unwrap())
+        .udp("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut c = client(server.tcp_addr().unwrap()).await;
+    let args = [Value::Int(10), Value::Float(2.5)];
+    assert_eq!(c.call("add", &args).await.unwrap(), Value::Float(12.5));
+    let seq = c.send("mul", &args).await.unwrap();
+    let (got, product) = c.receive().await.unwrap();
+    assert_eq!((got, product.unwrap()), (seq, Value::Float(25.0)));
+    let core = [at_core::Value::Int(1), at_core::Value::Int(2)];
+    assert_eq!(c.call("sub", &core).await.unwrap(), Value::Int(-1));
+    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(u.call("div", &args).await.unwrap(), Value::Float(4.0));
+    let results = u
+        .call_many(&[("add", &args[..]), ("sub", &args[..])])
+        .await
+        .unwrap();
+    assert_eq!(
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [Value::Float(12.5), Value::Float(7.5)]
+    );
+    server.shutdown().await;
+}
+
 /// An async function that sleeps holds up its own connection only: calls
 /// on another connection are answered meanwhile (generous bounds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

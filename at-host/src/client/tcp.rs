@@ -16,7 +16,7 @@ use super::auth::{ClientAuth, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
-use crate::shared::value::Value;
+use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server.
@@ -29,23 +29,30 @@ use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), at_host::Error> {
-/// use at_core::Value;
 /// use std::time::Duration;
 /// let mut client = at_host::Client::connect("127.0.0.1:16724", Duration::from_secs(5)).await?;
-/// let sum = client.call("add", &[Value::Int(10), Value::Int(20)]).await?;
-/// assert_eq!(sum, at_host::Value::Int(30));
+/// let sum: i64 = client.call_as("add", (10, 20)).await?;
+/// assert_eq!(sum, 30);
 ///
 /// // Pipelining: three calls in flight, replies matched by seq.
 /// let seqs = [
-///     client.send("mul", &[Value::Int(6), Value::Int(7)]).await?,
-///     client.send("div", &[Value::Int(1), Value::Int(0)]).await?,
-///     client.send("sub", &[Value::Int(1), Value::Int(2)]).await?,
+///     client.send_as("mul", (6, 7)).await?,
+///     client.send_as("div", (1, 0)).await?,
+///     client.send_as("sub", (1, 2)).await?,
 /// ];
 /// client.flush().await?;
 /// for _ in seqs {
 ///     let (seq, result) = client.receive().await?;
-///     println!("seq {seq}: {result:?}");
+///     match at_host::decode_result::<f64>("pipelined", result) {
+///         Ok(x) => println!("seq {seq}: {x}"),
+///         Err(e) => println!("seq {seq}: {e}"),
+///     }
 /// }
+///
+/// // Untyped, for names and arguments known only at run time.
+/// use at_host::Value;
+/// let sum = client.call("add", &[Value::Int(10), Value::Int(20)]).await?;
+/// assert_eq!(sum, Value::Int(30));
 /// # Ok(()) }
 /// ```
 pub struct Client {
@@ -119,8 +126,9 @@ impl Client {
         self.in_flight.len() + self.ready.len()
     }
 
-    /// Calls `func(args)` and waits for its reply.
-    pub async fn call(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<Value, Error> {
+    /// Calls `func(args)` and waits for its reply: the untyped call, for
+    /// names and arguments known only at run time (see [`Arg`]).
+    pub async fn call<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<Value, Error> {
         let seq = self.send(func, args).await?;
         self.flush().await?;
         loop {
@@ -154,8 +162,7 @@ impl Client {
         args: impl Serialize,
     ) -> Result<T, Error> {
         let args = convert::to_args(func, &args)?;
-        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
-        let value = self.call(func, &core).await?;
+        let value = self.call(func, &args).await?;
         convert::from_result(func, value)
     }
 
@@ -164,14 +171,18 @@ impl Client {
     /// each with [`decode_result`](crate::decode_result).
     pub async fn send_as(&mut self, func: &str, args: impl Serialize) -> Result<u32, Error> {
         let args = convert::to_args(func, &args)?;
-        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
-        self.send(func, &core).await
+        self.send(func, &args).await
     }
 
     /// Queues a call without waiting and returns its seq. Requests are
     /// written when the buffer fills, on [`flush`](Self::flush), or when
     /// [`receive`](Self::receive) needs a reply.
-    pub async fn send(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
+    pub async fn send<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<u32, Error> {
+        self.send_core(func, &A::to_core(args)).await
+    }
+
+    /// [`send`](Self::send) with the arguments in at-core's form.
+    async fn send_core(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
         self.usable()?;
         if self.auth.is_some() {
             return self.send_authenticated(func, args).await;

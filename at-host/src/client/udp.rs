@@ -20,7 +20,7 @@ use super::auth::{ClientAuth, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
-use crate::shared::value::Value;
+use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{MAX_DATAGRAM, encode_body, encode_request, reply_to_result};
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
@@ -63,7 +63,10 @@ impl Default for UdpConfig {
 /// # async fn example() -> Result<(), at_host::Error> {
 /// use at_host::{UdpClient, UdpConfig};
 /// let mut client = UdpClient::connect("127.0.0.1:16724".parse().unwrap(), UdpConfig::default()).await?;
-/// let sum = client.call("add", &[at_core::Value::Int(10), at_core::Value::Int(20)]).await?;
+/// let sum: i64 = client.call_as("add", (10, 20)).await?;
+/// assert_eq!(sum, 30);
+/// // Untyped, for names and arguments known only at run time.
+/// let sum = client.call("add", &[at_host::Value::Int(10), at_host::Value::Int(20)]).await?;
 /// assert_eq!(sum.to_string(), "30");
 /// # Ok(()) }
 /// ```
@@ -133,9 +136,11 @@ impl UdpClient {
         self.stats
     }
 
-    /// Calls `func(args)` and waits for its reply, retransmitting as needed.
-    pub async fn call(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<Value, Error> {
-        let mut results = self.call_many(&[(func, args)]).await?;
+    /// Calls `func(args)` and waits for its reply, retransmitting as needed:
+    /// the untyped call (see [`Arg`]).
+    pub async fn call<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<Value, Error> {
+        let args = A::to_core(args);
+        let mut results = self.call_many_core(&[(func, &args)]).await?;
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
@@ -150,8 +155,7 @@ impl UdpClient {
         args: impl Serialize,
     ) -> Result<T, Error> {
         let args = convert::to_args(func, &args)?;
-        let core: Vec<at_core::Value<'_>> = args.iter().map(Value::as_core).collect();
-        let value = self.call(func, &core).await?;
+        let value = self.call(func, &args).await?;
         convert::from_result(func, value)
     }
 
@@ -159,7 +163,21 @@ impl UdpClient {
     /// retransmitted on its own schedule; results come in the order of
     /// `calls`. The whole batch is bounded by the config's `timeout`; a call
     /// still unanswered then is [`Error::Timeout`].
-    pub async fn call_many(
+    pub async fn call_many<A: Arg>(
+        &mut self,
+        calls: &[(&str, &[A])],
+    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        let args: Vec<_> = calls.iter().map(|(_, args)| A::to_core(args)).collect();
+        let calls: Vec<(&str, &[at_core::Value<'_>])> = calls
+            .iter()
+            .zip(&args)
+            .map(|((func, _), args)| (*func, &**args))
+            .collect();
+        self.call_many_core(&calls).await
+    }
+
+    /// [`call_many`](Self::call_many) with the arguments in at-core's form.
+    async fn call_many_core(
         &mut self,
         calls: &[(&str, &[at_core::Value<'_>])],
     ) -> Result<Vec<Result<Value, Error>>, Error> {

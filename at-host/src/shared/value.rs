@@ -1,6 +1,7 @@
 //! [`Value`]: an owned argument or result, for code that keeps values past
-//! the frame they came in.
+//! the frame they came in; [`Arg`]: what an untyped call's arguments may be.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// An owned argument or result; [`Value::as_core`] borrows it as the
@@ -114,4 +115,43 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.as_core(), f)
     }
+}
+
+/// An argument of an untyped call ([`Client::call`](crate::Client::call),
+/// [`UdpClient::call`](crate::UdpClient::call), ...): [`Value`], the owned
+/// value a dynamic caller builds, or at-core's borrowed `at_core::Value`,
+/// passed on without a copy. Sealed: only these two.
+///
+/// With no arguments, `&[]` does not say which: name it, or make the call
+/// typed.
+///
+/// ```no_run
+/// # async fn example(client: &mut at_host::Client) -> Result<(), at_host::Error> {
+/// use at_host::Value;
+/// let info = client.call::<Value>("rpc.info", &[]).await?;
+/// let same: serde_json::Value = client.call_as("rpc.info", ()).await?;
+/// # Ok(()) }
+/// ```
+pub trait Arg: Sync + sealed::Sealed + Sized {
+    /// The arguments in at-core's form, borrowed when they already are.
+    #[doc(hidden)]
+    fn to_core(args: &[Self]) -> Cow<'_, [at_core::Value<'_>]>;
+}
+
+impl Arg for Value {
+    fn to_core(args: &[Self]) -> Cow<'_, [at_core::Value<'_>]> {
+        Cow::Owned(args.iter().map(Value::as_core).collect())
+    }
+}
+
+impl Arg for at_core::Value<'_> {
+    fn to_core(args: &[Self]) -> Cow<'_, [at_core::Value<'_>]> {
+        Cow::Borrowed(args)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Value {}
+    impl Sealed for at_core::Value<'_> {}
 }
