@@ -1,8 +1,9 @@
 //! Typed functions and typed calls through a real at-host server on
 //! loopback: round trips of every supported type, argument checks with
-//! their messages, optional trailing parameters, a panicking typed
-//! function, an async function that does not hold up other connections,
-//! pipelined typed calls, result conversion errors, and reserved names.
+//! their messages, optional trailing parameters, typed functions (sync and
+//! async) that panic, an async function that does not hold up other
+//! connections, pipelined typed calls and a typed UDP batch, untyped calls
+//! with `at_host::Value`, result conversion errors, and reserved names.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -61,6 +62,15 @@ async fn start() -> Server {
         .function("boom", |_: i64| -> i64 {
             panic!("a typed function that panics")
         })
+        .async_function("async_boom", |fail: bool| async move {
+            tokio::task::yield_now().await;
+            if fail {
+                panic!("an async function that panics");
+            }
+            "fine"
+        })
+        .function("maybe", |n: i64| (n > 0).then_some(n))
+        .function("greeting", || "hello")
         .async_function("sleepy", |ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             ms
@@ -212,6 +222,38 @@ async fn wrong_arguments_are_named() {
     let e = c.call_as::<i64>("boom", (1,)).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Internal));
     assert_eq!(c.call_as::<i64>("add", (1, 2)).await.unwrap(), 3);
+    // And an async one, on TCP and UDP: internal, the server goes on.
+    let e = c
+        .call_as::<String>("async_boom", (true,))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Internal));
+    assert_eq!(
+        c.call_as::<String>("async_boom", (false,)).await.unwrap(),
+        "fine"
+    );
+    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+        .await
+        .unwrap();
+    let e = u
+        .call_as::<String>("async_boom", (true,))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Internal));
+    assert_eq!(
+        u.call_as::<String>("async_boom", (false,)).await.unwrap(),
+        "fine"
+    );
+    // Option and &'static str results.
+    assert_eq!(
+        c.call_as::<Option<i64>>("maybe", (5,)).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        c.call_as::<Option<i64>>("maybe", (-5,)).await.unwrap(),
+        None
+    );
+    assert_eq!(c.call_as::<String>("greeting", ()).await.unwrap(), "hello");
     server.shutdown().await;
 }
 
@@ -261,6 +303,37 @@ async fn untyped_calls_take_at_host_values() {
     assert_eq!(
         results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
         [Value::Float(12.5), Value::Float(7.5)]
+    );
+    server.shutdown().await;
+}
+
+/// A UDP batch, typed: results in the order of the calls, an error reply
+/// and a result that does not convert each failing only their own call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_udp_batch() {
+    let server = start().await;
+    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+        .await
+        .unwrap();
+    let results = u
+        .call_many_as::<i64, _>(&[
+            ("add", (1, 2)),
+            ("div", (1, 0)),
+            ("mul", (6, 7)),
+            ("div", (1, 4)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().ok(), Some(&3));
+    assert_eq!(
+        results[1].as_ref().err().and_then(Error::code),
+        Some(ErrorCode::DivisionByZero)
+    );
+    assert_eq!(results[2].as_ref().ok(), Some(&42));
+    assert!(
+        matches!(&results[3], Err(Error::Decode { func, .. }) if func == "div"),
+        "{:?}",
+        results[3]
     );
     server.shutdown().await;
 }

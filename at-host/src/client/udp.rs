@@ -176,6 +176,37 @@ impl UdpClient {
         self.call_many_core(&calls).await
     }
 
+    /// [`call_many`](Self::call_many) with typed arguments and results:
+    /// every call returns a `T` (each converted as
+    /// [`call_as`](Self::call_as) converts), in the order of `calls`.
+    ///
+    /// ```no_run
+    /// # async fn example(client: &mut at_host::UdpClient) -> Result<(), at_host::Error> {
+    /// let results = client.call_many_as::<f64, _>(&[("div", (10, 4)), ("mul", (6, 7))]).await?;
+    /// assert_eq!(results[0].as_ref().ok(), Some(&2.5));
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_many_as<T: DeserializeOwned, A: Serialize>(
+        &mut self,
+        calls: &[(&str, A)],
+    ) -> Result<Vec<Result<T, Error>>, Error> {
+        let mut args = Vec::with_capacity(calls.len());
+        for (func, a) in calls {
+            args.push(convert::to_args(func, a)?);
+        }
+        let untyped: Vec<(&str, &[Value])> = calls
+            .iter()
+            .zip(&args)
+            .map(|((func, _), a)| (*func, &a[..]))
+            .collect();
+        let results = self.call_many(&untyped).await?;
+        Ok(calls
+            .iter()
+            .zip(results)
+            .map(|((func, _), result)| convert::from_result(func, result?))
+            .collect())
+    }
+
     /// [`call_many`](Self::call_many) with the arguments in at-core's form.
     async fn call_many_core(
         &mut self,
