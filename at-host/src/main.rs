@@ -31,11 +31,13 @@ struct Cli {
 enum Command {
     /// Serve the calculator over TCP and UDP.
     Serve {
-        /// TCP address to listen on, or `none`.
-        #[arg(long, default_value = "0.0.0.0:16724", value_name = "ADDR", value_parser = listen)]
+        /// TCP address to listen on, or `none` (default: every address,
+        /// IPv6 and IPv4; IPv4 only on a host without IPv6).
+        #[arg(long, default_value = "[::]:16724", value_name = "ADDR", value_parser = listen)]
         tcp: Listen,
-        /// UDP address to listen on, or `none`.
-        #[arg(long, default_value = "0.0.0.0:16724", value_name = "ADDR", value_parser = listen)]
+        /// UDP address to listen on, or `none` (default: as --tcp, so that
+        /// discovery by IPv4 broadcast and by IPv6 all-nodes both reach it).
+        #[arg(long, default_value = "[::]:16724", value_name = "ADDR", value_parser = listen)]
         udp: Listen,
         /// Largest request body accepted, in bytes.
         #[arg(long, default_value_t = at_core::DEFAULT_MAX_BODY, value_name = "BYTES")]
@@ -480,6 +482,7 @@ async fn serve(
     if tcp.is_none() && udp.is_none() {
         return usage("nothing to serve: --tcp and --udp are both none");
     }
+    let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()
         .max_frame(max_frame)
@@ -603,6 +606,17 @@ async fn call(
         }
         Err(e) => transport(&format!("{addr}: {e}")),
     }
+}
+
+/// `[::]:PORT` as `0.0.0.0:PORT` on a host without IPv6 (the default
+/// address must work everywhere); any other address as it is.
+fn ipv4_without_ipv6(addr: SocketAddr) -> SocketAddr {
+    let wildcard_v6 = addr.is_ipv6() && addr.ip().is_unspecified();
+    if wildcard_v6 && std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_err() {
+        log::warn!("no IPv6 here: listening on IPv4 only");
+        return SocketAddr::from(([0, 0, 0, 0], addr.port()));
+    }
+    addr
 }
 
 fn transport(message: &str) -> ExitCode {

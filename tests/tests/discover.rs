@@ -96,15 +96,9 @@ fn serve(lan: &Lan, ns: &str, name: &str) -> KillOnDrop {
     let child = lan
         .at_host(
             ns,
-            &[
-                "serve",
-                "--tcp",
-                "none",
-                "--udp",
-                "[::]:16724",
-                "--name",
-                name,
-            ],
+            // The default UDP address, [::]:16724: discovered over IPv4
+            // and IPv6 with no option.
+            &["serve", "--tcp", "none", "--name", name],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -268,7 +268,7 @@ impl ServerBuilder {
         let mut tcp_addr = None;
         let mut udp_addr = None;
         if let Some(addr) = self.tcp {
-            let listener = TcpListener::bind(addr).await?;
+            let listener = bind_tcp(addr)?;
             tcp_addr = Some(listener.local_addr()?);
             tokio::spawn(tcp::accept_loop(
                 listener,
@@ -301,15 +301,44 @@ impl ServerBuilder {
 /// datagrams while the server is busy.
 const UDP_RECEIVE_BUFFER: usize = 2 << 20;
 
+/// Pending connections the kernel queues for `accept`.
+const TCP_BACKLOG: i32 = 1024;
+
 fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
         debug!("udp: cannot enlarge the receive buffer: {e}");
     }
+    dual_stack(&socket, addr);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std and tokio do: a restarted server may bind while old
+    // connections linger in TIME-WAIT.
+    socket.set_reuse_address(true)?;
+    dual_stack(&socket, addr);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(TCP_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A socket for `[::]` takes IPv4 too (mapped addresses), whatever the
+/// system's default (`net.ipv6.bindv6only` on Linux, on by default on
+/// Windows): one wildcard address serves both families.
+fn dual_stack(socket: &socket2::Socket, addr: SocketAddr) {
+    if addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && let Err(e) = socket.set_only_v6(false)
+    {
+        debug!("{addr}: cannot take IPv4 as well: {e}");
+    }
 }
 
 /// What every serving task shares (private: the transport modules below
