@@ -62,20 +62,29 @@ fn free_udp_port() -> u16 {
 /// one in between, QEMU exits at once and the board is started again on
 /// new ports (three tries).
 fn start_board(elf: &Path) -> Board {
+    start_board_on(elf, "", "10.0.2.15")
+}
+
+/// [`start_board`] with `nic_extra` appended to `-nic user,...` and the
+/// ports forwarded to `guest` (QEMU's DHCP address when empty), expecting
+/// the firmware to report `address`.
+fn start_board_on(elf: &Path, nic_extra: &str, address: &str) -> Board {
     for _ in 0..3 {
-        if let Some(board) = try_start_board(elf) {
+        if let Some(board) = try_start_board(elf, nic_extra, address) {
             return board;
         }
     }
     panic!("QEMU could not forward its ports three times running");
 }
 
-/// One try of [`start_board`]: `None` if QEMU exited before the firmware
-/// spoke (a forwarded port taken).
-fn try_start_board(elf: &Path) -> Option<Board> {
+/// One try of [`start_board_on`]: `None` if QEMU exited before the
+/// firmware spoke (a forwarded port taken).
+fn try_start_board(elf: &Path, nic_extra: &str, address: &str) -> Option<Board> {
     let (tcp_port, udp_port) = (free_port(), free_udp_port());
+    // The exact documented line when nic_extra is empty.
+    let guest = if nic_extra.is_empty() { "" } else { address };
     let nic = format!(
-        "user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,hostfwd=udp:127.0.0.1:{udp_port}-:16724"
+        "user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-{guest}:16724,hostfwd=udp:127.0.0.1:{udp_port}-{guest}:16724{nic_extra}"
     );
     let mut child = Command::new("qemu-system-arm")
         .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
@@ -113,7 +122,7 @@ fn try_start_board(elf: &Path) -> Option<Board> {
     let line = String::from_utf8_lossy(&line);
     assert_eq!(
         line.trim_end(),
-        "at-embedded-firmware: listening on 10.0.2.15 port 16724 (tcp, udp)"
+        format!("at-embedded-firmware: listening on {address} port 16724 (tcp, udp)")
     );
     Some(Board {
         qemu,
@@ -611,6 +620,29 @@ fn check_idle_cpu(board: &Board, when: &str) {
         "QEMU uses {:.0}% of a core while idle {when}: no wfi?",
         cpu * 100.0
     );
+}
+
+/// The networked firmware built with a static address (`AT_STATIC_IP`,
+/// `AT_GATEWAY`) on a network whose DHCP server would hand out another
+/// (10.0.2.50): it reports the static one and answers there, TCP and UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_firmware_with_a_static_address() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let elf = build_firmware(
+        &["--features", "net"],
+        &[("AT_STATIC_IP", "10.0.2.30/24"), ("AT_GATEWAY", "10.0.2.2")],
+        "at-embedded-firmware-static",
+    );
+    let board = start_board_on(&elf, ",dhcpstart=10.0.2.50", "10.0.2.30");
+    let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
+    assert_eq!(client.call_as::<i64>("add", (10, 20)).await.unwrap(), 30);
+    let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(udp.call_as::<f64>("div", (10, 4)).await.unwrap(), 2.5);
 }
 
 /// The networked firmware built with `AT_KEY`: the at-host client, the
