@@ -50,6 +50,13 @@ pub fn elf_size(path: &Path) -> (u64, u64, u64) {
 /// into this test's target directory and returns a copy of the ELF that
 /// later builds do not touch.
 pub fn build_firmware(extra: &[&str], env: &[(&str, &str)], copy_as: &str) -> PathBuf {
+    // Tests of one binary run on parallel threads, and every variant is
+    // built to the same path: build and copy as one step, or a test could
+    // copy another's variant.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let target_root = profile_dir().parent().expect("target dir").to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

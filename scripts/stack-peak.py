@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""The networked firmware's peak stack, measured under QEMU.
+
+    scripts/stack-peak.py ELF [KID:HEX]
+
+Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
+mps2-an386 with the documented network options and a monitor socket,
+dumps RAM once the firmware has started (the start-up peak), then sends
+TCP and UDP calls (every calculator outcome, a bad CRC, garbage that
+closes the connection, rpc.info and rpc.functions; authenticated when a
+key is given) and dumps RAM again (the serving peak).
+
+RAM is all zeros at reset and the stack grows down from the top of RAM
+(0x20010000), so the lowest non-zero byte above the end of .bss is the
+deepest the stack has been. Prints both figures in bytes. Needs
+qemu-system-arm; every wait is bounded; QEMU is killed on every path.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+RAM_START, RAM_SIZE = 0x2000_0000, 0x1_0000
+PATIENCE = 10.0
+
+
+def bss_end(elf: bytes) -> int:
+    """The highest end of an allocated section in RAM (.data, .bss, ...)."""
+    assert elf[:5] == b"\x7fELF\x01", "a 32-bit ELF"
+    shoff, = struct.unpack_from("<I", elf, 0x20)
+    shentsize, shnum = struct.unpack_from("<HH", elf, 0x2E)
+    end = RAM_START
+    for i in range(shnum):
+        sh = shoff + i * shentsize
+        _, _, flags, addr, _, size = struct.unpack_from("<IIIIII", elf, sh)
+        if flags & 2 and RAM_START <= addr < RAM_START + RAM_SIZE:
+            end = max(end, addr + size)
+    return end
+
+
+def free_port(kind) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def frame(flags: int, seq: int, body: bytes) -> bytes:
+    return struct.pack(">HHIII", 0x4154, flags, seq, len(body), zlib.crc32(body)) + body
+
+
+def request(seq: int, func: str, *args) -> bytes:
+    body = '{"func": "%s", "args": [%s]}' % (func, ", ".join(args))
+    return frame(1, seq, body.encode())
+
+
+def read_frame(s: socket.socket) -> bytes:
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+    head = exactly(16)
+    length, = struct.unpack_from(">I", head, 8)
+    return head + exactly(length)
+
+
+def traffic(tcp_port: int, udp_port: int):
+    """Plain calls that reach every path of the serving loop (a keyed
+    firmware answers them `unauthorized`)."""
+    calls = [("add", "10", "20"), ("div", "10", "4"), ("div", "1", "0"),
+             ("mul", "9223372036854775807", "2"), ("add", "1.5", "2.25"),
+             ("rpc.info",), ("rpc.functions",), ("nope",), ("led", "true")]
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=PATIENCE) as s:
+        for seq, c in enumerate(calls, start=1):
+            s.sendall(request(seq, *c))
+            read_frame(s)
+        bad = bytearray(request(99, "add", "1", "2"))
+        bad[12] ^= 1  # a bad CRC: answered, connection kept
+        s.sendall(bytes(bad))
+        read_frame(s)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(PATIENCE)
+    for i, c in enumerate(calls):
+        u.sendto(request(100 + i, *c), ("127.0.0.1", udp_port))
+        u.recv(2048)
+    u.close()
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=PATIENCE) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")  # bad magic: reply, then close
+        try:
+            while s.recv(512):
+                pass
+        except OSError:
+            pass
+
+
+def at_host_calls(tcp_port: int, udp_port: int, key: str):
+    """Authenticated calls through at-host (section 9 in full): the hello,
+    sealed requests, checked replies, on TCP and UDP."""
+    at_host = os.environ.get("AT_HOST", "target/debug/at-host")
+    for args in (["add", "10", "20"], ["div", "1", "0"], ["mul", "6", "7"], ["div", "10", "4"]):
+        for transport in ([], ["--udp"]):
+            port = udp_port if transport else tcp_port
+            subprocess.run([at_host, "call", *transport, "--server", f"127.0.0.1:{port}",
+                            "--key", key, *args], capture_output=True, timeout=PATIENCE)
+    for verb in ("info", "list"):
+        subprocess.run([at_host, verb, "--server", f"127.0.0.1:{tcp_port}", "--key", key],
+                       capture_output=True, timeout=PATIENCE)
+
+
+def dump(monitor: str, ebss: int) -> int:
+    """The stack's high-water mark, from a RAM dump through the monitor."""
+    out = tempfile.NamedTemporaryFile(suffix=".bin", delete=False).name
+    os.unlink(out)
+    with socket.socket(socket.AF_UNIX) as m:
+        m.settimeout(PATIENCE)
+        m.connect(monitor)
+        m.sendall(f'pmemsave 0x{RAM_START:x} {RAM_SIZE} "{out}"\n'.encode())
+        deadline = time.monotonic() + PATIENCE
+        while not (os.path.exists(out) and os.path.getsize(out) == RAM_SIZE):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no RAM dump from the QEMU monitor")
+            time.sleep(0.05)
+    ram = open(out, "rb").read()
+    os.unlink(out)
+    low = ebss - RAM_START
+    deepest = next((i for i in range(low, RAM_SIZE) if ram[i]), RAM_SIZE)
+    return RAM_SIZE - deepest
+
+
+def main() -> int:
+    if len(sys.argv) not in (2, 3):
+        print(__doc__, file=sys.stderr)
+        return 2
+    elf_path, key = sys.argv[1], (sys.argv[2] if len(sys.argv) == 3 else None)
+    ebss = bss_end(open(elf_path, "rb").read())
+    tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    monitor = os.path.join(tempfile.mkdtemp(), "monitor.sock")
+    nic = (f"user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,"
+           f"hostfwd=udp:127.0.0.1:{udp_port}-:16724")
+    qemu = subprocess.Popen(
+        ["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
+         "-monitor", f"unix:{monitor},server=on,wait=off", "-nic", nic, "-kernel", elf_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = qemu.stdout.readline().decode(errors="replace").strip()
+        if "listening on" not in line:
+            print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
+            return 1
+        start = dump(monitor, ebss)
+        traffic(tcp_port, udp_port)
+        if key is not None:
+            at_host_calls(tcp_port, udp_port, key)
+        serving = dump(monitor, ebss)
+    finally:
+        qemu.kill()
+        qemu.wait()
+    print(f"end of static RAM 0x{ebss:08x} ({ebss - RAM_START} bytes)")
+    print(f"peak stack after start-up: {start} bytes")
+    print(f"peak stack after serving:  {serving} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
