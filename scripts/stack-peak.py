@@ -105,14 +105,21 @@ def at_host_calls(tcp_port: int, udp_port: int, key: str):
     """Authenticated calls through at-host (section 9 in full): the hello,
     sealed requests, checked replies, on TCP and UDP."""
     at_host = os.environ.get("AT_HOST", "target/debug/at-host")
+    runs = []
     for args in (["add", "10", "20"], ["div", "1", "0"], ["mul", "6", "7"], ["div", "10", "4"]):
         for transport in ([], ["--udp"]):
             port = udp_port if transport else tcp_port
-            subprocess.run([at_host, "call", *transport, "--server", f"127.0.0.1:{port}",
-                            "--key", key, *args], capture_output=True, timeout=PATIENCE)
+            runs.append(subprocess.run(
+                [at_host, "call", *transport, "--server", f"127.0.0.1:{port}", "--key", key,
+                 *args], capture_output=True, timeout=PATIENCE))
     for verb in ("info", "list"):
-        subprocess.run([at_host, verb, "--server", f"127.0.0.1:{tcp_port}", "--key", key],
-                       capture_output=True, timeout=PATIENCE)
+        runs.append(subprocess.run(
+            [at_host, verb, "--server", f"127.0.0.1:{tcp_port}", "--key", key],
+            capture_output=True, timeout=PATIENCE))
+    # Every call answered (div by zero exits 1 with the server's error).
+    if any(r.returncode not in (0, 1) for r in runs) or runs[0].stdout != b"30\n":
+        raise RuntimeError("the authenticated calls failed: " +
+                           "; ".join(r.stderr.decode(errors="replace").strip() for r in runs))
 
 
 def dump(monitor: str, ebss: int) -> int:

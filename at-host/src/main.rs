@@ -599,9 +599,7 @@ async fn call(
             ExitCode::from(1)
         }
         Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
-            eprintln!(
-                "error: unauthorized: the server's proof does not verify: it does not hold this key"
-            );
+            eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
             ExitCode::from(1)
         }
         Err(e) => transport(&format!("{addr}: {e}")),

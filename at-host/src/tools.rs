@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use at_core::{Frame, HEADER_LEN, Kind, Reply};
-use at_host::{AuthKey, Client, Error, UdpClient, UdpConfig, Value};
+use at_host::{AuthKey, Client, Error, ProtocolError, UdpClient, UdpConfig, Value};
 use serde_json::Value as Json;
 
 /// The most `rpc.functions` pages `list` asks for.
@@ -70,6 +70,11 @@ impl Link {
     }
 }
 
+/// What every command says, after `error: unauthorized: `, when the
+/// server's hello proof does not verify (the same in the Python and C
+/// clients).
+pub const WRONG_KEY: &str = "the server's proof does not verify: it does not hold this key";
+
 /// What a verb failed with, and its exit code.
 pub enum Failure {
     /// An error reply (exit 1).
@@ -82,6 +87,10 @@ impl Failure {
     fn of(addr: SocketAddr, e: Error) -> Failure {
         match e {
             Error::Remote { code, message } => Failure::Remote(code, message),
+            // A wrong key: as `call` says it.
+            Error::Protocol(ProtocolError::BadHello) => {
+                Failure::Remote("unauthorized".into(), WRONG_KEY.into())
+            }
             other => Failure::Transport(format!("{addr}: {other}")),
         }
     }

@@ -518,6 +518,18 @@ async fn the_command_line_with_keys() {
                 .into()
         ),
     );
+    let out = outcome(s(&["info", "--server", &tcp, "--key", OTHER]), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(1),
+            "error: unauthorized: the server's proof does not verify: it does not hold this key\n"
+                .into()
+        ),
+        "info with a wrong key says what call says"
+    );
     let out = outcome(
         s(&[
             "call",
