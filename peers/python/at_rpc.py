@@ -3019,7 +3019,7 @@ Prints what rpc.info says of the server, one 'key: value' line per member.
 
   --server HOST[:PORT]  the server (default 127.0.0.1:16724)
   --udp                 over UDP (default TCP)
-  --timeout SECS        bound of the call (default 5)
+  --timeout SECS        bound of the call (default 1)
   --json                print the result object as JSON
   --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY)
   --key-file PATH       authenticate with the first key of this file (mode 600)
@@ -3036,7 +3036,7 @@ and doc, one function per line.
 
   --server HOST[:PORT]  the server (default 127.0.0.1:16724)
   --udp                 over UDP (default TCP)
-  --timeout SECS        bound of each call (default 5)
+  --timeout SECS        bound of each call (default 1)
   --json                print the JSON array of all entries
   --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY);
                         a server that requires authentication lists only then
@@ -3434,6 +3434,7 @@ def ping_main(argv: list) -> int:
         _print(f"PING {where} ({'udp' if udp else 'tcp'})")
     times: list[float] = []
     sent = 0
+    remote_error: RemoteError | None = None
     client = Client(opts["host"], opts["port"], udp=udp, timeout=timeout, retries=0)
     start = time.monotonic()
     try:
@@ -3448,8 +3449,9 @@ def ping_main(argv: list) -> int:
                 result = client.ping(value)
                 ms = (time.perf_counter() - began) * 1000.0
             except RemoteError as e:
-                print(f"error: {e.code}: {e.message}", file=sys.stderr)
-                return 1
+                # As at-host: the line, the summary, then the error (exit 1).
+                remote_error = remote_error or e
+                reason = f"error: {e.code}: {e.message}"
             except (OSError, ProtocolError) as e:
                 reason = (f"timed out after {timeout:g} s" if isinstance(e, TimeoutError)
                           else _failure_text(e))
@@ -3483,13 +3485,16 @@ def ping_main(argv: list) -> int:
             line += ("; rtt min/avg/max/mdev = "
                      + "/".join(f"{rtt[k]:.3f}" for k in ("min", "avg", "max", "mdev")) + " ms")
         _print(line)
+    if remote_error is not None:
+        print(f"error: {remote_error.code}: {remote_error.message}", file=sys.stderr)
+        return 1
     return 0 if times else 3
 
 
 def _query(opts: dict, action: Callable[[Client], Any]) -> tuple[int, Any]:
     """action(client) for info and list: (0, its value), or (exit status,
     None) after reporting an error reply (1) or a transport failure (3)."""
-    timeout = _seconds_option(opts, "--timeout", 5.0)
+    timeout = _seconds_option(opts, "--timeout", 1.0)
     _setup_logging("warning")
     try:
         with Client(opts["host"], opts["port"], udp=opts.get("--udp", False), timeout=timeout,
@@ -3497,6 +3502,9 @@ def _query(opts: dict, action: Callable[[Client], Any]) -> tuple[int, Any]:
             return 0, action(client)
     except RemoteError as e:
         print(f"error: {e.code}: {e.message}", file=sys.stderr)
+        return 1, None
+    except BadProof as e:
+        print(f"error: unauthorized: {e}", file=sys.stderr)
         return 1, None
     except (OSError, ProtocolError) as e:
         print(f"transport error: {opts['where']}: {_failure_text(e)}", file=sys.stderr)

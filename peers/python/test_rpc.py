@@ -699,9 +699,18 @@ class CliTests(unittest.TestCase):
     def test_ping_error_reply_exits_1(self):
         fake = _ErrorServer()
         self.addCleanup(fake.sock.close)
-        r = run_cli("ping", "--udp", "--server", f"127.0.0.1:{fake.port}", "--count", "2")
+        where = f"127.0.0.1:{fake.port}"
+        r = run_cli("ping", "--udp", "--server", where, "--count", "2", "--interval", "0")
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr, "error: unknown_function: unknown function\n")
+        # As at-host: a line per ping, then the summary.
+        self.assertEqual(r.stdout.splitlines(), [
+            f"PING {where} (udp)",
+            f"no reply from {where}: seq=1: error: unknown_function: unknown function",
+            f"no reply from {where}: seq=2: error: unknown_function: unknown function",
+            f"--- {where} ping statistics ---",
+            "2 sent, 0 received, 100% loss",
+        ])
 
     def test_info(self):
         expected = ("protocol: 1\nserver: at_rpc.py 0.2.0\nname: cli bench\nauth: off\n"
