@@ -194,6 +194,45 @@ fn bench_runs_every_scenario_with_a_baseline_and_prints_json() {
 
 /// `ping`, `info` and `list` against a live server and a dead address:
 /// their lines, their JSON and their exit codes.
+/// `discover` with nobody listening (a port no server uses, broadcast on
+/// loopback, which every machine has): exit 3 and a message, `[]` with
+/// `--json`. Needs no root; the namespace test (discover.rs) finds real
+/// servers.
+#[test]
+fn discover_with_nobody_answering_exits_3() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for json in [false, true] {
+        let mut args = vec![
+            "discover",
+            "--timeout",
+            "0.2",
+            "--port",
+            &port,
+            "--ipv4",
+            "--interface",
+            "lo",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = at_host(&args);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert_eq!(text(&out.stdout), if json { "[]\n" } else { "" }, "{out:?}");
+        assert!(
+            text(&out.stderr).contains("no server answered within 200ms"),
+            "{out:?}"
+        );
+    }
+    // A bad timeout is a usage error.
+    let out = at_host(&["discover", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn ping_info_and_list() {
     let mut serve = Command::new(at_host_bin());
