@@ -277,6 +277,33 @@ fn a_full_pool_refuses_then_recovers() {
 }
 
 #[test]
+fn connect_with_every_socket_taken_is_no_socket() {
+    let mut net = Net::new(TcpConfig::default());
+    let _listener = net.listen(PORT);
+    // Connections under way hold the client's sockets (no pump: SYN-SENT).
+    let mut held = Vec::new();
+    for _ in 0..CLIENT_POOL {
+        let mut socket = TcpClientStack::socket(&mut net.client).unwrap();
+        match net.client.connect(&mut socket, server_addr(PORT)) {
+            Ok(()) | Err(nb::Error::WouldBlock) => held.push(socket),
+            Err(nb::Error::Other(e)) => panic!("connect: {e:?}"),
+        }
+    }
+    let mut one_more = TcpClientStack::socket(&mut net.client).unwrap();
+    assert_eq!(
+        net.client.connect(&mut one_more, server_addr(PORT)),
+        Err(nb::Error::Other(NetError::NoSocket))
+    );
+    // Closing one gives its socket back.
+    net.client.close(held.pop().unwrap()).unwrap();
+    net.wait(20);
+    assert!(matches!(
+        net.client.connect(&mut one_more, server_addr(PORT)),
+        Ok(()) | Err(nb::Error::WouldBlock)
+    ));
+}
+
+#[test]
 fn a_reset_connection_is_reported_and_its_socket_returns() {
     let mut net = Net::new(TcpConfig::default());
     let mut listener = net.listen(PORT);
@@ -527,5 +554,26 @@ mod udp {
         let again = UdpClientStack::socket(&mut net.server).unwrap();
         net.server.close(again).unwrap();
         net.server.close(server).unwrap();
+    }
+
+    #[test]
+    fn send_to_from_an_unbound_socket_binds_an_ephemeral_port() {
+        let mut net = Net::new(TcpConfig::default());
+        let mut server = UdpClientStack::socket(&mut net.server).unwrap();
+        net.server.bind(&mut server, PORT).unwrap();
+        let mut client = UdpClientStack::socket(&mut net.client).unwrap();
+        net.client
+            .send_to(&mut client, server_addr(PORT), b"hi")
+            .unwrap();
+        net.pump();
+        let mut buf = [0u8; 16];
+        let (n, from) = net.server.receive(&mut server, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert_ne!(from.port(), 0, "an ephemeral port, not 0");
+        // The reply finds the socket on that port.
+        net.server.send_to(&mut server, from, b"ho").unwrap();
+        net.pump();
+        let (n, _) = net.client.receive(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ho");
     }
 }
