@@ -156,6 +156,20 @@ async fn the_generated_client_against_at_host_and_the_trait_server() {
             .contains(r#"argument 1: expected a number, got "x""#),
         "{got}"
     );
+    // rpc.functions over the wire shows each function's parameter types
+    // and the first line of its doc, from the trait.
+    let listed: serde_json::Value = raw.call_as("rpc.functions", ()).await.unwrap();
+    let div = listed["functions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["name"] == "div"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        div,
+        serde_json::json!({"name": "div", "params": ["number", "number"], "result": "double",
+                           "doc": "a / b, always a double"}),
+        "{listed}"
+    );
     builtin.shutdown().await;
     served.shutdown().await;
 }
