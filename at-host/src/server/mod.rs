@@ -476,8 +476,7 @@ impl Shared {
 
     /// The first step for a request frame: the authentication checks (with
     /// keys), or the plain path's one check (without). Replies it makes
-    /// itself go into `out`.
-    /// What to do with `frame`. With `may_wait`, an authenticated request
+    /// itself go into `out`. With `may_wait`, an authenticated request
     /// whose call is still running (sent again over another connection) is
     /// [`Step::Wait`]; without, the guard answers it as a replay.
     fn admit<'f>(

@@ -143,11 +143,10 @@ async fn serve_connection(
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
         loop {
-            if out.len() - pending < reply_room {
-                if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
-                    return closed;
-                }
-                pending = 0;
+            if out.len() - pending < reply_room
+                && let Err(closed) = flush(&mut stream, &out, &mut pending, config).await
+            {
+                return closed;
             }
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
@@ -167,13 +166,8 @@ async fn serve_connection(
                         // connection (this client lost that one and sent
                         // it again): wait for its reply to be remembered,
                         // as long as an idle connection is kept.
-                        if pending > 0 {
-                            if let Err(closed) =
-                                write_replies(&mut stream, &out[..pending], config).await
-                            {
-                                return closed;
-                            }
-                            pending = 0;
+                        if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
+                            return closed;
                         }
                         tokio::select! {
                             _ = tokio::time::timeout(config.idle_timeout, done.changed()) => {}
@@ -193,13 +187,10 @@ async fn serve_connection(
                             // far goes first, so it does not wait on the
                             // function (this connection waits; the others
                             // do not).
-                            if pending > 0 {
-                                if let Err(closed) =
-                                    write_replies(&mut stream, &out[..pending], config).await
-                                {
-                                    return closed;
-                                }
-                                pending = 0;
+                            if let Err(closed) =
+                                flush(&mut stream, &out, &mut pending, config).await
+                            {
+                                return closed;
                             }
                             let room = &mut out[..reply_room];
                             pending += shared
@@ -231,11 +222,8 @@ async fn serve_connection(
                 }
             }
         }
-        if pending > 0 {
-            if let Err(closed) = write_replies(&mut stream, &out[..pending], config).await {
-                return closed;
-            }
-            pending = 0;
+        if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
+            return closed;
         }
         if let Some(e) = out_of_step {
             linger_close(stream).await;
@@ -263,13 +251,22 @@ async fn serve_connection(
     }
 }
 
-async fn write_replies(
+/// Writes the replies batched in `out[..*pending]`, if any, and empties
+/// the batch.
+async fn flush(
     stream: &mut TcpStream,
-    bytes: &[u8],
+    out: &[u8],
+    pending: &mut usize,
     config: &ServerConfig,
 ) -> Result<(), EndReason> {
-    match tokio::time::timeout(config.frame_timeout, stream.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
+    if *pending == 0 {
+        return Ok(());
+    }
+    match tokio::time::timeout(config.frame_timeout, stream.write_all(&out[..*pending])).await {
+        Ok(Ok(())) => {
+            *pending = 0;
+            Ok(())
+        }
         Ok(Err(e)) => Err(EndReason::Io(e)),
         Err(_) => Err(EndReason::WriteTimeout),
     }
