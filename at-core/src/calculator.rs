@@ -24,6 +24,7 @@ pub const ADD: Function = Function::with_signature(
     add,
     &Signature {
         params: &[Type::Number, Type::Number],
+        optional: 0,
         result: Type::Number,
         doc: "a + b",
     },
@@ -34,6 +35,7 @@ pub const SUB: Function = Function::with_signature(
     sub,
     &Signature {
         params: &[Type::Number, Type::Number],
+        optional: 0,
         result: Type::Number,
         doc: "a - b",
     },
@@ -44,6 +46,7 @@ pub const MUL: Function = Function::with_signature(
     mul,
     &Signature {
         params: &[Type::Number, Type::Number],
+        optional: 0,
         result: Type::Number,
         doc: "a * b",
     },
@@ -54,6 +57,7 @@ pub const DIV: Function = Function::with_signature(
     div,
     &Signature {
         params: &[Type::Number, Type::Number],
+        optional: 0,
         result: Type::Double,
         doc: "a / b, always a double",
     },

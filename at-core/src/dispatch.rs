@@ -25,7 +25,7 @@ pub struct Function {
     pub handler: Handler,
     /// Parameter and result types and a line of doc, for `rpc.functions`
     /// (`None`: unknown, shown as `params: null`).
-    pub signature: Option<&'static Signature>,
+    pub signature: Option<&'static Signature<'static>>,
 }
 
 impl Function {
@@ -103,7 +103,7 @@ pub struct Description<'a> {
     /// Its name.
     pub name: &'a str,
     /// Its signature, when known.
-    pub signature: Option<Signature>,
+    pub signature: Option<Signature<'a>>,
 }
 
 /// A fixed table, searched in order; the first entry with the name wins.

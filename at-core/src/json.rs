@@ -34,6 +34,7 @@ pub(crate) enum Number {
 }
 
 /// A cursor over a UTF-8 body.
+#[derive(Clone, Debug)]
 pub(crate) struct Reader<'a> {
     text: &'a str,
     pos: usize,
@@ -411,6 +412,52 @@ fn digits(bytes: &[u8], mut end: usize) -> Result<usize, BodyError> {
         Err(BodyError::Syntax { offset: end })
     } else {
         Ok(end)
+    }
+}
+
+/// The elements of a validated JSON array, from [`RawJson::elements`]: each
+/// a [`Value`], or the reason it has none in this build (an integer beyond
+/// i64, a double without the `float` feature).
+#[derive(Clone, Debug)]
+pub struct Elements<'a> {
+    reader: Reader<'a>,
+    done: bool,
+}
+
+impl<'a> Elements<'a> {
+    /// Elements of `text`, if it is an array.
+    pub(crate) fn new(text: &'a str) -> Option<Self> {
+        let mut reader = Reader::new(text);
+        if reader.peek() != Some(b'[') {
+            return None;
+        }
+        reader.pos += 1;
+        let done = reader.peek() == Some(b']');
+        Some(Elements { reader, done })
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Result<Value<'a>, BodyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match self.reader.value() {
+            Ok(Scalar::Value(v)) => Ok(v),
+            Ok(Scalar::BigInt) => Err(BodyError::IntegerOverflow),
+            Ok(Scalar::NoFloat) => Err(BodyError::FloatUnsupported),
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        match self.reader.peek() {
+            Some(b',') => self.reader.pos += 1,
+            _ => self.done = true,
+        }
+        Some(item)
     }
 }
 

@@ -101,7 +101,7 @@ pub use service::{
     MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_to_bytes,
     respond_to_error, write_error_frame, write_reply,
 };
-pub use signature::{Signature, Type};
+pub use signature::{Signature, Type, optional_mask};
 pub use value::{JsonStr, RawJson, Value};
 
 /// The default port, for TCP and UDP alike: 16724 (0x4154).

@@ -198,6 +198,9 @@ fn write_entry(
                 }
                 w.raw("\"")?;
                 w.raw(t.as_str())?;
+                if sig.is_optional(i) {
+                    w.raw("?")?;
+                }
                 w.raw("\"")?;
             }
             w.raw("], \"result\": \"")?;

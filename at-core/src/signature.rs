@@ -67,12 +67,41 @@ impl core::fmt::Display for Type {
 }
 
 /// What a function takes and gives, for `rpc.functions`.
+///
+/// A function table's signatures are `'static` (built at compile time by
+/// [`function!`](crate::function)); a host registry lends out signatures it
+/// built at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Signature {
+pub struct Signature<'a> {
     /// The type of each positional parameter.
-    pub params: &'static [Type],
+    pub params: &'a [Type],
+    /// Bit `i` set: parameter `i` is optional: it accepts `null`, and a
+    /// trailing run of optional parameters may be left out. `rpc.functions`
+    /// writes its type with a `?` (`"number?"`).
+    pub optional: u16,
     /// The type of the result.
     pub result: Type,
     /// One line for people (may be empty).
-    pub doc: &'static str,
+    pub doc: &'a str,
+}
+
+impl Signature<'_> {
+    /// Whether parameter `index` is optional (see [`Signature::optional`]).
+    pub const fn is_optional(&self, index: usize) -> bool {
+        index < 16 && self.optional & (1 << index) != 0
+    }
+}
+
+/// The [`Signature::optional`] mask of these per-parameter flags (only the
+/// first 16 are kept).
+pub const fn optional_mask(flags: &[bool]) -> u16 {
+    let mut mask = 0u16;
+    let mut i = 0;
+    while i < flags.len() && i < 16 {
+        if flags[i] {
+            mask |= 1 << i;
+        }
+        i += 1;
+    }
+    mask
 }

@@ -44,7 +44,12 @@
 //! | `&str` | a string without escape sequences | `string` |
 //! | [`JsonStr`] | any string (escapes resolved when read) | `string` |
 //! | [`Value`] | anything | `any` |
-//! | `Option<T>` | `null` or what `T` accepts; may be left out at the end | `T`'s |
+//! | `Option<T>` | `null` or what `T` accepts; may be left out at the end | `T?` |
+//! | `[T; N]` | an array of exactly `N` elements `T` accepts | `array` |
+//! | `heapless::Vec<T, N>` | an array of at most `N` such elements | `array` |
+//! | `heapless::String<N>` | a string of at most `N` bytes (escapes resolved) | `string` |
+//!
+//! None of these allocates: arrays are read in place from the request.
 //!
 //! Results: the integers (a `u64` above `i64::MAX` is `overflow`), `f64`
 //! (`double`; not finite is `overflow`), `bool`, `()` (`null`), `&str`,
@@ -53,7 +58,7 @@
 
 use crate::dispatch::Function;
 use crate::error::{CallError, ErrorCode};
-use crate::signature::{Signature, Type};
+use crate::signature::{Signature, Type, optional_mask};
 use crate::value::{JsonStr, Value};
 
 /// The most parameters a typed function takes.
@@ -260,10 +265,62 @@ impl<'a, T: IntoResult<'a>> IntoResult<'a> for Result<T, CallError> {
     }
 }
 
+/// The elements of an array argument converted to `T`, into `out` (no
+/// allocation); `None` if it is not an array, an element does not fit, or
+/// there are more than `out` holds.
+fn elements_into<'a, T: FromArg<'a>, const N: usize>(
+    value: &Value<'a>,
+    out: &mut heapless::Vec<T, N>,
+) -> Option<()> {
+    let Value::Raw(raw) = value else { return None };
+    for element in raw.elements()? {
+        out.push(T::from_arg(&element.ok()?)?).ok()?;
+    }
+    Some(())
+}
+
+/// A fixed-size array: a JSON array of exactly `N` elements of `T`.
+impl<'a, T: FromArg<'a>, const N: usize> FromArg<'a> for [T; N] {
+    const TYPE: Type = Type::Array;
+    expected!("an array of the parameter's length and element type");
+    fn from_arg(value: &Value<'a>) -> Option<Self> {
+        let mut out = heapless::Vec::<T, N>::new();
+        elements_into(value, &mut out)?;
+        out.into_array().ok()
+    }
+}
+
+/// A bounded list: a JSON array of at most `N` elements of `T`.
+impl<'a, T: FromArg<'a>, const N: usize> FromArg<'a> for heapless::Vec<T, N> {
+    const TYPE: Type = Type::Array;
+    expected!("an array of at most the parameter's capacity of its element type");
+    fn from_arg(value: &Value<'a>) -> Option<Self> {
+        let mut out = heapless::Vec::new();
+        elements_into(value, &mut out)?;
+        Some(out)
+    }
+}
+
+/// A bounded string: any JSON string (escapes resolved) of at most `N`
+/// bytes of UTF-8.
+impl<'a, const N: usize> FromArg<'a> for heapless::String<N> {
+    const TYPE: Type = Type::String;
+    expected!("a string of at most the parameter's capacity in bytes");
+    fn from_arg(value: &Value<'a>) -> Option<Self> {
+        let mut out = heapless::String::new();
+        for c in value.as_str()?.chars() {
+            out.push(c).ok()?;
+        }
+        Some(out)
+    }
+}
+
 /// A parameter list: a tuple of [`FromArg`] types.
 pub trait FromArgs<'a>: Sized {
     /// The type of each parameter.
     const PARAMS: &'static [Type];
+    /// Which parameters are optional ([`Signature::optional`]).
+    const OPTIONAL: u16;
     /// Checks the count and each argument, and converts them.
     fn from_args(args: &[Value<'a>]) -> Result<Self, CallError>;
 }
@@ -321,6 +378,7 @@ macro_rules! tuples {
     ($( ($($t:ident $i:tt),*) ),* $(,)?) => {$(
         impl<'a, $($t: FromArg<'a>),*> FromArgs<'a> for ($($t,)*) {
             const PARAMS: &'static [Type] = &[$($t::TYPE),*];
+            const OPTIONAL: u16 = optional_mask(&[$($t::OPTIONAL),*]);
             #[allow(unused_variables)]
             fn from_args(args: &[Value<'a>]) -> Result<Self, CallError> {
                 const { assert!(Self::PARAMS.len() <= MAX_PARAMS) };
@@ -371,7 +429,7 @@ where
 }
 
 /// The signature of typed function `f`, with `doc`.
-pub const fn signature_of<'a, Args, R, F>(_f: &F, doc: &'static str) -> Signature
+pub const fn signature_of<'a, Args, R, F>(_f: &F, doc: &'static str) -> Signature<'static>
 where
     F: TypedFn<'a, Args, R>,
     Args: FromArgs<'a>,
@@ -379,6 +437,7 @@ where
 {
     Signature {
         params: Args::PARAMS,
+        optional: Args::OPTIONAL,
         result: R::TYPE,
         doc,
     }
@@ -395,7 +454,7 @@ macro_rules! function {
         ) -> ::core::result::Result<$crate::Value<'a>, $crate::CallError> {
             $crate::typed::call(&$f, args)
         }
-        const SIGNATURE: $crate::Signature = $crate::typed::signature_of(&$f, $doc);
+        const SIGNATURE: $crate::Signature<'static> = $crate::typed::signature_of(&$f, $doc);
         $crate::Function::with_signature($name, handler, &SIGNATURE)
     }};
 }
@@ -406,7 +465,7 @@ impl Function {
     pub const fn with_signature(
         name: &'static str,
         handler: crate::dispatch::Handler,
-        signature: &'static Signature,
+        signature: &'static Signature<'static>,
     ) -> Self {
         crate::dispatch::refuse_reserved(name);
         Function {

@@ -208,6 +208,23 @@ impl<'a> RawJson<'a> {
     pub const fn as_str(&self) -> &'a str {
         self.0
     }
+
+    /// The elements of an array, in order, each as a [`Value`] (a nested
+    /// array or object as [`Value::Raw`]); `None` if this is not an array.
+    /// No allocation: each element borrows the text.
+    ///
+    /// ```
+    /// use at_core::{RawJson, Value};
+    /// let raw = RawJson::parse("[1, 2.5, \"x\", [3]]").unwrap();
+    /// let items: Vec<_> = raw.elements().unwrap().collect();
+    /// assert_eq!(items[0], Ok(Value::Int(1)));
+    /// assert_eq!(items[1], Ok(Value::Float(2.5)));
+    /// assert_eq!(items[3].unwrap().to_string(), "[3]");
+    /// assert!(RawJson::parse("{}").unwrap().elements().is_none());
+    /// ```
+    pub fn elements(&self) -> Option<crate::json::Elements<'a>> {
+        crate::json::Elements::new(self.0)
+    }
 }
 
 /// One argument or result.

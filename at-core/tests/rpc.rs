@@ -32,6 +32,7 @@ impl Many {
 
 const SIG: Signature = Signature {
     params: &[Type::Integer, Type::String],
+    optional: 0,
     result: Type::Bool,
     doc: "a function with a doc line of some length, to fill pages",
 };

@@ -21,7 +21,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{
     Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, PathArguments,
@@ -51,8 +51,37 @@ struct Function {
     doc: String,
     docs: Vec<Attribute>,
     params: Vec<(Ident, Type)>,
+    /// The trait's return type, as written.
+    output: Type,
     /// What the client gives back on success.
     ok: Type,
+    /// The error type of a `Result<T, E>` return whose `E` is not
+    /// `HandlerError`: the client maps error replies back to it.
+    app_error: Option<Type>,
+    /// The rewritten signature (for the `Arc<S>` impl).
+    sig: syn::Signature,
+}
+
+/// A parameter as the server receives it: `&T` arrives as `T`'s owned form
+/// (`&str` as `String`), lent to the implementation.
+fn owned(ty: &Type) -> TokenStream2 {
+    match ty {
+        Type::Reference(r) if r.mutability.is_none() => {
+            let inner = &r.elem;
+            quote_spanned!(ty.span()=> <#inner as ::std::borrow::ToOwned>::Owned)
+        }
+        other => quote!(#other),
+    }
+}
+
+/// How the server passes a received parameter on.
+fn lent(name: &Ident, ty: &Type) -> TokenStream2 {
+    match ty {
+        Type::Reference(r) if r.mutability.is_none() => {
+            quote!(::std::borrow::Borrow::borrow(&#name))
+        }
+        _ => quote!(#name),
+    }
 }
 
 fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
@@ -84,18 +113,52 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             docs,
             params,
             ok,
+            app_error,
             ..
         } = f;
         let names: Vec<_> = params.iter().map(|(n, _)| n).collect();
         let types: Vec<_> = params.iter().map(|(_, t)| t).collect();
-        quote! {
-            #(#docs)*
-            pub async fn #method(&mut self, #(#names: #types),*)
-                -> ::core::result::Result<#ok, ::at_host::Error>
-            {
-                ::at_host::Caller::call_as::<#ok, _>(&mut self.caller, #wire_name, (#(#names,)*)).await
-            }
+        let call = quote! {
+            ::at_host::Caller::call_as::<#ok, _>(&mut self.caller, #wire_name, (#(#names,)*)).await
+        };
+        match app_error {
+            None => quote! {
+                #(#docs)*
+                pub async fn #method(&mut self, #(#names: #types),*)
+                    -> ::core::result::Result<#ok, ::at_host::Error>
+                {
+                    #call
+                }
+            },
+            Some(e) => quote! {
+                #(#docs)*
+                pub async fn #method(&mut self, #(#names: #types),*)
+                    -> ::core::result::Result<#ok, ::at_host::ServiceError<#e>>
+                {
+                    #call.map_err(::at_host::ServiceError::from_call)
+                }
+            },
         }
+    });
+
+    // Each parameter and result type checked where it is written, so that a
+    // type that cannot travel is reported at that type.
+    let checks = functions.iter().map(|f| {
+        let params = f.params.iter().map(|(_, ty)| {
+            let owned = owned(ty);
+            quote_spanned! {ty.span()=> __param::<#owned>(); }
+        });
+        let output = &f.output;
+        let ok = &f.ok;
+        let result =
+            quote_spanned! {output.span()=> __result::<_, #output>(); __client_result::<#ok>(); };
+        quote! { #(#params)* #result }
+    });
+    let arc_methods = functions.iter().map(|f| {
+        let sig = &f.sig;
+        let method = &f.method;
+        let names = f.params.iter().map(|(n, _)| n);
+        quote! { #sig { S::#method(self, #(#names),*) } }
     });
 
     let registrations = functions.iter().map(|f| {
@@ -107,29 +170,46 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             ..
         } = f;
         let names: Vec<_> = params.iter().map(|(n, _)| n).collect();
-        let types: Vec<_> = params.iter().map(|(_, t)| t).collect();
+        let types: Vec<_> = params.iter().map(|(_, t)| owned(t)).collect();
+        let passed: Vec<_> = params.iter().map(|(n, t)| lent(n, t)).collect();
         quote! {
             {
                 let service = ::std::sync::Arc::clone(&service);
                 registry.async_function(#wire_name, #doc, move |#(#names: #types),*| {
                     let service = ::std::sync::Arc::clone(&service);
-                    async move { service.#method(#(#names),*).await }
+                    async move { service.#method(#(#passed),*).await }
                 })?;
             }
         }
     });
 
     let client_doc = format!(
-        "The typed client of [`{name}`]: one async method per function, over \
-         any [`at_host::Caller`] (`at_host::Client` for TCP, \
+        "The typed client of [`{name}`]: one async method per function, on \
+         `&self` (calls from several tasks go out pipelined), over any \
+         [`at_host::Caller`] (`at_host::Client` for TCP, \
          `at_host::UdpClient` for UDP)."
     );
     let server_doc = format!(
         "Serves an implementation of [`{name}`]: \
          `Server::builder().service({server}(implementation))`."
     );
+    let checks_fn = format_ident!("__at_host_check_{}", name);
     Ok(quote! {
         #item
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code)]
+        fn #checks_fn() {
+            fn __param<T: ::at_host::Param>() {}
+            fn __result<K, R: ::at_host::Returns<K>>() {}
+            fn __client_result<T: ::at_host::__private::DeserializeOwned>() {}
+            #(#checks)*
+        }
+
+        /// An implementation shared behind an `Arc` is an implementation.
+        impl<S: #name + ::core::marker::Send + ::core::marker::Sync> #name for ::std::sync::Arc<S> {
+            #(#arc_methods)*
+        }
 
         #[doc = #client_doc]
         #vis struct #client<C = ::at_host::Client> {
@@ -217,7 +297,14 @@ fn function(f: &mut TraitItemFn) -> syn::Result<Function> {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    let ok = result_ok(&output).unwrap_or_else(|| output.clone());
+    let (ok, app_error) = match result_parts(&output) {
+        Some((ok, error)) => {
+            let is_handler_error = matches!(&error, Type::Path(p)
+                if p.path.segments.last().is_some_and(|s| s.ident == "HandlerError"));
+            (ok, (!is_handler_error).then_some(error))
+        }
+        None => (output.clone(), None),
+    };
 
     // `#[at(name = "...")]`, taken off the method.
     let mut wire_name = sig.ident.to_string();
@@ -250,7 +337,7 @@ fn function(f: &mut TraitItemFn) -> syn::Result<Function> {
         .filter(|a| a.path().is_ident("doc"))
         .cloned()
         .collect();
-    let doc = first_doc_line(&docs);
+    let doc = first_doc_paragraph(&docs);
 
     sig.asyncness = None;
     sig.output = syn::parse_quote!(
@@ -262,12 +349,15 @@ fn function(f: &mut TraitItemFn) -> syn::Result<Function> {
         doc,
         docs,
         params,
+        output,
         ok,
+        app_error,
+        sig: sig.clone(),
     })
 }
 
-/// `T` of a `Result<T, E>` return type.
-fn result_ok(ty: &Type) -> Option<Type> {
+/// `T` and `E` of a `Result<T, E>` return type.
+fn result_parts(ty: &Type) -> Option<(Type, Type)> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
     if last.ident != "Result" {
@@ -276,15 +366,18 @@ fn result_ok(ty: &Type) -> Option<Type> {
     let PathArguments::AngleBracketed(args) = &last.arguments else {
         return None;
     };
-    match args.args.first()? {
+    let mut types = args.args.iter().filter_map(|a| match a {
         GenericArgument::Type(t) => Some(t.clone()),
         _ => None,
-    }
+    });
+    Some((types.next()?, types.next()?))
 }
 
-/// The first non-empty line of the doc comment, trimmed.
-fn first_doc_line(docs: &[Attribute]) -> String {
-    docs.iter()
+/// The doc comment's first paragraph (up to the first blank line), its
+/// lines trimmed and joined by spaces.
+fn first_doc_paragraph(docs: &[Attribute]) -> String {
+    let lines: Vec<String> = docs
+        .iter()
         .filter_map(|a| match &a.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
                 syn::Expr::Lit(syn::ExprLit {
@@ -295,7 +388,21 @@ fn first_doc_line(docs: &[Attribute]) -> String {
             },
             _ => None,
         })
-        .map(|line| line.trim().to_owned())
-        .find(|line| !line.is_empty())
-        .unwrap_or_default()
+        // An empty `///` line is an empty string: no `lines()` at all.
+        .flat_map(|text| {
+            let lines: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
+            if lines.is_empty() {
+                vec![String::new()]
+            } else {
+                lines
+            }
+        })
+        .collect();
+    let paragraph: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    paragraph.join(" ")
 }

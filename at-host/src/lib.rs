@@ -71,6 +71,7 @@ mod client;
 mod server;
 mod shared;
 
+pub use at_core::ErrorCode;
 /// Defines a service once, as a trait of `async fn`s: generates the trait
 /// (implement it with `async fn`s), a typed client `NameClient` over any
 /// [`Caller`] and a server `NameServer(implementation)` to pass to
@@ -108,11 +109,14 @@ mod shared;
 pub use at_host_macros::service;
 pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
 pub use server::{
-    AsyncFunction, HandlerError, HostFunction, Json, MAX_SESSIONS, Param, Params, Pending,
-    Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig, Service, ShutdownHandle,
-    TypedFunction,
+    AsyncFunction, HostFunction, Json, MAX_SESSIONS, Param, Params, Pending, Registry,
+    RegistryError, Returns, Server, ServerBuilder, ServerConfig, Service, ShutdownHandle,
+    TypedFunction, first_paragraph, kind,
 };
-pub use shared::convert::decode_result;
+pub use shared::app_error::{AppError, HandlerError, ServiceError};
+#[doc(hidden)]
+pub use shared::convert::Shape;
+pub use shared::convert::{Mismatch, decode_result, from_value, to_value};
 pub use shared::error::{Error, ProtocolError};
 pub use shared::keys::{AuthKey, KeyFileError};
 pub use shared::number::Number;
@@ -146,6 +150,12 @@ pub mod udp {
     // `at_host::udp::...` paths and the docs above in one public place.
     pub use crate::client::{UdpClient, UdpConfig, UdpStats};
     pub use crate::server::ERROR_REPLIES_PER_SECOND;
+}
+
+/// What `#[service]`'s generated code names; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde::de::DeserializeOwned;
 }
 
 /// The README's Rust examples, compiled as doctests.

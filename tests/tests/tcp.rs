@@ -426,7 +426,7 @@ async fn shutdown_finishes_the_calls_in_flight() {
         .function("slow", move || {
             signal.notify_one();
             std::thread::sleep(Duration::from_millis(300));
-            "done"
+            "done".to_owned()
         })
         .tcp(LOOPBACK.parse().unwrap())
         .start()

@@ -24,8 +24,10 @@ mod typed;
 mod udp;
 
 pub use auth::MAX_SESSIONS;
-pub use registry::{HandlerError, HostFunction, Registry, RegistryError, Service};
-pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction};
+pub use registry::{HostFunction, Registry, RegistryError, Service, first_paragraph};
+
+use crate::shared::app_error::HandlerError;
+pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction, kind};
 pub use udp::ERROR_REPLIES_PER_SECOND;
 
 use std::io;
@@ -136,24 +138,52 @@ impl ServerBuilder {
     /// Registers a typed function under `name` (see
     /// [`Registry::function`]): `.function("add", |a: i64, b: i64| a + b)`.
     /// A reserved name (`rpc.*`) makes [`start`](Self::start) fail.
-    pub fn function<Args: Params, F: TypedFunction<Args>>(
-        mut self,
+    pub fn function<Args: Params, K, F: TypedFunction<Args, K>>(
+        self,
         name: &str,
         function: F,
     ) -> Self {
-        let outcome = self.registry.function(name, function).map(|_| ());
+        self.function_with_doc(name, "", function)
+    }
+
+    /// [`function`](Self::function) with a doc for `rpc.functions` (its
+    /// first paragraph is shown).
+    pub fn function_with_doc<Args: Params, K, F: TypedFunction<Args, K>>(
+        mut self,
+        name: &str,
+        doc: &str,
+        function: F,
+    ) -> Self {
+        let outcome = self
+            .registry
+            .function_with_doc(name, doc, function)
+            .map(|_| ());
         self.keep_first_error(outcome)
     }
 
     /// Registers a typed `async` function under `name` (see
     /// [`Registry::async_function`]): it may await I/O without holding up
     /// other connections.
-    pub fn async_function<Args: Params, F: AsyncFunction<Args>>(
-        mut self,
+    pub fn async_function<Args: Params, K, F: AsyncFunction<Args, K>>(
+        self,
         name: &str,
         function: F,
     ) -> Self {
-        let outcome = self.registry.async_function(name, "", function).map(|_| ());
+        self.async_function_with_doc(name, "", function)
+    }
+
+    /// [`async_function`](Self::async_function) with a doc for
+    /// `rpc.functions`.
+    pub fn async_function_with_doc<Args: Params, K, F: AsyncFunction<Args, K>>(
+        mut self,
+        name: &str,
+        doc: &str,
+        function: F,
+    ) -> Self {
+        let outcome = self
+            .registry
+            .async_function(name, doc, function)
+            .map(|_| ());
         self.keep_first_error(outcome)
     }
 
@@ -181,9 +211,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Uses this registry (replacing what was registered so far).
+    /// Adds every function of `registry` to what was registered so far (a
+    /// name registered in both takes `registry`'s function).
     pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
+        self.registry.extend(registry);
         self
     }
 

@@ -6,40 +6,9 @@ use std::sync::Arc;
 
 use at_core::{ErrorBody, ErrorCode, Functions, JsonStr, Reply, Signature};
 
-use super::typed::{self, AsyncFunction, Params, Pending, TypedFunction};
+use super::typed::{Arity, AsyncFunction, OwnedSignature, Params, Pending, TypedFunction};
+use crate::shared::app_error::HandlerError;
 use crate::shared::value::Value;
-
-/// What a registered function returns instead of a value: a code from the
-/// contract and a message for people.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct HandlerError {
-    /// What programs match on.
-    pub code: ErrorCode,
-    /// What people read.
-    pub message: String,
-}
-
-impl HandlerError {
-    /// An error with a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HandlerError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// `invalid_arguments` with a message.
-    pub fn invalid_arguments(message: impl Into<String>) -> Self {
-        HandlerError::new(ErrorCode::InvalidArguments, message)
-    }
-}
-
-impl From<at_core::CallError> for HandlerError {
-    fn from(e: at_core::CallError) -> Self {
-        HandlerError::new(e.code, e.message)
-    }
-}
 
 /// An untyped host function: the arguments as owned [`Value`]s in, a value
 /// or an error out (for dynamic use; typed functions check their own).
@@ -78,7 +47,7 @@ enum Call {
 #[derive(Clone)]
 struct Entry {
     call: Call,
-    signature: Option<Signature>,
+    signature: Option<OwnedSignature>,
 }
 
 /// The functions a server calls, by name: the calculator, your own, or both.
@@ -127,12 +96,30 @@ impl Registry {
     /// Adds the four calculator functions.
     pub fn add_calculator(&mut self) -> &mut Self {
         for function in &at_core::calculator::CALCULATOR {
-            self.insert(
-                function.name,
-                Call::Core(function.handler),
-                function.signature.copied(),
-            );
+            self.insert_core(function);
         }
+        self
+    }
+
+    fn insert_core(&mut self, function: &at_core::Function) {
+        let signature = function.signature.map(OwnedSignature::from_core);
+        self.insert(function.name, Call::Core(function.handler), signature);
+    }
+
+    /// Adds every function of `other` (a name in both takes `other`'s),
+    /// in `other`'s order after this registry's own.
+    pub fn extend(&mut self, other: Registry) -> &mut Self {
+        let Registry {
+            mut functions,
+            order,
+            has_async,
+        } = other;
+        for name in order {
+            if let Some(entry) = functions.remove(&name) {
+                self.insert(&name, entry.call, entry.signature);
+            }
+        }
+        self.has_async |= has_async;
         self
     }
 
@@ -142,11 +129,7 @@ impl Registry {
         function: at_core::Function,
     ) -> Result<&mut Self, RegistryError> {
         check_name(function.name)?;
-        self.insert(
-            function.name,
-            Call::Core(function.handler),
-            function.signature.copied(),
-        );
+        self.insert_core(&function);
         Ok(self)
     }
 
@@ -154,7 +137,7 @@ impl Registry {
     /// -> R` of [`Param`](crate::Param) types and a [`Returns`](crate::Returns)
     /// type (see [`TypedFunction`]). Count and types of the arguments are
     /// checked before it runs.
-    pub fn function<Args: Params, F: TypedFunction<Args>>(
+    pub fn function<Args: Params, K, F: TypedFunction<Args, K>>(
         &mut self,
         name: &str,
         function: F,
@@ -162,17 +145,20 @@ impl Registry {
         self.function_with_doc(name, "", function)
     }
 
-    /// [`function`](Self::function), with one line of doc for
-    /// `rpc.functions`.
-    pub fn function_with_doc<Args: Params, F: TypedFunction<Args>>(
+    /// [`function`](Self::function), with a doc for `rpc.functions` (its
+    /// first paragraph, see [`first_paragraph`]).
+    pub fn function_with_doc<Args: Params, K, F: TypedFunction<Args, K>>(
         &mut self,
         name: &str,
-        doc: &'static str,
+        doc: &str,
         function: F,
     ) -> Result<&mut Self, RegistryError> {
         check_name(name)?;
-        let signature = typed::signature::<Args>(F::RESULT, doc);
+        let shapes = Args::shapes();
+        let arity = Arity::of(&shapes);
+        let signature = OwnedSignature::new(&shapes, F::result_type(), &first_paragraph(doc));
         let call = Call::Sync(Arc::new(move |args: &[at_core::Value<'_>]| {
+            arity.check(args.len())?;
             function.call_typed(args)
         }));
         self.insert(name, call, Some(signature));
@@ -180,17 +166,21 @@ impl Registry {
     }
 
     /// Adds (or replaces) a typed `async` function under `name` (see
-    /// [`AsyncFunction`]): its arguments are checked at once, then it runs
-    /// without holding up the server's other connections.
-    pub fn async_function<Args: Params, F: AsyncFunction<Args>>(
+    /// [`AsyncFunction`]), with a doc for `rpc.functions`: its arguments are
+    /// checked at once, then it runs without holding up the server's other
+    /// connections.
+    pub fn async_function<Args: Params, K, F: AsyncFunction<Args, K>>(
         &mut self,
         name: &str,
-        doc: &'static str,
+        doc: &str,
         function: F,
     ) -> Result<&mut Self, RegistryError> {
         check_name(name)?;
-        let signature = typed::signature::<Args>(F::RESULT, doc);
+        let shapes = Args::shapes();
+        let arity = Arity::of(&shapes);
+        let signature = OwnedSignature::new(&shapes, F::result_type(), &first_paragraph(doc));
         let call = Call::Async(Arc::new(move |args: &[at_core::Value<'_>]| {
+            arity.check(args.len())?;
             function.start(args)
         }));
         self.insert(name, call, Some(signature));
@@ -214,7 +204,7 @@ impl Registry {
         Ok(self)
     }
 
-    fn insert(&mut self, name: &str, call: Call, signature: Option<Signature>) {
+    fn insert(&mut self, name: &str, call: Call, signature: Option<OwnedSignature>) {
         if self
             .functions
             .insert(name.into(), Entry { call, signature })
@@ -236,8 +226,11 @@ impl Registry {
 
     /// The signature of `name`, when it is known (typed and at-core
     /// functions).
-    pub fn signature(&self, name: &str) -> Option<Signature> {
-        self.functions.get(name).and_then(|e| e.signature)
+    pub fn signature(&self, name: &str) -> Option<Signature<'_>> {
+        self.functions
+            .get(name)
+            .and_then(|e| e.signature.as_ref())
+            .map(OwnedSignature::as_core)
     }
 
     /// Whether `body` calls an async function.
@@ -266,6 +259,24 @@ impl Registry {
             _ => None,
         }
     }
+}
+
+/// What `rpc.functions` shows of a doc: its first paragraph (up to the
+/// first blank line), its lines joined by single spaces.
+///
+/// ```
+/// let doc = "Reads the sensor\nand converts it.\n\nMore detail.";
+/// assert_eq!(at_host::first_paragraph(doc), "Reads the sensor and converts it.");
+/// ```
+pub fn first_paragraph(doc: &str) -> String {
+    let mut words = Vec::new();
+    for line in doc.lines().map(str::trim).skip_while(|l| l.is_empty()) {
+        if line.is_empty() {
+            break;
+        }
+        words.push(line);
+    }
+    words.join(" ")
 }
 
 fn check_name(name: &str) -> Result<(), RegistryError> {
@@ -298,7 +309,7 @@ impl Functions for Registry {
         let name = self.order.get(index)?;
         Some(at_core::Description {
             name,
-            signature: self.functions.get(name).and_then(|e| e.signature),
+            signature: self.signature(name),
         })
     }
 

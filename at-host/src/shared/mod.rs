@@ -1,6 +1,8 @@
 //! What the client and the server sides both use, below both of them:
 //! nothing here imports either side.
 //!
+//! - `app_error`: [`HandlerError`](crate::HandlerError), [`AppError`](crate::AppError),
+//!   [`ServiceError`](crate::ServiceError);
 //! - `wire`: request encoding, reply -> `Result`, the datagram size;
 //! - `convert`: `Value` <-> serde types (typed calls and typed functions);
 //! - `error`: [`Error`](crate::Error), [`ProtocolError`](crate::ProtocolError);
@@ -8,6 +10,7 @@
 //! - `number`: [`Number`](crate::shared::number::Number);
 //! - `keys`: [`AuthKey`](crate::AuthKey): pre-shared keys, key files.
 
+pub(crate) mod app_error;
 pub(crate) mod convert;
 pub(crate) mod error;
 pub(crate) mod keys;

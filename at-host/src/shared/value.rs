@@ -6,7 +6,12 @@ use std::fmt;
 
 /// An owned argument or result; [`Value::as_core`] borrows it as the
 /// zero-copy [`at_core::Value`] the codec reads and writes.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Values compare by meaning: two [`Value::Json`] are equal when they hold
+/// the same JSON (members in any order, any spacing), and `Json("5")`
+/// equals `Int(5)`; an integer never equals a double (`1` and `1.0` differ,
+/// as they do on the wire).
+#[derive(Clone, Debug)]
 pub enum Value {
     /// JSON `null`.
     Null,
@@ -63,6 +68,22 @@ impl Value {
                 Value::json(arg).unwrap_or_else(|_| Value::Str(arg.to_owned()))
             }
             Err(_) => Value::Str(arg.to_owned()),
+        }
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Json(_), _) | (_, Value::Json(_)) => {
+                crate::shared::convert::to_json(self) == crate::shared::convert::to_json(other)
+            }
+            _ => false,
         }
     }
 }
