@@ -146,7 +146,7 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
     let checks = functions.iter().map(|f| {
         let params = f.params.iter().map(|(_, ty)| {
             let owned = owned(ty);
-            quote_spanned! {ty.span()=> __param::<#owned>(); }
+            quote_spanned! {ty.span()=> __param::<#owned>(); __client_param::<#ty>(); }
         });
         let output = &f.output;
         let ok = &f.ok;
@@ -203,6 +203,7 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             fn __param<T: ::at_host::Param>() {}
             fn __result<K, R: ::at_host::Returns<K>>() {}
             fn __client_result<T: ::at_host::__private::DeserializeOwned>() {}
+            fn __client_param<T: ::at_host::__private::Serialize + ?::core::marker::Sized>() {}
             #(#checks)*
         }
 

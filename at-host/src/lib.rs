@@ -155,6 +155,7 @@ pub mod udp {
 /// What `#[service]`'s generated code names; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use serde::Serialize;
     pub use serde::de::DeserializeOwned;
 }
 

@@ -204,7 +204,7 @@ impl Arity {
 #[diagnostic::on_unimplemented(
     message = "this is not a typed function: every parameter must be an `at_host::Param` and the result an `at_host::Returns`",
     label = "not a typed function",
-    note = "a typed function is `Fn(A, B, ...) -> R + Send + Sync + 'static` with up to 8 parameters; for raw arguments use `untyped`"
+    note = "a typed function is `Fn(A, B, ...) -> R + Send + Sync + 'static` with up to 8 parameters, each a `serde::Deserialize` type, and a result that is `serde::Serialize + serde::Deserialize` (or `Result<T, E>` of one, `E: Into<HandlerError>`); for raw arguments use `untyped`"
 )]
 pub trait TypedFunction<Args, K>: Send + Sync + 'static {
     /// The result's type.
