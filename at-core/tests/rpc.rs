@@ -210,3 +210,19 @@ proptest! {
         prop_assert_eq!(names, many.names.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
+
+fn maybe_scale(x: f64, k: Option<i32>) -> f64 {
+    x * f64::from(k.unwrap_or(1))
+}
+
+static OPTIONAL: [at_core::Function; 1] = [at_core::function!("scale", maybe_scale, "x times k")];
+
+#[test]
+fn optional_parameters_are_listed_with_a_question_mark() {
+    let page = result(call(&OPTIONAL, r#"{"func": "rpc.functions"}"#, 1024));
+    assert_eq!(
+        page["functions"][0],
+        serde_json::json!({"name": "scale", "params": ["number", "integer?"], "result": "double",
+            "doc": "x times k"})
+    );
+}

@@ -38,6 +38,30 @@ fn length(s: JsonStr<'_>) -> u32 {
     u32::try_from(s.len()).unwrap_or(u32::MAX)
 }
 
+/// A fixed array, a bounded list and a bounded string: no allocation.
+fn mean(xs: [i32; 3]) -> f64 {
+    xs.iter().map(|&x| f64::from(x)).sum::<f64>() / 3.0
+}
+
+fn total(xs: heapless::Vec<u8, 4>) -> u32 {
+    xs.iter().map(|&x| u32::from(x)).sum()
+}
+
+fn label(name: heapless::String<8>) -> u32 {
+    name.len() as u32
+}
+
+fn pairs(xs: heapless::Vec<[i64; 2], 2>) -> i64 {
+    xs.iter().map(|[a, b]| a * b).sum()
+}
+
+static DEVICE: [Function; 4] = [
+    function!("mean", mean, ""),
+    function!("total", total, ""),
+    function!("label", label, ""),
+    function!("pairs", pairs, ""),
+];
+
 static TABLE: [Function; 8] = [
     function!("scale", scale, "x times k"),
     function!("led", led, "switch the LED"),
@@ -184,6 +208,48 @@ fn signatures_come_from_the_types() {
             .signature
             .is_none()
     );
+}
+
+fn device(func: &str, args: &str) -> Result<String, String> {
+    let raw = at_core::RawJson::parse(args).unwrap();
+    let arg = Value::Raw(raw);
+    let arg = match Value::parse(args) {
+        Ok(scalar) => scalar,
+        Err(_) => arg,
+    };
+    DEVICE.call(func, &[arg], |reply| match reply {
+        Reply::Success(v) => Ok(v.to_string()),
+        Reply::Error(e) => Err(e.message.chars().collect()),
+    })
+}
+
+#[test]
+fn arrays_bounded_lists_and_strings_without_alloc() {
+    assert_eq!(device("mean", "[1, 2, 6]"), Ok("3.0".into()));
+    let wrong = Err("argument 1: expected an array of the parameter's length and element type".into());
+    assert_eq!(device("mean", "[1, 2]"), wrong);
+    assert_eq!(device("mean", "[1, 2, 3, 4]"), wrong);
+    assert_eq!(device("mean", "[1, 2.5, 3]"), wrong);
+    assert_eq!(device("mean", "{\"a\": 1}"), wrong);
+    assert_eq!(device("total", "[]"), Ok("0".into()));
+    assert_eq!(device("total", "[255, 255, 1, 1]"), Ok("512".into()));
+    assert!(device("total", "[1, 2, 3, 4, 5]").is_err());
+    assert!(device("total", "[256]").is_err());
+    assert_eq!(device("label", "\"pump\\n1\""), Ok("6".into()));
+    assert!(device("label", "\"longer than 8\"").is_err());
+    assert_eq!(device("pairs", "[[2, 3], [4, 5]]"), Ok("26".into()));
+    assert!(device("pairs", "[[2, 3], [4]]").is_err());
+    let sig = DEVICE[0].signature.unwrap();
+    assert_eq!((sig.params, sig.result), (&[Type::Array][..], Type::Double));
+    assert_eq!(DEVICE[2].signature.unwrap().params, &[Type::String]);
+}
+
+#[test]
+fn optional_parameters_are_marked() {
+    let greet = TABLE[3].signature.unwrap();
+    assert!(!greet.is_optional(0) && greet.is_optional(1));
+    assert_eq!(greet.optional, 0b10);
+    assert_eq!(TABLE[0].signature.unwrap().optional, 0);
 }
 
 fn accepts<'a, T: FromArg<'a>>(i: i64) -> bool {
