@@ -106,7 +106,7 @@ fn host_name() -> String {
 /// use at_host::{Server, Value};
 /// let server = Server::builder()
 ///     .calculator()
-///     .function("hello", || "world")
+///     .function("hello", || "world".to_owned())
 ///     .tcp("127.0.0.1:0".parse().unwrap())
 ///     .udp("127.0.0.1:0".parse().unwrap())
 ///     .start()
