@@ -226,7 +226,8 @@ fn device(func: &str, args: &str) -> Result<String, String> {
 #[test]
 fn arrays_bounded_lists_and_strings_without_alloc() {
     assert_eq!(device("mean", "[1, 2, 6]"), Ok("3.0".into()));
-    let wrong = Err("argument 1: expected an array of the parameter's length and element type".into());
+    let wrong =
+        Err("argument 1: expected an array of the parameter's length and element type".into());
     assert_eq!(device("mean", "[1, 2]"), wrong);
     assert_eq!(device("mean", "[1, 2, 3, 4]"), wrong);
     assert_eq!(device("mean", "[1, 2.5, 3]"), wrong);

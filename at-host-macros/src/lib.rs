@@ -13,7 +13,7 @@
 //!   `Result<T, HandlerError>`;
 //! - `CalculatorServer<S>(pub S)`: an `at_host::Service` that registers
 //!   every function of an implementation, with its parameter types and the
-//!   first line of its doc comment (for `rpc.functions`).
+//!   first paragraph of its doc comment (for `rpc.functions`).
 //!
 //! A function's wire name is its Rust name, or `#[at(name = "...")]`;
 //! names beginning with `rpc.` belong to the protocol and are refused at

@@ -76,7 +76,7 @@ pub use at_core::ErrorCode;
 /// (implement it with `async fn`s), a typed client `NameClient` over any
 /// [`Caller`] and a server `NameServer(implementation)` to pass to
 /// [`ServerBuilder::service`], which registers every function with its
-/// parameter types and the first line of its doc (for `rpc.functions`).
+/// parameter types and the first paragraph of its doc (for `rpc.functions`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

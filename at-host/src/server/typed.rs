@@ -5,32 +5,7 @@
 //! "celsius": expected a number, got "x"`), so the function body only sees
 //! values of its types. The signature is kept for `rpc.functions`.
 //!
-//! # Supported types
-//!
-//! A parameter is any `serde::de::DeserializeOwned` type; a result any
-//! `Serialize + DeserializeOwned` type (the client reads it back: a
-//! `String` or `Cow<'static, str>`, not a `&'static str`), bare or in
-//! `Result<T, E>` with `E: Into<HandlerError>` (see
-//! [`AppError`](crate::AppError)).
-//!
-//! | Rust type | accepts | `rpc.functions` |
-//! |---|---|---|
-//! | `i8` ... `i64`, `u8` ... `u64` | an integer in range (never wrapped, never from a double) | `integer` |
-//! | `f64`, `f32` | an integer or a double (`f32`: within its range) | `number` (result: `double`) |
-//! | [`Number`](crate::Number) | an integer or a double, kept apart | `number` |
-//! | `bool` | a boolean | `bool` |
-//! | `String`, `char` (and `&str` in a `#[service]`) | a string | `string` |
-//! | `()` | `null` | `null` |
-//! | `Vec<T>`, `[T; N]`, tuples, `HashSet<T>`, ... | an array (of exactly `N`, or the tuple's length) | `array` |
-//! | structs, `HashMap<String, T>`, `BTreeMap<K, T>` | an object (unknown members ignored unless `deny_unknown_fields`) | `object` |
-//! | enums | serde's form: `"Variant"` or `{"Variant": ...}` | `any` |
-//! | [`Value`], `serde_json::Value` | anything | `any` |
-//! | `Option<T>` | `null` or `T`; may be left out at the end | `T?` |
-//!
-//! Integer checks are at-core's own (the same ranges and messages), so a
-//! host and a device accept exactly the same arguments. A result integer
-//! beyond i64 is `overflow`, as is a bare `f64` result that is not finite
-//! (inside a struct or a list serde writes it as `null`).
+//! The supported types and their rules are on [`Param`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +22,34 @@ use crate::shared::value::Value;
 pub type Pending = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
 
 /// A parameter type of a typed host function: every
-/// `serde::de::DeserializeOwned` type (see the [module docs](self)).
+/// `serde::de::DeserializeOwned` type.
+///
+/// # Supported types
+///
+/// A parameter is any `serde::de::DeserializeOwned` type; a result any
+/// `Serialize + DeserializeOwned` type (the client reads it back: a
+/// `String` or `Cow<'static, str>`, not a `&'static str`), bare or in
+/// `Result<T, E>` with `E: Into<HandlerError>` (see
+/// [`AppError`](crate::AppError)).
+///
+/// | Rust type | accepts | `rpc.functions` |
+/// |---|---|---|
+/// | `i8` ... `i64`, `u8` ... `u64` | an integer in range (never wrapped, never from a double) | `integer` |
+/// | `f64`, `f32` | an integer or a double (`f32`: within its range) | `number` (result: `double`) |
+/// | [`Number`](crate::Number) | an integer or a double, kept apart | `number` |
+/// | `bool` | a boolean | `bool` |
+/// | `String`, `char` (and `&str` in a `#[service]`) | a string | `string` |
+/// | `()` | `null` | `null` |
+/// | `Vec<T>`, `[T; N]`, tuples, `HashSet<T>`, ... | an array (of exactly `N`, or the tuple's length) | `array` |
+/// | structs, `HashMap<String, T>`, `BTreeMap<K, T>` | an object (unknown members ignored unless `deny_unknown_fields`) | `object` |
+/// | enums | serde's form: `"Variant"` or `{"Variant": ...}` | `any` |
+/// | [`Value`], `serde_json::Value` | anything | `any` |
+/// | `Option<T>` | `null` or `T`; may be left out at the end | `T?` |
+///
+/// Integer checks are at-core's own (the same ranges and messages), so a
+/// host and a device accept exactly the same arguments. A result integer
+/// beyond i64 is `overflow`, as is a bare `f64` result that is not finite
+/// (inside a struct or a list serde writes it as `null`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a parameter of a typed function",
     label = "not an argument type",
