@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
 """The networked firmware's peak stack, measured under QEMU.
 
-    scripts/stack-peak.py ELF [KID:HEX]
+    scripts/stack-peak.py ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
 mps2-an386 with the documented network options and a monitor socket,
 dumps RAM once the firmware has started (the start-up peak), then sends
 TCP and UDP calls (every calculator outcome, a bad CRC, garbage that
-closes the connection, rpc.info and rpc.functions; authenticated when a
-key is given) and dumps RAM again (the serving peak).
+closes the connection, rpc.info and rpc.functions; authenticated through
+at-host too when a key is given: `AT_HOST` names the binary, default
+target/debug/at-host) and dumps RAM again (the peak so far, serving
+included).
 
 RAM is all zeros at reset and the stack grows down from the top of RAM
 (0x20010000), so the lowest non-zero byte above the end of .bss is the
-deepest the stack has been. Prints both figures in bytes. Needs
-qemu-system-arm; every wait is bounded; QEMU is killed on every path.
+deepest the stack has been. Prints both figures in bytes. With
+`--max-start` / `--max-serving` it exits 1 when a figure is over its
+budget (tests/tests/qemu_net.rs runs it so, for the plain and the keyed
+build). Needs qemu-system-arm; every wait is bounded; QEMU is killed on
+every path.
 """
 
+import argparse
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -142,36 +149,67 @@ def dump(monitor: str, ebss: int) -> int:
     return RAM_SIZE - deepest
 
 
+def first_line(qemu: subprocess.Popen) -> str:
+    """The firmware's first UART line, waited for at most PATIENCE."""
+    deadline = time.monotonic() + PATIENCE
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([qemu.stdout], [], [], left)[0]:
+            break
+        byte = os.read(qemu.stdout.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode(errors="replace").strip()
+
+
 def main() -> int:
-    if len(sys.argv) not in (2, 3):
-        print(__doc__, file=sys.stderr)
-        return 2
-    elf_path, key = sys.argv[1], (sys.argv[2] if len(sys.argv) == 3 else None)
-    ebss = bss_end(open(elf_path, "rb").read())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("elf")
+    parser.add_argument("key", nargs="?", help="KID:HEX, for a build with AT_KEY")
+    parser.add_argument("--max-start", type=int, metavar="BYTES",
+                        help="exit 1 if the start-up peak is over BYTES")
+    parser.add_argument("--max-serving", type=int, metavar="BYTES",
+                        help="exit 1 if the peak after serving is over BYTES")
+    args = parser.parse_args()
+    ebss = bss_end(open(args.elf, "rb").read())
     tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     monitor = os.path.join(tempfile.mkdtemp(), "monitor.sock")
     nic = (f"user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,"
            f"hostfwd=udp:127.0.0.1:{udp_port}-:16724")
     qemu = subprocess.Popen(
         ["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-         "-monitor", f"unix:{monitor},server=on,wait=off", "-nic", nic, "-kernel", elf_path],
+         "-monitor", f"unix:{monitor},server=on,wait=off", "-nic", nic, "-kernel", args.elf],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        line = qemu.stdout.readline().decode(errors="replace").strip()
+        line = first_line(qemu)
         if "listening on" not in line:
             print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
             return 1
         start = dump(monitor, ebss)
         traffic(tcp_port, udp_port)
-        if key is not None:
-            at_host_calls(tcp_port, udp_port, key)
+        if args.key is not None:
+            at_host_calls(tcp_port, udp_port, args.key)
         serving = dump(monitor, ebss)
     finally:
         qemu.kill()
         qemu.wait()
+        try:
+            os.unlink(monitor)
+            os.rmdir(os.path.dirname(monitor))
+        except OSError:
+            pass
     print(f"end of static RAM 0x{ebss:08x} ({ebss - RAM_START} bytes)")
     print(f"peak stack after start-up: {start} bytes")
     print(f"peak stack after serving:  {serving} bytes")
+    over = [f"{what} {got} bytes > budget {budget}"
+            for what, got, budget in (("start-up", start, args.max_start),
+                                      ("serving", serving, args.max_serving))
+            if budget is not None and got > budget]
+    if over:
+        print("stack-peak: over budget: " + "; ".join(over), file=sys.stderr)
+        return 1
     return 0
 
 

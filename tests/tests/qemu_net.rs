@@ -41,6 +41,10 @@ const FRAME_MS: u64 = 1000;
 /// The budget of docs/EMBEDDED.md for the networked firmware.
 const FLASH: u64 = 72 * 1024;
 const STATIC_RAM: u64 = 32 * 1024;
+/// The stack budget of docs/EMBEDDED.md (issue 20): the deepest the stack
+/// has been once the firmware has started, and after serving.
+const STACK_AT_START: u64 = 8 * 1024;
+const STACK_SERVING: u64 = 10 * 1024;
 
 /// The board under QEMU: its forwarded ports, its UART on QEMU's stdio.
 struct Board {
@@ -592,6 +596,8 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
         data + bss
     );
 
+    check_stack_peak(&elf, None);
+
     let mut board = start_board(&elf);
     check_idle_cpu(&board, "after start-up");
 
@@ -605,6 +611,32 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
     uart_still_serves(&mut board);
     // Nothing left spinning after all that (closed sockets, timers).
     check_idle_cpu(&board, "after the calls");
+}
+
+/// The firmware's peak stack, measured by `scripts/stack-peak.py` (its own
+/// QEMU, RAM dumped through the monitor after start-up and after TCP and
+/// UDP calls, authenticated ones with `key`), stays within the budget.
+fn check_stack_peak(elf: &Path, key: Option<&str>) {
+    let Some(python) = python() else {
+        return;
+    };
+    let mut measure = Command::new(python);
+    measure
+        .arg(repo_root().join("scripts").join("stack-peak.py"))
+        .arg(elf)
+        .args(key)
+        .args(["--max-start", &STACK_AT_START.to_string()])
+        .args(["--max-serving", &STACK_SERVING.to_string()])
+        .env("AT_HOST", at_host_bin());
+    let out = run(&mut measure, Duration::from_secs(60));
+    eprint!("stack-peak.py: {}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "the stack is over budget ({STACK_AT_START} at start-up, {STACK_SERVING} serving), or \
+         stack-peak.py failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// QEMU's CPU while the firmware idles stays under 30 % of a core (7-9 %
@@ -672,6 +704,7 @@ async fn networked_firmware_with_a_key_authenticates() {
         "{} bytes of static RAM",
         data + bss
     );
+    check_stack_peak(&elf, Some(KEY));
     let board = start_board(&elf);
     let key = at_host::AuthKey::parse(KEY).unwrap();
 
