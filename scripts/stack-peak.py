@@ -2,6 +2,7 @@
 """The networked firmware's peak stack, measured under QEMU.
 
     scripts/stack-peak.py ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
+    scripts/stack-peak.py --uart ELF [--max-start BYTES] [--max-serving BYTES]
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
 mps2-an386 with the documented network options and a monitor socket,
@@ -10,7 +11,10 @@ TCP and UDP calls (every calculator outcome, a bad CRC, garbage that
 closes the connection, rpc.info and rpc.functions; authenticated through
 at-host too when a key is given: `AT_HOST` names the binary, default
 target/debug/at-host) and dumps RAM again (the peak so far, serving
-included).
+included). With `--uart`, ELF is a UART-only build: the start-up figure
+is taken once it has answered one `rpc.ping` on its UART (it says nothing
+at start), and the serving one after the same calls, a bad CRC and line
+noise on the UART.
 
 RAM is all zeros at reset and the stack grows down from the top of RAM
 (0x20010000), so the lowest non-zero byte above the end of .bss is the
@@ -79,12 +83,15 @@ def read_frame(s: socket.socket) -> bytes:
     return head + exactly(length)
 
 
+CALLS = [("add", "10", "20"), ("div", "10", "4"), ("div", "1", "0"),
+         ("mul", "9223372036854775807", "2"), ("add", "1.5", "2.25"),
+         ("rpc.info",), ("rpc.functions",), ("nope",), ("led", "true")]
+
+
 def traffic(tcp_port: int, udp_port: int):
     """Plain calls that reach every path of the serving loop (a keyed
     firmware answers them `unauthorized`)."""
-    calls = [("add", "10", "20"), ("div", "10", "4"), ("div", "1", "0"),
-             ("mul", "9223372036854775807", "2"), ("add", "1.5", "2.25"),
-             ("rpc.info",), ("rpc.functions",), ("nope",), ("led", "true")]
+    calls = CALLS
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=PATIENCE) as s:
         for seq, c in enumerate(calls, start=1):
             s.sendall(request(seq, *c))
@@ -149,6 +156,52 @@ def dump(monitor: str, ebss: int) -> int:
     return RAM_SIZE - deepest
 
 
+class Uart:
+    """QEMU's stdio, which is the board's UART0, read with deadlines."""
+
+    def __init__(self, qemu: subprocess.Popen):
+        self.qemu = qemu
+
+    def send(self, data: bytes):
+        self.qemu.stdin.write(data)
+        self.qemu.stdin.flush()
+
+    def exactly(self, n: int) -> bytes:
+        deadline = time.monotonic() + PATIENCE
+        data = b""
+        while len(data) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.qemu.stdout], [], [], left)[0]:
+                raise TimeoutError("no reply on the UART")
+            chunk = os.read(self.qemu.stdout.fileno(), n - len(data))
+            if not chunk:
+                raise ConnectionError("QEMU closed the UART")
+            data += chunk
+        return data
+
+    def read_frame(self) -> bytes:
+        head = self.exactly(16)
+        length, = struct.unpack_from(">I", head, 8)
+        return head + self.exactly(length)
+
+    def call(self, frame_bytes: bytes) -> bytes:
+        self.send(frame_bytes)
+        return self.read_frame()
+
+
+def uart_traffic(uart: Uart):
+    """The calls of `traffic` on the UART (a UART-only build), a bad CRC,
+    and line noise before a good frame (the noise is answered once, then
+    the stream is resynchronised and the frame answered)."""
+    for seq, c in enumerate(CALLS, start=1):
+        uart.call(request(seq, *c))
+    bad = bytearray(request(99, "add", "1", "2"))
+    bad[12] ^= 1
+    uart.call(bytes(bad))
+    uart.call(b"noise!" + request(100, "add", "1", "2"))
+    uart.read_frame()
+
+
 def first_line(qemu: subprocess.Popen) -> str:
     """The firmware's first UART line, waited for at most PATIENCE."""
     deadline = time.monotonic() + PATIENCE
@@ -172,6 +225,9 @@ def main() -> int:
                         help="exit 1 if the start-up peak is over BYTES")
     parser.add_argument("--max-serving", type=int, metavar="BYTES",
                         help="exit 1 if the peak after serving is over BYTES")
+    parser.add_argument("--uart", action="store_true",
+                        help="a UART-only build: start-up is measured after one "
+                             "rpc.ping answered, serving over the UART")
     args = parser.parse_args()
     ebss = bss_end(open(args.elf, "rb").read())
     tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
@@ -183,14 +239,21 @@ def main() -> int:
          "-monitor", f"unix:{monitor},server=on,wait=off", "-nic", nic, "-kernel", args.elf],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        line = first_line(qemu)
-        if "listening on" not in line:
-            print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
-            return 1
-        start = dump(monitor, ebss)
-        traffic(tcp_port, udp_port)
-        if args.key is not None:
-            at_host_calls(tcp_port, udp_port, args.key)
+        if args.uart:
+            # No line to wait for: the first answer says it has started.
+            uart = Uart(qemu)
+            uart.call(request(1, "rpc.ping"))
+            start = dump(monitor, ebss)
+            uart_traffic(uart)
+        else:
+            line = first_line(qemu)
+            if "listening on" not in line:
+                print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
+                return 1
+            start = dump(monitor, ebss)
+            traffic(tcp_port, udp_port)
+            if args.key is not None:
+                at_host_calls(tcp_port, udp_port, args.key)
         serving = dump(monitor, ebss)
     finally:
         qemu.kill()

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use at_core::{ErrorCode, HEADER_LEN, Value};
 use at_host::{Client, UdpClient, UdpConfig};
-use at_tests::firmware::{build_firmware, elf_size, free_port, missing_tools};
+use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, free_port, missing_tools};
 use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
 use at_tests::sealed::{code, raw_session, read_raw, sealed, sealed_result};
 use at_tests::*;
@@ -596,7 +596,7 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
         data + bss
     );
 
-    check_stack_peak(&elf, None);
+    check_stack_peak(&elf, &[], STACK_AT_START, STACK_SERVING);
 
     let mut board = start_board(&elf);
     check_idle_cpu(&board, "after start-up");
@@ -611,32 +611,6 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
     uart_still_serves(&mut board);
     // Nothing left spinning after all that (closed sockets, timers).
     check_idle_cpu(&board, "after the calls");
-}
-
-/// The firmware's peak stack, measured by `scripts/stack-peak.py` (its own
-/// QEMU, RAM dumped through the monitor after start-up and after TCP and
-/// UDP calls, authenticated ones with `key`), stays within the budget.
-fn check_stack_peak(elf: &Path, key: Option<&str>) {
-    let Some(python) = python() else {
-        return;
-    };
-    let mut measure = Command::new(python);
-    measure
-        .arg(repo_root().join("scripts").join("stack-peak.py"))
-        .arg(elf)
-        .args(key)
-        .args(["--max-start", &STACK_AT_START.to_string()])
-        .args(["--max-serving", &STACK_SERVING.to_string()])
-        .env("AT_HOST", at_host_bin());
-    let out = run(&mut measure, Duration::from_secs(60));
-    eprint!("stack-peak.py: {}", text(&out.stdout));
-    assert!(
-        out.status.success(),
-        "the stack is over budget ({STACK_AT_START} at start-up, {STACK_SERVING} serving), or \
-         stack-peak.py failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 /// QEMU's CPU while the firmware idles stays under 30 % of a core (7-9 %
@@ -704,7 +678,7 @@ async fn networked_firmware_with_a_key_authenticates() {
         "{} bytes of static RAM",
         data + bss
     );
-    check_stack_peak(&elf, Some(KEY));
+    check_stack_peak(&elf, &[KEY], STACK_AT_START, STACK_SERVING);
     let board = start_board(&elf);
     let key = at_host::AuthKey::parse(KEY).unwrap();
 
