@@ -144,7 +144,6 @@ pub fn run(
     // SAFETY: its handler touches nothing the main loop holds.
     unsafe { nvic_enable(&mut nvic, LAN9118_IRQ) };
 
-    let mac = eth.mac();
     let Some((stack, dhcp)) = start_stack(eth, clock.now()) else {
         halt()
     };
@@ -159,12 +158,11 @@ pub fn run(
         halt()
     };
     #[cfg(at_auth)]
-    let Some(responder) = guard(mac) else { halt() };
-    #[cfg(not(at_auth))]
-    let responder = {
-        let _ = mac;
-        &mut at_core::auth::Open
+    let Some(responder) = guard(eth.mac()) else {
+        halt()
     };
+    #[cfg(not(at_auth))]
+    let responder = &mut at_core::auth::Open;
 
     loop {
         let now = clock.now();
