@@ -1,6 +1,7 @@
 //! The firmware, for real: at-embedded-example's `at-embedded-firmware` is
 //! built for `thumbv7em-none-eabihf` (with doubles, and integers-only),
-//! checked against its memory budget, and run on QEMU's `mps2-an386`
+//! checked against its memory budget (flash, static RAM, and the peak
+//! stack measured by `scripts/stack-peak.py --uart`), and run on QEMU's `mps2-an386`
 //! (Cortex-M4), whose UART0 QEMU joins to a TCP socket on a free port. The
 //! calculator, an error, sticky and split frames, corrupt frames and line
 //! noise then go through firmware executing Cortex-M instructions, and
