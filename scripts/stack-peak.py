@@ -6,24 +6,26 @@
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
 mps2-an386 with the documented network options, a monitor socket and a
-gdb stub socket, and dumps RAM through the monitor once the firmware has
-started: the start-up peak. Then it stops the CPU through the gdb stub,
-zeroes the RAM between .bss and the stack pointer (nothing lives there)
-and lets it go on, sends TCP and UDP calls (every calculator outcome, a
-bad CRC, garbage that closes the connection, rpc.info and rpc.functions;
+gdb stub socket, held at reset (`-S`). Through the gdb stub it paints the
+RAM between the end of .bss and the stack pointer (the top of RAM,
+0x20010000, at reset) with 0xA5, and starts the CPU; the runtime zeroes
+.bss and leaves the rest. The stack grows down, so once the firmware has
+started, the lowest byte above .bss that is no longer 0xA5 (in a RAM dump
+through the monitor) is the deepest the stack has been: the start-up
+peak. Then it stops the CPU, paints below the stack pointer again and
+lets it go on, sends TCP and UDP calls (every calculator outcome, a bad
+CRC, garbage that closes the connection, rpc.info and rpc.functions;
 authenticated through at-host too when a key is given: `AT_HOST` names
-the binary, default target/debug/at-host) and dumps RAM again: the peak
+the binary, default target/debug/at-host) and dumps again: the peak
 while serving. With `--uart`, ELF is a UART-only build: the start-up
 figure is taken once it has answered one `rpc.ping` on its UART (it says
 nothing at start), and the serving one after the same calls, a bad CRC
 and line noise on the UART.
 
-RAM is all zeros at reset and the stack grows down from the top of RAM
-(0x20010000), so the lowest non-zero byte above the end of .bss is the
-deepest the stack has been. Prints the start-up peak, the serving peak
-and the larger of the two (the peak after serving: what a board must
-have), in bytes. With `--max-start` / `--max-serving` it exits 1 when the
-start-up peak, or the peak after serving, is over its budget
+Prints the start-up peak, the serving peak and the larger of the two (the
+peak after serving: what a board must have), in bytes. With
+`--max-start` / `--max-serving` it exits 1 when the start-up peak, or the
+peak after serving, is over its budget
 (tests/tests/qemu_net.rs and qemu.rs run it so). Needs qemu-system-arm;
 every wait is bounded; QEMU is killed on every path.
 """
@@ -40,6 +42,9 @@ import time
 import zlib
 
 RAM_START, RAM_SIZE = 0x2000_0000, 0x1_0000
+# What the RAM between .bss and the stack pointer is painted with: not 0,
+# since stack frames are often zeroed (a cleared buffer would look unused).
+PAINT = 0xA5
 PATIENCE = 10.0
 
 
@@ -155,7 +160,7 @@ def dump(monitor: str, ebss: int) -> int:
     ram = open(out, "rb").read()
     os.unlink(out)
     low = ebss - RAM_START
-    deepest = next((i for i in range(low, RAM_SIZE) if ram[i]), RAM_SIZE)
+    deepest = next((i for i in range(low, RAM_SIZE) if ram[i] != PAINT), RAM_SIZE)
     return RAM_SIZE - deepest
 
 
@@ -166,7 +171,15 @@ class Gdb:
     def __init__(self, path: str):
         self.s = socket.socket(socket.AF_UNIX)
         self.s.settimeout(PATIENCE)
-        self.s.connect(path)
+        deadline = time.monotonic() + PATIENCE
+        while True:  # QEMU makes the socket as it starts
+            try:
+                self.s.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self.buf = b""
 
     def _byte(self) -> bytes:
@@ -213,17 +226,18 @@ class Gdb:
         self.s.close()
 
 
-def clear_below_sp(gdb_path: str, ebss: int):
-    """Stops the CPU, zeroes the RAM between .bss and the stack pointer
-    (nothing lives there), and lets it go on: the next dump shows how deep
-    the stack went from then on, not the start-up's mark."""
+def paint(gdb_path: str, ebss: int, running: bool):
+    """Paints the RAM between .bss and the stack pointer (nothing lives
+    there) with PAINT, stopping the CPU first if it is `running`, and lets
+    it go: the next dump shows how deep the stack went from then on."""
     gdb = Gdb(gdb_path)
     try:
-        gdb.stop()
+        if running:
+            gdb.stop()
         sp = gdb.sp()
         if not ebss <= sp <= RAM_START + RAM_SIZE:
             raise RuntimeError(f"SP 0x{sp:08x} is not in the stack's RAM")
-        gdb.write(ebss, bytes(sp - ebss))
+        gdb.write(ebss, bytes([PAINT]) * (sp - ebss))
     finally:
         gdb.go_on()
 
@@ -311,15 +325,18 @@ def main() -> int:
     qemu = subprocess.Popen(
         ["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
          "-monitor", f"unix:{monitor},server=on,wait=off",
-         "-gdb", f"unix:{gdb},server=on,wait=off", "-nic", nic, "-kernel", args.elf],
+         "-gdb", f"unix:{gdb},server=on,wait=off", "-S", "-nic", nic, "-kernel", args.elf],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
+        # QEMU waits at reset (-S): paint below the initial SP (the top of
+        # RAM), then start. The runtime zeroes .bss and leaves the rest.
+        paint(gdb, ebss, running=False)
         if args.uart:
             # No line to wait for: the first answer says it has started.
             uart = Uart(qemu)
             uart.call(request(1, "rpc.ping"))
             start = dump(monitor, ebss)
-            clear_below_sp(gdb, ebss)
+            paint(gdb, ebss, running=True)
             uart_traffic(uart)
         else:
             line = first_line(qemu)
@@ -327,7 +344,7 @@ def main() -> int:
                 print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
                 return 1
             start = dump(monitor, ebss)
-            clear_below_sp(gdb, ebss)
+            paint(gdb, ebss, running=True)
             traffic(tcp_port, udp_port)
             if args.key is not None:
                 at_host_calls(tcp_port, udp_port, args.key)
