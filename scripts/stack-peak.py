@@ -1,22 +1,38 @@
 #!/usr/bin/env python3
-"""The networked firmware's peak stack, measured under QEMU.
+"""The firmware's peak stack, measured under QEMU.
 
-    scripts/stack-peak.py ELF [KID:HEX]
+    scripts/stack-peak.py ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
+    scripts/stack-peak.py --uart ELF [--max-start BYTES] [--max-serving BYTES]
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
-mps2-an386 with the documented network options and a monitor socket,
-dumps RAM once the firmware has started (the start-up peak), then sends
-TCP and UDP calls (every calculator outcome, a bad CRC, garbage that
-closes the connection, rpc.info and rpc.functions; authenticated when a
-key is given) and dumps RAM again (the serving peak).
+mps2-an386 with the documented network options, a monitor socket and a
+gdb stub socket, held at reset (`-S`). Through the gdb stub it paints the
+RAM between the end of .bss and the stack pointer (the top of RAM,
+0x20010000, at reset) with 0xA5, and starts the CPU; the runtime zeroes
+.bss and leaves the rest. The stack grows down, so once the firmware has
+started, the lowest byte above .bss that is no longer 0xA5 (in a RAM dump
+through the monitor) is the deepest the stack has been: the start-up
+peak. Then it stops the CPU, paints below the stack pointer again and
+lets it go on, sends TCP and UDP calls (every calculator outcome, a bad
+CRC, garbage that closes the connection, rpc.info and rpc.functions;
+authenticated through at-host too when a key is given: `AT_HOST` names
+the binary, default target/debug/at-host) and dumps again: the peak
+while serving. With `--uart`, ELF is a UART-only build: the start-up
+figure is taken once it has answered one `rpc.ping` on its UART (it says
+nothing at start), and the serving one after the same calls, a bad CRC
+and line noise on the UART.
 
-RAM is all zeros at reset and the stack grows down from the top of RAM
-(0x20010000), so the lowest non-zero byte above the end of .bss is the
-deepest the stack has been. Prints both figures in bytes. Needs
-qemu-system-arm; every wait is bounded; QEMU is killed on every path.
+Prints the start-up peak, the serving peak and the larger of the two (the
+peak after serving: what a board must have), in bytes. With
+`--max-start` / `--max-serving` it exits 1 when the start-up peak, or the
+peak after serving, is over its budget
+(tests/tests/qemu_net.rs and qemu.rs run it so). Needs qemu-system-arm;
+every wait is bounded; QEMU is killed on every path.
 """
 
+import argparse
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -26,6 +42,9 @@ import time
 import zlib
 
 RAM_START, RAM_SIZE = 0x2000_0000, 0x1_0000
+# What the RAM between .bss and the stack pointer is painted with: not 0,
+# since stack frames are often zeroed (a cleared buffer would look unused).
+PAINT = 0xA5
 PATIENCE = 10.0
 
 
@@ -72,12 +91,15 @@ def read_frame(s: socket.socket) -> bytes:
     return head + exactly(length)
 
 
+CALLS = [("add", "10", "20"), ("div", "10", "4"), ("div", "1", "0"),
+         ("mul", "9223372036854775807", "2"), ("add", "1.5", "2.25"),
+         ("rpc.info",), ("rpc.functions",), ("nope",), ("led", "true")]
+
+
 def traffic(tcp_port: int, udp_port: int):
     """Plain calls that reach every path of the serving loop (a keyed
     firmware answers them `unauthorized`)."""
-    calls = [("add", "10", "20"), ("div", "10", "4"), ("div", "1", "0"),
-             ("mul", "9223372036854775807", "2"), ("add", "1.5", "2.25"),
-             ("rpc.info",), ("rpc.functions",), ("nope",), ("led", "true")]
+    calls = CALLS
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=PATIENCE) as s:
         for seq, c in enumerate(calls, start=1):
             s.sendall(request(seq, *c))
@@ -138,40 +160,219 @@ def dump(monitor: str, ebss: int) -> int:
     ram = open(out, "rb").read()
     os.unlink(out)
     low = ebss - RAM_START
-    deepest = next((i for i in range(low, RAM_SIZE) if ram[i]), RAM_SIZE)
+    deepest = next((i for i in range(low, RAM_SIZE) if ram[i] != PAINT), RAM_SIZE)
     return RAM_SIZE - deepest
 
 
+class Gdb:
+    """Just enough of QEMU's gdb stub (the GDB remote protocol, with acks)
+    to stop the CPU, read SP, write RAM and let the CPU go on."""
+
+    def __init__(self, path: str):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(PATIENCE)
+        deadline = time.monotonic() + PATIENCE
+        while True:  # QEMU makes the socket as it starts
+            try:
+                self.s.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.buf = b""
+
+    def _byte(self) -> bytes:
+        if not self.buf:
+            self.buf = self.s.recv(4096)
+            if not self.buf:
+                raise ConnectionError("the gdb stub closed")
+        b, self.buf = self.buf[:1], self.buf[1:]
+        return b
+
+    def _reply(self) -> bytes:
+        """The next `$data#cs` packet (acknowledged); acks before it skipped."""
+        while self._byte() != b"$":
+            pass
+        data = b""
+        while (b := self._byte()) != b"#":
+            data += b
+        self._byte(), self._byte()  # the checksum
+        self.s.sendall(b"+")
+        return data
+
+    def command(self, data: str) -> bytes:
+        packet = data.encode()
+        self.s.sendall(b"$%s#%02x" % (packet, sum(packet) % 256))
+        return self._reply()
+
+    def stop(self):
+        self.s.sendall(b"\x03")
+        self._reply()  # the stop reply (T05...)
+
+    def sp(self) -> int:
+        regs = self.command("g")
+        return int.from_bytes(bytes.fromhex(regs[13 * 8:14 * 8].decode()), "little")
+
+    def write(self, addr: int, data: bytes):
+        for at in range(0, len(data), 1024):
+            chunk = data[at:at + 1024]
+            if self.command(f"M{addr + at:x},{len(chunk):x}:{chunk.hex()}") != b"OK":
+                raise RuntimeError("the gdb stub refused a memory write")
+
+    def go_on(self):
+        packet = b"c"
+        self.s.sendall(b"$c#%02x" % (sum(packet) % 256))
+        self.s.close()
+
+
+def paint(gdb_path: str, ebss: int, running: bool):
+    """Paints the RAM between .bss and the stack pointer (nothing lives
+    there) with PAINT, stopping the CPU first if it is `running`, and lets
+    it go: the next dump shows how deep the stack went from then on."""
+    gdb = Gdb(gdb_path)
+    try:
+        if running:
+            gdb.stop()
+        sp = gdb.sp()
+        if not ebss <= sp <= RAM_START + RAM_SIZE:
+            raise RuntimeError(f"SP 0x{sp:08x} is not in the stack's RAM")
+        gdb.write(ebss, bytes([PAINT]) * (sp - ebss))
+    finally:
+        gdb.go_on()
+
+
+class Uart:
+    """QEMU's stdio, which is the board's UART0, read with deadlines."""
+
+    def __init__(self, qemu: subprocess.Popen):
+        self.qemu = qemu
+
+    def send(self, data: bytes):
+        self.qemu.stdin.write(data)
+        self.qemu.stdin.flush()
+
+    def exactly(self, n: int) -> bytes:
+        deadline = time.monotonic() + PATIENCE
+        data = b""
+        while len(data) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.qemu.stdout], [], [], left)[0]:
+                raise TimeoutError("no reply on the UART")
+            chunk = os.read(self.qemu.stdout.fileno(), n - len(data))
+            if not chunk:
+                raise ConnectionError("QEMU closed the UART")
+            data += chunk
+        return data
+
+    def read_frame(self) -> bytes:
+        head = self.exactly(16)
+        length, = struct.unpack_from(">I", head, 8)
+        return head + self.exactly(length)
+
+    def call(self, frame_bytes: bytes) -> bytes:
+        self.send(frame_bytes)
+        return self.read_frame()
+
+
+def uart_traffic(uart: Uart):
+    """The calls of `traffic` on the UART (a UART-only build), a bad CRC,
+    and line noise before a good frame (the noise is answered once, then
+    the stream is resynchronised and the frame answered)."""
+    for seq, c in enumerate(CALLS, start=1):
+        uart.call(request(seq, *c))
+    bad = bytearray(request(99, "add", "1", "2"))
+    bad[12] ^= 1
+    uart.call(bytes(bad))
+    uart.call(b"noise!" + request(100, "add", "1", "2"))
+    uart.read_frame()
+
+
+def first_line(qemu: subprocess.Popen) -> str:
+    """The firmware's first UART line, waited for at most PATIENCE."""
+    deadline = time.monotonic() + PATIENCE
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([qemu.stdout], [], [], left)[0]:
+            break
+        byte = os.read(qemu.stdout.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode(errors="replace").strip()
+
+
 def main() -> int:
-    if len(sys.argv) not in (2, 3):
-        print(__doc__, file=sys.stderr)
-        return 2
-    elf_path, key = sys.argv[1], (sys.argv[2] if len(sys.argv) == 3 else None)
-    ebss = bss_end(open(elf_path, "rb").read())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("elf")
+    parser.add_argument("key", nargs="?", help="KID:HEX, for a build with AT_KEY")
+    parser.add_argument("--max-start", type=int, metavar="BYTES",
+                        help="exit 1 if the start-up peak is over BYTES")
+    parser.add_argument("--max-serving", type=int, metavar="BYTES",
+                        help="exit 1 if the peak after serving is over BYTES")
+    parser.add_argument("--uart", action="store_true",
+                        help="a UART-only build: start-up is measured after one "
+                             "rpc.ping answered, serving over the UART")
+    args = parser.parse_args()
+    ebss = bss_end(open(args.elf, "rb").read())
     tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
-    monitor = os.path.join(tempfile.mkdtemp(), "monitor.sock")
+    sockets = tempfile.mkdtemp()
+    monitor = os.path.join(sockets, "monitor.sock")
+    gdb = os.path.join(sockets, "gdb.sock")
     nic = (f"user,model=lan9118,hostfwd=tcp:127.0.0.1:{tcp_port}-:16724,"
            f"hostfwd=udp:127.0.0.1:{udp_port}-:16724")
     qemu = subprocess.Popen(
         ["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-         "-monitor", f"unix:{monitor},server=on,wait=off", "-nic", nic, "-kernel", elf_path],
+         "-monitor", f"unix:{monitor},server=on,wait=off",
+         "-gdb", f"unix:{gdb},server=on,wait=off", "-S", "-nic", nic, "-kernel", args.elf],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        line = qemu.stdout.readline().decode(errors="replace").strip()
-        if "listening on" not in line:
-            print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
-            return 1
-        start = dump(monitor, ebss)
-        traffic(tcp_port, udp_port)
-        if key is not None:
-            at_host_calls(tcp_port, udp_port, key)
+        # QEMU waits at reset (-S): paint below the initial SP (the top of
+        # RAM), then start. The runtime zeroes .bss and leaves the rest.
+        paint(gdb, ebss, running=False)
+        if args.uart:
+            # No line to wait for: the first answer says it has started.
+            uart = Uart(qemu)
+            uart.call(request(1, "rpc.ping"))
+            start = dump(monitor, ebss)
+            paint(gdb, ebss, running=True)
+            uart_traffic(uart)
+        else:
+            line = first_line(qemu)
+            if "listening on" not in line:
+                print(f"stack-peak: the firmware said {line!r}", file=sys.stderr)
+                return 1
+            start = dump(monitor, ebss)
+            paint(gdb, ebss, running=True)
+            traffic(tcp_port, udp_port)
+            if args.key is not None:
+                at_host_calls(tcp_port, udp_port, args.key)
         serving = dump(monitor, ebss)
     finally:
         qemu.kill()
         qemu.wait()
+        for path in (monitor, gdb):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(sockets)
+        except OSError:
+            pass
     print(f"end of static RAM 0x{ebss:08x} ({ebss - RAM_START} bytes)")
+    peak = max(start, serving)
     print(f"peak stack after start-up: {start} bytes")
-    print(f"peak stack after serving:  {serving} bytes")
+    print(f"peak stack while serving:  {serving} bytes")
+    print(f"peak stack after serving:  {peak} bytes")
+    over = [f"{what} {got} bytes > budget {budget}"
+            for what, got, budget in (("start-up", start, args.max_start),
+                                      ("after serving", peak, args.max_serving))
+            if budget is not None and got > budget]
+    if over:
+        print("stack-peak: over budget: " + "; ".join(over), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::profile_dir;
+use crate::peers::{python, repo_root, run, text};
+use crate::{at_host_bin, profile_dir};
 
 /// The firmware's Rust target.
 pub const TARGET: &str = "thumbv7em-none-eabihf";
@@ -112,4 +113,32 @@ pub fn missing_tools() -> Option<String> {
         ));
     }
     None
+}
+
+/// Checks the firmware's peak stack with `scripts/stack-peak.py` (its own
+/// QEMU; RAM dumped through the monitor after start-up and after serving;
+/// `args` adds the key of a keyed build, or `--uart` for a UART-only one):
+/// fails the test if a figure is over `max_start` or `max_serving` bytes.
+/// Skips (see `python`) without Python 3.
+pub fn check_stack_peak(elf: &Path, args: &[&str], max_start: u64, max_serving: u64) {
+    let Some(python) = python() else {
+        return;
+    };
+    let mut measure = Command::new(python);
+    measure
+        .arg(repo_root().join("scripts").join("stack-peak.py"))
+        .arg(elf)
+        .args(args)
+        .args(["--max-start", &max_start.to_string()])
+        .args(["--max-serving", &max_serving.to_string()])
+        .env("AT_HOST", at_host_bin());
+    let out = run(&mut measure, std::time::Duration::from_secs(60));
+    eprint!("stack-peak.py {}: {}", elf.display(), text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "the stack is over budget ({max_start} bytes at start-up, {max_serving} serving), or \
+         stack-peak.py failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

@@ -1,6 +1,7 @@
 //! The firmware, for real: at-embedded-example's `at-embedded-firmware` is
 //! built for `thumbv7em-none-eabihf` (with doubles, and integers-only),
-//! checked against its memory budget, and run on QEMU's `mps2-an386`
+//! checked against its memory budget (flash, static RAM, and the peak
+//! stack measured by `scripts/stack-peak.py --uart`), and run on QEMU's `mps2-an386`
 //! (Cortex-M4), whose UART0 QEMU joins to a TCP socket on a free port. The
 //! calculator, an error, sticky and split frames, corrupt frames and line
 //! noise then go through firmware executing Cortex-M instructions, and
@@ -16,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use at_core::{ErrorCode, HEADER_LEN};
-use at_tests::firmware::{build_firmware, elf_size, free_port, missing_tools};
+use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, free_port, missing_tools};
 use at_tests::*;
 use tokio::net::TcpStream;
 
@@ -30,6 +31,9 @@ const FLASH_WITH_FLOATS: u64 = 32 * 1024;
 /// docs/EMBEDDED.md).
 const FLASH_INTEGERS_ONLY: u64 = 20 * 1024;
 const STATIC_RAM: u64 = 8 * 1024;
+/// The UART firmware's stack, at start-up and serving (about 1.4 and 2.3 KB
+/// measured; docs/EMBEDDED.md).
+const STACK: u64 = 4 * 1024;
 
 /// QEMU running `elf` with UART0 on a TCP server socket; killed on drop.
 struct Qemu {
@@ -268,6 +272,7 @@ async fn firmware_serves_the_calculator_on_qemu() {
             "{text} bytes of flash, budget {flash_budget}"
         );
         assert!(data + bss <= STATIC_RAM, "{} bytes of RAM", data + bss);
+        check_stack_peak(elf, &["--uart"], STACK, STACK);
     }
 
     // With doubles.

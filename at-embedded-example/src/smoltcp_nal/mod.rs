@@ -54,14 +54,32 @@
 //! buffer's length (as BSD sockets do), so a server notices a full buffer.
 //!
 //! # Memory
-//! Everything is in the socket buffers the caller provides ([`StackMemory`]
-//! holds them in one value, for a `static`), plus a few words per socket.
+//! Everything is in the memory the caller provides, plus a few words per
+//! socket, in two parts: [`SocketBuffers`] (every byte buffer) and
+//! [`SocketSlots`] (smoltcp's socket table and the UDP packet metadata, a
+//! few hundred bytes a socket), or both in one [`StackMemory`] where memory
+//! is plenty (a test).
+//!
+//! On a device both belong in static memory, and neither should be built
+//! on the stack first (a value built by a function is returned through the
+//! stack before it is moved into its `static`). The byte buffers are
+//! nearly all of it (2 KiB a TCP socket in the firmware) and their empty
+//! value is all zeros, so a `static` of a `SocketBuffers` initialised at
+//! compile time lands in `.bss`: zeroed at reset, no flash, no copy
+//! (`static_cell::ConstStaticCell`, taken once). smoltcp's empty socket
+//! slots and packet metadata are *not* all zeros, so a compile-time
+//! `static` of them would go to `.data` and cost its size in flash too:
+//! build the small [`SocketSlots`] at run time instead
+//! (`static_cell::StaticCell::init_with(SocketSlots::new)`), then
+//! [`SocketSlots::split`] the two. The networked firmware
+//! (`src/bin/firmware/net.rs`) does exactly that; docs/EMBEDDED.md has
+//! what it measured.
 
 mod memory;
 mod tcp;
 mod udp;
 
-pub use memory::StackMemory;
+pub use memory::{SocketBuffers, SocketSlots, StackMemory};
 pub use tcp::{TcpConfig, TcpSocket};
 pub use udp::UdpSocket;
 

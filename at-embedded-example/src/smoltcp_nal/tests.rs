@@ -92,10 +92,56 @@ fn stack<const TCP: usize>(
             .push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24))
             .unwrap();
     });
-    let memory: &'static mut StackMemory<8, TCP, 1024, 2, 1024, 4> =
-        Box::leak(Box::new(StackMemory::new()));
-    let (sockets, tcp, udp) = memory.split();
+    // The server's memory in two parts, as the firmware keeps it; the
+    // client's in one `StackMemory`.
+    let (sockets, tcp, udp) = if mac == 1 {
+        let slots: &'static mut SocketSlots<8, 2, 4> = Box::leak(Box::new(SocketSlots::new()));
+        let buffers: &'static mut SocketBuffers<TCP, 1024, 2, 1024> =
+            Box::leak(Box::new(SocketBuffers::new()));
+        slots.split(buffers)
+    } else {
+        let memory: &'static mut StackMemory<8, TCP, 1024, 2, 1024, 4> =
+            Box::leak(Box::new(StackMemory::new()));
+        memory.split()
+    };
     SmoltcpStack::new(iface, sockets, tcp, udp, config)
+}
+
+#[test]
+fn memory_split_gives_every_socket_its_own_buffers() {
+    let slots: &'static mut SocketSlots<4, 2, 3> = Box::leak(Box::new(SocketSlots::new()));
+    let buffers: &'static mut SocketBuffers<2, 512, 2, 256> =
+        Box::leak(Box::new(SocketBuffers::new()));
+    let (mut set, tcp, udp) = slots.split(buffers);
+    for socket in &tcp {
+        assert_eq!((socket.recv_capacity(), socket.send_capacity()), (512, 512));
+    }
+    for socket in &udp {
+        assert_eq!(
+            (
+                socket.payload_recv_capacity(),
+                socket.payload_send_capacity()
+            ),
+            (256, 256)
+        );
+        assert_eq!(
+            (socket.packet_recv_capacity(), socket.packet_send_capacity()),
+            (3, 3)
+        );
+    }
+    // Exactly `SOCKETS` slots: the four sockets fit, a fifth would not.
+    for socket in tcp {
+        set.add(socket);
+    }
+    for socket in udp {
+        set.add(socket);
+    }
+    assert_eq!(set.iter().count(), 4);
+    // The byte buffers are all that `SocketBuffers` holds.
+    assert_eq!(
+        size_of::<SocketBuffers<2, 512, 2, 256>>(),
+        2 * 2 * 512 + 2 * 2 * 256
+    );
 }
 
 const SERVER: [u8; 4] = [10, 0, 0, 1];

@@ -160,22 +160,39 @@ impl Regs {
     }
 }
 
+/// The driver's receive and transmit buffers: all zeros when empty, so
+/// a `static` of it is in `.bss` and never built on the stack.
+pub struct Frames {
+    rx: [u8; FRAME],
+    tx: [u8; FRAME],
+}
+
+impl Frames {
+    /// Zeroed buffers (a `const fn`, for a `static`).
+    pub const fn new() -> Self {
+        Frames {
+            rx: [0; FRAME],
+            tx: [0; FRAME],
+        }
+    }
+}
+
 /// The LAN9118, with one receive and one transmit buffer.
 pub struct Lan9118 {
     regs: Regs,
     mac: [u8; 6],
-    rx: [u8; FRAME],
-    tx: [u8; FRAME],
+    frames: &'static mut Frames,
     counters: Counters,
 }
 
 impl Lan9118 {
-    /// Resets the chip at `base` and starts it (see the module docs).
+    /// Resets the chip at `base` and starts it (see the module docs), with
+    /// `frames` as its buffers.
     ///
     /// # Safety
     /// `base` must be the address of a LAN9118, and nothing else may use it
     /// while this value lives.
-    pub unsafe fn new(base: usize) -> Result<Self, InitError> {
+    pub unsafe fn new(base: usize, frames: &'static mut Frames) -> Result<Self, InitError> {
         let regs = Regs { base };
         if regs.read(BYTE_TEST) != BYTE_TEST_VALUE {
             return Err(InitError::NotFound);
@@ -197,8 +214,7 @@ impl Lan9118 {
         Ok(Lan9118 {
             regs,
             mac,
-            rx: [0; FRAME],
-            tx: [0; FRAME],
+            frames,
             counters: Counters::default(),
         })
     }
@@ -258,7 +274,7 @@ impl Lan9118 {
                 if good {
                     let at = i * 4;
                     let n = (length - at).min(4);
-                    self.rx[at..at + n].copy_from_slice(&word[..n]);
+                    self.frames.rx[at..at + n].copy_from_slice(&word[..n]);
                 }
             }
             if good {
@@ -294,11 +310,11 @@ impl phy::Device for Lan9118 {
         let length = self.receive_frame()?;
         let Lan9118 {
             regs,
-            rx,
-            tx,
+            frames,
             counters,
             ..
         } = self;
+        let Frames { rx, tx } = &mut **frames;
         Some((
             RxToken {
                 frame: &rx[..length],
@@ -315,7 +331,7 @@ impl phy::Device for Lan9118 {
         self.drain_tx_status();
         Some(TxToken {
             regs: self.regs,
-            buffer: &mut self.tx,
+            buffer: &mut self.frames.tx,
             counters: &mut self.counters,
         })
     }

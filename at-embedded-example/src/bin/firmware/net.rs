@@ -23,7 +23,7 @@
 //! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s).
 
 use at_core::HEADER_LEN;
-use at_embedded_example::smoltcp_nal::{SmoltcpStack, StackMemory, TcpConfig};
+use at_embedded_example::smoltcp_nal::{SmoltcpStack, SocketBuffers, SocketSlots, TcpConfig};
 use at_embedded_example::{StreamServer, TcpServer, Timeouts, UdpServer};
 use core::net::Ipv4Addr;
 use embedded_io::Write;
@@ -31,11 +31,12 @@ use smoltcp::iface::{Config, Interface, SocketHandle};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::Uart;
 use crate::clock::Clock;
 use crate::functions::{FUNCTIONS, NAME};
-use crate::lan9118::{LAN9118_BASE, LAN9118_IRQ, Lan9118};
+use crate::lan9118::{Frames, LAN9118_BASE, LAN9118_IRQ, Lan9118};
 
 /// The AT port, TCP and UDP.
 const PORT: u16 = 16724;
@@ -83,8 +84,11 @@ mod auth {
         Guard<[Key<'static>; 1], CounterNonces, FixedReplies<REMEMBERED, { super::TX }>, SESSIONS>;
 }
 
-type Memory = StackMemory<SOCKETS, TCP_SOCKETS, TCP_BUF, 1, UDP_BUF, UDP_PACKETS>;
+type Slots = SocketSlots<SOCKETS, 1, UDP_PACKETS>;
+type Buffers = SocketBuffers<TCP_SOCKETS, TCP_BUF, 1, UDP_BUF>;
 type Stack = SmoltcpStack<'static, TCP_SOCKETS, 1>;
+type Tcp = TcpServer<Stack, CLIENTS, RX, TX>;
+type Udp = UdpServer<Stack, { RX + 1 }, TX, UDP_CACHE>;
 
 /// Milliseconds from a build-time variable, or `default`.
 const fn millis(value: Option<&str>, default: u32) -> u32 {
@@ -110,23 +114,21 @@ const TIMEOUTS: Timeouts = Timeouts {
 
 /// Serves the network and the UART for ever. Without a LAN9118 (or if it
 /// does not start), serves the UART alone.
+///
+/// Everything long-lived is static (`.bss`), and each part is built in a
+/// function of its own (never inlined), so that its temporaries are gone
+/// from the stack before the next part is built and while serving: the
+/// start-up peak is the largest part, not their sum (docs/EMBEDDED.md).
 pub fn run(
     mut uart: Uart,
     syst: cortex_m::peripheral::SYST,
     mut nvic: cortex_m::peripheral::NVIC,
 ) -> ! {
     let mut clock = Clock::start(syst);
-    let Some(serial) =
-        cortex_m::singleton!(: StreamServer<RX, TX> = StreamServer::new().with_name(NAME))
-    else {
+    let Some(serial) = serial_server() else {
         halt()
     };
-    // SAFETY: the board's LAN9118, used by nothing else.
-    let eth = match unsafe { Lan9118::new(LAN9118_BASE) } {
-        Ok(eth) => cortex_m::singleton!(: Lan9118 = eth),
-        Err(_) => None,
-    };
-    let Some(eth) = eth else {
+    let Some(eth) = start_lan9118() else {
         say(
             &mut uart,
             b"at-embedded-firmware: no network (LAN9118 did not start)\r\n",
@@ -142,34 +144,13 @@ pub fn run(
     // SAFETY: its handler touches nothing the main loop holds.
     unsafe { nvic_enable(&mut nvic, LAN9118_IRQ) };
 
-    let mac = eth.mac();
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    // No RNG on this board: the seed (TCP initial sequence numbers, DHCP
-    // transaction ids) comes from the MAC and the SysTick phase at start.
-    config.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
-        ^ u64::from(cortex_m::peripheral::SYST::get_current()) << 40;
-    let iface = Interface::new(config, eth, Instant::from_millis(clock.now() as i64));
-    let Some(memory) = cortex_m::singleton!(: Memory = Memory::new()) else {
-        halt()
-    };
-    let (mut sockets, tcp_sockets, udp_sockets) = memory.split();
-    let dhcp = match static_address() {
-        Some(_) => None,
-        None => Some(sockets.add(dhcpv4::Socket::new())),
-    };
-    let config = TcpConfig::default();
-    let Some(stack) = cortex_m::singleton!(: Stack = SmoltcpStack::new(iface, sockets, tcp_sockets, udp_sockets, config))
-    else {
+    let Some((stack, dhcp)) = start_stack(eth, clock.now()) else {
         halt()
     };
     if let Some((cidr, gateway)) = static_address() {
         configure(stack, cidr, gateway, &mut uart);
     }
-    let tcp = cortex_m::singleton!(: Option<TcpServer<Stack, CLIENTS, RX, TX>> =
-        TcpServer::bind(stack, PORT).ok().map(|s| s.with_timeouts(TIMEOUTS).with_name(NAME)));
-    let udp = cortex_m::singleton!(: Option<UdpServer<Stack, { RX + 1 }, TX, UDP_CACHE>> =
-        UdpServer::bind(stack, PORT).ok().map(|s| s.with_name(NAME)));
-    let (Some(Some(tcp)), Some(Some(udp))) = (tcp, udp) else {
+    let (Some(tcp), Some(udp)) = (tcp_server(stack), udp_server(stack)) else {
         say(
             &mut uart,
             b"at-embedded-firmware: cannot open port 16724\r\n",
@@ -177,18 +158,8 @@ pub fn run(
         halt()
     };
     #[cfg(at_auth)]
-    let responder = {
-        let Ok(key) = at_core::auth::Key::parse(auth::KEY) else {
-            halt()
-        };
-        let boot = u64::from(cortex_m::peripheral::SYST::get_current())
-            ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]) << 16;
-        let nonces = at_core::auth::CounterNonces::new(boot);
-        let guard = auth::FirmwareGuard::new([key], at_core::auth::FixedReplies::new(), nonces);
-        let Some(guard) = cortex_m::singleton!(: auth::FirmwareGuard = guard) else {
-            halt()
-        };
-        guard
+    let Some(responder) = guard(eth.mac()) else {
+        halt()
     };
     #[cfg(not(at_auth))]
     let responder = &mut at_core::auth::Open;
@@ -218,6 +189,86 @@ pub fn run(
             });
         }
     }
+}
+
+/// The UART server, in `.bss`. `None` only if taken twice.
+#[inline(never)]
+fn serial_server() -> Option<&'static mut StreamServer<RX, TX>> {
+    static SERIAL: StaticCell<StreamServer<RX, TX>> = StaticCell::new();
+    SERIAL.try_init_with(|| StreamServer::new().with_name(NAME))
+}
+
+/// The LAN9118, started, with its frame buffers in `.bss`; `None` if there
+/// is none or it does not start.
+#[inline(never)]
+fn start_lan9118() -> Option<&'static mut Lan9118> {
+    static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames::new());
+    static ETH: StaticCell<Lan9118> = StaticCell::new();
+    let frames = FRAMES.try_take()?;
+    // SAFETY: the board's LAN9118, used by nothing else.
+    let eth = unsafe { Lan9118::new(LAN9118_BASE, frames) }.ok()?;
+    ETH.try_init(eth)
+}
+
+/// smoltcp over `eth`, with the sockets' memory in `.bss`, and the DHCP
+/// socket unless the build gave a static address.
+#[inline(never)]
+fn start_stack(eth: &mut Lan9118, now: u64) -> Option<(&'static mut Stack, Option<SocketHandle>)> {
+    static BUFFERS: ConstStaticCell<Buffers> = ConstStaticCell::new(Buffers::new());
+    static SLOTS: StaticCell<Slots> = StaticCell::new();
+    static STACK: StaticCell<Stack> = StaticCell::new();
+    let mac = eth.mac();
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    // No RNG on this board: the seed (TCP initial sequence numbers, DHCP
+    // transaction ids) comes from the MAC and the SysTick phase at start.
+    config.random_seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+        ^ u64::from(cortex_m::peripheral::SYST::get_current()) << 40;
+    let iface = Interface::new(config, eth, Instant::from_millis(now as i64));
+    let buffers = BUFFERS.try_take()?;
+    let slots = SLOTS.try_init_with(Slots::new)?;
+    let (mut sockets, tcp_sockets, udp_sockets) = slots.split(buffers);
+    let dhcp = match static_address() {
+        Some(_) => None,
+        None => Some(sockets.add(dhcpv4::Socket::new())),
+    };
+    let config = TcpConfig::default();
+    let stack = STACK
+        .try_init_with(|| SmoltcpStack::new(iface, sockets, tcp_sockets, udp_sockets, config))?;
+    Some((stack, dhcp))
+}
+
+/// The TCP server on [`PORT`], in `.bss`.
+#[inline(never)]
+fn tcp_server(stack: &mut Stack) -> Option<&'static mut Tcp> {
+    static TCP: StaticCell<Option<Tcp>> = StaticCell::new();
+    TCP.try_init_with(|| {
+        TcpServer::bind(stack, PORT)
+            .ok()
+            .map(|s| s.with_timeouts(TIMEOUTS).with_name(NAME))
+    })?
+    .as_mut()
+}
+
+/// The UDP server on [`PORT`], in `.bss`.
+#[inline(never)]
+fn udp_server(stack: &mut Stack) -> Option<&'static mut Udp> {
+    static UDP: StaticCell<Option<Udp>> = StaticCell::new();
+    UDP.try_init_with(|| UdpServer::bind(stack, PORT).ok().map(|s| s.with_name(NAME)))?
+        .as_mut()
+}
+
+/// The guard of the build's key, in `.bss`.
+#[cfg(at_auth)]
+#[inline(never)]
+fn guard(mac: [u8; 6]) -> Option<&'static mut auth::FirmwareGuard> {
+    static GUARD: StaticCell<auth::FirmwareGuard> = StaticCell::new();
+    let key = at_core::auth::Key::parse(auth::KEY).ok()?;
+    let boot = u64::from(cortex_m::peripheral::SYST::get_current())
+        ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]) << 16;
+    let nonces = at_core::auth::CounterNonces::new(boot);
+    GUARD.try_init_with(|| {
+        auth::FirmwareGuard::new([key], at_core::auth::FixedReplies::new(), nonces)
+    })
 }
 
 /// Enables interrupt line `irq` in the NVIC.
