@@ -289,3 +289,44 @@ fn values_compare_by_meaning() {
     let v = at_host::to_value(&r).unwrap();
     assert_eq!(at_host::from_value::<Reading>(&v).unwrap(), r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_adds_to_the_builder_and_docs_are_kept() {
+    let mut extra = at_host::Registry::new();
+    extra
+        .function_with_doc("twice", "Doubles\nits argument.\n\nDetail.", |x: i64| x * 2)
+        .unwrap();
+    let server = Server::builder()
+        .calculator()
+        .function_with_doc("half", "Halves it.", |x: f64| x / 2.0)
+        .registry(extra)
+        .tcp("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(c.call_as::<i64>("add", (1, 2)).await.unwrap(), 3);
+    assert_eq!(c.call_as::<f64>("half", (3,)).await.unwrap(), 1.5);
+    assert_eq!(c.call_as::<i64>("twice", (21,)).await.unwrap(), 42);
+    let page: serde_json::Value = c.call_as("rpc.functions", ()).await.unwrap();
+    let docs: Vec<&str> = page["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["doc"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        docs,
+        [
+            "a + b",
+            "a - b",
+            "a * b",
+            "a / b, always a double",
+            "Halves it.",
+            "Doubles its argument."
+        ]
+    );
+    server.shutdown().await;
+}
