@@ -135,3 +135,88 @@ impl fmt::Display for CallError {
 }
 
 impl core::error::Error for CallError {}
+
+/// What is wrong with a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is not UTF-8.
+    NotUtf8,
+    /// The body is not JSON: the first bad byte is at `offset`.
+    Syntax {
+        /// Byte offset of the error in the body.
+        offset: usize,
+    },
+    /// Arrays and objects nest deeper than [`crate::json::MAX_DEPTH`].
+    TooDeep,
+    /// The body is JSON but not an object.
+    NotAnObject,
+    /// A required member is missing.
+    Missing {
+        /// The member's name.
+        member: &'static str,
+    },
+    /// A member has the wrong JSON type (or a value the contract does not
+    /// allow, such as a `status` other than `success` or `error`).
+    WrongType {
+        /// The member's name.
+        member: &'static str,
+    },
+    /// A member appears twice.
+    Duplicate {
+        /// The member's name.
+        member: &'static str,
+    },
+    /// More than [`MAX_ARGS`](crate::MAX_ARGS) arguments.
+    TooManyArgs,
+    /// An integer literal outside i64.
+    IntegerOverflow,
+    /// A number with a fraction or exponent, read by a build of at-core
+    /// without the `float` feature (an integers-only device). Never
+    /// returned when `float` is on (the default).
+    FloatUnsupported,
+}
+
+impl BodyError {
+    /// The error code a server answers this with: `overflow` for an integer
+    /// outside i64, `invalid_arguments` for too many arguments (or a double
+    /// in an integers-only build), otherwise `bad_request`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BodyError::IntegerOverflow => ErrorCode::Overflow,
+            BodyError::TooManyArgs | BodyError::FloatUnsupported => ErrorCode::InvalidArguments,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+
+    /// A short message for the error reply.
+    pub fn message(&self) -> &'static str {
+        match self {
+            BodyError::NotUtf8 => "body is not UTF-8",
+            BodyError::Syntax { .. } => "body is not valid JSON",
+            BodyError::TooDeep => "JSON nested too deeply",
+            BodyError::NotAnObject => "body is not a JSON object",
+            BodyError::Missing { member: "func" } => "missing \"func\"",
+            BodyError::Missing { member: "args" } => "missing \"args\"",
+            BodyError::Missing { .. } => "a required member is missing",
+            BodyError::WrongType { member: "func" } => "\"func\" must be a string",
+            BodyError::WrongType { member: "args" } => "\"args\" must be an array",
+            BodyError::WrongType { .. } => "a member has the wrong type",
+            BodyError::Duplicate { .. } => "a member appears twice",
+            BodyError::TooManyArgs => "too many arguments",
+            BodyError::IntegerOverflow => "integer argument outside 64-bit range",
+            BodyError::FloatUnsupported => "this server takes integers only",
+        }
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Syntax { offset } => write!(f, "body is not valid JSON (at byte {offset})"),
+            BodyError::Missing { member } => write!(f, "missing member \"{member}\""),
+            BodyError::WrongType { member } => write!(f, "member \"{member}\" has the wrong type"),
+            BodyError::Duplicate { member } => write!(f, "member \"{member}\" appears twice"),
+            other => f.write_str(other.message()),
+        }
+    }
+}

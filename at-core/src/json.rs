@@ -12,7 +12,9 @@
 //! through it cost flash for no gain over calling ryu (which it uses)
 //! directly; docs/EMBEDDED.md has the measurements.
 
-use crate::body::BodyError;
+use core::fmt;
+
+use crate::error::BodyError;
 use crate::frame::BufferTooSmall;
 use crate::value::{JsonStr, RawJson, Value};
 
@@ -725,6 +727,91 @@ fn int_by_subtraction(i: i64, text: &mut [u8; 20]) -> usize {
         power = next_lower_power(power);
     }
     len
+}
+
+// Reading and writing the value types of `value`, which hold data only.
+
+impl<'a> RawJson<'a> {
+    /// Checks that `text` is exactly one JSON value and wraps it (without
+    /// the whitespace around it).
+    ///
+    /// ```
+    /// assert!(at_core::RawJson::parse("[1, {\"a\": null}]").is_ok());
+    /// assert!(at_core::RawJson::parse("[1,]").is_err());
+    /// assert_eq!(at_core::RawJson::parse(" 99999999999999999999 ").unwrap().as_str(), "99999999999999999999");
+    /// assert!(at_core::RawJson::parse("7 8").is_err());
+    /// ```
+    pub fn parse(text: &'a str) -> Result<Self, BodyError> {
+        parse_raw(text)
+    }
+
+    /// The elements of an array, in order, each as a [`Value`] (a nested
+    /// array or object as [`Value::Raw`]); `None` if this is not an array.
+    /// No allocation: each element borrows the text.
+    ///
+    /// ```
+    /// use at_core::{RawJson, Value};
+    /// let raw = RawJson::parse("[1, 2.5, \"x\", [3]]").unwrap();
+    /// let items: Vec<_> = raw.elements().unwrap().collect();
+    /// assert_eq!(items[0], Ok(Value::Int(1)));
+    /// assert_eq!(items[1], Ok(Value::Float(2.5)));
+    /// assert_eq!(items[3].unwrap().to_string(), "[3]");
+    /// assert!(RawJson::parse("{}").unwrap().elements().is_none());
+    /// ```
+    pub fn elements(&self) -> Option<Elements<'a>> {
+        Elements::new(self.as_str())
+    }
+}
+
+impl<'a> Value<'a> {
+    /// Reads exactly one JSON value from `text`; arrays and objects become
+    /// [`Value::Raw`], an integer literal outside i64 is
+    /// [`BodyError::IntegerOverflow`](BodyError::IntegerOverflow).
+    ///
+    /// ```
+    /// use at_core::Value;
+    /// assert_eq!(Value::parse("10"), Ok(Value::Int(10)));
+    /// assert_eq!(Value::parse(" 10.0 "), Ok(Value::Float(10.0)));
+    /// assert!(Value::parse("hello").is_err());
+    /// ```
+    pub fn parse(text: &'a str) -> Result<Self, BodyError> {
+        parse_value(text)
+    }
+}
+
+/// Writes the value as JSON: doubles in shortest round-trip form with a `.`
+/// or an exponent, strings escaped. A double that is not finite has no JSON
+/// form and is written as `null`; [`crate::write_reply`] turns it into the
+/// error `overflow` before it gets here.
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 40];
+        match *self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => {
+                let mut w = Writer::new(&mut buf);
+                match w.float(x) {
+                    Ok(()) => f.write_str(w.as_str()),
+                    Err(_) => f.write_str("null"),
+                }
+            }
+            Value::Str(s) => {
+                f.write_str("\"")?;
+                match s.escaped_source() {
+                    Some(src) => f.write_str(src)?,
+                    None => {
+                        for c in s.chars() {
+                            write_escaped_char(c, |part| f.write_str(part))?;
+                        }
+                    }
+                }
+                f.write_str("\"")
+            }
+            Value::Raw(raw) => f.write_str(raw.as_str()),
+        }
+    }
 }
 
 #[cfg(test)]

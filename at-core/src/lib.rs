@@ -79,6 +79,7 @@ mod float;
 pub mod frame;
 pub mod header;
 pub mod json;
+pub mod reply;
 pub mod rpc;
 pub mod service;
 pub mod signature;
@@ -96,10 +97,11 @@ pub use header::{
     Kind, MAGIC,
 };
 pub use json::EncodeError;
+pub use reply::{write_error_frame, write_reply};
 pub use rpc::ServerInfo;
 pub use service::{
     MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_to_bytes,
-    respond_to_error, write_error_frame, write_reply,
+    respond_to_error,
 };
 pub use signature::{Signature, Type, optional_mask};
 pub use value::{JsonStr, RawJson, Value};

@@ -23,7 +23,7 @@ use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, encode_frame_with};
 use crate::header::Kind;
 use crate::json::Writer;
-use crate::service::{write_error_frame, write_reply};
+use crate::reply::{write_error_frame, write_reply};
 use crate::value::{JsonStr, Value};
 
 /// What `rpc.info` says about a server (besides its function count).

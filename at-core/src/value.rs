@@ -187,19 +187,6 @@ fn hex4(chars: &mut core::str::Chars<'_>) -> u32 {
 pub struct RawJson<'a>(&'a str);
 
 impl<'a> RawJson<'a> {
-    /// Checks that `text` is exactly one JSON value and wraps it (without
-    /// the whitespace around it).
-    ///
-    /// ```
-    /// assert!(at_core::RawJson::parse("[1, {\"a\": null}]").is_ok());
-    /// assert!(at_core::RawJson::parse("[1,]").is_err());
-    /// assert_eq!(at_core::RawJson::parse(" 99999999999999999999 ").unwrap().as_str(), "99999999999999999999");
-    /// assert!(at_core::RawJson::parse("7 8").is_err());
-    /// ```
-    pub fn parse(text: &'a str) -> Result<Self, crate::BodyError> {
-        crate::json::parse_raw(text)
-    }
-
     pub(crate) const fn from_validated(text: &'a str) -> Self {
         RawJson(text)
     }
@@ -207,23 +194,6 @@ impl<'a> RawJson<'a> {
     /// The JSON text.
     pub const fn as_str(&self) -> &'a str {
         self.0
-    }
-
-    /// The elements of an array, in order, each as a [`Value`] (a nested
-    /// array or object as [`Value::Raw`]); `None` if this is not an array.
-    /// No allocation: each element borrows the text.
-    ///
-    /// ```
-    /// use at_core::{RawJson, Value};
-    /// let raw = RawJson::parse("[1, 2.5, \"x\", [3]]").unwrap();
-    /// let items: Vec<_> = raw.elements().unwrap().collect();
-    /// assert_eq!(items[0], Ok(Value::Int(1)));
-    /// assert_eq!(items[1], Ok(Value::Float(2.5)));
-    /// assert_eq!(items[3].unwrap().to_string(), "[3]");
-    /// assert!(RawJson::parse("{}").unwrap().elements().is_none());
-    /// ```
-    pub fn elements(&self) -> Option<crate::json::Elements<'a>> {
-        crate::json::Elements::new(self.0)
     }
 }
 
@@ -248,20 +218,6 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
-    /// Reads exactly one JSON value from `text`; arrays and objects become
-    /// [`Value::Raw`], an integer literal outside i64 is
-    /// [`BodyError::IntegerOverflow`](crate::BodyError::IntegerOverflow).
-    ///
-    /// ```
-    /// use at_core::Value;
-    /// assert_eq!(Value::parse("10"), Ok(Value::Int(10)));
-    /// assert_eq!(Value::parse(" 10.0 "), Ok(Value::Float(10.0)));
-    /// assert!(Value::parse("hello").is_err());
-    /// ```
-    pub fn parse(text: &'a str) -> Result<Self, crate::BodyError> {
-        crate::json::parse_value(text)
-    }
-
     /// A string value holding `text`.
     pub const fn str(text: &'a str) -> Self {
         Value::Str(JsonStr::new(text))
@@ -301,41 +257,6 @@ impl<'a> Value<'a> {
             Value::Float(_) => "double",
             Value::Str(_) => "string",
             Value::Raw(_) => "array or object",
-        }
-    }
-}
-
-/// Writes the value as JSON: doubles in shortest round-trip form with a `.`
-/// or an exponent, strings escaped. A double that is not finite has no JSON
-/// form and is written as `null`; [`crate::write_reply`] turns it into the
-/// error `overflow` before it gets here.
-impl fmt::Display for Value<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 40];
-        match *self {
-            Value::Null => f.write_str("null"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => {
-                let mut w = crate::json::Writer::new(&mut buf);
-                match w.float(x) {
-                    Ok(()) => f.write_str(w.as_str()),
-                    Err(_) => f.write_str("null"),
-                }
-            }
-            Value::Str(s) => {
-                f.write_str("\"")?;
-                match s.escaped_source() {
-                    Some(src) => f.write_str(src)?,
-                    None => {
-                        for c in s.chars() {
-                            crate::json::write_escaped_char(c, |part| f.write_str(part))?;
-                        }
-                    }
-                }
-                f.write_str("\"")
-            }
-            Value::Raw(raw) => f.write_str(raw.as_str()),
         }
     }
 }

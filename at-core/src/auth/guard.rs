@@ -21,8 +21,9 @@ use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, Frame, encode_frame_with};
 use crate::header::{FLAG_AUTH, HEADER_LEN, Header, Kind};
 use crate::json::Writer;
+use crate::reply::write_error_frame;
 use crate::rpc::ServerInfo;
-use crate::service::{respond_body, write_error_frame};
+use crate::service::respond_body;
 use crate::value::{JsonStr, Value};
 
 /// What to do with a request, after [`Guard::admit`].
