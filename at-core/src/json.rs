@@ -766,7 +766,7 @@ impl<'a> RawJson<'a> {
 impl<'a> Value<'a> {
     /// Reads exactly one JSON value from `text`; arrays and objects become
     /// [`Value::Raw`], an integer literal outside i64 is
-    /// [`BodyError::IntegerOverflow`](BodyError::IntegerOverflow).
+    /// [`BodyError::IntegerOverflow`].
     ///
     /// ```
     /// use at_core::Value;
