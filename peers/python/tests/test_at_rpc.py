@@ -8,6 +8,7 @@ Run: python3 peers/python/test_at_rpc.py   (loopback only, OS-chosen ports)
 
 import ipaddress
 import json
+import logging
 import os
 import random
 import signal
@@ -22,26 +23,27 @@ import unittest
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import at_rpc  # noqa: E402
-from at_rpc import (  # noqa: E402
+import at_rpc
+from at_rpc import (
     AUTH, ERROR, MAX_SEQ, NONCE_LEN, REQUEST, RESPONSE, SID_LEN, Client, FrameError,
     FrameReader, ProtocolError, RemoteError, Server, error_frame, pack_auth_frame, pack_frame,
     parse_datagram,
 )
 
-VECTORS_PATH = os.path.join(HERE, "..", "..", "tests", "vectors", "frames.json")
+VECTORS_PATH = os.path.join(HERE, "..", "..", "..", "tests", "vectors", "frames.json")
 with open(VECTORS_PATH, encoding="utf-8") as f:
     VECTOR_FILE = json.load(f)
 MAX_BODY = VECTOR_FILE["max_body"]
 VECTORS = VECTOR_FILE["vectors"]
-SCRIPT = os.path.join(HERE, "at_rpc.py")
+# The installed command (the console script beside this Python).
+AT_RPC = os.path.join(os.path.dirname(sys.executable), "at-rpc")
+SCRIPT = "at_rpc.py"  # argv[0] for at_rpc.main in this process
 LOOPBACK = "127.0.0.1"
 WAIT = 5.0  # the most any single network wait in these tests may take
 
 # Keep expected warnings (bad frames on purpose) out of the test output.
-at_rpc.log.setLevel(100)
+logging.getLogger("at_rpc").setLevel(100)
 
 
 def describe(item):
@@ -438,15 +440,15 @@ class BodyTests(unittest.TestCase):
                 r(bad)
 
     def test_cli_args(self):
-        self.assertEqual(at_rpc.cli_arg("10"), 10)
-        self.assertIs(type(at_rpc.cli_arg("10")), int)
-        self.assertEqual(at_rpc.cli_arg("2.5"), 2.5)
-        self.assertIs(at_rpc.cli_arg("true"), True)
-        self.assertEqual(at_rpc.cli_arg('"x"'), "x")
-        self.assertEqual(at_rpc.cli_arg("hello"), "hello")
-        self.assertEqual(at_rpc.cli_arg("NaN"), "NaN")
-        self.assertEqual(at_rpc.cli_arg("[1, 2]"), [1, 2])
-        big = at_rpc.cli_arg("99999999999999999999")
+        self.assertEqual(at_rpc.cli.cli_arg("10"), 10)
+        self.assertIs(type(at_rpc.cli.cli_arg("10")), int)
+        self.assertEqual(at_rpc.cli.cli_arg("2.5"), 2.5)
+        self.assertIs(at_rpc.cli.cli_arg("true"), True)
+        self.assertEqual(at_rpc.cli.cli_arg('"x"'), "x")
+        self.assertEqual(at_rpc.cli.cli_arg("hello"), "hello")
+        self.assertEqual(at_rpc.cli.cli_arg("NaN"), "NaN")
+        self.assertEqual(at_rpc.cli.cli_arg("[1, 2]"), [1, 2])
+        big = at_rpc.cli.cli_arg("99999999999999999999")
         self.assertEqual(at_rpc.request_body("add", [big, 1]), b'{"func": "add", "args": [99999999999999999999, 1]}')
 
 
@@ -1009,7 +1011,7 @@ class AuthPrimitiveTests(unittest.TestCase):
         self.assertFalse(reply.flags & AUTH)
 
     def test_replay_window(self):
-        s = at_rpc.Session(SID, KID, b"", b"", 0.0)
+        s = at_rpc.sessions.Session(SID, KID, b"", b"", 0.0)
         for seq in (5, 3, 4, 70):
             self.assertTrue(s.fresh(seq))
             s.mark(seq)
@@ -1431,31 +1433,31 @@ class AuthServerTests(AuthCase):
         hello = parse_datagram(hello_request(1))
         self.assertIsNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True, broadcast=True))
         self.assertIsNotNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True))
-        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(4) + bytes(4) + b"\xff" * 4)]))
-        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([224, 0, 0, 1]))]))
-        self.assertFalse(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([127, 0, 0, 1]))]))
+        self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(4) + bytes(4) + b"\xff" * 4)]))
+        self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(8) + bytes([224, 0, 0, 1]))]))
+        self.assertFalse(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(8) + bytes([127, 0, 0, 1]))]))
         if hasattr(socket, "IPV6_PKTINFO"):
             ff02 = ipaddress.IPv6Address("ff02::1").packed + bytes(4)
-            self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ff02)]))
+            self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ff02)]))
 
     def test_broadcast_hello_live(self):
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(probe.close)
         probe.bind(("0.0.0.0", 0))
         probe.settimeout(0.5)
-        pktinfo = at_rpc._enable_pktinfo(probe)
+        pktinfo = at_rpc.net._enable_pktinfo(probe)
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sender.close)
         sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         try:
             sender.sendto(b"x", ("255.255.255.255", probe.getsockname()[1]))
-            _, _, broadcast = at_rpc._receive_datagram(probe, 100, pktinfo)
+            _, _, broadcast = at_rpc.net._receive_datagram(probe, 100, pktinfo)
         except OSError:
             self.skipTest("no broadcast delivery on this host")
         if not broadcast:
             self.skipTest("cannot tell broadcasts here")
         sender.sendto(b"x", (LOOPBACK, probe.getsockname()[1]))
-        self.assertFalse(at_rpc._receive_datagram(probe, 100, pktinfo)[2])
+        self.assertFalse(at_rpc.net._receive_datagram(probe, 100, pktinfo)[2])
         server = Server(tcp=None, udp=("0.0.0.0", 0), keys={KID: KEY}).start()
         self.addCleanup(server.shutdown)
         port = server.udp_address[1]
@@ -1868,7 +1870,7 @@ class CliTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         tcp = cls.proc.stdout.readline().strip()
         udp = cls.proc.stdout.readline().strip()
@@ -1885,7 +1887,7 @@ class CliTests(unittest.TestCase):
         cls.proc.stdout.close()
 
     def run_cli(self, *args):
-        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=10,
+        return subprocess.run([AT_RPC, *args], capture_output=True, text=True, timeout=10,
                               env=cli_env())
 
     def test_calls(self):
@@ -1965,7 +1967,7 @@ class CliTests(unittest.TestCase):
     def test_serve_stops_on_signals(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with self.subTest(signal=sig.name):
-                proc = subprocess.Popen([sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "none"],
+                proc = subprocess.Popen([AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "none"],
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 line = proc.stdout.readline().strip()
                 self.assertTrue(line.startswith("listening on tcp://127.0.0.1:"), line)
@@ -1989,7 +1991,7 @@ class AuthCliTests(unittest.TestCase):
             f.write(f"# the bench\nother {OTHER_KEY.hex()}\nthird {'77' * 32}\n")
         os.chmod(cls.key_file, 0o600)
         cls.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
              "--key", f"{KID}:{KEY_HEX}", "--key-file", cls.key_file],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
         cls.tcp = cls.proc.stdout.readline().strip().rsplit("//", 1)[1]
@@ -2004,7 +2006,7 @@ class AuthCliTests(unittest.TestCase):
         cls.tmp.cleanup()
 
     def run_cli(self, *args, **env):
-        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+        return subprocess.run([AT_RPC, *args], capture_output=True, text=True,
                               timeout=10, env=cli_env(**env))
 
     def private_file(self, text, mode=0o600):
@@ -2095,7 +2097,7 @@ class AuthCliTests(unittest.TestCase):
 
     def test_secrets_never_in_the_server_log(self):
         proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "none",
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "none",
              "--key", f"{KID}:{KEY_HEX.upper()}", "--key-file", self.key_file],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(AT_LOG="debug"))
         where = proc.stdout.readline().strip().rsplit("//", 1)[1]

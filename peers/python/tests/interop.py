@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import socket
@@ -33,13 +34,13 @@ import time
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import at_rpc  # noqa: E402
-from at_rpc import ERROR, REQUEST, RESPONSE  # noqa: E402
+import at_rpc
+from at_rpc import ERROR, REQUEST, RESPONSE
+from at_rpc.cli import UsageError, split_host_port
 
 HEADER = struct.Struct(">HHIII")
-DEFAULT_VECTORS = os.path.join(HERE, "..", "..", "tests", "vectors", "frames.json")
+DEFAULT_VECTORS = os.path.join(HERE, "..", "..", "..", "tests", "vectors", "frames.json")
 # The largest UDP payload over IPv4: vectors longer than this cannot be sent
 # as one datagram.
 MAX_DATAGRAM = 65507
@@ -49,7 +50,7 @@ I64_MIN = -(1 << 63)
 WAIT = 3.0  # bound of any single socket wait (--timeout)
 
 # Silence at_rpc's own logging (the client logs ignored datagrams at debug).
-at_rpc.log.setLevel(100)
+logging.getLogger("at_rpc").setLevel(100)
 
 
 class Fail(Exception):
@@ -800,8 +801,8 @@ def vector_checks(vectors, tcp, udp, exact):
 
 def address(text: str):
     try:
-        return at_rpc.split_host_port(text)
-    except at_rpc.UsageError as e:
+        return split_host_port(text)
+    except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

@@ -1,0 +1,7 @@
+"""The asyncio client (placeholder, filled in below)."""
+
+from __future__ import annotations
+
+
+class AsyncClient:
+    """Placeholder."""
