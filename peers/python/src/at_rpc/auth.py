@@ -31,7 +31,7 @@ HELLO = "rpc.hello"
 # Plain requests a server that requires authentication still answers.
 PLAIN_FUNCS = frozenset((HELLO, "rpc.ping", "rpc.info"))
 _KID = re.compile(r"[A-Za-z0-9._-]{1,32}")
-_LOWER_HEX = {n: re.compile("[0-9a-f]{%d}" % n) for n in (16, 32)}
+_LOWER_HEX = {n: re.compile(f"[0-9a-f]{{{n}}}") for n in (16, 32)}
 _ANY_HEX = re.compile(r"[0-9a-fA-F]*")
 
 
@@ -117,7 +117,7 @@ def split_auth(frame: Frame) -> AuthFrame | None:
         return None
     header = HEADER12.pack(MAGIC, frame.flags, frame.seq, len(data))
     cut = len(data) - AUTH_TRAILER
-    return AuthFrame(header, data[:cut], data[cut:cut + SID_LEN], data[cut + SID_LEN:])
+    return AuthFrame(header, data[:cut], data[cut : cut + SID_LEN], data[cut + SID_LEN :])
 
 
 def tag_ok(key: bytes, parts: AuthFrame) -> bool:
@@ -128,7 +128,9 @@ def tag_ok(key: bytes, parts: AuthFrame) -> bool:
 def parse_key_hex(text: str) -> bytes:
     """64 hex digits (either case) -> 32 bytes; raises KeyFormatError."""
     if len(text) != 2 * KEY_LEN:
-        raise KeyFormatError(f"a key is {2 * KEY_LEN} hex digits, this one has {len(text)} characters")
+        raise KeyFormatError(
+            f"a key is {2 * KEY_LEN} hex digits, this one has {len(text)} characters"
+        )
     if not text.isascii() or not _ANY_HEX.fullmatch(text):
         raise KeyFormatError("a key is hex digits only, this one has other characters")
     return bytes.fromhex(text)
@@ -154,9 +156,11 @@ def load_key_file(path: str) -> list[tuple[str, bytes]]:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
             if os.name == "posix" and mode & 0o077:
-                raise KeyFormatError(f"{path}: group or others have access (mode "
-                                     f"{mode & 0o777:04o}); a key file must be private "
-                                     f"(chmod 600 {path})")
+                raise KeyFormatError(
+                    f"{path}: group or others have access (mode "
+                    f"{mode & 0o777:04o}); a key file must be private "
+                    f"(chmod 600 {path})"
+                )
             data = f.read(1 << 20)
     except OSError as e:
         raise KeyFormatError(f"{path}: cannot read: {e.strerror or e}") from None
@@ -174,8 +178,9 @@ def load_key_file(path: str) -> list[tuple[str, bytes]]:
             raise KeyFormatError(f"{path}:{number}: expected 'KID HEX' (two fields)")
         kid, hex_text = fields
         if not valid_kid(kid):
-            raise KeyFormatError(f"{path}:{number}: the key id must be 1 to 32 of "
-                                 f"A-Z a-z 0-9 . _ -")
+            raise KeyFormatError(
+                f"{path}:{number}: the key id must be 1 to 32 of A-Z a-z 0-9 . _ -"
+            )
         try:
             key = parse_key_hex(hex_text)
         except KeyFormatError as e:

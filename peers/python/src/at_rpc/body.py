@@ -8,7 +8,8 @@ import json.decoder
 import json.scanner
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import BodyError, EncodeError
 from .frame import ERROR, I64_MAX, I64_MIN, MAX_ARGS, MAX_DEPTH, pack_frame
@@ -99,8 +100,13 @@ def _utf8(text: str) -> bytes:
 
 def request_body(func: str, args: tuple | list = ()) -> bytes:
     """`{"func": "add", "args": [10, 20]}`."""
-    return _utf8('{"func": ' + _string(func) + ', "args": ['
-                 + ", ".join(encode_value(a, any_int=True) for a in args) + "]}")
+    return _utf8(
+        '{"func": '
+        + _string(func)
+        + ', "args": ['
+        + ", ".join(encode_value(a, any_int=True) for a in args)
+        + "]}"
+    )
 
 
 def success_body(result: Any) -> bytes:
@@ -110,8 +116,9 @@ def success_body(result: Any) -> bytes:
 
 def error_body(code: str, message: str) -> bytes:
     """`{"status": "error", "code": "...", "message": "..."}`."""
-    return ('{"status": "error", "code": ' + _string(code) + ', "message": '
-            + _string(message) + "}").encode("utf-8", "replace")
+    return (
+        '{"status": "error", "code": ' + _string(code) + ', "message": ' + _string(message) + "}"
+    ).encode("utf-8", "replace")
 
 
 def error_frame(seq: int, code: str, message: str) -> bytes:
@@ -171,8 +178,12 @@ def _parse_int(text: str) -> int | _BigInt:
     return _BigInt(text)
 
 
-_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=lambda _: _BAD_CONSTANT,
-                            object_pairs_hook=_Obj, strict=True)
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int,
+    parse_constant=lambda _: _BAD_CONSTANT,
+    object_pairs_hook=_Obj,
+    strict=True,
+)
 _scan = json.scanner.make_scanner(_DECODER)
 _scanstring = json.decoder.scanstring
 _WS = re.compile(r"[ \t\n\r]*")
@@ -300,9 +311,13 @@ class _Reader:
             # without digits ("4.", "1e", "7E+"); RFC 8259 (and the Rust
             # reader) call the number itself malformed.
             number = self.text[start:end]
-            after = self.text[end:end + 1]
-            if after and "e" not in number and "E" not in number and (
-                    after in "eE" or (after == "." and "." not in number)):
+            after = self.text[end : end + 1]
+            if (
+                after
+                and "e" not in number
+                and "E" not in number
+                and (after in "eE" or (after == "." and "." not in number))
+            ):
                 raise _syntax()
         self.pos = end
         return value

@@ -14,14 +14,23 @@ import statistics
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .auth import load_key_file, parse_key
 from .body import _utf8, encode_value, error_body, parse_value, request_body
 from .calculator import _is_number
 from .client import Client
 from .discovery import discover, format_discovered, format_table
-from .errors import AuthError, BadProof, BodyError, EncodeError, KeyFormatError, ProtocolError, RemoteError
+from .errors import (
+    AuthError,
+    BadProof,
+    BodyError,
+    EncodeError,
+    KeyFormatError,
+    ProtocolError,
+    RemoteError,
+)
 from .frame import DEFAULT_PORT, MAX_BODY
 from .net import _format_addr
 from .server import Server
@@ -228,8 +237,11 @@ def cli_arg(text: str) -> Any:
 
 def _setup_logging(default: str) -> None:
     level = os.environ.get("AT_LOG", default).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _take_value(argv: list, i: int, name: str) -> tuple[str, int]:
@@ -277,8 +289,12 @@ def _server_keys(key_texts: list, key_files: list) -> dict[str, bytes]:
 
 
 def serve_main(argv: list) -> int:
-    opts = {"--tcp": f"0.0.0.0:{DEFAULT_PORT}", "--udp": f"0.0.0.0:{DEFAULT_PORT}",
-            "--max-frame": str(MAX_BODY), "--name": None}
+    opts = {
+        "--tcp": f"0.0.0.0:{DEFAULT_PORT}",
+        "--udp": f"0.0.0.0:{DEFAULT_PORT}",
+        "--max-frame": str(MAX_BODY),
+        "--name": None,
+    }
     key_texts: list = []
     key_files: list = []
     i = 0
@@ -315,8 +331,12 @@ def serve_main(argv: list) -> int:
     _setup_logging("info")
     server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None, name=name)
     if keys:
-        log.info("authentication required: %d key%s (key ids %s)", len(keys),
-                 "" if len(keys) == 1 else "s", ", ".join(sorted(keys)))
+        log.info(
+            "authentication required: %d key%s (key ids %s)",
+            len(keys),
+            "" if len(keys) == 1 else "s",
+            ", ".join(sorted(keys)),
+        )
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -352,7 +372,7 @@ def call_main(argv: list) -> int:
         token = argv[i]
         name = token.split("=", 1)[0]
         if token == "--":
-            positional.extend(argv[i + 1:])
+            positional.extend(argv[i + 1 :])
             break
         if positional:
             # After FUNC every word is an ARG (as with clap's trailing
@@ -390,7 +410,9 @@ def call_main(argv: list) -> int:
                 raise UsageError(f"--retries: {value!r} is not a count")
             retries = int(value)
         elif token.startswith("-") and len(token) > 1 and not _looks_like_number(token):
-            raise UsageError(f"unexpected argument {token!r} (to pass it as FUNC, use '-- {token}')")
+            raise UsageError(
+                f"unexpected argument {token!r} (to pass it as FUNC, use '-- {token}')"
+            )
         else:
             positional.append(token)
             i += 1
@@ -474,13 +496,15 @@ def _seconds_option(opts: dict, name: str, default: float, zero: bool = False) -
     except ValueError:
         raise UsageError(f"{name}: {opts[name]!r} is not a number of seconds") from None
     if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        raise UsageError(f"{name} must be a {'non-negative' if zero else 'positive'} "
-                         f"number of seconds")
+        raise UsageError(
+            f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds"
+        )
     return value
 
 
-def _count_option(opts: dict, name: str, default: int, least: int = 0,
-                  most: int = 0xFFFFFFFF) -> int:
+def _count_option(
+    opts: dict, name: str, default: int, least: int = 0, most: int = 0xFFFFFFFF
+) -> int:
     if name not in opts:
         return default
     text = opts[name]
@@ -489,8 +513,9 @@ def _count_option(opts: dict, name: str, default: int, least: int = 0,
     return int(text)
 
 
-def _client_options(argv: list, flags: tuple = (), values: tuple = (),
-                    keys: bool = True) -> dict[str, Any] | None:
+def _client_options(
+    argv: list, flags: tuple = (), values: tuple = (), keys: bool = True
+) -> dict[str, Any] | None:
     """The options info and list share (and those given), parsed."""
     flags = ("--udp", "--json", *flags)
     values = ("--server", "--timeout", *(("--key", "--key-file") if keys else ()), *values)
@@ -521,8 +546,9 @@ def ping_main(argv: list) -> int:
     value = "x" * size if size else None
     length = len(request_body("rpc.ping", [value] if size else []))
     if length > MAX_BODY:
-        raise UsageError(f"--size: the request body would be {length} bytes, "
-                         f"over the limit of {MAX_BODY}")
+        raise UsageError(
+            f"--size: the request body would be {length} bytes, over the limit of {MAX_BODY}"
+        )
     _setup_logging("warning")
     if not as_json:
         _print(f"PING {where} ({'udp' if udp else 'tcp'})")
@@ -547,17 +573,26 @@ def ping_main(argv: list) -> int:
                 remote_error = remote_error or e
                 reason = f"error: {e.code}: {e.message}"
             except (OSError, ProtocolError) as e:
-                reason = (f"timed out after {timeout:g} s" if isinstance(e, TimeoutError)
-                          else _failure_text(e))
+                reason = (
+                    f"timed out after {timeout:g} s"
+                    if isinstance(e, TimeoutError)
+                    else _failure_text(e)
+                )
             else:
                 if result is True if value is None else result == value:
                     times.append(ms)
-                    _print(json.dumps({"seq": seq, "time_ms": round(ms, 3)}) if as_json
-                           else f"reply from {where}: seq={seq} time={ms:.3f} ms")
+                    _print(
+                        json.dumps({"seq": seq, "time_ms": round(ms, 3)})
+                        if as_json
+                        else f"reply from {where}: seq={seq} time={ms:.3f} ms"
+                    )
                     continue
                 reason = "the reply does not match the request"
-            _print(json.dumps({"seq": seq, "error": reason}) if as_json
-                   else f"no reply from {where}: seq={seq}: {reason}")
+            _print(
+                json.dumps({"seq": seq, "error": reason})
+                if as_json
+                else f"no reply from {where}: seq={seq}: {reason}"
+            )
     except KeyboardInterrupt:
         pass  # like ping(8): the statistics of what was sent
     finally:
@@ -566,18 +601,32 @@ def ping_main(argv: list) -> int:
     loss = 100 * (sent - received) // sent if sent else 0
     rtt = None
     if times:
-        rtt = {"min": min(times), "avg": statistics.fmean(times), "max": max(times),
-               "mdev": statistics.pstdev(times)}
+        rtt = {
+            "min": min(times),
+            "avg": statistics.fmean(times),
+            "max": max(times),
+            "mdev": statistics.pstdev(times),
+        }
     if as_json:
-        _print(json.dumps({"sent": sent, "received": received, "loss_percent": loss,
-                           "rtt_ms": None if rtt is None else
-                           {k: round(v, 3) for k, v in rtt.items()}}))
+        _print(
+            json.dumps(
+                {
+                    "sent": sent,
+                    "received": received,
+                    "loss_percent": loss,
+                    "rtt_ms": None if rtt is None else {k: round(v, 3) for k, v in rtt.items()},
+                }
+            )
+        )
     else:
         _print(f"--- {where} ping statistics ---")
         line = f"{sent} sent, {received} received, {loss}% loss"
         if rtt is not None:
-            line += ("; rtt min/avg/max/mdev = "
-                     + "/".join(f"{rtt[k]:.3f}" for k in ("min", "avg", "max", "mdev")) + " ms")
+            line += (
+                "; rtt min/avg/max/mdev = "
+                + "/".join(f"{rtt[k]:.3f}" for k in ("min", "avg", "max", "mdev"))
+                + " ms"
+            )
         _print(line)
     if remote_error is not None:
         print(f"error: {remote_error.code}: {remote_error.message}", file=sys.stderr)
@@ -591,8 +640,13 @@ def _query(opts: dict, action: Callable[[Client], Any]) -> tuple[int, Any]:
     timeout = _seconds_option(opts, "--timeout", 1.0)
     _setup_logging("warning")
     try:
-        with Client(opts["host"], opts["port"], udp=opts.get("--udp", False), timeout=timeout,
-                    key=opts["key"]) as client:
+        with Client(
+            opts["host"],
+            opts["port"],
+            udp=opts.get("--udp", False),
+            timeout=timeout,
+            key=opts["key"],
+        ) as client:
             return 0, action(client)
     except RemoteError as e:
         print(f"error: {e.code}: {e.message}", file=sys.stderr)
@@ -673,8 +727,9 @@ def discover_main(argv: list) -> int:
             raise UsageError(f"--interface: no interface {interface!r}") from None
     _setup_logging("warning")
     try:
-        found = discover(timeout, port, interface, ipv4=not opts.get("--ipv6"),
-                         ipv6=not opts.get("--ipv4"))
+        found = discover(
+            timeout, port, interface, ipv4=not opts.get("--ipv6"), ipv6=not opts.get("--ipv4")
+        )
     except OSError as e:
         print(f"transport error: discovery: {e.strerror or e}", file=sys.stderr)
         return 3
@@ -712,8 +767,12 @@ def _write_help(text: str, stream=None) -> None:
 
 
 COMMANDS: dict[str, Callable[[list], int]] = {
-    "serve": serve_main, "call": call_main, "ping": ping_main, "info": info_main,
-    "list": list_main, "discover": discover_main,
+    "serve": serve_main,
+    "call": call_main,
+    "ping": ping_main,
+    "info": info_main,
+    "list": list_main,
+    "discover": discover_main,
 }
 
 

@@ -2,64 +2,46 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import random
-import re
 import secrets
 import select
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from .auth import AUTH_TRAILER, HELLO, NONCE_LEN, SID_LEN, TAG_LEN, check_key, derive_keys, hello_proof, is_lower_hex, pack_auth_frame, split_auth, tag_ok
-from .body import parse_reply, request_body
-from .errors import AuthError, BadProof, BodyError, EncodeError, FrameError, ProtocolError, RemoteError
-from .frame import AUTH, DEFAULT_PORT, ERROR, HEADER_LEN, MAX_BODY, MAX_SEQ, REQUEST, RESPONSE, Frame, FrameReader, pack_frame, parse_datagram
+from .auth import AUTH_TRAILER, NONCE_LEN, check_key, pack_auth_frame
+from .errors import FrameError, ProtocolError, RemoteError
+from .frame import (
+    DEFAULT_PORT,
+    HEADER_LEN,
+    MAX_BODY,
+    MAX_SEQ,
+    REQUEST,
+    Frame,
+    FrameReader,
+    pack_frame,
+    parse_datagram,
+)
+from .replies import (
+    ClientSession,
+    Ignored,
+    check_auth_reply,
+    check_hello,
+    check_info,
+    check_tcp_reply,
+    closes_connection,
+    encode_call,
+    functions_page,
+    hello_frame,
+    reply_result,
+)
 
 log = logging.getLogger("at_rpc")
 
-_CLOSING_CODE = re.compile(rb'"code"\s*:\s*"(?:frame_too_large|bad_frame|busy)"')
-CLIENT_SESSION_IDLE = 300.0  # a client opens a new session after 5 idle minutes
-
-
-class _ClientSession:
-    """A client's session: its id and keys, the last seq it used and when
-    it was last used (time.monotonic)."""
-
-    __slots__ = ("sid", "k_req", "k_rep", "seq", "last")
-
-    def __init__(self, sid: bytes, k_req: bytes, k_rep: bytes):
-        self.sid = sid
-        self.k_req = k_req
-        self.k_rep = k_rep
-        self.seq = 0
-        self.last = time.monotonic()
-
-
-def _check_entry(entry: Any, start: int) -> dict[str, Any]:
-    """An rpc.functions entry, checked: name a string, params null or a
-    list of strings, result null or a string, doc a string ("" if missing)."""
-    if isinstance(entry, dict):
-        params, result, doc = entry.get("params"), entry.get("result"), entry.get("doc", "")
-        if (isinstance(entry.get("name"), str) and isinstance(doc, str)
-                and (result is None or isinstance(result, str))
-                and (params is None or (isinstance(params, list)
-                                        and all(isinstance(p, str) for p in params)))):
-            return {"name": entry["name"], "params": params, "result": result, "doc": doc}
-    raise ProtocolError(f"malformed rpc.functions entry (page from {start})")
-
-
-def _plain_error(frame: Frame) -> tuple[str, str]:
-    """(code, message) of a plain error reply; ("", "") for anything else."""
-    if frame.kind != ERROR:
-        return "", ""
-    try:
-        ok, _, code, message = parse_reply(frame.body)
-    except BodyError:
-        return "", ""
-    return ("", "") if ok else (code, message)
+_T = TypeVar("_T")
 
 
 class Client:
@@ -91,9 +73,16 @@ class Client:
     seqs increase from the one after its hello.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, udp: bool = False,
-                 timeout: float = 5.0, retries: int = 4, max_frame: int = MAX_BODY,
-                 key: tuple[str, bytes] | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        udp: bool = False,
+        timeout: float = 5.0,
+        retries: int = 4,
+        max_frame: int = MAX_BODY,
+        key: tuple[str, bytes] | None = None,
+    ):
         self.host = host
         self.port = port
         self.udp = udp
@@ -103,21 +92,23 @@ class Client:
         self.key = check_key(*key) if key is not None else None
         # Replies to authenticated requests carry 24 bytes more than their body.
         self._reply_limit = max_frame + (AUTH_TRAILER if key is not None else 0)
-        self._session: _ClientSession | None = None
-        self._random = secrets.token_bytes  # the source of nonces (tests replace it)
+        self._session: ClientSession | None = None
+        # The source of nonces (tests replace it).
+        self._random: Callable[[int], bytes] = secrets.token_bytes
         self._ignored: str | None = None  # why the last UDP reply was not accepted
         self._seq = 0
-        self._sock = None
-        self._reader = None
+        self._sock: socket.socket | None = None
+        self._reader: FrameReader | None = None
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Closes the connection (or socket); a later call opens a new one."""
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -129,7 +120,7 @@ class Client:
         self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1  # 0 is for unreadable headers
         return self._seq
 
-    def connect(self) -> "Client":
+    def connect(self) -> Client:
         """Opens the TCP connection (or the UDP socket) now rather than at
         the first call, within `timeout`; raises OSError or TimeoutError.
         A call after a failure connects again by itself."""
@@ -140,7 +131,7 @@ class Client:
                 else:
                     try:
                         self._open_tcp(time.monotonic() + self.timeout)
-                    except socket.timeout:
+                    except TimeoutError:
                         self.close()
                         raise TimeoutError(f"timed out after {self.timeout:g} s") from None
         return self
@@ -151,10 +142,7 @@ class Client:
 
     def info(self) -> dict[str, Any]:
         """rpc.info: the server's description (members in its order)."""
-        result = self.call("rpc.info")
-        if not isinstance(result, dict):
-            raise ProtocolError("the rpc.info result is not an object")
-        return result
+        return check_info(self.call("rpc.info"))
 
     def functions(self, max_pages: int = 10000) -> list[dict[str, Any]]:
         """rpc.functions from start 0, following `next` until null: every
@@ -165,111 +153,72 @@ class Client:
         start = 0
         for _ in range(max_pages):
             page = self.call("rpc.functions", start) if start else self.call("rpc.functions")
-            following = page.get("next") if isinstance(page, dict) else None
-            if (not isinstance(page, dict) or not isinstance(page.get("functions"), list)
-                    or "next" not in page or (following is not None and (
-                        type(following) is not int or following <= start))):
-                raise ProtocolError(f"malformed rpc.functions page (start {start})")
-            for entry in page["functions"]:
-                entries.append(_check_entry(entry, start))
+            found, following = functions_page(page, start)
+            entries.extend(found)
             if following is None:
                 return entries
             start = following
         raise ProtocolError(f"rpc.functions: more than {max_pages} pages")
 
-    def call(self, func: str, *args) -> Any:
+    def call(self, func: str, *args: Any) -> Any:
         """func(*args) on the server; see the class for what it raises."""
         return self.call_raw(func, *args)[0]
 
-    def call_raw(self, func: str, *args) -> tuple[Any, bytes]:
+    def call_raw(self, func: str, *args: Any) -> tuple[Any, bytes]:
         """Like call(), but returns (result, reply body bytes)."""
-        try:
-            body = request_body(func, args)
-        except EncodeError as e:
-            reason = ("a double that is not finite has no JSON form" if e.code == "overflow"
-                      else "an argument has no JSON form")
-            raise ProtocolError(f"request cannot be encoded: {reason}") from None
-        except RecursionError:
-            raise ProtocolError("request cannot be encoded: nested too deeply") from None
-        trailer = AUTH_TRAILER if self.key is not None else 0
-        if len(body) + trailer > self.max_frame:
-            raise ProtocolError(f"request cannot be encoded: body of {len(body)} bytes "
-                                f"is over the limit of {self.max_frame - trailer}")
+        body = encode_call(func, args, self.max_frame, self.key is not None)
         with self._lock:
             if self.key is not None:
-                reply = self._call_authenticated(body)
+                reply = self._call_authenticated(self.key, body)
             else:
                 seq = self._next_seq()
                 frame = pack_frame(REQUEST, seq, body)
                 if self.udp:
-                    reply = self._call_udp(seq, frame)
+                    reply = self._call_udp(seq, frame, None, _accept)
                 else:
                     reply = self._call_tcp(seq, frame)
-        return self._result(reply), reply.body
-
-    @staticmethod
-    def _result(frame: Frame) -> Any:
-        try:
-            ok, result, code, message = parse_reply(frame.body)
-        except BodyError as e:
-            raise ProtocolError(f"bad reply body: {e.message}") from None
-        if ok != (frame.kind == RESPONSE):
-            raise ProtocolError(f"a {frame.kind_name} frame with a "
-                                f"{'success' if ok else 'error'} body")
-        if not ok:
-            raise RemoteError(code, message, frame.body)
-        return result
+        return reply_result(reply), reply.body
 
     # -- authentication (section 9)
 
-    def _call_authenticated(self, body: bytes) -> Frame:
+    def _call_authenticated(self, key: tuple[str, bytes], body: bytes) -> Frame:
         """One authenticated call (opening a session first if need be); the
         reply as a Frame whose body is the reply's body proper."""
         deadline = time.monotonic() + self.timeout
         session = self._session
-        if (session is None or session.seq == MAX_SEQ
-                or time.monotonic() - session.last >= CLIENT_SESSION_IDLE):
+        if session is None or session.worn_out():
             self._session = None
-            session = self._session = self._handshake(deadline)
+            session = self._session = self._handshake(key, deadline)
         seq = self._next_seq()
         session.seq = seq
         session.last = time.monotonic()
         frame = pack_auth_frame(REQUEST, seq, body, session.sid, session.k_req)
         if self.udp:
-            reply = self._call_udp(seq, frame, deadline,
-                                   check=lambda f: self._check_reply(session, f, True))
+            reply = self._call_udp(
+                seq, frame, deadline, lambda f: self._check_reply(session, f, True)
+            )
         else:
-            reply = self._check_reply(session, self._call_tcp(seq, frame, deadline, resend=True),
-                                      False)
+            reply = self._check_reply(
+                session, self._call_tcp(seq, frame, deadline, resend=True), False
+            )
         session.last = time.monotonic()
         return reply
 
-    def _check_reply(self, session: "_ClientSession", frame: Frame, udp: bool) -> Frame | None:
-        """The reply to an authenticated request, checked: a Frame with the
-        body proper; None over UDP for one that counts as not received.
-        Raises RemoteError for a plain `unauthorized` (and forgets the
-        session), ProtocolError for other failures."""
-        if not frame.flags & AUTH:
-            code, message = _plain_error(frame)
-            if code == "unauthorized":
-                self._session = None  # later calls open a new session
-                raise RemoteError("unauthorized", message, frame.body)
-            if code in ("busy", "frame_too_large") or (
-                    not udp and code in ("checksum_mismatch", "bad_frame")):
-                self._fail(udp)
-                raise ProtocolError(f"the server answered {code} (unauthenticated): {message}")
-            if udp:
-                return self._ignore(f"a reply without AUTH to seq {frame.seq}")
+    def _check_reply(self, session: ClientSession, frame: Frame, udp: bool) -> Frame:
+        """check_auth_reply(), and what follows from a failure: Ignored is
+        noted (UDP), a plain `unauthorized` forgets the session, a
+        ProtocolError closes the TCP connection."""
+        try:
+            return check_auth_reply(session, frame, udp)
+        except Ignored as e:
+            self._ignore(e.why)
+            raise
+        except RemoteError:
+            self._session = None  # later calls open a new session
+            raise
+        except ProtocolError:
             self._fail(udp)
-            raise AuthError("a reply without AUTH to an authenticated request")
-        parts = split_auth(frame)
-        if (parts is None or not hmac.compare_digest(parts.sid, session.sid)
-                or not tag_ok(session.k_rep, parts)):
-            if udp:
-                return self._ignore(f"a reply to seq {frame.seq} whose tag does not verify")
-            self._fail(udp)
-            raise AuthError("a reply whose tag does not verify")
-        return Frame(frame.flags, frame.seq, parts.body)
+            raise
 
     def _ignore(self, why: str) -> None:
         """A UDP reply that counts as not received; a timeout will say why."""
@@ -281,55 +230,30 @@ class Client:
         if not udp:
             self.close()
 
-    def _handshake(self, deadline: float) -> "_ClientSession":
+    def _handshake(self, key: tuple[str, bytes], deadline: float) -> ClientSession:
         """rpc.hello: a new session, its proof checked."""
-        kid, key = self.key
         nc = self._random(NONCE_LEN)
         seq = self._next_seq()
-        frame = pack_frame(REQUEST, seq, request_body(HELLO, [kid, nc.hex()]))
+        frame = hello_frame(seq, key[0], nc)
         if self.udp:
-            return self._call_udp(seq, frame, deadline,
-                                  check=lambda f: self._check_hello(f, nc, True))
-        return self._check_hello(self._call_tcp(seq, frame, deadline), nc, False)
+            return self._call_udp(
+                seq, frame, deadline, lambda f: self._check_hello(key, f, nc, True)
+            )
+        return self._check_hello(key, self._call_tcp(seq, frame, deadline), nc, False)
 
-    def _check_hello(self, frame: Frame, nc: bytes, udp: bool) -> "_ClientSession | None":
-        """The session of a hello reply; None over UDP for a reply that
-        counts as not received. Raises RemoteError for an error reply,
-        AuthError for a bad reply over TCP."""
-        kid, key = self.key
-
-        def bad(why: str) -> None:
-            if udp:
-                return self._ignore(f"bad rpc.hello reply: {why}")
-            self._fail(udp)
-            raise AuthError(f"bad rpc.hello reply: {why}")
-
-        if frame.flags & AUTH:
-            return bad("it carries AUTH")
+    def _check_hello(
+        self, key: tuple[str, bytes], frame: Frame, nc: bytes, udp: bool
+    ) -> ClientSession:
+        """check_hello(), noting an ignored reply (UDP) and closing the TCP
+        connection after a bad one."""
         try:
-            ok, result, code, message = parse_reply(frame.body)
-        except BodyError as e:
-            return bad(e.message)
-        if ok != (frame.kind == RESPONSE):
-            return bad("its flags and its body disagree")
-        if not ok:
-            if code == "unauthorized":
-                raise RemoteError(code, f"the server refused key id {kid!r}: {message}",
-                                  frame.body)
-            raise RemoteError(code, f"rpc.hello: {message}", frame.body)
-        if not isinstance(result, dict) or not (
-                is_lower_hex(result.get("session"), 2 * SID_LEN)
-                and is_lower_hex(result.get("nonce"), 2 * NONCE_LEN)
-                and is_lower_hex(result.get("proof"), 2 * TAG_LEN)):
-            return bad("session, nonce or proof missing or not lowercase hex of the right length")
-        sid, ns = bytes.fromhex(result["session"]), bytes.fromhex(result["nonce"])
-        k_req, k_rep = derive_keys(key, kid, nc, ns)
-        if not hmac.compare_digest(hello_proof(k_rep, sid), bytes.fromhex(result["proof"])):
-            if udp:
-                return self._ignore("bad rpc.hello reply: the proof does not verify (another key?)")
+            return check_hello(frame, key[0], key[1], nc, udp)
+        except Ignored as e:
+            self._ignore(e.why)
+            raise
+        except ProtocolError:
             self._fail(udp)
-            raise BadProof("the server's proof does not verify: it does not hold this key")
-        return _ClientSession(sid, k_req, k_rep)
+            raise
 
     def _remaining(self, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -339,8 +263,9 @@ class Client:
 
     # -- TCP
 
-    def _call_tcp(self, seq: int, frame: bytes, deadline: float | None = None,
-                  resend: bool = False) -> Frame:
+    def _call_tcp(
+        self, seq: int, frame: bytes, deadline: float | None = None, resend: bool = False
+    ) -> Frame:
         """Sends `frame` and returns the reply to `seq`. resend: if the
         connection breaks, send the same frame once more on a new one (only
         for requests the server runs at most once: authenticated ones)."""
@@ -361,6 +286,7 @@ class Client:
             if self._sock is None:
                 self._open_tcp(deadline)
             sock, reader = self._sock, self._reader
+            assert sock is not None and reader is not None
             sock.settimeout(self._remaining(deadline))
             sock.sendall(frame)
             while True:
@@ -374,7 +300,7 @@ class Client:
                 if not data:
                     raise ConnectionError("connection closed by the server")
                 reader.push(data)
-        except socket.timeout:
+        except TimeoutError:
             self.close()
             raise TimeoutError(f"timed out after {self.timeout:g} s") from None
         except BaseException:
@@ -382,49 +308,51 @@ class Client:
             raise
 
     def _open_tcp(self, deadline: float) -> None:
-        self._sock = socket.create_connection((self.host, self.port),
-                                              timeout=self._remaining(deadline))
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((self.host, self.port), timeout=self._remaining(deadline))
+        self._sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = FrameReader(self._reply_limit)
 
     def _closed_by_peer(self) -> bool:
         """True when the idle connection has seen the server's FIN or RST
         (checked before a request is sent, so nothing is sent twice)."""
+        sock = self._sock
+        if sock is None:
+            return True
         try:
             if hasattr(select, "poll"):
                 poller = select.poll()
-                poller.register(self._sock, select.POLLIN)
+                poller.register(sock, select.POLLIN)
                 readable = bool(poller.poll(0))
             else:  # pragma: no cover (Windows)
-                readable = bool(select.select([self._sock], [], [], 0)[0])
+                readable = bool(select.select([sock], [], [], 0)[0])
             if not readable:
                 return False
-            self._sock.setblocking(False)
-            return self._sock.recv(1, socket.MSG_PEEK) == b""
+            sock.setblocking(False)
+            return sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
 
     def _check_tcp_reply(self, seq: int, frame: Frame) -> Frame:
-        if frame.kind == REQUEST:
-            raise ProtocolError("a request frame arrived where a reply was due")
-        if frame.seq == seq:
-            if frame.kind == ERROR and _CLOSING_CODE.search(frame.body):
-                self.close()  # the server closes after these: connect anew next time
-            return frame
-        if frame.seq == 0 and frame.kind == ERROR:
-            # A connection-level error (busy, or our header was unreadable):
-            # it answers this call, and the server closes the connection.
+        check_tcp_reply(frame, seq)
+        if closes_connection(frame):
+            # The server closes after these (busy, a connection-level error
+            # with seq 0, ...): connect anew next time.
             self.close()
-            return frame
-        raise ProtocolError(f"reply with unexpected seq {frame.seq} (expected {seq})")
+        return frame
 
     # -- UDP
 
-    def _call_udp(self, seq: int, frame: bytes, deadline: float | None = None,
-                  check: Callable[[Frame], Any] | None = None) -> Any:
+    def _call_udp(
+        self,
+        seq: int,
+        frame: bytes,
+        deadline: float | None,
+        check: Callable[[Frame], _T],
+    ) -> _T:
         """Sends `frame`, retransmitting, until a reply to `seq` comes that
-        check() accepts (returns not None; without check any reply); returns
-        that reply, or what check() made of it."""
+        check() accepts (does not raise Ignored); returns what check() made
+        of it."""
         start = time.monotonic()
         if deadline is None:
             deadline = start + self.timeout
@@ -432,6 +360,7 @@ class Client:
         if self._sock is None:
             self._open_udp()
         sock = self._sock
+        assert sock is not None
         # Waits base, 2 base, 4 base, ... (each with +-25% jitter) add up to
         # the whole timeout; the last attempt waits until the deadline.
         attempts = self.retries + 1
@@ -444,8 +373,9 @@ class Client:
             if attempt == attempts - 1:
                 until = deadline
             else:
-                until = min(deadline, time.monotonic() + base * (1 << attempt)
-                            * random.uniform(0.75, 1.25))
+                until = min(
+                    deadline, time.monotonic() + base * (1 << attempt) * random.uniform(0.75, 1.25)
+                )
             reply = self._await_udp(sock, seq, until, check)
             if reply is not None:
                 return reply
@@ -453,8 +383,10 @@ class Client:
                 break
             log.debug("no reply to seq %d yet: retransmitting", seq)
         ignored = f"; ignored {self._ignored}" if self._ignored else ""
-        raise TimeoutError(f"timed out after {self.timeout:g} s "
-                           f"({attempts} attempt{'s' if attempts > 1 else ''}){ignored}")
+        raise TimeoutError(
+            f"timed out after {self.timeout:g} s "
+            f"({attempts} attempt{'s' if attempts > 1 else ''}){ignored}"
+        )
 
     def _open_udp(self) -> None:
         infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
@@ -467,8 +399,13 @@ class Client:
             raise
         self._sock = sock
 
-    def _await_udp(self, sock: socket.socket, seq: int, until: float,
-                   check: Callable[[Frame], Any] | None = None) -> Any:
+    def _await_udp(
+        self,
+        sock: socket.socket,
+        seq: int,
+        until: float,
+        check: Callable[[Frame], _T],
+    ) -> _T | None:
         size = max(self._reply_limit, MAX_BODY) + HEADER_LEN + 1
         while True:
             left = until - time.monotonic()
@@ -477,7 +414,7 @@ class Client:
             sock.settimeout(left)
             try:
                 data = sock.recv(size)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             except ConnectionRefusedError:
                 # ICMP port unreachable: nobody listens (yet). Keep trying
@@ -491,11 +428,16 @@ class Client:
                 log.debug("ignoring a bad datagram: %s", e)
                 continue
             if reply.kind == REQUEST or reply.seq != seq:
-                log.debug("ignoring a %s with seq %d (waiting for %d)",
-                          reply.kind_name, reply.seq, seq)
+                log.debug(
+                    "ignoring a %s with seq %d (waiting for %d)", reply.kind_name, reply.seq, seq
+                )
                 continue
-            if check is None:
-                return reply
-            checked = check(reply)
-            if checked is not None:
-                return checked
+            try:
+                return check(reply)
+            except Ignored:
+                continue
+
+
+def _accept(frame: Frame) -> Frame:
+    """The check of a plain UDP reply: any reply to the seq will do."""
+    return frame

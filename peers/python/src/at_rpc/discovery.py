@@ -8,15 +8,24 @@ import secrets
 import select
 import socket
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .auth import AUTH
 from .body import encode_value, parse_reply, request_body
 from .errors import BodyError, FrameError
-from .frame import DEFAULT_PORT, MAX_DATAGRAM, MAX_SEQ, REQUEST, RESPONSE, pack_frame, parse_datagram
+from .frame import (
+    DEFAULT_PORT,
+    MAX_DATAGRAM,
+    MAX_SEQ,
+    REQUEST,
+    RESPONSE,
+    pack_frame,
+    parse_datagram,
+)
 from .net import _format_addr
 
 log = logging.getLogger("at_rpc")
+
 
 class Discovered(NamedTuple):
     """One server that answered discovery: its address as text
@@ -86,7 +95,10 @@ def format_table(rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
+        for row in rows
+    ]
 
 
 def format_discovered(found: list[Discovered], as_json: bool = False) -> list[str]:
@@ -94,13 +106,25 @@ def format_discovered(found: list[Discovered], as_json: bool = False) -> list[st
     auth=..., or one JSON array."""
     found = sort_discovered(found)
     if as_json:
-        return [encode_value([{"address": d.address, "name": d.name, "server": d.server,
-                               "auth": d.auth} for d in found], any_int=True)]
+        return [
+            encode_value(
+                [
+                    {"address": d.address, "name": d.name, "server": d.server, "auth": d.auth}
+                    for d in found
+                ],
+                any_int=True,
+            )
+        ]
     return format_table([[d.address, d.name, d.server, f"auth={d.auth}"] for d in found])
 
 
-def discover(timeout: float = 1.0, port: int = DEFAULT_PORT, interface: str | None = None,
-             ipv4: bool = True, ipv6: bool = True) -> list[Discovered]:
+def discover(
+    timeout: float = 1.0,
+    port: int = DEFAULT_PORT,
+    interface: str | None = None,
+    ipv4: bool = True,
+    ipv6: bool = True,
+) -> list[Discovered]:
     """Finds the servers on the local link: sends one rpc.info request to
     255.255.255.255:port (IPv4, SO_BROADCAST; with `interface`,
     SO_BINDTODEVICE) and to [ff02::1%IF]:port (IPv6: on `interface`, else on
@@ -121,8 +145,9 @@ def discover(timeout: float = 1.0, port: int = DEFAULT_PORT, interface: str | No
                 if interface is not None:
                     if not hasattr(socket, "SO_BINDTODEVICE"):
                         raise OSError("choosing the interface needs SO_BINDTODEVICE (Linux)")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                                    interface.encode() + b"\0")
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0"
+                    )
                 sock.bind(("0.0.0.0", 0))
                 sock.sendto(frame, ("255.255.255.255", port))
                 live.append(sock)
@@ -151,7 +176,9 @@ def discover(timeout: float = 1.0, port: int = DEFAULT_PORT, interface: str | No
                 log.debug("discover: IPv6: %s", e)
                 errors.append(f"IPv6: {e.strerror or e}")
         if not live:
-            raise OSError("discovery request not sent" + (": " + "; ".join(errors) if errors else ""))
+            raise OSError(
+                "discovery request not sent" + (": " + "; ".join(errors) if errors else "")
+            )
         found: dict[str, Discovered] = {}
         deadline = time.monotonic() + timeout
         while True:

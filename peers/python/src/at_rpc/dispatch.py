@@ -8,9 +8,30 @@ import logging
 from typing import Any, NamedTuple
 
 from .auth import AUTH_TRAILER
-from .body import _open_object, _string, _syntax, _utf8, error_body, error_frame, parse_request, success_body
+from .body import (
+    _open_object,
+    _string,
+    _syntax,
+    _utf8,
+    error_body,
+    error_frame,
+    parse_request,
+    success_body,
+)
 from .errors import BodyError, EncodeError, FrameError, RemoteError
-from .frame import CODES, ERROR, HEADER_LEN, MAX_BODY, MAX_DATAGRAM, MAX_FUNC_NAME, REQUEST, RESPONSE, Frame, pack_frame, parse_datagram
+from .frame import (
+    CODES,
+    ERROR,
+    HEADER_LEN,
+    MAX_BODY,
+    MAX_DATAGRAM,
+    MAX_FUNC_NAME,
+    REQUEST,
+    RESPONSE,
+    Frame,
+    pack_frame,
+    parse_datagram,
+)
 from .signature import Signature, describe_function
 from .version import SERVER_SOFTWARE
 
@@ -47,8 +68,9 @@ def call_function(functions: dict, func: str, args: list) -> tuple[int, bytes]:
         return ERROR, error_body("internal", "result has no JSON form")
 
 
-def respond(functions: dict, frame: Frame, max_body: int = MAX_BODY,
-            info: ServerInfo | None = None) -> bytes | None:
+def respond(
+    functions: dict, frame: Frame, max_body: int = MAX_BODY, info: ServerInfo | None = None
+) -> bytes | None:
     """The reply frame to one checked frame, or None for a frame that is
     itself a reply (servers answer requests only). rpc.info describes the
     server with `info` (default: this module, no name, auth off)."""
@@ -68,9 +90,15 @@ def reply_limit(max_body: int) -> int:
     return max(max_body, 128)
 
 
-def reply_body(functions: dict, func: str, args: list, seq: int,
-               max_body: int = MAX_BODY, info: ServerInfo | None = None,
-               request: bytes | None = None) -> tuple[int, bytes]:
+def reply_body(
+    functions: dict,
+    func: str,
+    args: list,
+    seq: int,
+    max_body: int = MAX_BODY,
+    info: ServerInfo | None = None,
+    request: bytes | None = None,
+) -> tuple[int, bytes]:
     """call_function(), or answer_rpc() for a name beginning with "rpc."
     (`request`: the request body, which rpc.ping echoes from), with a reply
     body over reply_limit(max_body) bytes replaced by the error `internal`
@@ -82,8 +110,9 @@ def reply_body(functions: dict, func: str, args: list, seq: int,
     else:
         kind, body = call_function(functions, func, args)
     if len(body) > reply_limit(max_body):
-        log.error("reply to %r (seq %d) is %d bytes, over the limit of %d",
-                  func, seq, len(body), max_body)
+        log.error(
+            "reply to %r (seq %d) is %d bytes, over the limit of %d", func, seq, len(body), max_body
+        )
         kind, body = ERROR, error_body("internal", "reply too large")
     return kind, body
 
@@ -120,9 +149,14 @@ def function_names(functions: dict) -> list[str]:
 
 def info_result(functions: dict, info: ServerInfo) -> dict[str, Any]:
     """The rpc.info result, members in the contract's order."""
-    return {"protocol": 1, "server": info.server, "name": info.name,
-            "auth": "required" if info.auth_required else "off",
-            "max_body": info.max_body, "functions": len(function_names(functions))}
+    return {
+        "protocol": 1,
+        "server": info.server,
+        "name": info.name,
+        "auth": "required" if info.auth_required else "off",
+        "max_body": info.max_body,
+        "functions": len(function_names(functions)),
+    }
 
 
 def function_entry(name: str, sig: Signature | None, doc: bool = True) -> str:
@@ -130,9 +164,17 @@ def function_entry(name: str, sig: Signature | None, doc: bool = True) -> str:
     `doc` is false)."""
     if sig is None:
         return '{"name": ' + _string(name) + ', "params": null, "result": null, "doc": ""}'
-    return ('{"name": ' + _string(name) + ', "params": ['
-            + ", ".join(f'"{t}"' for t in sig.params) + '], "result": "' + sig.result
-            + '", "doc": ' + _string(sig.doc if doc else "") + "}")
+    return (
+        '{"name": '
+        + _string(name)
+        + ', "params": ['
+        + ", ".join(f'"{t}"' for t in sig.params)
+        + '], "result": "'
+        + sig.result
+        + '", "doc": '
+        + _string(sig.doc if doc else "")
+        + "}"
+    )
 
 
 def functions_page(functions: dict, start: int, limit: int) -> bytes | None:
@@ -161,8 +203,13 @@ def functions_page(functions: dict, start: int, limit: int) -> bytes | None:
                 return None
         entries.append(entry.decode("utf-8"))
         size += len(entry)
-    return _utf8(_PAGE_HEAD + ", ".join(entries) + '], "next": '
-                 + ("null" if following is None else str(following)) + "}}")
+    return _utf8(
+        _PAGE_HEAD
+        + ", ".join(entries)
+        + '], "next": '
+        + ("null" if following is None else str(following))
+        + "}}"
+    )
 
 
 def _raw_args(body: bytes) -> list[str]:
@@ -185,7 +232,7 @@ def _raw_args(body: bytes) -> list[str]:
             reader.peek()
             start = reader.pos
             reader.value()
-            raw.append(reader.text[start:reader.pos])
+            raw.append(reader.text[start : reader.pos])
             c = reader.peek()
             reader.pos += 1
             if c == "]":
@@ -209,8 +256,14 @@ def _echo(args: list, request: bytes | None) -> bytes:
     return success_body(args[0])
 
 
-def answer_rpc(functions: dict, info: ServerInfo, func: str, args: list,
-               request: bytes | None = None, limit: int = MAX_BODY) -> tuple[int, bytes]:
+def answer_rpc(
+    functions: dict,
+    info: ServerInfo,
+    func: str,
+    args: list,
+    request: bytes | None = None,
+    limit: int = MAX_BODY,
+) -> tuple[int, bytes]:
     """The reply (kind, body) to `func`, a name beginning with "rpc.";
     rpc.hello is the server's, not answered here. `limit`: the largest
     reply body (an rpc.functions page fills at most that much)."""
@@ -251,8 +304,9 @@ def respond_to_error(error: FrameError) -> bytes | None:
     return error_frame(error.seq, error.code, error.message)
 
 
-def respond_to_datagram(functions: dict, data: bytes, max_body: int = MAX_BODY,
-                        info: ServerInfo | None = None) -> bytes | None:
+def respond_to_datagram(
+    functions: dict, data: bytes, max_body: int = MAX_BODY, info: ServerInfo | None = None
+) -> bytes | None:
     """The whole path for one datagram: check it, answer it (or None)."""
     try:
         frame = parse_datagram(data, max_body)

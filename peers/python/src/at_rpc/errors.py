@@ -3,6 +3,7 @@ ValueErrors of keys, bodies and encoding."""
 
 from __future__ import annotations
 
+
 class ATError(Exception):
     """Base of this module's errors."""
 
@@ -34,8 +35,15 @@ class FrameError(ProtocolError):
     answer  -- False for a datagram of the wrong size: dropped, never answered
     """
 
-    def __init__(self, code: str, seq: int, message: str, detail: str = "",
-                 fatal: bool = False, answer: bool = True):
+    def __init__(
+        self,
+        code: str,
+        seq: int,
+        message: str,
+        detail: str = "",
+        fatal: bool = False,
+        answer: bool = True,
+    ):
         super().__init__(detail or message)
         self.code = code
         self.seq = seq

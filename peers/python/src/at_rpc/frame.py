@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .errors import FrameError
 
@@ -92,31 +93,48 @@ def unpack_header(data: bytes, offset: int = 0) -> Header:
 
 
 def _bad_magic(found: int) -> FrameError:
-    return FrameError("bad_frame", 0, "bad magic",
-                      f"bad magic 0x{found:04x} (expected 0x{MAGIC:04x})", fatal=True)
+    return FrameError(
+        "bad_frame", 0, "bad magic", f"bad magic 0x{found:04x} (expected 0x{MAGIC:04x})", fatal=True
+    )
 
 
 def _too_large(seq: int, length: int, limit: int) -> FrameError:
-    return FrameError("frame_too_large", seq, "frame too large",
-                      f"body length {length} is over the limit of {limit} (seq {seq})", fatal=True)
+    return FrameError(
+        "frame_too_large",
+        seq,
+        "frame too large",
+        f"body length {length} is over the limit of {limit} (seq {seq})",
+        fatal=True,
+    )
 
 
 def _check_kind(flags: int, seq: int) -> None:
     kind = flags & KIND_MASK
     if kind == 0:
-        raise FrameError("bad_frame", seq, "no message type bit in flags",
-                         f"no type bit in flags 0x{flags:04x} (seq {seq})")
+        raise FrameError(
+            "bad_frame",
+            seq,
+            "no message type bit in flags",
+            f"no type bit in flags 0x{flags:04x} (seq {seq})",
+        )
     if kind not in KIND_NAMES:
-        raise FrameError("bad_frame", seq, "more than one message type bit in flags",
-                         f"more than one type bit in flags 0x{flags:04x} (seq {seq})")
+        raise FrameError(
+            "bad_frame",
+            seq,
+            "more than one message type bit in flags",
+            f"more than one type bit in flags 0x{flags:04x} (seq {seq})",
+        )
 
 
 def _check_crc(seq: int, crc: int, body: bytes) -> None:
     computed = checksum(body)
     if computed != crc:
-        raise FrameError("checksum_mismatch", seq, "checksum mismatch",
-                         f"checksum mismatch (seq {seq}): header says 0x{crc:08x}, "
-                         f"body has 0x{computed:08x}")
+        raise FrameError(
+            "checksum_mismatch",
+            seq,
+            "checksum mismatch",
+            f"checksum mismatch (seq {seq}): header says 0x{crc:08x}, body has 0x{computed:08x}",
+        )
 
 
 class FrameReader:
@@ -194,15 +212,24 @@ def parse_datagram(data: bytes, max_body: int = MAX_BODY) -> Frame:
     datagram whose size is not 16 + length raises one with answer=False
     (drop it, do not reply)."""
     if len(data) < HEADER_LEN:
-        raise FrameError("bad_frame", 0, "bad size",
-                         f"datagram of {len(data)} bytes is shorter than a header", answer=False)
+        raise FrameError(
+            "bad_frame",
+            0,
+            "bad size",
+            f"datagram of {len(data)} bytes is shorter than a header",
+            answer=False,
+        )
     magic, flags, seq, length, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise _bad_magic(magic)
     if HEADER_LEN + length != len(data):
-        raise FrameError("bad_frame", 0, "bad size",
-                         f"datagram of {len(data)} bytes where the header announces "
-                         f"{HEADER_LEN + length}", answer=False)
+        raise FrameError(
+            "bad_frame",
+            0,
+            "bad size",
+            f"datagram of {len(data)} bytes where the header announces {HEADER_LEN + length}",
+            answer=False,
+        )
     _check_kind(flags, seq)
     if length > max_body:
         raise _too_large(seq, length, max_body)

@@ -41,8 +41,11 @@ def _to_group(ancdata) -> bool:
         dest = None
         if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
             dest = ipaddress.IPv4Address(data[8:12])
-        elif (level == socket.IPPROTO_IPV6 and kind == getattr(socket, "IPV6_PKTINFO", None)
-              and len(data) >= 16):
+        elif (
+            level == socket.IPPROTO_IPV6
+            and kind == getattr(socket, "IPV6_PKTINFO", None)
+            and len(data) >= 16
+        ):
             dest = ipaddress.IPv6Address(data[:16])
             dest = dest.ipv4_mapped or dest
         if dest is not None:

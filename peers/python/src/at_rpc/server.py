@@ -10,19 +10,46 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
-from .auth import HELLO, NONCE_LEN, PLAIN_FUNCS, is_lower_hex, pack_auth_frame, split_auth, tag_ok, valid_kid
+from .auth import (
+    HELLO,
+    NONCE_LEN,
+    PLAIN_FUNCS,
+    is_lower_hex,
+    pack_auth_frame,
+    split_auth,
+    tag_ok,
+    valid_kid,
+)
 from .body import _utf8, error_body, error_frame, parse_request, success_body
 from .calculator import CALCULATOR
 from .dispatch import ServerInfo, is_reserved, reply_body, respond_to_error
 from .errors import BodyError, FrameError, RemoteError
-from .frame import AUTH, DEFAULT_PORT, ERROR, HEADER, HEADER_LEN, KIND_MASK, MAX_BODY, MAX_DATAGRAM, MAX_FUNC_NAME, REQUEST, RESPONSE, Frame, FrameReader, pack_frame, parse_datagram, unpack_header
+from .frame import (
+    AUTH,
+    DEFAULT_PORT,
+    ERROR,
+    HEADER,
+    HEADER_LEN,
+    KIND_MASK,
+    MAX_BODY,
+    MAX_DATAGRAM,
+    MAX_FUNC_NAME,
+    REQUEST,
+    RESPONSE,
+    Frame,
+    FrameReader,
+    pack_frame,
+    parse_datagram,
+    unpack_header,
+)
 from .net import _enable_pktinfo, _format_addr, _linger_close, _receive_datagram, _wait_readable
 from .sessions import SESSION_LIFETIME, SESSION_MIN_IDLE, ReplyCache, Session, SessionTable
 from .version import SERVER_SOFTWARE
 
 log = logging.getLogger("at_rpc")
+
 
 class Server:
     """A threaded AT server over TCP and/or UDP: the calculator (unless
@@ -54,23 +81,36 @@ class Server:
     (IPV6_V6ONLY off), so one socket serves both kinds of discovery.
     """
 
-    def __init__(self, tcp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT),
-                 udp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT), *,
-                 max_frame: int = MAX_BODY, calculator: bool = True,
-                 idle_timeout: float = 300.0, frame_timeout: float = 10.0,
-                 max_connections: int = 1024, udp_cache_entries: int = 4096,
-                 udp_cache_per_client: int = 256, udp_cache_age: float = 60.0,
-                 keys: dict | None = None, max_sessions: int = 64,
-                 session_lifetime: float = SESSION_LIFETIME,
-                 session_min_idle: float = SESSION_MIN_IDLE, auth_reply_age: float = 60.0,
-                 name: str | None = None):
+    def __init__(
+        self,
+        tcp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT),
+        udp: tuple[str, int] | None = ("0.0.0.0", DEFAULT_PORT),
+        *,
+        max_frame: int = MAX_BODY,
+        calculator: bool = True,
+        idle_timeout: float = 300.0,
+        frame_timeout: float = 10.0,
+        max_connections: int = 1024,
+        udp_cache_entries: int = 4096,
+        udp_cache_per_client: int = 256,
+        udp_cache_age: float = 60.0,
+        keys: dict | None = None,
+        max_sessions: int = 64,
+        session_lifetime: float = SESSION_LIFETIME,
+        session_min_idle: float = SESSION_MIN_IDLE,
+        auth_reply_age: float = 60.0,
+        name: str | None = None,
+    ):
         if not 0 <= max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must fit in 32 bits")
         self.name = socket.gethostname() if name is None else name
         _utf8(self.name)  # raises for a name that has no UTF-8 form
         # With keys: the sessions; None: this server does not authenticate.
-        self.sessions = SessionTable(keys, max_sessions, session_lifetime, session_min_idle,
-                                     auth_reply_age) if keys else None
+        self.sessions = (
+            SessionTable(keys, max_sessions, session_lifetime, session_min_idle, auth_reply_age)
+            if keys
+            else None
+        )
         self.functions: dict[str, Callable] = dict(CALCULATOR) if calculator else {}
         self._tcp_bind = tcp
         self._udp_bind = udp
@@ -91,7 +131,7 @@ class Server:
         self._threads: list = []
         self._delayed: _DelayedSends | None = None
 
-    def register(self, name: str, fn: Callable) -> "Server":
+    def register(self, name: str, fn: Callable) -> Server:
         """Adds (or replaces) `fn` under `name`. fn(*args) returns the result
         or raises RemoteError(code, message); any other exception is answered
         with `internal`. Names beginning with "rpc." belong to the protocol
@@ -111,7 +151,7 @@ class Server:
 
     # -- life cycle
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         if self._started:
             raise RuntimeError("server already started")
         self._started = True
@@ -205,7 +245,7 @@ class Server:
             log.warning("some connections did not finish within %g s", timeout)
         log.info("server stopped")
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         if not self._started:
             self.start()
         return self
@@ -233,8 +273,9 @@ class Server:
                 if not busy:
                     self._connections.add(conn)
             if busy:
-                log.warning("refusing %s: over %d connections", _format_addr(peer),
-                            self.max_connections)
+                log.warning(
+                    "refusing %s: over %d connections", _format_addr(peer), self.max_connections
+                )
                 self._spawn(self._refuse_busy, "at-tcp-busy", conn)
             else:
                 self._spawn(self._connection, f"at-tcp-{_format_addr(peer)}", conn, peer[:2])
@@ -278,8 +319,11 @@ class Server:
                     if item.fatal:
                         fatal = item
                 elif item.kind != REQUEST:
-                    log.warning("ignoring a %s frame (seq %d): servers answer requests only",
-                                item.kind_name, item.seq)
+                    log.warning(
+                        "ignoring a %s frame (seq %d): servers answer requests only",
+                        item.kind_name,
+                        item.seq,
+                    )
                 else:
                     reply = self._answer(item, peer, udp=False)
                     if reply is not None:
@@ -323,17 +367,27 @@ class Server:
         if log.isEnabledFor(logging.DEBUG):
             started = time.monotonic()
             reply = self.handle(frame, peer, udp, broadcast)
-            outcome = ("no reply" if reply is None else "success"
-                       if unpack_header(reply).flags & KIND_MASK == RESPONSE else "error")
-            log.debug("call seq %d: %s in %.3f ms", frame.seq, outcome,
-                      (time.monotonic() - started) * 1000)
+            outcome = (
+                "no reply"
+                if reply is None
+                else "success"
+                if unpack_header(reply).flags & KIND_MASK == RESPONSE
+                else "error"
+            )
+            log.debug(
+                "call seq %d: %s in %.3f ms",
+                frame.seq,
+                outcome,
+                (time.monotonic() - started) * 1000,
+            )
             return reply
         return self.handle(frame, peer, udp, broadcast)
 
     # -- requests, plain and authenticated
 
-    def handle(self, frame: Frame, peer=None, udp: bool = False,
-               broadcast: bool = False) -> bytes | None:
+    def handle(
+        self, frame: Frame, peer=None, udp: bool = False, broadcast: bool = False
+    ) -> bytes | None:
         """The reply frame to one checked request frame (None: no reply).
         peer -- the client's (host, port); udp -- it came by UDP (else TCP);
         broadcast -- it came to a broadcast or multicast address."""
@@ -353,8 +407,9 @@ class Server:
             return self._hello(seq, args)
         if self.sessions is not None and func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
-        kind, body = reply_body(self.functions, func, args, seq, self.max_frame, self.info(),
-                                frame.body)
+        kind, body = reply_body(
+            self.functions, func, args, seq, self.max_frame, self.info(), frame.body
+        )
         return pack_frame(kind, seq, body)
 
     def _hello(self, seq: int, args: list) -> bytes:
@@ -365,11 +420,9 @@ class Server:
             return error_frame(seq, "invalid_arguments", "expected a key id and a nonce")
         kid, nonce = args
         if not valid_kid(kid):
-            return error_frame(seq, "invalid_arguments",
-                               "a key id is 1 to 32 of A-Z a-z 0-9 . _ -")
+            return error_frame(seq, "invalid_arguments", "a key id is 1 to 32 of A-Z a-z 0-9 . _ -")
         if not is_lower_hex(nonce, 2 * NONCE_LEN):
-            return error_frame(seq, "invalid_arguments",
-                               "a nonce is 32 lowercase hex digits")
+            return error_frame(seq, "invalid_arguments", "a nonce is 32 lowercase hex digits")
         try:
             sid, ns, proof = self.sessions.open(kid, bytes.fromhex(nonce))
         except RemoteError as e:
@@ -392,8 +445,13 @@ class Server:
 
         def refuse(message: str) -> bytes | None:
             # On UDP dropped, so that forged datagrams cannot be reflected.
-            log.warning("seq %d of session %s: %s%s", seq, session.sid.hex(), message,
-                        " (dropped)" if udp else "")
+            log.warning(
+                "seq %d of session %s: %s%s",
+                seq,
+                session.sid.hex(),
+                message,
+                " (dropped)" if udp else "",
+            )
             return None if udp else error_frame(seq, "unauthorized", message)
 
         if not tag_ok(session.k_req, parts):
@@ -405,8 +463,9 @@ class Server:
             value.done.wait(self.frame_timeout)
             status, value = self.sessions.admit(session, seq, peer, udp)
         if status == "resend":
-            log.debug("seq %d of session %s: sending the remembered reply again",
-                      seq, session.sid.hex())
+            log.debug(
+                "seq %d of session %s: sending the remembered reply again", seq, session.sid.hex()
+            )
             return value
         if status == "gone":
             return error_frame(seq, "unauthorized", value)
@@ -427,15 +486,19 @@ class Server:
             kind, reply = ERROR, error_body(e.code, e.message)
         else:
             if func == HELLO:
-                kind, reply = ERROR, error_body("invalid_arguments",
-                                                "rpc.hello is never authenticated")
+                kind, reply = (
+                    ERROR,
+                    error_body("invalid_arguments", "rpc.hello is never authenticated"),
+                )
             else:
-                kind, reply = reply_body(self.functions, func, args, seq, self.max_frame,
-                                         self.info(), body)
+                kind, reply = reply_body(
+                    self.functions, func, args, seq, self.max_frame, self.info(), body
+                )
         frame = pack_auth_frame(kind, seq, reply, session.sid, session.k_rep)
         if udp and len(frame) > MAX_DATAGRAM:
-            frame = pack_auth_frame(ERROR, seq, error_body("internal", "reply too large"),
-                                    session.sid, session.k_rep)
+            frame = pack_auth_frame(
+                ERROR, seq, error_body("internal", "reply too large"), session.sid, session.k_rep
+            )
         return frame
 
     # -- UDP
@@ -494,8 +557,12 @@ class Server:
             log.warning("bad frame from %s: %s", client, e)
             return respond_to_error(e)
         if frame.kind != REQUEST:
-            log.warning("ignoring a %s frame from %s (seq %d): servers answer requests only",
-                        frame.kind_name, client, frame.seq)
+            log.warning(
+                "ignoring a %s frame from %s (seq %d): servers answer requests only",
+                frame.kind_name,
+                client,
+                frame.seq,
+            )
             return None
         key = addr[:2]
         if frame.flags & AUTH:

@@ -8,7 +8,8 @@ import logging
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .auth import NONCE_LEN, SID_LEN, check_key, derive_keys, hello_proof
 from .errors import RemoteError
@@ -16,14 +17,20 @@ from .frame import MAX_SEQ
 
 log = logging.getLogger("at_rpc")
 
+
 class ReplyCache:
     """UDP's at-most-once memory: replies by (client address, seq), bounded
     by entries in all, entries per client and age. An entry also holds the
     request's fingerprint (flags, length, CRC): a different request reusing
     an address and seq (a restarted client) runs anew."""
 
-    def __init__(self, max_entries: int = 4096, max_per_client: int = 256,
-                 max_age: float = 60.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_entries: int = 4096,
+        max_per_client: int = 256,
+        max_age: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.max_entries = max_entries
         self.max_per_client = max_per_client
         self.max_age = max_age
@@ -82,7 +89,7 @@ class _Remembered:
     whether over UDP), the reply once made (None while the function runs),
     how often it was sent again and when it was made."""
 
-    __slots__ = ("addr", "udp", "reply", "done", "resends", "stamp")
+    __slots__ = ("addr", "done", "reply", "resends", "stamp", "udp")
 
     def __init__(self, addr, udp: bool):
         self.addr = addr
@@ -98,7 +105,7 @@ class Session:
     replay window (the highest accepted seq `top` and a bit mask of the 64
     seqs up to it) and its remembered replies by seq."""
 
-    __slots__ = ("sid", "kid", "k_req", "k_rep", "last", "used", "top", "window", "replies")
+    __slots__ = ("k_rep", "k_req", "kid", "last", "replies", "sid", "top", "used", "window")
 
     def __init__(self, sid: bytes, kid: str, k_req: bytes, k_rep: bytes, now: float):
         self.sid = sid
@@ -121,7 +128,9 @@ class Session:
     def mark(self, seq: int) -> None:
         if seq > self.top:
             shift = seq - self.top
-            self.window = ((self.window << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.window = (
+                ((self.window << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            )
             self.top = seq
         else:
             self.window |= 1 << (self.top - seq)
@@ -144,10 +153,16 @@ class SessionTable:
         session ids (secrets.token_bytes, a CSPRNG)
     """
 
-    def __init__(self, keys: dict, capacity: int = 64, lifetime: float = SESSION_LIFETIME,
-                 min_idle: float = SESSION_MIN_IDLE, reply_age: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 random_bytes: Callable[[int], bytes] = secrets.token_bytes):
+    def __init__(
+        self,
+        keys: dict,
+        capacity: int = 64,
+        lifetime: float = SESSION_LIFETIME,
+        min_idle: float = SESSION_MIN_IDLE,
+        reply_age: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ):
         if capacity < 1:
             raise ValueError("a session table holds at least one session")
         self.keys = dict(check_key(kid, key) for kid, key in keys.items())
@@ -178,8 +193,12 @@ class SessionTable:
         victim = min(unused or idle, key=lambda s: s.last, default=None)
         if victim is None:
             return False
-        log.debug("session %s of key id %r gives way to a new one (%s)", victim.sid.hex(),
-                  victim.kid, "never used" if not victim.used else "idle")
+        log.debug(
+            "session %s of key id %r gives way to a new one (%s)",
+            victim.sid.hex(),
+            victim.kid,
+            "never used" if not victim.used else "idle",
+        )
         del self._sessions[victim.sid]
         return True
 
@@ -236,7 +255,11 @@ class SessionTable:
                     session.replies.popitem(last=False)
                 return "run", entry
             entry = session.replies.get(seq)
-            if entry is not None and entry.reply is not None and now - entry.stamp >= self.reply_age:
+            if (
+                entry is not None
+                and entry.reply is not None
+                and now - entry.stamp >= self.reply_age
+            ):
                 del session.replies[seq]
                 entry = None
             if entry is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 # --------------------------------------------------------------------------
 # Function signatures (rpc.functions, contract section 7)
@@ -13,15 +14,29 @@ from typing import Any, Callable, NamedTuple
 TYPES = ("integer", "double", "number", "string", "bool", "null", "array", "object", "any")
 
 _ANNOTATION_TYPES: dict[Any, str] = {
-    int: "integer", float: "number", str: "string", bool: "bool", type(None): "null",
-    list: "array", dict: "object",
+    int: "integer",
+    float: "number",
+    str: "string",
+    bool: "bool",
+    type(None): "null",
+    list: "array",
+    dict: "object",
 }
 # Annotations left as text (a module with `from __future__ import annotations`
 # whose names cannot be resolved): the base name before any "[...]".
 _ANNOTATION_NAMES = {
-    "int": "integer", "float": "number", "str": "string", "bool": "bool", "None": "null",
-    "NoneType": "null", "list": "array", "dict": "object", "List": "array", "Dict": "object",
-    "typing.List": "array", "typing.Dict": "object",
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "bool": "bool",
+    "None": "null",
+    "NoneType": "null",
+    "list": "array",
+    "dict": "object",
+    "List": "array",
+    "Dict": "object",
+    "typing.List": "array",
+    "typing.Dict": "object",
 }
 
 
@@ -34,8 +49,9 @@ class Signature(NamedTuple):
     doc: str = ""
 
 
-def signature(params: list[str] | tuple[str, ...], result: str,
-              doc: str = "") -> Callable[[Callable], Callable]:
+def signature(
+    params: list[str] | tuple[str, ...], result: str, doc: str = ""
+) -> Callable[[Callable], Callable]:
     """A decorator giving a function an explicit signature for rpc.functions
     (types from TYPES), instead of one read from its annotations:
 
@@ -107,5 +123,8 @@ def describe_function(fn: Callable) -> Signature | None:
         return None
     result = sig.return_annotation
     doc = fn.__doc__ if inspect.isfunction(fn) or inspect.ismethod(fn) else None
-    return Signature(tuple("any" if a is empty else annotation_type(a) for a in params),
-                     "any" if result is empty else annotation_type(result), _first_line(doc))
+    return Signature(
+        tuple("any" if a is empty else annotation_type(a) for a in params),
+        "any" if result is empty else annotation_type(result),
+        _first_line(doc),
+    )
