@@ -98,7 +98,7 @@ def _utf8(text: str) -> bytes:
         raise EncodeError("internal", "result has no JSON form") from None
 
 
-def request_body(func: str, args: tuple | list = ()) -> bytes:
+def request_body(func: str, args: tuple[Any, ...] | list[Any] = ()) -> bytes:
     """`{"func": "add", "args": [10, 20]}`."""
     return _utf8(
         '{"func": '
@@ -163,7 +163,7 @@ class _BigInt:
             return self.text
 
 
-class _Obj(list):
+class _Obj(list[tuple[str, Any]]):
     """A JSON object as its (key, value) pairs, duplicates kept."""
 
 
@@ -184,8 +184,9 @@ _DECODER = json.JSONDecoder(
     object_pairs_hook=_Obj,
     strict=True,
 )
-_scan = json.scanner.make_scanner(_DECODER)
-_scanstring = json.decoder.scanstring
+# json's C scanner and string reader (typeshed does not describe them).
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PREFIX_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]|NaN|-?Infinity', re.S)
@@ -268,7 +269,8 @@ class _Reader:
         self.pos = 0
 
     def peek(self) -> str | None:
-        self.pos = _WS.match(self.text, self.pos).end()
+        match = _WS.match(self.text, self.pos)
+        self.pos = match.end() if match is not None else self.pos
         return self.text[self.pos] if self.pos < len(self.text) else None
 
     def expect(self, char: str) -> None:
@@ -357,13 +359,13 @@ def _open_object(body: bytes) -> _Reader:
     raise _syntax()
 
 
-def _set_once(slots: dict, name: str, value: Any) -> None:
+def _set_once(slots: dict[str, Any], name: str, value: Any) -> None:
     if name in slots:
         raise BodyError("a member appears twice")
     slots[name] = value
 
 
-def parse_request(body: bytes) -> tuple[str, list]:
+def parse_request(body: bytes) -> tuple[str, list[Any]]:
     """Reads a request body; returns (func, args) with args as plain Python
     values (arrays and objects as lists and dicts). Raises BodyError with the
     reply's code and message."""

@@ -18,10 +18,10 @@ def _is_number(x: Any) -> bool:
     return type(x) is not bool and isinstance(x, (int, float))
 
 
-def _two_numbers(args: tuple) -> tuple:
+def _two_numbers(args: tuple[Any, ...]) -> tuple[Any, Any]:
     if len(args) != 2 or not (_is_number(args[0]) and _is_number(args[1])):
         raise RemoteError("invalid_arguments", "expected two numbers")
-    return args
+    return args[0], args[1]
 
 
 def _finite(x: float) -> float:
@@ -30,39 +30,39 @@ def _finite(x: float) -> float:
     return x
 
 
-def _arithmetic(args: tuple, op: Callable[[Any, Any], Any]) -> int | float:
+def _arithmetic(args: tuple[Any, ...], op: Callable[[Any, Any], Any]) -> int | float:
     a, b = _two_numbers(args)
     if isinstance(a, int) and isinstance(b, int):
-        result = op(a, b)
+        result: int = op(a, b)
         if not I64_MIN <= result <= I64_MAX:
             raise RemoteError("overflow", "integer result outside 64-bit range")
         return result
     try:
-        return _finite(op(float(a), float(b)))
+        return _finite(float(op(float(a), float(b))))
     except OverflowError:
         raise RemoteError("overflow", "result is not a finite number") from None
 
 
 @signature(["number", "number"], "number", "a + b")
-def calc_add(*args):
+def calc_add(*args: Any) -> int | float:
     """a + b: exact for two integers (in i64), else a double."""
     return _arithmetic(args, lambda a, b: a + b)
 
 
 @signature(["number", "number"], "number", "a - b")
-def calc_sub(*args):
+def calc_sub(*args: Any) -> int | float:
     """a - b."""
     return _arithmetic(args, lambda a, b: a - b)
 
 
 @signature(["number", "number"], "number", "a * b")
-def calc_mul(*args):
+def calc_mul(*args: Any) -> int | float:
     """a * b."""
     return _arithmetic(args, lambda a, b: a * b)
 
 
 @signature(["number", "number"], "double", "a / b, always a double")
-def calc_div(*args):
+def calc_div(*args: Any) -> float:
     """a / b, always a double (correctly rounded for two integers)."""
     a, b = _two_numbers(args)
     if b == 0:
@@ -75,4 +75,10 @@ def calc_div(*args):
         raise RemoteError("overflow", "result is not a finite number") from None
 
 
-CALCULATOR = {"add": calc_add, "sub": calc_sub, "mul": calc_mul, "div": calc_div}
+#: The calculator's functions by name, as a Server starts with them.
+CALCULATOR: dict[str, Callable[..., Any]] = {
+    "add": calc_add,
+    "sub": calc_sub,
+    "mul": calc_mul,
+    "div": calc_div,
+}

@@ -34,137 +34,18 @@ from .errors import (
 from .frame import DEFAULT_PORT, MAX_BODY
 from .net import _format_addr
 from .server import Server
+from .usage import (
+    CALL_HELP,
+    DISCOVER_HELP,
+    INFO_HELP,
+    LIST_HELP,
+    PING_HELP,
+    SERVE_HELP,
+    USAGE,
+    write_help,
+)
 
 log = logging.getLogger("at_rpc")
-
-USAGE = """\
-usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
-                       [--key KID:HEX ...] [--key-file PATH ...]
-       at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
-       at_rpc.py ping [--server HOST[:PORT]] [--udp] [--count N] [--interval SECS]
-                      [--size BYTES] [--timeout SECS] [--json]
-       at_rpc.py info [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
-                      [--key KID:HEX | --key-file PATH]
-       at_rpc.py list [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
-                      [--key KID:HEX | --key-file PATH]
-       at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
-                          [--json]
-
-'at_rpc.py COMMAND --help' describes a command.
-"""
-
-SERVE_HELP = """\
-usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
-                       [--key KID:HEX ...] [--key-file PATH ...]
-
-Serves the calculator (add, sub, mul, div) and rpc.ping, rpc.info and
-rpc.functions until SIGINT or SIGTERM.
-
-  --tcp ADDR         TCP address IP:PORT, or none (default 0.0.0.0:16724)
-  --udp ADDR         UDP address IP:PORT, or none (default 0.0.0.0:16724);
-                     [::]:PORT takes IPv4 and IPv6 (both kinds of discovery)
-  --max-frame BYTES  largest request body accepted (default 65536)
-  --name NAME        the name rpc.info reports (default: the host name)
-  --key KID:HEX      require authentication; accept this key (repeatable)
-  --key-file PATH    require authentication; accept the keys of this file
-                     (lines 'KID HEX', '#' comments; mode 600; repeatable)
-
-Port 0 lets the OS choose. Prints 'listening on tcp://IP:PORT' and
-'listening on udp://IP:PORT' once bound. Log level: AT_LOG=debug|info|warning.
-A key is 64 hex digits (32 bytes); a key id 1 to 32 of A-Z a-z 0-9 . _ -.
-"""
-
-CALL_HELP = """\
-usage: at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
-
-Calls FUNC(ARG, ...) and prints the result as JSON.
-
-  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
-  --udp                 call over UDP (default TCP)
-  --timeout SECS        bound of the whole call (default 5)
-  --retries N           UDP retransmissions (default 4)
-  --json                print the whole reply body
-  --key KID:HEX         authenticate with this key
-  --key-file PATH       authenticate with the first key of this file (mode 600)
-  --                    everything after it is FUNC and ARGs
-
-Without --key and --key-file, the environment variable AT_KEY (KID:HEX), if
-set, gives the key. Each ARG is read as JSON if it is (10, 2.5, true, "x",
-[1, 2]), else taken as a string. Exit status: 0 result, 1 error reply
-(also `unauthorized`), 2 usage, 3 transport (also a reply that fails
-authentication).
-"""
-
-PING_HELP = """\
-usage: at_rpc.py ping [--server HOST[:PORT]] [--udp] [--count N] [--interval SECS]
-                      [--size BYTES] [--timeout SECS] [--json]
-
-Calls rpc.ping COUNT times and prints the round-trip times, like ping(8).
-
-  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
-  --udp                 over UDP (default TCP; never retransmitted)
-  --count N             how many pings (default 4)
-  --interval SECS       from one ping to the next (default 1.0)
-  --size BYTES          send a string of BYTES 'x' to echo (default 0: no argument)
-  --timeout SECS        how long to wait for each reply (default 1.0)
-  --json                one JSON object per ping, then one with the statistics
-
-Exit status: 0 at least one reply, 1 an error reply, 2 usage, 3 no reply.
-"""
-
-INFO_HELP = """\
-usage: at_rpc.py info [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
-                      [--key KID:HEX | --key-file PATH]
-
-Prints what rpc.info says of the server, one 'key: value' line per member.
-
-  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
-  --udp                 over UDP (default TCP)
-  --timeout SECS        bound of the call (default 1)
-  --json                print the result object as JSON
-  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY)
-  --key-file PATH       authenticate with the first key of this file (mode 600)
-
-Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
-"""
-
-LIST_HELP = """\
-usage: at_rpc.py list [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
-                      [--key KID:HEX | --key-file PATH]
-
-Lists the server's functions (rpc.functions, every page): name, signature
-and doc, one function per line.
-
-  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
-  --udp                 over UDP (default TCP)
-  --timeout SECS        bound of each call (default 1)
-  --json                print the JSON array of all entries
-  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY);
-                        a server that requires authentication lists only then
-  --key-file PATH       authenticate with the first key of this file (mode 600)
-
-Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
-"""
-
-DISCOVER_HELP = """\
-usage: at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
-                          [--json]
-
-Finds the AT servers on the local network: sends rpc.info to the IPv4
-broadcast address 255.255.255.255 and to the IPv6 all-nodes address ff02::1,
-then lists each server that answers: address, name, implementation, auth.
-
-  --timeout SECS   how long to collect replies (default 1.0)
-  --interface IF   only on this interface (IPv4: SO_BINDTODEVICE); by default
-                   IPv6 goes out on every interface but lo
-  --ipv4, --ipv6   only this family (default both)
-  --port P         the servers' UDP port (default 16724)
-  --json           print a JSON array of {"address", "name", "server", "auth"}
-
-Exit status: 0 at least one server, 2 usage, 3 none.
-"""
 
 
 class UsageError(Exception):
@@ -244,7 +125,7 @@ def _setup_logging(default: str) -> None:
     )
 
 
-def _take_value(argv: list, i: int, name: str) -> tuple[str, int]:
+def _take_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
     token = argv[i]
     if "=" in token:
         return token.split("=", 1)[1], i + 1
@@ -275,7 +156,7 @@ def _key_file_option(path: str) -> list[tuple[str, bytes]]:
         raise UsageError(f"--key-file: {e}") from None
 
 
-def _server_keys(key_texts: list, key_files: list) -> dict[str, bytes]:
+def _server_keys(key_texts: list[str], key_files: list[str]) -> dict[str, bytes]:
     """The keys of serve's --key and --key-file options, by key id."""
     keys: dict[str, bytes] = {}
     pairs = [_key_option(text, "--key") for text in key_texts]
@@ -288,21 +169,21 @@ def _server_keys(key_texts: list, key_files: list) -> dict[str, bytes]:
     return keys
 
 
-def serve_main(argv: list) -> int:
-    opts = {
+def serve_main(argv: list[str]) -> int:
+    opts: dict[str, str | None] = {
         "--tcp": f"0.0.0.0:{DEFAULT_PORT}",
         "--udp": f"0.0.0.0:{DEFAULT_PORT}",
         "--max-frame": str(MAX_BODY),
         "--name": None,
     }
-    key_texts: list = []
-    key_files: list = []
+    key_texts: list[str] = []
+    key_files: list[str] = []
     i = 0
     while i < len(argv):
         token = argv[i]
         name = token.split("=", 1)[0]
         if token in ("-h", "--help"):
-            _write_help(SERVE_HELP)
+            write_help(SERVE_HELP)
             return 0
         if name in opts:
             opts[name], i = _take_value(argv, i, name)
@@ -314,22 +195,22 @@ def serve_main(argv: list) -> int:
             key_files.append(value)
         else:
             raise UsageError(f"unexpected argument {token!r}")
-    tcp = parse_listen(opts["--tcp"])
-    udp = parse_listen(opts["--udp"])
-    text = opts["--max-frame"]
+    tcp = parse_listen(opts["--tcp"] or "")
+    udp = parse_listen(opts["--udp"] or "")
+    text = opts["--max-frame"] or ""
     if not (text.isascii() and text.isdigit()) or int(text) > 0xFFFFFFFF:
         raise UsageError(f"--max-frame: {text!r} is not a number of bytes")
     if tcp is None and udp is None:
         raise UsageError("nothing to serve: both --tcp and --udp are none")
     keys = _server_keys(key_texts, key_files)
-    name = opts["--name"]
-    if name is not None:
+    server_name = opts["--name"]
+    if server_name is not None:
         try:
-            _utf8(name)
+            _utf8(server_name)
         except EncodeError:
             raise UsageError("--name: the name is not valid text") from None
     _setup_logging("info")
-    server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None, name=name)
+    server = Server(tcp=tcp, udp=udp, max_frame=int(text), keys=keys or None, name=server_name)
     if keys:
         log.info(
             "authentication required: %d key%s (key ids %s)",
@@ -339,7 +220,7 @@ def serve_main(argv: list) -> int:
         )
     stop = threading.Event()
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: object) -> None:
         log.info("shutting down (%s)", signal.Signals(signum).name)
         stop.set()
 
@@ -361,12 +242,12 @@ def serve_main(argv: list) -> int:
     return 0
 
 
-def call_main(argv: list) -> int:
+def call_main(argv: list[str]) -> int:
     server = f"127.0.0.1:{DEFAULT_PORT}"
     udp = as_json = False
     timeout, retries = 5.0, 4
     key_text = key_file = None
-    positional: list = []
+    positional: list[str] = []
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -384,7 +265,7 @@ def call_main(argv: list) -> int:
             positional.extend(rest)
             break
         if token in ("-h", "--help"):
-            _write_help(CALL_HELP)
+            write_help(CALL_HELP)
             return 0
         if token == "--udp":
             udp, i = True, i + 1
@@ -468,7 +349,9 @@ def _failure_text(e: Exception) -> str:
     return str(e)
 
 
-def _options(argv: list, flags: tuple, values: tuple) -> dict[str, Any] | None:
+def _options(
+    argv: list[str], flags: tuple[str, ...], values: tuple[str, ...]
+) -> dict[str, Any] | None:
     """Options of a command without positional arguments: `flags` take no
     value (True when given), `values` one (--name VALUE or --name=VALUE).
     None for -h/--help."""
@@ -488,7 +371,7 @@ def _options(argv: list, flags: tuple, values: tuple) -> dict[str, Any] | None:
     return opts
 
 
-def _seconds_option(opts: dict, name: str, default: float, zero: bool = False) -> float:
+def _seconds_option(opts: dict[str, Any], name: str, default: float, zero: bool = False) -> float:
     if name not in opts:
         return default
     try:
@@ -503,7 +386,7 @@ def _seconds_option(opts: dict, name: str, default: float, zero: bool = False) -
 
 
 def _count_option(
-    opts: dict, name: str, default: int, least: int = 0, most: int = 0xFFFFFFFF
+    opts: dict[str, Any], name: str, default: int, least: int = 0, most: int = 0xFFFFFFFF
 ) -> int:
     if name not in opts:
         return default
@@ -514,7 +397,7 @@ def _count_option(
 
 
 def _client_options(
-    argv: list, flags: tuple = (), values: tuple = (), keys: bool = True
+    argv: list[str], flags: tuple[str, ...] = (), values: tuple[str, ...] = (), keys: bool = True
 ) -> dict[str, Any] | None:
     """The options info and list share (and those given), parsed."""
     flags = ("--udp", "--json", *flags)
@@ -533,10 +416,10 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def ping_main(argv: list) -> int:
+def ping_main(argv: list[str]) -> int:
     opts = _client_options(argv, values=("--count", "--interval", "--size"), keys=False)
     if opts is None:
-        _write_help(PING_HELP)
+        write_help(PING_HELP)
         return 0
     count = _count_option(opts, "--count", 4, least=1)
     interval = _seconds_option(opts, "--interval", 1.0, zero=True)
@@ -634,7 +517,7 @@ def ping_main(argv: list) -> int:
     return 0 if times else 3
 
 
-def _query(opts: dict, action: Callable[[Client], Any]) -> tuple[int, Any]:
+def _query(opts: dict[str, Any], action: Callable[[Client], Any]) -> tuple[int, Any]:
     """action(client) for info and list: (0, its value), or (exit status,
     None) after reporting an error reply (1) or a transport failure (3)."""
     timeout = _seconds_option(opts, "--timeout", 1.0)
@@ -664,10 +547,10 @@ def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else encode_value(value, any_int=True)
 
 
-def info_main(argv: list) -> int:
+def info_main(argv: list[str]) -> int:
     opts = _client_options(argv)
     if opts is None:
-        _write_help(INFO_HELP)
+        write_help(INFO_HELP)
         return 0
     status, result = _query(opts, Client.info)
     if status:
@@ -684,7 +567,7 @@ def format_signature(entry: dict[str, Any]) -> str:
     """add(number, number) -> number; name(...) when params is null; no
     ' -> ...' when result is null."""
     params = entry.get("params")
-    text = entry["name"] + ("(...)" if params is None else "(" + ", ".join(params) + ")")
+    text: str = entry["name"] + ("(...)" if params is None else "(" + ", ".join(params) + ")")
     if entry.get("result") is not None:
         text += " -> " + entry["result"]
     return text
@@ -697,10 +580,10 @@ def format_functions(entries: list[dict[str, Any]], as_json: bool = False) -> li
     return format_table([[e["name"], format_signature(e), e.get("doc") or ""] for e in entries])
 
 
-def list_main(argv: list) -> int:
+def list_main(argv: list[str]) -> int:
     opts = _client_options(argv)
     if opts is None:
-        _write_help(LIST_HELP)
+        write_help(LIST_HELP)
         return 0
     status, entries = _query(opts, Client.functions)
     if status:
@@ -710,10 +593,10 @@ def list_main(argv: list) -> int:
     return 0
 
 
-def discover_main(argv: list) -> int:
+def discover_main(argv: list[str]) -> int:
     opts = _options(argv, ("--ipv4", "--ipv6", "--json"), ("--timeout", "--interface", "--port"))
     if opts is None:
-        _write_help(DISCOVER_HELP)
+        write_help(DISCOVER_HELP)
         return 0
     timeout = _seconds_option(opts, "--timeout", 1.0)
     port = _count_option(opts, "--port", DEFAULT_PORT, least=1, most=65535)
@@ -742,31 +625,7 @@ def discover_main(argv: list) -> int:
     return 0
 
 
-def _prog() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return name if name and name not in ("-c", "__main__.py") else "at_rpc.py"
-
-
-def _write_help(text: str, stream=None) -> None:
-    """A usage text, with the program's name as it was invoked (at-rpc
-    when installed), continuation lines kept aligned."""
-    prog = _prog()
-    delta = len(prog) - len("at_rpc.py")
-    lines = []
-    usage = False
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith(("usage: at_rpc.py", "at_rpc.py ")):
-            usage = True
-        elif not line.strip():
-            usage = False
-        elif usage and line.startswith(" ") and delta:
-            indent = len(line) - len(line.lstrip(" "))
-            line = " " * max(1, indent + delta) + line.lstrip(" ")
-        lines.append(line.replace("at_rpc.py", prog))
-    (stream or sys.stdout).write("".join(lines))
-
-
-COMMANDS: dict[str, Callable[[list], int]] = {
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "serve": serve_main,
     "call": call_main,
     "ping": ping_main,
@@ -781,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     status: 0 ok, 1 error reply, 2 usage, 3 transport."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        _write_help(USAGE, sys.stdout if argv else sys.stderr)
+        write_help(USAGE, sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
@@ -790,5 +649,5 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[command](rest)
     except UsageError as e:
         sys.stderr.write(f"error: {e}\n\n")
-        _write_help(USAGE, sys.stderr)
+        write_help(USAGE, sys.stderr)
         return 2

@@ -10,10 +10,10 @@ import socket
 import time
 from typing import NamedTuple
 
-from .auth import AUTH
 from .body import encode_value, parse_reply, request_body
 from .errors import BodyError, FrameError
 from .frame import (
+    AUTH,
     DEFAULT_PORT,
     MAX_DATAGRAM,
     MAX_SEQ,
@@ -22,7 +22,7 @@ from .frame import (
     pack_frame,
     parse_datagram,
 )
-from .net import _format_addr
+from .net import Address, _format_addr
 
 log = logging.getLogger("at_rpc")
 
@@ -37,7 +37,7 @@ class Discovered(NamedTuple):
     auth: str
 
 
-def _sender_text(sender) -> str:
+def _sender_text(sender: Address) -> str:
     """A datagram's sender as text, with the interface for a scoped IPv6
     address: 10.0.0.2:16724, [fe80::1%eth0]:16724."""
     host, port = sender[0], sender[1]
@@ -49,7 +49,7 @@ def _sender_text(sender) -> str:
     return _format_addr((host, port))
 
 
-def parse_discovery_reply(data: bytes, sender, seq: int) -> Discovered | None:
+def parse_discovery_reply(data: bytes, sender: Address, seq: int) -> Discovered | None:
     """The server a datagram tells of: a plain success reply to `seq` whose
     result is an object (rpc.info); None for anything else."""
     try:
@@ -71,7 +71,7 @@ def parse_discovery_reply(data: bytes, sender, seq: int) -> Discovered | None:
     return Discovered(_sender_text(sender), text("name"), text("server"), text("auth"))
 
 
-def address_key(address: str) -> tuple:
+def address_key(address: str) -> tuple[int, int, str, int, str]:
     """Sorts addresses as text: IPv4 before IPv6, each numerically (then by
     interface and port); anything else last."""
     host, _, port = address.rpartition(":")

@@ -5,6 +5,7 @@ reply limits."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .auth import AUTH_TRAILER
@@ -37,11 +38,14 @@ from .version import SERVER_SOFTWARE
 
 log = logging.getLogger("at_rpc")
 
+#: A server's functions by name: fn(*args) -> result.
+Functions = dict[str, Callable[..., Any]]
+
 # --------------------------------------------------------------------------
 # The request -> reply path
 
 
-def call_function(functions: dict, func: str, args: list) -> tuple[int, bytes]:
+def call_function(functions: Functions, func: str, args: list[Any]) -> tuple[int, bytes]:
     """Calls `func` from `functions`; returns (RESPONSE or ERROR, body)."""
     fn = functions.get(func) if len(func.encode("utf-8")) <= MAX_FUNC_NAME else None
     if fn is None:
@@ -69,7 +73,7 @@ def call_function(functions: dict, func: str, args: list) -> tuple[int, bytes]:
 
 
 def respond(
-    functions: dict, frame: Frame, max_body: int = MAX_BODY, info: ServerInfo | None = None
+    functions: Functions, frame: Frame, max_body: int = MAX_BODY, info: ServerInfo | None = None
 ) -> bytes | None:
     """The reply frame to one checked frame, or None for a frame that is
     itself a reply (servers answer requests only). rpc.info describes the
@@ -91,9 +95,9 @@ def reply_limit(max_body: int) -> int:
 
 
 def reply_body(
-    functions: dict,
+    functions: Functions,
     func: str,
-    args: list,
+    args: list[Any],
     seq: int,
     max_body: int = MAX_BODY,
     info: ServerInfo | None = None,
@@ -141,13 +145,13 @@ def is_reserved(name: str) -> bool:
     return name.startswith("rpc.")
 
 
-def function_names(functions: dict) -> list[str]:
+def function_names(functions: Functions) -> list[str]:
     """The functions rpc.info counts and rpc.functions lists, in order."""
     # list(dict) is one step under the GIL: safe while another thread registers.
     return [name for name in list(functions) if not is_reserved(name)]
 
 
-def info_result(functions: dict, info: ServerInfo) -> dict[str, Any]:
+def info_result(functions: Functions, info: ServerInfo) -> dict[str, Any]:
     """The rpc.info result, members in the contract's order."""
     return {
         "protocol": 1,
@@ -177,7 +181,7 @@ def function_entry(name: str, sig: Signature | None, doc: bool = True) -> str:
     )
 
 
-def functions_page(functions: dict, start: int, limit: int) -> bytes | None:
+def functions_page(functions: Functions, start: int, limit: int) -> bytes | None:
     """The success body of rpc.functions from index `start`: the entries
     that fit in `limit` bytes of body (room kept for the largest `next`),
     at least one while any remain (without its doc if only so it fits); None
@@ -244,7 +248,7 @@ def _raw_args(body: bytes) -> list[str]:
     return raw
 
 
-def _echo(args: list, request: bytes | None) -> bytes:
+def _echo(args: list[Any], request: bytes | None) -> bytes:
     """rpc.ping's success body for one argument."""
     if request is not None:
         try:
@@ -257,10 +261,10 @@ def _echo(args: list, request: bytes | None) -> bytes:
 
 
 def answer_rpc(
-    functions: dict,
+    functions: Functions,
     info: ServerInfo,
     func: str,
-    args: list,
+    args: list[Any],
     request: bytes | None = None,
     limit: int = MAX_BODY,
 ) -> tuple[int, bytes]:
@@ -305,7 +309,7 @@ def respond_to_error(error: FrameError) -> bytes | None:
 
 
 def respond_to_datagram(
-    functions: dict, data: bytes, max_body: int = MAX_BODY, info: ServerInfo | None = None
+    functions: Functions, data: bytes, max_body: int = MAX_BODY, info: ServerInfo | None = None
 ) -> bytes | None:
     """The whole path for one datagram: check it, answer it (or None)."""
     try:

@@ -10,6 +10,9 @@ import sys
 import time
 from typing import Any
 
+#: A socket address as the socket module gives it: (host, port, ...).
+Address = tuple[Any, ...]
+
 # Linux's IP_PKTINFO (socket.py of Python 3.11 does not export it).
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8 if sys.platform.startswith("linux") else None)
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -33,12 +36,12 @@ def _enable_pktinfo(sock: socket.socket) -> bool:
     return False
 
 
-def _to_group(ancdata) -> bool:
+def _to_group(ancdata: list[tuple[int, int, bytes]]) -> bool:
     """Whether the destination in IP_PKTINFO / IPV6_PKTINFO is the limited
     broadcast 255.255.255.255 or a multicast address. (A subnet's directed
     broadcast, 192.0.2.255, is not recognised: that needs the netmask.)"""
     for level, kind, data in ancdata:
-        dest = None
+        dest: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
             dest = ipaddress.IPv4Address(data[8:12])
         elif (
@@ -46,8 +49,8 @@ def _to_group(ancdata) -> bool:
             and kind == getattr(socket, "IPV6_PKTINFO", None)
             and len(data) >= 16
         ):
-            dest = ipaddress.IPv6Address(data[:16])
-            dest = dest.ipv4_mapped or dest
+            ip6 = ipaddress.IPv6Address(data[:16])
+            dest = ip6.ipv4_mapped or ip6
         if dest is not None:
             return dest.is_multicast or dest == _LIMITED_BROADCAST
     return False
@@ -108,6 +111,7 @@ def _linger_close(sock: socket.socket, limit: float = 1.0) -> None:
         sock.close()
 
 
-def _format_addr(addr) -> str:
+def _format_addr(addr: Address) -> str:
+    """host:port, [host]:port for IPv6."""
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -91,9 +91,7 @@ def reply_result(frame: Frame) -> Any:
     except BodyError as e:
         raise ProtocolError(f"bad reply body: {e.message}") from None
     if ok != (frame.kind == RESPONSE):
-        raise ProtocolError(
-            f"a {frame.kind_name} frame with a {'success' if ok else 'error'} body"
-        )
+        raise ProtocolError(f"a {frame.kind_name} frame with a {'success' if ok else 'error'} body")
     if not ok:
         raise RemoteError(code, message, frame.body)
     return result

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .auth import (
     HELLO,
@@ -24,7 +25,7 @@ from .auth import (
 )
 from .body import _utf8, error_body, error_frame, parse_request, success_body
 from .calculator import CALCULATOR
-from .dispatch import ServerInfo, is_reserved, reply_body, respond_to_error
+from .dispatch import Functions, ServerInfo, is_reserved, reply_body, respond_to_error
 from .errors import BodyError, FrameError, RemoteError
 from .frame import (
     AUTH,
@@ -44,7 +45,14 @@ from .frame import (
     parse_datagram,
     unpack_header,
 )
-from .net import _enable_pktinfo, _format_addr, _linger_close, _receive_datagram, _wait_readable
+from .net import (
+    Address,
+    _enable_pktinfo,
+    _format_addr,
+    _linger_close,
+    _receive_datagram,
+    _wait_readable,
+)
 from .sessions import SESSION_LIFETIME, SESSION_MIN_IDLE, ReplyCache, Session, SessionTable
 from .version import SERVER_SOFTWARE
 
@@ -94,7 +102,7 @@ class Server:
         udp_cache_entries: int = 4096,
         udp_cache_per_client: int = 256,
         udp_cache_age: float = 60.0,
-        keys: dict | None = None,
+        keys: dict[str, bytes] | None = None,
         max_sessions: int = 64,
         session_lifetime: float = SESSION_LIFETIME,
         session_min_idle: float = SESSION_MIN_IDLE,
@@ -111,7 +119,7 @@ class Server:
             if keys
             else None
         )
-        self.functions: dict[str, Callable] = dict(CALCULATOR) if calculator else {}
+        self.functions: Functions = dict(CALCULATOR) if calculator else {}
         self._tcp_bind = tcp
         self._udp_bind = udp
         self.max_frame = max_frame
@@ -119,19 +127,21 @@ class Server:
         self.frame_timeout = frame_timeout
         self.max_connections = max_connections
         self.cache = ReplyCache(udp_cache_entries, udp_cache_per_client, udp_cache_age)
-        self.tcp_address = None
-        self.udp_address = None
-        self._tcp_sock = None
-        self._udp_sock = None
+        #: (host, port) bound, once started.
+        self.tcp_address: Address | None = None
+        self.udp_address: Address | None = None
+        self._tcp_sock: socket.socket | None = None
+        self._udp_sock: socket.socket | None = None
         self._stopping = threading.Event()
-        self._wake_r = self._wake_w = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._started = False
         self._lock = threading.Lock()
-        self._connections: set = set()
-        self._threads: list = []
+        self._connections: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
         self._delayed: _DelayedSends | None = None
 
-    def register(self, name: str, fn: Callable) -> Server:
+    def register(self, name: str, fn: Callable[..., Any]) -> Server:
         """Adds (or replaces) `fn` under `name`. fn(*args) returns the result
         or raises RemoteError(code, message); any other exception is answered
         with `internal`. Names beginning with "rpc." belong to the protocol
@@ -152,36 +162,39 @@ class Server:
     # -- life cycle
 
     def start(self) -> Server:
+        """Binds the listeners and starts the threads; raises OSError when a
+        listener cannot be bound, RuntimeError when already started."""
         if self._started:
             raise RuntimeError("server already started")
         self._started = True
         # Written to once at shutdown: wakes every thread waiting in poll.
-        self._wake_r, self._wake_w = socket.socketpair()
+        wake_r, wake_w = self._wake_r, self._wake_w = socket.socketpair()
+        tcp = udp = None
         try:
             if self._tcp_bind is not None:
-                self._tcp_sock = self._bind(socket.SOCK_STREAM, self._tcp_bind)
-                self._tcp_sock.listen(128)
-                self.tcp_address = self._tcp_sock.getsockname()[:2]
+                tcp = self._tcp_sock = self._bind(socket.SOCK_STREAM, self._tcp_bind)
+                tcp.listen(128)
+                self.tcp_address = tcp.getsockname()[:2]
             if self._udp_bind is not None:
-                self._udp_sock = self._bind(socket.SOCK_DGRAM, self._udp_bind)
-                self.udp_address = self._udp_sock.getsockname()[:2]
+                udp = self._udp_sock = self._bind(socket.SOCK_DGRAM, self._udp_bind)
+                self.udp_address = udp.getsockname()[:2]
         except OSError:
             self._close_listeners()
-            self._wake_r.close()
-            self._wake_w.close()
+            wake_r.close()
+            wake_w.close()
             raise
-        if self._tcp_sock is not None:
-            self._spawn(self._accept_loop, "at-tcp-accept")
+        if tcp is not None and self.tcp_address is not None:
+            self._spawn(self._accept_loop, "at-tcp-accept", tcp, wake_r)
             log.info("listening on tcp://%s", _format_addr(self.tcp_address))
-        if self._udp_sock is not None:
-            self._delayed = _DelayedSends(self._udp_sock)
-            self._spawn(self._delayed.run, "at-udp-delayed")
-            self._spawn(self._udp_loop, "at-udp")
+        if udp is not None and self.udp_address is not None:
+            delayed = self._delayed = _DelayedSends(udp)
+            self._spawn(delayed.run, "at-udp-delayed")
+            self._spawn(self._udp_loop, "at-udp", udp, wake_r, delayed)
             log.info("listening on udp://%s", _format_addr(self.udp_address))
         return self
 
     @staticmethod
-    def _bind(kind: int, addr) -> socket.socket:
+    def _bind(kind: int, addr: Address) -> socket.socket:
         host, port = addr[0], addr[1]
         infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
         family, _, _, _, sockaddr = infos[0]
@@ -202,7 +215,7 @@ class Server:
             raise
         return sock
 
-    def _spawn(self, target, name, *args) -> threading.Thread:
+    def _spawn(self, target: Callable[..., object], name: str, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, args=args, daemon=True)
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
@@ -225,8 +238,10 @@ class Server:
             self._stopping.set()
             return
         self._stopping.set()
+        wake_r, wake_w = self._wake_r, self._wake_w
+        assert wake_r is not None and wake_w is not None  # made by start()
         try:
-            self._wake_w.send(b"x")
+            wake_w.send(b"x")
         except OSError:
             pass
         if self._delayed is not None:
@@ -239,8 +254,8 @@ class Server:
                 thread.join(max(0.0, deadline - time.monotonic()))
         self._close_listeners()
         if not any(t.is_alive() for t in threads if t is not threading.current_thread()):
-            self._wake_r.close()
-            self._wake_w.close()
+            wake_r.close()
+            wake_w.close()
         else:
             log.warning("some connections did not finish within %g s", timeout)
         log.info("server stopped")
@@ -250,15 +265,14 @@ class Server:
             self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
     # -- TCP
 
-    def _accept_loop(self) -> None:
-        listener = self._tcp_sock
+    def _accept_loop(self, listener: socket.socket, wake: socket.socket) -> None:
         while not self._stopping.is_set():
-            if _wait_readable(listener, self._wake_r, None) != "data":
+            if _wait_readable(listener, wake, None) != "data":
                 break
             try:
                 conn, peer = listener.accept()
@@ -278,7 +292,7 @@ class Server:
                 )
                 self._spawn(self._refuse_busy, "at-tcp-busy", conn)
             else:
-                self._spawn(self._connection, f"at-tcp-{_format_addr(peer)}", conn, peer[:2])
+                self._spawn(self._connection, f"at-tcp-{_format_addr(peer)}", conn, peer[:2], wake)
 
     def _refuse_busy(self, conn: socket.socket) -> None:
         try:
@@ -288,11 +302,11 @@ class Server:
             pass
         _linger_close(conn)
 
-    def _connection(self, conn: socket.socket, peer) -> None:
+    def _connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> None:
         name = _format_addr(peer)
         log.info("connection from %s", name)
         try:
-            reason = self._serve_connection(conn, peer)
+            reason = self._serve_connection(conn, peer, wake)
         except Exception as e:  # never let one connection take the server down
             log.exception("connection from %s failed", name)
             reason = f"internal error: {e}"
@@ -302,7 +316,7 @@ class Server:
                 self._connections.discard(conn)
         log.info("connection from %s closed: %s", name, reason)
 
-    def _serve_connection(self, conn: socket.socket, peer) -> str:
+    def _serve_connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> str:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -310,12 +324,14 @@ class Server:
         reader = FrameReader(self.max_frame)
         data = b""
         while True:
-            replies = []
+            replies: list[bytes] = []
             fatal = None
             for item in reader.feed(data):
                 if isinstance(item, FrameError):
                     log.warning("bad frame: %s", item)
-                    replies.append(respond_to_error(item))
+                    answer = respond_to_error(item)
+                    if answer is not None:
+                        replies.append(answer)
                     if item.fatal:
                         fatal = item
                 elif item.kind != REQUEST:
@@ -346,7 +362,7 @@ class Server:
                 return "server shutting down"
             partial = reader.buffered() > 0
             timeout = self.frame_timeout if partial else self.idle_timeout
-            event = _wait_readable(conn, self._wake_r, timeout)
+            event = _wait_readable(conn, wake, timeout)
             if event == "wake":
                 conn.close()
                 return "server shutting down"
@@ -363,7 +379,9 @@ class Server:
                 conn.close()
                 return "by the peer in the middle of a frame" if partial else "by the peer"
 
-    def _answer(self, frame: Frame, peer, udp: bool, broadcast: bool = False) -> bytes | None:
+    def _answer(
+        self, frame: Frame, peer: Address | None, udp: bool, broadcast: bool = False
+    ) -> bytes | None:
         if log.isEnabledFor(logging.DEBUG):
             started = time.monotonic()
             reply = self.handle(frame, peer, udp, broadcast)
@@ -386,7 +404,7 @@ class Server:
     # -- requests, plain and authenticated
 
     def handle(
-        self, frame: Frame, peer=None, udp: bool = False, broadcast: bool = False
+        self, frame: Frame, peer: Address | None = None, udp: bool = False, broadcast: bool = False
     ) -> bytes | None:
         """The reply frame to one checked request frame (None: no reply).
         peer -- the client's (host, port); udp -- it came by UDP (else TCP);
@@ -412,7 +430,7 @@ class Server:
         )
         return pack_frame(kind, seq, body)
 
-    def _hello(self, seq: int, args: list) -> bytes:
+    def _hello(self, seq: int, args: list[Any]) -> bytes:
         """The handshake: arguments, key id, a new session; its reply."""
         if self.sessions is None:
             return error_frame(seq, "unauthorized", "this server does not authenticate")
@@ -432,14 +450,15 @@ class Server:
         result = {"session": sid.hex(), "nonce": ns.hex(), "proof": proof.hex()}
         return pack_frame(RESPONSE, seq, success_body(result))
 
-    def _authenticated(self, frame: Frame, peer, udp: bool) -> bytes | None:
+    def _authenticated(self, frame: Frame, peer: Address | None, udp: bool) -> bytes | None:
         """Steps 1 to 4 of section 9 for a request with AUTH."""
         seq = frame.seq
         parts = split_auth(frame)
         if parts is None:
             return error_frame(seq, "unauthorized", "authenticated frame too short")
-        session = self.sessions.get(parts.sid) if self.sessions is not None else None
-        if session is None:
+        sessions = self.sessions
+        session = sessions.get(parts.sid) if sessions is not None else None
+        if sessions is None or session is None:
             log.info("seq %d for an unknown session", seq)
             return error_frame(seq, "unauthorized", "unknown session")
 
@@ -456,17 +475,18 @@ class Server:
 
         if not tag_ok(session.k_req, parts):
             return refuse("bad tag")
-        status, value = self.sessions.admit(session, seq, peer, udp)
+        status, value = sessions.admit(session, seq, peer, udp)
         if status == "pending" and not udp:
             # The same request runs for another connection (a client that
             # lost its connection and sent it again): wait for its reply.
             value.done.wait(self.frame_timeout)
-            status, value = self.sessions.admit(session, seq, peer, udp)
+            status, value = sessions.admit(session, seq, peer, udp)
         if status == "resend":
             log.debug(
                 "seq %d of session %s: sending the remembered reply again", seq, session.sid.hex()
             )
-            return value
+            resent: bytes = value
+            return resent
         if status == "gone":
             return error_frame(seq, "unauthorized", value)
         if status != "run":
@@ -475,7 +495,7 @@ class Server:
         try:
             reply = self._authenticated_reply(session, seq, parts.body, udp)
         finally:
-            self.sessions.finish(session, value, reply)
+            sessions.finish(session, value, reply)
         return reply
 
     def _authenticated_reply(self, session: Session, seq: int, body: bytes, udp: bool) -> bytes:
@@ -503,13 +523,12 @@ class Server:
 
     # -- UDP
 
-    def _udp_loop(self) -> None:
-        sock = self._udp_sock
+    def _udp_loop(self, sock: socket.socket, wake: socket.socket, delayed: _DelayedSends) -> None:
         size = max(MAX_BODY, self.max_frame) + HEADER_LEN + 1
         size = min(size, 1 << 20)
         pktinfo = _enable_pktinfo(sock)
         while not self._stopping.is_set():
-            if _wait_readable(sock, self._wake_r, None) != "data":
+            if _wait_readable(sock, wake, None) != "data":
                 break
             try:
                 data, addr, broadcast = _receive_datagram(sock, size, pktinfo)
@@ -529,14 +548,14 @@ class Server:
                 reply = error_frame(unpack_header(reply).seq, "internal", "reply too large")
             if broadcast:
                 # Many servers hear a broadcast: spread their replies out.
-                self._delayed.add(random.uniform(0.0, BROADCAST_DELAY), reply, addr)
+                delayed.add(random.uniform(0.0, BROADCAST_DELAY), reply, addr)
                 continue
             try:
                 sock.sendto(reply, addr)
             except OSError as e:
                 log.warning("udp reply to %s: %s", _format_addr(addr), e)
 
-    def _udp_datagram(self, data: bytes, addr, broadcast: bool = False) -> bytes | None:
+    def _udp_datagram(self, data: bytes, addr: Address, broadcast: bool = False) -> bytes | None:
         """The reply to one datagram (None: none). A request that came by
         broadcast or multicast is never answered with an error (contract
         section 8)."""
@@ -546,7 +565,7 @@ class Server:
             return None
         return reply
 
-    def _udp_reply(self, data: bytes, addr, broadcast: bool) -> bytes | None:
+    def _udp_reply(self, data: bytes, addr: Address, broadcast: bool) -> bytes | None:
         client = _format_addr(addr)
         try:
             frame = parse_datagram(data, self.max_frame)
@@ -591,12 +610,14 @@ class _DelayedSends:
     def __init__(self, sock: socket.socket, limit: int = MAX_DELAYED):
         self.sock = sock
         self.limit = limit
-        self._heap: list = []
+        self._heap: list[tuple[float, int, bytes, Address]] = []
         self._count = 0  # ties in time keep their order
         self._stopped = False
         self._cond = threading.Condition()
 
-    def add(self, delay: float, data: bytes, addr) -> None:
+    def add(self, delay: float, data: bytes, addr: Address) -> None:
+        """Sends `data` to `addr` after `delay` seconds (dropped when the
+        queue is full or after stop())."""
         with self._cond:
             if self._stopped:
                 return
@@ -608,12 +629,14 @@ class _DelayedSends:
             self._cond.notify()
 
     def stop(self) -> None:
+        """Drops what waits and ends run()."""
         with self._cond:
             self._stopped = True
             self._heap.clear()
             self._cond.notify_all()
 
     def run(self) -> None:
+        """The sending thread: until stop()."""
         while True:
             with self._cond:
                 while True:

@@ -14,8 +14,11 @@ from typing import Any
 from .auth import NONCE_LEN, SID_LEN, check_key, derive_keys, hello_proof
 from .errors import RemoteError
 from .frame import MAX_SEQ
+from .net import Address
 
 log = logging.getLogger("at_rpc")
+
+_CacheKey = tuple[Address, int]
 
 
 class ReplyCache:
@@ -35,13 +38,15 @@ class ReplyCache:
         self.max_per_client = max_per_client
         self.max_age = max_age
         self.clock = clock
-        self._entries: collections.OrderedDict = collections.OrderedDict()
-        self._clients: dict = {}
+        self._entries: collections.OrderedDict[_CacheKey, tuple[float, Any, bytes]] = (
+            collections.OrderedDict()
+        )
+        self._clients: dict[Address, collections.OrderedDict[int, None]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _remove(self, key) -> None:
+    def _remove(self, key: _CacheKey) -> None:
         del self._entries[key]
         addr, seq = key
         seqs = self._clients[addr]
@@ -57,14 +62,18 @@ class ReplyCache:
                 break
             self._remove(key)
 
-    def get(self, addr, seq: int, fingerprint) -> bytes | None:
+    def get(self, addr: Address, seq: int, fingerprint: Any) -> bytes | None:
+        """The reply remembered for (addr, seq) if the request's fingerprint
+        matches, else None."""
         self._expire()
         entry = self._entries.get((addr, seq))
         if entry is None or entry[1] != fingerprint:
             return None
         return entry[2]
 
-    def put(self, addr, seq: int, fingerprint, reply: bytes) -> None:
+    def put(self, addr: Address, seq: int, fingerprint: Any, reply: bytes) -> None:
+        """Remembers `reply` for (addr, seq), dropping the oldest entries
+        over the bounds."""
         key = (addr, seq)
         if key in self._entries:
             self._remove(key)
@@ -91,7 +100,7 @@ class _Remembered:
 
     __slots__ = ("addr", "done", "reply", "resends", "stamp", "udp")
 
-    def __init__(self, addr, udp: bool):
+    def __init__(self, addr: Address | None, udp: bool):
         self.addr = addr
         self.udp = udp
         self.reply: bytes | None = None
@@ -116,7 +125,7 @@ class Session:
         self.used = False  # carried a verified request
         self.top = 0
         self.window = 0  # bit i: seq top - i was accepted
-        self.replies: collections.OrderedDict = collections.OrderedDict()
+        self.replies: collections.OrderedDict[int, _Remembered] = collections.OrderedDict()
 
     def fresh(self, seq: int) -> bool:
         """seq was not accepted yet and is not older than the window."""
@@ -155,7 +164,7 @@ class SessionTable:
 
     def __init__(
         self,
-        keys: dict,
+        keys: dict[str, bytes],
         capacity: int = 64,
         lifetime: float = SESSION_LIFETIME,
         min_idle: float = SESSION_MIN_IDLE,
@@ -230,7 +239,7 @@ class SessionTable:
                 return None
             return session
 
-    def admit(self, session: Session, seq: int, addr, udp: bool) -> tuple[str, Any]:
+    def admit(self, session: Session, seq: int, addr: Address | None, udp: bool) -> tuple[str, Any]:
         """Steps 3 and 4 for a request whose tag verified, as one atomic step:
         ("run", entry) -- seq marked, call the function, then finish(entry)
         ("resend", reply) -- a remembered reply, for the original address
@@ -254,22 +263,18 @@ class SessionTable:
                 while len(session.replies) > WINDOW:
                     session.replies.popitem(last=False)
                 return "run", entry
-            entry = session.replies.get(seq)
-            if (
-                entry is not None
-                and entry.reply is not None
-                and now - entry.stamp >= self.reply_age
-            ):
+            old = session.replies.get(seq)
+            if old is not None and old.reply is not None and now - old.stamp >= self.reply_age:
                 del session.replies[seq]
-                entry = None
-            if entry is None:
+                old = None
+            if old is None:
                 return "refuse", "replayed"
-            if entry.reply is None:
-                return "pending", entry
-            if not _same_origin(entry, addr, udp) or entry.resends >= MAX_RESENDS:
+            if old.reply is None:
+                return "pending", old
+            if not _same_origin(old, addr, udp) or old.resends >= MAX_RESENDS:
                 return "refuse", "replayed"
-            entry.resends += 1
-            return "resend", entry.reply
+            old.resends += 1
+            return "resend", old.reply
 
     def finish(self, session: Session, entry: _Remembered, reply: bytes | None) -> None:
         """Remembers the reply to a request admit() let run (None: the call
@@ -284,7 +289,7 @@ class SessionTable:
         entry.done.set()
 
 
-def _same_origin(entry: _Remembered, addr, udp: bool) -> bool:
+def _same_origin(entry: _Remembered, addr: Address | None, udp: bool) -> bool:
     """Whether a remembered reply may go to `addr`: the IP address must be
     the original request's; over UDP the port too (and the original must have
     come over UDP). A TCP peer's address cannot be forged, and a new

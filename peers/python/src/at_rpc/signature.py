@@ -6,7 +6,9 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # --------------------------------------------------------------------------
 # Function signatures (rpc.functions, contract section 7)
@@ -51,7 +53,7 @@ class Signature(NamedTuple):
 
 def signature(
     params: list[str] | tuple[str, ...], result: str, doc: str = ""
-) -> Callable[[Callable], Callable]:
+) -> Callable[[_F], _F]:
     """A decorator giving a function an explicit signature for rpc.functions
     (types from TYPES), instead of one read from its annotations:
 
@@ -63,8 +65,8 @@ def signature(
         if t not in TYPES:
             raise ValueError(f"{t!r} is not one of {', '.join(TYPES)}")
 
-    def attach(fn: Callable) -> Callable:
-        fn.__at_signature__ = sig
+    def attach(fn: _F) -> _F:
+        setattr(fn, "__at_signature__", sig)  # noqa: B010 (a function attribute mypy cannot see)
         return fn
 
     return attach
@@ -94,7 +96,7 @@ def _first_line(doc: str | None) -> str:
     return ""
 
 
-def describe_function(fn: Callable) -> Signature | None:
+def describe_function(fn: Callable[..., Any]) -> Signature | None:
     """The signature rpc.functions lists for `fn`: the one given with
     @signature, else one from its annotations (parameters without one are
     "any", a missing return annotation is "any"), with the first non-empty
