@@ -122,6 +122,7 @@ def error_body(code: str, message: str) -> bytes:
 
 
 def error_frame(seq: int, code: str, message: str) -> bytes:
+    """A whole ERROR frame with the error body (code, message)."""
     return pack_frame(ERROR, seq, error_body(code, message))
 
 

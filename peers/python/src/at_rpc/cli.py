@@ -170,6 +170,7 @@ def _server_keys(key_texts: list[str], key_files: list[str]) -> dict[str, bytes]
 
 
 def serve_main(argv: list[str]) -> int:
+    """`serve ...`: runs a server until SIGINT or SIGTERM; the exit status."""
     opts: dict[str, str | None] = {
         "--tcp": f"0.0.0.0:{DEFAULT_PORT}",
         "--udp": f"0.0.0.0:{DEFAULT_PORT}",
@@ -243,6 +244,7 @@ def serve_main(argv: list[str]) -> int:
 
 
 def call_main(argv: list[str]) -> int:
+    """`call ...`: one call, printed as the Rust at-host prints it; the exit status."""
     server = f"127.0.0.1:{DEFAULT_PORT}"
     udp = as_json = False
     timeout, retries = 5.0, 4
@@ -417,6 +419,7 @@ def _print(line: str) -> None:
 
 
 def ping_main(argv: list[str]) -> int:
+    """`ping ...`: rpc.ping COUNT times, like ping(8); the exit status."""
     opts = _client_options(argv, values=("--count", "--interval", "--size"), keys=False)
     if opts is None:
         write_help(PING_HELP)
@@ -548,6 +551,7 @@ def _value_text(value: Any) -> str:
 
 
 def info_main(argv: list[str]) -> int:
+    """`info ...`: the rpc.info result as key: value lines; the exit status."""
     opts = _client_options(argv)
     if opts is None:
         write_help(INFO_HELP)
@@ -581,6 +585,7 @@ def format_functions(entries: list[dict[str, Any]], as_json: bool = False) -> li
 
 
 def list_main(argv: list[str]) -> int:
+    """`list ...`: every rpc.functions entry, one per line; the exit status."""
     opts = _client_options(argv)
     if opts is None:
         write_help(LIST_HELP)
@@ -594,6 +599,7 @@ def list_main(argv: list[str]) -> int:
 
 
 def discover_main(argv: list[str]) -> int:
+    """`discover ...`: the servers on the local network; the exit status."""
     opts = _options(argv, ("--ipv4", "--ipv6", "--json"), ("--timeout", "--interface", "--port"))
     if opts is None:
         write_help(DISCOVER_HELP)

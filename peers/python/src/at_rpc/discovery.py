@@ -86,6 +86,7 @@ def address_key(address: str) -> tuple[int, int, str, int, str]:
 
 
 def sort_discovered(found: list[Discovered]) -> list[Discovered]:
+    """`found` sorted by address (see address_key)."""
     return sorted(found, key=lambda d: address_key(d.address))
 
 

@@ -162,9 +162,11 @@ class FrameReader:
         return len(self._buf)
 
     def clear(self) -> None:
+        """Drops what is buffered (after a fatal error, to read on)."""
         self._buf.clear()
 
     def push(self, data: bytes) -> None:
+        """Buffers `data` without taking frames out (see next_frame)."""
         self._buf += data
 
     def next_frame(self) -> Frame | None:

@@ -135,6 +135,7 @@ class Session:
         return offset < WINDOW and not (self.window >> offset) & 1
 
     def mark(self, seq: int) -> None:
+        """Records `seq` as accepted, moving the window up if it is the highest."""
         if seq > self.top:
             shift = seq - self.top
             self.window = (
