@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Interop checks against any running AT calculator server (Rust or Python).
 
-    python3 peers/python/interop.py --tcp HOST:PORT --udp HOST:PORT
-                                    [--vectors FILE] [--exact] [--timeout SECS] [-v]
+    VENV/bin/python peers/python/tests/interop.py --tcp HOST:PORT --udp HOST:PORT
+                                                  [--vectors FILE] [--exact] [--timeout SECS] [-v]
 
 Runs the calculator, every error code a calculator server can produce, TCP
 stream framing (sticky and split frames, pipelining, a stalled connection
 beside a live one), UDP datagrams (errors, dropped datagrams, duplicates) and
 every shared test vector (tests/vectors/frames.json) over TCP and, where the
-frame fits in a datagram, over UDP. Only raw sockets and at_rpc's Client.
+frame fits in a datagram, over UDP. Only raw sockets and at_rpc's Client (the installed package:
+pip install ./peers/python).
 
 Prints one line per failed check (`FAIL name: why`; with -v also `ok name`)
 and last a line exactly `N passed, M failed`; exits 0 only if M == 0 (2 for

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Tests of at_rpc.py: the shared vectors, the frame reader, bodies, the
+"""Tests of the installed at_rpc package: the shared vectors, the frame reader, bodies, the
 calculator, client <-> server over TCP and UDP, authentication (section 9)
 and the command line.
 
-Run: python3 peers/python/test_at_rpc.py   (loopback only, OS-chosen ports)
+Run: pytest -q in peers/python, from a venv with the package installed
+(loopback only, OS-chosen ports)
 """
 
 import ipaddress

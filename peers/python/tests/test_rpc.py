@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Tests of the protocol's own functions in at_rpc.py (rpc.ping, rpc.info,
+"""Tests of the protocol's own functions in the installed at_rpc (rpc.ping, rpc.info,
 rpc.functions: contract section 7), of discovery (section 8) and of the
 command line's ping, info, list and discover.
 
-Run: cd peers/python && python3 -m unittest -q   (loopback, OS-chosen ports;
+Run: pytest -q in peers/python, from a venv with the package installed
+(loopback, OS-chosen ports;
 the live broadcast tests skip where broadcasts are not delivered)
 """
 
