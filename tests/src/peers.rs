@@ -107,7 +107,7 @@ pub const VENV_VAR: &str = "AT_PYTHON_VENV";
 /// `target/py-venv` with `python3` 3.11 or later. Either way the installed
 /// package must equal `peers/python/src/at_rpc` file for file, so a stale
 /// install cannot hide a change: the made one is reinstalled when it
-/// differs, a given one fails the test. Without `python3` 3.11+ it skips
+/// differs (or pyproject.toml changed), a given one fails the test. Without `python3` 3.11+ it skips
 /// (a failure under AT_REQUIRE_ALL=1) and returns None.
 pub fn python() -> Option<&'static PythonPeer> {
     static PEER: OnceLock<Result<PythonPeer, String>> = OnceLock::new();
@@ -187,11 +187,18 @@ fn made_venv() -> Result<PythonPeer, String> {
             ));
         }
     }
-    if !peer.at_rpc.is_file() || installed_differs(&peer).is_some() {
+    // The package's metadata (the console script, ...) comes from
+    // pyproject.toml: a copy of the one installed is kept beside.
+    let pyproject = repo_root().join("peers/python/pyproject.toml");
+    let stamp = peer.venv.join("at-rpc-pyproject.toml");
+    let same_metadata = std::fs::read(&pyproject).ok() == std::fs::read(&stamp).ok();
+    if !peer.at_rpc.is_file() || !same_metadata || installed_differs(&peer).is_some() {
         install(&peer, &target)?;
         if let Some(why) = installed_differs(&peer) {
             return Err(format!("after pip install, at_rpc still differs: {why}"));
         }
+        std::fs::copy(&pyproject, &stamp)
+            .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     }
     Ok(peer)
 }
@@ -212,13 +219,13 @@ fn install(peer: &PythonPeer, target: &Path) -> Result<(), String> {
             Ok(())
         })
         .map_err(|e| format!("cannot copy peers/python to {}: {e}", copy.display()))?;
-    // setuptools builds a wheel by itself from 70.1, older ones with `wheel`.
+    // pyproject.toml needs setuptools 77 (an SPDX license string), which
+    // builds wheels by itself.
     let offline = works(
         peer.python.to_str().unwrap_or("python3"),
         &[
             "-c",
-            "import setuptools, importlib.util as u; \
-             assert u.find_spec('wheel') or u.find_spec('setuptools.command.bdist_wheel')",
+            "import setuptools; assert int(setuptools.__version__.split('.')[0]) >= 77",
         ],
     );
     let mut pip = Command::new(&peer.python);

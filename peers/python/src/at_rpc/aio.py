@@ -476,26 +476,28 @@ class AsyncClient:
         transport = await self._open_udp()
         fut: asyncio.Future[_T] = loop.create_future()
         self._udp_waiters[seq] = _UdpWaiter(fut, check, state)
-        try:
-            # Waits base, 2 base, 4 base, ... (each with +-25% jitter) add up
-            # to the whole timeout; the last attempt waits until the deadline.
-            attempts = self.retries + 1
-            base = max(0.0, deadline - loop.time()) / ((1 << attempts) - 1)
-            for attempt in range(attempts):
-                transport.sendto(frame)
-                if attempt == attempts - 1:
-                    until = deadline
-                else:
-                    jitter = random.uniform(0.75, 1.25)
-                    until = min(deadline, loop.time() + base * (1 << attempt) * jitter)
-                done, _ = await asyncio.wait([fut], timeout=max(0.0, until - loop.time()))
-                if done:
-                    return fut.result()
-                if loop.time() >= deadline:
-                    break
+        # Waits base, 2 base, 4 base, ... (each with +-25% jitter) add up to
+        # the whole timeout; after the last attempt the call waits until the
+        # deadline (where call_raw's timeout ends it).
+        attempts = self.retries + 1
+        base = max(0.0, deadline - loop.time()) / ((1 << attempts) - 1)
+        timer: asyncio.TimerHandle | None = None
+
+        def send(attempt: int) -> None:
+            nonlocal timer
+            if attempt:
                 log.debug("no reply to seq %d yet: retransmitting", seq)
-            raise TimeoutError
+            transport.sendto(frame)
+            if attempt < attempts - 1:
+                wait = base * (1 << attempt) * random.uniform(0.75, 1.25)
+                timer = loop.call_at(min(deadline, loop.time() + wait), send, attempt + 1)
+
+        try:
+            send(0)
+            return await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             waiter = self._udp_waiters.get(seq)
             if waiter is not None and waiter.fut is fut:
                 del self._udp_waiters[seq]
