@@ -508,3 +508,76 @@ def test_a_request_that_cannot_be_encoded() -> None:
                 await client.call("add", float("nan"), 1)
 
     run(go())
+
+
+def test_an_expired_session_fails_one_call_and_the_next_opens_a_new_one() -> None:
+    """The server forgets the session (its lifetime passed): the call gets
+    the plain `unauthorized` as RemoteError, never sent again; the next call
+    opens a new session by itself."""
+    server = Server(tcp=(LOOPBACK, 0), udp=(LOOPBACK, 0), keys={KID: KEY}, session_lifetime=0.3)
+    server.start()
+    assert server.tcp_address is not None and server.udp_address is not None
+    ran: list[int] = []
+    server.register("count", lambda: ran.append(1) or len(ran))
+
+    async def go(address: tuple[str, int], udp: bool) -> None:
+        async with AsyncClient(*address, udp=udp, key=(KID, KEY), timeout=WAIT) as client:
+            first = await client.call("count")
+            await asyncio.sleep(0.4)  # past the server's session lifetime
+            with pytest.raises(RemoteError) as e:
+                await client.call("count")
+            assert e.value.code == "unauthorized"
+            assert await client.call("count") == first + 1  # the failed call never ran
+
+    try:
+        run(go(server.tcp_address, False))
+        run(go(server.udp_address, True))
+    finally:
+        server.shutdown()
+
+
+def test_a_cut_connection_sends_the_authenticated_call_once_more() -> None:
+    """The connection breaks after the server read an authenticated request:
+    the client sends the same frame, byte for byte, once more on a new
+    connection, and takes the reply that comes there."""
+    v = AUTH_VECTORS
+    listener = socket.create_server((LOOPBACK, 0))
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                reader = FrameReader()
+                read_requests(conn, reader, 1)
+                conn.sendall(v["hello_reply"])
+                (frame,) = read_requests(conn, reader, 1)
+                got.append(at_rpc.pack_frame(frame.flags, frame.seq, frame.body))
+            conn, _ = listener.accept()  # the first one closed: a new connection
+            with conn:
+                conn.settimeout(WAIT)
+                (frame,) = read_requests(conn, FrameReader(), 1)
+                got.append(at_rpc.pack_frame(frame.flags, frame.seq, frame.body))
+                conn.sendall(v["add_reply"])
+                conn.recv(1)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def go() -> Any:
+        port = listener.getsockname()[1]
+        async with AsyncClient(LOOPBACK, port, key=(KID, KEY), timeout=WAIT) as client:
+            client._random = lambda n: NC
+            return await client.call("add", 10, 20)
+
+    try:
+        assert run(go()) == 30
+        thread.join(WAIT)
+    finally:
+        listener.close()
+    assert not errors, errors
+    assert [g.hex() for g in got] == [v["add"].hex(), v["add"].hex()]
