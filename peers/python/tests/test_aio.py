@@ -581,3 +581,31 @@ def test_a_cut_connection_sends_the_authenticated_call_once_more() -> None:
         listener.close()
     assert not errors, errors
     assert [g.hex() for g in got] == [v["add"].hex(), v["add"].hex()]
+
+
+def test_close_fails_the_calls_in_flight() -> None:
+    """close() while calls wait: each gets ConnectionError at once, and an
+    authenticated one is not sent again on a new connection (where it would
+    wait for a reply until its timeout)."""
+
+    def script(conn: socket.socket, reader: FrameReader) -> None:
+        read_requests(conn, reader, 1)
+        conn.sendall(AUTH_VECTORS["hello_reply"])
+        read_requests(conn, reader, 2)
+        conn.recv(1)
+
+    fake = FakeTcp(script)
+
+    async def go() -> list[Any]:
+        client = AsyncClient(LOOPBACK, fake.port, key=(KID, KEY), timeout=WAIT)
+        client._random = lambda n: NC
+        calls = [asyncio.ensure_future(client.call("add", i, i)) for i in range(2)]
+        while len(client._in_use) < 2 or client._tcp is None or len(client._tcp.waiters) < 2:
+            await asyncio.sleep(0.01)
+        await client.close()
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    outcomes = run(go())
+    fake.close()
+    assert [type(e).__name__ for e in outcomes] == ["_ClientClosed"] * 2
+    assert all(isinstance(e, ConnectionError) for e in outcomes)

@@ -48,6 +48,10 @@ _T = TypeVar("_T")
 _MAX_ABANDONED = 4096
 
 
+class _ClientClosed(ConnectionError):
+    """What calls in flight get when the client is closed (never resent)."""
+
+
 class _CallState:
     """What a timeout message says: why the last UDP reply was ignored."""
 
@@ -177,7 +181,7 @@ class AsyncClient:
         ConnectionError. A later call opens a new one."""
         tcp, self._tcp = self._tcp, None
         if tcp is not None:
-            tcp.fail(ConnectionError("the client was closed"))
+            tcp.fail(_ClientClosed("the client was closed"))
             if tcp.task is not None:
                 tcp.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -189,7 +193,7 @@ class AsyncClient:
             udp.close()
             for waiter in self._udp_waiters.values():
                 if not waiter.fut.done():
-                    waiter.fut.set_exception(ConnectionError("the client was closed"))
+                    waiter.fut.set_exception(_ClientClosed("the client was closed"))
 
     async def connect(self) -> AsyncClient:
         """Opens the TCP connection (or the UDP socket) now rather than at
@@ -387,7 +391,7 @@ class AsyncClient:
                 await tcp.writer.drain()
                 return await fut
             except ConnectionError as e:
-                if attempt or not resend:
+                if attempt or not resend or isinstance(e, _ClientClosed):
                     raise
                 log.info(
                     "connection lost during seq %d (%s): sending it again on a new one", seq, e
