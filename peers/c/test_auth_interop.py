@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """calc_client with keys (contract section 9) against the Python server.
 
-    python3 test_auth_interop.py [--client PATH] [--server PATH]
+    python3 test_auth_interop.py [--client PATH] [--server AT_RPC]
 
-Starts peers/python/at_rpc.py serve on 127.0.0.1 (TCP and UDP, port 0)
+Starts the installed Python peer's `at-rpc serve` (pip install
+./peers/python; --server or $AT_RPC names the command) on 127.0.0.1 (TCP and UDP, port 0)
 twice: once with the key `demo` (authentication required) and once without
 keys. Then runs calc_client over TCP and UDP: add 10 20 -> 30, div 1 0 ->
 exit 1 division_by_zero, an unknown key id -> exit 1 unauthorized, the
@@ -35,11 +36,10 @@ SECRETS = (KEY_HEX, WRONG_HEX, KEY_HEX.upper(), KEY_HEX[:63])
 
 
 class Server:
-    """at_rpc.py serve on loopback, port 0, TCP and UDP."""
+    """at-rpc serve on loopback, port 0, TCP and UDP."""
 
-    def __init__(self, script, keys, log_path):
-        cmd = [sys.executable, script, "serve", "--tcp", "127.0.0.1:0",
-               "--udp", "127.0.0.1:0"]
+    def __init__(self, command, keys, log_path):
+        cmd = [command, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
         for key in keys:
             cmd += ["--key", key]
         self.log = open(log_path, "wb")
@@ -134,7 +134,8 @@ class Checks:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--client", default=os.path.join(HERE, "calc_client"))
-    ap.add_argument("--server", default=os.path.join(HERE, "..", "python", "at_rpc.py"))
+    ap.add_argument("--server", default=os.environ.get("AT_RPC") or "at-rpc",
+                    help="the at-rpc command (default $AT_RPC, else at-rpc on PATH)")
     opts = ap.parse_args()
     client = os.path.abspath(opts.client)
     if not os.access(client, os.X_OK):

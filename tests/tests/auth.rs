@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use at_core::{ErrorCode, HEADER_LEN};
 use at_host::{AuthKey, Client, Error, Server, UdpClient, UdpConfig};
-use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+use at_tests::peers::{CALL_LIMIT, PythonPeer, calc_client, python, run, text};
 use at_tests::sealed::{code, raw_session, read_raw, sealed};
 use at_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -302,18 +302,14 @@ async fn replays_and_tampering_never_run_a_function_twice() {
 }
 
 fn python_client(
-    python: &str,
+    python: &PythonPeer,
     addr: SocketAddr,
     udp: bool,
     key: Option<&str>,
     args: &[&str],
 ) -> std::process::Output {
-    let mut command = Command::new(python);
-    command
-        .arg(repo_root().join("peers/python/at_rpc.py"))
-        .arg("call")
-        .arg("--server")
-        .arg(addr.to_string());
+    let mut command = python.command();
+    command.arg("call").arg("--server").arg(addr.to_string());
     if udp {
         command.arg("--udp");
     }
@@ -355,8 +351,8 @@ async fn the_python_client_against_the_rust_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_against_the_python_server() {
     let Some(py) = python() else { return };
-    let mut serve = Command::new(py);
-    serve.arg(repo_root().join("peers/python/at_rpc.py")).args([
+    let mut serve = py.command();
+    serve.args([
         "serve",
         "--tcp",
         "127.0.0.1:0",

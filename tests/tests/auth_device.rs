@@ -145,7 +145,7 @@ async fn idle_sessions_make_room_and_clients_handshake_again() {
 /// UDP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_c_clients_against_the_device_servers() {
-    use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+    use at_tests::peers::{CALL_LIMIT, calc_client, python, run, text};
     use std::process::Command;
     let running = start();
     let (tcp, udp) = (running.tcp_addr().unwrap(), running.udp_addr().unwrap());
@@ -153,10 +153,8 @@ async fn python_and_c_clients_against_the_device_servers() {
         let mut outputs = Vec::new();
         for (flag, addr) in [(None, tcp), (Some("--udp"), udp)] {
             if let Some(py) = python() {
-                let mut call = Command::new(py);
-                call.arg(repo_root().join("peers/python/at_rpc.py"))
-                    .arg("call")
-                    .args(flag);
+                let mut call = py.command();
+                call.arg("call").args(flag);
                 call.args([
                     "--server",
                     &addr.to_string(),

@@ -1,10 +1,12 @@
 //! The three implementations against each other, as real processes on
 //! loopback with OS-chosen ports: the Python interop suite
-//! (`peers/python/interop.py`) against the Rust and the Python servers, the
+//! (`peers/python/tests/interop.py`, run by the installed package's Python) against the Rust and the Python servers, the
 //! Python and Rust command lines against each other's servers, the C client
 //! against both servers, and the C and Python peers' own test programs.
 //!
-//! Tests that need `python3` (3.11+) or a C compiler and `make` skip when
+//! The Python peer is the installed one (`at-rpc` and `import at_rpc` from
+//! a virtual environment, see `at_tests::peers::python`). Tests that need
+//! `python3` (3.11+) or a C compiler and `make` skip when
 //! those are missing, and fail instead under `AT_REQUIRE_ALL=1`.
 
 use std::path::Path;
@@ -13,8 +15,8 @@ use std::time::Instant;
 
 use at_tests::at_host_bin;
 use at_tests::peers::{
-    CALL_LIMIT, SUITE_LIMIT, Served, c_toolchain, calc_client, python, python_server, repo_root,
-    run, rust_server, text,
+    CALL_LIMIT, PythonPeer, SUITE_LIMIT, Served, c_toolchain, calc_client, python, python_server,
+    repo_root, run, rust_server, text,
 };
 
 // ---------------------------------------------------------------------------
@@ -22,11 +24,11 @@ use at_tests::peers::{
 
 /// Runs interop.py against `server`; asserts every check passed and returns
 /// how many ran.
-fn interop_suite(python: &str, server: &Served, which: &str) -> usize {
+fn interop_suite(python: &PythonPeer, server: &Served, which: &str) -> usize {
     let started = Instant::now();
     let out = run(
-        Command::new(python)
-            .arg(repo_root().join("peers/python/interop.py"))
+        Command::new(&python.python)
+            .arg(repo_root().join("peers/python/tests/interop.py"))
             .args(["--tcp", &server.tcp, "--udp", &server.udp, "--exact"]),
         SUITE_LIMIT,
     );
@@ -135,22 +137,18 @@ const CLI_CASES: &[CliCase] = &[
     (&["pow", "2", "8"], 1, "", "error: unknown_function: "),
 ];
 
-/// One CLI's `call` as a command: `at-host call` or `at_rpc.py call`.
+/// One CLI's `call` as a command: `at-host call` or the installed `at-rpc call`.
 #[derive(Clone, Copy)]
 enum Cli<'a> {
     Rust,
-    Python(&'a str),
+    Python(&'a PythonPeer),
 }
 
 impl Cli<'_> {
     fn call(self, args: &[&str]) -> Output {
         let mut command = match self {
             Cli::Rust => Command::new(at_host_bin()),
-            Cli::Python(python) => {
-                let mut c = Command::new(python);
-                c.arg(repo_root().join("peers/python/at_rpc.py"));
-                c
-            }
+            Cli::Python(python) => python.command(),
         };
         command.arg("call").args(args);
         run(&mut command, CALL_LIMIT)
@@ -159,7 +157,7 @@ impl Cli<'_> {
     fn name(self) -> &'static str {
         match self {
             Cli::Rust => "at-host call",
-            Cli::Python(_) => "at_rpc.py call",
+            Cli::Python(_) => "at-rpc call",
         }
     }
 }
@@ -250,7 +248,7 @@ fn compare_clis(cli: Cli<'_>, server: &Served, server_name: &str) {
 
 /// Exit codes of failures that never reach a server: usage errors (2) and
 /// transport failures (3): refused, and a UDP server that never answers.
-fn compare_failure_exit_codes(python: &str) {
+fn compare_failure_exit_codes(python: &PythonPeer) {
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -472,13 +470,13 @@ fn c_peer_passes_its_vector_tests_under_asan_and_ubsan() {
     if !c_toolchain() {
         return;
     }
-    let out = run(
-        Command::new("make")
-            .arg("-C")
-            .arg(repo_root().join("peers/c"))
-            .arg("test"),
-        SUITE_LIMIT,
-    );
+    let mut make = Command::new("make");
+    make.arg("-C").arg(repo_root().join("peers/c")).arg("test");
+    // Its authentication interop script runs the installed Python peer.
+    if let Some(python) = python() {
+        make.arg(format!("AT_RPC={}", python.at_rpc.display()));
+    }
+    let out = run(&mut make, SUITE_LIMIT);
     let stdout = text(&out.stdout);
     let summary = stdout
         .lines()
@@ -494,30 +492,63 @@ fn c_peer_passes_its_vector_tests_under_asan_and_ubsan() {
     eprintln!("peers/c test_vectors: {summary}");
 }
 
-/// Every test file of the Python peer (`test_*.py`: the codec, client,
-/// server and authentication in test_at_rpc.py; the `rpc.*` functions,
-/// discovery and the command line in test_rpc.py), found by unittest.
+/// The Python peer's own tests (`peers/python/tests`: the codec, client,
+/// server and authentication, the `rpc.*` functions, discovery, the
+/// command line, the asyncio client against the Python, at-host and device
+/// servers, the package's shape) with pytest, from the virtual environment
+/// against the installed package. pytest must be in it (`.ci/run` puts it
+/// there; in a venv the tests made it is installed from PyPI once).
 #[test]
 fn python_peer_passes_its_own_tests() {
     let Some(python) = python() else { return };
+    let pytest = python.venv.join("bin/pytest");
+    if !pytest.is_file() {
+        let out = run(
+            Command::new(&python.python).args(["-m", "pip", "install", "--quiet", "pytest"]),
+            SUITE_LIMIT,
+        );
+        if !out.status.success() {
+            at_tests::skip(&format!(
+                "pytest is not in {} and pip could not install it: {}",
+                python.venv.display(),
+                text(&out.stderr)
+            ));
+            return;
+        }
+    }
+    let device = at_tests::build_bin("at-embedded-example", "at-embedded-example", &["std"]);
     let out = run(
-        Command::new(python)
-            .args(["-m", "unittest", "discover", "-p", "test_*.py"])
+        Command::new(&pytest)
+            .args([
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--import-mode=importlib",
+                "tests",
+            ])
+            .env("AT_HOST_BIN", at_host_bin())
+            .env("AT_DEVICE_BIN", device)
+            .env_remove("AT_KEY")
+            .env_remove("AT_LOG")
             .current_dir(repo_root().join("peers/python")),
         SUITE_LIMIT,
     );
-    let stderr = text(&out.stderr);
-    // unittest's summary, "Ran N tests": both files, not one.
-    let ran: usize = stderr
+    let stdout = text(&out.stdout);
+    // pytest's summary, "N passed": every file, not one (exit status 5,
+    // nothing collected, is a failure too).
+    let passed: usize = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
+        .rev()
+        .find_map(|l| {
+            let (n, _) = l.split_once(" passed")?;
+            n.rsplit(' ').next()?.parse().ok()
+        })
         .unwrap_or(0);
     assert!(
-        out.status.success() && ran > 100,
-        "python3 -m unittest in peers/python (exit {:?}, {ran} tests):\n{}{}",
+        out.status.success() && passed > 150,
+        "pytest in peers/python (exit {:?}, {passed} passed):\n{stdout}{}",
         out.status.code(),
-        text(&out.stdout),
-        stderr
+        text(&out.stderr)
     );
-    eprintln!("peers/python: {ran} tests passed");
+    eprintln!("peers/python: {passed} tests passed");
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use at_core::{ErrorCode, HEADER_LEN, Value};
 use at_host::{Client, UdpClient, UdpConfig};
 use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, free_port, missing_tools};
-use at_tests::peers::{CALL_LIMIT, calc_client, python, repo_root, run, text};
+use at_tests::peers::{CALL_LIMIT, calc_client, python, run, text};
 use at_tests::sealed::{code, raw_session, read_raw, sealed, sealed_result};
 use at_tests::*;
 use tokio::io::AsyncReadExt;
@@ -212,7 +212,6 @@ fn expected(want: &Result<at_host::Value, ErrorCode>) -> (i32, String, String) {
 /// The calculator table through the Python command line and the C client.
 fn calculator_from_python_and_c(board: &Board) {
     let mut checked = 0;
-    let script = repo_root().join("peers/python/at_rpc.py");
     let python = python();
     let c = calc_client();
     for (func, args, want) in calculator_cases() {
@@ -221,11 +220,8 @@ fn calculator_from_python_and_c(board: &Board) {
         for (udp, addr) in [(false, board.udp), (true, board.udp)] {
             let addr = if udp { addr } else { board.tcp };
             if let Some(python) = python {
-                let mut call = Command::new(python);
-                call.arg(&script)
-                    .arg("call")
-                    .arg("--server")
-                    .arg(addr.to_string());
+                let mut call = python.command();
+                call.arg("call").arg("--server").arg(addr.to_string());
                 if udp {
                     call.arg("--udp");
                 }
@@ -761,10 +757,8 @@ async fn networked_firmware_with_a_key_authenticates() {
             "{out:?}"
         );
         if let Some(py) = python() {
-            let mut call = Command::new(py);
-            call.arg(repo_root().join("peers/python/at_rpc.py"))
-                .arg("call")
-                .args(udp_flag);
+            let mut call = py.command();
+            call.arg("call").args(udp_flag);
             call.args(["--server", &addr.to_string(), "--key", KEY, "mul", "6", "7"]);
             let out = run(&mut call, CALL_LIMIT);
             assert_eq!(

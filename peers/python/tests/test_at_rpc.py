@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Tests of at_rpc.py: the shared vectors, the frame reader, bodies, the
+"""Tests of the installed at_rpc package: the shared vectors, the frame reader, bodies, the
 calculator, client <-> server over TCP and UDP, authentication (section 9)
 and the command line.
 
-Run: python3 peers/python/test_at_rpc.py   (loopback only, OS-chosen ports)
+Run: pytest -q in peers/python, from a venv with the package installed
+(loopback only, OS-chosen ports)
 """
 
 import ipaddress
 import json
+import logging
 import os
 import random
 import signal
@@ -22,26 +24,27 @@ import unittest
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import at_rpc  # noqa: E402
-from at_rpc import (  # noqa: E402
+import at_rpc
+from at_rpc import (
     AUTH, ERROR, MAX_SEQ, NONCE_LEN, REQUEST, RESPONSE, SID_LEN, Client, FrameError,
     FrameReader, ProtocolError, RemoteError, Server, error_frame, pack_auth_frame, pack_frame,
     parse_datagram,
 )
 
-VECTORS_PATH = os.path.join(HERE, "..", "..", "tests", "vectors", "frames.json")
+VECTORS_PATH = os.path.join(HERE, "..", "..", "..", "tests", "vectors", "frames.json")
 with open(VECTORS_PATH, encoding="utf-8") as f:
     VECTOR_FILE = json.load(f)
 MAX_BODY = VECTOR_FILE["max_body"]
 VECTORS = VECTOR_FILE["vectors"]
-SCRIPT = os.path.join(HERE, "at_rpc.py")
+# The installed command (the console script beside this Python).
+AT_RPC = os.path.join(os.path.dirname(sys.executable), "at-rpc")
+SCRIPT = "at_rpc.py"  # argv[0] for at_rpc.main in this process
 LOOPBACK = "127.0.0.1"
 WAIT = 5.0  # the most any single network wait in these tests may take
 
 # Keep expected warnings (bad frames on purpose) out of the test output.
-at_rpc.log.setLevel(100)
+logging.getLogger("at_rpc").setLevel(100)
 
 
 def describe(item):
@@ -438,15 +441,15 @@ class BodyTests(unittest.TestCase):
                 r(bad)
 
     def test_cli_args(self):
-        self.assertEqual(at_rpc.cli_arg("10"), 10)
-        self.assertIs(type(at_rpc.cli_arg("10")), int)
-        self.assertEqual(at_rpc.cli_arg("2.5"), 2.5)
-        self.assertIs(at_rpc.cli_arg("true"), True)
-        self.assertEqual(at_rpc.cli_arg('"x"'), "x")
-        self.assertEqual(at_rpc.cli_arg("hello"), "hello")
-        self.assertEqual(at_rpc.cli_arg("NaN"), "NaN")
-        self.assertEqual(at_rpc.cli_arg("[1, 2]"), [1, 2])
-        big = at_rpc.cli_arg("99999999999999999999")
+        self.assertEqual(at_rpc.cli.cli_arg("10"), 10)
+        self.assertIs(type(at_rpc.cli.cli_arg("10")), int)
+        self.assertEqual(at_rpc.cli.cli_arg("2.5"), 2.5)
+        self.assertIs(at_rpc.cli.cli_arg("true"), True)
+        self.assertEqual(at_rpc.cli.cli_arg('"x"'), "x")
+        self.assertEqual(at_rpc.cli.cli_arg("hello"), "hello")
+        self.assertEqual(at_rpc.cli.cli_arg("NaN"), "NaN")
+        self.assertEqual(at_rpc.cli.cli_arg("[1, 2]"), [1, 2])
+        big = at_rpc.cli.cli_arg("99999999999999999999")
         self.assertEqual(at_rpc.request_body("add", [big, 1]), b'{"func": "add", "args": [99999999999999999999, 1]}')
 
 
@@ -810,57 +813,7 @@ class ReplyCacheTests(unittest.TestCase):
 # --------------------------------------------------------------------------
 # Authentication (contract section 9)
 
-KEY = bytes(range(32))
-KEY_HEX = KEY.hex()
-KID = "demo"
-NC = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
-NS = bytes.fromhex("b0b1b2b3b4b5b6b7b8b9babbbcbdbebf")
-SID = bytes.fromhex("c0c1c2c3c4c5c6c7")
-OTHER_KEY = bytes(range(100, 132))
-
-# The contract's section 9 frames, byte for byte.
-AUTH_VECTORS = {name: bytes.fromhex(text) for name, text in {
-    "hello": ("41 54 00 01 00 00 00 01 00 00 00 4b e5 9b 50 43"
-              "7b 22 66 75 6e 63 22 3a 20 22 72 70 63 2e 68 65"
-              "6c 6c 6f 22 2c 20 22 61 72 67 73 22 3a 20 5b 22"
-              "64 65 6d 6f 22 2c 20 22 61 30 61 31 61 32 61 33"
-              "61 34 61 35 61 36 61 37 61 38 61 39 61 61 61 62"
-              "61 63 61 64 61 65 61 66 22 5d 7d"),
-    "hello_reply": ("41 54 00 02 00 00 00 01 00 00 00 9a c6 98 e3 b0"
-                    "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-                    "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-                    "7b 22 73 65 73 73 69 6f 6e 22 3a 20 22 63 30 63"
-                    "31 63 32 63 33 63 34 63 35 63 36 63 37 22 2c 20"
-                    "22 6e 6f 6e 63 65 22 3a 20 22 62 30 62 31 62 32"
-                    "62 33 62 34 62 35 62 36 62 37 62 38 62 39 62 61"
-                    "62 62 62 63 62 64 62 65 62 66 22 2c 20 22 70 72"
-                    "6f 6f 66 22 3a 20 22 65 35 64 65 61 36 36 65 66"
-                    "36 37 32 32 66 37 39 66 34 64 30 32 36 33 38 32"
-                    "65 64 32 34 32 62 32 22 7d 7d"),
-    "add": ("41 54 00 09 00 00 00 02 00 00 00 39 62 72 e5 0f"
-            "7b 22 66 75 6e 63 22 3a 20 22 61 64 64 22 2c 20"
-            "22 61 72 67 73 22 3a 20 5b 31 30 2c 20 32 30 5d"
-            "7d c0 c1 c2 c3 c4 c5 c6 c7 62 19 ac 0e 7a 6f db"
-            "0f 3f aa c4 7d 20 f4 2c 37"),
-    "add_reply": ("41 54 00 0a 00 00 00 02 00 00 00 3b dc 1b f5 9a"
-                  "7b 22 73 74 61 74 75 73 22 3a 20 22 73 75 63 63"
-                  "65 73 73 22 2c 20 22 72 65 73 75 6c 74 22 3a 20"
-                  "33 30 7d c0 c1 c2 c3 c4 c5 c6 c7 6e 82 f4 b7 9e"
-                  "41 b5 23 5e 62 69 60 a5 d5 b4 4b"),
-    "div": ("41 54 00 09 00 00 00 03 00 00 00 37 3d aa 15 bc"
-            "7b 22 66 75 6e 63 22 3a 20 22 64 69 76 22 2c 20"
-            "22 61 72 67 73 22 3a 20 5b 31 2c 20 30 5d 7d c0"
-            "c1 c2 c3 c4 c5 c6 c7 27 43 72 5f a7 ad 7e f4 dd"
-            "ed e1 b0 17 b7 12 5c"),
-    "div_reply": ("41 54 00 0c 00 00 00 03 00 00 00 66 65 74 43 c8"
-                  "7b 22 73 74 61 74 75 73 22 3a 20 22 65 72 72 6f"
-                  "72 22 2c 20 22 63 6f 64 65 22 3a 20 22 64 69 76"
-                  "69 73 69 6f 6e 5f 62 79 5f 7a 65 72 6f 22 2c 20"
-                  "22 6d 65 73 73 61 67 65 22 3a 20 22 64 69 76 69"
-                  "73 69 6f 6e 20 62 79 20 7a 65 72 6f 22 7d c0 c1"
-                  "c2 c3 c4 c5 c6 c7 86 57 9b d2 97 ce b7 9d 32 08"
-                  "74 fb 1c b7 4c 3c"),
-}.items()}
+from support import AUTH_VECTORS, KEY, KEY_HEX, KID, NC, NS, OTHER_KEY, SID  # noqa: E402
 
 
 def vector_random(n):
@@ -1009,7 +962,7 @@ class AuthPrimitiveTests(unittest.TestCase):
         self.assertFalse(reply.flags & AUTH)
 
     def test_replay_window(self):
-        s = at_rpc.Session(SID, KID, b"", b"", 0.0)
+        s = at_rpc.sessions.Session(SID, KID, b"", b"", 0.0)
         for seq in (5, 3, 4, 70):
             self.assertTrue(s.fresh(seq))
             s.mark(seq)
@@ -1431,31 +1384,31 @@ class AuthServerTests(AuthCase):
         hello = parse_datagram(hello_request(1))
         self.assertIsNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True, broadcast=True))
         self.assertIsNotNone(self.server.handle(hello, ("192.0.2.9", 5000), udp=True))
-        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(4) + bytes(4) + b"\xff" * 4)]))
-        self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([224, 0, 0, 1]))]))
-        self.assertFalse(at_rpc._to_group([(socket.IPPROTO_IP, at_rpc._IP_PKTINFO, bytes(8) + bytes([127, 0, 0, 1]))]))
+        self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(4) + bytes(4) + b"\xff" * 4)]))
+        self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(8) + bytes([224, 0, 0, 1]))]))
+        self.assertFalse(at_rpc.net._to_group([(socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO, bytes(8) + bytes([127, 0, 0, 1]))]))
         if hasattr(socket, "IPV6_PKTINFO"):
             ff02 = ipaddress.IPv6Address("ff02::1").packed + bytes(4)
-            self.assertTrue(at_rpc._to_group([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ff02)]))
+            self.assertTrue(at_rpc.net._to_group([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ff02)]))
 
     def test_broadcast_hello_live(self):
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(probe.close)
         probe.bind(("0.0.0.0", 0))
         probe.settimeout(0.5)
-        pktinfo = at_rpc._enable_pktinfo(probe)
+        pktinfo = at_rpc.net._enable_pktinfo(probe)
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sender.close)
         sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         try:
             sender.sendto(b"x", ("255.255.255.255", probe.getsockname()[1]))
-            _, _, broadcast = at_rpc._receive_datagram(probe, 100, pktinfo)
+            _, _, broadcast = at_rpc.net._receive_datagram(probe, 100, pktinfo)
         except OSError:
             self.skipTest("no broadcast delivery on this host")
         if not broadcast:
             self.skipTest("cannot tell broadcasts here")
         sender.sendto(b"x", (LOOPBACK, probe.getsockname()[1]))
-        self.assertFalse(at_rpc._receive_datagram(probe, 100, pktinfo)[2])
+        self.assertFalse(at_rpc.net._receive_datagram(probe, 100, pktinfo)[2])
         server = Server(tcp=None, udp=("0.0.0.0", 0), keys={KID: KEY}).start()
         self.addCleanup(server.shutdown)
         port = server.udp_address[1]
@@ -1868,7 +1821,7 @@ class CliTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         tcp = cls.proc.stdout.readline().strip()
         udp = cls.proc.stdout.readline().strip()
@@ -1885,7 +1838,7 @@ class CliTests(unittest.TestCase):
         cls.proc.stdout.close()
 
     def run_cli(self, *args):
-        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=10,
+        return subprocess.run([AT_RPC, *args], capture_output=True, text=True, timeout=10,
                               env=cli_env())
 
     def test_calls(self):
@@ -1965,7 +1918,7 @@ class CliTests(unittest.TestCase):
     def test_serve_stops_on_signals(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with self.subTest(signal=sig.name):
-                proc = subprocess.Popen([sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "none"],
+                proc = subprocess.Popen([AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "none"],
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 line = proc.stdout.readline().strip()
                 self.assertTrue(line.startswith("listening on tcp://127.0.0.1:"), line)
@@ -1989,7 +1942,7 @@ class AuthCliTests(unittest.TestCase):
             f.write(f"# the bench\nother {OTHER_KEY.hex()}\nthird {'77' * 32}\n")
         os.chmod(cls.key_file, 0o600)
         cls.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
              "--key", f"{KID}:{KEY_HEX}", "--key-file", cls.key_file],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
         cls.tcp = cls.proc.stdout.readline().strip().rsplit("//", 1)[1]
@@ -2004,7 +1957,7 @@ class AuthCliTests(unittest.TestCase):
         cls.tmp.cleanup()
 
     def run_cli(self, *args, **env):
-        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+        return subprocess.run([AT_RPC, *args], capture_output=True, text=True,
                               timeout=10, env=cli_env(**env))
 
     def private_file(self, text, mode=0o600):
@@ -2095,7 +2048,7 @@ class AuthCliTests(unittest.TestCase):
 
     def test_secrets_never_in_the_server_log(self):
         proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "none",
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "none",
              "--key", f"{KID}:{KEY_HEX.upper()}", "--key-file", self.key_file],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(AT_LOG="debug"))
         where = proc.stdout.readline().strip().rsplit("//", 1)[1]

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Interop checks against any running AT calculator server (Rust or Python).
 
-    python3 peers/python/interop.py --tcp HOST:PORT --udp HOST:PORT
-                                    [--vectors FILE] [--exact] [--timeout SECS] [-v]
+    VENV/bin/python peers/python/tests/interop.py --tcp HOST:PORT --udp HOST:PORT
+                                                  [--vectors FILE] [--exact] [--timeout SECS] [-v]
 
 Runs the calculator, every error code a calculator server can produce, TCP
 stream framing (sticky and split frames, pipelining, a stalled connection
 beside a live one), UDP datagrams (errors, dropped datagrams, duplicates) and
 every shared test vector (tests/vectors/frames.json) over TCP and, where the
-frame fits in a datagram, over UDP. Only raw sockets and at_rpc's Client.
+frame fits in a datagram, over UDP. Only raw sockets and at_rpc's Client (the installed package:
+pip install ./peers/python).
 
 Prints one line per failed check (`FAIL name: why`; with -v also `ok name`)
 and last a line exactly `N passed, M failed`; exits 0 only if M == 0 (2 for
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import socket
@@ -33,13 +35,13 @@ import time
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import at_rpc  # noqa: E402
-from at_rpc import ERROR, REQUEST, RESPONSE  # noqa: E402
+import at_rpc
+from at_rpc import ERROR, REQUEST, RESPONSE
+from at_rpc.cli import UsageError, split_host_port
 
 HEADER = struct.Struct(">HHIII")
-DEFAULT_VECTORS = os.path.join(HERE, "..", "..", "tests", "vectors", "frames.json")
+DEFAULT_VECTORS = os.path.join(HERE, "..", "..", "..", "tests", "vectors", "frames.json")
 # The largest UDP payload over IPv4: vectors longer than this cannot be sent
 # as one datagram.
 MAX_DATAGRAM = 65507
@@ -49,7 +51,7 @@ I64_MIN = -(1 << 63)
 WAIT = 3.0  # bound of any single socket wait (--timeout)
 
 # Silence at_rpc's own logging (the client logs ignored datagrams at debug).
-at_rpc.log.setLevel(100)
+logging.getLogger("at_rpc").setLevel(100)
 
 
 class Fail(Exception):
@@ -800,8 +802,8 @@ def vector_checks(vectors, tcp, udp, exact):
 
 def address(text: str):
     try:
-        return at_rpc.split_host_port(text)
-    except at_rpc.UsageError as e:
+        return split_host_port(text)
+    except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 

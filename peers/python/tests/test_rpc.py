@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Tests of the protocol's own functions in at_rpc.py (rpc.ping, rpc.info,
+"""Tests of the protocol's own functions in the installed at_rpc (rpc.ping, rpc.info,
 rpc.functions: contract section 7), of discovery (section 8) and of the
 command line's ping, info, list and discover.
 
-Run: cd peers/python && python3 -m unittest -q   (loopback, OS-chosen ports;
+Run: pytest -q in peers/python, from a venv with the package installed
+(loopback, OS-chosen ports;
 the live broadcast tests skip where broadcasts are not delivered)
 """
 
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -21,21 +23,22 @@ import unittest
 from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
-import at_rpc  # noqa: E402
-from at_rpc import (  # noqa: E402
+import at_rpc
+from at_rpc import (
     AUTH, ERROR, REQUEST, RESPONSE, Client, Discovered, RemoteError, Server, pack_frame,
     parse_datagram, request_body, signature,
 )
 
-SCRIPT = os.path.join(HERE, "at_rpc.py")
+# The installed command (the console script beside this Python).
+AT_RPC = os.path.join(os.path.dirname(sys.executable), "at-rpc")
+SCRIPT = "at_rpc.py"  # argv[0] for at_rpc.main in this process
 LOOPBACK = "127.0.0.1"
 WAIT = 5.0
 KEY = bytes(range(32))
 KID = "demo"
 
-at_rpc.log.setLevel(100)  # keep expected warnings out of the output
+logging.getLogger("at_rpc").setLevel(100)  # keep expected warnings out of the output
 
 CALCULATOR_PAGE = (
     b'{"status": "success", "result": {"functions": ['
@@ -283,7 +286,7 @@ class FunctionsTests(RpcCase):
             return "hello, " + name
 
         self.server.register("greet", greet)
-        self.server.register("add", at_rpc.calc_add)  # replaced: keeps its place
+        self.server.register("add", at_rpc.calculator.calc_add)  # replaced: keeps its place
         with Client(*self.server.tcp_address) as c:
             self.assertEqual(c.functions()[3:], [
                 {"name": "div", "params": ["number", "number"], "result": "double",
@@ -375,7 +378,7 @@ class SignatureTests(unittest.TestCase):
         self.check(now, [], "number", "The time.")
 
     def test_explicit(self):
-        self.check(at_rpc.calc_div, ["number", "number"], "double", "a / b, always a double")
+        self.check(at_rpc.calculator.calc_div, ["number", "number"], "double", "a / b, always a double")
         fn = signature(("integer",), "double", "\n  half of it\n  more\n")(lambda x: x / 2)
         self.check(fn, ["integer"], "double", "half of it")
         for bad in ((["int"], "any"), (["any"], "float")):
@@ -383,9 +386,9 @@ class SignatureTests(unittest.TestCase):
                 signature(*bad)
 
     def test_entry_json(self):
-        self.assertEqual(at_rpc.function_entry("f\u00e9\n", at_rpc.Signature(("any",), "null", "d\"")),
+        self.assertEqual(at_rpc.dispatch.function_entry("f\u00e9\n", at_rpc.Signature(("any",), "null", "d\"")),
                          '{"name": "f\u00e9\\n", "params": ["any"], "result": "null", "doc": "d\\""}')
-        self.assertEqual(at_rpc.function_entry("x", None),
+        self.assertEqual(at_rpc.dispatch.function_entry("x", None),
                          '{"name": "x", "params": null, "result": null, "doc": ""}')
 
 
@@ -409,16 +412,16 @@ class BroadcastTests(RpcCase):
             self.assertEqual((reply.kind, reply.seq), (RESPONSE, seq))
 
     def test_broadcast_detection(self):
-        ip = (socket.IPPROTO_IP, at_rpc._IP_PKTINFO)
-        self.assertTrue(at_rpc._to_group([(*ip, bytes(8) + b"\xff" * 4)]))
-        self.assertFalse(at_rpc._to_group([(*ip, bytes(8) + bytes([192, 0, 2, 255]))]))
-        self.assertFalse(at_rpc._to_group([]))
+        ip = (socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO)
+        self.assertTrue(at_rpc.net._to_group([(*ip, bytes(8) + b"\xff" * 4)]))
+        self.assertFalse(at_rpc.net._to_group([(*ip, bytes(8) + bytes([192, 0, 2, 255]))]))
+        self.assertFalse(at_rpc.net._to_group([]))
         if hasattr(socket, "IPV6_PKTINFO"):
             v6 = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
             mapped = bytes(10) + b"\xff\xff" + b"\xff" * 4 + bytes(4)  # ::ffff:255.255.255.255 (dual stack)
-            self.assertTrue(at_rpc._to_group([(*v6, mapped)]))
-            self.assertTrue(at_rpc._to_group([(*v6, socket.inet_pton(socket.AF_INET6, "ff02::1") + bytes(4))]))
-            self.assertFalse(at_rpc._to_group([(*v6, socket.inet_pton(socket.AF_INET6, "fe80::1") + bytes(4))]))
+            self.assertTrue(at_rpc.net._to_group([(*v6, mapped)]))
+            self.assertTrue(at_rpc.net._to_group([(*v6, socket.inet_pton(socket.AF_INET6, "ff02::1") + bytes(4))]))
+            self.assertFalse(at_rpc.net._to_group([(*v6, socket.inet_pton(socket.AF_INET6, "fe80::1") + bytes(4))]))
 
     def test_delayed_sends(self):
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -427,7 +430,7 @@ class BroadcastTests(RpcCase):
         receiver.settimeout(WAIT)
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sender.close)
-        delayed = at_rpc._DelayedSends(sender, limit=3)
+        delayed = at_rpc.server._DelayedSends(sender, limit=3)
         began = time.monotonic()
         where = receiver.getsockname()
         for delay, data in ((0.15, b"late"), (0.0, b"now"), (0.08, b"soon"), (0.0, b"over the limit")):
@@ -449,10 +452,10 @@ def _broadcast_works() -> bool:
     try:
         probe.bind(("0.0.0.0", 0))
         probe.settimeout(0.5)
-        pktinfo = at_rpc._enable_pktinfo(probe)
+        pktinfo = at_rpc.net._enable_pktinfo(probe)
         sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sender.sendto(b"x", ("255.255.255.255", probe.getsockname()[1]))
-        return at_rpc._receive_datagram(probe, 100, pktinfo)[2]
+        return at_rpc.net._receive_datagram(probe, 100, pktinfo)[2]
     except OSError:
         return False
     finally:
@@ -479,7 +482,7 @@ class LiveDiscoveryTests(unittest.TestCase):
         self.assertTrue(v4, found)
         self.assertEqual(v4[0].server, at_rpc.SERVER_SOFTWARE)
         self.assertEqual(v4[0].auth, "off")
-        self.assertEqual(found, at_rpc.sort_discovered(found))
+        self.assertEqual(found, at_rpc.discovery.sort_discovered(found))
         # An error to a broadcast is never answered; a success comes after 0-100 ms.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -552,9 +555,9 @@ class DiscoveryFormatTests(unittest.TestCase):
                 self.assertIsNone(at_rpc.parse_discovery_reply(data, ("10.0.0.2", 1), seq))
 
     def test_table_and_signatures(self):
-        self.assertEqual(at_rpc.format_table([["a", "bb", ""], ["ccc", "d", "e"]]),
+        self.assertEqual(at_rpc.discovery.format_table([["a", "bb", ""], ["ccc", "d", "e"]]),
                          ["a    bb", "ccc  d   e"])
-        sig = at_rpc.format_signature
+        sig = at_rpc.cli.format_signature
         self.assertEqual(sig({"name": "add", "params": ["number", "number"], "result": "number"}),
                          "add(number, number) -> number")
         self.assertEqual(sig({"name": "x", "params": None, "result": None}), "x(...)")
@@ -568,7 +571,7 @@ def cli_env(**extra):
 
 
 def run_cli(*args, **env):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+    return subprocess.run([AT_RPC, *args], capture_output=True, text=True,
                           timeout=20, env=cli_env(**env))
 
 
@@ -606,7 +609,7 @@ class CliTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.proc = subprocess.Popen(
-            [sys.executable, SCRIPT, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+            [AT_RPC, "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0",
              "--name", "cli bench"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
         cls.tcp = cls.proc.stdout.readline().strip().rsplit("//", 1)[1]
@@ -810,7 +813,7 @@ class CliTests(unittest.TestCase):
         r = run_cli("--help")
         self.assertEqual(r.returncode, 0)
         for verb in ("serve", "call", "ping", "info", "list", "discover"):
-            self.assertIn(f"at_rpc.py {verb} [", r.stdout)
+            self.assertIn(f"at-rpc {verb} [", r.stdout)
             status, out, _ = run_main(verb, "--help")
             self.assertEqual(status, 0)
             self.assertTrue(out.startswith(f"usage: at_rpc.py {verb} "), out)
