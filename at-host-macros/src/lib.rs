@@ -93,7 +93,7 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             pub async fn #method(&mut self, #(#names: #types),*)
                 -> ::core::result::Result<#ok, ::at_host::Error>
             {
-                ::at_host::Caller::call_as::<#ok, _>(&mut self.caller, #wire_name, (#(#names,)*)).await
+                ::at_host::Caller::call_as::<#ok>(&self.caller, #wire_name, (#(#names,)*)).await
             }
         }
     });
