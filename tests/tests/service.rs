@@ -143,7 +143,7 @@ async fn the_generated_client_against_at_host_and_the_trait_server() {
     )
     .await;
     // The untyped client sees the same bytes from both.
-    let mut raw = Client::connect(served.tcp_addr().unwrap(), PATIENCE)
+    let raw = Client::connect(served.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
     let got = raw
