@@ -44,10 +44,12 @@ fn udp_config(key: Option<AuthKey>) -> UdpConfig {
 }
 
 /// Opens once `need` distinct callers are inside `arrive` at once (a
-/// retransmitted call counts once); records how many were inside at most.
+/// retransmitted call counts once), or when told to; records how many
+/// were inside at most.
 struct Gate {
     need: usize,
     arrived: watch::Sender<HashSet<i64>>,
+    open: watch::Sender<bool>,
     inside: AtomicUsize,
     most: AtomicUsize,
 }
@@ -57,6 +59,7 @@ impl Gate {
         Arc::new(Gate {
             need,
             arrived: watch::Sender::new(HashSet::new()),
+            open: watch::Sender::new(false),
             inside: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
         })
@@ -65,11 +68,15 @@ impl Gate {
     async fn arrive(&self, id: i64) -> i64 {
         let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
-        let mut opened = self.arrived.subscribe();
+        let mut arrived = self.arrived.subscribe();
+        let mut open = self.open.subscribe();
         self.arrived.send_modify(|ids| {
             ids.insert(id);
         });
-        let _ = opened.wait_for(|ids| ids.len() >= self.need).await;
+        tokio::select! {
+            _ = arrived.wait_for(|ids| ids.len() >= self.need) => {}
+            _ = open.wait_for(|open| *open) => {}
+        }
         self.inside.fetch_sub(1, Ordering::SeqCst);
         id * 2
     }
@@ -277,7 +284,7 @@ async fn concurrent_sealed_calls_work_over_tcp_and_udp() {
     );
     fan_out(udp.clone(), "gate", 32).await;
     // TCP: 80 sealed calls from 80 tasks on one connection, more than the
-    // 63 a client may keep outstanding.
+    // 63 a client keeps outstanding.
     let tcp = Arc::new(
         Client::connect(server.tcp_addr().unwrap(), CALL_TIMEOUT)
             .await
@@ -285,21 +292,33 @@ async fn concurrent_sealed_calls_work_over_tcp_and_udp() {
             .with_key(key()),
     );
     fan_out(tcp.clone(), "gate", 80).await;
-    // The same on UDP, against a gate that needs 63 at once.
     server.shutdown().await;
-    let gate = Gate::new(63);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_than_64_sealed_udp_calls_are_outstanding() {
+    // 80 calls from 80 tasks against a gate that opens only when told: 63
+    // get in (contract section 9: fewer than 64 outstanding), the rest
+    // wait in the client.
+    let gate = Gate::new(usize::MAX);
     let server = serve(gate.clone(), vec![key()]).await;
     let udp = Arc::new(
         UdpClient::connect(server.udp_addr().unwrap(), udp_config(Some(key())))
             .await
             .unwrap(),
     );
-    fan_out(udp.clone(), "gate", 80).await;
+    let calls = tokio::spawn(fan_out(udp.clone(), "gate", 80));
+    let mut arrived = gate.arrived.subscribe();
+    tokio::time::timeout(PATIENCE, arrived.wait_for(|ids| ids.len() >= 63))
+        .await
+        .unwrap()
+        .unwrap();
+    // Time for more to come if the client let them: it must not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let most = gate.most.load(Ordering::SeqCst);
-    assert!(
-        most <= 63,
-        "{most} sealed calls were out at once: more than the replay window allows"
-    );
+    assert_eq!(most, 63, "sealed calls out at once");
+    gate.open.send_replace(true);
+    calls.await.unwrap();
     server.shutdown().await;
 }
 
@@ -381,7 +400,11 @@ async fn a_dropped_udp_call_does_not_break_the_client() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = client.stats().ignored;
     assert_eq!(client.call_as::<i64>("mul", (6, 7)).await.unwrap(), 42);
-    assert_eq!(client.stats().ignored, before + 1, "the late reply is read and ignored");
+    assert_eq!(
+        client.stats().ignored,
+        before + 1,
+        "the late reply is read and ignored"
+    );
     server.shutdown().await;
 }
 
@@ -391,7 +414,11 @@ async fn a_lost_connection_fails_every_waiting_call_at_once() {
     let (addr, mut holding) = holding_peer(N, Then::HangUp).await;
     // A long timeout: the calls must fail because the connection did, not
     // because they ran out of time.
-    let client = Arc::new(Client::connect(addr, Duration::from_secs(60)).await.unwrap());
+    let client = Arc::new(
+        Client::connect(addr, Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..N as i64 {
@@ -412,13 +439,13 @@ async fn a_lost_connection_fails_every_waiting_call_at_once() {
     };
     tokio::time::timeout(PATIENCE, all).await.unwrap();
     assert_eq!(failed, N);
-    assert!(start.elapsed() < Duration::from_secs(30), "the calls waited for their timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the calls waited for their timeout"
+    );
     // And every later call fails at once.
     let e = client.call_as::<i64>("double", (1,)).await.unwrap_err();
-    assert!(
-        matches!(e, Error::Protocol(ProtocolError::Broken)),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Protocol(ProtocolError::Broken)), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -311,7 +311,10 @@ impl Client {
                 if let Some(pair) = state.ready.pop_front() {
                     return Ok(pair);
                 }
-                let awaited = state.in_flight.values().any(|w| matches!(w, Waiter::Queued));
+                let awaited = state
+                    .in_flight
+                    .values()
+                    .any(|w| matches!(w, Waiter::Queued));
                 drop(state);
                 self.usable()?;
                 if !awaited {
@@ -356,25 +359,23 @@ impl Client {
 
     /// Waits for the reply `rx` is for, reading (and filing) replies while
     /// nobody else does.
-    async fn wait(
-        &self,
-        mut rx: oneshot::Receiver<Result<Value, Error>>,
-    ) -> Result<Value, Error> {
+    async fn wait(&self, mut rx: oneshot::Receiver<Result<Value, Error>>) -> Result<Value, Error> {
+        // Either another reader files the reply, or this call gets to read
+        // and reads until it has it.
+        let mut reader = tokio::select! {
+            biased;
+            reply = &mut rx => return reply.unwrap_or(Err(ProtocolError::Broken.into())),
+            reader = self.reader.lock() => reader,
+        };
         loop {
-            tokio::select! {
-                biased;
-                reply = &mut rx => return reply.unwrap_or(Err(ProtocolError::Broken.into())),
-                mut reader = self.reader.lock() => loop {
-                    match rx.try_recv() {
-                        Ok(reply) => return reply,
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            return Err(ProtocolError::Broken.into());
-                        }
-                        Err(oneshot::error::TryRecvError::Empty) => {}
-                    }
-                    self.read_one(&mut reader).await?;
-                },
+            match rx.try_recv() {
+                Ok(reply) => return reply,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(ProtocolError::Broken.into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            self.read_one(&mut reader).await?;
         }
     }
 

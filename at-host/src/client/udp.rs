@@ -169,7 +169,10 @@ impl UdpClient {
     /// `("192.168.1.20", 16724)`). UDP has no handshake to tell which of
     /// several addresses answers, so the first one resolved is used (as
     /// `std::net::UdpSocket::connect` does); pass an IP address to choose.
-    pub async fn connect(server: impl ToSocketAddrs, config: UdpConfig) -> Result<UdpClient, Error> {
+    pub async fn connect(
+        server: impl ToSocketAddrs,
+        config: UdpConfig,
+    ) -> Result<UdpClient, Error> {
         let mut last = None;
         for addr in tokio::net::lookup_host(server).await? {
             match UdpClient::connect_to(addr).await {
@@ -317,9 +320,10 @@ impl UdpClient {
         let sealed = self.config.key.is_some();
         let _permits = if sealed {
             let n = calls.len().clamp(1, MAX_OUTSTANDING) as u32;
-            let permits = tokio::time::timeout_at(deadline.into(), self.outstanding.acquire_many(n))
-                .await
-                .map_err(bounded)?;
+            let permits =
+                tokio::time::timeout_at(deadline.into(), self.outstanding.acquire_many(n))
+                    .await
+                    .map_err(bounded)?;
             Some(permits.map_err(|_| Error::from(ProtocolError::Broken))?)
         } else {
             None
