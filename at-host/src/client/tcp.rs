@@ -289,7 +289,8 @@ impl Client {
 
     /// The next reply to a [`send`](Self::send): its seq and its result.
     /// Replies come in the order they arrive, which need not be the order
-    /// of the sends.
+    /// of the sends. With no `send` awaiting a reply, this is
+    /// [`ProtocolError::UnexpectedSeq`]`(0)` at once.
     pub async fn receive(&self) -> Result<(u32, Result<Value, Error>), Error> {
         if let Some(pair) = self.state().ready.pop_front() {
             return Ok(pair);
@@ -318,7 +319,8 @@ impl Client {
                 drop(state);
                 self.usable()?;
                 if !awaited {
-                    return Err(self.fail(ProtocolError::UnexpectedSeq(0).into()));
+                    // Nothing to receive: an error, but the stream is fine.
+                    return Err(ProtocolError::UnexpectedSeq(0).into());
                 }
             }
             tokio::select! {

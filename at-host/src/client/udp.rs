@@ -313,10 +313,7 @@ impl UdpClient {
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let start = Instant::now();
         let deadline = start + self.config.timeout;
-        let bounded = |e: tokio::time::error::Elapsed| {
-            let _ = e;
-            Error::Timeout(self.config.timeout)
-        };
+        let bounded = |_| Error::Timeout(self.config.timeout);
         let sealed = self.config.key.is_some();
         let _permits = if sealed {
             let n = calls.len().clamp(1, MAX_OUTSTANDING) as u32;
