@@ -130,6 +130,8 @@ struct State {
     /// Replies of [`Client::send`]s, for [`Client::receive`], in the
     /// order they came.
     ready: VecDeque<(u32, Result<Value, Error>)>,
+    /// How many of `in_flight` are [`Waiter::Queued`].
+    queued: usize,
     /// With a key: the session (contract section 9).
     auth: Option<ClientAuth>,
 }
@@ -189,6 +191,7 @@ impl Client {
             state: Mutex::new(State {
                 in_flight: HashMap::new(),
                 ready: VecDeque::new(),
+                queued: 0,
                 auth: None,
             }),
             broken: AtomicBool::new(false),
@@ -304,37 +307,55 @@ impl Client {
 
     async fn receive_core(&self) -> Result<(u32, Result<Value, Error>), Error> {
         loop {
+            // Uncontended (the usual case): read without registering.
+            if let Ok(mut reader) = self.reader.try_lock() {
+                return self.receive_reading(&mut reader).await;
+            }
             let filed = self.queued.notified();
             tokio::pin!(filed);
             filed.as_mut().enable();
-            {
-                let mut state = self.state();
-                if let Some(pair) = state.ready.pop_front() {
-                    return Ok(pair);
-                }
-                let awaited = state
-                    .in_flight
-                    .values()
-                    .any(|w| matches!(w, Waiter::Queued));
-                drop(state);
-                self.usable()?;
-                if !awaited {
-                    // Nothing to receive: an error, but the stream is fine.
-                    return Err(ProtocolError::UnexpectedSeq(0).into());
-                }
+            if let Some(pair) = self.take_queued()? {
+                return Ok(pair);
             }
             tokio::select! {
                 biased;
                 () = &mut filed => {}
                 mut reader = self.reader.lock() => {
-                    loop {
-                        if !self.state().ready.is_empty() {
-                            break;
-                        }
-                        self.read_one(&mut reader).await?;
-                    }
+                    return self.receive_reading(&mut reader).await;
                 }
             }
+        }
+    }
+
+    /// [`receive`](Self::receive) with the reader held: reads until a reply
+    /// of a `send` is filed.
+    async fn receive_reading(
+        &self,
+        reader: &mut Reader,
+    ) -> Result<(u32, Result<Value, Error>), Error> {
+        loop {
+            if let Some(pair) = self.take_queued()? {
+                return Ok(pair);
+            }
+            self.read_one(reader).await?;
+        }
+    }
+
+    /// The first reply of a `send` filed, if any; an error if none is
+    /// awaited either.
+    fn take_queued(&self) -> Result<Option<(u32, Result<Value, Error>)>, Error> {
+        let mut state = self.state();
+        if let Some(pair) = state.ready.pop_front() {
+            return Ok(Some(pair));
+        }
+        let awaited = state.queued > 0;
+        drop(state);
+        self.usable()?;
+        if awaited {
+            Ok(None)
+        } else {
+            // Nothing to receive: an error, but the stream is fine.
+            Err(ProtocolError::UnexpectedSeq(0).into())
         }
     }
 
@@ -364,10 +385,14 @@ impl Client {
     async fn wait(&self, mut rx: oneshot::Receiver<Result<Value, Error>>) -> Result<Value, Error> {
         // Either another reader files the reply, or this call gets to read
         // and reads until it has it.
-        let mut reader = tokio::select! {
-            biased;
-            reply = &mut rx => return reply.unwrap_or(Err(ProtocolError::Broken.into())),
-            reader = self.reader.lock() => reader,
+        let mut reader = match self.reader.try_lock() {
+            // Uncontended (the usual case): read without registering.
+            Ok(reader) => reader,
+            Err(_) => tokio::select! {
+                biased;
+                reply = &mut rx => return reply.unwrap_or(Err(ProtocolError::Broken.into())),
+                reader = self.reader.lock() => reader,
+            },
         };
         loop {
             match rx.try_recv() {
@@ -424,7 +449,9 @@ impl Client {
         }
         let seq = writer.next_seq;
         writer.next_seq = writer.next_seq.wrapping_add(1).max(1);
-        self.state().in_flight.insert(seq, waiter);
+        let mut state = self.state();
+        state.queued += usize::from(matches!(waiter, Waiter::Queued));
+        state.in_flight.insert(seq, waiter);
         Ok(seq)
     }
 
@@ -575,6 +602,7 @@ impl Client {
             }
             Some(Waiter::Hello { .. }) => Err(ProtocolError::Broken.into()),
             Some(Waiter::Queued) => {
+                state.queued -= 1;
                 state.ready.push_back((seq, result));
                 drop(state);
                 self.queued.notify_waiters();
@@ -595,7 +623,10 @@ impl Client {
     /// channels close); returns `e` for the caller that met it.
     fn fail(&self, e: Error) -> Error {
         self.broken.store(true, Ordering::Release);
-        let dropped = std::mem::take(&mut self.state().in_flight);
+        let mut state = self.state();
+        let dropped = std::mem::take(&mut state.in_flight);
+        state.queued = 0;
+        drop(state);
         drop(dropped);
         self.outstanding.close();
         self.queued.notify_waiters();
