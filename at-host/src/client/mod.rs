@@ -17,7 +17,9 @@ mod udp;
 pub use tcp::Client;
 pub use udp::{UdpClient, UdpConfig, UdpStats};
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -114,3 +116,31 @@ impl<C: Caller> Caller for Arc<C> {
         (**self).call_as(func, args)
     }
 }
+
+/// A map keyed by the seqs a client numbered its own requests with.
+pub(crate) type SeqMap<V> = HashMap<u32, V, BuildHasherDefault<SeqHasher>>;
+
+/// Fibonacci hashing of a seq: far cheaper than SipHash, and safe here,
+/// since only seqs the client chose itself are ever in the map (a peer's
+/// seq is only looked up), so no peer can make entries collide.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(FIBONACCI);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;

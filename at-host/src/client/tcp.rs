@@ -10,7 +10,7 @@
 //! leaves its entry behind, so its reply, when it comes, is read and
 //! discarded; nothing else waits on it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +25,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::SeqMap;
 use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
@@ -126,7 +127,7 @@ struct Reader {
 /// What both sides share, locked only between awaits.
 struct State {
     /// Requests queued or written whose reply has not come, by seq.
-    in_flight: HashMap<u32, Waiter>,
+    in_flight: SeqMap<Waiter>,
     /// Replies of [`Client::send`]s, for [`Client::receive`], in the
     /// order they came.
     ready: VecDeque<(u32, Result<Value, Error>)>,
@@ -189,7 +190,7 @@ impl Client {
                 decoder: FrameDecoder::with_buffer(vec![0u8; room].into_boxed_slice(), max_frame),
             }),
             state: Mutex::new(State {
-                in_flight: HashMap::new(),
+                in_flight: SeqMap::default(),
                 ready: VecDeque::new(),
                 queued: 0,
                 auth: None,
@@ -277,13 +278,13 @@ impl Client {
     /// With a key, keep fewer than 64 outstanding (contract section 9).
     pub async fn send<A: Arg>(&self, func: &str, args: &[A]) -> Result<u32, Error> {
         let args = A::to_core(args);
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await;
         self.queue(&mut writer, func, &args, Waiter::Queued).await
     }
 
     /// Writes every queued request.
     pub async fn flush(&self) -> Result<(), Error> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await;
         match tokio::time::timeout(self.timeout, self.write_out(&mut writer)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
@@ -369,7 +370,7 @@ impl Client {
             None
         };
         let (reply, rx) = oneshot::channel();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await;
         let waiter = Waiter::Call {
             reply,
             _permit: permit,
@@ -608,6 +609,14 @@ impl Client {
                 self.queued.notify_waiters();
                 Ok(())
             }
+        }
+    }
+
+    /// The writer, without queueing for it when it is free.
+    async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
+        match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(_) => self.writer.lock().await,
         }
     }
 

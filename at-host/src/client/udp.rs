@@ -4,20 +4,20 @@
 //! and its defaults are explained in the public [`udp`](crate::udp) module
 //! docs.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use at_core::Frame;
 use log::debug;
 use tokio::net::{ToSocketAddrs, UdpSocket};
-use tokio::sync::{RwLock, Semaphore, mpsc};
+use tokio::sync::{Notify, RwLock, Semaphore};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::SeqMap;
 use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
@@ -108,17 +108,48 @@ struct State {
     /// With a key: the session.
     auth: Option<ClientAuth>,
     /// Requests awaiting a reply, by seq: where the reply goes.
-    waiting: HashMap<u32, Waiter>,
+    waiting: SeqMap<Waiter>,
 }
 
 /// Where a reply goes: to the call that sent the request.
 enum Waiter {
-    Call(Mailbox),
+    Call(Arc<Mailbox>),
     /// A hello: its reply is checked (the proof) here.
-    Hello(Hello, Mailbox),
+    Hello(Hello, Arc<Mailbox>),
 }
 
-type Mailbox = mpsc::UnboundedSender<(u32, Got)>;
+/// Where the datagrams for one call's requests are left for it, whoever
+/// read them.
+#[derive(Default)]
+struct Mailbox {
+    items: Mutex<Vec<(u32, Got)>>,
+    /// Keeps a wake-up for a call not waiting yet (`notify_one`).
+    posted: Notify,
+}
+
+impl Mailbox {
+    fn post(&self, seq: u32, got: Got) {
+        self.items().push((seq, got));
+        self.posted.notify_one();
+    }
+
+    fn take(&self) -> Option<(u32, Got)> {
+        let mut items = self.items();
+        if items.is_empty() {
+            None
+        } else {
+            Some(items.remove(0))
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items().is_empty()
+    }
+
+    fn items(&self) -> MutexGuard<'_, Vec<(u32, Got)>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// A datagram for one of a call's requests.
 enum Got {
@@ -216,7 +247,7 @@ impl UdpClient {
                 rng,
                 stats: UdpStats::default(),
                 auth,
-                waiting: HashMap::new(),
+                waiting: SeqMap::default(),
             }),
             session: RwLock::new(()),
             outstanding: Semaphore::new(MAX_OUTSTANDING),
@@ -325,12 +356,12 @@ impl UdpClient {
         } else {
             None
         };
-        let (mailbox, mut rx) = mpsc::unbounded_channel();
+        let mailbox = Arc::new(Mailbox::default());
         let mut registered = Registered {
             client: self,
             seqs: Vec::with_capacity(calls.len()),
         };
-        let mut flights: HashMap<u32, InFlight> = HashMap::with_capacity(calls.len());
+        let mut flights = SeqMap::with_capacity_and_hasher(calls.len(), Default::default());
         // Number, seal and register the requests (with a key: in a session
         // held shared; a hello first if one is due).
         let _session = loop {
@@ -358,7 +389,9 @@ impl UdpClient {
                         };
                         let timeout = state.jittered(self.config.initial_timeout);
                         flights.insert(seq, InFlight::new(frame, timeout, &self.config));
-                        state.waiting.insert(seq, Waiter::Call(mailbox.clone()));
+                        state
+                            .waiting
+                            .insert(seq, Waiter::Call(Arc::clone(&mailbox)));
                         registered.seqs.push(seq);
                     }
                     break shared;
@@ -376,7 +409,7 @@ impl UdpClient {
                 self.state().stats.sent += 1;
             }
         }
-        self.exchange(&mut flights, &mut rx, deadline).await?;
+        self.exchange(&mut flights, &mailbox, deadline).await?;
         let order = registered.seqs.clone();
         drop(registered);
         let waited = start.elapsed();
@@ -391,12 +424,12 @@ impl UdpClient {
             .collect())
     }
     /// Retransmits `flights` on their schedules and takes their replies
-    /// from `rx` (reading the socket for every call while nobody else
+    /// from `mailbox` (reading the socket for every call while nobody else
     /// does) until all are answered or `deadline`.
     async fn exchange(
         &self,
-        flights: &mut HashMap<u32, InFlight>,
-        rx: &mut mpsc::UnboundedReceiver<(u32, Got)>,
+        flights: &mut SeqMap<InFlight>,
+        mailbox: &Mailbox,
         deadline: Instant,
     ) -> Result<(), Error> {
         let mut open = flights.values().filter(|f| f.result.is_none()).count();
@@ -419,24 +452,21 @@ impl UdpClient {
                     flight.resend_at = now + flight.timeout;
                 }
             }
-            let wake = flights
-                .values()
-                .filter(|f| f.result.is_none() && f.retries_left > 0)
-                .map(|f| f.resend_at)
-                .min()
-                .unwrap_or(deadline)
-                .min(deadline);
-            let got = tokio::select! {
-                biased;
-                got = rx.recv() => got,
-                mut buf = self.reader.lock() => {
-                    self.read_until(&mut buf, rx, wake).await?;
-                    continue;
+            let Some((seq, got)) = mailbox.take() else {
+                let wake = flights
+                    .values()
+                    .filter(|f| f.result.is_none() && f.retries_left > 0)
+                    .map(|f| f.resend_at)
+                    .min()
+                    .unwrap_or(deadline)
+                    .min(deadline);
+                tokio::select! {
+                    biased;
+                    () = mailbox.posted.notified() => {}
+                    mut buf = self.reader.lock() => self.read_until(&mut buf, mailbox, wake).await?,
+                    () = tokio::time::sleep_until(wake.into()) => {}
                 }
-                () = tokio::time::sleep_until(wake.into()) => continue,
-            };
-            let Some((seq, got)) = got else {
-                return Err(ProtocolError::Broken.into());
+                continue;
             };
             let Some(flight) = flights.get_mut(&seq).filter(|f| f.result.is_none()) else {
                 self.ignore(&format!("reply with seq {seq} not awaited"));
@@ -456,14 +486,14 @@ impl UdpClient {
     }
 
     /// Reads datagrams, handing each to the call it is for, until one is
-    /// for `rx`'s call or `wake`.
+    /// for `mailbox`'s call or `wake`.
     async fn read_until(
         &self,
         buf: &mut [u8],
-        rx: &mpsc::UnboundedReceiver<(u32, Got)>,
+        mailbox: &Mailbox,
         wake: Instant,
     ) -> Result<(), Error> {
-        while rx.is_empty() {
+        while mailbox.is_empty() {
             match tokio::time::timeout_at(wake.into(), self.socket.recv(buf)).await {
                 Err(_) => break, // a retransmission or the deadline is due
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -518,7 +548,7 @@ impl UdpClient {
                     Some(Opened::Damaged(e)) => {
                         debug!("udp seq {seq}: {e}; retransmitting");
                         state.stats.ignored += 1;
-                        let _ = mailbox.send((seq, Got::Resend));
+                        mailbox.post(seq, Got::Resend);
                         return;
                     }
                     Some(Opened::Forged(e)) => {
@@ -545,16 +575,15 @@ impl UdpClient {
             }
             other => other,
         };
-        // A call that was dropped dropped its mailbox: nothing to do.
-        let _ = mailbox.send((seq, got));
+        mailbox.post(seq, got);
     }
 
     /// The handshake, retransmitted like a call until a reply with a valid
     /// proof comes (others count as not received) or `deadline`. The
     /// caller holds the session exclusively; `calls` are to follow.
     async fn hello(&self, calls: usize, deadline: Instant) -> Result<(), Error> {
-        let (mailbox, mut rx) = mpsc::unbounded_channel();
-        let mut flights = HashMap::with_capacity(1);
+        let mailbox = Arc::new(Mailbox::default());
+        let mut flights = SeqMap::with_capacity_and_hasher(1, Default::default());
         let registered = {
             let mut guard = self.state();
             let state = &mut *guard;
@@ -577,7 +606,9 @@ impl UdpClient {
             frame.truncate(n);
             let timeout = state.jittered(self.config.initial_timeout);
             flights.insert(seq, InFlight::new(frame, timeout, &self.config));
-            state.waiting.insert(seq, Waiter::Hello(hello, mailbox));
+            state
+                .waiting
+                .insert(seq, Waiter::Hello(hello, Arc::clone(&mailbox)));
             Registered {
                 client: self,
                 seqs: vec![seq],
@@ -587,7 +618,7 @@ impl UdpClient {
             self.socket.send(&flight.frame).await?;
             self.state().stats.sent += 1;
         }
-        self.exchange(&mut flights, &mut rx, deadline).await?;
+        self.exchange(&mut flights, &mailbox, deadline).await?;
         drop(registered);
         match flights.into_values().next().and_then(|f| f.result) {
             Some(Ok(_)) => Ok(()),
