@@ -130,12 +130,15 @@ struct State {
     in_flight: SeqMap<Waiter>,
     /// Replies of [`Client::send`]s, for [`Client::receive`], in the
     /// order they came.
-    ready: VecDeque<(u32, Result<Value, Error>)>,
+    ready: VecDeque<Received>,
     /// How many of `in_flight` are [`Waiter::Queued`].
     queued: usize,
     /// With a key: the session (contract section 9).
     auth: Option<ClientAuth>,
 }
+
+/// A reply to a [`Client::send`]: its seq and its result.
+type Received = (u32, Result<Value, Error>);
 
 /// Where the reply to a request goes.
 enum Waiter {
@@ -306,7 +309,7 @@ impl Client {
         }
     }
 
-    async fn receive_core(&self) -> Result<(u32, Result<Value, Error>), Error> {
+    async fn receive_core(&self) -> Result<Received, Error> {
         loop {
             // Uncontended (the usual case): read without registering.
             if let Ok(mut reader) = self.reader.try_lock() {
@@ -330,10 +333,7 @@ impl Client {
 
     /// [`receive`](Self::receive) with the reader held: reads until a reply
     /// of a `send` is filed.
-    async fn receive_reading(
-        &self,
-        reader: &mut Reader,
-    ) -> Result<(u32, Result<Value, Error>), Error> {
+    async fn receive_reading(&self, reader: &mut Reader) -> Result<Received, Error> {
         loop {
             if let Some(pair) = self.take_queued()? {
                 return Ok(pair);
@@ -344,7 +344,7 @@ impl Client {
 
     /// The first reply of a `send` filed, if any; an error if none is
     /// awaited either.
-    fn take_queued(&self) -> Result<Option<(u32, Result<Value, Error>)>, Error> {
+    fn take_queued(&self) -> Result<Option<Received>, Error> {
         let mut state = self.state();
         if let Some(pair) = state.ready.pop_front() {
             return Ok(Some(pair));
