@@ -35,7 +35,7 @@ use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server, shared by reference.
 ///
-/// Every method takes `&self`: put the client in an [`Arc`] (or borrow
+/// Every call takes `&self`: put the client in an [`Arc`] (or borrow
 /// it) and call from as many tasks as you like. Concurrent calls are
 /// pipelined: each request is written as soon as its call starts, and
 /// each reply goes to its call, in whatever order the replies come.

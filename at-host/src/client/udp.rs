@@ -61,7 +61,7 @@ impl Default for UdpConfig {
 /// A UDP client: calls over a socket connected to one server, retransmitted
 /// until answered.
 ///
-/// Every method takes `&self`: calls from several tasks share the socket,
+/// Every call takes `&self`: calls from several tasks share the socket,
 /// each waiting for its own replies (matched by seq, whichever call's task
 /// happens to read them) on its own retransmission schedule.
 ///
