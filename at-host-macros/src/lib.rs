@@ -119,12 +119,12 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
         let names: Vec<_> = params.iter().map(|(n, _)| n).collect();
         let types: Vec<_> = params.iter().map(|(_, t)| t).collect();
         let call = quote! {
-            ::at_host::Caller::call_as::<#ok, _>(&mut self.caller, #wire_name, (#(#names,)*)).await
+            ::at_host::Caller::call_as::<#ok>(&self.caller, #wire_name, (#(#names,)*)).await
         };
         match app_error {
             None => quote! {
                 #(#docs)*
-                pub async fn #method(&mut self, #(#names: #types),*)
+                pub async fn #method(&self, #(#names: #types),*)
                     -> ::core::result::Result<#ok, ::at_host::Error>
                 {
                     #call
@@ -132,7 +132,7 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             },
             Some(e) => quote! {
                 #(#docs)*
-                pub async fn #method(&mut self, #(#names: #types),*)
+                pub async fn #method(&self, #(#names: #types),*)
                     -> ::core::result::Result<#ok, ::at_host::ServiceError<#e>>
                 {
                     #call.map_err(::at_host::ServiceError::from_call)
@@ -224,8 +224,8 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             }
 
             /// The caller, for calls outside the service.
-            pub fn caller(&mut self) -> &mut C {
-                &mut self.caller
+            pub fn caller(&self) -> &C {
+                &self.caller
             }
 
             /// The caller back.

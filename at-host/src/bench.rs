@@ -434,7 +434,7 @@ async fn run_shape(
                 })
                 .await?;
             } else {
-                let mut client = UdpClient::connect(s.at_udp, UdpConfig::default()).await?;
+                let client = UdpClient::connect(s.at_udp, UdpConfig::default()).await?;
                 run.sequential(async || -> Result<(), BoxError> {
                     client.call("add", &ARGS).await?;
                     Ok(())

@@ -10,7 +10,7 @@
 //! use at_host::{Client, Number};
 //!
 //! let client = Client::connect("192.168.1.20:16724", std::time::Duration::from_secs(5)).await?;
-//! let mut calc = CalculatorClient::new(client);
+//! let calc = CalculatorClient::new(client);
 //! assert_eq!(calc.add(Number::Int(10), Number::Int(20)).await?, Number::Int(30));
 //! assert_eq!(calc.div(Number::Int(10), Number::Int(4)).await?, 2.5);
 //! # Ok(()) }

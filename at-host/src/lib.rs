@@ -100,7 +100,7 @@ pub use at_core::ErrorCode;
 ///
 /// let server = Server::builder().service(GreeterServer(Polite)).tcp("127.0.0.1:0".parse()?).start().await?;
 /// let client = Client::connect(server.tcp_addr().unwrap(), std::time::Duration::from_secs(5)).await?;
-/// let mut greeter = GreeterClient::new(client);
+/// let greeter = GreeterClient::new(client);
 /// assert_eq!(greeter.hello("ada".into()).await?, "hello, ada");
 /// assert_eq!(greeter.shout("ada".into()).await?, "HELLO, ADA");
 /// server.shutdown().await;

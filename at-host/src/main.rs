@@ -558,7 +558,7 @@ async fn call(
             ..UdpConfig::default()
         };
         match UdpClient::connect(addr, config).await {
-            Ok(mut client) => client.call(func, &core).await,
+            Ok(client) => client.call(func, &core).await,
             Err(e) => Err(e),
         }
     } else {
@@ -656,11 +656,11 @@ async fn demo() -> ExitCode {
     ];
     let mut ok = true;
     let timeout = Duration::from_secs(5);
-    let mut tcp_client = match Client::connect(tcp, timeout).await {
+    let tcp_client = match Client::connect(tcp, timeout).await {
         Ok(c) => c,
         Err(e) => return transport(&e.to_string()),
     };
-    let mut udp_client = match UdpClient::connect(udp, UdpConfig::default()).await {
+    let udp_client = match UdpClient::connect(udp, UdpConfig::default()).await {
         Ok(c) => c,
         Err(e) => return transport(&e.to_string()),
     };

@@ -84,7 +84,7 @@ async fn the_rust_client_and_server_authenticate_over_tcp_and_udp() {
         assert!(result.is_ok());
     }
     // Plain: rpc.ping and rpc.info yes, anything else unauthorized.
-    let mut plain = Client::connect(s.tcp, PATIENCE).await.unwrap();
+    let plain = Client::connect(s.tcp, PATIENCE).await.unwrap();
     assert!(plain.call_as::<bool>("rpc.ping", ()).await.unwrap());
     let info: serde_json::Value = plain.call_as("rpc.info", ()).await.unwrap();
     assert_eq!(info["auth"], "required");
@@ -94,7 +94,7 @@ async fn the_rust_client_and_server_authenticate_over_tcp_and_udp() {
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
     assert_eq!(s.count.load(Ordering::SeqCst), 2, "no plain call ran");
     // A wrong key: the server's proof does not verify.
-    let mut wrong = Client::connect(s.tcp, PATIENCE)
+    let wrong = Client::connect(s.tcp, PATIENCE)
         .await
         .unwrap()
         .with_key(AuthKey::parse(OTHER).unwrap());
@@ -103,7 +103,7 @@ async fn the_rust_client_and_server_authenticate_over_tcp_and_udp() {
         matches!(e, Error::Protocol(at_host::ProtocolError::BadHello)),
         "{e:?}"
     );
-    let mut wrong = UdpClient::connect(s.udp, udp_config(Some(AuthKey::parse(OTHER).unwrap())))
+    let wrong = UdpClient::connect(s.udp, udp_config(Some(AuthKey::parse(OTHER).unwrap())))
         .await
         .unwrap();
     let e = wrong.call_as::<i64>("count", ()).await.unwrap_err();
@@ -113,7 +113,7 @@ async fn the_rust_client_and_server_authenticate_over_tcp_and_udp() {
     );
     // An unknown key id: unauthorized.
     let stranger = AuthKey::parse(&KEY.replace("demo", "stranger")).unwrap();
-    let mut c = Client::connect(s.tcp, PATIENCE)
+    let c = Client::connect(s.tcp, PATIENCE)
         .await
         .unwrap()
         .with_key(stranger);
@@ -128,13 +128,13 @@ async fn the_rust_client_and_server_authenticate_over_tcp_and_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_a_key_refuses_a_server_without_keys() {
     let s = serve(vec![]).await;
-    let mut c = Client::connect(s.tcp, PATIENCE)
+    let c = Client::connect(s.tcp, PATIENCE)
         .await
         .unwrap()
         .with_key(key());
     let e = c.call_as::<i64>("count", ()).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
-    let mut u = UdpClient::connect(s.udp, udp_config(Some(key())))
+    let u = UdpClient::connect(s.udp, udp_config(Some(key())))
         .await
         .unwrap();
     assert_eq!(
@@ -373,7 +373,7 @@ async fn the_rust_client_against_the_python_server() {
         .await
         .unwrap();
     check_calculator_udp(&mut u).await;
-    let mut plain = Client::connect(tcp, PATIENCE).await.unwrap();
+    let plain = Client::connect(tcp, PATIENCE).await.unwrap();
     assert_eq!(
         plain
             .call_as::<i64>("add", (1, 2))
@@ -598,7 +598,7 @@ async fn after_unauthorized_the_next_call_starts_a_new_session() {
     let first = serve(vec![key()]).await;
     let target = Arc::new(std::sync::Mutex::new(first.udp));
     let front = switchable_forwarder(Arc::clone(&target)).await;
-    let mut c = UdpClient::connect(front, udp_config(Some(key())))
+    let c = UdpClient::connect(front, udp_config(Some(key())))
         .await
         .unwrap();
     assert_eq!(c.call_as::<i64>("count", ()).await.unwrap(), 1);

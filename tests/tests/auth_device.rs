@@ -51,7 +51,7 @@ async fn device_servers_authenticate_over_tcp_and_udp() {
     };
     let mut u = UdpClient::connect(udp, config).await.unwrap();
     check_calculator_udp(&mut u).await;
-    let mut plain = Client::connect(tcp, PATIENCE).await.unwrap();
+    let plain = Client::connect(tcp, PATIENCE).await.unwrap();
     assert_eq!(
         plain
             .call_as::<i64>("add", (1, 2))
@@ -73,7 +73,7 @@ async fn session_churn_never_evicts_a_session_in_use() {
     // 4 long-lived clients take the 4 slots and keep calling.
     let mut holders = Vec::new();
     for _ in 0..desktop::DESKTOP_SESSIONS {
-        let mut c = Client::connect(tcp, PATIENCE)
+        let c = Client::connect(tcp, PATIENCE)
             .await
             .unwrap()
             .with_key(key());
@@ -84,7 +84,7 @@ async fn session_churn_never_evicts_a_session_in_use() {
     let (mut busy, mut other_failures, mut served) = (0, 0, 0);
     for round in 0..10i64 {
         for _ in 0..6 {
-            let mut c = Client::connect(tcp, PATIENCE)
+            let c = Client::connect(tcp, PATIENCE)
                 .await
                 .unwrap()
                 .with_key(key());
@@ -132,7 +132,7 @@ async fn idle_sessions_make_room_and_clients_handshake_again() {
         assert_eq!(error_code(&reply), None, "{}", reply.body);
         flood += 1;
     }
-    let mut c = Client::connect(tcp, PATIENCE)
+    let c = Client::connect(tcp, PATIENCE)
         .await
         .unwrap()
         .with_key(key());

@@ -92,7 +92,7 @@ async fn sticky_split_and_pipelined_frames() {
     assert_eq!((reply.header.seq, reply.outcome()), (5, "42".into()));
 
     // Pipelining through the client: 200 requests before any reply.
-    let mut c = Client::connect(addr, PATIENCE).await.expect("connect");
+    let c = Client::connect(addr, PATIENCE).await.expect("connect");
     let mut seqs = Vec::new();
     for i in 0..200 {
         seqs.push(c.send("add", &[V::Int(i), V::Int(1)]).await.unwrap());
@@ -166,7 +166,7 @@ async fn over_the_client_limit_is_busy_and_the_others_go_on() {
     let addr = running.tcp_addr().unwrap();
     let mut clients = Vec::new();
     for i in 0..CLIENTS as i64 {
-        let mut c = Client::connect(addr, PATIENCE).await.expect("connect");
+        let c = Client::connect(addr, PATIENCE).await.expect("connect");
         // A reply proves the connection holds a slot.
         assert_eq!(
             c.call("add", &[V::Int(i), V::Int(0)]).await.unwrap(),
@@ -191,7 +191,7 @@ async fn over_the_client_limit_is_busy_and_the_others_go_on() {
     drop(clients.pop());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut c = Client::connect(addr, PATIENCE).await.expect("connect");
+        let c = Client::connect(addr, PATIENCE).await.expect("connect");
         match c.call("add", &[V::Int(2), V::Int(2)]).await {
             Ok(v) => {
                 assert_eq!(v, Value::Int(4));

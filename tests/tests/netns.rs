@@ -240,7 +240,7 @@ fn client_helper() {
             retries: 40,
             ..UdpConfig::default()
         };
-        let mut c = UdpClient::connect(server.parse().unwrap(), config)
+        let c = UdpClient::connect(server.parse::<std::net::SocketAddr>().unwrap(), config)
             .await
             .unwrap();
         let mut right = 0;

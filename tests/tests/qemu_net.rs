@@ -488,7 +488,7 @@ fn udp_at_most_once(board: &Board) {
 /// 1,000 sequential calls each way, all correct; calls/s for the docs.
 async fn thousand_calls(board: &Board) {
     let args = [Value::Int(10), Value::Int(20)];
-    let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
+    let client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
     let start = Instant::now();
     for _ in 0..1000 {
         assert_eq!(
@@ -497,7 +497,7 @@ async fn thousand_calls(board: &Board) {
         );
     }
     let tcp = 1000.0 / start.elapsed().as_secs_f64();
-    let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
+    let udp = UdpClient::connect(board.udp, UdpConfig::default())
         .await
         .unwrap();
     let start = Instant::now();
@@ -642,9 +642,9 @@ async fn networked_firmware_with_a_static_address() {
         "at-embedded-firmware-static",
     );
     let board = start_board_on(&elf, ",dhcpstart=10.0.2.50", "10.0.2.30");
-    let mut client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
+    let client = Client::connect(board.tcp, PATIENCE).await.expect("connect");
     assert_eq!(client.call_as::<i64>("add", (10, 20)).await.unwrap(), 30);
-    let mut udp = UdpClient::connect(board.udp, UdpConfig::default())
+    let udp = UdpClient::connect(board.udp, UdpConfig::default())
         .await
         .unwrap();
     assert_eq!(udp.call_as::<f64>("div", (10, 4)).await.unwrap(), 2.5);
@@ -722,7 +722,7 @@ async fn networked_firmware_with_a_key_authenticates() {
     // Its slot back for the command-line calls below (3 TCP clients at once).
     drop(conn);
 
-    let mut plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
+    let plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
     let e = plain.call_as::<i64>("add", (1, 2)).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
     let info: serde_json::Value = plain.call_as("rpc.info", ()).await.unwrap();

@@ -71,7 +71,7 @@ impl Calculator for Calc {
 }
 
 /// The generated client against a calculator server, over any caller.
-async fn check<C: at_host::Caller>(calc: &mut CalculatorClient<C>, server: &str) {
+async fn check<C: at_host::Caller>(calc: &CalculatorClient<C>, server: &str) {
     let n = Number::from;
     assert_eq!(
         calc.add(n(10), n(20)).await.unwrap(),
@@ -105,9 +105,9 @@ async fn check<C: at_host::Caller>(calc: &mut CalculatorClient<C>, server: &str)
 
 async fn against(tcp: SocketAddr, udp: SocketAddr, server: &str) {
     let client = Client::connect(tcp, PATIENCE).await.expect("connect");
-    check(&mut CalculatorClient::new(client), server).await;
+    check(&CalculatorClient::new(client), server).await;
     let udp = UdpClient::connect(udp, UdpConfig::default()).await.unwrap();
-    check(&mut CalculatorClient::new(udp), server).await;
+    check(&CalculatorClient::new(udp), server).await;
 }
 
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -143,7 +143,7 @@ async fn the_generated_client_against_at_host_and_the_trait_server() {
     )
     .await;
     // The untyped client sees the same bytes from both.
-    let mut raw = Client::connect(served.tcp_addr().unwrap(), PATIENCE)
+    let raw = Client::connect(served.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
     let got = raw
@@ -238,7 +238,7 @@ async fn renamed_functions_and_plain_results() {
     let client = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
-    let mut greeter = GreeterClient::new(client);
+    let greeter = GreeterClient::new(client);
     assert_eq!(greeter.hello("ada".into()).await.unwrap(), "hello, ada");
     let direct: String = greeter
         .caller()
@@ -269,7 +269,7 @@ async fn the_calculator_client_sends_the_contract_bytes() {
         request
     });
     let client = Client::connect(addr, PATIENCE).await.unwrap();
-    let mut calc = at_host::calculator::CalculatorClient::new(client);
+    let calc = at_host::calculator::CalculatorClient::new(client);
     assert_eq!(
         calc.add(Number::Int(10), Number::Int(20)).await.unwrap(),
         Number::Int(30)

@@ -101,7 +101,7 @@ async fn the_server_holds_1000_idle_connections_and_still_answers_a_new_client()
     assert!(held >= 1000, "the server holds {held} of 1000 connections");
     let (rss_kib, _) = usage(pid).unwrap();
     // A new client is still answered.
-    let mut client = Client::connect(addr, PATIENCE).await.unwrap();
+    let client = Client::connect(addr, PATIENCE).await.unwrap();
     assert_eq!(
         client.call("add", &[V::Int(10), V::Int(20)]).await.unwrap(),
         Value::Int(30)
@@ -185,7 +185,7 @@ async fn good_tcp(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>, tally: Arc
 
 async fn good_udp(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let mut rng = Rng(seed);
-    let Ok(mut c) = UdpClient::connect(addr, UdpConfig::default()).await else {
+    let Ok(c) = UdpClient::connect(addr, UdpConfig::default()).await else {
         tally.failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -424,7 +424,7 @@ async fn adversarial_soak_keeps_answers_right_and_resources_bounded() {
         "RSS grew: {first_half} KiB -> {second_half} KiB"
     );
     // Still serving.
-    let mut c = Client::connect(tcp, PATIENCE).await.unwrap();
+    let c = Client::connect(tcp, PATIENCE).await.unwrap();
     assert_eq!(
         c.call("add", &[V::Int(1), V::Int(1)]).await.unwrap(),
         Value::Int(2)

@@ -135,7 +135,7 @@ async fn start() -> Server {
         .unwrap()
 }
 
-async fn exercise<C: at_host::Caller>(station: &mut StationClient<C>) {
+async fn exercise<C: at_host::Caller>(station: &StationClient<C>) {
     let kept = station
         .store(vec![reading("roof", 21.5), reading("cellar", 12.0)], None)
         .await
@@ -166,6 +166,21 @@ async fn exercise<C: at_host::Caller>(station: &mut StationClient<C>) {
         other => panic!("{other:?}"),
     }
     station.calibrate(false).await.unwrap();
+    // Calls at once on the one shared client (pipelined; shared_client.rs
+    // proves that they are in flight together).
+    let (a, b, c, d) = tokio::join!(
+        station.sum(vec![1, 2]),
+        station.reading("cellar"),
+        station.range(vec![1.0]),
+        station.reading("nowhere"),
+    );
+    assert_eq!(a.unwrap(), 3);
+    assert_eq!(b.unwrap().celsius, 12.0);
+    assert_eq!(c.unwrap(), Some((1.0, 1.0)));
+    assert!(matches!(
+        d,
+        Err(ServiceError::App(StationError::NoSensor(_)))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,16 +189,16 @@ async fn a_struct_service_over_tcp_and_udp() {
     let tcp = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
-    exercise(&mut StationClient::new(tcp)).await;
+    exercise(&StationClient::new(tcp)).await;
     let udp = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
         .await
         .unwrap();
-    exercise(&mut StationClient::new(udp)).await;
+    exercise(&StationClient::new(udp)).await;
     // With a limit, and the optional argument left out (above) or given.
     let tcp = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
-    let mut station = StationClient::new(tcp);
+    let station = StationClient::new(tcp);
     assert_eq!(
         station
             .store(vec![reading("x", 1.0)], Some(1))
@@ -204,7 +219,7 @@ fn invalid(e: at_host::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_arguments_are_named_down_to_the_field() {
     let server = start().await;
-    let mut c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
+    let c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
     let json = |text: &str| Value::json(text).unwrap();
@@ -251,7 +266,7 @@ async fn wrong_arguments_are_named_down_to_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listing_shows_shapes_optional_parameters_and_the_first_paragraph() {
     let server = start().await;
-    let mut c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
+    let c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
     let page: serde_json::Value = c.call_as("rpc.functions", ()).await.unwrap();
@@ -304,7 +319,7 @@ async fn a_registry_adds_to_the_builder_and_docs_are_kept() {
         .start()
         .await
         .unwrap();
-    let mut c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
+    let c = Client::connect(server.tcp_addr().unwrap(), PATIENCE)
         .await
         .unwrap();
     assert_eq!(c.call_as::<i64>("add", (1, 2)).await.unwrap(), 3);

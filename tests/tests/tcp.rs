@@ -68,7 +68,7 @@ async fn calculator_functions_and_their_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_functions_panics_and_replies_that_do_not_fit() {
     let (server, addr) = calculator().await;
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let echoed = c
         .call("echo", &[V::str("héllo \"wörld\" 😀\n")])
         .await
@@ -140,7 +140,7 @@ async fn pipelined_requests_with_unordered_seqs_are_answered_in_request_order() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_pipelines_and_matches_replies_by_seq() {
     let (server, addr) = calculator().await;
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let mut seqs = Vec::new();
     for i in 0..64i64 {
         seqs.push(c.send("mul", &[V::Int(i), V::Int(2)]).await.unwrap());
@@ -287,7 +287,7 @@ async fn fifty_clients_twenty_calls_each_at_once() {
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..50i64 {
         tasks.spawn(async move {
-            let mut client = client(addr).await;
+            let client = client(addr).await;
             for i in 0..20i64 {
                 let got = client
                     .call("add", &[V::Int(c * 1000), V::Int(i)])
@@ -314,7 +314,7 @@ async fn a_stalled_half_frame_does_not_delay_another_client_and_is_closed_later(
     let half = calc(1, "add", "1", "2");
     write(&mut stalled, &half[..20]).await;
     // Another client is answered while the first one is stuck mid-frame.
-    let mut other = client(addr).await;
+    let other = client(addr).await;
     let answered = tokio::time::timeout(
         Duration::from_secs(2),
         other.call("add", &[V::Int(2), V::Int(2)]),
@@ -352,8 +352,8 @@ async fn over_max_connections_new_clients_get_busy() {
         ..Default::default()
     })
     .await;
-    let mut a = client(addr).await;
-    let mut b = client(addr).await;
+    let a = client(addr).await;
+    let b = client(addr).await;
     // Both are being served (so both hold a slot).
     a.call("add", &[V::Int(1), V::Int(1)]).await.unwrap();
     b.call("add", &[V::Int(1), V::Int(1)]).await.unwrap();
@@ -365,7 +365,7 @@ async fn over_max_connections_new_clients_get_busy() {
     );
     read_until_closed(&mut third).await;
     // The client library reports busy as a remote error.
-    let mut fourth = client(addr).await;
+    let fourth = client(addr).await;
     let e = fourth
         .call("add", &[V::Int(1), V::Int(1)])
         .await
@@ -375,7 +375,7 @@ async fn over_max_connections_new_clients_get_busy() {
     drop(a);
     let mut fifth = None;
     for _ in 0..50 {
-        let mut c = client(addr).await;
+        let c = client(addr).await;
         if c.call("add", &[V::Int(2), V::Int(2)]).await.is_ok() {
             fifth = Some(c);
             break;
@@ -410,7 +410,7 @@ async fn peers_that_reset_half_close_or_vanish_mid_reply_do_not_hurt_the_server(
     for _ in 0..20 {
         drop(TcpStream::connect(addr).await.unwrap());
     }
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     assert_eq!(
         c.call("add", &[V::Int(40), V::Int(2)]).await.unwrap(),
         Value::Int(42)
@@ -433,7 +433,7 @@ async fn shutdown_finishes_the_calls_in_flight() {
         .await
         .unwrap();
     let addr = server.tcp_addr().unwrap();
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let call = tokio::spawn(async move { c.call::<V>("slow", &[]).await });
     started.notified().await;
     server.shutdown().await;
@@ -468,7 +468,7 @@ async fn fake_server(reply: impl Fn(Header) -> Vec<u8> + Send + 'static) -> Sock
 async fn a_reply_with_the_wrong_seq_or_a_bad_crc_is_an_error_never_an_answer() {
     let ok = br#"{"status": "success", "result": 30}"#;
     let addr = fake_server(move |h| frame(Kind::Response, h.seq + 1, ok)).await;
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let e = c.call("add", &[V::Int(10), V::Int(20)]).await.unwrap_err();
     assert!(
         matches!(e, Error::Protocol(ProtocolError::UnexpectedSeq(2))),
@@ -486,7 +486,7 @@ async fn a_reply_with_the_wrong_seq_or_a_bad_crc_is_an_error_never_an_answer() {
         f
     })
     .await;
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let e = c.call("add", &[V::Int(10), V::Int(20)]).await.unwrap_err();
     assert!(
         matches!(
@@ -499,7 +499,7 @@ async fn a_reply_with_the_wrong_seq_or_a_bad_crc_is_an_error_never_an_answer() {
     );
 
     let addr = fake_server(move |h| frame(Kind::Response, h.seq, b"{\"status\": \"maybe\"}")).await;
-    let mut c = client(addr).await;
+    let c = client(addr).await;
     let e = c.call("add", &[V::Int(10), V::Int(20)]).await.unwrap_err();
     assert!(matches!(e, Error::Protocol(ProtocolError::Body(_))), "{e}");
 }
@@ -518,7 +518,7 @@ async fn a_server_that_never_answers_times_the_client_out() {
         }
     });
     let timeout = Duration::from_millis(300);
-    let mut c = Client::connect(addr, timeout).await.unwrap();
+    let c = Client::connect(addr, timeout).await.unwrap();
     let started = std::time::Instant::now();
     let e = c.call("add", &[V::Int(1), V::Int(2)]).await.unwrap_err();
     assert!(matches!(e, Error::Timeout(_)), "{e}");

@@ -96,7 +96,7 @@ fn invalid(e: Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_type_round_trips() {
     let server = start().await;
-    let mut c = client(server.tcp_addr().unwrap()).await;
+    let c = client(server.tcp_addr().unwrap()).await;
     assert_eq!(c.call_as::<i8>("i8", (-128,)).await.unwrap(), -128);
     assert_eq!(c.call_as::<i16>("i16", (32767,)).await.unwrap(), 32767);
     assert_eq!(
@@ -165,7 +165,7 @@ async fn every_supported_type_round_trips() {
         "hello ada x3"
     );
     // The same over UDP.
-    let mut udp = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+    let udp = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
         .await
         .unwrap();
     assert_eq!(udp.call_as::<u16>("u16", [9]).await.unwrap(), 9);
@@ -176,7 +176,7 @@ async fn every_supported_type_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_arguments_are_named() {
     let server = start().await;
-    let mut c = client(server.tcp_addr().unwrap()).await;
+    let c = client(server.tcp_addr().unwrap()).await;
     let e = c.call_as::<i64>("checked_add", (1, "x")).await.unwrap_err();
     assert_eq!(invalid(e), r#"argument 2: expected an integer, got "x""#);
     let e = c.call_as::<u8>("u8", (300,)).await.unwrap_err();
@@ -232,7 +232,7 @@ async fn wrong_arguments_are_named() {
         c.call_as::<String>("async_boom", (false,)).await.unwrap(),
         "fine"
     );
-    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+    let u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
         .await
         .unwrap();
     let e = u
@@ -260,7 +260,7 @@ async fn wrong_arguments_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_typed_calls() {
     let server = start().await;
-    let mut c = client(server.tcp_addr().unwrap()).await;
+    let c = client(server.tcp_addr().unwrap()).await;
     let mut seqs = Vec::new();
     for i in 0..50i64 {
         seqs.push((c.send_as("add", (i, 1)).await.unwrap(), i + 1));
@@ -284,7 +284,7 @@ async fn untyped_calls_take_at_host_values() {
         .start()
         .await
         .unwrap();
-    let mut c = client(server.tcp_addr().unwrap()).await;
+    let c = client(server.tcp_addr().unwrap()).await;
     let args = [Value::Int(10), Value::Float(2.5)];
     assert_eq!(c.call("add", &args).await.unwrap(), Value::Float(12.5));
     let seq = c.send("mul", &args).await.unwrap();
@@ -292,7 +292,7 @@ async fn untyped_calls_take_at_host_values() {
     assert_eq!((got, product.unwrap()), (seq, Value::Float(25.0)));
     let core = [at_core::Value::Int(1), at_core::Value::Int(2)];
     assert_eq!(c.call("sub", &core).await.unwrap(), Value::Int(-1));
-    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+    let u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
         .await
         .unwrap();
     assert_eq!(u.call("div", &args).await.unwrap(), Value::Float(4.0));
@@ -312,7 +312,7 @@ async fn untyped_calls_take_at_host_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_udp_batch() {
     let server = start().await;
-    let mut u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
+    let u = UdpClient::connect(server.udp_addr().unwrap(), UdpConfig::default())
         .await
         .unwrap();
     let results = u
@@ -344,7 +344,7 @@ async fn a_typed_udp_batch() {
 async fn an_async_function_does_not_stall_other_connections() {
     let server = start().await;
     let addr = server.tcp_addr().unwrap();
-    let mut slow = client(addr).await;
+    let slow = client(addr).await;
     let sleeping = tokio::spawn(async move {
         let started = Instant::now();
         let ms = slow
@@ -352,7 +352,7 @@ async fn an_async_function_does_not_stall_other_connections() {
             .await;
         (ms, started.elapsed())
     });
-    let mut fast = client(addr).await;
+    let fast = client(addr).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
     for _ in 0..20 {
@@ -370,11 +370,11 @@ async fn an_async_function_does_not_stall_other_connections() {
 
     // Over UDP too: a datagram loop is not held up by a sleeping function.
     let udp_addr = server.udp_addr().unwrap();
-    let mut sleeper = UdpClient::connect(udp_addr, UdpConfig::default())
+    let sleeper = UdpClient::connect(udp_addr, UdpConfig::default())
         .await
         .unwrap();
     let sleeping = tokio::spawn(async move { sleeper.call_as::<u64>("sleepy", (600,)).await });
-    let mut quick = UdpClient::connect(udp_addr, UdpConfig::default())
+    let quick = UdpClient::connect(udp_addr, UdpConfig::default())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -151,7 +151,7 @@ async fn a_server_that_never_answers_gives_a_timeout_within_the_set_time() {
         initial_timeout: Duration::from_millis(50),
         ..UdpConfig::default()
     };
-    let mut c = UdpClient::connect(silent.local_addr().unwrap(), config)
+    let c = UdpClient::connect(silent.local_addr().unwrap(), config)
         .await
         .unwrap();
     let started = Instant::now();
@@ -200,7 +200,7 @@ async fn a_thousand_calls_through_30_percent_loss_each_way_are_all_right_and_run
         retries: 60,
         ..UdpConfig::default()
     };
-    let mut c = UdpClient::connect(relay.addr, config).await.unwrap();
+    let c = UdpClient::connect(relay.addr, config).await.unwrap();
     let mut rng = 0x1234_5678_u64;
     let mut next = || {
         rng ^= rng << 13;

@@ -19,6 +19,11 @@ use crate::shared::value::Value;
 /// A session left idle this long is replaced before the next call.
 pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
 
+/// Most sealed calls a client keeps outstanding at once: fewer than the
+/// server's 64-entry replay window (contract section 9), so none falls out
+/// of it.
+pub(crate) const MAX_OUTSTANDING: usize = 63;
+
 /// A client's key and its session, if it has one.
 pub(crate) struct ClientAuth {
     key: AuthKey,
@@ -28,6 +33,9 @@ pub(crate) struct ClientAuth {
 struct Live {
     session: ClientSession,
     last: Instant,
+    /// The server answered `unauthorized`: the next call starts a new
+    /// session, but replies to calls still out are opened with this one.
+    refused: bool,
 }
 
 /// A hello on its way: its request body and the client nonce.
@@ -40,8 +48,8 @@ pub(crate) struct Hello {
 pub(crate) enum Opened {
     /// Verified: the call's result.
     Verified(Result<Value, Error>),
-    /// A plain `unauthorized`: the call fails (always an `Err`); the session
-    /// is forgotten.
+    /// A plain `unauthorized`: the call fails (always an `Err`); the next
+    /// call starts a new session.
     Unauthorized(Result<Value, Error>),
     /// A plain `busy` or `frame_too_large`: a transport failure.
     Transport(Error),
@@ -59,17 +67,16 @@ impl ClientAuth {
     }
 
     /// Whether a hello is due: no session, or one idle for
-    /// [`IDLE_LIMIT`], or `next_seq` would pass 0xFFFFFFFF.
+    /// [`IDLE_LIMIT`], or refused, or `next_seq` would pass 0xFFFFFFFF.
+    /// The old session stays until the hello replaces it, for the replies
+    /// of calls still out.
     pub(crate) fn needs_hello(&mut self, next_seq: u32, calls: usize) -> bool {
         let stale = self
             .live
             .as_ref()
-            .is_none_or(|l| l.last.elapsed() >= IDLE_LIMIT);
+            .is_none_or(|l| l.refused || l.last.elapsed() >= IDLE_LIMIT);
         let wraps = u64::from(next_seq) + calls as u64 > u64::from(u32::MAX);
-        if stale || wraps {
-            self.live = None;
-        }
-        self.live.is_none()
+        stale || wraps
     }
 
     /// A new hello request body (with a fresh client nonce).
@@ -113,6 +120,7 @@ impl ClientAuth {
                 self.live = Some(Live {
                     session,
                     last: Instant::now(),
+                    refused: false,
                 });
                 Ok(())
             }
@@ -142,7 +150,7 @@ impl ClientAuth {
 
     /// What a reply to one of this session's requests is.
     pub(crate) fn open(&mut self, frame: &Frame<'_>) -> Opened {
-        let Some(live) = &self.live else {
+        let Some(live) = self.live.as_mut() else {
             return Opened::Forged(ProtocolError::Broken.into());
         };
         match live.session.open_reply(frame) {
@@ -152,7 +160,7 @@ impl ClientAuth {
                 match &result {
                     Err(e) => match e.code() {
                         Some(ErrorCode::Unauthorized) => {
-                            self.live = None;
+                            live.refused = true;
                             Opened::Unauthorized(result)
                         }
                         Some(ErrorCode::Busy | ErrorCode::FrameTooLarge) => {

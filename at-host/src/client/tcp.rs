@@ -1,40 +1,76 @@
-//! The TCP client, [`Client`]: calls one at a time, or pipelined with
-//! replies matched by seq.
+//! The TCP client, [`Client`]: calls through `&self` from any number of
+//! tasks at once, pipelined on one connection with replies matched by seq.
+//!
+//! The stream is split. The writer half sits under one async lock with
+//! the seq counter and the output buffer: a call takes it to number,
+//! encode (seal) and write its request, then lets go. The reader half
+//! sits under another: whoever waits for a reply reads, filing each reply
+//! it reads with the call it belongs to (a oneshot channel), until its own
+//! has come; then the next waiter takes over. A call that is dropped
+//! leaves its entry behind, so its reply, when it comes, is read and
+//! discarded; nothing else waits on it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use at_core::{FrameDecoder, HEADER_LEN};
+use at_core::{Frame, FrameDecoder, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::auth::{ClientAuth, Opened};
+use super::SeqMap;
+use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 
-/// A TCP connection to an AT server.
+/// A TCP connection to an AT server, shared by reference.
 ///
-/// Sequence numbers start at 1 and increase with each call. Every reply is
-/// checked (magic, CRC, seq): a reply that does not match a call in flight
-/// is an error, never an answer. After a transport or protocol error (a
-/// timeout included, since the stream's state is then unknown) the client
-/// is unusable: connect again.
+/// Every call takes `&self`: put the client in an [`Arc`] (or borrow
+/// it) and call from as many tasks as you like. Concurrent calls are
+/// pipelined: each request is written as soon as its call starts, and
+/// each reply goes to its call, in whatever order the replies come.
 ///
-/// ```no_run
-/// # async fn example() -> Result<(), at_host::Error> {
+/// Sequence numbers start at 1 and increase with each request. Every reply
+/// is checked (magic, CRC, seq): a reply that does not match a request in
+/// flight is an error, never an answer. After a transport or protocol
+/// error (a timeout included, since the stream's state is then unknown)
+/// the client is unusable: every call waiting fails at once, every later
+/// call fails with [`ProtocolError::Broken`]; connect again. A call future
+/// that is dropped (a `select!` or a `tokio::time::timeout` of the
+/// caller's own) is no error: its reply is discarded when it comes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
 /// use std::time::Duration;
-/// let mut client = at_host::Client::connect("127.0.0.1:16724", Duration::from_secs(5)).await?;
+/// # let server = at_host::Server::builder().calculator().tcp("127.0.0.1:0".parse()?).start().await?;
+/// # let addr = server.tcp_addr().unwrap();
+/// let client = Arc::new(at_host::Client::connect(addr, Duration::from_secs(5)).await?);
 /// let sum: i64 = client.call_as("add", (10, 20)).await?;
 /// assert_eq!(sum, 30);
 ///
-/// // Pipelining: three calls in flight, replies matched by seq.
+/// // Calls from several tasks, in flight together on the one connection.
+/// let mut tasks = tokio::task::JoinSet::new();
+/// for i in 0..8i64 {
+///     let client = client.clone();
+///     tasks.spawn(async move { client.call_as::<i64>("mul", (i, 2)).await });
+/// }
+/// while let Some(product) = tasks.join_next().await {
+///     assert_eq!(product?? % 2, 0);
+/// }
+///
+/// // Or by hand: three requests queued, then the replies read one by one.
 /// let seqs = [
 ///     client.send_as("mul", (6, 7)).await?,
 ///     client.send_as("div", (1, 0)).await?,
@@ -53,23 +89,73 @@ use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
 /// use at_host::Value;
 /// let sum = client.call("add", &[Value::Int(10), Value::Int(20)]).await?;
 /// assert_eq!(sum, Value::Int(30));
+/// # server.shutdown().await;
 /// # Ok(()) }
 /// ```
 pub struct Client {
-    stream: TcpStream,
     peer: SocketAddr,
-    decoder: FrameDecoder<Box<[u8]>>,
-    /// Requests written by `send` and not yet flushed.
-    out: Vec<u8>,
-    out_len: usize,
-    next_seq: u32,
-    in_flight: VecDeque<u32>,
-    /// Replies that arrived while `call` waited for another seq.
-    ready: HashMap<u32, Result<Value, Error>>,
     timeout: Duration,
-    broken: bool,
+    writer: tokio::sync::Mutex<Writer>,
+    reader: tokio::sync::Mutex<Reader>,
+    state: Mutex<State>,
+    broken: AtomicBool,
+    /// Wakes [`Client::receive`] when a reply of a `send` is filed, or the
+    /// client breaks.
+    queued: Notify,
+    /// With a key: fewer than 64 sealed calls outstanding (contract
+    /// section 9).
+    outstanding: Arc<Semaphore>,
+}
+
+/// The writing side: whoever holds it numbers and writes requests.
+struct Writer {
+    half: OwnedWriteHalf,
+    /// Requests queued: `out[written..len]` is still to be written (a
+    /// write cancelled part way leaves its rest here for the next one).
+    out: Vec<u8>,
+    written: usize,
+    len: usize,
+    next_seq: u32,
+}
+
+/// The reading side: whoever holds it reads replies for everyone.
+struct Reader {
+    half: OwnedReadHalf,
+    decoder: FrameDecoder<Box<[u8]>>,
+}
+
+/// What both sides share, locked only between awaits.
+struct State {
+    /// Requests queued or written whose reply has not come, by seq.
+    in_flight: SeqMap<Waiter>,
+    /// Replies of [`Client::send`]s, for [`Client::receive`], in the
+    /// order they came.
+    ready: VecDeque<Received>,
+    /// How many of `in_flight` are [`Waiter::Queued`].
+    queued: usize,
     /// With a key: the session (contract section 9).
     auth: Option<ClientAuth>,
+}
+
+/// A reply to a [`Client::send`]: its seq and its result.
+type Received = (u32, Result<Value, Error>);
+
+/// Where the reply to a request goes.
+enum Waiter {
+    /// A call waits for it (if the call was dropped, nobody: discarded).
+    Call {
+        reply: oneshot::Sender<Result<Value, Error>>,
+        /// Held until the reply comes (sealed calls only).
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    /// A [`Client::send`]: to [`State::ready`].
+    Queued,
+    /// A hello: its reply starts the session (whoever reads it), then
+    /// goes to the caller that sent it, as `Null` or its error.
+    Hello {
+        hello: Hello,
+        reply: oneshot::Sender<Result<Value, Error>>,
+    },
 }
 
 impl Client {
@@ -91,28 +177,42 @@ impl Client {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         let room = HEADER_LEN + max_frame as usize;
+        let (read_half, write_half) = stream.into_split();
         Ok(Client {
-            stream,
             peer,
-            decoder: FrameDecoder::with_buffer(vec![0u8; room].into_boxed_slice(), max_frame),
-            out: vec![0u8; room.max(at_core::MIN_REPLY_BUFFER)],
-            out_len: 0,
-            next_seq: 1,
-            in_flight: VecDeque::new(),
-            ready: HashMap::new(),
             timeout,
-            broken: false,
-            auth: None,
+            writer: tokio::sync::Mutex::new(Writer {
+                half: write_half,
+                out: vec![0u8; room.max(at_core::MIN_REPLY_BUFFER)],
+                written: 0,
+                len: 0,
+                next_seq: 1,
+            }),
+            reader: tokio::sync::Mutex::new(Reader {
+                half: read_half,
+                decoder: FrameDecoder::with_buffer(vec![0u8; room].into_boxed_slice(), max_frame),
+            }),
+            state: Mutex::new(State {
+                in_flight: SeqMap::default(),
+                ready: VecDeque::new(),
+                queued: 0,
+                auth: None,
+            }),
+            broken: AtomicBool::new(false),
+            queued: Notify::new(),
+            outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
         })
     }
 
     /// Authenticates every call with `key` from now on (contract section
     /// 9): a session is started before the next call, and again after 5
     /// idle minutes, before seq wraps, and after a call failed
-    /// `unauthorized` (that call is not resent). Every reply's tag is
+    /// `unauthorized` (that call is not resent). A new session starts only
+    /// once every call of the old one has its reply; fewer than 64 sealed
+    /// calls are in flight at once (more wait). Every reply's tag is
     /// checked; one that does not verify fails the call and the connection.
     pub fn with_key(mut self, key: AuthKey) -> Self {
-        self.auth = Some(ClientAuth::new(key));
+        self.state_mut().auth = Some(ClientAuth::new(key));
         self
     }
 
@@ -121,25 +221,25 @@ impl Client {
         self.peer
     }
 
-    /// Calls in flight (sent, reply not yet received).
+    /// Requests in flight (sent or queued, reply not yet taken): calls
+    /// waiting, calls dropped whose reply has not come, and
+    /// [`send`](Self::send)s whose reply [`receive`](Self::receive) has not
+    /// returned.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len() + self.ready.len()
+        let state = self.state();
+        state.in_flight.len() + state.ready.len()
     }
 
     /// Calls `func(args)` and waits for its reply: the untyped call, for
     /// names and arguments known only at run time (see [`Arg`]).
-    pub async fn call<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<Value, Error> {
-        let seq = self.send(func, args).await?;
-        self.flush().await?;
-        loop {
-            if let Some(result) = self.ready.remove(&seq) {
-                return result;
-            }
-            let (got, result) = self.receive_one().await?;
-            if got == seq {
-                return result;
-            }
-            self.ready.insert(got, result);
+    ///
+    /// Bounded by the client's timeout, from the start of the call (which
+    /// may first wait for a turn to write, or for a new session).
+    pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
+        let args = A::to_core(args);
+        match tokio::time::timeout(self.timeout, self.call_core(func, &args)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
         }
     }
 
@@ -148,7 +248,7 @@ impl Client {
     /// the result any `DeserializeOwned` type.
     ///
     /// ```no_run
-    /// # async fn example(client: &mut at_host::Client) -> Result<(), at_host::Error> {
+    /// # async fn example(client: &at_host::Client) -> Result<(), at_host::Error> {
     /// let quotient: f64 = client.call_as("div", (10, 4)).await?;
     /// let sum = client.call_as::<i64>("add", [1, 2]).await?;
     /// # Ok(()) }
@@ -157,7 +257,7 @@ impl Client {
     /// A result that does not convert is [`Error::Decode`], naming `func`
     /// and the type.
     pub async fn call_as<T: DeserializeOwned>(
-        &mut self,
+        &self,
         func: &str,
         args: impl Serialize,
     ) -> Result<T, Error> {
@@ -167,235 +267,405 @@ impl Client {
     }
 
     /// Queues a typed call without waiting and returns its seq, for
-    /// pipelining; read replies with [`receive`](Self::receive) and convert
-    /// each with [`decode_result`](crate::decode_result).
-    pub async fn send_as(&mut self, func: &str, args: impl Serialize) -> Result<u32, Error> {
+    /// pipelining by hand; read replies with [`receive`](Self::receive) and
+    /// convert each with [`decode_result`](crate::decode_result).
+    pub async fn send_as(&self, func: &str, args: impl Serialize) -> Result<u32, Error> {
         let args = convert::to_args(func, &args)?;
         self.send(func, &args).await
     }
 
-    /// Queues a call without waiting and returns its seq. Requests are
-    /// written when the buffer fills, on [`flush`](Self::flush), or when
-    /// [`receive`](Self::receive) needs a reply.
-    pub async fn send<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<u32, Error> {
-        self.send_core(func, &A::to_core(args)).await
-    }
-
-    /// [`send`](Self::send) with the arguments in at-core's form.
-    async fn send_core(&mut self, func: &str, args: &[at_core::Value<'_>]) -> Result<u32, Error> {
-        self.usable()?;
-        if self.auth.is_some() {
-            return self.send_authenticated(func, args).await;
-        }
-        let seq = self.next_seq;
-        let written = match encode_request_into(seq, func, args, &mut self.out[self.out_len..]) {
-            Err(at_core::EncodeError::BufferTooSmall) if self.out_len > 0 => {
-                self.flush().await?;
-                encode_request_into(seq, func, args, &mut self.out)
-            }
-            other => other,
-        };
-        let n = written.map_err(ProtocolError::Encode)?;
-        self.out_len += n;
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        self.in_flight.push_back(seq);
-        Ok(seq)
-    }
-
-    /// [`send`](Self::send) with a key: the hello first when one is due.
-    async fn send_authenticated(
-        &mut self,
-        func: &str,
-        args: &[at_core::Value<'_>],
-    ) -> Result<u32, Error> {
-        let due = match self.auth.as_mut() {
-            Some(auth) => auth.needs_hello(self.next_seq, 1 + self.in_flight.len()),
-            None => false,
-        };
-        if due {
-            if !self.in_flight.is_empty() {
-                // Calls of the old session are still out: they finish first.
-                while !self.in_flight.is_empty() {
-                    let (seq, result) = self.receive_one().await?;
-                    self.ready.insert(seq, result);
-                }
-            }
-            if u64::from(self.next_seq) + 1 > u64::from(u32::MAX) {
-                self.next_seq = 1;
-            }
-            self.hello().await?;
-        }
-        let seq = self.next_seq;
-        let body = encode_body(func, args)?;
-        let frame = match self.auth.as_mut() {
-            Some(auth) => auth.seal(seq, &body)?,
-            None => return Err(ProtocolError::Broken.into()),
-        };
-        if self.out.len() - self.out_len < frame.len() {
-            self.flush().await?;
-        }
-        let room = self
-            .out
-            .get_mut(self.out_len..self.out_len + frame.len())
-            .ok_or(ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
-        room.copy_from_slice(&frame);
-        self.out_len += frame.len();
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        self.in_flight.push_back(seq);
-        Ok(seq)
-    }
-
-    /// The handshake: a plain `rpc.hello`, its reply checked (the proof).
-    async fn hello(&mut self) -> Result<(), Error> {
-        let Some(auth) = self.auth.as_ref() else {
-            return Ok(());
-        };
-        let hello = auth.hello();
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        let mut frame = vec![0u8; HEADER_LEN + hello.body.len()];
-        let n = at_core::encode_frame(at_core::Kind::Request, seq, &hello.body, &mut frame)
-            .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
-        self.flush().await?;
-        let exchange = async {
-            self.stream.write_all(&frame[..n]).await?;
-            loop {
-                if let Some(reply) = self.decoder.next_frame().map_err(ProtocolError::Frame)? {
-                    if reply.seq() != seq || !reply.kind.is_reply() {
-                        return Err(Error::from(ProtocolError::UnexpectedSeq(reply.seq())));
-                    }
-                    let Some(auth) = self.auth.as_mut() else {
-                        return Err(ProtocolError::Broken.into());
-                    };
-                    return match auth.accept_hello(&hello, &reply) {
-                        Ok(()) => Ok(()),
-                        Err(Some(e)) => Err(e),
-                        Err(None) => Err(ProtocolError::BadHello.into()),
-                    };
-                }
-                let got = self.stream.read(self.decoder.spare()).await?;
-                if got == 0 {
-                    return Err(ProtocolError::Closed.into());
-                }
-                self.decoder.commit(got);
-            }
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            // An error reply (unauthorized, busy) leaves the stream in step.
-            Ok(Err(e @ Error::Remote { .. })) => Err(e),
-            Ok(Err(e)) => Err(self.fail(e)),
-            Ok(Ok(())) => Ok(()),
-            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
-        }
+    /// Queues a call without waiting and returns its seq; its reply is
+    /// for [`receive`](Self::receive). Requests are written when the
+    /// buffer fills, on [`flush`](Self::flush), when
+    /// [`receive`](Self::receive) needs a reply, or with the next call.
+    /// With a key, keep fewer than 64 outstanding (contract section 9).
+    pub async fn send<A: Arg>(&self, func: &str, args: &[A]) -> Result<u32, Error> {
+        let args = A::to_core(args);
+        let mut writer = self.writer().await;
+        self.queue(&mut writer, func, &args, Waiter::Queued).await
     }
 
     /// Writes every queued request.
-    pub async fn flush(&mut self) -> Result<(), Error> {
-        self.usable()?;
-        if self.out_len == 0 {
-            return Ok(());
-        }
-        let write = self.stream.write_all(&self.out[..self.out_len]);
-        let outcome = tokio::time::timeout(self.timeout, write).await;
-        self.out_len = 0;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.fail(e.into())),
+    pub async fn flush(&self) -> Result<(), Error> {
+        let mut writer = self.writer().await;
+        match tokio::time::timeout(self.timeout, self.write_out(&mut writer)).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
         }
     }
 
-    /// The next reply of any call in flight: its seq and its result.
-    pub async fn receive(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
-        if let Some(&seq) = self.ready.keys().next() {
-            let result = self
-                .ready
-                .remove(&seq)
-                .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)));
-            return Ok((seq, result));
+    /// The next reply to a [`send`](Self::send): its seq and its result.
+    /// Replies come in the order they arrive, which need not be the order
+    /// of the sends. With no `send` awaiting a reply, this is
+    /// [`ProtocolError::UnexpectedSeq`]`(0)` at once.
+    pub async fn receive(&self) -> Result<(u32, Result<Value, Error>), Error> {
+        if let Some(pair) = self.state().ready.pop_front() {
+            return Ok(pair);
         }
         self.flush().await?;
-        self.receive_one().await
-    }
-
-    async fn receive_one(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
-        self.usable()?;
-        if self.in_flight.is_empty() {
-            return Err(ProtocolError::UnexpectedSeq(0).into()).map_err(|e| self.fail(e));
-        }
-        match tokio::time::timeout(self.timeout, self.read_reply()).await {
-            Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(e)) => Err(self.fail(e)),
+        match tokio::time::timeout(self.timeout, self.receive_core()).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
         }
     }
 
-    /// Reads until one whole reply frame is in and matches it to a call.
-    async fn read_reply(&mut self) -> Result<(u32, Result<Value, Error>), Error> {
+    async fn receive_core(&self) -> Result<Received, Error> {
         loop {
-            match self.decoder.next_frame() {
+            // Uncontended (the usual case): read without registering.
+            if let Ok(mut reader) = self.reader.try_lock() {
+                return self.receive_reading(&mut reader).await;
+            }
+            let filed = self.queued.notified();
+            tokio::pin!(filed);
+            filed.as_mut().enable();
+            if let Some(pair) = self.take_queued()? {
+                return Ok(pair);
+            }
+            tokio::select! {
+                biased;
+                () = &mut filed => {}
+                mut reader = self.reader.lock() => {
+                    return self.receive_reading(&mut reader).await;
+                }
+            }
+        }
+    }
+
+    /// [`receive`](Self::receive) with the reader held: reads until a reply
+    /// of a `send` is filed.
+    async fn receive_reading(&self, reader: &mut Reader) -> Result<Received, Error> {
+        loop {
+            if let Some(pair) = self.take_queued()? {
+                return Ok(pair);
+            }
+            self.read_one(reader).await?;
+        }
+    }
+
+    /// The first reply of a `send` filed, if any; an error if none is
+    /// awaited either.
+    fn take_queued(&self) -> Result<Option<Received>, Error> {
+        let mut state = self.state();
+        if let Some(pair) = state.ready.pop_front() {
+            return Ok(Some(pair));
+        }
+        let awaited = state.queued > 0;
+        drop(state);
+        self.usable()?;
+        if awaited {
+            Ok(None)
+        } else {
+            // Nothing to receive: an error, but the stream is fine.
+            Err(ProtocolError::UnexpectedSeq(0).into())
+        }
+    }
+
+    /// [`call`](Self::call) with the arguments in at-core's form, unbounded.
+    async fn call_core(&self, func: &str, args: &[at_core::Value<'_>]) -> Result<Value, Error> {
+        let sealed = self.state().auth.is_some();
+        let permit = if sealed {
+            let permit = self.outstanding.clone().acquire_owned().await;
+            Some(permit.map_err(|_| Error::from(ProtocolError::Broken))?)
+        } else {
+            None
+        };
+        let (reply, rx) = oneshot::channel();
+        let mut writer = self.writer().await;
+        let waiter = Waiter::Call {
+            reply,
+            _permit: permit,
+        };
+        self.queue(&mut writer, func, args, waiter).await?;
+        self.write_out(&mut writer).await?;
+        drop(writer);
+        self.wait(rx).await
+    }
+
+    /// Waits for the reply `rx` is for, reading (and filing) replies while
+    /// nobody else does.
+    async fn wait(&self, mut rx: oneshot::Receiver<Result<Value, Error>>) -> Result<Value, Error> {
+        // Either another reader files the reply, or this call gets to read
+        // and reads until it has it.
+        let mut reader = match self.reader.try_lock() {
+            // Uncontended (the usual case): read without registering.
+            Ok(reader) => reader,
+            Err(_) => tokio::select! {
+                biased;
+                reply = &mut rx => return reply.unwrap_or(Err(ProtocolError::Broken.into())),
+                reader = self.reader.lock() => reader,
+            },
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(reply) => return reply,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(ProtocolError::Broken.into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            self.read_one(&mut reader).await?;
+        }
+    }
+
+    /// Numbers and encodes (seals) one request into the writer's buffer,
+    /// and enters it in flight. With a key, starts a session first when
+    /// one is due.
+    async fn queue(
+        &self,
+        writer: &mut Writer,
+        func: &str,
+        args: &[at_core::Value<'_>],
+        waiter: Waiter,
+    ) -> Result<u32, Error> {
+        self.usable()?;
+        if self.state().auth.is_some() {
+            self.renew_session(writer).await?;
+            let seq = writer.next_seq;
+            let body = encode_body(func, args)?;
+            let frame = match self.state().auth.as_mut() {
+                Some(auth) => auth.seal(seq, &body)?,
+                None => return Err(ProtocolError::Broken.into()),
+            };
+            if writer.out.len() - writer.len < frame.len() {
+                self.write_out(writer).await?;
+            }
+            let at = writer.len;
+            let room = writer
+                .out
+                .get_mut(at..at + frame.len())
+                .ok_or(ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+            room.copy_from_slice(&frame);
+            writer.len += frame.len();
+        } else {
+            let seq = writer.next_seq;
+            let at = writer.len;
+            let written = match encode_request_into(seq, func, args, &mut writer.out[at..]) {
+                Err(at_core::EncodeError::BufferTooSmall) if writer.len > 0 => {
+                    self.write_out(writer).await?;
+                    encode_request_into(seq, func, args, &mut writer.out)
+                }
+                other => other,
+            };
+            writer.len += written.map_err(ProtocolError::Encode)?;
+        }
+        let seq = writer.next_seq;
+        writer.next_seq = writer.next_seq.wrapping_add(1).max(1);
+        let mut state = self.state();
+        state.queued += usize::from(matches!(waiter, Waiter::Queued));
+        state.in_flight.insert(seq, waiter);
+        Ok(seq)
+    }
+
+    /// With a key: the hello, when one is due, once every request of the
+    /// old session has its reply (the writer is held, so none starts).
+    async fn renew_session(&self, writer: &mut Writer) -> Result<(), Error> {
+        let mut drained = false;
+        loop {
+            let due = {
+                let mut state = self.state();
+                let calls = 1 + state.in_flight.len();
+                match state.auth.as_mut() {
+                    Some(auth) => auth.needs_hello(writer.next_seq, calls),
+                    None => false,
+                }
+            };
+            if !due {
+                return Ok(());
+            }
+            if drained {
+                break;
+            }
+            self.write_out(writer).await?;
+            let mut reader = self.reader.lock().await;
+            while !self.state().in_flight.is_empty() {
+                self.read_one(&mut reader).await?;
+            }
+            // Draining may have filed the reply of a hello whose caller
+            // was dropped: due again?
+            drained = true;
+        }
+        if u64::from(writer.next_seq) + 1 > u64::from(u32::MAX) {
+            writer.next_seq = 1;
+        }
+        let Some(hello) = self.state().auth.as_ref().map(ClientAuth::hello) else {
+            return Ok(());
+        };
+        let seq = writer.next_seq;
+        let n = at_core::encode_frame(
+            at_core::Kind::Request,
+            seq,
+            &hello.body,
+            &mut writer.out[writer.len..],
+        )
+        .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        writer.len += n;
+        writer.next_seq = writer.next_seq.wrapping_add(1).max(1);
+        let (reply, rx) = oneshot::channel();
+        self.state()
+            .in_flight
+            .insert(seq, Waiter::Hello { hello, reply });
+        self.write_out(writer).await?;
+        self.wait(rx).await.map(drop)
+    }
+    /// Writes every queued request. A write cancelled part way leaves the
+    /// rest queued, so the stream stays in step.
+    async fn write_out(&self, writer: &mut Writer) -> Result<(), Error> {
+        self.usable()?;
+        while writer.written < writer.len {
+            let pending = &writer.out[writer.written..writer.len];
+            match writer.half.write(pending).await {
+                Ok(0) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Err(self.fail(e.into()));
+                }
+                Ok(n) => writer.written += n,
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+        writer.written = 0;
+        writer.len = 0;
+        Ok(())
+    }
+
+    /// Reads until one whole reply frame is in and files it.
+    async fn read_one(&self, reader: &mut Reader) -> Result<(), Error> {
+        self.usable()?;
+        loop {
+            match reader.decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    if !frame.kind.is_reply() {
-                        return Err(ProtocolError::NotAReply.into());
-                    }
-                    let seq = frame.seq();
-                    let result = match self.auth.as_mut() {
-                        None => reply_to_result(&frame),
-                        Some(auth) => match auth.open(&frame) {
-                            Opened::Verified(result) | Opened::Unauthorized(result @ Err(_)) => {
-                                result
-                            }
-                            Opened::Unauthorized(Ok(_)) => Err(ProtocolError::Broken.into()),
-                            // On TCP anything else fails the call and the
-                            // connection.
-                            Opened::Transport(e) | Opened::Damaged(e) | Opened::Forged(e) => {
-                                return Err(e);
-                            }
-                        },
-                    };
-                    // seq 0: the server speaks of the connection (busy, or
-                    // it lost step): the answer to every call in flight.
-                    if seq == 0 {
-                        return Err(result
-                            .err()
-                            .unwrap_or(ProtocolError::UnexpectedSeq(0).into()));
-                    }
-                    let Some(pos) = self.in_flight.iter().position(|&s| s == seq) else {
-                        return Err(ProtocolError::UnexpectedSeq(seq).into());
-                    };
-                    self.in_flight.remove(pos);
-                    return Ok((seq, result));
+                    let filed = self.file(&frame);
+                    return filed.map_err(|e| self.fail(e));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ProtocolError::Frame(e).into()),
+                Err(e) => return Err(self.fail(ProtocolError::Frame(e).into())),
             }
-            let n = self.stream.read(self.decoder.spare()).await?;
-            if n == 0 {
-                return Err(ProtocolError::Closed.into());
+            match reader.half.read(reader.decoder.spare()).await {
+                Ok(0) => return Err(self.fail(ProtocolError::Closed.into())),
+                Ok(n) => reader.decoder.commit(n),
+                Err(e) => return Err(self.fail(e.into())),
             }
-            self.decoder.commit(n);
+        }
+    }
+
+    /// Gives a reply to the request it answers. An `Err` breaks the
+    /// connection.
+    fn file(&self, frame: &Frame<'_>) -> Result<(), Error> {
+        if !frame.kind.is_reply() {
+            return Err(ProtocolError::NotAReply.into());
+        }
+        let seq = frame.seq();
+        let mut state = self.state();
+        if seq != 0 && matches!(state.in_flight.get(&seq), Some(Waiter::Hello { .. })) {
+            let Some(Waiter::Hello { hello, reply }) = state.in_flight.remove(&seq) else {
+                return Err(ProtocolError::Broken.into());
+            };
+            let accepted = match state.auth.as_mut() {
+                Some(auth) => auth.accept_hello(&hello, frame),
+                None => Err(Some(ProtocolError::Broken.into())),
+            };
+            return match accepted {
+                Ok(()) => {
+                    let _ = reply.send(Ok(Value::Null));
+                    Ok(())
+                }
+                // An error reply (unauthorized, busy) leaves the stream in
+                // step: the hello fails, not the connection.
+                Err(Some(e @ Error::Remote { .. })) => {
+                    let _ = reply.send(Err(e));
+                    Ok(())
+                }
+                Err(Some(e)) => Err(e),
+                Err(None) => Err(ProtocolError::BadHello.into()),
+            };
+        }
+        let result = match state.auth.as_mut() {
+            None => reply_to_result(frame),
+            Some(auth) => match auth.open(frame) {
+                Opened::Verified(result) | Opened::Unauthorized(result @ Err(_)) => result,
+                Opened::Unauthorized(Ok(_)) => return Err(ProtocolError::Broken.into()),
+                // On TCP anything else fails the call and the connection.
+                Opened::Transport(e) | Opened::Damaged(e) | Opened::Forged(e) => return Err(e),
+            },
+        };
+        // seq 0: the server speaks of the connection (busy, or it lost
+        // step): the answer to every call in flight.
+        if seq == 0 {
+            return Err(result
+                .err()
+                .unwrap_or(ProtocolError::UnexpectedSeq(0).into()));
+        }
+        match state.in_flight.remove(&seq) {
+            None => Err(ProtocolError::UnexpectedSeq(seq).into()),
+            Some(Waiter::Call { reply, .. }) => {
+                // A dropped call's reply is discarded.
+                let _ = reply.send(result);
+                Ok(())
+            }
+            Some(Waiter::Hello { .. }) => Err(ProtocolError::Broken.into()),
+            Some(Waiter::Queued) => {
+                state.queued -= 1;
+                state.ready.push_back((seq, result));
+                drop(state);
+                self.queued.notify_waiters();
+                Ok(())
+            }
+        }
+    }
+
+    /// The writer, without queueing for it when it is free.
+    async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
+        match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(_) => self.writer.lock().await,
         }
     }
 
     fn usable(&self) -> Result<(), Error> {
-        if self.broken {
+        if self.broken.load(Ordering::Acquire) {
             Err(ProtocolError::Broken.into())
         } else {
             Ok(())
         }
     }
 
-    fn fail(&mut self, e: Error) -> Error {
-        self.broken = true;
+    /// Marks the client unusable and fails every call waiting (their
+    /// channels close); returns `e` for the caller that met it.
+    fn fail(&self, e: Error) -> Error {
+        self.broken.store(true, Ordering::Release);
+        let mut state = self.state();
+        let dropped = std::mem::take(&mut state.in_flight);
+        state.queued = 0;
+        drop(state);
+        drop(dropped);
+        self.outstanding.close();
+        self.queued.notify_waiters();
         e
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding it cannot leave State inconsistent in a
+        // way that matters more than the panic itself.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&mut self) -> &mut State {
+        self.state.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl crate::client::Caller for Client {
-    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
-        &mut self,
+    fn call<A: Arg>(
+        &self,
         func: &str,
-        args: A,
+        args: &[A],
+    ) -> impl std::future::Future<Output = Result<Value, Error>> + Send {
+        Client::call(self, func, args)
+    }
+
+    fn call_as<T: DeserializeOwned>(
+        &self,
+        func: &str,
+        args: impl Serialize + Send,
     ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
         Client::call_as(self, func, args)
     }

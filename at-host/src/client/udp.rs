@@ -4,19 +4,21 @@
 //! and its defaults are explained in the public [`udp`](crate::udp) module
 //! docs.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use at_core::Frame;
 use log::debug;
-use tokio::net::UdpSocket;
+use tokio::net::{ToSocketAddrs, UdpSocket};
+use tokio::sync::{Notify, RwLock, Semaphore};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::auth::{ClientAuth, Opened};
+use super::SeqMap;
+use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
@@ -59,26 +61,102 @@ impl Default for UdpConfig {
 /// A UDP client: calls over a socket connected to one server, retransmitted
 /// until answered.
 ///
-/// ```no_run
-/// # async fn example() -> Result<(), at_host::Error> {
+/// Every call takes `&self`: calls from several tasks share the socket,
+/// each waiting for its own replies (matched by seq, whichever call's task
+/// happens to read them) on its own retransmission schedule.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use at_host::{UdpClient, UdpConfig};
-/// let mut client = UdpClient::connect("127.0.0.1:16724".parse().unwrap(), UdpConfig::default()).await?;
+/// # let server = at_host::Server::builder().calculator().udp("127.0.0.1:0".parse()?).start().await?;
+/// # let port = server.udp_addr().unwrap().port();
+/// let client = UdpClient::connect(("127.0.0.1", port), UdpConfig::default()).await?;
 /// let sum: i64 = client.call_as("add", (10, 20)).await?;
 /// assert_eq!(sum, 30);
+/// // Two calls at once on the one socket.
+/// let (a, b) = tokio::join!(
+///     client.call_as::<i64>("mul", (6, 7)),
+///     client.call_as::<f64>("div", (10, 4)),
+/// );
+/// assert_eq!((a?, b?), (42, 2.5));
 /// // Untyped, for names and arguments known only at run time.
 /// let sum = client.call("add", &[at_host::Value::Int(10), at_host::Value::Int(20)]).await?;
 /// assert_eq!(sum.to_string(), "30");
+/// # server.shutdown().await;
 /// # Ok(()) }
 /// ```
 pub struct UdpClient {
     socket: UdpSocket,
     config: UdpConfig,
+    /// The receive buffer: whoever holds it reads datagrams for every call.
+    reader: tokio::sync::Mutex<Box<[u8]>>,
+    state: Mutex<State>,
+    /// With a key: calls hold it shared, a hello exclusively, so a new
+    /// session starts only with no call of the old one out.
+    session: RwLock<()>,
+    /// With a key: fewer than 64 sealed calls outstanding (contract
+    /// section 9).
+    outstanding: Semaphore,
+}
+
+/// What the calls share, locked only between awaits.
+struct State {
     next_seq: u32,
     rng: u64,
-    recv_buf: Vec<u8>,
     stats: UdpStats,
     /// With a key: the session.
     auth: Option<ClientAuth>,
+    /// Requests awaiting a reply, by seq: where the reply goes.
+    waiting: SeqMap<Waiter>,
+}
+
+/// Where a reply goes: to the call that sent the request.
+enum Waiter {
+    Call(Arc<Mailbox>),
+    /// A hello: its reply is checked (the proof) here.
+    Hello(Hello, Arc<Mailbox>),
+}
+
+/// Where the datagrams for one call's requests are left for it, whoever
+/// read them.
+#[derive(Default)]
+struct Mailbox {
+    items: Mutex<Vec<(u32, Got)>>,
+    /// Keeps a wake-up for a call not waiting yet (`notify_one`).
+    posted: Notify,
+}
+
+impl Mailbox {
+    fn post(&self, seq: u32, got: Got) {
+        self.items().push((seq, got));
+        self.posted.notify_one();
+    }
+
+    fn take(&self) -> Option<(u32, Got)> {
+        let mut items = self.items();
+        if items.is_empty() {
+            None
+        } else {
+            Some(items.remove(0))
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items().is_empty()
+    }
+
+    fn items(&self) -> MutexGuard<'_, Vec<(u32, Got)>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A datagram for one of a call's requests.
+enum Got {
+    /// Its answer.
+    Reply(Result<Value, Error>),
+    /// It arrived damaged: retransmit now.
+    Resend,
 }
 
 /// Counters of a UDP client, for tests and benchmarks.
@@ -100,9 +178,50 @@ struct InFlight {
     result: Option<Result<Value, Error>>,
 }
 
+/// A call's requests in [`State::waiting`], taken out when the call ends
+/// (or is dropped), so late replies are ignored and nothing accumulates.
+struct Registered<'c> {
+    client: &'c UdpClient,
+    seqs: Vec<u32>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut state = self.client.state();
+        for seq in &self.seqs {
+            state.waiting.remove(seq);
+        }
+    }
+}
+
 impl UdpClient {
-    /// A client bound to an ephemeral local port, sending to `server`.
-    pub async fn connect(server: SocketAddr, config: UdpConfig) -> Result<UdpClient, Error> {
+    /// A client bound to an ephemeral local port, sending to `server`: an
+    /// address, or anything that resolves to one (`"localhost:16724"`,
+    /// `("192.168.1.20", 16724)`). UDP has no handshake to tell which of
+    /// several addresses answers, so the first one resolved is used (as
+    /// `std::net::UdpSocket::connect` does); pass an IP address to choose.
+    pub async fn connect(
+        server: impl ToSocketAddrs,
+        config: UdpConfig,
+    ) -> Result<UdpClient, Error> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(server).await? {
+            match UdpClient::connect_to(addr).await {
+                Ok(socket) => return Ok(UdpClient::with_socket(socket, config)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the address resolved to nothing",
+                )
+            })
+            .into())
+    }
+
+    async fn connect_to(server: SocketAddr) -> std::io::Result<UdpSocket> {
         let local: SocketAddr = if server.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -110,20 +229,29 @@ impl UdpClient {
         };
         let socket = UdpSocket::bind(local).await?;
         socket.connect(server).await?;
+        Ok(socket)
+    }
+
+    fn with_socket(socket: UdpSocket, config: UdpConfig) -> UdpClient {
         let rng = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish()
             | 1;
         let auth = config.key.clone().map(ClientAuth::new);
-        Ok(UdpClient {
+        UdpClient {
             socket,
-            recv_buf: vec![0u8; MAX_DATAGRAM + 1],
-            auth,
+            reader: tokio::sync::Mutex::new(vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice()),
             config,
-            next_seq: 1,
-            rng,
-            stats: UdpStats::default(),
-        })
+            state: Mutex::new(State {
+                next_seq: 1,
+                rng,
+                stats: UdpStats::default(),
+                auth,
+                waiting: SeqMap::default(),
+            }),
+            session: RwLock::new(()),
+            outstanding: Semaphore::new(MAX_OUTSTANDING),
+        }
     }
 
     /// The local address of the client's socket.
@@ -133,12 +261,12 @@ impl UdpClient {
 
     /// Counters so far.
     pub fn stats(&self) -> UdpStats {
-        self.stats
+        self.state().stats
     }
 
     /// Calls `func(args)` and waits for its reply, retransmitting as needed:
     /// the untyped call (see [`Arg`]).
-    pub async fn call<A: Arg>(&mut self, func: &str, args: &[A]) -> Result<Value, Error> {
+    pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
         let mut results = self.call_many_core(&[(func, &args)]).await?;
         results
@@ -150,7 +278,7 @@ impl UdpClient {
     /// [`Client::call_as`](crate::Client::call_as) does, retransmitting as
     /// needed.
     pub async fn call_as<T: DeserializeOwned>(
-        &mut self,
+        &self,
         func: &str,
         args: impl Serialize,
     ) -> Result<T, Error> {
@@ -162,9 +290,11 @@ impl UdpClient {
     /// Sends several calls at once and waits for all their replies, each
     /// retransmitted on its own schedule; results come in the order of
     /// `calls`. The whole batch is bounded by the config's `timeout`; a call
-    /// still unanswered then is [`Error::Timeout`].
+    /// still unanswered then is [`Error::Timeout`]. With a key, a batch
+    /// waits while 63 sealed calls are out (contract section 9: fewer than
+    /// 64); a batch of more than 63 waits for all others to finish.
     pub async fn call_many<A: Arg>(
-        &mut self,
+        &self,
         calls: &[(&str, &[A])],
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let args: Vec<_> = calls.iter().map(|(_, args)| A::to_core(args)).collect();
@@ -181,13 +311,13 @@ impl UdpClient {
     /// [`call_as`](Self::call_as) converts), in the order of `calls`.
     ///
     /// ```no_run
-    /// # async fn example(client: &mut at_host::UdpClient) -> Result<(), at_host::Error> {
+    /// # async fn example(client: &at_host::UdpClient) -> Result<(), at_host::Error> {
     /// let results = client.call_many_as::<f64, _>(&[("div", (10, 4)), ("mul", (6, 7))]).await?;
     /// assert_eq!(results[0].as_ref().ok(), Some(&2.5));
     /// # Ok(()) }
     /// ```
     pub async fn call_many_as<T: DeserializeOwned, A: Serialize>(
-        &mut self,
+        &self,
         calls: &[(&str, A)],
     ) -> Result<Vec<Result<T, Error>>, Error> {
         let mut args = Vec::with_capacity(calls.len());
@@ -209,43 +339,100 @@ impl UdpClient {
 
     /// [`call_many`](Self::call_many) with the arguments in at-core's form.
     async fn call_many_core(
-        &mut self,
+        &self,
         calls: &[(&str, &[at_core::Value<'_>])],
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let start = Instant::now();
         let deadline = start + self.config.timeout;
-        let mut order = Vec::with_capacity(calls.len());
-        let mut flights: HashMap<u32, InFlight> = HashMap::with_capacity(calls.len());
-        if let Some(auth) = self.auth.as_mut()
-            && auth.needs_hello(self.next_seq, calls.len() + 1)
-        {
-            if u64::from(self.next_seq) + calls.len() as u64 + 1 > u64::from(u32::MAX) {
-                self.next_seq = 1;
-            }
-            self.hello(deadline).await?;
-        }
-        for (func, args) in calls {
-            let seq = self.take_seq();
-            let frame = match self.auth.as_mut() {
-                Some(auth) => auth.seal(seq, &encode_body(func, args)?)?,
-                None => encode_request(seq, func, args, self.config.max_frame)?,
+        let bounded = |_| Error::Timeout(self.config.timeout);
+        let sealed = self.config.key.is_some();
+        let _permits = if sealed {
+            let n = calls.len().clamp(1, MAX_OUTSTANDING) as u32;
+            let permits =
+                tokio::time::timeout_at(deadline.into(), self.outstanding.acquire_many(n))
+                    .await
+                    .map_err(bounded)?;
+            Some(permits.map_err(|_| Error::from(ProtocolError::Broken))?)
+        } else {
+            None
+        };
+        let mailbox = Arc::new(Mailbox::default());
+        let mut registered = Registered {
+            client: self,
+            seqs: Vec::with_capacity(calls.len()),
+        };
+        let mut flights = SeqMap::with_capacity_and_hasher(calls.len(), Default::default());
+        // Number, seal and register the requests (with a key: in a session
+        // held shared; a hello first if one is due).
+        let _session = loop {
+            let shared = if sealed {
+                let guard = tokio::time::timeout_at(deadline.into(), self.session.read())
+                    .await
+                    .map_err(bounded)?;
+                Some(guard)
+            } else {
+                None
             };
-            let timeout = self.jittered(self.config.initial_timeout);
-            self.socket.send(&frame).await?;
-            self.stats.sent += 1;
-            flights.insert(
-                seq,
-                InFlight {
-                    frame,
-                    retries_left: self.config.retries,
-                    timeout,
-                    resend_at: Instant::now() + timeout,
-                    result: None,
-                },
-            );
-            order.push(seq);
+            {
+                let mut guard = self.state();
+                let state = &mut *guard;
+                let due = match state.auth.as_mut() {
+                    Some(auth) => auth.needs_hello(state.next_seq, calls.len() + 1),
+                    None => false,
+                };
+                if !due {
+                    for (func, args) in calls {
+                        let seq = state.take_seq();
+                        let frame = match state.auth.as_mut() {
+                            Some(auth) => auth.seal(seq, &encode_body(func, args)?)?,
+                            None => encode_request(seq, func, args, self.config.max_frame)?,
+                        };
+                        let timeout = state.jittered(self.config.initial_timeout);
+                        flights.insert(seq, InFlight::new(frame, timeout, &self.config));
+                        state
+                            .waiting
+                            .insert(seq, Waiter::Call(Arc::clone(&mailbox)));
+                        registered.seqs.push(seq);
+                    }
+                    break shared;
+                }
+            }
+            drop(shared);
+            let _alone = tokio::time::timeout_at(deadline.into(), self.session.write())
+                .await
+                .map_err(bounded)?;
+            self.hello(calls.len(), deadline).await?;
+        };
+        for seq in &registered.seqs {
+            if let Some(flight) = flights.get(seq) {
+                self.socket.send(&flight.frame).await?;
+                self.state().stats.sent += 1;
+            }
         }
-        let mut open = flights.len();
+        self.exchange(&mut flights, &mailbox, deadline).await?;
+        let order = registered.seqs.clone();
+        drop(registered);
+        let waited = start.elapsed();
+        Ok(order
+            .into_iter()
+            .map(|seq| {
+                flights
+                    .remove(&seq)
+                    .and_then(|f| f.result)
+                    .unwrap_or(Err(Error::Timeout(waited)))
+            })
+            .collect())
+    }
+    /// Retransmits `flights` on their schedules and takes their replies
+    /// from `mailbox` (reading the socket for every call while nobody else
+    /// does) until all are answered or `deadline`.
+    async fn exchange(
+        &self,
+        flights: &mut SeqMap<InFlight>,
+        mailbox: &Mailbox,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let mut open = flights.values().filter(|f| f.result.is_none()).count();
         while open > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -259,161 +446,212 @@ impl UdpClient {
                         flight.timeout
                     );
                     self.socket.send(&flight.frame).await?;
-                    self.stats.retransmitted += 1;
+                    self.state().stats.retransmitted += 1;
                     flight.retries_left -= 1;
                     flight.timeout = (flight.timeout * 2).min(self.config.max_backoff);
                     flight.resend_at = now + flight.timeout;
                 }
             }
-            let wake = flights
-                .values()
-                .filter(|f| f.result.is_none() && f.retries_left > 0)
-                .map(|f| f.resend_at)
-                .min()
-                .unwrap_or(deadline)
-                .min(deadline);
-            let received =
-                match tokio::time::timeout_at(wake.into(), self.socket.recv(&mut self.recv_buf))
-                    .await
-                {
-                    Err(_) => continue, // a retransmission or the deadline is due
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        // ICMP port unreachable for an earlier datagram: the
-                        // server may be restarting; retransmission decides.
-                        debug!("udp: {e}");
-                        continue;
-                    }
-                    Ok(Err(e)) => return Err(e.into()),
-                    Ok(Ok(n)) => n,
-                };
-            let frame = match Frame::parse(&self.recv_buf[..received], self.config.max_frame) {
-                Ok(frame) if frame.kind.is_reply() => frame,
-                Ok(_) => {
-                    self.ignore("a request frame");
-                    continue;
+            let Some((seq, got)) = mailbox.take() else {
+                let wake = flights
+                    .values()
+                    .filter(|f| f.result.is_none() && f.retries_left > 0)
+                    .map(|f| f.resend_at)
+                    .min()
+                    .unwrap_or(deadline)
+                    .min(deadline);
+                tokio::select! {
+                    biased;
+                    () = mailbox.posted.notified() => {}
+                    mut buf = self.reader.lock() => self.read_until(&mut buf, mailbox, wake).await?,
+                    () = tokio::time::sleep_until(wake.into()) => {}
                 }
-                Err(e) => {
-                    self.ignore(&format!("bad frame: {e}"));
-                    continue;
-                }
-            };
-            let Some(flight) = flights.get_mut(&frame.seq()).filter(|f| f.result.is_none()) else {
-                self.ignore(&format!("reply with seq {} not awaited", frame.seq()));
                 continue;
             };
-            let result = match self.auth.as_mut().map(|auth| auth.open(&frame)) {
-                None => reply_to_result(&frame),
-                Some(Opened::Verified(result) | Opened::Unauthorized(result)) => result,
-                Some(Opened::Transport(e)) => Err(e),
-                Some(Opened::Damaged(e)) => {
-                    debug!("udp seq {}: {e}; retransmitting", frame.seq());
-                    flight.resend_at = Instant::now();
-                    self.stats.ignored += 1;
-                    continue;
-                }
-                Some(Opened::Forged(e)) => {
-                    self.stats.ignored += 1;
-                    debug!("udp: ignoring a reply: {e}");
-                    continue;
-                }
+            let Some(flight) = flights.get_mut(&seq).filter(|f| f.result.is_none()) else {
+                self.ignore(&format!("reply with seq {seq} not awaited"));
+                continue;
             };
-            // The server saw our request corrupted in transit: as good as
-            // lost, so retransmit now rather than report it.
-            if let Err(e @ Error::Remote { .. }) = &result
-                && matches!(
+            match got {
+                Got::Resend => flight.resend_at = Instant::now(),
+                Got::Reply(result) => {
+                    flight.result = Some(result);
+                    open -= 1;
+                    // Duplicates from now on are not awaited.
+                    self.state().waiting.remove(&seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads datagrams, handing each to the call it is for, until one is
+    /// for `mailbox`'s call or `wake`.
+    async fn read_until(
+        &self,
+        buf: &mut [u8],
+        mailbox: &Mailbox,
+        wake: Instant,
+    ) -> Result<(), Error> {
+        while mailbox.is_empty() {
+            match tokio::time::timeout_at(wake.into(), self.socket.recv(buf)).await {
+                Err(_) => break, // a retransmission or the deadline is due
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // ICMP port unreachable for an earlier datagram: the
+                    // server may be restarting; retransmission decides.
+                    debug!("udp: {e}");
+                    break;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(n)) => self.dispatch(&buf[..n]),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one datagram to the call waiting for it, or counts it ignored.
+    fn dispatch(&self, datagram: &[u8]) {
+        let frame = match Frame::parse(datagram, self.config.max_frame) {
+            Ok(frame) if frame.kind.is_reply() => frame,
+            Ok(_) => return self.ignore("a request frame"),
+            Err(e) => return self.ignore(&format!("bad frame: {e}")),
+        };
+        let seq = frame.seq();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let (got, mailbox) = match state.waiting.get(&seq) {
+            None => {
+                drop(guard);
+                return self.ignore(&format!("reply with seq {seq} not awaited"));
+            }
+            Some(Waiter::Hello(hello, mailbox)) => {
+                let accepted = match state.auth.as_mut() {
+                    Some(auth) => auth.accept_hello(hello, &frame),
+                    None => Err(None),
+                };
+                match accepted {
+                    Ok(()) => (Got::Reply(Ok(Value::Null)), mailbox),
+                    Err(Some(e)) => (Got::Reply(Err(e)), mailbox),
+                    // A reply without a valid proof counts as not received.
+                    Err(None) => {
+                        state.stats.ignored += 1;
+                        debug!("udp: ignoring a hello reply without a valid proof");
+                        return;
+                    }
+                }
+            }
+            Some(Waiter::Call(mailbox)) => {
+                let result = match state.auth.as_mut().map(|auth| auth.open(&frame)) {
+                    None => reply_to_result(&frame),
+                    Some(Opened::Verified(result) | Opened::Unauthorized(result)) => result,
+                    Some(Opened::Transport(e)) => Err(e),
+                    Some(Opened::Damaged(e)) => {
+                        debug!("udp seq {seq}: {e}; retransmitting");
+                        state.stats.ignored += 1;
+                        mailbox.post(seq, Got::Resend);
+                        return;
+                    }
+                    Some(Opened::Forged(e)) => {
+                        state.stats.ignored += 1;
+                        debug!("udp: ignoring a reply: {e}");
+                        return;
+                    }
+                };
+                (Got::Reply(result), mailbox)
+            }
+        };
+        // The server saw our request corrupted in transit: as good as
+        // lost, so retransmit now rather than report it.
+        let got = match got {
+            Got::Reply(Err(e @ Error::Remote { .. }))
+                if matches!(
                     e.code(),
                     Some(at_core::ErrorCode::ChecksumMismatch | at_core::ErrorCode::BadFrame)
-                )
+                ) =>
             {
-                debug!(
-                    "udp seq {}: the server saw it corrupted ({e}); retransmitting",
-                    frame.seq()
-                );
-                flight.resend_at = Instant::now();
-                self.stats.ignored += 1;
-                continue;
+                debug!("udp seq {seq}: the server saw it corrupted ({e}); retransmitting");
+                state.stats.ignored += 1;
+                Got::Resend
             }
-            flight.result = Some(result);
-            open -= 1;
-        }
-        let waited = start.elapsed();
-        Ok(order
-            .into_iter()
-            .map(|seq| {
-                flights
-                    .remove(&seq)
-                    .and_then(|f| f.result)
-                    .unwrap_or(Err(Error::Timeout(waited)))
-            })
-            .collect())
+            other => other,
+        };
+        mailbox.post(seq, got);
     }
 
-    /// The handshake, retransmitted like a call until a reply with a
-    /// valid proof comes (others count as not received) or `deadline`.
-    async fn hello(&mut self, deadline: Instant) -> Result<(), Error> {
-        let Some(auth) = self.auth.as_ref() else {
-            return Ok(());
-        };
-        let hello = auth.hello();
-        let seq = self.take_seq();
-        let mut frame = vec![0u8; at_core::HEADER_LEN + hello.body.len()];
-        let n = at_core::encode_frame(at_core::Kind::Request, seq, &hello.body, &mut frame)
-            .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
-        frame.truncate(n);
-        let mut timeout = self.jittered(self.config.initial_timeout);
-        let mut retries = self.config.retries;
-        self.socket.send(&frame).await?;
-        self.stats.sent += 1;
-        let mut resend_at = Instant::now() + timeout;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(self.config.timeout));
-            }
-            if now >= resend_at && retries > 0 {
-                self.socket.send(&frame).await?;
-                self.stats.retransmitted += 1;
-                retries -= 1;
-                timeout = (timeout * 2).min(self.config.max_backoff);
-                resend_at = now + timeout;
-            }
-            let wake = if retries > 0 {
-                resend_at.min(deadline)
-            } else {
-                deadline
-            };
-            let received =
-                match tokio::time::timeout_at(wake.into(), self.socket.recv(&mut self.recv_buf))
-                    .await
-                {
-                    Err(_) => continue,
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                    Ok(Err(e)) => return Err(e.into()),
-                    Ok(Ok(n)) => n,
-                };
-            let Ok(reply) = Frame::parse(&self.recv_buf[..received], self.config.max_frame) else {
-                continue;
-            };
-            if reply.seq() != seq || !reply.kind.is_reply() {
-                continue;
-            }
-            let Some(auth) = self.auth.as_mut() else {
+    /// The handshake, retransmitted like a call until a reply with a valid
+    /// proof comes (others count as not received) or `deadline`. The
+    /// caller holds the session exclusively; `calls` are to follow.
+    async fn hello(&self, calls: usize, deadline: Instant) -> Result<(), Error> {
+        let mailbox = Arc::new(Mailbox::default());
+        let mut flights = SeqMap::with_capacity_and_hasher(1, Default::default());
+        let registered = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let Some(auth) = state.auth.as_mut() else {
                 return Ok(());
             };
-            match auth.accept_hello(&hello, &reply) {
-                Ok(()) => return Ok(()),
-                Err(Some(e)) => return Err(e),
-                // A reply without a valid proof counts as not received.
-                Err(None) => self.stats.ignored += 1,
+            // Checked again: a hello that ran while this call waited may
+            // have made this one needless.
+            if !auth.needs_hello(state.next_seq, calls + 1) {
+                return Ok(());
             }
+            if u64::from(state.next_seq) + calls as u64 + 1 > u64::from(u32::MAX) {
+                state.next_seq = 1;
+            }
+            let hello = auth.hello();
+            let seq = state.take_seq();
+            let mut frame = vec![0u8; at_core::HEADER_LEN + hello.body.len()];
+            let n = at_core::encode_frame(at_core::Kind::Request, seq, &hello.body, &mut frame)
+                .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+            frame.truncate(n);
+            let timeout = state.jittered(self.config.initial_timeout);
+            flights.insert(seq, InFlight::new(frame, timeout, &self.config));
+            state
+                .waiting
+                .insert(seq, Waiter::Hello(hello, Arc::clone(&mailbox)));
+            Registered {
+                client: self,
+                seqs: vec![seq],
+            }
+        };
+        for flight in flights.values() {
+            self.socket.send(&flight.frame).await?;
+            self.state().stats.sent += 1;
+        }
+        self.exchange(&mut flights, &mailbox, deadline).await?;
+        drop(registered);
+        match flights.into_values().next().and_then(|f| f.result) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Timeout(self.config.timeout)),
         }
     }
 
-    fn ignore(&mut self, what: &str) {
+    fn ignore(&self, what: &str) {
         debug!("udp: ignoring {what}");
-        self.stats.ignored += 1;
+        self.state().stats.ignored += 1;
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding it cannot leave State inconsistent in a
+        // way that matters more than the panic itself.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl InFlight {
+    fn new(frame: Vec<u8>, timeout: Duration, config: &UdpConfig) -> InFlight {
+        InFlight {
+            frame,
+            retries_left: config.retries,
+            timeout,
+            resend_at: Instant::now() + timeout,
+            result: None,
+        }
+    }
+}
+
+impl State {
     fn take_seq(&mut self) -> u32 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
@@ -432,10 +670,18 @@ impl UdpClient {
 }
 
 impl crate::client::Caller for UdpClient {
-    fn call_as<T: DeserializeOwned, A: Serialize + Send>(
-        &mut self,
+    fn call<A: Arg>(
+        &self,
         func: &str,
-        args: A,
+        args: &[A],
+    ) -> impl std::future::Future<Output = Result<Value, Error>> + Send {
+        UdpClient::call(self, func, args)
+    }
+
+    fn call_as<T: DeserializeOwned>(
+        &self,
+        func: &str,
+        args: impl Serialize + Send,
     ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
         UdpClient::call_as(self, func, args)
     }
