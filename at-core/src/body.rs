@@ -18,11 +18,11 @@ pub const MAX_ARGS: usize = 16;
 
 impl core::error::Error for BodyError {}
 
-fn utf8(body: &[u8]) -> Result<&str, BodyError> {
+pub(crate) fn utf8(body: &[u8]) -> Result<&str, BodyError> {
     core::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)
 }
 
-fn object_start(reader: &mut Reader<'_>) -> Result<(), BodyError> {
+pub(crate) fn object_start(reader: &mut Reader<'_>) -> Result<(), BodyError> {
     match reader.peek() {
         Some(b'{') => Ok(()),
         // Say "not JSON" rather than "not an object" for garbage.
@@ -35,7 +35,11 @@ fn object_start(reader: &mut Reader<'_>) -> Result<(), BodyError> {
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, member: &'static str) -> Result<(), BodyError> {
+pub(crate) fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    member: &'static str,
+) -> Result<(), BodyError> {
     if slot.is_some() {
         return Err(BodyError::Duplicate { member });
     }
@@ -50,6 +54,9 @@ pub struct Request<'a> {
     pub func: JsonStr<'a>,
     /// The arguments, in order.
     pub args: heapless::Vec<Value<'a>, MAX_ARGS>,
+    /// `deadline_ms` (contract section 10.4): how many milliseconds the
+    /// caller still waits, counted from when the whole frame arrived.
+    pub deadline_ms: Option<u32>,
 }
 
 impl<'a> Request<'a> {
@@ -65,6 +72,11 @@ impl<'a> Request<'a> {
     /// assert_eq!(r.args[1], Value::Float(2.5));
     /// assert_eq!(Request::parse(br#"{"func": "f", "args": [9223372036854775808]}"#),
     ///            Err(at_core::BodyError::IntegerOverflow));
+    /// // A deadline (contract section 10.4): an integer 0 to 4294967295.
+    /// let r = Request::parse(br#"{"func": "add", "args": [10, 20], "deadline_ms": 250}"#).unwrap();
+    /// assert_eq!(r.deadline_ms, Some(250));
+    /// assert!(Request::parse(br#"{"func": "f", "deadline_ms": -1}"#).is_err());
+    /// assert!(Request::parse(br#"{"func": "f", "deadline_ms": 2.5}"#).is_err());
     /// ```
     pub fn parse(body: &'a [u8]) -> Result<Request<'a>, BodyError> {
         let mut reader = Reader::new(utf8(body)?);
@@ -76,6 +88,7 @@ impl<'a> Request<'a> {
         let mut too_many = false;
         let mut overflow = false;
         let mut no_float = false;
+        let mut deadline_ms = None;
         reader.object(|reader, key| {
             if key == "func" {
                 if reader.peek() != Some(b'"') {
@@ -100,6 +113,19 @@ impl<'a> Request<'a> {
                     }
                     Ok(())
                 })
+            } else if key == "deadline_ms" {
+                // An integer 0 to 4294967295; anything else is bad_request.
+                let wrong = BodyError::WrongType {
+                    member: "deadline_ms",
+                };
+                match reader.value()? {
+                    Scalar::Value(Value::Int(d)) => set_once(
+                        &mut deadline_ms,
+                        u32::try_from(d).map_err(|_| wrong)?,
+                        "deadline_ms",
+                    ),
+                    _ => Err(wrong),
+                }
             } else {
                 reader.skip()
             }
@@ -115,7 +141,11 @@ impl<'a> Request<'a> {
         if no_float {
             return Err(BodyError::FloatUnsupported);
         }
-        Ok(Request { func, args })
+        Ok(Request {
+            func,
+            args,
+            deadline_ms,
+        })
     }
 
     /// Writes a request body for `func(args...)` into `out` and returns its

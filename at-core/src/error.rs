@@ -27,11 +27,20 @@ pub enum ErrorCode {
     Unauthorized,
     /// Anything else that went wrong on the server.
     Internal,
+    /// `deadline_ms` had passed before the function was called; it was not
+    /// called (contract section 10.4).
+    DeadlineExceeded,
+    /// The call was stopped (`rpc.cancel`, or its deadline while it ran);
+    /// it may have partly run (contract section 10.4).
+    Cancelled,
+    /// `rpc.subscribe` names a topic the server does not have (contract
+    /// section 10.3).
+    UnknownTopic,
 }
 
 impl ErrorCode {
-    /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 11] = [
+    /// Every code, in the contract's order (section 3, then section 10's).
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadFrame,
         ErrorCode::ChecksumMismatch,
         ErrorCode::FrameTooLarge,
@@ -43,6 +52,9 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Unauthorized,
         ErrorCode::Internal,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Cancelled,
+        ErrorCode::UnknownTopic,
     ];
 
     /// The code as it travels: `"division_by_zero"`, ...
@@ -59,6 +71,9 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::UnknownTopic => "unknown_topic",
         }
     }
 
@@ -88,6 +103,9 @@ impl ErrorCode {
             ErrorCode::Busy => "server busy",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal error",
+            ErrorCode::DeadlineExceeded => "deadline exceeded",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::UnknownTopic => "unknown topic",
         }
     }
 }
@@ -199,6 +217,9 @@ impl BodyError {
             BodyError::Missing { member: "args" } => "missing \"args\"",
             BodyError::Missing { .. } => "a required member is missing",
             BodyError::WrongType { member: "func" } => "\"func\" must be a string",
+            BodyError::WrongType {
+                member: "deadline_ms",
+            } => "\"deadline_ms\" must be an integer from 0 to 4294967295",
             BodyError::WrongType { member: "args" } => "\"args\" must be an array",
             BodyError::WrongType { .. } => "a member has the wrong type",
             BodyError::Duplicate { .. } => "a member appears twice",

@@ -4,6 +4,7 @@
 //! offset  size  field   meaning
 //!      0     2  magic   always 0x4154 ("AT")
 //!      2     2  flags   REQUEST 0x0001 | RESPONSE 0x0002 | ERROR 0x0004
+//!                       | NOTIFY 0x0010 (one type bit), AUTH 0x0008
 //!      4     4  seq     chosen by the requester, echoed in the reply
 //!      8     4  length  body bytes after the header
 //!     12     4  crc     CRC-32/ISO-HDLC of the body
@@ -26,11 +27,14 @@ pub const FLAG_RESPONSE: u16 = 0x0002;
 pub const FLAG_ERROR: u16 = 0x0004;
 /// Flag: the frame is authenticated (contract section 9); not a type bit.
 pub const FLAG_AUTH: u16 = 0x0008;
-/// The three message-type bits; all other bits but [`FLAG_AUTH`] are
+/// Flag bit of a one-way frame: a call that gets no reply, or an event
+/// (contract section 10).
+pub const FLAG_NOTIFY: u16 = 0x0010;
+/// The four message-type bits; all other bits but [`FLAG_AUTH`] are
 /// reserved and ignored.
-pub const KIND_MASK: u16 = FLAG_REQUEST | FLAG_RESPONSE | FLAG_ERROR;
+pub const KIND_MASK: u16 = FLAG_REQUEST | FLAG_RESPONSE | FLAG_ERROR | FLAG_NOTIFY;
 
-/// The type of a frame: exactly one of the three type bits.
+/// The type of a frame: exactly one of the four type bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A call from a client (flag `0x0001`).
@@ -39,6 +43,9 @@ pub enum Kind {
     Response,
     /// A failed reply (flag `0x0004`); the body says why.
     Error,
+    /// A one-way frame (flag `0x0010`): a call nobody answers (its body
+    /// has `func`) or an event (`topic`), contract section 10.
+    Notify,
 }
 
 impl Kind {
@@ -48,6 +55,7 @@ impl Kind {
             Kind::Request => FLAG_REQUEST,
             Kind::Response => FLAG_RESPONSE,
             Kind::Error => FLAG_ERROR,
+            Kind::Notify => FLAG_NOTIFY,
         }
     }
 
@@ -57,6 +65,7 @@ impl Kind {
             FLAG_REQUEST => Ok(Kind::Request),
             FLAG_RESPONSE => Ok(Kind::Response),
             FLAG_ERROR => Ok(Kind::Error),
+            FLAG_NOTIFY => Ok(Kind::Notify),
             0 => Err(HeaderError::NoKind { flags }),
             _ => Err(HeaderError::ManyKinds { flags }),
         }
@@ -64,7 +73,7 @@ impl Kind {
 
     /// True for the two reply kinds.
     pub const fn is_reply(self) -> bool {
-        !matches!(self, Kind::Request)
+        matches!(self, Kind::Response | Kind::Error)
     }
 }
 

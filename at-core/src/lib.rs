@@ -75,6 +75,7 @@ pub mod crc;
 pub mod decoder;
 pub mod dispatch;
 pub mod error;
+pub mod event;
 mod float;
 pub mod frame;
 pub mod header;
@@ -93,8 +94,8 @@ pub use dispatch::{Description, Function, Functions, Handler};
 pub use error::{CallError, ErrorCode};
 pub use frame::{BufferTooSmall, Frame, FrameError, encode_frame, encode_frame_with};
 pub use header::{
-    FLAG_AUTH, FLAG_ERROR, FLAG_REQUEST, FLAG_RESPONSE, HEADER_LEN, Header, HeaderError, KIND_MASK,
-    Kind, MAGIC,
+    FLAG_AUTH, FLAG_ERROR, FLAG_NOTIFY, FLAG_REQUEST, FLAG_RESPONSE, HEADER_LEN, Header,
+    HeaderError, KIND_MASK, Kind, MAGIC,
 };
 pub use json::EncodeError;
 pub use reply::{write_error_frame, write_reply};

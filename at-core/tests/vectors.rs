@@ -38,6 +38,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Request => "request",
         Kind::Response => "response",
         Kind::Error => "error",
+        Kind::Notify => "notify",
     }
 }
 

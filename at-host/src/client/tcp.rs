@@ -550,6 +550,15 @@ impl Client {
     /// Gives a reply to the request it answers. An `Err` breaks the
     /// connection.
     fn file(&self, frame: &Frame<'_>) -> Result<(), Error> {
+        if frame.kind == at_core::Kind::Notify {
+            // An event or a one-way call this client never asked for
+            // (contract section 10): dropped, the connection kept.
+            log::debug!(
+                "dropping a NOTIFY frame (seq {}) nothing asked for",
+                frame.seq()
+            );
+            return Ok(());
+        }
         if !frame.kind.is_reply() {
             return Err(ProtocolError::NotAReply.into());
         }

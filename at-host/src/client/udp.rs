@@ -513,6 +513,9 @@ impl UdpClient {
     fn dispatch(&self, datagram: &[u8]) {
         let frame = match Frame::parse(datagram, self.config.max_frame) {
             Ok(frame) if frame.kind.is_reply() => frame,
+            Ok(frame) if frame.kind == at_core::Kind::Notify => {
+                return self.ignore("a NOTIFY frame nothing asked for");
+            }
             Ok(_) => return self.ignore("a request frame"),
             Err(e) => return self.ignore(&format!("bad frame: {e}")),
         };

@@ -527,7 +527,7 @@ def tcp_checks(addr):
     def reserved_bits():
         with Conn(addr) as c:
             seq = fresh_seq()
-            c.send(frame(REQUEST | 0x8000 | 0x0010, seq, '{"func": "add", "args": [2, 2]}'))
+            c.send(frame(REQUEST | 0x8000 | 0x0100, seq, '{"func": "add", "args": [2, 2]}'))
             check_reply(c.reply(), seq, 4)
     checks.append(("tcp reserved flag bits are ignored", reserved_bits))
 
