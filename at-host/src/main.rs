@@ -42,9 +42,15 @@ enum Command {
         /// Largest request body accepted, in bytes.
         #[arg(long, default_value_t = at_core::DEFAULT_MAX_BODY, value_name = "BYTES")]
         max_frame: u32,
-        /// Most TCP connections at once; more are answered `busy`.
+        /// Most TCP connections at once; more are answered `busy` (when
+        /// full, the longest-idle connection of the address holding the
+        /// most is closed for a newcomer from another address).
         #[arg(long, default_value_t = 1024, value_name = "N")]
         max_connections: usize,
+        /// Most TCP connections from one address at once; more are
+        /// answered `busy`.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        max_per_address: usize,
         /// Close TCP connections idle this long, in seconds.
         #[arg(long, default_value_t = 300.0, value_name = "SECS")]
         idle_timeout: f64,
@@ -290,6 +296,7 @@ fn main() -> ExitCode {
                 udp,
                 max_frame,
                 max_connections,
+                max_per_address,
                 idle_timeout,
                 name,
                 keys,
@@ -316,7 +323,13 @@ fn main() -> ExitCode {
                 if kids.windows(2).any(|w| w[0] == w[1]) {
                     return usage("two keys have the same key id");
                 }
-                serve(tcp.0, udp.0, max_frame, max_connections, idle, name, all).await
+                let limits = Limits {
+                    max_frame,
+                    max_connections,
+                    max_per_address,
+                    idle_timeout: idle,
+                };
+                serve(tcp.0, udp.0, limits, name, all).await
             }
             Command::Keygen { kid } => match AuthKey::generate(&kid) {
                 Ok(key) => {
@@ -470,12 +483,18 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The limits `serve` takes from its flags.
+struct Limits {
+    max_frame: u32,
+    max_connections: usize,
+    max_per_address: usize,
+    idle_timeout: Duration,
+}
+
 async fn serve(
     tcp: Option<SocketAddr>,
     udp: Option<SocketAddr>,
-    max_frame: u32,
-    max_connections: usize,
-    idle_timeout: Duration,
+    limits: Limits,
     name: Option<String>,
     keys: Vec<AuthKey>,
 ) -> ExitCode {
@@ -485,9 +504,10 @@ async fn serve(
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()
-        .max_frame(max_frame)
-        .max_connections(max_connections.max(1))
-        .idle_timeout(idle_timeout);
+        .max_frame(limits.max_frame)
+        .max_connections(limits.max_connections.max(1))
+        .max_per_address(limits.max_per_address.max(1))
+        .idle_timeout(limits.idle_timeout);
     if let Some(name) = name {
         builder = builder.name(name);
     }

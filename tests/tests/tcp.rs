@@ -386,6 +386,105 @@ async fn over_max_connections_new_clients_get_busy() {
     server.shutdown().await;
 }
 
+/// A TCP connection to `addr` from `from` (any of 127.0.0.0/8 is loopback
+/// on Linux, so 127.0.0.2 is another address of this host).
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .expect("bind a loopback source address");
+    let stream = tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// One `add` call over a raw connection; its outcome ("3", "error busy").
+async fn add_once(s: &mut TcpStream, seq: u32) -> String {
+    write(s, &calc(seq, "add", "1", "2")).await;
+    read_reply(s).await.outcome()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_per_address_that_address_gets_busy_and_others_are_served() {
+    let (server, addr) = start(ServerConfig {
+        max_per_address: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut a = connect_from("127.0.0.1", addr).await;
+    let mut b = connect_from("127.0.0.1", addr).await;
+    assert_eq!(add_once(&mut a, 1).await, "3");
+    assert_eq!(add_once(&mut b, 1).await, "3");
+    // A third from the same address is refused exactly like over the
+    // global limit: `busy` with seq 0, then closed.
+    let mut third = connect_from("127.0.0.1", addr).await;
+    let reply = read_reply(&mut third).await;
+    assert_eq!(
+        (reply.header.seq, reply.outcome()),
+        (0, "error busy".to_owned())
+    );
+    read_until_closed(&mut third).await;
+    // Another address is served, and the first two still are.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    assert_eq!(add_once(&mut other, 1).await, "3");
+    assert_eq!(add_once(&mut a, 2).await, "3");
+    // A slot given back is a slot for that address again.
+    drop(b);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = connect_from("127.0.0.1", addr).await;
+        if add_once(&mut c, 1).await == "3" {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a freed per-address slot was never reused");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_closes_the_longest_idle_connection_of_the_biggest_holder() {
+    let (server, addr) = start(ServerConfig {
+        max_connections: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut a = connect_from("127.0.0.1", addr).await;
+    let mut b = connect_from("127.0.0.1", addr).await;
+    let mut c = connect_from("127.0.0.1", addr).await;
+    assert_eq!(add_once(&mut a, 1).await, "3");
+    assert_eq!(add_once(&mut b, 1).await, "3");
+    assert_eq!(add_once(&mut c, 1).await, "3");
+    // a is used again: b is now the longest idle.
+    assert_eq!(add_once(&mut a, 2).await, "3");
+    // Every slot is taken by 127.0.0.1; a client from 127.0.0.2 is served
+    // at once, and b is closed for it.
+    let started = std::time::Instant::now();
+    let mut newcomer = connect_from("127.0.0.2", addr).await;
+    assert_eq!(add_once(&mut newcomer, 1).await, "3");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the newcomer waited {took:?}"
+    );
+    assert!(read_until_closed(&mut b).await.is_empty());
+    assert_eq!(add_once(&mut a, 3).await, "3");
+    assert_eq!(add_once(&mut c, 2).await, "3");
+    // Full again; 127.0.0.1 holds 2, no more than a newcomer from it would
+    // have: it is refused, nobody is closed.
+    let mut refused = connect_from("127.0.0.1", addr).await;
+    assert_eq!(read_reply(&mut refused).await.outcome(), "error busy");
+    read_until_closed(&mut refused).await;
+    assert_eq!(add_once(&mut a, 4).await, "3");
+    assert_eq!(add_once(&mut c, 3).await, "3");
+    assert_eq!(add_once(&mut newcomer, 2).await, "3");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_reset_half_close_or_vanish_mid_reply_do_not_hurt_the_server() {
     let (server, addr) = calculator().await;

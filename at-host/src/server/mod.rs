@@ -8,6 +8,7 @@
 //! serving the sockets `start` bound, and the pieces they need:
 //!
 //! - [`tcp`]: the accept loop and the per-connection loop;
+//! - [`slots`]: the TCP connection table and its limits by address;
 //! - [`udp`]: the datagram loop and the rationing of its error replies;
 //! - [`cache`]: the UDP reply cache that makes execution at-most-once;
 //! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`].
@@ -19,6 +20,7 @@ mod cache;
 mod destination;
 pub(crate) mod log_limit;
 mod registry;
+mod slots;
 mod tcp;
 mod typed;
 mod udp;
@@ -50,8 +52,14 @@ pub struct ServerConfig {
     /// `frame_too_large` and, on TCP, a closed connection. Default 65536.
     pub max_frame: u32,
     /// Most TCP connections served at once; more get `busy` and are closed.
-    /// Default 1024.
+    /// Default 1024. When every slot is taken, the longest-idle connection
+    /// of the address holding the most is closed for a newcomer from an
+    /// address holding fewer.
     pub max_connections: usize,
+    /// Most TCP connections from one address at once (an IPv4 peer of a
+    /// dual-stack socket counts as its IPv4 address); more get `busy` and
+    /// are closed. Default 64.
+    pub max_per_address: usize,
     /// A TCP connection with nothing buffered is closed after this long
     /// without a byte. Default 300 s.
     pub idle_timeout: Duration,
@@ -74,6 +82,7 @@ impl Default for ServerConfig {
             name: host_name(),
             max_frame: at_core::DEFAULT_MAX_BODY,
             max_connections: 1024,
+            max_per_address: 64,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),
             udp_cache_entries: 4096,
@@ -234,6 +243,12 @@ impl ServerBuilder {
     /// Most TCP connections at once.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
+        self
+    }
+
+    /// Most TCP connections from one address at once.
+    pub fn max_per_address(mut self, n: usize) -> Self {
+        self.config.max_per_address = n;
         self
     }
 

@@ -1,6 +1,6 @@
-//! The TCP side of the server: the accept loop (with its connection limit
-//! and `busy` refusals) and the loop serving one connection, which answers
-//! every whole frame buffered with one write.
+//! The TCP side of the server: the accept loop (with the connection limits
+//! of [`Slots`] and `busy` refusals) and the loop serving one connection,
+//! which answers every whole frame buffered with one write.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,20 +12,21 @@ use at_core::{ErrorCode, FrameDecoder, HEADER_LEN, Kind};
 use log::{info, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::log_limit::protocol_warn;
+use super::slots::{Slots, Ticket};
 use super::{ServerConfig, Shared, Step};
 
 /// Accepts connections until `stop` turns true, serving each on its own
-/// task, at most `max_connections` at once; drops `alive` when done.
+/// task within the limits of [`Slots`]; drops `alive` when done.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let slots = Slots::new(shared.config.max_connections, shared.config.max_per_address);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -42,21 +43,18 @@ pub(super) async fn accept_loop(
             }
         };
         let alive = alive.clone();
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match slots.admit(peer.ip()) {
+            Ok(ticket) => {
                 let (shared, stop) = (shared.clone(), stop.clone());
                 tokio::spawn(async move {
                     info!("connection from {peer}");
-                    let reason = serve_connection(stream, peer, &shared, stop).await;
+                    let reason = serve_connection(stream, peer, &shared, stop, &ticket).await;
                     info!("connection from {peer} closed: {reason}");
-                    drop((permit, alive));
+                    drop((ticket, alive));
                 });
             }
-            Err(_) => {
-                protocol_warn!(
-                    "refusing {peer}: over {} connections",
-                    shared.config.max_connections
-                );
+            Err(refusal) => {
+                protocol_warn!("refusing {peer}: {refusal}");
                 let timeout = shared.config.frame_timeout;
                 tokio::spawn(async move {
                     refuse_busy(stream, timeout).await;
@@ -102,6 +100,7 @@ enum EndReason {
     Io(io::Error),
     OutOfStep(at_core::FrameError),
     Shutdown,
+    Evicted,
 }
 
 impl std::fmt::Display for EndReason {
@@ -115,6 +114,9 @@ impl std::fmt::Display for EndReason {
             EndReason::Io(e) => write!(f, "{e}"),
             EndReason::OutOfStep(e) => write!(f, "stream out of step ({e})"),
             EndReason::Shutdown => f.write_str("server shutting down"),
+            EndReason::Evicted => {
+                f.write_str("longest idle of the busiest address, closed for a newcomer")
+            }
         }
     }
 }
@@ -126,6 +128,7 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
+    ticket: &Ticket,
 ) -> EndReason {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
@@ -237,10 +240,13 @@ async fn serve_connection(
         } else {
             (config.idle_timeout, EndReason::Idle)
         };
+        ticket.idle();
         let read = tokio::select! {
             read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
             _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+            _ = ticket.evicted() => return EndReason::Evicted,
         };
+        ticket.busy();
         match read {
             Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(Ok(0)) => return EndReason::PeerClosed,
