@@ -152,12 +152,25 @@ enum Command {
     Demo,
     /// Measure calls/s and latency, optionally against a raw-socket echo.
     Bench {
+        #[command(subcommand)]
+        tool: Option<BenchTool>,
         /// Bench this server (HOST:PORT, TCP and UDP) instead of an in-process one.
         #[arg(long, value_name = "ADDR")]
         server: Option<SocketAddr>,
         /// Only the UDP scenario.
         #[arg(long)]
         udp: bool,
+        /// Only this scenario.
+        #[arg(long, value_enum, value_name = "NAME", conflicts_with = "udp")]
+        scenario: Option<bench::Shape>,
+        /// Call with pre-encoded frames and read replies by their header
+        /// (for `--server` an echo-server, or AT called the same way).
+        #[arg(long, conflicts_with = "key")]
+        raw: bool,
+        /// Seal every call with this key, KID:HEX (the in-process server
+        /// then requires it).
+        #[arg(long, value_name = "KID:HEX")]
+        key: Option<String>,
         /// Connections in the many-connections scenario.
         #[arg(long, default_value_t = 100, value_name = "C")]
         connections: usize,
@@ -176,6 +189,18 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `at-host bench`'s helpers.
+#[derive(Subcommand)]
+enum BenchTool {
+    /// A blocking echo server (std threads, one per connection; UDP on the
+    /// same port), the baseline of scripts/bench-vs-echo.sh; serves until
+    /// killed.
+    EchoServer {
+        /// Address to listen on (TCP and UDP; port 0: the OS chooses).
+        addr: SocketAddr,
     },
 }
 
@@ -248,8 +273,12 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet, base);
     if let Command::Bench {
+        tool,
         server,
         udp,
+        scenario,
+        raw,
+        key,
         connections,
         depth,
         calls,
@@ -263,9 +292,23 @@ fn main() -> ExitCode {
             Some(d) => d,
             None => None,
         };
+        if let Some(BenchTool::EchoServer { addr }) = tool {
+            return match bench::echo_server(addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => transport(&format!("echo-server: {e}")),
+            };
+        }
+        let key = match key.as_deref().map(AuthKey::parse) {
+            Some(Err(e)) => return usage(&format!("--key: {e}")),
+            Some(Ok(key)) => Some(key),
+            None => None,
+        };
         let options = bench::Options {
             server,
             udp_only: udp,
+            scenario,
+            raw,
+            key,
             connections: connections.max(1),
             depth: depth.max(1),
             calls: calls.max(1),
@@ -279,10 +322,7 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -436,6 +476,23 @@ fn main() -> ExitCode {
             Command::Bench { .. } => ExitCode::SUCCESS,
         }
     })
+}
+
+/// The runtime a command runs on. `serve` on one core (the cores this
+/// process may use, as `taskset` sets them) takes a current-thread runtime:
+/// the I/O driver and every task on one thread, no work-stealing machinery
+/// between a read and its reply. On more cores, a multi-thread runtime
+/// with one worker per core spreads connections over them.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if matches!(command, Command::Serve { .. }) && cores == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Logging to stderr: info by default (`base` 0; -1 is warn), each -v one

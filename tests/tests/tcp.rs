@@ -624,3 +624,68 @@ async fn a_server_that_never_answers_times_the_client_out() {
     assert!(started.elapsed() >= timeout);
     assert!(started.elapsed() < PATIENCE);
 }
+
+/// `at-host serve` on one core runs on a current-thread runtime: the I/O
+/// driver, every connection and every async function on one thread. An
+/// async function that sleeps still holds up only its own connection (and
+/// on UDP, only its own call): the others are answered meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn on_one_thread_a_sleeping_async_function_does_not_delay_other_clients() {
+    const SLEEP: Duration = Duration::from_millis(600);
+    let server = Server::builder()
+        .calculator()
+        .async_function("sleepy", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ms
+        })
+        .tcp(LOOPBACK.parse().unwrap())
+        .udp(LOOPBACK.parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let (tcp, udp) = (server.tcp_addr().unwrap(), server.udp_addr().unwrap());
+    let mut sleeper = client(tcp).await;
+    let mut quick = client(tcp).await;
+    let mut udp_sleeper = at_host::UdpClient::connect(udp, Default::default())
+        .await
+        .unwrap();
+    let mut udp_quick = at_host::UdpClient::connect(udp, Default::default())
+        .await
+        .unwrap();
+    let ms = V::Int(SLEEP.as_millis() as i64);
+    let slow = async {
+        let started = std::time::Instant::now();
+        let (tcp, udp) = tokio::join!(
+            sleeper.call("sleepy", std::slice::from_ref(&ms)),
+            udp_sleeper.call("sleepy", std::slice::from_ref(&ms)),
+        );
+        (tcp.unwrap(), udp.unwrap(), started.elapsed())
+    };
+    let fast = async {
+        // Let both sleeping calls reach the server first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            assert_eq!(
+                quick.call("add", &[V::Int(1), V::Int(1)]).await.unwrap(),
+                Value::Int(2)
+            );
+            assert_eq!(
+                udp_quick
+                    .call("add", &[V::Int(2), V::Int(2)])
+                    .await
+                    .unwrap(),
+                Value::Int(4)
+            );
+        }
+        started.elapsed()
+    };
+    let ((tcp_ms, udp_ms, slow_took), fast_took) = tokio::join!(slow, fast);
+    assert_eq!((tcp_ms, udp_ms), (Value::Int(600), Value::Int(600)));
+    assert!(slow_took >= SLEEP, "the async functions ran {slow_took:?}");
+    assert!(
+        fast_took < SLEEP / 2,
+        "40 calls on other connections took {fast_took:?} while two functions slept {SLEEP:?}"
+    );
+    server.shutdown().await;
+}

@@ -15,62 +15,151 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
 };
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 
-/// Asks the kernel to report each datagram's destination address.
-/// Failures only mean every datagram counts as unicast.
-pub(super) fn enable(socket: &UdpSocket) {
-    let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
-    let _ = setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true);
+/// The server's UDP socket, registered for reading only: a send that finds
+/// the socket full waits briefly (see [`send`]) rather than having every
+/// send's room freed wake the loop for nothing.
+pub(super) type Socket = AsyncFd<std::net::UdpSocket>;
+
+/// Asks the kernel to report each datagram's destination address, if it
+/// can be other than the address bound: on a wildcard, broadcast or
+/// multicast address. Returns whether it did (failures only mean every
+/// datagram counts as unicast).
+pub(super) fn enable(socket: &std::net::UdpSocket) -> bool {
+    let bound = match socket.local_addr() {
+        Ok(addr) => addr.ip().to_canonical(),
+        Err(_) => return false,
+    };
+    let may_be_other = match bound {
+        IpAddr::V4(ip) => ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.is_multicast(),
+    };
+    if !may_be_other {
+        return false;
+    }
+    let v4 = setsockopt(socket, sockopt::Ipv4PacketInfo, &true).is_ok();
+    let v6 = setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true).is_ok();
+    v4 || v6
 }
 
-/// The next datagram: its length, its sender, and where it was sent to
-/// (when the kernel said).
+/// Datagrams read by one `recvmmsg` at most.
+pub(super) const BATCH: usize = 4;
+
+/// One datagram read into the buffer of the same index.
+#[derive(Clone, Copy)]
+pub(super) struct Received {
+    /// Its length.
+    pub len: usize,
+    /// Its sender (none: the kernel gave no address, the datagram is
+    /// dropped).
+    pub peer: Option<SocketAddr>,
+    /// Where it was sent to, when the kernel said.
+    pub to: Option<IpAddr>,
+}
+
+/// The datagrams waiting (at least one, at most [`BATCH`]), into `bufs`
+/// and described in `got`; waits for one if none is. Destinations are read
+/// when `pktinfo` (from [`enable`]) says the kernel tells them.
+///
+/// Fewer than a batch means the socket's queue is empty: its readiness is
+/// cleared then, so the loop waits for the next datagram without first
+/// trying a read that would find nothing.
 pub(super) async fn recv(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    socket
-        .async_io(Interest::READABLE, || recv_now(socket, buf))
-        .await
-}
-
-fn recv_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let peer = msg
-        .address
-        .as_ref()
-        .and_then(socket_addr)
-        .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
-    let mut destination = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for cmsg in cmsgs {
-            match cmsg {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    destination = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
-                    ))));
+    socket: &Socket,
+    pktinfo: bool,
+    bufs: &mut [Vec<u8>; BATCH],
+    got: &mut Vec<Received>,
+) -> io::Result<()> {
+    got.clear();
+    loop {
+        let mut ready = socket.readable().await?;
+        match recv_now(ready.get_inner(), pktinfo, bufs, got) {
+            Ok(n) => {
+                if n < BATCH {
+                    ready.clear_ready();
                 }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    let v6 = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    destination = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
-                }
-                _ => {}
+                return Ok(());
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+            Err(e) => return Err(e),
         }
     }
-    Ok((msg.bytes, peer, destination))
+}
+
+fn recv_now(
+    socket: &std::net::UdpSocket,
+    pktinfo: bool,
+    bufs: &mut [Vec<u8>; BATCH],
+    got: &mut Vec<Received>,
+) -> io::Result<usize> {
+    {
+        // New headers each time: nix does not reset the lengths the kernel
+        // wrote back (address, control messages) before reusing them.
+        let space =
+            pktinfo.then(|| nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::in_pktinfo));
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, space);
+        let headers = &mut headers;
+        let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let received = recvmmsg(
+            socket.as_raw_fd(),
+            headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in received {
+            let peer = msg.address.as_ref().and_then(socket_addr);
+            let mut to = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for cmsg in cmsgs {
+                    match cmsg {
+                        ControlMessageOwned::Ipv4PacketInfo(info) => {
+                            to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                                info.ipi_addr.s_addr,
+                            ))));
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(info) => {
+                            let v6 = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                            to = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            got.push(Received {
+                len: msg.bytes,
+                peer,
+                to,
+            });
+        }
+        Ok(got.len())
+    }
+}
+
+/// Tries sending a full socket's datagram again this many times, a
+/// millisecond apart, before dropping it (the client retransmits).
+const SEND_TRIES: u32 = 20;
+
+/// Sends `bytes` to `peer`; if the socket's send buffer is full, tries
+/// again for up to [`SEND_TRIES`] ms, then drops the datagram.
+pub(super) async fn send(socket: &Socket, bytes: &[u8], peer: SocketAddr) -> io::Result<()> {
+    for _ in 0..SEND_TRIES {
+        match socket.get_ref().send_to(bytes, peer) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the send buffer stayed full",
+    ))
 }
 
 fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
@@ -91,14 +180,15 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
 /// every 10 s.
 static BROADCASTS: Mutex<Option<(Instant, Vec<Ipv4Addr>)>> = Mutex::new(None);
 
-fn interface_broadcasts() -> Vec<Ipv4Addr> {
+/// Whether `ip` is the broadcast address of one of this host's interfaces.
+fn is_interface_broadcast(ip: Ipv4Addr) -> bool {
     let mut cached = BROADCASTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((read, addrs)) = cached.as_ref()
         && read.elapsed() < Duration::from_secs(10)
     {
-        return addrs.clone();
+        return addrs.contains(&ip);
     }
     let v4 = |a: Option<SockaddrStorage>| a.and_then(|a| a.as_sockaddr_in().map(|a| a.ip()));
     let interfaces: Vec<_> = nix::ifaddrs::getifaddrs()
@@ -112,15 +202,18 @@ fn interface_broadcasts() -> Vec<Ipv4Addr> {
         .filter_map(|(_, b)| *b)
         .filter(|b| !own.contains(b) && !b.is_unspecified())
         .collect();
-    *cached = Some((Instant::now(), addrs.clone()));
-    addrs
+    let found = addrs.contains(&ip);
+    *cached = Some((Instant::now(), addrs));
+    found
 }
 
 /// Whether a datagram sent to `destination` was a broadcast or multicast.
 pub(super) fn is_broadcast(destination: IpAddr) -> bool {
     match destination {
         IpAddr::V4(ip) => {
-            ip.is_broadcast() || ip.is_multicast() || interface_broadcasts().contains(&ip)
+            ip.is_broadcast()
+                || ip.is_multicast()
+                || (!ip.is_loopback() && is_interface_broadcast(ip))
         }
         IpAddr::V6(ip) => ip.is_multicast(),
     }

@@ -294,7 +294,7 @@ impl ServerBuilder {
         }
         if let Some(addr) = self.udp {
             let socket = bind_udp(addr)?;
-            udp_addr = Some(socket.local_addr()?);
+            udp_addr = Some(socket.get_ref().local_addr()?);
             tokio::spawn(udp::serve(
                 socket,
                 shared.clone(),
@@ -319,7 +319,9 @@ const UDP_RECEIVE_BUFFER: usize = 2 << 20;
 /// Pending connections the kernel queues for `accept`.
 const TCP_BACKLOG: i32 = 1024;
 
-fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// The UDP socket, registered with the runtime for reading only (see
+/// `destination::Socket`).
+fn bind_udp(addr: SocketAddr) -> io::Result<tokio::io::unix::AsyncFd<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
@@ -328,7 +330,12 @@ fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     dual_stack(&socket, addr);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    // `with_interest` is deprecated for its lack of I/O safety: sound only
+    // if the descriptor stays open and the same while registered. It does:
+    // the AsyncFd owns the socket, and nothing here swaps it (`get_mut` is
+    // never called). The unsafe replacement is not allowed in this crate.
+    #[allow(deprecated)]
+    tokio::io::unix::AsyncFd::with_interest(socket.into(), tokio::io::Interest::READABLE)
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -92,8 +92,9 @@ impl Slots {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(BUSY - 1)
+    fn since_epoch(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(BUSY - 1)
     }
 
     /// A slot for a connection from `address`, closing another address's
@@ -173,10 +174,10 @@ impl Table {
 }
 
 impl Ticket {
-    /// Marks the connection as waiting for its peer from now on.
-    pub(super) fn idle(&self) {
-        let now = self.slots.now();
-        self.slot.idle_since.store(now, Ordering::Relaxed);
+    /// Marks the connection as waiting for its peer since `now`.
+    pub(super) fn idle(&self, now: Instant) {
+        let since = self.slots.since_epoch(now);
+        self.slot.idle_since.store(since, Ordering::Relaxed);
     }
 
     /// Marks the connection as working (not to be closed for another).
@@ -231,10 +232,10 @@ mod tests {
             .map(|_| slots.admit(ip("10.0.0.1")).unwrap())
             .collect();
         let other = slots.admit(ip("10.0.0.2")).unwrap();
-        other.idle();
+        other.idle(Instant::now());
         // held[1] waits longest, held[0] is working, held[2] went idle last.
-        held[1].idle();
-        held[2].idle();
+        held[1].idle(Instant::now());
+        held[2].idle(Instant::now());
         let newcomer = slots.admit(ip("10.0.0.3")).unwrap();
         assert_eq!(slots.held(), 4);
         let table = slots.table();
@@ -266,8 +267,8 @@ mod tests {
         let slots = Slots::new(2, 10);
         let a = slots.admit(ip("10.0.0.1")).unwrap();
         let b = slots.admit(ip("10.0.0.2")).unwrap();
-        a.idle();
-        b.idle();
+        a.idle(Instant::now());
+        b.idle(Instant::now());
         // 10.0.0.2 holds 1, as much as the biggest holder: nothing to gain.
         assert_eq!(slots.admit(ip("10.0.0.2")).err(), Some(Refusal::Full(2)));
         // A working connection is never closed for another.

@@ -13,6 +13,7 @@ use log::{info, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::log_limit::protocol_warn;
 use super::slots::{Slots, Ticket};
@@ -127,7 +128,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     ticket: &Ticket,
 ) -> EndReason {
     let _ = stream.set_nodelay(true);
@@ -142,6 +143,22 @@ async fn serve_connection(
     let mut out = vec![0u8; 2 * reply_room];
     let mut pending = 0usize;
     let origin = Origin::from(Transport::Stream, peer);
+    // Shutdown and eviction, waited for across every read: registered
+    // once per connection, not once per read.
+    let mut stopping = stop.clone();
+    let ended = async {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => EndReason::Shutdown,
+            () = ticket.evicted() => EndReason::Evicted,
+        }
+    };
+    tokio::pin!(ended);
+    // The idle and frame timeouts share one timer, moved only when a wait's
+    // deadline comes before the timer's; when it fires early (set for an
+    // earlier wait), it is set again. So a read costs a clock reading, not
+    // a timer registered and removed.
+    let timer = tokio::time::sleep(config.frame_timeout.min(config.idle_timeout));
+    tokio::pin!(timer);
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -174,7 +191,7 @@ async fn serve_connection(
                         }
                         tokio::select! {
                             _ = tokio::time::timeout(config.idle_timeout, done.changed()) => {}
-                            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+                            reason = &mut ended => return reason,
                         }
                         step = shared.admit(&frame, &origin, &mut out[..reply_room], false);
                     }
@@ -240,19 +257,30 @@ async fn serve_connection(
         } else {
             (config.idle_timeout, EndReason::Idle)
         };
-        ticket.idle();
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
-            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
-            _ = ticket.evicted() => return EndReason::Evicted,
+        let now = Instant::now();
+        let deadline = now + timeout;
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
+        ticket.idle(now.into_std());
+        let read = loop {
+            tokio::select! {
+                read = stream.read(decoder.spare()) => break read,
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        return on_timeout;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                reason = &mut ended => return reason,
+            }
         };
         ticket.busy();
         match read {
-            Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
-            Ok(Ok(0)) => return EndReason::PeerClosed,
-            Ok(Ok(n)) => decoder.commit(n),
-            Ok(Err(e)) => return EndReason::Io(e),
-            Err(_) => return on_timeout,
+            Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
+            Ok(0) => return EndReason::PeerClosed,
+            Ok(n) => decoder.commit(n),
+            Err(e) => return EndReason::Io(e),
         }
     }
 }
@@ -268,7 +296,18 @@ async fn flush(
     if *pending == 0 {
         return Ok(());
     }
-    match tokio::time::timeout(config.frame_timeout, stream.write_all(&out[..*pending])).await {
+    // Most often the socket takes it all at once: no timer then.
+    let written = match stream.try_write(&out[..*pending]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(EndReason::Io(e)),
+    };
+    if written == *pending {
+        *pending = 0;
+        return Ok(());
+    }
+    let rest = &out[written..*pending];
+    match tokio::time::timeout(config.frame_timeout, stream.write_all(rest)).await {
         Ok(Ok(())) => {
             *pending = 0;
             Ok(())

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use at_core::auth::{Origin, Transport};
 use at_core::{Frame, FrameError, HEADER_LEN, Kind};
 use log::debug;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
@@ -24,7 +23,7 @@ use crate::shared::wire::MAX_DATAGRAM;
 /// Serves calls arriving on `socket` until `stop` turns true; drops `alive`
 /// when done.
 pub(super) async fn serve(
-    socket: UdpSocket,
+    socket: destination::Socket,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
@@ -38,7 +37,9 @@ pub(super) async fn serve(
     let config = &shared.config;
     let max_body = config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
-    let mut buf = vec![0u8; MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1];
+    let room = MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1;
+    let mut bufs: [Vec<u8>; destination::BATCH] = std::array::from_fn(|_| vec![0u8; room]);
+    let mut got = Vec::with_capacity(destination::BATCH);
     let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
     let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
     let mut cache = ReplyCache::new(
@@ -46,16 +47,19 @@ pub(super) async fn serve(
         config.udp_cache_per_client,
         config.udp_cache_age,
     );
-    destination::enable(&socket);
+    let pktinfo = destination::enable(socket.get_ref());
+    // Waited for across every datagram: registered once, not once each.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     loop {
         let event = tokio::select! {
-            r = destination::recv(&socket, &mut buf) => Event::Datagram(r),
+            r = destination::recv(&socket, pktinfo, &mut bufs, &mut got) => Event::Datagrams(r),
             Some(done) = finished.recv() => Event::Finished(done),
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stopped => break,
         };
-        let (len, peer, to) = match event {
-            Event::Datagram(Ok(received)) => received,
-            Event::Datagram(Err(e)) => {
+        match event {
+            Event::Datagrams(Ok(())) => {}
+            Event::Datagrams(Err(e)) => {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
                 debug!("udp receive error: {e}");
@@ -71,103 +75,110 @@ pub(super) async fn serve(
                 }
                 continue;
             }
-        };
-        // Discovery: a broadcast or multicast request is answered only
-        // with success, and after a random pause.
-        let broadcast = to.is_some_and(destination::is_broadcast);
-        log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
-        let now = Instant::now();
-        let reply_len = match Frame::parse(&buf[..len], max_body) {
-            Err(e @ FrameError::SizeMismatch { .. }) => {
-                protocol_warn!("udp from {peer}: dropped: {e}");
-                None
-            }
-            Err(e) => {
-                protocol_warn!("udp from {peer}: bad frame: {e}");
-                // Error replies to bad datagrams are rationed: a flood of
-                // garbage (perhaps from spoofed addresses) must neither
-                // crowd out real calls nor be reflected at full rate.
-                if error_replies.take(now) {
-                    at_core::respond_to_error(&e, &mut out)
-                } else {
+        }
+        for (received, buf) in got.iter().zip(&bufs) {
+            let destination::Received { len, peer, to } = *received;
+            let Some(peer) = peer else {
+                debug!("udp: a datagram without a sender address: dropped");
+                continue;
+            };
+            // Discovery: a broadcast or multicast request is answered only
+            // with success, and after a random pause.
+            let broadcast = to.is_some_and(destination::is_broadcast);
+            log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
+            let now = Instant::now();
+            let reply_len = match Frame::parse(&buf[..len], max_body) {
+                Err(e @ FrameError::SizeMismatch { .. }) => {
+                    protocol_warn!("udp from {peer}: dropped: {e}");
                     None
                 }
-            }
-            Ok(frame) if frame.kind != Kind::Request => {
-                protocol_warn!(
-                    "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
-                    frame.kind
-                );
-                None
-            }
-            Ok(frame) => {
-                let seq = frame.seq();
-                let request = (frame.header.length, frame.header.crc);
-                // Plain requests: byte-identical retransmissions get the
-                // remembered reply (section 5). Authenticated ones: the
-                // guard remembers by (session, seq), after the tag.
-                let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
-                if plain && let Some(reply) = cache.get(peer, seq, request, now) {
-                    debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
-                    answer(&socket, reply, peer, broadcast).await;
-                    continue;
+                Err(e) => {
+                    protocol_warn!("udp from {peer}: bad frame: {e}");
+                    // Error replies to bad datagrams are rationed: a flood of
+                    // garbage (perhaps from spoofed addresses) must neither
+                    // crowd out real calls nor be reflected at full rate.
+                    if error_replies.take(now) {
+                        at_core::respond_to_error(&e, &mut out)
+                    } else {
+                        None
+                    }
                 }
-                if running.contains(&(peer, seq)) {
-                    debug!("udp from {peer}: seq {seq} again while it runs: dropped");
-                    continue;
+                Ok(frame) if frame.kind != Kind::Request => {
+                    protocol_warn!(
+                        "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
+                        frame.kind
+                    );
+                    None
                 }
-                let origin = Origin {
-                    transport: Transport::Datagram,
-                    peer: Some(peer),
-                    broadcast,
-                };
-                // A datagram never waits: a replay of a call still running
-                // is dropped by the guard, and the client retransmits.
-                match shared.admit(&frame, &origin, &mut out, false) {
-                    Step::Reply(n) => Some(n),
-                    Step::Drop | Step::Wait(_) => None,
-                    Step::Call {
-                        body,
-                        seal,
-                        running: call,
-                    } if shared.registry.calls_async(body) => {
-                        running.insert((peer, seq));
-                        let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
-                        let (shared, body) = (Arc::clone(&shared), body.to_vec());
-                        tokio::spawn(async move {
-                            let n = shared
-                                .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
-                                .await;
-                            reply.truncate(n);
-                            drop(call);
-                            let finished = Finished {
-                                peer,
-                                seq,
-                                broadcast,
-                                request: plain.then_some(request),
-                                reply,
-                            };
-                            let _ = done.send(finished).await;
-                        });
+                Ok(frame) => {
+                    let seq = frame.seq();
+                    let request = (frame.header.length, frame.header.crc);
+                    // Plain requests: byte-identical retransmissions get the
+                    // remembered reply (section 5). Authenticated ones: the
+                    // guard remembers by (session, seq), after the tag.
+                    let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+                    if plain && let Some(reply) = cache.get(peer, seq, request, now) {
+                        debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
+                        answer(&socket, reply, peer, broadcast).await;
                         continue;
                     }
-                    Step::Call {
-                        body,
-                        seal,
-                        running,
-                    } => {
-                        let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
-                        drop(running);
-                        if plain && n > 0 {
-                            cache.insert(peer, seq, request, &out[..n], now);
+                    if running.contains(&(peer, seq)) {
+                        debug!("udp from {peer}: seq {seq} again while it runs: dropped");
+                        continue;
+                    }
+                    let origin = Origin {
+                        transport: Transport::Datagram,
+                        peer: Some(peer),
+                        broadcast,
+                    };
+                    // A datagram never waits: a replay of a call still running
+                    // is dropped by the guard, and the client retransmits.
+                    match shared.admit(&frame, &origin, &mut out, false) {
+                        Step::Reply(n) => Some(n),
+                        Step::Drop | Step::Wait(_) => None,
+                        Step::Call {
+                            body,
+                            seal,
+                            running: call,
+                        } if shared.registry.calls_async(body) => {
+                            running.insert((peer, seq));
+                            let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
+                            let (shared, body) = (Arc::clone(&shared), body.to_vec());
+                            tokio::spawn(async move {
+                                let n = shared
+                                    .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
+                                    .await;
+                                reply.truncate(n);
+                                drop(call);
+                                let finished = Finished {
+                                    peer,
+                                    seq,
+                                    broadcast,
+                                    request: plain.then_some(request),
+                                    reply,
+                                };
+                                let _ = done.send(finished).await;
+                            });
+                            continue;
                         }
-                        (n > 0).then_some(n)
+                        Step::Call {
+                            body,
+                            seal,
+                            running,
+                        } => {
+                            let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
+                            drop(running);
+                            if plain && n > 0 {
+                                cache.insert(peer, seq, request, &out[..n], now);
+                            }
+                            (n > 0).then_some(n)
+                        }
                     }
                 }
+            };
+            if let Some(n) = reply_len {
+                answer(&socket, &out[..n], peer, broadcast).await;
             }
-        };
-        if let Some(n) = reply_len {
-            answer(&socket, &out[..n], peer, broadcast).await;
         }
     }
     drop(alive);
@@ -177,7 +188,12 @@ pub(super) async fn serve(
 /// multicast (section 8) only a success goes, after a random pause; an
 /// error reply is dropped. Every reply goes through here: fresh, remembered
 /// and from async functions alike.
-async fn answer(socket: &Arc<UdpSocket>, reply: &[u8], peer: SocketAddr, broadcast: bool) {
+async fn answer(
+    socket: &Arc<destination::Socket>,
+    reply: &[u8],
+    peer: SocketAddr,
+    broadcast: bool,
+) {
     if !broadcast {
         send(socket, reply, peer).await;
     } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
@@ -193,7 +209,8 @@ async fn answer(socket: &Arc<UdpSocket>, reply: &[u8], peer: SocketAddr, broadca
 
 /// What woke the datagram loop.
 enum Event {
-    Datagram(std::io::Result<(usize, SocketAddr, Option<std::net::IpAddr>)>),
+    /// Datagrams read into the loop's buffers (described in `got`).
+    Datagrams(std::io::Result<()>),
     Finished(Finished),
 }
 
@@ -243,8 +260,8 @@ impl Ration {
     }
 }
 
-async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, peer).await {
+async fn send(socket: &destination::Socket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = destination::send(socket, bytes, peer).await {
         debug!("udp send to {peer} failed: {e}");
     }
 }
