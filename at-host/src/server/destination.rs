@@ -17,13 +17,6 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
 };
-use tokio::io::unix::AsyncFd;
-
-/// The server's UDP socket, registered for reading only: a send that finds
-/// the socket full waits briefly (see [`send`]) rather than having every
-/// send's room freed wake the loop for nothing.
-pub(super) type Socket = AsyncFd<std::net::UdpSocket>;
-
 /// Asks the kernel to report each datagram's destination address, if it
 /// can be other than the address bound: on a wildcard, broadcast or
 /// multicast address. Returns whether it did (failures only mean every
@@ -61,32 +54,17 @@ pub(super) struct Received {
 }
 
 /// The datagrams waiting (at least one, at most [`BATCH`]), into `bufs`
-/// and described in `got`; waits for one if none is. Destinations are read
+/// and described in `got`; blocks for one if none is (up to the socket's
+/// read timeout: then `WouldBlock` or `TimedOut`). Destinations are read
 /// when `pktinfo` (from [`enable`]) says the kernel tells them.
-///
-/// Fewer than a batch means the socket's queue is empty: its readiness is
-/// cleared then, so the loop waits for the next datagram without first
-/// trying a read that would find nothing.
-pub(super) async fn recv(
-    socket: &Socket,
+pub(super) fn recv(
+    socket: &std::net::UdpSocket,
     pktinfo: bool,
     bufs: &mut [Vec<u8>; BATCH],
     got: &mut Vec<Received>,
 ) -> io::Result<()> {
     got.clear();
-    loop {
-        let mut ready = socket.readable().await?;
-        match recv_now(ready.get_inner(), pktinfo, bufs, got) {
-            Ok(n) => {
-                if n < BATCH {
-                    ready.clear_ready();
-                }
-                return Ok(());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
-            Err(e) => return Err(e),
-        }
-    }
+    recv_now(socket, pktinfo, bufs, got).map(drop)
 }
 
 fn recv_now(
@@ -107,7 +85,7 @@ fn recv_now(
             socket.as_raw_fd(),
             headers,
             slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
+            MsgFlags::MSG_WAITFORONE,
             None,
         )
         .map_err(io::Error::from)?;
@@ -138,28 +116,6 @@ fn recv_now(
         }
         Ok(got.len())
     }
-}
-
-/// Tries sending a full socket's datagram again this many times, a
-/// millisecond apart, before dropping it (the client retransmits).
-const SEND_TRIES: u32 = 20;
-
-/// Sends `bytes` to `peer`; if the socket's send buffer is full, tries
-/// again for up to [`SEND_TRIES`] ms, then drops the datagram.
-pub(super) async fn send(socket: &Socket, bytes: &[u8], peer: SocketAddr) -> io::Result<()> {
-    for _ in 0..SEND_TRIES {
-        match socket.get_ref().send_to(bytes, peer) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::WouldBlock,
-        "the send buffer stayed full",
-    ))
 }
 
 fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {

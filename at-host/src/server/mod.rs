@@ -9,7 +9,7 @@
 //!
 //! - [`tcp`]: the accept loop and the per-connection loop;
 //! - [`slots`]: the TCP connection table and its limits by address;
-//! - [`udp`]: the datagram loop and the rationing of its error replies;
+//! - [`udp`]: the datagram thread and the rationing of its error replies;
 //! - [`cache`]: the UDP reply cache that makes execution at-most-once;
 //! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`].
 //!
@@ -264,7 +264,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the sockets and starts serving on the current tokio runtime.
+    /// Binds the sockets and starts serving on the current tokio runtime
+    /// (TCP, and UDP's async functions) and, for UDP, on a thread of its
+    /// own that blocks in its receive as a plain socket loop does.
     /// Fails with `InvalidInput` if a function could not be registered
     /// (a reserved `rpc.*` name).
     pub async fn start(self) -> io::Result<Server> {
@@ -294,13 +296,14 @@ impl ServerBuilder {
         }
         if let Some(addr) = self.udp {
             let socket = bind_udp(addr)?;
-            udp_addr = Some(socket.get_ref().local_addr()?);
-            tokio::spawn(udp::serve(
-                socket,
-                shared.clone(),
-                stop_rx.clone(),
-                alive_tx.clone(),
-            ));
+            let bound = socket.local_addr()?;
+            udp_addr = Some(bound);
+            let (shared, stop, alive) = (shared.clone(), stop_rx.clone(), alive_tx.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("at-host udp".into())
+                .spawn(move || udp::serve(socket, shared, stop, alive, runtime))?;
+            tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
         Ok(Server {
             tcp_addr,
@@ -319,23 +322,18 @@ const UDP_RECEIVE_BUFFER: usize = 2 << 20;
 /// Pending connections the kernel queues for `accept`.
 const TCP_BACKLOG: i32 = 1024;
 
-/// The UDP socket, registered with the runtime for reading only (see
-/// `destination::Socket`).
-fn bind_udp(addr: SocketAddr) -> io::Result<tokio::io::unix::AsyncFd<std::net::UdpSocket>> {
+/// The UDP socket, blocking (its thread waits in `recvmmsg`), with a read
+/// timeout so that thread looks at the stop signal now and then.
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
         debug!("udp: cannot enlarge the receive buffer: {e}");
     }
     dual_stack(&socket, addr);
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(udp::RECEIVE_TIMEOUT))?;
     socket.bind(&addr.into())?;
-    // `with_interest` is deprecated for its lack of I/O safety: sound only
-    // if the descriptor stays open and the same while registered. It does:
-    // the AsyncFd owns the socket, and nothing here swaps it (`get_mut` is
-    // never called). The unsafe replacement is not allowed in this crate.
-    #[allow(deprecated)]
-    tokio::io::unix::AsyncFd::with_interest(socket.into(), tokio::io::Interest::READABLE)
+    Ok(socket.into())
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {

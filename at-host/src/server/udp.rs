@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use at_core::auth::{Origin, Transport};
@@ -20,20 +20,31 @@ use super::log_limit::protocol_warn;
 use super::{Shared, Step};
 use crate::shared::wire::MAX_DATAGRAM;
 
-/// Serves calls arriving on `socket` until `stop` turns true; drops `alive`
-/// when done.
-pub(super) async fn serve(
-    socket: destination::Socket,
+/// How long the datagram thread waits in one receive before it looks at
+/// `stop` again (a shutdown also wakes it at once: [`wake_on_stop`]).
+pub(super) const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the datagram thread and the tasks of async functions share.
+struct State {
+    cache: ReplyCache,
+    /// (client address, seq) of the async calls running.
+    running: HashSet<(SocketAddr, u32)>,
+}
+
+/// Serves calls arriving on `socket` until `stop` turns true (or its
+/// sender is dropped); drops `alive` when done. Runs on a thread of its
+/// own, blocking in `recvmmsg` as a plain echo server blocks in `recv`:
+/// a call to a sync function is read, answered and sent without a trip
+/// through the runtime. Async functions run on `runtime`, and their tasks
+/// remember and send their replies themselves.
+pub(super) fn serve(
+    socket: std::net::UdpSocket,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
+    runtime: tokio::runtime::Handle,
 ) {
     let socket = Arc::new(socket);
-    // Async functions finish on tasks of their own and hand their reply
-    // back here, to be remembered and sent; meanwhile a retransmission of
-    // the same request is dropped (its reply is on the way).
-    let (finished_tx, mut finished) = mpsc::channel::<Finished>(64);
-    let mut running: HashSet<(SocketAddr, u32)> = HashSet::new();
     let config = &shared.config;
     let max_body = config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
@@ -42,39 +53,30 @@ pub(super) async fn serve(
     let mut got = Vec::with_capacity(destination::BATCH);
     let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
     let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
-    let mut cache = ReplyCache::new(
-        config.udp_cache_entries,
-        config.udp_cache_per_client,
-        config.udp_cache_age,
-    );
-    let pktinfo = destination::enable(socket.get_ref());
-    // Waited for across every datagram: registered once, not once each.
-    let stopped = stop.wait_for(|s| *s);
-    tokio::pin!(stopped);
-    loop {
-        let event = tokio::select! {
-            r = destination::recv(&socket, pktinfo, &mut bufs, &mut got) => Event::Datagrams(r),
-            Some(done) = finished.recv() => Event::Finished(done),
-            _ = &mut stopped => break,
-        };
-        match event {
-            Event::Datagrams(Ok(())) => {}
-            Event::Datagrams(Err(e)) => {
+    let state = Arc::new(Mutex::new(State {
+        cache: ReplyCache::new(
+            config.udp_cache_entries,
+            config.udp_cache_per_client,
+            config.udp_cache_age,
+        ),
+        running: HashSet::new(),
+    }));
+    let pktinfo = destination::enable(&socket);
+    let stopped = || stop.has_changed().is_err() || *stop.borrow();
+    while !stopped() {
+        if let Err(e) = destination::recv(&socket, pktinfo, &mut bufs, &mut got) {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
                 debug!("udp receive error: {e}");
-                continue;
             }
-            Event::Finished(done) => {
-                running.remove(&(done.peer, done.seq));
-                if let Some(request) = done.request {
-                    cache.insert(done.peer, done.seq, request, &done.reply, Instant::now());
-                }
-                if !done.reply.is_empty() {
-                    answer(&socket, &done.reply, done.peer, done.broadcast).await;
-                }
-                continue;
-            }
+            continue;
+        }
+        if stopped() {
+            break;
         }
         for (received, buf) in got.iter().zip(&bufs) {
             let destination::Received { len, peer, to } = *received;
@@ -117,14 +119,19 @@ pub(super) async fn serve(
                     // remembered reply (section 5). Authenticated ones: the
                     // guard remembers by (session, seq), after the tag.
                     let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
-                    if plain && let Some(reply) = cache.get(peer, seq, request, now) {
-                        debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
-                        answer(&socket, reply, peer, broadcast).await;
-                        continue;
-                    }
-                    if running.contains(&(peer, seq)) {
-                        debug!("udp from {peer}: seq {seq} again while it runs: dropped");
-                        continue;
+                    {
+                        let mut state = lock(&state);
+                        if plain && let Some(reply) = state.cache.get(peer, seq, request, now) {
+                            debug!(
+                                "udp from {peer}: seq {seq} again: resending the remembered reply"
+                            );
+                            answer(&socket, &runtime, reply, peer, broadcast);
+                            continue;
+                        }
+                        if state.running.contains(&(peer, seq)) {
+                            debug!("udp from {peer}: seq {seq} again while it runs: dropped");
+                            continue;
+                        }
                     }
                     let origin = Origin {
                         transport: Transport::Datagram,
@@ -141,23 +148,31 @@ pub(super) async fn serve(
                             seal,
                             running: call,
                         } if shared.registry.calls_async(body) => {
-                            running.insert((peer, seq));
-                            let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
+                            lock(&state).running.insert((peer, seq));
+                            let mut reply = vec![0u8; out.len()];
                             let (shared, body) = (Arc::clone(&shared), body.to_vec());
-                            tokio::spawn(async move {
+                            let (state, socket) = (Arc::clone(&state), Arc::clone(&socket));
+                            let handle = runtime.clone();
+                            runtime.spawn(async move {
                                 let n = shared
                                     .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
                                     .await;
-                                reply.truncate(n);
                                 drop(call);
-                                let finished = Finished {
-                                    peer,
-                                    seq,
-                                    broadcast,
-                                    request: plain.then_some(request),
-                                    reply,
-                                };
-                                let _ = done.send(finished).await;
+                                let mut state = lock(&state);
+                                state.running.remove(&(peer, seq));
+                                if plain && n > 0 {
+                                    state.cache.insert(
+                                        peer,
+                                        seq,
+                                        request,
+                                        &reply[..n],
+                                        Instant::now(),
+                                    );
+                                }
+                                drop(state);
+                                if n > 0 {
+                                    answer(&socket, &handle, &reply[..n], peer, broadcast);
+                                }
                             });
                             continue;
                         }
@@ -169,7 +184,9 @@ pub(super) async fn serve(
                             let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
                             drop(running);
                             if plain && n > 0 {
-                                cache.insert(peer, seq, request, &out[..n], now);
+                                lock(&state)
+                                    .cache
+                                    .insert(peer, seq, request, &out[..n], now);
                             }
                             (n > 0).then_some(n)
                         }
@@ -177,53 +194,61 @@ pub(super) async fn serve(
                 }
             };
             if let Some(n) = reply_len {
-                answer(&socket, &out[..n], peer, broadcast).await;
+                answer(&socket, &runtime, &out[..n], peer, broadcast);
             }
         }
     }
     drop(alive);
 }
 
+/// The shared state, whatever a panicking holder left (every update is
+/// one statement that cannot leave it half done).
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wakes the datagram thread once `stop` turns true (or its sender is
+/// dropped), with an empty datagram to the socket's own address, so that
+/// a shutdown does not wait for [`RECEIVE_TIMEOUT`].
+pub(super) async fn wake_on_stop(mut stop: watch::Receiver<bool>, addr: SocketAddr) {
+    let _ = stop.wait_for(|s| *s).await;
+    let to = match addr.ip() {
+        ip if !ip.is_unspecified() => addr,
+        std::net::IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+    };
+    let local: SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    if let Ok(socket) = tokio::net::UdpSocket::bind(local).await {
+        let _ = socket.send_to(&[], to).await;
+    }
+}
+
 /// Sends `reply` to `peer`. To a request that came by broadcast or
 /// multicast (section 8) only a success goes, after a random pause; an
 /// error reply is dropped. Every reply goes through here: fresh, remembered
 /// and from async functions alike.
-async fn answer(
-    socket: &Arc<destination::Socket>,
+fn answer(
+    socket: &Arc<std::net::UdpSocket>,
+    runtime: &tokio::runtime::Handle,
     reply: &[u8],
     peer: SocketAddr,
     broadcast: bool,
 ) {
     if !broadcast {
-        send(socket, reply, peer).await;
+        send(socket, reply, peer);
     } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
         let (socket, reply) = (Arc::clone(socket), reply.to_vec());
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(destination::answer_delay()).await;
-            send(&socket, &reply, peer).await;
+            send(&socket, &reply, peer);
         });
     } else {
         debug!("udp from {peer}: no error reply to a broadcast request");
     }
-}
-
-/// What woke the datagram loop.
-enum Event {
-    /// Datagrams read into the loop's buffers (described in `got`).
-    Datagrams(std::io::Result<()>),
-    Finished(Finished),
-}
-
-/// The reply of an async function, back from its task.
-struct Finished {
-    peer: SocketAddr,
-    seq: u32,
-    /// Whether the request came by broadcast or multicast.
-    broadcast: bool,
-    /// A plain request's (length, CRC), as the cache keys it; `None` for
-    /// an authenticated one (the guard remembered its reply).
-    request: Option<(u32, u32)>,
-    reply: Vec<u8>,
 }
 
 /// Error replies to bad datagrams sent per second at most (the contract
@@ -260,8 +285,10 @@ impl Ration {
     }
 }
 
-async fn send(socket: &destination::Socket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(e) = destination::send(socket, bytes, peer).await {
+/// Sends one datagram (blocking only while the socket's send buffer is
+/// full); a failure concerns that peer alone.
+fn send(socket: &std::net::UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, peer) {
         debug!("udp send to {peer} failed: {e}");
     }
 }
