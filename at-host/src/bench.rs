@@ -144,7 +144,12 @@ fn start_servers(external: Option<SocketAddr>, key: Option<&AuthKey>) -> std::io
     let (at_tcp, at_udp) = match external {
         Some(addr) => (addr, addr),
         None => runtime.block_on(async {
-            let mut builder = Server::builder().calculator().tcp(loopback).udp(loopback);
+            // The many-connections scenario comes from one address.
+            let mut builder = Server::builder()
+                .calculator()
+                .max_per_address(usize::MAX)
+                .tcp(loopback)
+                .udp(loopback);
             if let Some(key) = key {
                 builder = builder.key(key.clone());
             }

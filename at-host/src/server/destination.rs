@@ -53,10 +53,12 @@ pub(super) struct Received {
     pub to: Option<IpAddr>,
 }
 
-/// The datagrams waiting (at least one, at most [`BATCH`]), into `bufs`
-/// and described in `got`; blocks for one if none is (up to the socket's
-/// read timeout: then `WouldBlock` or `TimedOut`). Destinations are read
-/// when `pktinfo` (from [`enable`]) says the kernel tells them.
+/// The next datagrams, into `bufs` and described in `got`; blocks for one
+/// if none is waiting (up to the socket's read timeout: then `WouldBlock`
+/// or `TimedOut`). When `pktinfo` (from [`enable`]) says the kernel tells
+/// destinations, one `recvmmsg` reads them with up to [`BATCH`] datagrams;
+/// else a plain `recvfrom` reads one (all a socket bound to one unicast
+/// address needs, and the cheapest read there is).
 pub(super) fn recv(
     socket: &std::net::UdpSocket,
     pktinfo: bool,
@@ -64,7 +66,16 @@ pub(super) fn recv(
     got: &mut Vec<Received>,
 ) -> io::Result<()> {
     got.clear();
-    recv_now(socket, pktinfo, bufs, got).map(drop)
+    if pktinfo {
+        return recv_now(socket, pktinfo, bufs, got).map(drop);
+    }
+    let (len, peer) = socket.recv_from(&mut bufs[0])?;
+    got.push(Received {
+        len,
+        peer: Some(peer),
+        to: None,
+    });
+    Ok(())
 }
 
 fn recv_now(
