@@ -198,6 +198,9 @@ pub(super) fn serve(
             }
         }
     }
+    // The socket closes before the server counts this thread as ended
+    // (unless an async function's task still holds it).
+    drop(socket);
     drop(alive);
 }
 
