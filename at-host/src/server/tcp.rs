@@ -264,7 +264,11 @@ async fn serve_connection(
         }
         ticket.idle(now.into_std());
         let read = loop {
+            // Biased: the read first (the branch that is ready almost
+            // always), so the timer and the shutdown waiter are polled
+            // only when it is not.
             tokio::select! {
+                biased;
                 read = stream.read(decoder.spare()) => break read,
                 () = &mut timer => {
                     if Instant::now() >= deadline {
