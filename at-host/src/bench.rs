@@ -5,13 +5,19 @@
 //! server (AT or echo) runs on a runtime of its own with one worker thread,
 //! so the two compete for the machine's cores the same way in every
 //! scenario. Pin them with `taskset` for steadier figures (docs/BENCHMARKS.md).
+//!
+//! `at-host bench echo-server ADDR` is the other baseline, the plainest
+//! server there is, for `scripts/bench-vs-echo.sh`: blocking `std::net`, one
+//! thread per connection, run as a process of its own; `--raw` gives the
+//! bench one client for both (pre-encoded requests, replies read by their
+//! header), so an external AT server and the echo are called alike.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use at_core::Value as V;
-use at_host::{Client, Server, UdpClient, UdpConfig};
+use at_core::{HEADER_LEN, Header, Kind, Value as V};
+use at_host::{AuthKey, Client, Server, UdpClient, UdpConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -19,17 +25,26 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 pub struct Options {
     pub server: Option<SocketAddr>,
     pub udp_only: bool,
+    /// Only this scenario.
+    pub scenario: Option<Shape>,
     pub connections: usize,
     pub depth: usize,
     pub calls: u64,
     pub duration: Option<Duration>,
     pub baseline: bool,
     pub json: bool,
+    /// Call the server with pre-encoded frames, reading replies by their
+    /// header (works against AT and an echo alike).
+    pub raw: bool,
+    /// Seal every call with this key (contract section 9).
+    pub key: Option<AuthKey>,
 }
 
 /// One measured run.
 struct Run {
     calls: u64,
+    /// Calls made before, to warm up (not in `calls`).
+    warm: u64,
     elapsed: Duration,
     /// Per-call latencies in nanoseconds, sorted.
     latencies: Vec<u64>,
@@ -49,11 +64,16 @@ impl Run {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Shape {
+/// A benchmark scenario.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Shape {
+    /// One TCP connection, one call at a time.
     TcpSequential,
+    /// One TCP connection, `--depth` calls in flight.
     TcpPipelined,
+    /// `--connections` TCP connections, one call at a time on each.
     TcpConnections,
+    /// UDP, one call at a time.
     UdpSequential,
 }
 
@@ -80,11 +100,30 @@ impl Shape {
 /// The request every call sends: `add(10, 20)`, 49 bytes on the wire.
 const ARGS: [V<'static>; 2] = [V::Int(10), V::Int(20)];
 
+const REQUEST_BODY: &[u8] = br#"{"func": "add", "args": [10, 20]}"#;
+
+/// The request frame with sequence number `seq`, written into `out`.
+fn encode_request(seq: u32, out: &mut [u8]) -> usize {
+    at_core::encode_frame(Kind::Request, seq, REQUEST_BODY, out).unwrap_or(0)
+}
+
 fn request_frame() -> Vec<u8> {
-    let body = br#"{"func": "add", "args": [10, 20]}"#;
-    let mut out = vec![0u8; 16 + body.len()];
-    let _ = at_core::encode_frame(at_core::Kind::Request, 1, body, &mut out);
+    let mut out = vec![0u8; HEADER_LEN + REQUEST_BODY.len()];
+    encode_request(1, &mut out);
     out
+}
+
+/// Checks one reply read by a raw client: a whole frame, and for AT's
+/// answer a success (the echo sends back the request).
+fn check_reply(bytes: &[u8]) -> Result<(), BoxError> {
+    let frame = at_core::Frame::parse(bytes, u32::MAX).map_err(|e| e.to_string())?;
+    match frame.kind {
+        Kind::Request => Ok(()),
+        _ => match at_core::Reply::parse(frame.body).map_err(|e| e.to_string())? {
+            at_core::Reply::Success(_) => Ok(()),
+            at_core::Reply::Error(e) => Err(format!("error reply: {}", e.code).into()),
+        },
+    }
 }
 
 /// Servers on their own runtime and thread.
@@ -96,7 +135,7 @@ struct Servers {
     _runtime: tokio::runtime::Runtime,
 }
 
-fn start_servers(external: Option<SocketAddr>) -> std::io::Result<Servers> {
+fn start_servers(external: Option<SocketAddr>, key: Option<&AuthKey>) -> std::io::Result<Servers> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -105,12 +144,16 @@ fn start_servers(external: Option<SocketAddr>) -> std::io::Result<Servers> {
     let (at_tcp, at_udp) = match external {
         Some(addr) => (addr, addr),
         None => runtime.block_on(async {
-            let server = Server::builder()
+            // The many-connections scenario comes from one address.
+            let mut builder = Server::builder()
                 .calculator()
+                .max_per_address(usize::MAX)
                 .tcp(loopback)
-                .udp(loopback)
-                .start()
-                .await?;
+                .udp(loopback);
+            if let Some(key) = key {
+                builder = builder.key(key.clone());
+            }
+            let server = builder.start().await?;
             let addrs = (server.tcp_addr(), server.udp_addr());
             std::mem::forget(server.shutdown_handle());
             // The server lives as long as the runtime.
@@ -164,7 +207,7 @@ async fn echo_udp_server(socket: UdpSocket) {
 
 /// Runs the benchmark; returns false if a call failed.
 pub fn run(o: Options) -> bool {
-    let servers = match start_servers(o.server) {
+    let servers = match start_servers(o.server, o.key.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("bench: cannot start the servers: {e}");
@@ -181,7 +224,10 @@ pub fn run(o: Options) -> bool {
             return false;
         }
     };
-    let shapes: &[Shape] = if o.udp_only {
+    let only = o.scenario.map(|s| [s]);
+    let shapes: &[Shape] = if let Some(only) = &only {
+        only
+    } else if o.udp_only {
         &[Shape::UdpSequential]
     } else {
         &[
@@ -249,8 +295,9 @@ fn print_table(o: &Options, results: &[(Shape, Run, Option<Run>)]) {
 fn print_json(o: &Options, results: &[(Shape, Run, Option<Run>)]) {
     let figures = |r: &Run| {
         format!(
-            "{{\"calls\": {}, \"seconds\": {:.6}, \"calls_per_sec\": {:.1}, \"p50_us\": {:.2}, \"p90_us\": {:.2}, \"p99_us\": {:.2}, \"max_us\": {:.2}}}",
+            "{{\"calls\": {}, \"warm_calls\": {}, \"seconds\": {:.6}, \"calls_per_sec\": {:.1}, \"p50_us\": {:.2}, \"p90_us\": {:.2}, \"p99_us\": {:.2}, \"max_us\": {:.2}}}",
             r.calls,
+            r.warm,
             r.elapsed.as_secs_f64(),
             r.rate(),
             r.percentile_us(0.5),
@@ -326,9 +373,10 @@ async fn measure(o: &Options, shape: Shape, raw: bool, s: &Servers) -> BenchResu
     let warm = Options {
         calls: 500.min(o.calls),
         duration: None,
+        key: o.key.clone(),
         ..*o
     };
-    let _ = run_shape(
+    let warm = run_shape(
         &warm,
         shape,
         raw,
@@ -341,7 +389,10 @@ async fn measure(o: &Options, shape: Shape, raw: bool, s: &Servers) -> BenchResu
     .await?;
     let run = run_shape(o, shape, raw, s, &mut progress).await;
     progress.done();
-    run
+    run.map(|run| Run {
+        warm: warm.calls,
+        ..run
+    })
 }
 
 async fn run_shape(
@@ -356,10 +407,12 @@ async fn run_shape(
     let mut latencies = Vec::with_capacity(o.calls.min(10_000_000) as usize);
     let started = Instant::now();
     let frame = request_frame();
-    let (tcp_addr, raw_frame) = if raw {
-        (s.echo_tcp, Some(&frame[..]))
+    let tcp_addr = if raw { s.echo_tcp } else { s.at_tcp };
+    // The echo baseline is called raw; AT raw when asked, else by Client.
+    let client = if raw || o.raw {
+        Caller::Raw
     } else {
-        (s.at_tcp, None)
+        Caller::At(o.key.clone())
     };
     match shape {
         Shape::TcpSequential | Shape::TcpPipelined => {
@@ -374,7 +427,7 @@ async fn run_shape(
                 out_of_time: &out_of_time,
                 progress,
             };
-            tcp(tcp_addr, raw_frame, depth, &mut run).await?;
+            tcp(tcp_addr, &client, depth, &mut run).await?;
         }
         Shape::TcpConnections => {
             let per = (o.calls / o.connections.max(1) as u64).max(1);
@@ -383,7 +436,7 @@ async fn run_shape(
                 .run_until(async {
                     let mut tasks = Vec::new();
                     for _ in 0..o.connections.max(1) {
-                        let raw_frame = raw_frame.map(<[u8]>::to_vec);
+                        let client = client.clone();
                         tasks.push(tokio::task::spawn_local(async move {
                             let mut lat = Vec::with_capacity(per as usize);
                             let mut quiet = Progress {
@@ -397,7 +450,7 @@ async fn run_shape(
                                 out_of_time: &|| false,
                                 progress: &mut quiet,
                             };
-                            let r = tcp(tcp_addr, raw_frame.as_deref(), 1, &mut run).await;
+                            let r = tcp(tcp_addr, &client, 1, &mut run).await;
                             r.map(|()| lat).map_err(|e| e.to_string())
                         }));
                     }
@@ -419,22 +472,34 @@ async fn run_shape(
                 out_of_time: &out_of_time,
                 progress,
             };
-            if raw {
-                let socket = UdpSocket::bind(("127.0.0.1", 0)).await?;
-                socket.connect(s.echo_udp).await?;
-                let mut buf = [0u8; 512];
+            let udp_addr = if raw { s.echo_udp } else { s.at_udp };
+            if let Caller::Raw = client {
+                let local: SocketAddr = if udp_addr.is_ipv4() {
+                    ([127, 0, 0, 1], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::LOCALHOST, 0).into()
+                };
+                let socket = UdpSocket::bind(local).await?;
+                socket.connect(udp_addr).await?;
+                let (mut buf, mut request) = ([0u8; 512], frame.clone());
+                let mut seq = 0u32;
                 run.sequential(async || -> Result<(), BoxError> {
-                    socket.send(&frame).await?;
+                    // A new seq each call: a repeated one would be answered
+                    // from AT's reply cache (a retransmission).
+                    seq = seq.wrapping_add(1);
+                    let n = encode_request(seq, &mut request);
+                    socket.send(&request[..n]).await?;
                     let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
                         .await??;
-                    if n != frame.len() {
-                        return Err("short echo".into());
-                    }
-                    Ok(())
+                    check_reply(&buf[..n])
                 })
                 .await?;
             } else {
-                let client = UdpClient::connect(s.at_udp, UdpConfig::default()).await?;
+                let config = UdpConfig {
+                    key: o.key.clone(),
+                    ..UdpConfig::default()
+                };
+                let client = UdpClient::connect(udp_addr, config).await?;
                 run.sequential(async || -> Result<(), BoxError> {
                     client.call("add", &ARGS).await?;
                     Ok(())
@@ -446,6 +511,7 @@ async fn run_shape(
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     Ok(Run {
+        warm: 0,
         calls: latencies.len() as u64,
         elapsed,
         latencies,
@@ -510,29 +576,43 @@ impl Calls<'_> {
     }
 }
 
-/// Connects to `addr`, AT's server, or the raw echo when `raw_frame` is
-/// given (the frame it then sends), and makes `run`'s calls with `depth` in
-/// flight: AT and raw go through the same loop, so they have the same shape.
+/// How a scenario calls: AT's [`Client`] (sealing with the key, if any), or
+/// raw frames (for the echo baselines, and for AT with `--raw`).
+#[derive(Clone)]
+enum Caller {
+    At(Option<AuthKey>),
+    Raw,
+}
+
+/// Connects to `addr` and makes `run`'s calls with `depth` in flight, as
+/// `caller` says: every caller goes through the same loop, so AT and raw
+/// have the same shape.
 async fn tcp(
     addr: SocketAddr,
-    raw_frame: Option<&[u8]>,
+    caller: &Caller,
     depth: usize,
     run: &mut Calls<'_>,
 ) -> Result<(), BoxError> {
-    match raw_frame {
-        None => {
+    match caller {
+        Caller::At(key) => {
             let mut client = Client::connect(addr, Duration::from_secs(10)).await?;
+            if let Some(key) = key {
+                client = client.with_key(key.clone());
+            }
             run.pipelined(&mut client, depth).await
         }
-        Some(frame) => {
+        Caller::Raw => {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let mut echo = RawTcp {
+            let mut raw = RawTcp {
                 stream,
-                frame,
-                reply: vec![0u8; frame.len()],
+                seq: 0,
+                request: request_frame(),
+                buf: vec![0u8; 64 * 1024],
+                start: 0,
+                end: 0,
             };
-            run.pipelined(&mut echo, depth).await
+            run.pipelined(&mut raw, depth).await
         }
     }
 }
@@ -559,22 +639,129 @@ impl TcpLink for Client {
     }
 }
 
-/// The baseline: writes the request frame and reads back as many bytes,
-/// with no AT processing on either side.
-struct RawTcp<'a> {
+/// The raw caller: writes the request frame (a new seq each time) and reads
+/// replies by their header, as many as each read brings, with no AT code
+/// on the way but the frame check.
+struct RawTcp {
     stream: TcpStream,
-    frame: &'a [u8],
-    reply: Vec<u8>,
+    seq: u32,
+    request: Vec<u8>,
+    /// Bytes read, `buf[start..end]` not yet taken as replies.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
-impl TcpLink for RawTcp<'_> {
+impl TcpLink for RawTcp {
     async fn send_request(&mut self) -> Result<(), BoxError> {
-        self.stream.write_all(self.frame).await?;
+        self.seq = self.seq.wrapping_add(1);
+        let n = encode_request(self.seq, &mut self.request);
+        self.stream.write_all(&self.request[..n]).await?;
         Ok(())
     }
 
     async fn receive_reply(&mut self) -> Result<(), BoxError> {
-        self.stream.read_exact(&mut self.reply).await?;
-        Ok(())
+        loop {
+            let held = &self.buf[self.start..self.end];
+            if let Some(head) = held.first_chunk::<HEADER_LEN>() {
+                let whole = HEADER_LEN + Header::from_bytes(head).length as usize;
+                if whole > self.buf.len() {
+                    return Err("a reply larger than the bench's buffer".into());
+                }
+                if held.len() >= whole {
+                    check_reply(&held[..whole])?;
+                    self.start += whole;
+                    return Ok(());
+                }
+            }
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if self.buf.len() - self.end < self.buf.len() / 2 {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+            }
+            let n = self.stream.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            self.end += n;
+        }
+    }
+}
+
+/// Largest echoed frame body, as at-host's default limit.
+const ECHO_MAX_BODY: usize = at_core::DEFAULT_MAX_BODY as usize;
+
+/// Most connections the echo serves at once (one thread each).
+const ECHO_MAX_CONNECTIONS: usize = 1024;
+
+/// `at-host bench echo-server ADDR`: the plainest server there is, a
+/// baseline for `at-host serve`. Blocking `std::net`, one thread per TCP
+/// connection: `read_exact` of the 16-byte header, then of the body its
+/// length gives, then one `write_all` of the same bytes. UDP on the same
+/// port, one thread: each datagram is sent back as it came. Prints the
+/// `listening on` lines `serve` prints; serves until killed.
+pub fn echo_server(addr: SocketAddr) -> std::io::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind(addr)?;
+    let tcp_addr = listener.local_addr()?;
+    let udp = std::net::UdpSocket::bind(tcp_addr)?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on tcp://{tcp_addr}")?;
+        writeln!(stdout, "listening on udp://{}", udp.local_addr()?)?;
+        stdout.flush()?;
+    }
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match udp.recv_from(&mut buf) {
+                Ok((n, peer)) => {
+                    let _ = udp.send_to(&buf[..n], peer);
+                }
+                Err(e) => eprintln!("echo-server: udp: {e}"),
+            }
+        }
+    });
+    let open = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if open.fetch_add(1, Ordering::Relaxed) >= ECHO_MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        let open = Arc::clone(&open);
+        std::thread::spawn(move || {
+            echo_connection(stream);
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    Ok(())
+}
+
+/// Echoes whole frames on one connection until it closes (or sends a
+/// length over [`ECHO_MAX_BODY`]).
+fn echo_connection(mut stream: std::net::TcpStream) {
+    use std::io::Read;
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; HEADER_LEN + ECHO_MAX_BODY];
+    loop {
+        let Some(head) = buf.first_chunk_mut::<HEADER_LEN>() else {
+            return;
+        };
+        if stream.read_exact(head).is_err() {
+            return;
+        }
+        let len = Header::from_bytes(head).length as usize;
+        if len > ECHO_MAX_BODY {
+            return;
+        }
+        let whole = HEADER_LEN + len;
+        if stream.read_exact(&mut buf[HEADER_LEN..whole]).is_err()
+            || stream.write_all(&buf[..whole]).is_err()
+        {
+            return;
+        }
     }
 }

@@ -42,9 +42,15 @@ enum Command {
         /// Largest request body accepted, in bytes.
         #[arg(long, default_value_t = at_core::DEFAULT_MAX_BODY, value_name = "BYTES")]
         max_frame: u32,
-        /// Most TCP connections at once; more are answered `busy`.
+        /// Most TCP connections at once; more are answered `busy` (when
+        /// full, the longest-idle connection of the address holding the
+        /// most is closed for a newcomer from another address).
         #[arg(long, default_value_t = 1024, value_name = "N")]
         max_connections: usize,
+        /// Most TCP connections from one address at once; more are
+        /// answered `busy`.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        max_per_address: usize,
         /// Close TCP connections idle this long, in seconds.
         #[arg(long, default_value_t = 300.0, value_name = "SECS")]
         idle_timeout: f64,
@@ -146,12 +152,25 @@ enum Command {
     Demo,
     /// Measure calls/s and latency, optionally against a raw-socket echo.
     Bench {
+        #[command(subcommand)]
+        tool: Option<BenchTool>,
         /// Bench this server (HOST:PORT, TCP and UDP) instead of an in-process one.
         #[arg(long, value_name = "ADDR")]
         server: Option<SocketAddr>,
         /// Only the UDP scenario.
         #[arg(long)]
         udp: bool,
+        /// Only this scenario.
+        #[arg(long, value_enum, value_name = "NAME", conflicts_with = "udp")]
+        scenario: Option<bench::Shape>,
+        /// Call with pre-encoded frames and read replies by their header
+        /// (for `--server` an echo-server, or AT called the same way).
+        #[arg(long, conflicts_with = "key")]
+        raw: bool,
+        /// Seal every call with this key, KID:HEX (the in-process server
+        /// then requires it).
+        #[arg(long, value_name = "KID:HEX")]
+        key: Option<String>,
         /// Connections in the many-connections scenario.
         #[arg(long, default_value_t = 100, value_name = "C")]
         connections: usize,
@@ -170,6 +189,18 @@ enum Command {
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `at-host bench`'s helpers.
+#[derive(Subcommand)]
+enum BenchTool {
+    /// A blocking echo server (std threads, one per connection; UDP on the
+    /// same port), the baseline of scripts/bench-vs-echo.sh; serves until
+    /// killed.
+    EchoServer {
+        /// Address to listen on (TCP and UDP; port 0: the OS chooses).
+        addr: SocketAddr,
     },
 }
 
@@ -242,8 +273,12 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet, base);
     if let Command::Bench {
+        tool,
         server,
         udp,
+        scenario,
+        raw,
+        key,
         connections,
         depth,
         calls,
@@ -257,9 +292,23 @@ fn main() -> ExitCode {
             Some(d) => d,
             None => None,
         };
+        if let Some(BenchTool::EchoServer { addr }) = tool {
+            return match bench::echo_server(addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => transport(&format!("echo-server: {e}")),
+            };
+        }
+        let key = match key.as_deref().map(AuthKey::parse) {
+            Some(Err(e)) => return usage(&format!("--key: {e}")),
+            Some(Ok(key)) => Some(key),
+            None => None,
+        };
         let options = bench::Options {
             server,
             udp_only: udp,
+            scenario,
+            raw,
+            key,
             connections: connections.max(1),
             depth: depth.max(1),
             calls: calls.max(1),
@@ -273,10 +322,7 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -290,6 +336,7 @@ fn main() -> ExitCode {
                 udp,
                 max_frame,
                 max_connections,
+                max_per_address,
                 idle_timeout,
                 name,
                 keys,
@@ -316,7 +363,13 @@ fn main() -> ExitCode {
                 if kids.windows(2).any(|w| w[0] == w[1]) {
                     return usage("two keys have the same key id");
                 }
-                serve(tcp.0, udp.0, max_frame, max_connections, idle, name, all).await
+                let limits = Limits {
+                    max_frame,
+                    max_connections,
+                    max_per_address,
+                    idle_timeout: idle,
+                };
+                serve(tcp.0, udp.0, limits, name, all).await
             }
             Command::Keygen { kid } => match AuthKey::generate(&kid) {
                 Ok(key) => {
@@ -425,6 +478,23 @@ fn main() -> ExitCode {
     })
 }
 
+/// The runtime a command runs on. `serve` on one core (the cores this
+/// process may use, as `taskset` sets them) takes a current-thread runtime:
+/// the I/O driver and every task on one thread, no work-stealing machinery
+/// between a read and its reply. On more cores, a multi-thread runtime
+/// with one worker per core spreads connections over them.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if matches!(command, Command::Serve { .. }) && cores == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
 /// Logging to stderr: info by default (`base` 0; -1 is warn), each -v one
 /// level more, each -q one less; RUST_LOG decides when neither is given.
 fn init_logging(verbose: u8, quiet: u8, base: i16) {
@@ -470,12 +540,18 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The limits `serve` takes from its flags.
+struct Limits {
+    max_frame: u32,
+    max_connections: usize,
+    max_per_address: usize,
+    idle_timeout: Duration,
+}
+
 async fn serve(
     tcp: Option<SocketAddr>,
     udp: Option<SocketAddr>,
-    max_frame: u32,
-    max_connections: usize,
-    idle_timeout: Duration,
+    limits: Limits,
     name: Option<String>,
     keys: Vec<AuthKey>,
 ) -> ExitCode {
@@ -485,9 +561,10 @@ async fn serve(
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()
-        .max_frame(max_frame)
-        .max_connections(max_connections.max(1))
-        .idle_timeout(idle_timeout);
+        .max_frame(limits.max_frame)
+        .max_connections(limits.max_connections.max(1))
+        .max_per_address(limits.max_per_address.max(1))
+        .idle_timeout(limits.idle_timeout);
     if let Some(name) = name {
         builder = builder.name(name);
     }

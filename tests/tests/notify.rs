@@ -23,8 +23,16 @@ async fn calculator() -> Server {
 async fn at_host_drops_a_notify_unanswered_and_keeps_the_connection() {
     let server = calculator().await;
     let mut stream = connect(server.tcp_addr().unwrap()).await;
-    write(&mut stream, &frame(Kind::Notify, 7, br#"{"func": "add", "args": [1, 2]}"#)).await;
-    write(&mut stream, &frame(Kind::Notify, 8, br#"{"topic": "temp", "n": 1, "value": 2}"#)).await;
+    write(
+        &mut stream,
+        &frame(Kind::Notify, 7, br#"{"func": "add", "args": [1, 2]}"#),
+    )
+    .await;
+    write(
+        &mut stream,
+        &frame(Kind::Notify, 8, br#"{"topic": "temp", "n": 1, "value": 2}"#),
+    )
+    .await;
     write(&mut stream, &calc(9, "add", "10", "20")).await;
     // The first frame back is the call's reply: nothing answered the two.
     let reply = read_reply(&mut stream).await;
@@ -51,8 +59,16 @@ async fn the_tcp_client_drops_an_event_it_did_not_ask_for() {
         let mut body = vec![0u8; header.length as usize];
         stream.read_exact(&mut body).await.unwrap();
         // An event, then the reply.
-        let event = frame(Kind::Notify, 1, br#"{"topic": "temp", "n": 1, "value": 21.5}"#);
-        let reply = frame(Kind::Response, header.seq, br#"{"status": "success", "result": 30}"#);
+        let event = frame(
+            Kind::Notify,
+            1,
+            br#"{"topic": "temp", "n": 1, "value": 21.5}"#,
+        );
+        let reply = frame(
+            Kind::Response,
+            header.seq,
+            br#"{"status": "success", "result": 30}"#,
+        );
         stream.write_all(&[event, reply].concat()).await.unwrap();
         stream
     });
@@ -70,12 +86,22 @@ async fn the_udp_client_drops_an_event_it_did_not_ask_for() {
         let (n, from) = socket.recv_from(&mut buf).await.unwrap();
         let request = at_core::Frame::parse(&buf[..n], 4096).unwrap();
         let seq = request.seq();
-        let event = frame(Kind::Notify, seq, br#"{"topic": "temp", "n": 1, "value": 21.5}"#);
+        let event = frame(
+            Kind::Notify,
+            seq,
+            br#"{"topic": "temp", "n": 1, "value": 21.5}"#,
+        );
         socket.send_to(&event, from).await.unwrap();
-        let reply = frame(Kind::Response, seq, br#"{"status": "success", "result": 30}"#);
+        let reply = frame(
+            Kind::Response,
+            seq,
+            br#"{"status": "success", "result": 30}"#,
+        );
         socket.send_to(&reply, from).await.unwrap();
     });
-    let client = UdpClient::connect(addr, UdpConfig::default()).await.unwrap();
+    let client = UdpClient::connect(addr, UdpConfig::default())
+        .await
+        .unwrap();
     assert_eq!(client.call_as::<i64>("add", (10, 20)).await.unwrap(), 30);
     peer.await.unwrap();
 }

@@ -78,13 +78,17 @@ async fn the_server_holds_1000_idle_connections_and_still_answers_a_new_client()
     let (server, addr, _) = serve(&["--udp", "none"]);
     let pid = server.0.id();
     let (_, fds_before) = usage(pid).expect("server usage");
+    // From 20 loopback addresses (127.0.1.1 to 127.0.1.20, all of
+    // 127.0.0.0/8 is loopback on Linux), 50 each: within the default limit
+    // of 64 connections per address.
     let mut idle = Vec::with_capacity(1000);
-    for _ in 0..1000 {
-        idle.push(
-            TcpStream::connect(addr)
-                .await
-                .expect("connect an idle client"),
-        );
+    for i in 0..1000u16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let from = std::net::Ipv4Addr::new(127, 0, 1, (1 + i % 20) as u8);
+        socket
+            .bind((from, 0).into())
+            .expect("bind a loopback source address");
+        idle.push(socket.connect(addr).await.expect("connect an idle client"));
     }
     // Every one of them is accepted and held (each is a descriptor).
     let mut held = 0;

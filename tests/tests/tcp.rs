@@ -386,6 +386,105 @@ async fn over_max_connections_new_clients_get_busy() {
     server.shutdown().await;
 }
 
+/// A TCP connection to `addr` from `from` (any of 127.0.0.0/8 is loopback
+/// on Linux, so 127.0.0.2 is another address of this host).
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .expect("bind a loopback source address");
+    let stream = tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// One `add` call over a raw connection; its outcome ("3", "error busy").
+async fn add_once(s: &mut TcpStream, seq: u32) -> String {
+    write(s, &calc(seq, "add", "1", "2")).await;
+    read_reply(s).await.outcome()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_per_address_that_address_gets_busy_and_others_are_served() {
+    let (server, addr) = start(ServerConfig {
+        max_per_address: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut a = connect_from("127.0.0.1", addr).await;
+    let mut b = connect_from("127.0.0.1", addr).await;
+    assert_eq!(add_once(&mut a, 1).await, "3");
+    assert_eq!(add_once(&mut b, 1).await, "3");
+    // A third from the same address is refused exactly like over the
+    // global limit: `busy` with seq 0, then closed.
+    let mut third = connect_from("127.0.0.1", addr).await;
+    let reply = read_reply(&mut third).await;
+    assert_eq!(
+        (reply.header.seq, reply.outcome()),
+        (0, "error busy".to_owned())
+    );
+    read_until_closed(&mut third).await;
+    // Another address is served, and the first two still are.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    assert_eq!(add_once(&mut other, 1).await, "3");
+    assert_eq!(add_once(&mut a, 2).await, "3");
+    // A slot given back is a slot for that address again.
+    drop(b);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = connect_from("127.0.0.1", addr).await;
+        if add_once(&mut c, 1).await == "3" {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a freed per-address slot was never reused");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_closes_the_longest_idle_connection_of_the_biggest_holder() {
+    let (server, addr) = start(ServerConfig {
+        max_connections: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut a = connect_from("127.0.0.1", addr).await;
+    let mut b = connect_from("127.0.0.1", addr).await;
+    let mut c = connect_from("127.0.0.1", addr).await;
+    assert_eq!(add_once(&mut a, 1).await, "3");
+    assert_eq!(add_once(&mut b, 1).await, "3");
+    assert_eq!(add_once(&mut c, 1).await, "3");
+    // a is used again: b is now the longest idle.
+    assert_eq!(add_once(&mut a, 2).await, "3");
+    // Every slot is taken by 127.0.0.1; a client from 127.0.0.2 is served
+    // at once, and b is closed for it.
+    let started = std::time::Instant::now();
+    let mut newcomer = connect_from("127.0.0.2", addr).await;
+    assert_eq!(add_once(&mut newcomer, 1).await, "3");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the newcomer waited {took:?}"
+    );
+    assert!(read_until_closed(&mut b).await.is_empty());
+    assert_eq!(add_once(&mut a, 3).await, "3");
+    assert_eq!(add_once(&mut c, 2).await, "3");
+    // Full again; 127.0.0.1 holds 2, no more than a newcomer from it would
+    // have: it is refused, nobody is closed.
+    let mut refused = connect_from("127.0.0.1", addr).await;
+    assert_eq!(read_reply(&mut refused).await.outcome(), "error busy");
+    read_until_closed(&mut refused).await;
+    assert_eq!(add_once(&mut a, 4).await, "3");
+    assert_eq!(add_once(&mut c, 3).await, "3");
+    assert_eq!(add_once(&mut newcomer, 2).await, "3");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_reset_half_close_or_vanish_mid_reply_do_not_hurt_the_server() {
     let (server, addr) = calculator().await;
@@ -524,4 +623,69 @@ async fn a_server_that_never_answers_times_the_client_out() {
     assert!(matches!(e, Error::Timeout(_)), "{e}");
     assert!(started.elapsed() >= timeout);
     assert!(started.elapsed() < PATIENCE);
+}
+
+/// `at-host serve` on one core runs on a current-thread runtime: the I/O
+/// driver, every connection and every async function on one thread. An
+/// async function that sleeps still holds up only its own connection (and
+/// on UDP, only its own call): the others are answered meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn on_one_thread_a_sleeping_async_function_does_not_delay_other_clients() {
+    const SLEEP: Duration = Duration::from_millis(600);
+    let server = Server::builder()
+        .calculator()
+        .async_function("sleepy", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ms
+        })
+        .tcp(LOOPBACK.parse().unwrap())
+        .udp(LOOPBACK.parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let (tcp, udp) = (server.tcp_addr().unwrap(), server.udp_addr().unwrap());
+    let sleeper = client(tcp).await;
+    let quick = client(tcp).await;
+    let udp_sleeper = at_host::UdpClient::connect(udp, Default::default())
+        .await
+        .unwrap();
+    let udp_quick = at_host::UdpClient::connect(udp, Default::default())
+        .await
+        .unwrap();
+    let ms = V::Int(SLEEP.as_millis() as i64);
+    let slow = async {
+        let started = std::time::Instant::now();
+        let (tcp, udp) = tokio::join!(
+            sleeper.call("sleepy", std::slice::from_ref(&ms)),
+            udp_sleeper.call("sleepy", std::slice::from_ref(&ms)),
+        );
+        (tcp.unwrap(), udp.unwrap(), started.elapsed())
+    };
+    let fast = async {
+        // Let both sleeping calls reach the server first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            assert_eq!(
+                quick.call("add", &[V::Int(1), V::Int(1)]).await.unwrap(),
+                Value::Int(2)
+            );
+            assert_eq!(
+                udp_quick
+                    .call("add", &[V::Int(2), V::Int(2)])
+                    .await
+                    .unwrap(),
+                Value::Int(4)
+            );
+        }
+        started.elapsed()
+    };
+    let ((tcp_ms, udp_ms, slow_took), fast_took) = tokio::join!(slow, fast);
+    assert_eq!((tcp_ms, udp_ms), (Value::Int(600), Value::Int(600)));
+    assert!(slow_took >= SLEEP, "the async functions ran {slow_took:?}");
+    assert!(
+        fast_took < SLEEP / 2,
+        "40 calls on other connections took {fast_took:?} while two functions slept {SLEEP:?}"
+    );
+    server.shutdown().await;
 }

@@ -256,3 +256,37 @@ async fn a_thousand_calls_through_30_percent_loss_each_way_are_all_right_and_run
     assert!(stats.retransmitted > 300);
     server.shutdown().await;
 }
+
+/// UDP is served by a thread blocking in its receive; a shutdown wakes it
+/// at once (it does not wait out the 1 s receive timeout), for wildcard and
+/// unicast binds alike, and the socket is then closed (the port can be
+/// bound again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wakes_the_datagram_thread_at_once() {
+    for bind in ["127.0.0.1:0", "0.0.0.0:0", "127.0.0.1:0"] {
+        let server = Server::builder()
+            .calculator()
+            .udp(bind.parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let port = server.udp_addr().unwrap().port();
+        let client = UdpClient::connect(("127.0.0.1", port), UdpConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            client.call("add", &[V::Int(1), V::Int(2)]).await.unwrap(),
+            Value::Int(3)
+        );
+        let started = Instant::now();
+        tokio::time::timeout(PATIENCE, server.shutdown())
+            .await
+            .expect("shutdown finishes");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "{bind}: shutdown took {took:?}"
+        );
+        std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the port is free again");
+    }
+}

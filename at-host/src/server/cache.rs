@@ -12,7 +12,6 @@ type Key = (SocketAddr, u32);
 
 struct Entry {
     id: u64,
-    at: Instant,
     /// The request's length and CRC: the same (client, seq) with another
     /// body (a client restarted and counting from 1 again) is a new call.
     request: (u32, u32),
@@ -22,9 +21,9 @@ struct Entry {
 /// A bounded map from (client, seq) to the reply frame sent.
 pub(super) struct ReplyCache {
     entries: HashMap<Key, Entry>,
-    /// Insertion order over all clients: (id, key). May hold ids whose entry
+    /// Insertion order over all clients: (id, key, time). May hold ids whose entry
     /// was already evicted; those are skipped.
-    order: VecDeque<(u64, Key)>,
+    order: VecDeque<(u64, Key, Instant)>,
     /// Insertion order per client.
     per_client: HashMap<SocketAddr, VecDeque<(u64, u32)>>,
     next_id: u64,
@@ -92,7 +91,6 @@ impl ReplyCache {
             (client, seq),
             Entry {
                 id,
-                at: now,
                 request,
                 reply: reply.into(),
             },
@@ -100,10 +98,10 @@ impl ReplyCache {
             // Same (client, seq) again: the new entry replaces it.
             let _ = old;
         }
-        self.order.push_back((id, (client, seq)));
+        self.order.push_back((id, (client, seq), now));
         // Then the global bound: evict the oldest entries of anyone.
         while self.entries.len() > self.max_entries {
-            let Some((old_id, key)) = self.order.pop_front() else {
+            let Some((old_id, key, _)) = self.order.pop_front() else {
                 break;
             };
             remove_if(&mut self.entries, key, old_id);
@@ -113,16 +111,13 @@ impl ReplyCache {
 
     /// Drops entries older than the age limit (the order queue is by time).
     fn expire(&mut self, now: Instant) {
-        while let Some(&(id, key)) = self.order.front() {
-            match self.entries.get(&key) {
-                Some(e) if e.id == id => {
-                    if now.duration_since(e.at) < self.max_age {
-                        break;
-                    }
-                    self.entries.remove(&key);
-                }
-                _ => {}
+        // The queue holds each entry's time too: the common case (nothing
+        // to expire) looks at the front alone, without a lookup.
+        while let Some(&(id, key, at)) = self.order.front() {
+            if now.duration_since(at) < self.max_age {
+                break;
             }
+            remove_if(&mut self.entries, key, id);
             self.order.pop_front();
         }
     }
@@ -132,7 +127,7 @@ impl ReplyCache {
         if self.order.len() > 2 * self.max_entries + 64 {
             let entries = &self.entries;
             self.order
-                .retain(|(id, key)| entries.get(key).is_some_and(|e| e.id == *id));
+                .retain(|(id, key, _)| entries.get(key).is_some_and(|e| e.id == *id));
         }
         if self.per_client.len() > 2 * self.max_entries + 64 {
             let entries = &self.entries;
@@ -146,8 +141,11 @@ impl ReplyCache {
 }
 
 fn remove_if(entries: &mut HashMap<Key, Entry>, key: Key, id: u64) {
-    if entries.get(&key).is_some_and(|e| e.id == id) {
-        entries.remove(&key);
+    // One lookup (one hash of the key), not a get and then a remove.
+    if let std::collections::hash_map::Entry::Occupied(found) = entries.entry(key)
+        && found.get().id == id
+    {
+        found.remove();
     }
 }
 

@@ -15,62 +15,118 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
 };
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-
-/// Asks the kernel to report each datagram's destination address.
-/// Failures only mean every datagram counts as unicast.
-pub(super) fn enable(socket: &UdpSocket) {
-    let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
-    let _ = setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true);
-}
-
-/// The next datagram: its length, its sender, and where it was sent to
-/// (when the kernel said).
-pub(super) async fn recv(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    socket
-        .async_io(Interest::READABLE, || recv_now(socket, buf))
-        .await
-}
-
-fn recv_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let peer = msg
-        .address
-        .as_ref()
-        .and_then(socket_addr)
-        .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
-    let mut destination = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for cmsg in cmsgs {
-            match cmsg {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    destination = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
-                    ))));
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    let v6 = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    destination = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
-                }
-                _ => {}
-            }
-        }
+/// Asks the kernel to report each datagram's destination address, if it
+/// can be other than the address bound: on a wildcard, broadcast or
+/// multicast address. Returns whether it did (failures only mean every
+/// datagram counts as unicast).
+pub(super) fn enable(socket: &std::net::UdpSocket) -> bool {
+    let bound = match socket.local_addr() {
+        Ok(addr) => addr.ip().to_canonical(),
+        Err(_) => return false,
+    };
+    let may_be_other = match bound {
+        IpAddr::V4(ip) => ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast(),
+        IpAddr::V6(ip) => ip.is_unspecified() || ip.is_multicast(),
+    };
+    if !may_be_other {
+        return false;
     }
-    Ok((msg.bytes, peer, destination))
+    let v4 = setsockopt(socket, sockopt::Ipv4PacketInfo, &true).is_ok();
+    let v6 = setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true).is_ok();
+    v4 || v6
+}
+
+/// Datagrams read by one `recvmmsg` at most.
+pub(super) const BATCH: usize = 4;
+
+/// One datagram read into the buffer of the same index.
+#[derive(Clone, Copy)]
+pub(super) struct Received {
+    /// Its length.
+    pub len: usize,
+    /// Its sender (none: the kernel gave no address, the datagram is
+    /// dropped).
+    pub peer: Option<SocketAddr>,
+    /// Where it was sent to, when the kernel said.
+    pub to: Option<IpAddr>,
+}
+
+/// The next datagrams, into `bufs` and described in `got`; blocks for one
+/// if none is waiting (up to the socket's read timeout: then `WouldBlock`
+/// or `TimedOut`). When `pktinfo` (from [`enable`]) says the kernel tells
+/// destinations, one `recvmmsg` reads them with up to [`BATCH`] datagrams;
+/// else a plain `recvfrom` reads one (all a socket bound to one unicast
+/// address needs, and the cheapest read there is).
+pub(super) fn recv(
+    socket: &std::net::UdpSocket,
+    pktinfo: bool,
+    bufs: &mut [Vec<u8>; BATCH],
+    got: &mut Vec<Received>,
+) -> io::Result<()> {
+    got.clear();
+    if pktinfo {
+        return recv_now(socket, pktinfo, bufs, got).map(drop);
+    }
+    let (len, peer) = socket.recv_from(&mut bufs[0])?;
+    got.push(Received {
+        len,
+        peer: Some(peer),
+        to: None,
+    });
+    Ok(())
+}
+
+fn recv_now(
+    socket: &std::net::UdpSocket,
+    pktinfo: bool,
+    bufs: &mut [Vec<u8>; BATCH],
+    got: &mut Vec<Received>,
+) -> io::Result<usize> {
+    {
+        // New headers each time: nix does not reset the lengths the kernel
+        // wrote back (address, control messages) before reusing them.
+        let space =
+            pktinfo.then(|| nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::in_pktinfo));
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, space);
+        let headers = &mut headers;
+        let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let received = recvmmsg(
+            socket.as_raw_fd(),
+            headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in received {
+            let peer = msg.address.as_ref().and_then(socket_addr);
+            let mut to = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for cmsg in cmsgs {
+                    match cmsg {
+                        ControlMessageOwned::Ipv4PacketInfo(info) => {
+                            to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                                info.ipi_addr.s_addr,
+                            ))));
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(info) => {
+                            let v6 = std::net::Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                            to = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            got.push(Received {
+                len: msg.bytes,
+                peer,
+                to,
+            });
+        }
+        Ok(got.len())
+    }
 }
 
 fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
@@ -91,14 +147,15 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
 /// every 10 s.
 static BROADCASTS: Mutex<Option<(Instant, Vec<Ipv4Addr>)>> = Mutex::new(None);
 
-fn interface_broadcasts() -> Vec<Ipv4Addr> {
+/// Whether `ip` is the broadcast address of one of this host's interfaces.
+fn is_interface_broadcast(ip: Ipv4Addr) -> bool {
     let mut cached = BROADCASTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((read, addrs)) = cached.as_ref()
         && read.elapsed() < Duration::from_secs(10)
     {
-        return addrs.clone();
+        return addrs.contains(&ip);
     }
     let v4 = |a: Option<SockaddrStorage>| a.and_then(|a| a.as_sockaddr_in().map(|a| a.ip()));
     let interfaces: Vec<_> = nix::ifaddrs::getifaddrs()
@@ -112,15 +169,18 @@ fn interface_broadcasts() -> Vec<Ipv4Addr> {
         .filter_map(|(_, b)| *b)
         .filter(|b| !own.contains(b) && !b.is_unspecified())
         .collect();
-    *cached = Some((Instant::now(), addrs.clone()));
-    addrs
+    let found = addrs.contains(&ip);
+    *cached = Some((Instant::now(), addrs));
+    found
 }
 
 /// Whether a datagram sent to `destination` was a broadcast or multicast.
 pub(super) fn is_broadcast(destination: IpAddr) -> bool {
     match destination {
         IpAddr::V4(ip) => {
-            ip.is_broadcast() || ip.is_multicast() || interface_broadcasts().contains(&ip)
+            ip.is_broadcast()
+                || ip.is_multicast()
+                || (!ip.is_loopback() && is_interface_broadcast(ip))
         }
         IpAddr::V6(ip) => ip.is_multicast(),
     }

@@ -8,7 +8,8 @@
 //! serving the sockets `start` bound, and the pieces they need:
 //!
 //! - [`tcp`]: the accept loop and the per-connection loop;
-//! - [`udp`]: the datagram loop and the rationing of its error replies;
+//! - [`slots`]: the TCP connection table and its limits by address;
+//! - [`udp`]: the datagram thread and the rationing of its error replies;
 //! - [`cache`]: the UDP reply cache that makes execution at-most-once;
 //! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`].
 //!
@@ -19,6 +20,7 @@ mod cache;
 mod destination;
 pub(crate) mod log_limit;
 mod registry;
+mod slots;
 mod tcp;
 mod typed;
 mod udp;
@@ -52,8 +54,14 @@ pub struct ServerConfig {
     /// `frame_too_large` and, on TCP, a closed connection. Default 65536.
     pub max_frame: u32,
     /// Most TCP connections served at once; more get `busy` and are closed.
-    /// Default 1024.
+    /// Default 1024. When every slot is taken, the longest-idle connection
+    /// of the address holding the most is closed for a newcomer from an
+    /// address holding fewer.
     pub max_connections: usize,
+    /// Most TCP connections from one address at once (an IPv4 peer of a
+    /// dual-stack socket counts as its IPv4 address); more get `busy` and
+    /// are closed. Default 64.
+    pub max_per_address: usize,
     /// A TCP connection with nothing buffered is closed after this long
     /// without a byte. Default 300 s.
     pub idle_timeout: Duration,
@@ -76,6 +84,7 @@ impl Default for ServerConfig {
             name: host_name(),
             max_frame: at_core::DEFAULT_MAX_BODY,
             max_connections: 1024,
+            max_per_address: 64,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),
             udp_cache_entries: 4096,
@@ -268,6 +277,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Most TCP connections from one address at once.
+    pub fn max_per_address(mut self, n: usize) -> Self {
+        self.config.max_per_address = n;
+        self
+    }
+
     /// Idle timeout of TCP connections.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
@@ -280,7 +295,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the sockets and starts serving on the current tokio runtime.
+    /// Binds the sockets and starts serving on the current tokio runtime
+    /// (TCP, and UDP's async functions) and, for UDP, on a thread of its
+    /// own that blocks in its receive as a plain socket loop does.
     /// Fails with `InvalidInput` if a function could not be registered
     /// (a reserved `rpc.*` name).
     pub async fn start(self) -> io::Result<Server> {
@@ -310,13 +327,14 @@ impl ServerBuilder {
         }
         if let Some(addr) = self.udp {
             let socket = bind_udp(addr)?;
-            udp_addr = Some(socket.local_addr()?);
-            tokio::spawn(udp::serve(
-                socket,
-                shared.clone(),
-                stop_rx.clone(),
-                alive_tx.clone(),
-            ));
+            let bound = socket.local_addr()?;
+            udp_addr = Some(bound);
+            let (shared, stop, alive) = (shared.clone(), stop_rx.clone(), alive_tx.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("at-host udp".into())
+                .spawn(move || udp::serve(socket, shared, stop, alive, runtime))?;
+            tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
         Ok(Server {
             tcp_addr,
@@ -335,16 +353,18 @@ const UDP_RECEIVE_BUFFER: usize = 2 << 20;
 /// Pending connections the kernel queues for `accept`.
 const TCP_BACKLOG: i32 = 1024;
 
-fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// The UDP socket, blocking (its thread waits in `recvmmsg`), with a read
+/// timeout so that thread looks at the stop signal now and then.
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
         debug!("udp: cannot enlarge the receive buffer: {e}");
     }
     dual_stack(&socket, addr);
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(udp::RECEIVE_TIMEOUT))?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -1,6 +1,6 @@
-//! The TCP side of the server: the accept loop (with its connection limit
-//! and `busy` refusals) and the loop serving one connection, which answers
-//! every whole frame buffered with one write.
+//! The TCP side of the server: the accept loop (with the connection limits
+//! of [`Slots`] and `busy` refusals) and the loop serving one connection,
+//! which answers every whole frame buffered with one write.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,20 +12,22 @@ use at_core::{ErrorCode, FrameDecoder, HEADER_LEN, Kind};
 use log::{info, warn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::log_limit::protocol_warn;
+use super::slots::{Slots, Ticket};
 use super::{ServerConfig, Shared, Step};
 
 /// Accepts connections until `stop` turns true, serving each on its own
-/// task, at most `max_connections` at once; drops `alive` when done.
+/// task within the limits of [`Slots`]; drops `alive` when done.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let slots = Slots::new(shared.config.max_connections, shared.config.max_per_address);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -42,21 +44,18 @@ pub(super) async fn accept_loop(
             }
         };
         let alive = alive.clone();
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match slots.admit(peer.ip()) {
+            Ok(ticket) => {
                 let (shared, stop) = (shared.clone(), stop.clone());
                 tokio::spawn(async move {
                     info!("connection from {peer}");
-                    let reason = serve_connection(stream, peer, &shared, stop).await;
+                    let reason = serve_connection(stream, peer, &shared, stop, &ticket).await;
                     info!("connection from {peer} closed: {reason}");
-                    drop((permit, alive));
+                    drop((ticket, alive));
                 });
             }
-            Err(_) => {
-                protocol_warn!(
-                    "refusing {peer}: over {} connections",
-                    shared.config.max_connections
-                );
+            Err(refusal) => {
+                protocol_warn!("refusing {peer}: {refusal}");
                 let timeout = shared.config.frame_timeout;
                 tokio::spawn(async move {
                     refuse_busy(stream, timeout).await;
@@ -102,6 +101,7 @@ enum EndReason {
     Io(io::Error),
     OutOfStep(at_core::FrameError),
     Shutdown,
+    Evicted,
 }
 
 impl std::fmt::Display for EndReason {
@@ -115,6 +115,9 @@ impl std::fmt::Display for EndReason {
             EndReason::Io(e) => write!(f, "{e}"),
             EndReason::OutOfStep(e) => write!(f, "stream out of step ({e})"),
             EndReason::Shutdown => f.write_str("server shutting down"),
+            EndReason::Evicted => {
+                f.write_str("longest idle of the busiest address, closed for a newcomer")
+            }
         }
     }
 }
@@ -125,7 +128,8 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    ticket: &Ticket,
 ) -> EndReason {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
@@ -139,6 +143,22 @@ async fn serve_connection(
     let mut out = vec![0u8; 2 * reply_room];
     let mut pending = 0usize;
     let origin = Origin::from(Transport::Stream, peer);
+    // Shutdown and eviction, waited for across every read: registered
+    // once per connection, not once per read.
+    let mut stopping = stop.clone();
+    let ended = async {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => EndReason::Shutdown,
+            () = ticket.evicted() => EndReason::Evicted,
+        }
+    };
+    tokio::pin!(ended);
+    // The idle and frame timeouts share one timer, moved only when a wait's
+    // deadline comes before the timer's; when it fires early (set for an
+    // earlier wait), it is set again. So a read costs a clock reading, not
+    // a timer registered and removed.
+    let timer = tokio::time::sleep(config.frame_timeout.min(config.idle_timeout));
+    tokio::pin!(timer);
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -171,7 +191,7 @@ async fn serve_connection(
                         }
                         tokio::select! {
                             _ = tokio::time::timeout(config.idle_timeout, done.changed()) => {}
-                            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+                            reason = &mut ended => return reason,
                         }
                         step = shared.admit(&frame, &origin, &mut out[..reply_room], false);
                     }
@@ -237,16 +257,34 @@ async fn serve_connection(
         } else {
             (config.idle_timeout, EndReason::Idle)
         };
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(decoder.spare())) => read,
-            _ = stop.wait_for(|s| *s) => return EndReason::Shutdown,
+        let now = Instant::now();
+        let deadline = now + timeout;
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
+        ticket.idle(now.into_std());
+        let read = loop {
+            // Biased: the read first (the branch that is ready almost
+            // always), so the timer and the shutdown waiter are polled
+            // only when it is not.
+            tokio::select! {
+                biased;
+                read = stream.read(decoder.spare()) => break read,
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        return on_timeout;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                reason = &mut ended => return reason,
+            }
         };
+        ticket.busy();
         match read {
-            Ok(Ok(0)) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
-            Ok(Ok(0)) => return EndReason::PeerClosed,
-            Ok(Ok(n)) => decoder.commit(n),
-            Ok(Err(e)) => return EndReason::Io(e),
-            Err(_) => return on_timeout,
+            Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
+            Ok(0) => return EndReason::PeerClosed,
+            Ok(n) => decoder.commit(n),
+            Err(e) => return EndReason::Io(e),
         }
     }
 }
@@ -262,7 +300,18 @@ async fn flush(
     if *pending == 0 {
         return Ok(());
     }
-    match tokio::time::timeout(config.frame_timeout, stream.write_all(&out[..*pending])).await {
+    // Most often the socket takes it all at once: no timer then.
+    let written = match stream.try_write(&out[..*pending]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(EndReason::Io(e)),
+    };
+    if written == *pending {
+        *pending = 0;
+        return Ok(());
+    }
+    let rest = &out[written..*pending];
+    match tokio::time::timeout(config.frame_timeout, stream.write_all(rest)).await {
         Ok(Ok(())) => {
             *pending = 0;
             Ok(())

@@ -6,13 +6,12 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use at_core::auth::{Origin, Transport};
 use at_core::{Frame, FrameError, HEADER_LEN, Kind};
 use log::debug;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::cache::ReplyCache;
@@ -21,192 +20,238 @@ use super::log_limit::protocol_warn;
 use super::{Shared, Step};
 use crate::shared::wire::MAX_DATAGRAM;
 
-/// Serves calls arriving on `socket` until `stop` turns true; drops `alive`
-/// when done.
-pub(super) async fn serve(
-    socket: UdpSocket,
+/// How long the datagram thread waits in one receive before it looks at
+/// `stop` again (a shutdown also wakes it at once: [`wake_on_stop`]).
+pub(super) const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the datagram thread and the tasks of async functions share.
+struct State {
+    cache: ReplyCache,
+    /// (client address, seq) of the async calls running.
+    running: HashSet<(SocketAddr, u32)>,
+}
+
+/// Serves calls arriving on `socket` until `stop` turns true (or its
+/// sender is dropped); drops `alive` when done. Runs on a thread of its
+/// own, blocking in `recvmmsg` as a plain echo server blocks in `recv`:
+/// a call to a sync function is read, answered and sent without a trip
+/// through the runtime. Async functions run on `runtime`, and their tasks
+/// remember and send their replies themselves.
+pub(super) fn serve(
+    socket: std::net::UdpSocket,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
+    runtime: tokio::runtime::Handle,
 ) {
     let socket = Arc::new(socket);
-    // Async functions finish on tasks of their own and hand their reply
-    // back here, to be remembered and sent; meanwhile a retransmission of
-    // the same request is dropped (its reply is on the way).
-    let (finished_tx, mut finished) = mpsc::channel::<Finished>(64);
-    let mut running: HashSet<(SocketAddr, u32)> = HashSet::new();
     let config = &shared.config;
     let max_body = config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
-    let mut buf = vec![0u8; MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1];
+    let room = MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1;
+    let mut bufs: [Vec<u8>; destination::BATCH] = std::array::from_fn(|_| vec![0u8; room]);
+    let mut got = Vec::with_capacity(destination::BATCH);
     let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
     let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
-    let mut cache = ReplyCache::new(
-        config.udp_cache_entries,
-        config.udp_cache_per_client,
-        config.udp_cache_age,
-    );
-    destination::enable(&socket);
-    loop {
-        let event = tokio::select! {
-            r = destination::recv(&socket, &mut buf) => Event::Datagram(r),
-            Some(done) = finished.recv() => Event::Finished(done),
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (len, peer, to) = match event {
-            Event::Datagram(Ok(received)) => received,
-            Event::Datagram(Err(e)) => {
+    let state = Arc::new(Mutex::new(State {
+        cache: ReplyCache::new(
+            config.udp_cache_entries,
+            config.udp_cache_per_client,
+            config.udp_cache_age,
+        ),
+        running: HashSet::new(),
+    }));
+    let pktinfo = destination::enable(&socket);
+    let stopped = || stop.has_changed().is_err() || *stop.borrow();
+    while !stopped() {
+        if let Err(e) = destination::recv(&socket, pktinfo, &mut bufs, &mut got) {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
                 debug!("udp receive error: {e}");
+            }
+            continue;
+        }
+        if stopped() {
+            break;
+        }
+        for (received, buf) in got.iter().zip(&bufs) {
+            let destination::Received { len, peer, to } = *received;
+            let Some(peer) = peer else {
+                debug!("udp: a datagram without a sender address: dropped");
                 continue;
-            }
-            Event::Finished(done) => {
-                running.remove(&(done.peer, done.seq));
-                if let Some(request) = done.request {
-                    cache.insert(done.peer, done.seq, request, &done.reply, Instant::now());
-                }
-                if !done.reply.is_empty() {
-                    answer(&socket, &done.reply, done.peer, done.broadcast).await;
-                }
-                continue;
-            }
-        };
-        // Discovery: a broadcast or multicast request is answered only
-        // with success, and after a random pause.
-        let broadcast = to.is_some_and(destination::is_broadcast);
-        log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
-        let now = Instant::now();
-        let reply_len = match Frame::parse(&buf[..len], max_body) {
-            Err(e @ FrameError::SizeMismatch { .. }) => {
-                protocol_warn!("udp from {peer}: dropped: {e}");
-                None
-            }
-            Err(e) => {
-                protocol_warn!("udp from {peer}: bad frame: {e}");
-                // Error replies to bad datagrams are rationed: a flood of
-                // garbage (perhaps from spoofed addresses) must neither
-                // crowd out real calls nor be reflected at full rate.
-                if error_replies.take(now) {
-                    at_core::respond_to_error(&e, &mut out)
-                } else {
+            };
+            // Discovery: a broadcast or multicast request is answered only
+            // with success, and after a random pause.
+            let broadcast = to.is_some_and(destination::is_broadcast);
+            log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
+            let now = Instant::now();
+            let reply_len = match Frame::parse(&buf[..len], max_body) {
+                Err(e @ FrameError::SizeMismatch { .. }) => {
+                    protocol_warn!("udp from {peer}: dropped: {e}");
                     None
                 }
-            }
-            Ok(frame) if frame.kind != Kind::Request => {
-                protocol_warn!(
-                    "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
-                    frame.kind
-                );
-                None
-            }
-            Ok(frame) => {
-                let seq = frame.seq();
-                let request = (frame.header.length, frame.header.crc);
-                // Plain requests: byte-identical retransmissions get the
-                // remembered reply (section 5). Authenticated ones: the
-                // guard remembers by (session, seq), after the tag.
-                let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
-                if plain && let Some(reply) = cache.get(peer, seq, request, now) {
-                    debug!("udp from {peer}: seq {seq} again: resending the remembered reply");
-                    answer(&socket, reply, peer, broadcast).await;
-                    continue;
-                }
-                if running.contains(&(peer, seq)) {
-                    debug!("udp from {peer}: seq {seq} again while it runs: dropped");
-                    continue;
-                }
-                let origin = Origin {
-                    transport: Transport::Datagram,
-                    peer: Some(peer),
-                    broadcast,
-                };
-                // A datagram never waits: a replay of a call still running
-                // is dropped by the guard, and the client retransmits.
-                match shared.admit(&frame, &origin, &mut out, false) {
-                    Step::Reply(n) => Some(n),
-                    Step::Drop | Step::Wait(_) => None,
-                    Step::Call {
-                        body,
-                        seal,
-                        running: call,
-                    } if shared.registry.calls_async(body) => {
-                        running.insert((peer, seq));
-                        let (done, mut reply) = (finished_tx.clone(), vec![0u8; out.len()]);
-                        let (shared, body) = (Arc::clone(&shared), body.to_vec());
-                        tokio::spawn(async move {
-                            let n = shared
-                                .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
-                                .await;
-                            reply.truncate(n);
-                            drop(call);
-                            let finished = Finished {
-                                peer,
-                                seq,
-                                broadcast,
-                                request: plain.then_some(request),
-                                reply,
-                            };
-                            let _ = done.send(finished).await;
-                        });
-                        continue;
+                Err(e) => {
+                    protocol_warn!("udp from {peer}: bad frame: {e}");
+                    // Error replies to bad datagrams are rationed: a flood of
+                    // garbage (perhaps from spoofed addresses) must neither
+                    // crowd out real calls nor be reflected at full rate.
+                    if error_replies.take(now) {
+                        at_core::respond_to_error(&e, &mut out)
+                    } else {
+                        None
                     }
-                    Step::Call {
-                        body,
-                        seal,
-                        running,
-                    } => {
-                        let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
-                        drop(running);
-                        if plain && n > 0 {
-                            cache.insert(peer, seq, request, &out[..n], now);
+                }
+                Ok(frame) if frame.kind != Kind::Request => {
+                    protocol_warn!(
+                        "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
+                        frame.kind
+                    );
+                    None
+                }
+                Ok(frame) => {
+                    let seq = frame.seq();
+                    let request = (frame.header.length, frame.header.crc);
+                    // Plain requests: byte-identical retransmissions get the
+                    // remembered reply (section 5). Authenticated ones: the
+                    // guard remembers by (session, seq), after the tag.
+                    let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+                    {
+                        let mut state = lock(&state);
+                        if plain && let Some(reply) = state.cache.get(peer, seq, request, now) {
+                            debug!(
+                                "udp from {peer}: seq {seq} again: resending the remembered reply"
+                            );
+                            answer(&socket, &runtime, reply, peer, broadcast);
+                            continue;
                         }
-                        (n > 0).then_some(n)
+                        if state.running.contains(&(peer, seq)) {
+                            debug!("udp from {peer}: seq {seq} again while it runs: dropped");
+                            continue;
+                        }
+                    }
+                    let origin = Origin {
+                        transport: Transport::Datagram,
+                        peer: Some(peer),
+                        broadcast,
+                    };
+                    // A datagram never waits: a replay of a call still running
+                    // is dropped by the guard, and the client retransmits.
+                    match shared.admit(&frame, &origin, &mut out, false) {
+                        Step::Reply(n) => Some(n),
+                        Step::Drop | Step::Wait(_) => None,
+                        Step::Call {
+                            body,
+                            seal,
+                            running: call,
+                        } if shared.registry.calls_async(body) => {
+                            lock(&state).running.insert((peer, seq));
+                            let mut reply = vec![0u8; out.len()];
+                            let (shared, body) = (Arc::clone(&shared), body.to_vec());
+                            let (state, socket) = (Arc::clone(&state), Arc::clone(&socket));
+                            let handle = runtime.clone();
+                            runtime.spawn(async move {
+                                let n = shared
+                                    .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
+                                    .await;
+                                drop(call);
+                                let mut state = lock(&state);
+                                state.running.remove(&(peer, seq));
+                                if plain && n > 0 {
+                                    state.cache.insert(
+                                        peer,
+                                        seq,
+                                        request,
+                                        &reply[..n],
+                                        Instant::now(),
+                                    );
+                                }
+                                drop(state);
+                                if n > 0 {
+                                    answer(&socket, &handle, &reply[..n], peer, broadcast);
+                                }
+                            });
+                            continue;
+                        }
+                        Step::Call {
+                            body,
+                            seal,
+                            running,
+                        } => {
+                            let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
+                            drop(running);
+                            if plain && n > 0 {
+                                lock(&state)
+                                    .cache
+                                    .insert(peer, seq, request, &out[..n], now);
+                            }
+                            (n > 0).then_some(n)
+                        }
                     }
                 }
+            };
+            if let Some(n) = reply_len {
+                answer(&socket, &runtime, &out[..n], peer, broadcast);
             }
-        };
-        if let Some(n) = reply_len {
-            answer(&socket, &out[..n], peer, broadcast).await;
         }
     }
+    // The socket closes before the server counts this thread as ended
+    // (unless an async function's task still holds it).
+    drop(socket);
     drop(alive);
+}
+
+/// The shared state, whatever a panicking holder left (every update is
+/// one statement that cannot leave it half done).
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wakes the datagram thread once `stop` turns true (or its sender is
+/// dropped), with an empty datagram to the socket's own address, so that
+/// a shutdown does not wait for [`RECEIVE_TIMEOUT`].
+pub(super) async fn wake_on_stop(mut stop: watch::Receiver<bool>, addr: SocketAddr) {
+    let _ = stop.wait_for(|s| *s).await;
+    let to = match addr.ip() {
+        ip if !ip.is_unspecified() => addr,
+        std::net::IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+    };
+    let local: SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    if let Ok(socket) = tokio::net::UdpSocket::bind(local).await {
+        let _ = socket.send_to(&[], to).await;
+    }
 }
 
 /// Sends `reply` to `peer`. To a request that came by broadcast or
 /// multicast (section 8) only a success goes, after a random pause; an
 /// error reply is dropped. Every reply goes through here: fresh, remembered
 /// and from async functions alike.
-async fn answer(socket: &Arc<UdpSocket>, reply: &[u8], peer: SocketAddr, broadcast: bool) {
+fn answer(
+    socket: &Arc<std::net::UdpSocket>,
+    runtime: &tokio::runtime::Handle,
+    reply: &[u8],
+    peer: SocketAddr,
+    broadcast: bool,
+) {
     if !broadcast {
-        send(socket, reply, peer).await;
+        send(socket, reply, peer);
     } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
         let (socket, reply) = (Arc::clone(socket), reply.to_vec());
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(destination::answer_delay()).await;
-            send(&socket, &reply, peer).await;
+            send(&socket, &reply, peer);
         });
     } else {
         debug!("udp from {peer}: no error reply to a broadcast request");
     }
-}
-
-/// What woke the datagram loop.
-enum Event {
-    Datagram(std::io::Result<(usize, SocketAddr, Option<std::net::IpAddr>)>),
-    Finished(Finished),
-}
-
-/// The reply of an async function, back from its task.
-struct Finished {
-    peer: SocketAddr,
-    seq: u32,
-    /// Whether the request came by broadcast or multicast.
-    broadcast: bool,
-    /// A plain request's (length, CRC), as the cache keys it; `None` for
-    /// an authenticated one (the guard remembered its reply).
-    request: Option<(u32, u32)>,
-    reply: Vec<u8>,
 }
 
 /// Error replies to bad datagrams sent per second at most (the contract
@@ -243,8 +288,10 @@ impl Ration {
     }
 }
 
-async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(bytes, peer).await {
+/// Sends one datagram (blocking only while the socket's send buffer is
+/// full); a failure concerns that peer alone.
+fn send(socket: &std::net::UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, peer) {
         debug!("udp send to {peer} failed: {e}");
     }
 }
