@@ -231,7 +231,7 @@ mod tests {
             Ok(OneWay::Call(r)) if r.func == "log"
         ));
         assert!(matches!(
-            OneWay::parse(br#"{"topic": "temp", "n": 1, "value": 21.5}"#),
+            OneWay::parse(br#"{"topic": "temp", "n": 1, "value": 21}"#),
             Ok(OneWay::Event(e)) if e.n == 1
         ));
         assert!(OneWay::parse(br#"{"other": 1}"#).is_err());
