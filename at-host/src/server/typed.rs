@@ -89,6 +89,11 @@ pub mod kind {
 ///
 /// A borrowed `&'static str` is no result (serde cannot read one back):
 /// return a `String`, or `Cow<'static, str>` to keep a literal uncopied.
+///
+/// An error type `E` that is itself `Serialize + Deserialize` makes
+/// `Result<T, E>` both a value and an outcome, and the compiler asks which
+/// (`type annotations needed`): keep error types out of serde, or give
+/// the function an explicit return type of its own.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the result of a typed function",
     label = "not a result type",
