@@ -92,8 +92,8 @@ pub mod kind {
 ///
 /// An error type `E` that is itself `Serialize + Deserialize` makes
 /// `Result<T, E>` both a value and an outcome, and the compiler asks which
-/// (`type annotations needed`): keep error types out of serde, or give
-/// the function an explicit return type of its own.
+/// (`type annotations needed`): an error type needs neither serde trait
+/// (map it with [`AppError`](crate::AppError)), so leave them off it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the result of a typed function",
     label = "not a result type",
