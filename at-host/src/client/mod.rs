@@ -81,41 +81,30 @@ pub trait Caller: Send + Sync {
     ) -> impl Future<Output = Result<T, Error>> + Send;
 }
 
-impl<C: Caller> Caller for &C {
-    fn call<A: Arg>(
-        &self,
-        func: &str,
-        args: &[A],
-    ) -> impl Future<Output = Result<Value, Error>> + Send {
-        (**self).call(func, args)
-    }
+/// A caller behind a reference or an `Arc` calls as the caller itself.
+macro_rules! forward_caller {
+    ($($pointer:ty),*) => {$(
+        impl<C: Caller> Caller for $pointer {
+            fn call<A: Arg>(
+                &self,
+                func: &str,
+                args: &[A],
+            ) -> impl Future<Output = Result<Value, Error>> + Send {
+                (**self).call(func, args)
+            }
 
-    fn call_as<T: DeserializeOwned>(
-        &self,
-        func: &str,
-        args: impl Serialize + Send,
-    ) -> impl Future<Output = Result<T, Error>> + Send {
-        (**self).call_as(func, args)
-    }
+            fn call_as<T: DeserializeOwned>(
+                &self,
+                func: &str,
+                args: impl Serialize + Send,
+            ) -> impl Future<Output = Result<T, Error>> + Send {
+                (**self).call_as(func, args)
+            }
+        }
+    )*};
 }
 
-impl<C: Caller> Caller for Arc<C> {
-    fn call<A: Arg>(
-        &self,
-        func: &str,
-        args: &[A],
-    ) -> impl Future<Output = Result<Value, Error>> + Send {
-        (**self).call(func, args)
-    }
-
-    fn call_as<T: DeserializeOwned>(
-        &self,
-        func: &str,
-        args: impl Serialize + Send,
-    ) -> impl Future<Output = Result<T, Error>> + Send {
-        (**self).call_as(func, args)
-    }
-}
+forward_caller!(&C, Arc<C>);
 
 /// A map keyed by the seqs a client numbered its own requests with.
 pub(crate) type SeqMap<V> = HashMap<u32, V, BuildHasherDefault<SeqHasher>>;
