@@ -8,17 +8,14 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import socket
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .auth import AUTH_TRAILER, NONCE_LEN, check_key, pack_auth_frame
+from .auth import NONCE_LEN, pack_auth_frame
 from .errors import FrameError, ProtocolError, RemoteError
 from .frame import (
-    DEFAULT_PORT,
     ERROR,
-    MAX_BODY,
     MAX_SEQ,
     REQUEST,
     Frame,
@@ -39,6 +36,7 @@ from .replies import (
     hello_frame,
     reply_result,
 )
+from .settings import ClientSettings
 
 log = logging.getLogger("at_rpc")
 
@@ -111,7 +109,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp: %s; waiting on", exc)
 
 
-class AsyncClient:
+class AsyncClient(ClientSettings):
     """Calls functions on an AT server from asyncio, many at a time.
 
         async with AsyncClient("127.0.0.1", 16724) as c:
@@ -140,29 +138,7 @@ class AsyncClient:
     One AsyncClient belongs to one event loop.
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        udp: bool = False,
-        timeout: float = 5.0,
-        retries: int = 4,
-        max_frame: int = MAX_BODY,
-        key: tuple[str, bytes] | None = None,
-    ):
-        self.host = host
-        self.port = port
-        self.udp = udp
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.max_frame = max_frame
-        self.key = check_key(*key) if key is not None else None
-        # Replies to authenticated requests carry 24 bytes more than their body.
-        self._reply_limit = max_frame + (AUTH_TRAILER if key is not None else 0)
-        self._session: ClientSession | None = None
-        # The source of nonces (tests may replace it).
-        self._random: Callable[[int], bytes] = secrets.token_bytes
-        self._seq = 0
+    def _setup(self) -> None:
         self._in_use: set[int] = set()
         self._tcp: _Tcp | None = None
         self._udp: asyncio.DatagramTransport | None = None

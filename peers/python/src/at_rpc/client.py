@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 import select
 import socket
 import threading
@@ -12,10 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .auth import AUTH_TRAILER, NONCE_LEN, check_key, pack_auth_frame
+from .auth import NONCE_LEN, pack_auth_frame
 from .errors import FrameError, ProtocolError, RemoteError
 from .frame import (
-    DEFAULT_PORT,
     HEADER_LEN,
     MAX_BODY,
     MAX_SEQ,
@@ -38,13 +36,14 @@ from .replies import (
     hello_frame,
     reply_result,
 )
+from .settings import ClientSettings
 
 log = logging.getLogger("at_rpc")
 
 _T = TypeVar("_T")
 
 
-class Client:
+class Client(ClientSettings):
     """Calls functions on an AT server.
 
         with Client("127.0.0.1", 16724) as c:
@@ -73,30 +72,8 @@ class Client:
     seqs increase from the one after its hello.
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        udp: bool = False,
-        timeout: float = 5.0,
-        retries: int = 4,
-        max_frame: int = MAX_BODY,
-        key: tuple[str, bytes] | None = None,
-    ):
-        self.host = host
-        self.port = port
-        self.udp = udp
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.max_frame = max_frame
-        self.key = check_key(*key) if key is not None else None
-        # Replies to authenticated requests carry 24 bytes more than their body.
-        self._reply_limit = max_frame + (AUTH_TRAILER if key is not None else 0)
-        self._session: ClientSession | None = None
-        # The source of nonces (tests replace it).
-        self._random: Callable[[int], bytes] = secrets.token_bytes
+    def _setup(self) -> None:
         self._ignored: str | None = None  # why the last UDP reply was not accepted
-        self._seq = 0
         self._sock: socket.socket | None = None
         self._reader: FrameReader | None = None
         self._lock = threading.Lock()
