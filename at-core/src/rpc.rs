@@ -5,8 +5,8 @@
 //!
 //! - `rpc.ping`: no argument gives `true`, one argument gives it back.
 //! - `rpc.info`: `{"protocol": 1, "server": ..., "name": ..., "auth":
-//!   "off"|"required", "max_body": N, "functions": N}` from the server's
-//!   [`ServerInfo`] and its function count.
+//!   "off"|"required", "max_body": N, "functions": N, "ext": [...]}` from
+//!   the server's [`ServerInfo`] and its function count.
 //! - `rpc.functions`: `{"functions": [...], "next": N|null}`, the entries
 //!   from `start` on (default 0) that fit the reply buffer, at least one
 //!   while any remain (its doc is dropped if only then does it fit). Each
@@ -37,6 +37,71 @@ pub struct ServerInfo<'a> {
     pub auth_required: bool,
     /// The largest request body it accepts.
     pub max_body: u32,
+    /// The parts of contract section 10 it implements, listed as `ext`.
+    pub ext: Ext,
+}
+
+/// The parts of contract section 10 a server implements, which `rpc.info`
+/// lists as its last member `"ext"` in the contract's order (10.1, 10.8
+/// rule 11): `["notify", "events", "deadline", "cancel", "peer"]`.
+///
+/// ```
+/// use at_core::rpc::Ext;
+/// let ext = Ext::NOTIFY.with(Ext::DEADLINE);
+/// assert!(ext.has(Ext::NOTIFY) && !ext.has(Ext::EVENTS));
+/// assert_eq!(ext.names().collect::<Vec<_>>(), ["notify", "deadline"]);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ext(u8);
+
+impl Ext {
+    /// None of section 10 (`"ext": []`).
+    pub const NONE: Ext = Ext(0);
+    /// Notifications are run (10.2).
+    pub const NOTIFY: Ext = Ext(1);
+    /// Subscriptions and events, with `rpc.topics` (10.3).
+    pub const EVENTS: Ext = Ext(2);
+    /// `deadline_ms` is honoured (10.4).
+    pub const DEADLINE: Ext = Ext(4);
+    /// `rpc.cancel` stops calls (10.4).
+    pub const CANCEL: Ext = Ext(8);
+    /// `rpc.peer` is accepted: a client may be called back (10.5).
+    pub const PEER: Ext = Ext(16);
+    /// Every part, in the contract's order.
+    const ALL: [(Ext, &'static str); 5] = [
+        (Ext::NOTIFY, "notify"),
+        (Ext::EVENTS, "events"),
+        (Ext::DEADLINE, "deadline"),
+        (Ext::CANCEL, "cancel"),
+        (Ext::PEER, "peer"),
+    ];
+
+    /// These parts and `other`'s.
+    pub const fn with(self, other: Ext) -> Ext {
+        Ext(self.0 | other.0)
+    }
+
+    /// Whether every part of `part` is here.
+    pub const fn has(self, part: Ext) -> bool {
+        self.0 & part.0 == part.0
+    }
+
+    /// The parts' names, in the contract's order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Ext::ALL
+            .into_iter()
+            .filter(move |(part, _)| self.has(*part))
+            .map(|(_, name)| name)
+    }
+
+    /// Reads one name of `ext` (`None` for a name this version does not
+    /// know, which a reader ignores).
+    pub fn from_name(name: &str) -> Option<Ext> {
+        Ext::ALL
+            .into_iter()
+            .find(|(_, n)| *n == name)
+            .map(|(part, _)| part)
+    }
 }
 
 /// Room kept at the end of an `rpc.functions` body for its closing part:
@@ -121,7 +186,13 @@ fn write_info<F: Functions + ?Sized>(
         w.int(i64::from(info.max_body))?;
         w.raw(", \"functions\": ")?;
         w.int(i64::try_from(functions.count()).unwrap_or(i64::MAX))?;
-        w.raw("}}")?;
+        w.raw(", \"ext\": [")?;
+        for (i, name) in info.ext.names().enumerate() {
+            w.raw(if i == 0 { "\"" } else { ", \"" })?;
+            w.raw(name)?;
+            w.raw("\"")?;
+        }
+        w.raw("]}}")?;
         Ok(w.len())
     })
 }

@@ -62,6 +62,7 @@ const UNNAMED: ServerInfo<'static> = ServerInfo {
     name: "",
     auth_required: false,
     max_body: 0,
+    ext: crate::rpc::Ext::NONE,
 };
 
 /// [`respond`] for a server that describes itself: `rpc.info` answers
@@ -69,7 +70,7 @@ const UNNAMED: ServerInfo<'static> = ServerInfo {
 ///
 /// ```
 /// use at_core::{calculator::CALCULATOR, Frame, Kind, ServerInfo};
-/// let info = ServerInfo { server: "demo 1.0", name: "bench", auth_required: false, max_body: 496 };
+/// let info = ServerInfo { server: "demo 1.0", name: "bench", auth_required: false, max_body: 496, ext: Default::default() };
 /// let mut wire = [0u8; 64];
 /// let n = at_core::encode_frame(Kind::Request, 1, br#"{"func": "rpc.info"}"#, &mut wire).unwrap();
 /// let frame = Frame::parse(&wire[..n], 1024).unwrap();
@@ -77,7 +78,7 @@ const UNNAMED: ServerInfo<'static> = ServerInfo {
 /// let m = at_core::respond_as(&CALCULATOR, &info, &frame, &mut out).unwrap();
 /// assert_eq!(
 ///     &out[16..m],
-///     br#"{"status": "success", "result": {"protocol": 1, "server": "demo 1.0", "name": "bench", "auth": "off", "max_body": 496, "functions": 4}}"#
+///     br#"{"status": "success", "result": {"protocol": 1, "server": "demo 1.0", "name": "bench", "auth": "off", "max_body": 496, "functions": 4, "ext": []}}"#
 /// );
 /// ```
 pub fn respond_as<F: Functions + ?Sized>(

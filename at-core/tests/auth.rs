@@ -120,6 +120,7 @@ const INFO: ServerInfo<'static> = ServerInfo {
     name: "t",
     auth_required: false,
     max_body: 4096,
+    ext: at_core::rpc::Ext::NONE,
 };
 
 type TestGuard = Guard<&'static [Key<'static>], Scripted, FixedReplies<8, 512>, 4>;

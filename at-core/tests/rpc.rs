@@ -15,6 +15,7 @@ const INFO: ServerInfo<'static> = ServerInfo {
     name: "bench \"psu\"",
     auth_required: false,
     max_body: 496,
+    ext: at_core::rpc::Ext::NONE,
 };
 
 /// `n` functions named f00, f01, ...; every third one without a signature.
@@ -101,7 +102,7 @@ fn info() {
     assert_eq!(
         result(reply),
         serde_json::json!({"protocol": 1, "server": "test 1.0", "name": "bench \"psu\"",
-            "auth": "off", "max_body": 496, "functions": 4})
+            "auth": "off", "max_body": 496, "functions": 4, "ext": []})
     );
     let reply = call(&CALCULATOR, r#"{"func": "rpc.info", "args": [1]}"#, 256);
     assert_eq!(error_code(&reply), "invalid_arguments");

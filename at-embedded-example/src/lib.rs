@@ -98,6 +98,7 @@ pub(crate) const fn server_info(name: &'static str, max_body: u32) -> at_core::S
         name,
         auth_required: false,
         max_body,
+        ext: at_core::rpc::Ext::NONE,
     }
 }
 

@@ -256,6 +256,14 @@ pub async fn info(
     for (key, value) in members {
         match value {
             Json::String(s) => println!("{key}: {s}"),
+            // `ext` (contract section 10.1): its names, or "none".
+            Json::Array(items) if items.iter().all(Json::is_string) => {
+                let names: Vec<&str> = items.iter().filter_map(Json::as_str).collect();
+                match names.is_empty() {
+                    true => println!("{key}: none"),
+                    false => println!("{key}: {}", names.join(", ")),
+                }
+            }
             other => println!("{key}: {other}"),
         }
     }

@@ -1166,6 +1166,7 @@ pub fn check_auth(data: &[u8]) {
         name: "fuzz",
         auth_required: true,
         max_body: 1024,
+        ext: at_core::rpc::Ext::NONE,
     };
     let mut now = 0u64;
     let mut out = [0u8; 256];

@@ -121,6 +121,7 @@ fn an_authenticated_call_allocates_nothing() {
         name: "t",
         auth_required: true,
         max_body: 240,
+        ext: at_core::rpc::Ext::NONE,
     };
     let origin = Origin::from(Transport::Datagram, "192.0.2.1:5000".parse().unwrap());
     let hello_body =

@@ -67,12 +67,27 @@ impl ClientSession {
         body: &[u8],
         out: &mut [u8],
     ) -> Result<usize, BufferTooSmall> {
+        self.seal(Kind::Request, seq, body, out)
+    }
+
+    /// Writes an authenticated frame of type `kind` that the client sends
+    /// (contract section 10.6: everything the client sends is tagged with
+    /// `K_req`): a request or a notification (its seq from the client's
+    /// counter), or the reply to a call the server made (the server's
+    /// seq). Returns its length.
+    pub fn seal(
+        &self,
+        kind: Kind,
+        seq: u32,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, BufferTooSmall> {
         let total = HEADER_LEN + body.len() + TRAILER_LEN;
         let frame = out.get_mut(..total).ok_or(BufferTooSmall)?;
         let length = u32::try_from(body.len() + TRAILER_LEN).map_err(|_| BufferTooSmall)?;
         let mut header = Header {
             magic: crate::header::MAGIC,
-            flags: Kind::Request.flag() | FLAG_AUTH,
+            flags: kind.flag() | FLAG_AUTH,
             seq,
             length,
             crc: 0,
@@ -89,8 +104,12 @@ impl ClientSession {
         Ok(total)
     }
 
-    /// The body of a reply to one of this session's requests, once its
-    /// AUTH flag, session id and tag check out.
+    /// The body of a frame the server sent in this session, once its AUTH
+    /// flag, session id and tag (under `K_rep`, contract section 10.6)
+    /// check out: a reply to one of this session's requests, an event, or
+    /// a call from the server. A frame the client itself sent, reflected
+    /// back, fails its tag. For the server's requests and notifications
+    /// the caller still checks the seq against its own window.
     pub fn open_reply<'f>(&self, frame: &Frame<'f>) -> Result<&'f [u8], ReplyProblem> {
         if frame.header.flags & FLAG_AUTH == 0 {
             return Err(ReplyProblem::Plain);

@@ -522,6 +522,7 @@ impl Shared {
             name: &self.config.name,
             auth_required: self.auth.is_some(),
             max_body: self.config.max_frame,
+            ext: at_core::rpc::Ext::NONE,
         }
     }
 
