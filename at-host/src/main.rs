@@ -1,5 +1,5 @@
 //! The `at-host` command: `serve`, `call`, `ping`, `info`, `list`,
-//! `discover`, `keygen`, `demo`, `bench`.
+//! `notify`, `discover`, `keygen`, `demo`, `bench`.
 
 mod bench;
 mod tools;
@@ -140,6 +140,27 @@ enum Command {
         /// Print the whole reply body instead of the result.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The function's name.
+        func: String,
+        /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Send one notification (a call that gets no reply) and exit once sent.
+    #[command(allow_negative_numbers = true)]
+    Notify {
+        /// The server, HOST[:PORT] (port 16724 when missing).
+        #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
+        server: String,
+        /// Send over UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Give up after this many seconds (connecting, and with a key the
+        /// session's hello).
+        #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+        timeout: f64,
         #[command(flatten)]
         key: KeyArgs,
         /// The function's name.
@@ -472,6 +493,23 @@ fn main() -> ExitCode {
                 };
                 call(&server, udp, timeout, retries, json, key, &func, &args).await
             }
+            Command::Notify {
+                server,
+                udp,
+                timeout,
+                key,
+                func,
+                args,
+            } => {
+                let Some(timeout) = seconds(timeout) else {
+                    return usage("--timeout must be a positive number of seconds");
+                };
+                let key = match key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                notify(&server, udp, timeout, key, &func, &args).await
+            }
             Command::Demo => demo().await,
             Command::Bench { .. } => ExitCode::SUCCESS,
         }
@@ -600,6 +638,68 @@ async fn serve(
     drop(stdout);
     server.run_until_ctrl_c().await;
     ExitCode::SUCCESS
+}
+
+/// `notify`: sends `func(args)` as a NOTIFY frame; exit 0 once sent, 3 when
+/// it could not be (no connection, no session), 2 for usage.
+async fn notify(
+    server: &str,
+    udp: bool,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    func: &str,
+    args: &[String],
+) -> ExitCode {
+    let (host, port) = match split_host_port(server, at_core::DEFAULT_PORT) {
+        Ok(pair) => pair,
+        Err(e) => return usage(&e),
+    };
+    let values: Vec<Value> = args.iter().map(|a| Value::from_cli_arg(a)).collect();
+    let core: Vec<at_core::Value<'_>> = values.iter().map(Value::as_core).collect();
+    let addr = match tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => addr,
+        Ok(None) => return transport(&format!("{host}: no address")),
+        Err(e) => return transport(&format!("{host}: {e}")),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let attempt = async {
+        if udp {
+            let config = UdpConfig {
+                timeout,
+                key,
+                ..UdpConfig::default()
+            };
+            UdpClient::connect(addr, config)
+                .await?
+                .notify(func, &core)
+                .await
+        } else {
+            let mut client = Client::connect(addr, timeout).await?;
+            if let Some(key) = key {
+                client = client.with_key(key);
+            }
+            client.notify(func, &core).await
+        }
+    };
+    let result = match tokio::time::timeout_at(deadline, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(timeout)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Remote { code, message }) => {
+            eprintln!("error: {code}: {message}");
+            ExitCode::from(1)
+        }
+        Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
+            eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
+            ExitCode::from(1)
+        }
+        Err(e) => transport(&format!("{addr}: {e}")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -134,6 +134,18 @@ impl ClientAuth {
 
     /// The authenticated request frame `seq` with `body`.
     pub(crate) fn seal(&mut self, seq: u32, body: &[u8]) -> Result<Vec<u8>, Error> {
+        self.seal_as(at_core::Kind::Request, seq, body)
+    }
+
+    /// The authenticated frame of type `kind` (a request or a
+    /// notification, contract section 10.6: under `K_req`) `seq` with
+    /// `body`.
+    pub(crate) fn seal_as(
+        &mut self,
+        kind: at_core::Kind,
+        seq: u32,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         let live = self
             .live
             .as_mut()
@@ -142,7 +154,7 @@ impl ClientAuth {
         let mut frame = vec![0u8; at_core::HEADER_LEN + body.len() + at_core::auth::TRAILER_LEN];
         let n = live
             .session
-            .seal_request(seq, body, &mut frame)
+            .seal(kind, seq, body, &mut frame)
             .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
         frame.truncate(n);
         Ok(frame)

@@ -31,7 +31,7 @@ use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
-use crate::shared::wire::{encode_body, encode_request_into, reply_to_result};
+use crate::shared::wire::{encode_body, encode_notify, encode_request_into, reply_to_result};
 
 /// A TCP connection to an AT server, shared by reference.
 ///
@@ -405,6 +405,65 @@ impl Client {
             }
             self.read_one(&mut reader).await?;
         }
+    }
+
+    /// Sends `func(args)` as a notification (a NOTIFY frame, contract
+    /// section 10.2): the server runs it and answers nothing. Its seq comes
+    /// from the request counter; no state is kept for it. With a key it is
+    /// sealed in the session (started first when one is due). `Ok` means
+    /// written, not run: a caller that must know calls it instead.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = at_host::Server::builder().calculator().tcp("127.0.0.1:0".parse()?).start().await?;
+    /// # let addr = server.tcp_addr().unwrap();
+    /// use at_host::Value;
+    /// let client = at_host::Client::connect(addr, std::time::Duration::from_secs(5)).await?;
+    /// client.notify("add", &[Value::Int(1), Value::Int(2)]).await?;
+    /// // The connection goes on serving calls.
+    /// assert_eq!(client.call_as::<i64>("add", (1, 2)).await?, 3);
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn notify<A: Arg>(&self, func: &str, args: &[A]) -> Result<(), Error> {
+        let args = A::to_core(args);
+        match tokio::time::timeout(self.timeout, self.notify_core(func, &args)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
+        }
+    }
+
+    async fn notify_core(&self, func: &str, args: &[at_core::Value<'_>]) -> Result<(), Error> {
+        self.usable()?;
+        let mut writer = self.writer().await;
+        let sealed = self.state().auth.is_some();
+        if sealed {
+            self.renew_session(&mut writer).await?;
+        }
+        let seq = writer.next_seq;
+        let frame = if sealed {
+            let body = encode_body(func, args)?;
+            match self.state().auth.as_mut() {
+                Some(auth) => auth.seal_as(at_core::Kind::Notify, seq, &body)?,
+                None => return Err(ProtocolError::Broken.into()),
+            }
+        } else {
+            let limit = writer.out.len().saturating_sub(HEADER_LEN) as u32;
+            encode_notify(seq, func, args, limit)?
+        };
+        if writer.out.len() - writer.len < frame.len() {
+            self.write_out(&mut writer).await?;
+        }
+        let at = writer.len;
+        let room = writer
+            .out
+            .get_mut(at..at + frame.len())
+            .ok_or(ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+        room.copy_from_slice(&frame);
+        writer.len += frame.len();
+        writer.next_seq = writer.next_seq.wrapping_add(1).max(1);
+        self.write_out(&mut writer).await
     }
 
     /// Numbers and encodes (seals) one request into the writer's buffer,

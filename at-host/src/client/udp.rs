@@ -23,7 +23,9 @@ use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
-use crate::shared::wire::{MAX_DATAGRAM, encode_body, encode_request, reply_to_result};
+use crate::shared::wire::{
+    MAX_DATAGRAM, encode_body, encode_notify, encode_request, reply_to_result,
+};
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
 #[derive(Clone, Debug)]
@@ -285,6 +287,68 @@ impl UdpClient {
         let args = convert::to_args(func, &args)?;
         let value = self.call(func, &args).await?;
         convert::from_result(func, value)
+    }
+
+    /// Sends `func(args)` once as a notification (a NOTIFY datagram,
+    /// contract section 10.2): the server runs it and answers nothing. Its
+    /// seq comes from the request counter; it is never retransmitted and no
+    /// state is kept for it. With a key it is sealed in the session (a
+    /// hello first when one is due, within the config's `timeout`). `Ok`
+    /// means sent, not run.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = at_host::Server::builder().calculator().udp("127.0.0.1:0".parse()?).start().await?;
+    /// # let addr = server.udp_addr().unwrap();
+    /// use at_host::{UdpClient, UdpConfig, Value};
+    /// let client = UdpClient::connect(addr, UdpConfig::default()).await?;
+    /// client.notify("add", &[Value::Int(1), Value::Int(2)]).await?;
+    /// assert_eq!(client.stats().sent, 1);
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn notify<A: Arg>(&self, func: &str, args: &[A]) -> Result<(), Error> {
+        let args = A::to_core(args);
+        let deadline = Instant::now() + self.config.timeout;
+        let bounded = |_| Error::Timeout(self.config.timeout);
+        let sealed = self.config.key.is_some();
+        let (frame, _session) = loop {
+            let shared = if sealed {
+                let guard = tokio::time::timeout_at(deadline.into(), self.session.read())
+                    .await
+                    .map_err(bounded)?;
+                Some(guard)
+            } else {
+                None
+            };
+            {
+                let mut guard = self.state();
+                let state = &mut *guard;
+                let due = match state.auth.as_mut() {
+                    Some(auth) => auth.needs_hello(state.next_seq, 1),
+                    None => false,
+                };
+                if !due {
+                    let seq = state.take_seq();
+                    let frame = match state.auth.as_mut() {
+                        Some(auth) => {
+                            auth.seal_as(at_core::Kind::Notify, seq, &encode_body(func, &args)?)?
+                        }
+                        None => encode_notify(seq, func, &args, self.config.max_frame)?,
+                    };
+                    break (frame, shared);
+                }
+            }
+            drop(shared);
+            let _alone = tokio::time::timeout_at(deadline.into(), self.session.write())
+                .await
+                .map_err(bounded)?;
+            self.hello(0, deadline).await?;
+        };
+        self.socket.send(&frame).await?;
+        self.state().stats.sent += 1;
+        Ok(())
     }
 
     /// Sends several calls at once and waits for all their replies, each

@@ -39,6 +39,27 @@ pub(crate) fn encode_request(
     }
 }
 
+/// A notification frame (NOTIFY, contract section 10.2) for
+/// `func(args)` with `seq`, at most 16 + `max_frame` bytes.
+pub(crate) fn encode_notify(
+    seq: u32,
+    func: &str,
+    args: &[at_core::Value<'_>],
+    max_frame: u32,
+) -> Result<Vec<u8>, Error> {
+    let mut frame = vec![0u8; HEADER_LEN + max_frame as usize];
+    let mut failure = at_core::EncodeError::BufferTooSmall;
+    let n = at_core::encode_frame_with(Kind::Notify, seq, &mut frame, |body| {
+        at_core::Request::write(func, args, body).map_err(|e| {
+            failure = e;
+            at_core::BufferTooSmall
+        })
+    })
+    .map_err(|_| ProtocolError::Encode(failure))?;
+    frame.truncate(n);
+    Ok(frame)
+}
+
 /// Writes a request frame into `out`; returns its length.
 pub(crate) fn encode_request_into(
     seq: u32,
