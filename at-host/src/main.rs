@@ -140,6 +140,10 @@ enum Command {
         /// Print the whole reply body instead of the result.
         #[arg(long)]
         json: bool,
+        /// Send `"deadline_ms": MS`: a server listing `deadline` does not
+        /// start the call once MS ms have passed (0: never).
+        #[arg(long, value_name = "MS")]
+        deadline: Option<u32>,
         #[command(flatten)]
         key: KeyArgs,
         /// The function's name.
@@ -480,6 +484,7 @@ fn main() -> ExitCode {
                 timeout,
                 retries,
                 json,
+                deadline,
                 key,
                 func,
                 args,
@@ -491,7 +496,14 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
-                call(&server, udp, timeout, retries, json, key, &func, &args).await
+                let how = Options {
+                    udp,
+                    timeout,
+                    retries,
+                    json,
+                    deadline,
+                };
+                call(&server, &how, key, &func, &args).await
             }
             Command::Notify {
                 server,
@@ -702,17 +714,30 @@ async fn notify(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn call(
-    server: &str,
+/// How `call` calls: its flags.
+struct Options {
     udp: bool,
     timeout: Duration,
     retries: u32,
     json: bool,
+    /// `--deadline`: `deadline_ms` sent as given.
+    deadline: Option<u32>,
+}
+
+async fn call(
+    server: &str,
+    how: &Options,
     key: Option<AuthKey>,
     func: &str,
     args: &[String],
 ) -> ExitCode {
+    let Options {
+        udp,
+        timeout,
+        retries,
+        json,
+        deadline: deadline_ms,
+    } = *how;
     let (host, port) = match split_host_port(server, at_core::DEFAULT_PORT) {
         Ok(pair) => pair,
         Err(e) => return usage(&e),
@@ -735,7 +760,10 @@ async fn call(
             ..UdpConfig::default()
         };
         match UdpClient::connect(addr, config).await {
-            Ok(client) => client.call(func, &core).await,
+            Ok(client) => match deadline_ms {
+                Some(d) => client.call_deadline(func, &core, d).await,
+                None => client.call(func, &core).await,
+            },
             Err(e) => Err(e),
         }
     } else {
@@ -745,7 +773,10 @@ async fn call(
             if let Some(key) = key {
                 client = client.with_key(key);
             }
-            client.call(func, &core).await
+            match deadline_ms {
+                Some(d) => client.call_deadline(func, &core, d).await,
+                None => client.call(func, &core).await,
+            }
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,

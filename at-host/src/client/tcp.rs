@@ -31,7 +31,10 @@ use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
-use crate::shared::wire::{encode_body, encode_notify, encode_request_into, reply_to_result};
+use crate::shared::wire::{
+    encode_body, encode_body_with_deadline, encode_notify, encode_request_into, plain_frame,
+    reply_to_result,
+};
 
 /// A TCP connection to an AT server, shared by reference.
 ///
@@ -237,7 +240,40 @@ impl Client {
     /// may first wait for a turn to write, or for a new session).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        match tokio::time::timeout(self.timeout, self.call_core(func, &args)).await {
+        match tokio::time::timeout(self.timeout, self.call_core(func, &args, None)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
+        }
+    }
+
+    /// [`call`](Self::call) with `"deadline_ms": deadline_ms` in the
+    /// request (contract section 10.4): a server listing `deadline` does not
+    /// start the function once that many ms have passed since the frame
+    /// came (0: never), and answers `deadline_exceeded`. The call is still
+    /// bounded by the client's timeout.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = at_host::Server::builder().calculator().tcp("127.0.0.1:0".parse()?).start().await?;
+    /// # let addr = server.tcp_addr().unwrap();
+    /// use at_host::Value;
+    /// let client = at_host::Client::connect(addr, std::time::Duration::from_secs(5)).await?;
+    /// // This server ignores deadlines (its rpc.info lists no `deadline`).
+    /// let sum = client.call_deadline("add", &[Value::Int(1), Value::Int(2)], 500).await?;
+    /// assert_eq!(sum, Value::Int(3));
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_deadline<A: Arg>(
+        &self,
+        func: &str,
+        args: &[A],
+        deadline_ms: u32,
+    ) -> Result<Value, Error> {
+        let args = A::to_core(args);
+        let call = self.call_core(func, &args, Some(deadline_ms));
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
         }
@@ -282,7 +318,8 @@ impl Client {
     pub async fn send<A: Arg>(&self, func: &str, args: &[A]) -> Result<u32, Error> {
         let args = A::to_core(args);
         let mut writer = self.writer().await;
-        self.queue(&mut writer, func, &args, Waiter::Queued).await
+        self.queue(&mut writer, func, &args, Waiter::Queued, None)
+            .await
     }
 
     /// Writes every queued request.
@@ -361,7 +398,12 @@ impl Client {
     }
 
     /// [`call`](Self::call) with the arguments in at-core's form, unbounded.
-    async fn call_core(&self, func: &str, args: &[at_core::Value<'_>]) -> Result<Value, Error> {
+    async fn call_core(
+        &self,
+        func: &str,
+        args: &[at_core::Value<'_>],
+        deadline_ms: Option<u32>,
+    ) -> Result<Value, Error> {
         let sealed = self.state().auth.is_some();
         let permit = if sealed {
             let permit = self.outstanding.clone().acquire_owned().await;
@@ -375,7 +417,8 @@ impl Client {
             reply,
             _permit: permit,
         };
-        self.queue(&mut writer, func, args, waiter).await?;
+        self.queue(&mut writer, func, args, waiter, deadline_ms)
+            .await?;
         self.write_out(&mut writer).await?;
         drop(writer);
         self.wait(rx).await
@@ -475,15 +518,23 @@ impl Client {
         func: &str,
         args: &[at_core::Value<'_>],
         waiter: Waiter,
+        deadline_ms: Option<u32>,
     ) -> Result<u32, Error> {
         self.usable()?;
-        if self.state().auth.is_some() {
-            self.renew_session(writer).await?;
+        let sealed = self.state().auth.is_some();
+        if sealed || deadline_ms.is_some() {
+            if sealed {
+                self.renew_session(writer).await?;
+            }
             let seq = writer.next_seq;
-            let body = encode_body(func, args)?;
+            let body = match deadline_ms {
+                Some(d) => encode_body_with_deadline(func, args, d)?,
+                None => encode_body(func, args)?,
+            };
             let frame = match self.state().auth.as_mut() {
                 Some(auth) => auth.seal(seq, &body)?,
-                None => return Err(ProtocolError::Broken.into()),
+                None if sealed => return Err(ProtocolError::Broken.into()),
+                None => plain_frame(at_core::Kind::Request, seq, &body)?,
             };
             if writer.out.len() - writer.len < frame.len() {
                 self.write_out(writer).await?;

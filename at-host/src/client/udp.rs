@@ -24,7 +24,8 @@ use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{
-    MAX_DATAGRAM, encode_body, encode_notify, encode_request, reply_to_result,
+    MAX_DATAGRAM, encode_body, encode_body_with_deadline, encode_notify, encode_request,
+    plain_frame, reply_to_result,
 };
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
@@ -270,7 +271,38 @@ impl UdpClient {
     /// the untyped call (see [`Arg`]).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        let mut results = self.call_many_core(&[(func, &args)]).await?;
+        let mut results = self.call_many_core(&[(func, &args)], None).await?;
+        results
+            .pop()
+            .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
+    }
+
+    /// [`call`](Self::call) with `"deadline_ms": deadline_ms` in the
+    /// request (contract section 10.4); every retransmission repeats the
+    /// same bytes, D unchanged.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = at_host::Server::builder().calculator().udp("127.0.0.1:0".parse()?).start().await?;
+    /// # let addr = server.udp_addr().unwrap();
+    /// use at_host::{UdpClient, UdpConfig, Value};
+    /// let client = UdpClient::connect(addr, UdpConfig::default()).await?;
+    /// let sum = client.call_deadline("add", &[Value::Int(1), Value::Int(2)], 500).await?;
+    /// assert_eq!(sum, Value::Int(3));
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_deadline<A: Arg>(
+        &self,
+        func: &str,
+        args: &[A],
+        deadline_ms: u32,
+    ) -> Result<Value, Error> {
+        let args = A::to_core(args);
+        let mut results = self
+            .call_many_core(&[(func, &args)], Some(deadline_ms))
+            .await?;
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
@@ -367,7 +399,7 @@ impl UdpClient {
             .zip(&args)
             .map(|((func, _), args)| (*func, &**args))
             .collect();
-        self.call_many_core(&calls).await
+        self.call_many_core(&calls, None).await
     }
 
     /// [`call_many`](Self::call_many) with typed arguments and results:
@@ -405,6 +437,7 @@ impl UdpClient {
     async fn call_many_core(
         &self,
         calls: &[(&str, &[at_core::Value<'_>])],
+        deadline_ms: Option<u32>,
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let start = Instant::now();
         let deadline = start + self.config.timeout;
@@ -447,9 +480,19 @@ impl UdpClient {
                 if !due {
                     for (func, args) in calls {
                         let seq = state.take_seq();
-                        let frame = match state.auth.as_mut() {
-                            Some(auth) => auth.seal(seq, &encode_body(func, args)?)?,
-                            None => encode_request(seq, func, args, self.config.max_frame)?,
+                        // Built once: every retransmission repeats these
+                        // bytes, `deadline_ms` unchanged (contract 10.4).
+                        let frame = match (state.auth.as_mut(), deadline_ms) {
+                            (Some(auth), None) => auth.seal(seq, &encode_body(func, args)?)?,
+                            (Some(auth), Some(d)) => {
+                                auth.seal(seq, &encode_body_with_deadline(func, args, d)?)?
+                            }
+                            (None, None) => encode_request(seq, func, args, self.config.max_frame)?,
+                            (None, Some(d)) => plain_frame(
+                                at_core::Kind::Request,
+                                seq,
+                                &encode_body_with_deadline(func, args, d)?,
+                            )?,
                         };
                         let timeout = state.jittered(self.config.initial_timeout);
                         flights.insert(seq, InFlight::new(frame, timeout, &self.config));

@@ -94,6 +94,29 @@ pub(crate) fn encode_body(func: &str, args: &[at_core::Value<'_>]) -> Result<Vec
     }
 }
 
+/// The body of a request for `func(args)` with `"deadline_ms": D` last
+/// (contract section 10.4), as vector D1 writes it.
+pub(crate) fn encode_body_with_deadline(
+    func: &str,
+    args: &[at_core::Value<'_>],
+    deadline_ms: u32,
+) -> Result<Vec<u8>, Error> {
+    let mut body = encode_body(func, args)?;
+    // The body ends with the object's `}`: the member goes before it.
+    body.pop();
+    body.extend_from_slice(format!(", \"deadline_ms\": {deadline_ms}}}").as_bytes());
+    Ok(body)
+}
+
+/// A plain frame of type `kind` with `seq` and `body`.
+pub(crate) fn plain_frame(kind: Kind, seq: u32, body: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut frame = vec![0u8; HEADER_LEN + body.len()];
+    let n = at_core::encode_frame(kind, seq, body, &mut frame)
+        .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
+    frame.truncate(n);
+    Ok(frame)
+}
+
 /// The value or error a reply frame carries; a body that is not a valid
 /// reply is a protocol error.
 pub(crate) fn reply_to_result(frame: &Frame<'_>) -> Result<Value, Error> {
