@@ -1,5 +1,5 @@
 //! The `at-host` command: `serve`, `call`, `ping`, `info`, `list`,
-//! `notify`, `discover`, `keygen`, `demo`, `bench`.
+//! `topics`, `notify`, `discover`, `keygen`, `demo`, `bench`.
 
 mod bench;
 mod tools;
@@ -94,6 +94,13 @@ enum Command {
     },
     /// List a server's functions with their signatures (rpc.functions).
     List {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// List a server's event topics (rpc.topics).
+    Topics {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
@@ -433,7 +440,9 @@ fn main() -> ExitCode {
                     Err(code) => code,
                 }
             }
-            Command::Info { target, .. } | Command::List { target, .. }
+            Command::Info { target, .. }
+            | Command::List { target, .. }
+            | Command::Topics { target, .. }
                 if seconds(target.timeout).is_none() =>
             {
                 usage("--timeout must be a positive number of seconds")
@@ -460,6 +469,19 @@ fn main() -> ExitCode {
                     Ok(addr) => {
                         let timeout = seconds(target.timeout).unwrap_or_default();
                         tools::list(addr, target.udp, timeout, key, target.json).await
+                    }
+                    Err(code) => code,
+                }
+            }
+            Command::Topics { target, key } => {
+                let key = match key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                match resolve(&target.server).await {
+                    Ok(addr) => {
+                        let timeout = seconds(target.timeout).unwrap_or_default();
+                        tools::topics(addr, target.udp, timeout, key, target.json).await
                     }
                     Err(code) => code,
                 }

@@ -1,5 +1,6 @@
 //! The `at-host` verbs that ask a server about itself: `ping`, `info`,
-//! `list` (contract section 7) and `discover` (section 8). Output formats
+//! `list` (contract section 7), `topics` (section 10) and `discover`
+//! (section 8). Output formats
 //! and exit codes are an interface (docs/TOOLS.md): 0 success, 1 an error
 //! reply, 2 usage, 3 no answer (refused, reset, timeout).
 
@@ -312,27 +313,7 @@ pub async fn list(
     key: Option<AuthKey>,
     json: bool,
 ) -> ExitCode {
-    let result = async {
-        let mut link = Link::connect(addr, udp, timeout, key).await?;
-        let mut entries = Vec::new();
-        let mut start = 0i64;
-        for _ in 0..MAX_PAGES {
-            let page = json_of(
-                &link
-                    .call("rpc.functions", &[Value::Int(start)], timeout)
-                    .await?,
-            );
-            if let Some(items) = page["functions"].as_array() {
-                entries.extend(items.iter().cloned());
-            }
-            match page["next"].as_i64() {
-                Some(next) if next > start => start = next,
-                _ => break,
-            }
-        }
-        Ok::<_, Error>(entries)
-    }
-    .await;
+    let result = pages(addr, udp, timeout, key, "rpc.functions", "functions").await;
     let entries = match result {
         Ok(entries) => entries,
         Err(e) => return Failure::of(addr, e).report(),
@@ -342,6 +323,60 @@ pub async fn list(
         return ExitCode::SUCCESS;
     }
     let rows: Vec<[String; 3]> = entries.iter().map(row).collect();
+    print!("{}", table(&rows));
+    ExitCode::SUCCESS
+}
+
+/// Every page of `func` (`rpc.functions`, `rpc.topics`): the entries of
+/// each page's `member`, following `next` while it grows.
+async fn pages(
+    addr: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    func: &str,
+    member: &str,
+) -> Result<Vec<Json>, Error> {
+    let mut link = Link::connect(addr, udp, timeout, key).await?;
+    let mut entries = Vec::new();
+    let mut start = 0i64;
+    for _ in 0..MAX_PAGES {
+        let page = json_of(&link.call(func, &[Value::Int(start)], timeout).await?);
+        if let Some(items) = page[member].as_array() {
+            entries.extend(items.iter().cloned());
+        }
+        match page["next"].as_i64() {
+            Some(next) if next > start => start = next,
+            _ => break,
+        }
+    }
+    Ok(entries)
+}
+
+/// `topics`: every page of rpc.topics (contract section 10.1), as a table
+/// of name and doc, or the JSON array.
+pub async fn topics(
+    addr: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    json: bool,
+) -> ExitCode {
+    let entries = match pages(addr, udp, timeout, key, "rpc.topics", "topics").await {
+        Ok(entries) => entries,
+        Err(e) => return Failure::of(addr, e).report(),
+    };
+    if json {
+        println!("{}", compact(&Json::Array(entries)));
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<[String; 2]> = entries
+        .iter()
+        .map(|entry| {
+            let text = |member: &str| entry[member].as_str().unwrap_or("").to_owned();
+            [text("name"), text("doc")]
+        })
+        .collect();
     print!("{}", table(&rows));
     ExitCode::SUCCESS
 }
