@@ -495,8 +495,27 @@ async fn wait_for_signal() {
 
 /// Runs a started async function to the end on a task of its own (so it
 /// may use the runtime as it likes); a panic there is `internal`.
-async fn finish(started: Result<Pending, HandlerError>) -> Result<Value, HandlerError> {
-    match tokio::spawn(started?).await {
+/// With `deadline`, a function still running then is stopped (its future
+/// dropped) and the outcome is `cancelled` (contract 10.4).
+async fn finish(
+    started: Result<Pending, HandlerError>,
+    deadline: Option<Instant>,
+) -> Result<Value, HandlerError> {
+    let mut task = tokio::spawn(started?);
+    let joined = match deadline {
+        None => task.await,
+        Some(at) => match tokio::time::timeout_at(at.into(), &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                task.abort();
+                return Err(HandlerError::new(
+                    at_core::ErrorCode::Cancelled,
+                    at_core::ErrorCode::Cancelled.default_message(),
+                ));
+            }
+        },
+    };
+    match joined {
         Ok(outcome) => outcome,
         Err(e) => {
             log::error!("an async function failed: {e}");
@@ -506,6 +525,26 @@ async fn finish(started: Result<Pending, HandlerError>) -> Result<Value, Handler
             ))
         }
     }
+}
+
+/// When a request body's `deadline_ms` runs out, counted from `read_at`;
+/// `None` without one. Only bodies naming the member (or holding an
+/// escape, which might spell it) are read for it, so a call without a
+/// deadline is not parsed a second time.
+fn deadline_of(body: &[u8], read_at: Instant) -> Option<Instant> {
+    const MEMBER: &[u8] = b"deadline_ms";
+    let named = body.windows(MEMBER.len()).any(|w| w == MEMBER);
+    if !named && !body.contains(&b'\\') {
+        return None;
+    }
+    let ms = at_core::Request::parse(body).ok()?.deadline_ms?;
+    Some(read_at + Duration::from_millis(u64::from(ms)))
+}
+
+/// The `deadline_exceeded` reply to `seq` in `out`; its length.
+fn deadline_exceeded(seq: u32, out: &mut [u8]) -> usize {
+    let code = at_core::ErrorCode::DeadlineExceeded;
+    at_core::write_error_frame(seq, code, code.default_message(), out).unwrap_or(0)
 }
 
 /// Writes the reply frame for `outcome` into `out`; returns its length (0
@@ -522,7 +561,7 @@ impl Shared {
             name: &self.config.name,
             auth_required: self.auth.is_some(),
             max_body: self.config.max_frame,
-            ext: at_core::rpc::Ext::NONE,
+            ext: at_core::rpc::Ext::NOTIFY.with(at_core::rpc::Ext::DEADLINE),
         }
     }
 
@@ -592,15 +631,26 @@ impl Shared {
     /// Answers an admitted request body that calls a sync function (or
     /// none), sealing the reply when `seal` says; the reply's length in
     /// `out` (0: none).
+    ///
+    /// `read_at` is when the whole frame had been read: a `deadline_ms`
+    /// counts from then, and a call whose deadline has passed is answered
+    /// `deadline_exceeded` without being called (contract 10.4).
     fn answer(
         &self,
         seq: u32,
         body: &[u8],
         seal: Option<&Seal>,
         origin: &Origin,
+        read_at: Instant,
         out: &mut [u8],
     ) -> usize {
         let room = Self::room(seal, out);
+        if let Some(at) = deadline_of(body, read_at)
+            && Instant::now() >= at
+        {
+            let n = deadline_exceeded(seq, &mut out[..room]);
+            return self.sealed(seal, origin, out, n);
+        }
         let calls = Logged {
             registry: &self.registry,
             seq,
@@ -612,21 +662,79 @@ impl Shared {
 
     /// [`answer`](Self::answer) for a body that may call an async function,
     /// awaited on a task of its own.
+    /// A deadline is checked before the function starts and stops it
+    /// (`cancelled`) if it still runs then.
     async fn answer_async(
         &self,
         seq: u32,
         body: &[u8],
         seal: Option<&Seal>,
         origin: &Origin,
+        read_at: Instant,
         out: &mut [u8],
     ) -> usize {
+        let deadline = deadline_of(body, read_at);
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return self.answer(seq, body, seal, origin, read_at, out);
+        }
         match self.registry.start_async(body) {
             Some(started) => {
                 let room = Self::room(seal, out);
-                let n = write_outcome(seq, &finish(started).await, &mut out[..room]);
+                let n = write_outcome(seq, &finish(started, deadline).await, &mut out[..room]);
                 self.sealed(seal, origin, out, n)
             }
-            None => self.answer(seq, body, seal, origin, out),
+            None => self.answer(seq, body, seal, origin, read_at, out),
+        }
+    }
+
+    /// Runs the call a plain NOTIFY frame's `body` carries, discarding its
+    /// outcome (contract 10.2): nothing is ever answered. A body that is
+    /// no call (an event, or no valid request) and `rpc.hello` are dropped
+    /// unrun; so is every plain NOTIFY to a server requiring
+    /// authentication (10.6). An async function runs on a task of its own,
+    /// so the connection goes on at once. `scratch` takes the discarded
+    /// reply of a sync call.
+    fn notify(
+        self: &Arc<Self>,
+        seq: u32,
+        body: &[u8],
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+    ) {
+        if self.auth.is_some() {
+            log_limit::protocol_warn!(
+                "a plain notification to a server requiring authentication: dropped"
+            );
+            return;
+        }
+        match at_core::event::OneWay::parse(body) {
+            Ok(at_core::event::OneWay::Call(request)) => {
+                if request.func.as_plain() == Some("rpc.hello") {
+                    log_limit::protocol_warn!("rpc.hello by notification: dropped unrun");
+                    return;
+                }
+            }
+            Ok(at_core::event::OneWay::Event(_)) => {
+                log_limit::protocol_warn!("an event sent to a server: dropped");
+                return;
+            }
+            Err(e) => {
+                log_limit::protocol_warn!("a notification that is no call ({e}): dropped");
+                return;
+            }
+        }
+        if self.registry.calls_async(body) {
+            let (shared, body, origin) = (Arc::clone(self), body.to_vec(), *origin);
+            let mut out = vec![0u8; scratch.len()];
+            runtime.spawn(async move {
+                shared
+                    .answer_async(seq, &body, None, &origin, read_at, &mut out)
+                    .await;
+            });
+        } else {
+            self.answer(seq, body, None, origin, read_at, scratch);
         }
     }
 

@@ -127,7 +127,7 @@ impl std::fmt::Display for EndReason {
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stop: watch::Receiver<bool>,
     ticket: &Ticket,
 ) -> EndReason {
@@ -159,6 +159,10 @@ async fn serve_connection(
     // a timer registered and removed.
     let timer = tokio::time::sleep(config.frame_timeout.min(config.idle_timeout));
     tokio::pin!(timer);
+    // When the latest read ended: every whole frame buffered was whole by
+    // then (the loop answers them all before reading again), so a
+    // deadline counts from here (contract 10.4).
+    let mut read_at = std::time::Instant::now();
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -171,6 +175,13 @@ async fn serve_connection(
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    if frame.kind == Kind::Notify && frame.header.flags & at_core::FLAG_AUTH == 0 {
+                        // Run, never answered: the reply is written past
+                        // `pending` and so never sent.
+                        let runtime = tokio::runtime::Handle::current();
+                        shared.notify(frame.seq(), frame.body, &origin, read_at, &runtime, room);
+                        continue;
+                    }
                     if frame.kind != Kind::Request {
                         protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",
@@ -214,7 +225,7 @@ async fn serve_connection(
                             }
                             let room = &mut out[..reply_room];
                             pending += shared
-                                .answer_async(seq, body, seal.as_ref(), &origin, room)
+                                .answer_async(seq, body, seal.as_ref(), &origin, read_at, room)
                                 .await;
                             drop(running);
                         }
@@ -224,7 +235,8 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
-                            pending += shared.answer(seq, body, seal.as_ref(), &origin, room);
+                            pending +=
+                                shared.answer(seq, body, seal.as_ref(), &origin, read_at, room);
                             drop(running);
                         }
                     }
@@ -280,6 +292,7 @@ async fn serve_connection(
             }
         };
         ticket.busy();
+        read_at = std::time::Instant::now();
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,
