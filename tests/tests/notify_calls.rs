@@ -184,3 +184,65 @@ async fn rpc_info_lists_what_works() {
     );
     s.server.shutdown().await;
 }
+
+/// A session opened by a raw `rpc.hello` over `stream`.
+async fn hello(stream: &mut tokio::net::TcpStream, key: &AuthKey) -> at_core::auth::ClientSession {
+    let nc: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    let body = r#"{"func": "rpc.hello", "args": ["demo", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"]}"#;
+    write(stream, &request(1, body)).await;
+    let reply = read_reply(stream).await;
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let member = |name: &str| body["result"][name].as_str().unwrap().to_owned();
+    at_core::auth::ClientSession::from_hello(
+        &key.as_core(),
+        &nc,
+        &member("session"),
+        &member("nonce"),
+        &member("proof"),
+    )
+    .expect("a valid hello reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_notification_runs_once_through_the_session_window() {
+    let key = AuthKey::parse(KEY).unwrap();
+    let s = serve(vec![key.clone()]).await;
+    let mut stream = connect(s.server.tcp_addr().unwrap()).await;
+    let session = hello(&mut stream, &key).await;
+    let mut sealed = [0u8; 256];
+    let n = session
+        .seal(Kind::Notify, 2, br#"{"func": "tick"}"#, &mut sealed)
+        .unwrap();
+    assert_eq!(sealed[3], 0x18);
+    // A forged one (a tag byte changed, the CRC made right) is dropped.
+    let mut body = sealed[16..n].to_vec();
+    *body.last_mut().unwrap() ^= 1;
+    let header = at_core::Header {
+        flags: 0x18,
+        ..at_core::Header::new(Kind::Notify, 3, &body)
+    };
+    let forged = [&header.to_bytes()[..], &body].concat();
+    // The notification, its replay, the forged one, then a sealed call.
+    let mut call = [0u8; 256];
+    let m = session
+        .seal_request(4, br#"{"func": "tick"}"#, &mut call)
+        .unwrap();
+    let bytes = [&sealed[..n], &sealed[..n], &forged[..], &call[..m]].concat();
+    write(&mut stream, &bytes).await;
+    // The first frame back is the call's reply: the notification ran once.
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, stream.read_exact(&mut head)).await;
+    read.unwrap().unwrap();
+    let header = at_core::Header::from_bytes(&head);
+    assert_eq!(header.seq, 4);
+    let mut whole = head.to_vec();
+    whole.resize(16 + header.length as usize, 0);
+    let read = tokio::time::timeout(PATIENCE, stream.read_exact(&mut whole[16..])).await;
+    read.unwrap().unwrap();
+    let frame = at_core::Frame::parse(&whole, u32::MAX).unwrap();
+    let body = session.open_reply(&frame).unwrap();
+    assert_eq!(body, br#"{"status": "success", "result": 2}"#);
+    assert_eq!(s.runs.load(Ordering::SeqCst), 2);
+    s.server.shutdown().await;
+}

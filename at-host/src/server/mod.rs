@@ -709,6 +709,45 @@ impl Shared {
             );
             return;
         }
+        self.run_notification(seq, body, origin, read_at, runtime, scratch, None);
+    }
+
+    /// A sealed NOTIFY `frame`: run as [`notify`](Self::notify) runs a
+    /// plain one once it passes section 9's checks (session, tag, window:
+    /// a replay is never run again); a failure drops it unanswered.
+    fn notify_sealed(
+        self: &Arc<Self>,
+        frame: &Frame<'_>,
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+    ) {
+        match self.admit(frame, origin, scratch, false) {
+            Step::Call { body, running, .. } => {
+                let seq = frame.seq();
+                self.run_notification(seq, body, origin, read_at, runtime, scratch, running);
+            }
+            _ => log_limit::protocol_warn!(
+                "a sealed notification (seq {}) failed its checks: dropped",
+                frame.seq()
+            ),
+        }
+    }
+
+    /// The call of an admitted notification body, run with its outcome
+    /// discarded; `running` (sealed ones) is dropped once it is done.
+    #[allow(clippy::too_many_arguments)]
+    fn run_notification(
+        self: &Arc<Self>,
+        seq: u32,
+        body: &[u8],
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+        running: Option<auth::RunningCall>,
+    ) {
         match at_core::event::OneWay::parse(body) {
             Ok(at_core::event::OneWay::Call(request)) => {
                 if request.func.as_plain() == Some("rpc.hello") {
@@ -732,9 +771,11 @@ impl Shared {
                 shared
                     .answer_async(seq, &body, None, &origin, read_at, &mut out)
                     .await;
+                drop(running);
             });
         } else {
             self.answer(seq, body, None, origin, read_at, scratch);
+            drop(running);
         }
     }
 

@@ -182,6 +182,11 @@ async fn serve_connection(
                         shared.notify(frame.seq(), frame.body, &origin, read_at, &runtime, room);
                         continue;
                     }
+                    if frame.kind == Kind::Notify {
+                        let runtime = tokio::runtime::Handle::current();
+                        shared.notify_sealed(&frame, &origin, read_at, &runtime, room);
+                        continue;
+                    }
                     if frame.kind != Kind::Request {
                         protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",

@@ -123,6 +123,15 @@ pub(super) fn serve(
                     }
                     None
                 }
+                Ok(frame) if frame.kind == Kind::Notify => {
+                    let origin = Origin {
+                        transport: Transport::Datagram,
+                        peer: Some(peer),
+                        broadcast,
+                    };
+                    shared.notify_sealed(&frame, &origin, now, &runtime, &mut out);
+                    None
+                }
                 Ok(frame) if frame.kind != Kind::Request => {
                     protocol_warn!(
                         "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
