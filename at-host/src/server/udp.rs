@@ -79,6 +79,9 @@ pub(super) fn serve(
         if stopped() {
             break;
         }
+        // Every datagram of the batch was whole by now: a deadline counts
+        // from here, however long the ones before it take (contract 10.4).
+        let read_at = Instant::now();
         for (received, buf) in got.iter().zip(&bufs) {
             let destination::Received { len, peer, to } = *received;
             let Some(peer) = peer else {
@@ -119,7 +122,7 @@ pub(super) fn serve(
                             peer: Some(peer),
                             broadcast,
                         };
-                        shared.notify(key.1, frame.body, &origin, now, &runtime, &mut out);
+                        shared.notify(key.1, frame.body, &origin, read_at, &runtime, &mut out);
                     }
                     None
                 }
@@ -129,7 +132,7 @@ pub(super) fn serve(
                         peer: Some(peer),
                         broadcast,
                     };
-                    shared.notify_sealed(&frame, &origin, now, &runtime, &mut out);
+                    shared.notify_sealed(&frame, &origin, read_at, &runtime, &mut out);
                     None
                 }
                 Ok(frame) if frame.kind != Kind::Request => {
@@ -187,7 +190,7 @@ pub(super) fn serve(
                                         &body,
                                         seal.as_ref(),
                                         &origin,
-                                        now,
+                                        read_at,
                                         &mut reply,
                                     )
                                     .await;
@@ -215,7 +218,8 @@ pub(super) fn serve(
                             seal,
                             running,
                         } => {
-                            let n = shared.answer(seq, body, seal.as_ref(), &origin, now, &mut out);
+                            let n =
+                                shared.answer(seq, body, seal.as_ref(), &origin, read_at, &mut out);
                             drop(running);
                             if plain && n > 0 {
                                 lock(&state)
