@@ -22,11 +22,13 @@ pub(crate) mod log_limit;
 mod registry;
 mod slots;
 mod tcp;
+mod topics;
 mod typed;
 mod udp;
 
 pub use auth::MAX_SESSIONS;
 pub use registry::{HostFunction, Registry, RegistryError, Service, first_paragraph};
+pub use topics::{EVENT_QUEUE, MAX_PER_SUBSCRIBER, Topic, TopicError};
 
 use crate::shared::app_error::HandlerError;
 pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction, kind};
@@ -135,9 +137,48 @@ pub struct ServerBuilder {
     /// With keys, every call but rpc.hello, rpc.ping and rpc.info must be
     /// authenticated (contract section 9).
     keys: Vec<crate::AuthKey>,
+    /// The topics published (contract 10.3), and the first bad name.
+    topics: Vec<Topic>,
+    topic_error: Option<TopicError>,
 }
 
 impl ServerBuilder {
+    /// Publishes a topic `name` with `doc` for `rpc.topics` (a bad name
+    /// makes [`start`](Self::start) fail); its handle is
+    /// [`Server::topic`]. Topics are served on TCP.
+    ///
+    /// ```
+    /// # async fn example() -> std::io::Result<()> {
+    /// let server = at_host::Server::builder()
+    ///     .topic("temp", "degrees C")
+    ///     .tcp("127.0.0.1:0".parse().unwrap())
+    ///     .start()
+    ///     .await?;
+    /// server.topic("temp").unwrap().publish(&21.5).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn topic(mut self, name: &str, doc: &str) -> Self {
+        match Topic::new(name, doc) {
+            Ok(topic) => self.topics.push(topic),
+            Err(e) => {
+                self.topic_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Publishes a topic made before (with [`Topic::new`]), so that
+    /// functions registered here can hold its handle.
+    ///
+    /// ```
+    /// let calls = at_host::Topic::new("calls", "").unwrap();
+    /// let builder = at_host::Server::builder().with_topic(&calls);
+    /// ```
+    pub fn with_topic(mut self, topic: &Topic) -> Self {
+        self.topics.push(topic.clone());
+        self
+    }
+
     /// Registers the calculator's four functions.
     pub fn calculator(mut self) -> Self {
         self.registry.add_calculator();
@@ -304,12 +345,16 @@ impl ServerBuilder {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
+        if let Some(e) = self.topic_error {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let auth = (!self.keys.is_empty())
             .then(|| auth::Auth::new(crate::shared::keys::KeySet(self.keys)));
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,
             auth,
+            topics: self.topics.clone(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -337,6 +382,7 @@ impl ServerBuilder {
             tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
         Ok(Server {
+            topics: self.topics,
             tcp_addr,
             udp_addr,
             stop: stop_tx,
@@ -399,11 +445,14 @@ struct Shared {
     config: ServerConfig,
     /// Present when the server has keys.
     auth: Option<auth::Auth>,
+    /// Empty: no subscriptions, and nothing on the call path looks.
+    topics: Vec<Topic>,
 }
 
 /// A running server. Dropping it stops nothing; call
 /// [`shutdown`](Server::shutdown) (or use a [`ShutdownHandle`]) to stop.
 pub struct Server {
+    topics: Vec<Topic>,
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -427,6 +476,18 @@ impl Server {
     /// Starts a builder with no functions registered.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// The handle of topic `name`, if the server publishes it.
+    ///
+    /// ```
+    /// # async fn example() -> std::io::Result<()> {
+    /// let server = at_host::Server::builder().topic("temp", "").start().await?;
+    /// assert!(server.topic("temp").is_some() && server.topic("x").is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn topic(&self, name: &str) -> Option<Topic> {
+        self.topics.iter().find(|t| t.name() == name).cloned()
     }
 
     /// The TCP address really listened on.
@@ -561,7 +622,12 @@ impl Shared {
             name: &self.config.name,
             auth_required: self.auth.is_some(),
             max_body: self.config.max_frame,
-            ext: at_core::rpc::Ext::NOTIFY.with(at_core::rpc::Ext::DEADLINE),
+            ext: match self.topics.is_empty() {
+                true => at_core::rpc::Ext::NOTIFY.with(at_core::rpc::Ext::DEADLINE),
+                false => at_core::rpc::Ext::NOTIFY
+                    .with(at_core::rpc::Ext::EVENTS)
+                    .with(at_core::rpc::Ext::DEADLINE),
+            },
         }
     }
 

@@ -163,6 +163,8 @@ async fn serve_connection(
     // then (the loop answers them all before reading again), so a
     // deadline counts from here (contract 10.4).
     let mut read_at = std::time::Instant::now();
+    // Subscriptions (none until the peer subscribes).
+    let mut events = super::topics::Events::default();
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -240,8 +242,23 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
-                            pending +=
-                                shared.answer(seq, body, seal.as_ref(), &origin, read_at, room);
+                            let topical = (!shared.topics.is_empty() && seal.is_none())
+                                .then(|| {
+                                    super::topics::answer(
+                                        &shared.topics,
+                                        seq,
+                                        body,
+                                        &mut events,
+                                        room,
+                                    )
+                                })
+                                .flatten();
+                            pending += match topical {
+                                Some(n) => n,
+                                None => {
+                                    shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
+                                }
+                            };
                             drop(running);
                         }
                     }
@@ -259,8 +276,16 @@ async fn serve_connection(
                 }
             }
         }
-        if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
-            return closed;
+        // Events go with the replies, the batch as it fills; while they
+        // wait, the queue of each subscription is bounded (the rest lost).
+        loop {
+            let more = events.drain(&mut out, &mut pending, reply_room);
+            if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
+                return closed;
+            }
+            if !more {
+                break;
+            }
         }
         if let Some(e) = out_of_step {
             linger_close(stream).await;
@@ -286,7 +311,8 @@ async fn serve_connection(
             // only when it is not.
             tokio::select! {
                 biased;
-                read = stream.read(decoder.spare()) => break read,
+                read = stream.read(decoder.spare()) => break Some(read),
+                () = events.ready() => break None,
                 () = &mut timer => {
                     if Instant::now() >= deadline {
                         return on_timeout;
@@ -295,6 +321,11 @@ async fn serve_connection(
                 }
                 reason = &mut ended => return reason,
             }
+        };
+        let Some(read) = read else {
+            // Events queued: written with the next batch (there is no
+            // frame to answer, so at once).
+            continue;
         };
         ticket.busy();
         read_at = std::time::Instant::now();
