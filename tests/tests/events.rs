@@ -312,3 +312,67 @@ async fn a_slow_reader_loses_events_and_delays_no_reply() {
     );
     server.shutdown().await;
 }
+
+/// Reads events from `stream` until one of topic `calls` has a value of
+/// at least `at_least`; returns that value.
+async fn calls_reach(stream: &mut TcpStream, at_least: u64) -> u64 {
+    loop {
+        let event = read_reply(stream).await;
+        assert_eq!(event.kind(), Kind::Notify, "{}", event.body);
+        let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(body["topic"], "calls");
+        let count = body["value"].as_u64().unwrap();
+        if count >= at_least {
+            return count;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_topic_counts_the_calls_answered() {
+    let server = Server::builder()
+        .calculator()
+        .calls_topic("calls")
+        .tcp("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut stream = connect(server.tcp_addr().unwrap()).await;
+    for seq in 1..=3 {
+        call(&mut stream, seq, r#"{"func": "add", "args": [1, 2]}"#).await;
+    }
+    let reply = call(
+        &mut stream,
+        4,
+        r#"{"func": "rpc.subscribe", "args": ["calls"]}"#,
+    )
+    .await;
+    assert_eq!(reply.kind(), Kind::Response, "{}", reply.body);
+    // Three adds and the subscribe, published within about a second.
+    assert_eq!(calls_reach(&mut stream, 4).await, 4);
+    server.shutdown().await;
+}
+
+#[test]
+fn at_host_serve_publishes_calls() {
+    let mut serve = std::process::Command::new(at_host_bin());
+    serve.args(["serve", "--tcp", "127.0.0.1:0"]);
+    let (_server, addrs) = spawn_server(serve, 1);
+    let addr = addrs[0].strip_prefix("tcp://").unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut stream = connect(addr).await;
+        call(&mut stream, 1, r#"{"func": "add", "args": [1, 2]}"#).await;
+        let reply = call(
+            &mut stream,
+            2,
+            r#"{"func": "rpc.subscribe", "args": ["calls"]}"#,
+        )
+        .await;
+        assert_eq!(reply.kind(), Kind::Response, "{}", reply.body);
+        assert_eq!(calls_reach(&mut stream, 2).await, 2);
+    });
+}

@@ -37,6 +37,7 @@ pub use udp::ERROR_REPLIES_PER_SECOND;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use at_core::auth::{Admission, Origin, Seal};
@@ -140,6 +141,8 @@ pub struct ServerBuilder {
     /// The topics published (contract 10.3), and the first bad name.
     topics: Vec<Topic>,
     topic_error: Option<TopicError>,
+    /// The topic counting the calls answered, if any.
+    calls_topic: Option<Topic>,
 }
 
 impl ServerBuilder {
@@ -160,6 +163,27 @@ impl ServerBuilder {
     pub fn topic(mut self, name: &str, doc: &str) -> Self {
         match Topic::new(name, doc) {
             Ok(topic) => self.topics.push(topic),
+            Err(e) => {
+                self.topic_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Publishes topic `name` (a state topic) counting the calls answered
+    /// so far, on every transport: a count kept per call (one atomic
+    /// addition) and published when it changed, at most once a second.
+    /// `at-host serve` publishes it as `calls`.
+    ///
+    /// ```
+    /// let builder = at_host::Server::builder().calls_topic("calls");
+    /// ```
+    pub fn calls_topic(mut self, name: &str) -> Self {
+        match Topic::new(name, "calls answered so far") {
+            Ok(topic) => {
+                self.topics.push(topic.clone());
+                self.calls_topic = Some(topic);
+            }
             Err(e) => {
                 self.topic_error.get_or_insert(e);
             }
@@ -355,9 +379,13 @@ impl ServerBuilder {
             config: self.config,
             auth,
             topics: self.topics.clone(),
+            calls: self.calls_topic.as_ref().map(|_| AtomicU64::new(0)),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+        if let Some(topic) = self.calls_topic {
+            tokio::spawn(publish_calls(topic, shared.clone(), stop_rx.clone()));
+        }
         let mut tcp_addr = None;
         let mut udp_addr = None;
         if let Some(addr) = self.tcp {
@@ -447,6 +475,30 @@ struct Shared {
     auth: Option<auth::Auth>,
     /// Empty: no subscriptions, and nothing on the call path looks.
     topics: Vec<Topic>,
+    /// Calls answered, when a calls topic publishes them.
+    calls: Option<AtomicU64>,
+}
+
+/// Publishes `shared`'s count of calls answered on `topic` once a second
+/// when it changed, until `stop`.
+async fn publish_calls(topic: Topic, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let count = shared
+            .calls
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        if published != Some(count) {
+            let _ = topic.publish(&count);
+            published = Some(count);
+        }
+    }
 }
 
 /// A running server. Dropping it stops nothing; call
@@ -710,6 +762,9 @@ impl Shared {
         read_at: Instant,
         out: &mut [u8],
     ) -> usize {
+        if let Some(calls) = &self.calls {
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
         let room = Self::room(seal, out);
         if let Some(at) = deadline_of(body, read_at)
             && Instant::now() >= at
@@ -745,6 +800,9 @@ impl Shared {
         }
         match self.registry.start_async(body) {
             Some(started) => {
+                if let Some(calls) = &self.calls {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
                 let room = Self::room(seal, out);
                 let n = write_outcome(seq, &finish(started, deadline).await, &mut out[..room]);
                 self.sealed(seal, origin, out, n)

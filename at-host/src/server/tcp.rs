@@ -254,7 +254,12 @@ async fn serve_connection(
                                 })
                                 .flatten();
                             pending += match topical {
-                                Some(n) => n,
+                                Some(n) => {
+                                    if let Some(calls) = &shared.calls {
+                                        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                    n
+                                }
                                 None => {
                                     shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
                                 }
