@@ -376,3 +376,33 @@ fn at_host_serve_publishes_calls() {
         assert_eq!(calls_reach(&mut stream, 2).await, 2);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_keeps_the_subscription_past_its_first_lease() {
+    let temp = topic("temp");
+    let server = serve(&[&temp]).await;
+    let mut stream = connect(server.tcp_addr().unwrap()).await;
+    call(
+        &mut stream,
+        1,
+        r#"{"func": "rpc.subscribe", "args": ["temp", 1]}"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let renewed = Instant::now();
+    call(
+        &mut stream,
+        2,
+        r#"{"func": "rpc.subscribe", "args": ["temp", 2]}"#,
+    )
+    .await;
+    // Past the first lease's end: still held.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    temp.publish(&5).unwrap();
+    let event = read_reply(&mut stream).await;
+    assert_eq!(event.body, r#"{"topic": "temp", "n": 1, "value": 5}"#);
+    let end = read_reply(&mut stream).await;
+    assert_eq!(end.body, r#"{"topic": "temp", "n": 2, "end": "lease"}"#);
+    assert!(renewed.elapsed() >= Duration::from_millis(1900));
+    server.shutdown().await;
+}

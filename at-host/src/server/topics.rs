@@ -387,9 +387,9 @@ fn subscribe(
         let mut state = lock(&sub.state);
         state.lease_until = lease_until;
         state.interval = interval_d;
+        // The lease task already running sees the new end.
         let n = state.n;
         drop(state);
-        spawn_lease(sub, lease_until);
         return Ok(result(&name, lease, interval, n));
     }
     if subs.len() >= MAX_PER_SUBSCRIBER {
@@ -431,16 +431,26 @@ fn result(name: &str, lease: u64, interval: u64, n: u32) -> String {
 }
 
 /// Ends `sub` with an `"end": "lease"` event once its lease runs out
-/// without a renewal.
+/// without a renewal: one task per subscription, which sleeps again when
+/// a renewal moved the end (so renewals spawn nothing).
 fn spawn_lease(sub: &Arc<Subscription>, until: Instant) {
     let sub = Arc::clone(sub);
     sub.outbox.runtime.clone().spawn(async move {
-        tokio::time::sleep_until(until.into()).await;
-        let mut state = lock(&sub.state);
-        if !state.ended && Instant::now() >= state.lease_until {
+        let mut until = until;
+        loop {
+            tokio::time::sleep_until(until.into()).await;
+            let mut state = lock(&sub.state);
+            if state.ended {
+                return;
+            }
+            if Instant::now() < state.lease_until {
+                until = state.lease_until;
+                continue;
+            }
             sub.end(&mut state, End::Lease);
             drop(state);
             lock(&sub.outbox.subs).retain(|s| !Arc::ptr_eq(s, &sub));
+            return;
         }
     });
 }
