@@ -109,9 +109,9 @@ pub use at_core::ErrorCode;
 pub use at_host_macros::service;
 pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
 pub use server::{
-    AsyncFunction, HostFunction, Json, MAX_SESSIONS, Param, Params, Pending, Registry,
-    RegistryError, Returns, Server, ServerBuilder, ServerConfig, Service, ShutdownHandle,
-    TypedFunction, first_paragraph, kind,
+    AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PER_SUBSCRIBER, MAX_SESSIONS, Param,
+    Params, Pending, Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig,
+    Service, ShutdownHandle, Topic, TopicError, TypedFunction, first_paragraph, kind,
 };
 pub use shared::app_error::{AppError, HandlerError, ServiceError};
 #[doc(hidden)]

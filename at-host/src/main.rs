@@ -633,6 +633,7 @@ async fn serve(
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()
+        .calls_topic("calls")
         .max_frame(limits.max_frame)
         .max_connections(limits.max_connections.max(1))
         .max_per_address(limits.max_per_address.max(1))

@@ -112,6 +112,11 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
         now: u64,
         out: &mut [u8],
     ) -> Option<usize> {
+        // Requests only: a sealed NOTIFY would be admitted, but this path
+        // answers what it runs.
+        if frame.kind != Kind::Request {
+            return None;
+        }
         let info = ServerInfo {
             auth_required: self.required(),
             ..*info
@@ -133,7 +138,8 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
         }
     }
 
-    /// The checks of section 9 for one request frame (see the module docs).
+    /// The checks of section 9 for one request frame, or a sealed NOTIFY
+    /// (its caller runs the call and sends nothing; see the module docs).
     /// Replies it writes itself go into `out`.
     pub fn admit<'f>(
         &mut self,
@@ -142,7 +148,10 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
         now: u64,
         out: &mut [u8],
     ) -> Admission<'f> {
-        if frame.kind != Kind::Request {
+        // A sealed NOTIFY passes the same checks (contract 10.6); its
+        // receiver runs the call and discards what would be its reply.
+        let sealed_notify = frame.kind == Kind::Notify && frame.header.flags & FLAG_AUTH != 0;
+        if frame.kind != Kind::Request && !sealed_notify {
             return Admission::Drop;
         }
         if frame.header.flags & FLAG_AUTH == 0 {

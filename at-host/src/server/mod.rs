@@ -22,11 +22,13 @@ pub(crate) mod log_limit;
 mod registry;
 mod slots;
 mod tcp;
+mod topics;
 mod typed;
 mod udp;
 
 pub use auth::MAX_SESSIONS;
 pub use registry::{HostFunction, Registry, RegistryError, Service, first_paragraph};
+pub use topics::{EVENT_QUEUE, MAX_PER_SUBSCRIBER, Topic, TopicError};
 
 use crate::shared::app_error::HandlerError;
 pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction, kind};
@@ -35,6 +37,7 @@ pub use udp::ERROR_REPLIES_PER_SECOND;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use at_core::auth::{Admission, Origin, Seal};
@@ -135,9 +138,71 @@ pub struct ServerBuilder {
     /// With keys, every call but rpc.hello, rpc.ping and rpc.info must be
     /// authenticated (contract section 9).
     keys: Vec<crate::AuthKey>,
+    /// The topics published (contract 10.3), and the first bad name.
+    topics: Vec<Topic>,
+    topic_error: Option<TopicError>,
+    /// The topic counting the calls answered, if any.
+    calls_topic: Option<Topic>,
 }
 
 impl ServerBuilder {
+    /// Publishes a topic `name` with `doc` for `rpc.topics` (a bad name
+    /// makes [`start`](Self::start) fail); its handle is
+    /// [`Server::topic`]. Topics are served on TCP.
+    ///
+    /// ```
+    /// # async fn example() -> std::io::Result<()> {
+    /// let server = at_host::Server::builder()
+    ///     .topic("temp", "degrees C")
+    ///     .tcp("127.0.0.1:0".parse().unwrap())
+    ///     .start()
+    ///     .await?;
+    /// server.topic("temp").unwrap().publish(&21.5).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn topic(mut self, name: &str, doc: &str) -> Self {
+        match Topic::new(name, doc) {
+            Ok(topic) => self.topics.push(topic),
+            Err(e) => {
+                self.topic_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Publishes topic `name` (a state topic) counting the calls answered
+    /// so far, on every transport: a count kept per call (one atomic
+    /// addition) and published when it changed, at most once a second.
+    /// `at-host serve` publishes it as `calls`.
+    ///
+    /// ```
+    /// let builder = at_host::Server::builder().calls_topic("calls");
+    /// ```
+    pub fn calls_topic(mut self, name: &str) -> Self {
+        match Topic::new(name, "calls answered so far") {
+            Ok(topic) => {
+                self.topics.push(topic.clone());
+                self.calls_topic = Some(topic);
+            }
+            Err(e) => {
+                self.topic_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Publishes a topic made before (with [`Topic::new`]), so that
+    /// functions registered here can hold its handle.
+    ///
+    /// ```
+    /// let calls = at_host::Topic::new("calls", "").unwrap();
+    /// let builder = at_host::Server::builder().with_topic(&calls);
+    /// ```
+    pub fn with_topic(mut self, topic: &Topic) -> Self {
+        self.topics.push(topic.clone());
+        self
+    }
+
     /// Registers the calculator's four functions.
     pub fn calculator(mut self) -> Self {
         self.registry.add_calculator();
@@ -304,15 +369,23 @@ impl ServerBuilder {
         if let Some(e) = self.error {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
+        if let Some(e) = self.topic_error {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let auth = (!self.keys.is_empty())
             .then(|| auth::Auth::new(crate::shared::keys::KeySet(self.keys)));
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,
             auth,
+            topics: self.topics.clone(),
+            calls: self.calls_topic.as_ref().map(|_| AtomicU64::new(0)),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+        if let Some(topic) = self.calls_topic {
+            tokio::spawn(publish_calls(topic, shared.clone(), stop_rx.clone()));
+        }
         let mut tcp_addr = None;
         let mut udp_addr = None;
         if let Some(addr) = self.tcp {
@@ -337,6 +410,7 @@ impl ServerBuilder {
             tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
         Ok(Server {
+            topics: self.topics,
             tcp_addr,
             udp_addr,
             stop: stop_tx,
@@ -399,11 +473,38 @@ struct Shared {
     config: ServerConfig,
     /// Present when the server has keys.
     auth: Option<auth::Auth>,
+    /// Empty: no subscriptions, and nothing on the call path looks.
+    topics: Vec<Topic>,
+    /// Calls answered, when a calls topic publishes them.
+    calls: Option<AtomicU64>,
+}
+
+/// Publishes `shared`'s count of calls answered on `topic` once a second
+/// when it changed, until `stop`.
+async fn publish_calls(topic: Topic, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let count = shared
+            .calls
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        if published != Some(count) {
+            let _ = topic.publish(&count);
+            published = Some(count);
+        }
+    }
 }
 
 /// A running server. Dropping it stops nothing; call
 /// [`shutdown`](Server::shutdown) (or use a [`ShutdownHandle`]) to stop.
 pub struct Server {
+    topics: Vec<Topic>,
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -427,6 +528,18 @@ impl Server {
     /// Starts a builder with no functions registered.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// The handle of topic `name`, if the server publishes it.
+    ///
+    /// ```
+    /// # async fn example() -> std::io::Result<()> {
+    /// let server = at_host::Server::builder().topic("temp", "").start().await?;
+    /// assert!(server.topic("temp").is_some() && server.topic("x").is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn topic(&self, name: &str) -> Option<Topic> {
+        self.topics.iter().find(|t| t.name() == name).cloned()
     }
 
     /// The TCP address really listened on.
@@ -495,8 +608,27 @@ async fn wait_for_signal() {
 
 /// Runs a started async function to the end on a task of its own (so it
 /// may use the runtime as it likes); a panic there is `internal`.
-async fn finish(started: Result<Pending, HandlerError>) -> Result<Value, HandlerError> {
-    match tokio::spawn(started?).await {
+/// With `deadline`, a function still running then is stopped (its future
+/// dropped) and the outcome is `cancelled` (contract 10.4).
+async fn finish(
+    started: Result<Pending, HandlerError>,
+    deadline: Option<Instant>,
+) -> Result<Value, HandlerError> {
+    let mut task = tokio::spawn(started?);
+    let joined = match deadline {
+        None => task.await,
+        Some(at) => match tokio::time::timeout_at(at.into(), &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                task.abort();
+                return Err(HandlerError::new(
+                    at_core::ErrorCode::Cancelled,
+                    at_core::ErrorCode::Cancelled.default_message(),
+                ));
+            }
+        },
+    };
+    match joined {
         Ok(outcome) => outcome,
         Err(e) => {
             log::error!("an async function failed: {e}");
@@ -506,6 +638,26 @@ async fn finish(started: Result<Pending, HandlerError>) -> Result<Value, Handler
             ))
         }
     }
+}
+
+/// When a request body's `deadline_ms` runs out, counted from `read_at`;
+/// `None` without one. Only bodies naming the member (or holding an
+/// escape, which might spell it) are read for it, so a call without a
+/// deadline is not parsed a second time.
+fn deadline_of(body: &[u8], read_at: Instant) -> Option<Instant> {
+    const MEMBER: &[u8] = b"deadline_ms";
+    let named = body.windows(MEMBER.len()).any(|w| w == MEMBER);
+    if !named && !body.contains(&b'\\') {
+        return None;
+    }
+    let ms = at_core::Request::parse(body).ok()?.deadline_ms?;
+    Some(read_at + Duration::from_millis(u64::from(ms)))
+}
+
+/// The `deadline_exceeded` reply to `seq` in `out`; its length.
+fn deadline_exceeded(seq: u32, out: &mut [u8]) -> usize {
+    let code = at_core::ErrorCode::DeadlineExceeded;
+    at_core::write_error_frame(seq, code, code.default_message(), out).unwrap_or(0)
 }
 
 /// Writes the reply frame for `outcome` into `out`; returns its length (0
@@ -522,7 +674,12 @@ impl Shared {
             name: &self.config.name,
             auth_required: self.auth.is_some(),
             max_body: self.config.max_frame,
-            ext: at_core::rpc::Ext::NONE,
+            ext: match self.topics.is_empty() {
+                true => at_core::rpc::Ext::NOTIFY.with(at_core::rpc::Ext::DEADLINE),
+                false => at_core::rpc::Ext::NOTIFY
+                    .with(at_core::rpc::Ext::EVENTS)
+                    .with(at_core::rpc::Ext::DEADLINE),
+            },
         }
     }
 
@@ -592,15 +749,29 @@ impl Shared {
     /// Answers an admitted request body that calls a sync function (or
     /// none), sealing the reply when `seal` says; the reply's length in
     /// `out` (0: none).
+    ///
+    /// `read_at` is when the whole frame had been read: a `deadline_ms`
+    /// counts from then, and a call whose deadline has passed is answered
+    /// `deadline_exceeded` without being called (contract 10.4).
     fn answer(
         &self,
         seq: u32,
         body: &[u8],
         seal: Option<&Seal>,
         origin: &Origin,
+        read_at: Instant,
         out: &mut [u8],
     ) -> usize {
+        if let Some(calls) = &self.calls {
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
         let room = Self::room(seal, out);
+        if let Some(at) = deadline_of(body, read_at)
+            && Instant::now() >= at
+        {
+            let n = deadline_exceeded(seq, &mut out[..room]);
+            return self.sealed(seal, origin, out, n);
+        }
         let calls = Logged {
             registry: &self.registry,
             seq,
@@ -612,21 +783,124 @@ impl Shared {
 
     /// [`answer`](Self::answer) for a body that may call an async function,
     /// awaited on a task of its own.
+    /// A deadline is checked before the function starts and stops it
+    /// (`cancelled`) if it still runs then.
     async fn answer_async(
         &self,
         seq: u32,
         body: &[u8],
         seal: Option<&Seal>,
         origin: &Origin,
+        read_at: Instant,
         out: &mut [u8],
     ) -> usize {
+        let deadline = deadline_of(body, read_at);
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return self.answer(seq, body, seal, origin, read_at, out);
+        }
         match self.registry.start_async(body) {
             Some(started) => {
+                if let Some(calls) = &self.calls {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
                 let room = Self::room(seal, out);
-                let n = write_outcome(seq, &finish(started).await, &mut out[..room]);
+                let n = write_outcome(seq, &finish(started, deadline).await, &mut out[..room]);
                 self.sealed(seal, origin, out, n)
             }
-            None => self.answer(seq, body, seal, origin, out),
+            None => self.answer(seq, body, seal, origin, read_at, out),
+        }
+    }
+
+    /// Runs the call a plain NOTIFY frame's `body` carries, discarding its
+    /// outcome (contract 10.2): nothing is ever answered. A body that is
+    /// no call (an event, or no valid request) and `rpc.hello` are dropped
+    /// unrun; so is every plain NOTIFY to a server requiring
+    /// authentication (10.6). An async function runs on a task of its own,
+    /// so the connection goes on at once. `scratch` takes the discarded
+    /// reply of a sync call.
+    fn notify(
+        self: &Arc<Self>,
+        seq: u32,
+        body: &[u8],
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+    ) {
+        if self.auth.is_some() {
+            log_limit::protocol_warn!(
+                "a plain notification to a server requiring authentication: dropped"
+            );
+            return;
+        }
+        self.run_notification(seq, body, origin, read_at, runtime, scratch, None);
+    }
+
+    /// A sealed NOTIFY `frame`: run as [`notify`](Self::notify) runs a
+    /// plain one once it passes section 9's checks (session, tag, window:
+    /// a replay is never run again); a failure drops it unanswered.
+    fn notify_sealed(
+        self: &Arc<Self>,
+        frame: &Frame<'_>,
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+    ) {
+        match self.admit(frame, origin, scratch, false) {
+            Step::Call { body, running, .. } => {
+                let seq = frame.seq();
+                self.run_notification(seq, body, origin, read_at, runtime, scratch, running);
+            }
+            _ => log_limit::protocol_warn!(
+                "a sealed notification (seq {}) failed its checks: dropped",
+                frame.seq()
+            ),
+        }
+    }
+
+    /// The call of an admitted notification body, run with its outcome
+    /// discarded; `running` (sealed ones) is dropped once it is done.
+    #[allow(clippy::too_many_arguments)]
+    fn run_notification(
+        self: &Arc<Self>,
+        seq: u32,
+        body: &[u8],
+        origin: &Origin,
+        read_at: Instant,
+        runtime: &tokio::runtime::Handle,
+        scratch: &mut [u8],
+        running: Option<auth::RunningCall>,
+    ) {
+        match at_core::event::OneWay::parse(body) {
+            Ok(at_core::event::OneWay::Call(request)) => {
+                if request.func.as_plain() == Some("rpc.hello") {
+                    log_limit::protocol_warn!("rpc.hello by notification: dropped unrun");
+                    return;
+                }
+            }
+            Ok(at_core::event::OneWay::Event(_)) => {
+                log_limit::protocol_warn!("an event sent to a server: dropped");
+                return;
+            }
+            Err(e) => {
+                log_limit::protocol_warn!("a notification that is no call ({e}): dropped");
+                return;
+            }
+        }
+        if self.registry.calls_async(body) {
+            let (shared, body, origin) = (Arc::clone(self), body.to_vec(), *origin);
+            // The reply is discarded: room for a short one is enough.
+            let mut out = vec![0u8; at_core::MIN_REPLY_BUFFER];
+            runtime.spawn(async move {
+                shared
+                    .answer_async(seq, &body, None, &origin, read_at, &mut out)
+                    .await;
+                drop(running);
+            });
+        } else {
+            self.answer(seq, body, None, origin, read_at, scratch);
+            drop(running);
         }
     }
 

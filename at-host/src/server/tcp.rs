@@ -127,7 +127,7 @@ impl std::fmt::Display for EndReason {
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stop: watch::Receiver<bool>,
     ticket: &Ticket,
 ) -> EndReason {
@@ -159,6 +159,12 @@ async fn serve_connection(
     // a timer registered and removed.
     let timer = tokio::time::sleep(config.frame_timeout.min(config.idle_timeout));
     tokio::pin!(timer);
+    // When the latest read ended: every whole frame buffered was whole by
+    // then (the loop answers them all before reading again), so a
+    // deadline counts from here (contract 10.4).
+    let mut read_at = std::time::Instant::now();
+    // Subscriptions (none until the peer subscribes).
+    let mut events = super::topics::Events::default();
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -171,6 +177,18 @@ async fn serve_connection(
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    if frame.kind == Kind::Notify && frame.header.flags & at_core::FLAG_AUTH == 0 {
+                        // Run, never answered: the reply is written past
+                        // `pending` and so never sent.
+                        let runtime = tokio::runtime::Handle::current();
+                        shared.notify(frame.seq(), frame.body, &origin, read_at, &runtime, room);
+                        continue;
+                    }
+                    if frame.kind == Kind::Notify {
+                        let runtime = tokio::runtime::Handle::current();
+                        shared.notify_sealed(&frame, &origin, read_at, &runtime, room);
+                        continue;
+                    }
                     if frame.kind != Kind::Request {
                         protocol_warn!(
                             "ignoring a {:?} frame (seq {}): servers answer requests only",
@@ -214,7 +232,7 @@ async fn serve_connection(
                             }
                             let room = &mut out[..reply_room];
                             pending += shared
-                                .answer_async(seq, body, seal.as_ref(), &origin, room)
+                                .answer_async(seq, body, seal.as_ref(), &origin, read_at, room)
                                 .await;
                             drop(running);
                         }
@@ -224,7 +242,28 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
-                            pending += shared.answer(seq, body, seal.as_ref(), &origin, room);
+                            let topical = (!shared.topics.is_empty() && seal.is_none())
+                                .then(|| {
+                                    super::topics::answer(
+                                        &shared.topics,
+                                        seq,
+                                        body,
+                                        &mut events,
+                                        room,
+                                    )
+                                })
+                                .flatten();
+                            pending += match topical {
+                                Some(n) => {
+                                    if let Some(calls) = &shared.calls {
+                                        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                    n
+                                }
+                                None => {
+                                    shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
+                                }
+                            };
                             drop(running);
                         }
                     }
@@ -242,8 +281,16 @@ async fn serve_connection(
                 }
             }
         }
-        if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
-            return closed;
+        // Events go with the replies, the batch as it fills; while they
+        // wait, the queue of each subscription is bounded (the rest lost).
+        loop {
+            let more = events.drain(&mut out, &mut pending, reply_room);
+            if let Err(closed) = flush(&mut stream, &out, &mut pending, config).await {
+                return closed;
+            }
+            if !more {
+                break;
+            }
         }
         if let Some(e) = out_of_step {
             linger_close(stream).await;
@@ -269,7 +316,8 @@ async fn serve_connection(
             // only when it is not.
             tokio::select! {
                 biased;
-                read = stream.read(decoder.spare()) => break read,
+                read = stream.read(decoder.spare()) => break Some(read),
+                () = events.ready() => break None,
                 () = &mut timer => {
                     if Instant::now() >= deadline {
                         return on_timeout;
@@ -279,7 +327,13 @@ async fn serve_connection(
                 reason = &mut ended => return reason,
             }
         };
+        let Some(read) = read else {
+            // Events queued: written with the next batch (there is no
+            // frame to answer, so at once).
+            continue;
+        };
         ticket.busy();
+        read_at = std::time::Instant::now();
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,

@@ -61,6 +61,7 @@ pub(super) fn serve(
         ),
         running: HashSet::new(),
     }));
+    let mut notified = Notified::default();
     let pktinfo = destination::enable(&socket);
     let stopped = || stop.has_changed().is_err() || *stop.borrow();
     while !stopped() {
@@ -78,6 +79,9 @@ pub(super) fn serve(
         if stopped() {
             break;
         }
+        // Every datagram of the batch was whole by now: a deadline counts
+        // from here, however long the ones before it take (contract 10.4).
+        let read_at = Instant::now();
         for (received, buf) in got.iter().zip(&bufs) {
             let destination::Received { len, peer, to } = *received;
             let Some(peer) = peer else {
@@ -104,6 +108,32 @@ pub(super) fn serve(
                     } else {
                         None
                     }
+                }
+                Ok(frame)
+                    if frame.kind == Kind::Notify
+                        && frame.header.flags & at_core::FLAG_AUTH == 0 =>
+                {
+                    let key = (peer, frame.seq(), frame.header.length, frame.header.crc);
+                    if notified.repeat(key, now) {
+                        debug!("udp from {peer}: notification seq {} again: dropped", key.1);
+                    } else {
+                        let origin = Origin {
+                            transport: Transport::Datagram,
+                            peer: Some(peer),
+                            broadcast,
+                        };
+                        shared.notify(key.1, frame.body, &origin, read_at, &runtime, &mut out);
+                    }
+                    None
+                }
+                Ok(frame) if frame.kind == Kind::Notify => {
+                    let origin = Origin {
+                        transport: Transport::Datagram,
+                        peer: Some(peer),
+                        broadcast,
+                    };
+                    shared.notify_sealed(&frame, &origin, read_at, &runtime, &mut out);
+                    None
                 }
                 Ok(frame) if frame.kind != Kind::Request => {
                     protocol_warn!(
@@ -155,7 +185,14 @@ pub(super) fn serve(
                             let handle = runtime.clone();
                             runtime.spawn(async move {
                                 let n = shared
-                                    .answer_async(seq, &body, seal.as_ref(), &origin, &mut reply)
+                                    .answer_async(
+                                        seq,
+                                        &body,
+                                        seal.as_ref(),
+                                        &origin,
+                                        read_at,
+                                        &mut reply,
+                                    )
                                     .await;
                                 drop(call);
                                 let mut state = lock(&state);
@@ -181,7 +218,8 @@ pub(super) fn serve(
                             seal,
                             running,
                         } => {
-                            let n = shared.answer(seq, body, seal.as_ref(), &origin, &mut out);
+                            let n =
+                                shared.answer(seq, body, seal.as_ref(), &origin, read_at, &mut out);
                             drop(running);
                             if plain && n > 0 {
                                 lock(&state)
@@ -202,6 +240,41 @@ pub(super) fn serve(
     // (unless an async function's task still holds it).
     drop(socket);
     drop(alive);
+}
+
+/// How many plain notifications the repeat memory holds (contract 10.8
+/// rule 7: at least 8); when full, the oldest is forgotten.
+pub(super) const NOTIFY_MEMORY: usize = 64;
+
+/// How long a plain notification is remembered (contract 10.2: 60 s).
+const NOTIFY_MEMORY_AGE: Duration = Duration::from_secs(60);
+
+/// The repeat memory of plain notifications: (address, seq, length, CRC)
+/// of the latest [`NOTIFY_MEMORY`], so a repeat is never run twice.
+#[derive(Default)]
+struct Notified {
+    seen: std::collections::VecDeque<((SocketAddr, u32, u32, u32), Instant)>,
+}
+
+impl Notified {
+    /// Whether `key` came within [`NOTIFY_MEMORY_AGE`]; if not, it is
+    /// remembered from now (forgetting the oldest when full).
+    fn repeat(&mut self, key: (SocketAddr, u32, u32, u32), now: Instant) -> bool {
+        while let Some(&(_, at)) = self.seen.front() {
+            if now.duration_since(at) < NOTIFY_MEMORY_AGE {
+                break;
+            }
+            self.seen.pop_front();
+        }
+        if self.seen.iter().any(|(k, _)| *k == key) {
+            return true;
+        }
+        if self.seen.len() == NOTIFY_MEMORY {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((key, now));
+        false
+    }
 }
 
 /// The shared state, whatever a panicking holder left (every update is
