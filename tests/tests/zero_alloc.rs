@@ -135,7 +135,13 @@ fn an_authenticated_call_allocates_nothing() {
     let count = allocations_in(|| {
         let frame = at_core::Frame::parse(&hello[..n], 240).unwrap();
         let len = guard
-            .respond(&FUNCTIONS, &info, &frame, &origin, 0, &mut out)
+            .respond(
+                &FUNCTIONS,
+                &info,
+                &frame,
+                &mut at_core::Context::new(origin, 0),
+                &mut out,
+            )
             .unwrap();
         let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
         let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
@@ -162,7 +168,13 @@ fn an_authenticated_call_allocates_nothing() {
             // The second time, a replay: the remembered reply.
             let frame = at_core::Frame::parse(&request[..m], 240).unwrap();
             let len = guard
-                .respond(&FUNCTIONS, &info, &frame, &origin, 1, &mut out)
+                .respond(
+                    &FUNCTIONS,
+                    &info,
+                    &frame,
+                    &mut at_core::Context::new(origin, 1),
+                    &mut out,
+                )
                 .unwrap();
             let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
             let body = session.open_reply(&reply).unwrap();
