@@ -81,6 +81,7 @@ mod float;
 pub mod frame;
 pub mod header;
 pub mod json;
+mod page;
 pub mod reply;
 pub mod rpc;
 pub mod service;

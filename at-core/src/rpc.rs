@@ -32,9 +32,10 @@ use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, encode_frame_with};
 use crate::header::Kind;
 use crate::json::Writer;
+use crate::page::{start_of, too_small, write_paged};
 use crate::reply::{write_error_frame, write_reply};
 use crate::service::Context;
-use crate::subscriptions::{Granted, SubscribeArgs, Subscriber, Topic};
+use crate::subscriptions::{Subscriber, TopicCall};
 use crate::value::{JsonStr, Value};
 
 /// What `rpc.info` says about a server (besides its function count).
@@ -115,10 +116,6 @@ impl Ext {
     }
 }
 
-/// Room kept at the end of an `rpc.functions` body for its closing part:
-/// `], "next": 4294967295}}`.
-const PAGE_TAIL: usize = "], \"next\": 4294967295}}".len();
-
 /// One call of an `rpc.*` function.
 pub(crate) struct RpcCall<'c, 'v> {
     pub(crate) func: &'c str,
@@ -166,41 +163,17 @@ pub(crate) fn answer<F: Functions + ?Sized>(
         ("rpc.hello", _) => {
             write_error_frame(seq, ErrorCode::Unauthorized, "this server has no keys", out).ok()
         }
-        ("rpc.subscribe", Some(topics)) => {
-            let granted = SubscribeArgs::parse(args).and_then(|a| {
-                let g =
-                    topics.subscribe(call.who, context.origin, &a, context.frame_len, context.now);
-                g.map(|g| (a.topic, g))
-            });
-            match granted {
-                Ok((topic, g)) => write_granted(topic, &g, seq, out)
-                    .ok()
-                    .or_else(|| too_small(seq, out)),
-                Err(e) => {
-                    let (code, message) = e.reply();
-                    write_error_frame(seq, code, message, out).ok()
-                }
-            }
-        }
-        ("rpc.unsubscribe", Some(topics)) => match args {
-            [Value::Str(t)] => {
-                let ended = t
-                    .as_plain()
-                    .is_some_and(|t| topics.unsubscribe(call.who, t));
-                write_reply(seq, &Reply::Success(Value::Bool(ended)), out).ok()
-            }
-            _ => invalid("rpc.unsubscribe takes a topic", out),
-        },
-        ("rpc.topics", Some(topics)) => {
-            let Some(start) = start_of(args) else {
-                return invalid("rpc.topics takes one optional integer start >= 0", out);
+        ("rpc.subscribe" | "rpc.unsubscribe" | "rpc.topics", Some(topics)) => {
+            let call = TopicCall {
+                func: call.func,
+                args,
+                seq,
+                who: call.who,
+                to: context.origin,
+                request_len: context.frame_len,
+                now: context.now,
             };
-            let entry = |i: usize| topics.topic(i);
-            write_paged("topics", start, seq, out, &mut |w, i, separate, doc| {
-                entry(i).map(|t| write_topic(w, separate, &t, doc))
-            })
-            .ok()
-            .or_else(|| too_small(seq, out))
+            topics.answer(&call, out)
         }
         _ => write_reply(
             seq,
@@ -212,65 +185,6 @@ pub(crate) fn answer<F: Functions + ?Sized>(
         )
         .ok(),
     }
-}
-
-/// The optional `start` of a paged listing.
-fn start_of(args: &[Value<'_>]) -> Option<usize> {
-    match args {
-        [] => Some(0),
-        [Value::Int(start)] if *start >= 0 => Some(usize::try_from(*start).unwrap_or(usize::MAX)),
-        _ => None,
-    }
-}
-
-/// `rpc.subscribe`'s result, members in the contract's order.
-fn write_granted(
-    topic: &str,
-    g: &Granted,
-    seq: u32,
-    out: &mut [u8],
-) -> Result<usize, BufferTooSmall> {
-    encode_frame_with(Kind::Response, seq, out, |body| {
-        let mut w = Writer::new(body);
-        w.raw("{\"status\": \"success\", \"result\": {\"topic\": ")?;
-        w.string(&JsonStr::new(topic))?;
-        w.raw(", \"lease\": ")?;
-        w.int(i64::from(g.lease))?;
-        w.raw(", \"interval\": ")?;
-        w.int(i64::from(g.interval))?;
-        w.raw(", \"n\": ")?;
-        w.int(i64::from(g.n))?;
-        w.raw(", \"credit\": ")?;
-        match g.credit {
-            Some(c) => w.int(i64::from(c))?,
-            None => w.raw("null")?,
-        }
-        w.raw("}}")?;
-        Ok(w.len())
-    })
-}
-
-/// One `rpc.topics` entry.
-fn write_topic(
-    w: &mut Writer<'_>,
-    separate: bool,
-    t: &Topic,
-    doc: bool,
-) -> Result<(), BufferTooSmall> {
-    if separate {
-        w.raw(", ")?;
-    }
-    w.raw("{\"name\": ")?;
-    w.string(&JsonStr::new(t.name))?;
-    w.raw(", \"doc\": ")?;
-    w.string(&JsonStr::new(if doc { t.doc } else { "" }))?;
-    w.raw("}")
-}
-
-/// The `internal` error for a reply that does not fit `out` (a server
-/// with a buffer below `MIN_REPLY_BUFFER` may not fit even that).
-fn too_small(seq: u32, out: &mut [u8]) -> Option<usize> {
-    write_error_frame(seq, ErrorCode::Internal, "reply buffer too small", out).ok()
 }
 
 fn write_info<F: Functions + ?Sized>(
@@ -314,70 +228,6 @@ fn write_page<F: Functions + ?Sized>(
         functions
             .describe(i)
             .map(|d| write_entry(w, separate, &d, doc))
-    })
-}
-
-/// Writes listing entry `index` (after a ", " when `separate`; without its
-/// doc when `doc` is false), or gives `None` past the end.
-type WriteEntry<'e> =
-    dyn FnMut(&mut Writer<'_>, usize, bool, bool) -> Option<Result<(), BufferTooSmall>> + 'e;
-
-/// A page of a listing, `{"MEMBER": [entries from start], "next": N|null}`:
-/// `entry(w, index, separate, doc)` writes entry `index` (`None` past the
-/// end), without its doc when `doc` is false.
-fn write_paged(
-    member: &str,
-    start: usize,
-    seq: u32,
-    out: &mut [u8],
-    entry: &mut WriteEntry<'_>,
-) -> Result<usize, BufferTooSmall> {
-    encode_frame_with(Kind::Response, seq, out, |body| {
-        let limit = body.len().checked_sub(PAGE_TAIL).ok_or(BufferTooSmall)?;
-        let (entries, tail) = body.split_at_mut(limit);
-        let mut w = Writer::new(entries);
-        w.raw("{\"status\": \"success\", \"result\": {\"")?;
-        w.raw(member)?;
-        w.raw("\": [")?;
-        let mut next = None;
-        let mut index = start;
-        loop {
-            let before = w.len();
-            let first = index == start;
-            // The first entry of a page goes in even if only without its
-            // doc; a later one that does not fit starts the next page.
-            let Some(written) = entry(&mut w, index, !first, true) else {
-                break;
-            };
-            let written = written.or_else(|_| {
-                w.truncate(before);
-                match first {
-                    true => entry(&mut w, index, false, false).unwrap_or(Err(BufferTooSmall)),
-                    false => Err(BufferTooSmall),
-                }
-            });
-            if written.is_err() {
-                w.truncate(before);
-                if first {
-                    return Err(BufferTooSmall);
-                }
-                next = Some(index);
-                break;
-            }
-            index += 1;
-        }
-        let n = w.len();
-        let mut w = Writer::new(tail);
-        w.raw("], \"next\": ")?;
-        match next {
-            Some(i) => w.int(i64::try_from(i).unwrap_or(i64::MAX))?,
-            None => w.raw("null")?,
-        }
-        w.raw("}}")?;
-        let m = w.len();
-        // Close the gap between the entries and the tail.
-        body.copy_within(limit..limit + m, n);
-        Ok(n + m)
     })
 }
 

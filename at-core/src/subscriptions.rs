@@ -40,10 +40,14 @@
 //! ```
 
 use crate::auth::{Origin, SID_LEN, TRAILER_LEN, Transport};
+use crate::body::Reply;
 use crate::error::ErrorCode;
 use crate::event::{End, Event, Payload};
-use crate::frame::encode_frame_with;
+use crate::frame::{BufferTooSmall, encode_frame_with};
 use crate::header::Kind;
+use crate::json::Writer;
+use crate::page::{start_of, too_small, write_paged};
+use crate::reply::{write_error_frame, write_reply};
 use crate::value::{JsonStr, Value};
 
 /// The most subscriptions one subscriber holds (the contract's SHOULD).
@@ -142,7 +146,7 @@ impl<'a> SubscribeArgs<'a> {
     /// Reads `[topic, lease?, interval?]`.
     pub fn parse(args: &[Value<'a>]) -> Result<SubscribeArgs<'a>, SubscribeError> {
         let usage = SubscribeError::InvalidArguments(
-            "rpc.subscribe takes a topic, a lease of 1 to 300 s and an interval in ms",
+            "rpc.subscribe takes topic, lease (1 to 300 s), interval (ms)",
         );
         let (topic, lease, interval) = match args {
             [t] => (t, None, None),
@@ -154,9 +158,7 @@ impl<'a> SubscribeArgs<'a> {
             .as_str()
             .and_then(|s| s.as_plain())
             .filter(|s| is_valid_topic(s))
-            .ok_or(SubscribeError::InvalidArguments(
-                "a topic is 1 to 64 of A-Z a-z 0-9 - _ . /",
-            ))?;
+            .ok_or(usage)?;
         let lease = match lease {
             None => DEFAULT_LEASE_S,
             Some(Value::Int(l)) if (1..=i64::from(MAX_LEASE_S)).contains(l) => *l as u32,
@@ -210,9 +212,74 @@ impl SubscribeError {
     }
 }
 
+/// A call of `rpc.subscribe`, `rpc.unsubscribe` or `rpc.topics`, as the
+/// request -> reply path hands it to [`Topics::answer`].
+#[derive(Clone, Copy, Debug)]
+pub struct TopicCall<'c, 'v> {
+    /// The function.
+    pub func: &'c str,
+    /// Its arguments.
+    pub args: &'c [Value<'v>],
+    /// The request's seq.
+    pub seq: u32,
+    /// Who asks.
+    pub who: Subscriber,
+    /// Where the request came from (where events go).
+    pub to: Origin,
+    /// The request's size as it came.
+    pub request_len: usize,
+    /// The board's clock, in ms.
+    pub now: u64,
+}
+
 /// What the request -> reply path asks of a server's topics: `rpc.subscribe`,
-/// `rpc.unsubscribe` and `rpc.topics`. [`Subscriptions`] implements it.
+/// `rpc.unsubscribe` and `rpc.topics`, and the events due. [`Subscriptions`]
+/// implements it. (The answering is a method here, so a server without
+/// topics links none of it.)
 pub trait Topics {
+    /// Answers `call` (one of the three functions) into `out`: the reply
+    /// frame's length.
+    fn answer(&mut self, call: &TopicCall<'_, '_>, out: &mut [u8]) -> Option<usize> {
+        let (args, seq) = (call.args, call.seq);
+        let invalid = |message, out: &mut [u8]| {
+            write_error_frame(seq, ErrorCode::InvalidArguments, message, out).ok()
+        };
+        match call.func {
+            "rpc.subscribe" => {
+                let granted = SubscribeArgs::parse(args).and_then(|a| {
+                    let g = self.subscribe(call.who, call.to, &a, call.request_len, call.now);
+                    g.map(|g| (a.topic, g))
+                });
+                match granted {
+                    Ok((topic, g)) => write_granted(topic, &g, seq, out)
+                        .ok()
+                        .or_else(|| too_small(seq, out)),
+                    Err(e) => {
+                        let (code, message) = e.reply();
+                        write_error_frame(seq, code, message, out).ok()
+                    }
+                }
+            }
+            "rpc.unsubscribe" => match args {
+                [Value::Str(t)] => {
+                    let ended = t.as_plain().is_some_and(|t| self.unsubscribe(call.who, t));
+                    write_reply(seq, &Reply::Success(Value::Bool(ended)), out).ok()
+                }
+                _ => invalid("rpc.unsubscribe takes a topic", out),
+            },
+            _ => {
+                let Some(start) = start_of(args) else {
+                    return invalid("rpc.topics takes one optional integer start >= 0", out);
+                };
+                write_paged("topics", start, seq, out, &mut |w, i, separate, doc| {
+                    self.topic(i).map(|t| write_topic(w, separate, &t, doc))
+                })
+                .ok()
+                .or_else(|| too_small(seq, out))
+            }
+        }
+    }
+
     /// Makes or renews the subscription of `who` to `args.topic`; events go
     /// to `to`. `request_len` is the size of the request as it came (its
     /// datagram's, on UDP); `now` the board's clock in ms.
@@ -517,6 +584,50 @@ impl<const N: usize, const T: usize> Topics for Subscriptions<'_, N, T> {
         }
         None
     }
+}
+
+/// `rpc.subscribe`'s result, members in the contract's order.
+fn write_granted(
+    topic: &str,
+    g: &Granted,
+    seq: u32,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    encode_frame_with(Kind::Response, seq, out, |body| {
+        let mut w = Writer::new(body);
+        w.raw("{\"status\": \"success\", \"result\": {\"topic\": ")?;
+        w.string(&JsonStr::new(topic))?;
+        w.raw(", \"lease\": ")?;
+        w.int(i64::from(g.lease))?;
+        w.raw(", \"interval\": ")?;
+        w.int(i64::from(g.interval))?;
+        w.raw(", \"n\": ")?;
+        w.int(i64::from(g.n))?;
+        w.raw(", \"credit\": ")?;
+        match g.credit {
+            Some(c) => w.int(i64::from(c))?,
+            None => w.raw("null")?,
+        }
+        w.raw("}}")?;
+        Ok(w.len())
+    })
+}
+
+/// One `rpc.topics` entry.
+fn write_topic(
+    w: &mut Writer<'_>,
+    separate: bool,
+    t: &Topic,
+    doc: bool,
+) -> Result<(), BufferTooSmall> {
+    if separate {
+        w.raw(", ")?;
+    }
+    w.raw("{\"name\": ")?;
+    w.string(&JsonStr::new(t.name))?;
+    w.raw(", \"doc\": ")?;
+    w.string(&JsonStr::new(if doc { t.doc } else { "" }))?;
+    w.raw("}")
 }
 
 /// [`Subscriptions::publish`] named a topic the table does not have.

@@ -607,9 +607,124 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
     udp_at_most_once(&board);
     idle_and_stalled_clients(&board).await;
     thousand_calls(&board).await;
+    two_way_on_the_board(&board, None).await;
     uart_still_serves(&mut board);
     // Nothing left spinning after all that (closed sockets, timers).
     check_idle_cpu(&board, "after the calls");
+}
+
+/// Contract section 10 on the board: `uptime` events computed by the
+/// firmware over TCP and UDP (sealed with `key`), a notification that runs
+/// and is not answered, `deadline_ms` 0 not run.
+async fn two_way_on_the_board(board: &Board, key: Option<&at_host::AuthKey>) {
+    use at_core::event::{Event, Payload};
+    let uptime = |body: &[u8], n: u32| -> i64 {
+        let e = Event::parse(body).expect("an event body");
+        assert_eq!((e.topic.as_plain(), e.n), (Some("uptime"), n));
+        match e.payload {
+            Payload::Value(Value::Int(v)) => v,
+            other => panic!("uptime is an integer, not {other:?}"),
+        }
+    };
+    // TCP: the state at once, then one a second.
+    let mut conn = connect(board.tcp).await;
+    let session = match key {
+        Some(key) => Some(raw_session(&mut conn, key).await),
+        None => None,
+    };
+    let subscribe = r#"{"func": "rpc.subscribe", "args": ["uptime", 60, 0]}"#;
+    let seal = |seq, body: &str| match &session {
+        Some(s) => sealed(s, seq, body),
+        None => request(seq, body),
+    };
+    write(&mut conn, &seal(2, subscribe)).await;
+    let reply = read_raw(&mut conn).await;
+    assert_eq!(
+        code(&reply),
+        "success",
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let mut values = Vec::new();
+    for n in 1..=3 {
+        let raw = read_raw(&mut conn).await;
+        let frame = at_core::Frame::parse(&raw, u32::MAX).unwrap();
+        let body = match &session {
+            Some(s) => s.open_reply(&frame).expect("a sealed event under K_rep"),
+            None => frame.body,
+        };
+        values.push(uptime(body, n));
+    }
+    eprintln!("uptime events over TCP: {values:?}");
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
+    // A notification runs (count goes up by one) and is not answered.
+    write(
+        &mut conn,
+        &seal(3, r#"{"func": "rpc.unsubscribe", "args": ["uptime"]}"#),
+    )
+    .await;
+    assert_eq!(code(&read_raw(&mut conn).await), "success");
+    let notify = match &session {
+        Some(s) => {
+            let mut out = vec![0u8; 256];
+            let body = br#"{"func": "count", "args": []}"#;
+            let n = s.seal(at_core::Kind::Notify, 4, body, &mut out).unwrap();
+            out.truncate(n);
+            out
+        }
+        None => frame(
+            at_core::Kind::Notify,
+            4,
+            br#"{"func": "count", "args": []}"#,
+        ),
+    };
+    write(&mut conn, &seal(5, r#"{"func": "count"}"#)).await;
+    let before = read_raw(&mut conn).await;
+    write(&mut conn, &notify).await;
+    write(&mut conn, &seal(6, r#"{"func": "count"}"#)).await;
+    let after = read_raw(&mut conn).await;
+    let count = |raw: &[u8]| match &session {
+        Some(_) => sealed_result(raw).as_i64().unwrap(),
+        None => parse_reply(raw).outcome().parse::<i64>().unwrap(),
+    };
+    assert_eq!(
+        count(&after),
+        count(&before) + 2,
+        "the notification ran once, unanswered"
+    );
+    // deadline_ms 0: deadline_exceeded, count not run.
+    write(
+        &mut conn,
+        &seal(7, r#"{"func": "count", "args": [], "deadline_ms": 0}"#),
+    )
+    .await;
+    assert_eq!(code(&read_raw(&mut conn).await), "deadline_exceeded");
+    drop(conn);
+    // UDP (plain: a padded subscribe, so three events fit its budget).
+    if session.is_none() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        let pad = "x".repeat(200);
+        let body =
+            format!(r#"{{"func": "rpc.subscribe", "args": ["uptime", 60, 0], "pad": "{pad}"}}"#);
+        socket.send_to(&request(8, &body), board.udp).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("the subscribe's reply");
+        assert!(parse_reply(&buf[..n]).body.contains(r#""credit": 16"#));
+        let mut values = Vec::new();
+        for want in 1..=3 {
+            let n = socket.recv(&mut buf).expect("an event in time");
+            let frame = at_core::Frame::parse(&buf[..n], u32::MAX).unwrap();
+            values.push(uptime(frame.body, want));
+        }
+        eprintln!("uptime events over UDP: {values:?}");
+        socket
+            .send_to(
+                &request(9, r#"{"func": "rpc.unsubscribe", "args": ["uptime"]}"#),
+                board.udp,
+            )
+            .unwrap();
+    }
 }
 
 /// QEMU's CPU while the firmware idles stays under 30 % of a core (7-9 %
@@ -721,6 +836,8 @@ async fn networked_firmware_with_a_key_authenticates() {
     assert_eq!(read_raw(&mut conn).await, first);
     // Its slot back for the command-line calls below (3 TCP clients at once).
     drop(conn);
+
+    two_way_on_the_board(&board, Some(&key)).await;
 
     let plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
     let e = plain.call_as::<i64>("add", (1, 2)).await.unwrap_err();

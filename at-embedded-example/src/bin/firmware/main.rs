@@ -51,8 +51,9 @@ mod device {
     const MAX_BODY: usize = 496;
     /// The receive buffer: one whole frame.
     const RX: usize = HEADER_LEN + MAX_BODY;
-    /// The reply buffer: any calculator reply or error fits in 128 bytes.
-    const TX: usize = 192;
+    /// The reply buffer: any calculator reply or error fits in 128 bytes;
+    /// `rpc.info` with its `ext` takes 209.
+    const TX: usize = 224;
 
     #[entry]
     fn main() -> ! {

@@ -56,7 +56,9 @@ const SOCKETS: usize = TCP_SOCKETS + 1 + 1;
 /// The largest request body (as on the UART).
 const MAX_BODY: usize = 496;
 const RX: usize = HEADER_LEN + MAX_BODY;
-const TX: usize = 192 + at_core::auth::TRAILER_LEN;
+/// The reply buffer: `rpc.info` with its `ext` (219 bytes with a key) and
+/// an authentication trailer fit.
+const TX: usize = 224 + at_core::auth::TRAILER_LEN;
 /// UDP replies remembered for at-most-once execution.
 const UDP_CACHE: usize = 4;
 /// Subscriptions held at once, over every transport (4 per subscriber).
