@@ -1284,6 +1284,31 @@ static int send_all(int fd, struct iovec *iov, int iovcnt, long long deadline)
     return 0;
 }
 
+/* Answers a plain call from the server with an error reply, `seq` its
+ * seq: unknown_function, or unauthorized if `keyed`. Best effort: a
+ * failure to send is left to the reading that follows. */
+static void answer_call(int fd, uint32_t seq, int keyed, long long deadline)
+{
+    static const char unknown[] = "{\"status\": \"error\", \"code\": "
+        "\"unknown_function\", \"message\": \"this client serves no "
+        "functions\"}";
+    static const char unauthorized[] = "{\"status\": \"error\", \"code\": "
+        "\"unauthorized\", \"message\": \"authentication required\"}";
+    const char *body = keyed ? unauthorized : unknown;
+    size_t len = keyed ? sizeof unauthorized - 1 : sizeof unknown - 1;
+    uint8_t head[AT_HEADER_LEN];
+    struct iovec iov[2];
+    at_header_t h;
+
+    make_header(&h, (uint16_t)AT_FLAG_ERROR, seq, body, len);
+    at_header_pack(&h, head);
+    iov[0].iov_base = head;
+    iov[0].iov_len = sizeof head;
+    iov[1].iov_base = (void *)(uintptr_t)body;
+    iov[1].iov_len = len;
+    (void)send_all(fd, iov, 2, deadline);
+}
+
 /* Reads one reply frame from a connected TCP socket: one that `check`
  * (if not NULL) accepts. *decided (if not NULL) is set to 1 when a whole
  * reply frame was read and answers the call (accepted or refused). */
@@ -1308,9 +1333,20 @@ static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
         if (st == AT_OK) {
             uint16_t kind = at_flags_kind(f.flags);
             if (kind == AT_FLAG_REQUEST) {
-                set_detail(res, "%s sent a request frame (seq %lu) instead "
-                           "of a reply", peer, (unsigned long)f.seq);
-                return AT_E_NOT_REPLY;
+                /* A call towards this client (contract 10.5), which never
+                 * called rpc.peer and serves nothing: a plain one is
+                 * answered unknown_function (unauthorized when the client
+                 * holds a key, 10.6: the calls with a reply check), a
+                 * sealed one dropped (its answer needs the session's
+                 * window); the call goes on. */
+                res->ignored++;
+                if (!(f.flags & AT_FLAG_AUTH)) {
+                    answer_call(fd, f.seq, check != NULL, deadline);
+                    last_ignored = "a call from the server (answered)";
+                } else {
+                    last_ignored = "a sealed call from the server (dropped)";
+                }
+                continue;
             }
             if (kind == AT_FLAG_NOTIFY) {
                 /* An event or a notification (contract 10.2, 10.3): never
@@ -1823,7 +1859,7 @@ at_status_t at_notify_tcp_frame(const char *host, const char *port,
                                 size_t tail_len, const at_call_opts_t *opts_in,
                                 at_call_result_t *res)
 {
-    static uint8_t unused[AT_HEADER_LEN];
+    uint8_t unused[AT_HEADER_LEN]; /* call_prepare checks a reply buffer */
     request_t rq = request(head, body, body_len, tail, tail_len);
     at_call_opts_t opts;
     struct addrinfo *list = NULL, *ai;
@@ -1888,7 +1924,7 @@ at_status_t at_notify_udp_frame(const char *host, const char *port,
                                 size_t tail_len, const at_call_opts_t *opts_in,
                                 at_call_result_t *res)
 {
-    static uint8_t unused[AT_HEADER_LEN];
+    uint8_t unused[AT_HEADER_LEN]; /* call_prepare checks a reply buffer */
     request_t rq = request(head, body, body_len, tail, tail_len);
     at_call_opts_t opts;
     struct addrinfo *list = NULL, *ai;

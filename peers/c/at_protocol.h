@@ -121,8 +121,9 @@ typedef enum {
     AT_E_SEQ,           /**< a reply with another seq than the one asked
                              for (at_session_verify_frame(); calls drop
                              such replies and go on waiting) */
-    AT_E_NOT_REPLY,     /**< a REQUEST frame where a reply was expected
-                             (at_session_verify_frame(): or a NOTIFY) */
+    AT_E_NOT_REPLY,     /**< at_session_verify_frame(): a REQUEST or NOTIFY
+                             frame where a reply was expected (calls answer
+                             or drop such frames and go on waiting) */
 
     /* Authentication (section 9, at_auth.h). */
     AT_E_AUTH,          /**< a reply that fails authentication: a bad
@@ -430,7 +431,8 @@ typedef struct {
                              reply), and on either transport NOTIFY frames
                              (events, notifications: contract 10.2, 10.3)
                              and replies with a seq the call does not
-                             await (10.5) */
+                             await (10.5); TCP: calls from the server
+                             (answered or dropped, 10.5) */
     char detail[192];   /**< what happened, for people ("" on AT_OK) */
 } at_call_result_t;
 
@@ -445,10 +447,11 @@ typedef struct {
  *  such as "busy", to a request). While waiting, the call drops (and
  *  counts in res->ignored) NOTIFY frames, the server's events and
  *  notifications (contract 10.2, 10.3), and replies with another seq, not
- *  0 (10.5: a reply it does not await). A corrupt frame is AT_E_BAD_MAGIC,
- *  AT_E_TOO_LARGE, AT_E_BAD_FLAGS or AT_E_CHECKSUM; a REQUEST frame is
- *  AT_E_NOT_REPLY (this client serves nothing and never calls rpc.peer).
- *  `body` must be at most AT_MAX_BODY bytes. */
+ *  0 (10.5: a reply it does not await). A REQUEST frame, a call towards
+ *  this client, which serves nothing and never calls rpc.peer (10.5), is
+ *  answered with an ERROR reply `unknown_function` and counted there too.
+ *  A corrupt frame is AT_E_BAD_MAGIC, AT_E_TOO_LARGE, AT_E_BAD_FLAGS or
+ *  AT_E_CHECKSUM. `body` must be at most AT_MAX_BODY bytes. */
 at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
                         const void *body, size_t body_len,
                         uint8_t *buf, size_t cap,
@@ -490,7 +493,11 @@ typedef at_status_t (*at_reply_check_t)(void *ctx, at_frame_t *reply,
  *  0x4154 and its length body_len + tail_len, at most AT_MAX_BODY (else
  *  AT_E_ARG); its seq should be `seq`. Replies may have a `length` of up to
  *  `max_reply_body` bytes (0: AT_MAX_BODY; `cap` must hold 16 + that many
- *  to honour it); each reply frame goes to `check` (NULL: accept any). */
+ *  to honour it); each reply frame goes to `check` (NULL: accept any).
+ *  A plain call from the server is answered `unknown_function` as in
+ *  at_call_tcp(), or `unauthorized` when `check` is given (the calls of
+ *  at_auth.h, whose client holds a key: contract 10.6); a sealed one is
+ *  dropped. Both count in res->ignored. */
 at_status_t at_call_tcp_frame(const char *host, const char *port,
                               uint32_t seq, const uint8_t *head,
                               const void *body, size_t body_len,

@@ -729,7 +729,9 @@ enum reply_kind {
     R_EVENT_SEALED, /* vector E2: E1 sealed under K_rep */
     R_NOTIFY_CALL,  /* vector N1: a plain notification, seq 7 */
     R_GOOD_OTHER_SEQ, /* the right authenticated reply, to seq + 1 */
-    R_PLAIN_OK_OTHER_SEQ /* a plain success to seq + 7 */
+    R_PLAIN_OK_OTHER_SEQ, /* a plain success to seq + 7 */
+    R_SERVER_CALL,  /* vector P3: the server calls rpc.info, its seq 1 */
+    R_SERVER_CALL_SEALED /* vector X1: add(1, 2) sealed under K_rep */
 };
 
 #define E1_BODY "{\"topic\": \"temp\", \"n\": 1, \"value\": 21.5}"
@@ -832,6 +834,12 @@ static size_t make_reply(enum reply_kind kind, uint32_t seq, uint8_t *out)
         return auth_reply(AT_FLAG_RESPONSE, seq + 1, ok_body, sid, out);
     case R_PLAIN_OK_OTHER_SEQ:
         return plain_reply(AT_FLAG_RESPONSE, seq + 7, ok_body, out);
+    case R_SERVER_CALL:
+        return plain_reply(AT_FLAG_REQUEST, 1,
+                           "{\"func\": \"rpc.info\", \"args\": []}", out);
+    case R_SERVER_CALL_SEALED:
+        return auth_reply(AT_FLAG_REQUEST, 1,
+                          "{\"func\": \"add\", \"args\": [1, 2]}", sid, out);
     case R_NONE:
         break;
     }
@@ -851,6 +859,8 @@ typedef struct {
     int plain;          /* the request is a plain REQUEST with `seq` */
     const char *expect; /* hex of the exact frame expected (then nothing
                            else is checked) */
+    const char *answer; /* TCP: the code of the plain ERROR reply (seq 1)
+                           the client must send to the server's call */
 } script_t;
 
 /* Checks a received request: the contract's hello, or an authenticated
@@ -967,6 +977,37 @@ static void tcp_server(int lfd, const script_t *sc)
         size_t m = make_reply(sc->replies[0][j], sc->seq, out);
         if (send(fd, out, m, 0) != (ssize_t)m)
             _exit(3);
+    }
+    if (sc->answer != NULL) {
+        /* The client's answer to the server's call: one plain ERROR frame
+         * with the call's seq (1) and the code. */
+        char want[64];
+        got = 0;
+        for (;;) {
+            ssize_t n;
+            if (got >= AT_HEADER_LEN) {
+                at_header_t h;
+                at_header_unpack(d, &h);
+                if (got >= AT_HEADER_LEN + (size_t)h.length)
+                    break;
+            }
+            if (!readable(fd))
+                _exit(4);
+            n = recv(fd, d + got, sizeof d - 1 - got, 0);
+            if (n <= 0)
+                _exit(4);
+            got += (size_t)n;
+        }
+        d[got] = 0;
+        snprintf(want, sizeof want, "\"code\": \"%s\"", sc->answer);
+        {
+            at_header_t h;
+            at_header_unpack(d, &h);
+            if (h.flags != AT_FLAG_ERROR || h.seq != 1 ||
+                h.crc != at_crc32(d + AT_HEADER_LEN, h.length) ||
+                strstr((char *)d + AT_HEADER_LEN, want) == NULL)
+                _exit(5);
+        }
     }
     /* Wait for the client to close, then go. */
     if (readable(fd))
@@ -1143,27 +1184,27 @@ static void test_calls(void)
     /* UDP: replies that do not verify count as not received. */
     script_t ignore_then_good = {
         {{R_BAD_TAG, R_OTHER_SID, R_PLAIN_OK, R_PLAIN_INTERNAL, R_GOOD,
-          R_NONE}}, 0, 0, 1, 0, 0, NULL};
+          R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t resend = {{{R_NONE}, {R_BAD_TAG, R_NONE}, {R_GOOD, R_NONE}},
-                       0, 0, 3, 0, 0, NULL};
-    script_t only_forged = {{{R_BAD_TAG, R_PLAIN_OK, R_NONE}}, 0, 0, 1, 1, 0, NULL};
-    script_t unauth = {{{R_PLAIN_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t busy = {{{R_PLAIN_BUSY, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t checksum = {{{R_PLAIN_CHECKSUM, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t good = {{{R_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t bad_tag = {{{R_BAD_TAG, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t other_sid = {{{R_OTHER_SID, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t plain_ok = {{{R_PLAIN_OK, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t plain_internal = {{{R_PLAIN_INTERNAL, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t busy0 = {{{R_PLAIN_BUSY_SEQ0, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t hello_good = {{{R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL};
+                       0, 0, 3, 0, 0, NULL, NULL};
+    script_t only_forged = {{{R_BAD_TAG, R_PLAIN_OK, R_NONE}}, 0, 0, 1, 1, 0, NULL, NULL};
+    script_t unauth = {{{R_PLAIN_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t busy = {{{R_PLAIN_BUSY, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t checksum = {{{R_PLAIN_CHECKSUM, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t good = {{{R_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t bad_tag = {{{R_BAD_TAG, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t other_sid = {{{R_OTHER_SID, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t plain_ok = {{{R_PLAIN_OK, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t plain_internal = {{{R_PLAIN_INTERNAL, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t busy0 = {{{R_PLAIN_BUSY_SEQ0, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_good = {{{R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t hello_bad_then_good = {{{R_HELLO_BAD_PROOF, R_PLAIN_INTERNAL,
-                                      R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL};
-    script_t hello_bad = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 0, 0, NULL};
+                                      R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_bad = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t hello_bad_good = {{{R_HELLO_BAD_PROOF, R_HELLO_GOOD, R_NONE}},
-                               0, 0, 1, 0, 0, NULL};
-    script_t hello_bad_linger = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 1, 0, NULL};
-    script_t hello_unauth = {{{R_HELLO_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL};
+                               0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_bad_linger = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 1, 0, NULL, NULL};
+    script_t hello_unauth = {{{R_HELLO_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
 
     call_case("udp: forged replies, then the good one", 1, &ignore_then_good,
               AT_OK, 4, 2000);
@@ -1309,11 +1350,15 @@ static void test_section10_calls(void)
 {
     script_t chatty = {{{R_EVENT, R_EVENT_SEALED, R_NOTIFY_CALL,
                          R_GOOD_OTHER_SEQ, R_PLAIN_OK_OTHER_SEQ, R_GOOD}},
-                       0, 0, 1, 0, 0, NULL};
+                       0, 0, 1, 0, 0, NULL, NULL};
+    script_t calls_back = {{{R_SERVER_CALL_SEALED, R_SERVER_CALL, R_EVENT,
+                             R_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL,
+                           "unauthorized"};
     script_t plain_chatty = {{{R_EVENT, R_PLAIN_OK_OTHER_SEQ, R_NOTIFY_CALL,
-                               R_PLAIN_OK, R_NONE}}, 0, 0, 1, 0, 0, NULL};
+                               R_SERVER_CALL, R_PLAIN_OK, R_NONE}},
+                             0, 0, 1, 0, 0, NULL, NULL};
     script_t only_events = {{{R_EVENT, R_PLAIN_OK_OTHER_SEQ, R_NONE}},
-                            0, 0, 1, 0, 0, NULL};
+                            0, 0, 1, 0, 0, NULL, NULL};
     at_session_t s = vsession;
     uint8_t f[256];
     size_t n;
@@ -1326,11 +1371,23 @@ static void test_section10_calls(void)
               0, &chatty, AT_OK, 5, 2000);
     call_case("udp: events, a notification, stray replies, then the reply",
               1, &chatty, AT_OK, 5, 2000);
+    /* Calls from the server (10.5, 10.6): a plain one answered
+     * unauthorized (the client holds a key), a sealed one dropped. */
+    call_case("tcp: the server's calls, then the reply", 0, &calls_back,
+              AT_OK, 3, 2000);
+    call_case("udp: the server's calls, then the reply", 1, &calls_back,
+              AT_OK, 3, 2000);
     /* Plain calls. */
     plain_call_case("tcp plain: an event, a stray reply, a notification, "
-                    "then the reply", 0, &plain_chatty, AT_OK, 3);
+                    "a call, then the reply", 0, &plain_chatty, AT_OK, 4);
     plain_call_case("udp plain: an event, a stray reply, a notification, "
-                    "then the reply", 1, &plain_chatty, AT_OK, 3);
+                    "a call, then the reply", 1, &plain_chatty, AT_OK, 4);
+    {
+        script_t answered = plain_chatty;
+        answered.answer = "unknown_function";
+        plain_call_case("tcp plain: the server's call answered "
+                        "unknown_function", 0, &answered, AT_OK, 4);
+    }
     /* Only frames to drop: the call times out (not failing on what it
      * dropped), and says what it last dropped. */
     plain_call_case("tcp plain: only an event and a stray reply", 0,
