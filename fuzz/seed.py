@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora for the fuzz targets from tests/vectors/frames.json.
+"""Writes the seed corpora for the fuzz targets from tests/vectors/frames.json
+and tests/vectors/section10.json (contract section 10: NOTIFY frames, events,
+deadlines, cancels, sealed frames of every kind).
 
     python3 fuzz/seed.py            # into fuzz/corpus/<target>/
 
@@ -9,6 +11,7 @@ Each target's input starts with a few steering bytes (see fuzz/src/lib.rs):
   feeds through spare()/commit() instead of push().
 - body:    the frame bodies themselves.
 - respond: [limit choice] [reply buffer choice] [chunk size] frame.
+- event:   the bodies themselves (events, and any NOTIFY body).
 Seed files are named by content hash, so running it again adds nothing new.
 """
 import hashlib
@@ -20,6 +23,7 @@ import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.path.join(HERE, "..", "tests", "vectors", "frames.json")
+SECTION10 = os.path.join(HERE, "..", "tests", "vectors", "section10.json")
 LIMIT_65536 = 6  # index into at_fuzz::MAX_BODIES
 LIMIT_48 = 3
 BODY_MAX = 4096  # the body target runs with -max_len=4096
@@ -45,9 +49,12 @@ def frame(flags, seq, body):
 def main():
     with open(VECTORS) as f:
         vectors = json.load(f)["vectors"]
-    frames = [bytes.fromhex(v["frame"]) for v in vectors]
+    with open(SECTION10) as f:
+        section10 = json.load(f)  # a list of vectors
+    frames10 = [bytes.fromhex(v["frame"]) for v in section10]
+    frames = [bytes.fromhex(v["frame"]) for v in vectors] + frames10
     small = [fr for fr in frames if len(fr) <= 1024]
-    count = {"decoder": 0, "body": 0, "respond": 0}
+    count = {"decoder": 0, "body": 0, "respond": 0, "event": 0}
 
     for fr in frames:
         # decoder: one push; 1-byte pieces; pieces of 7 then 1 then 64.
@@ -91,6 +98,42 @@ def main():
         fr = frame(flags, 7, body)
         for buffer in (0x80, 0):
             count["respond"] += write("respond", bytes([LIMIT_65536, buffer, 15]) + fr)
+    # Section 10: every vector's body (plain, without a sealed frame's SID
+    # and tag) for the body and event targets; the frames went to decoder
+    # and respond above. Events the vectors lack: an end of each kind, a
+    # status frame, values of every type, unknown members, bad ones.
+    bodies10 = [v["body"].encode() for v in section10]
+    for body in bodies10 + [
+        b'{"topic": "calls", "n": 4294967295, "end": "lease"}',
+        b'{"topic": "a/b.c-d_e", "n": 3, "end": "topic"}',
+        b'{"n": 2, "end": "server", "topic": "t"}',
+        b'{"topic": "rpc.status", "n": 0, "value": {"protocol": 1, "ext": ["notify"]}}',
+        b'{"topic": "t", "n": 1, "value": [1, -2.5e-3, "\\u00e9", null, true]}',
+        b'{"topic": "t", "n": 1, "value": 9223372036854775807, "x": {"y": []}}',
+        b'{"topic": "t", "n": 1, "value": 1, "end": "lease"}',
+        b'{"topic": "t", "n": 4294967296, "value": 1}',
+        b'{"topic": "t", "n": 1.0, "value": 1}',
+        b'{"topic": "t", "n": 1, "end": "later"}',
+        b'{"topic": "\\ud83d\\ude00", "n": 1, "value": "x"}',
+        b'{"func": "rpc.cancel", "args": [11], "topic": "t"}',
+        b'{"func": "add", "args": [10, 20], "deadline_ms": 4294967295}',
+    ]:
+        count["event"] += write("event", body)
+        if len(body) <= BODY_MAX:
+            count["body"] += write("body", body)
+    # NOTIFY frames with another type bit (bad_frame), and a NOTIFY call and
+    # cancel of each kind through respond (never answered).
+    for flags, seq, body in (
+        (0x11, 7, b'{"func": "log", "args": ["boot"]}'),
+        (0x14, 7, b'{"func": "log", "args": ["boot"]}'),
+        (0x10, 9, b'{"func": "add", "args": [1, 2], "deadline_ms": 0}'),
+        (0x10, 12, b'{"func": "rpc.cancel", "args": [11]}'),
+        (0x01, 13, b'{"func": "rpc.cancel", "args": [11]}'),
+        (0x01, 14, b'{"func": "rpc.subscribe", "args": ["temp", 60, 1000]}'),
+    ):
+        fr = frame(flags, seq, body)
+        count["respond"] += write("respond", bytes([LIMIT_65536, 0x80, 15]) + fr)
+        count["decoder"] += write("decoder", bytes([LIMIT_65536]) + fr)
     print("seeded (new files):", ", ".join(f"{k} {v}" for k, v in count.items()))
     return 0
 

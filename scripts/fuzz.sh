@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes at-core with cargo-fuzz (libFuzzer): seeds the corpora from
-# tests/vectors/frames.json, then runs each target for SECONDS (default 60).
+# tests/vectors/frames.json and section10.json, then runs each target for SECONDS (default 60).
 #
 #   scripts/fuzz.sh [SECONDS]
 #
@@ -8,7 +8,7 @@
 # fuzz/artifacts/<target>/; reproduce with
 # `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/crash-...`).
 # Environment:
-#   FUZZ_TARGETS   targets to run (default "decoder body respond auth")
+#   FUZZ_TARGETS   targets to run (default "decoder body respond auth event")
 #   FUZZ_ARGS      extra cargo-fuzz arguments, e.g. "--features small-float"
 #                  or "--no-default-features" (integers-only at-core)
 # Building the three targets takes about 1.5 minutes the first time on
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget=${1:-60}
-targets=${FUZZ_TARGETS:-decoder body respond auth}
+targets=${FUZZ_TARGETS:-decoder body respond auth event}
 read -r -a extra <<<"${FUZZ_ARGS:-}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -40,7 +40,7 @@ echo "fuzz.sh: build took $(($(date +%s) - start)) s"
 
 max_len() {
   case $1 in
-    body) echo 4096 ;;
+    body | event) echo 4096 ;;
     *) echo 70000 ;;
   esac
 }

@@ -13,10 +13,13 @@
 //! - [`check_body`]: the body itself, no prefix
 //! - [`check_respond`]: `[max body choice] [reply buffer choice] [chunk size] frame`
 //! - [`check_auth`]: a script of ops (see there)
+//! - [`check_event`]: the body itself, no prefix (an event body, contract
+//!   section 10.3, or any NOTIFY body)
 
 use std::cmp::Ordering;
 
 use at_core::calculator::CALCULATOR;
+use at_core::event::{Event as EventBody, OneWay, Payload};
 use at_core::{
     BodyError, ErrorCode, Frame, FrameDecoder, FrameError, HEADER_LEN, Header, HeaderError,
     JsonStr, Kind, MAGIC, MIN_REPLY_BUFFER, Reply, Request, Value,
@@ -712,6 +715,107 @@ pub fn check_body(data: &[u8]) {
         check_value(text_in);
         check_raw(text_in);
     }
+}
+
+// ---------------------------------------------------------------------------
+// event
+
+/// Two events are the same: topic by characters, `n`, and the payload
+/// (values as [`same`]).
+fn same_event(a: &EventBody<'_>, b: &EventBody<'_>) -> bool {
+    a.topic.chars().eq(b.topic.chars())
+        && a.n == b.n
+        && match (&a.payload, &b.payload) {
+            (Payload::Value(x), Payload::Value(y)) => same(x, y),
+            (Payload::End(x), Payload::End(y)) => x == y,
+            _ => false,
+        }
+}
+
+/// The `event` target: [`EventBody::parse`] and [`OneWay::parse`] on any bytes
+/// never panic; an event they accept serde_json accepts and reads the same
+/// (topic, `n`, value or end); what they call a syntax error serde_json
+/// rejects; an event survives write -> parse unchanged, and the written
+/// form is canonical (writing the reread event gives the same bytes).
+pub fn check_event(data: &[u8]) {
+    let verdict = serde_verdict(data);
+    match EventBody::parse(data) {
+        Ok(event) => {
+            check_str(&event.topic);
+            if let Payload::Value(v) = &event.payload {
+                check_read_value(v);
+            }
+            match &verdict {
+                Verdict::Valid(json) => {
+                    assert_eq!(json["topic"].as_str(), Some(text(&event.topic).as_str()));
+                    assert_eq!(json["n"].as_u64(), Some(u64::from(event.n)));
+                    match &event.payload {
+                        Payload::Value(v) => agrees(v, &json["value"]),
+                        Payload::End(e) => {
+                            assert_eq!(json["end"].as_str(), Some(e.as_str()));
+                            assert!(json.get("value").is_none());
+                        }
+                    }
+                }
+                Verdict::OutOfRange => {}
+                Verdict::Invalid => panic!("ours accepted {event:?}, serde_json rejects it"),
+            }
+            let mut out = vec![0u8; data.len() * 2 + 1024];
+            let n = match event.write(&mut out) {
+                Ok(n) => n,
+                Err(at_core::EncodeError::NotFinite) => {
+                    assert!(
+                        matches!(event.payload, Payload::Value(Value::Float(x)) if !x.is_finite())
+                    );
+                    return;
+                }
+                Err(e) => panic!("cannot rewrite {event:?}: {e:?}"),
+            };
+            let again = EventBody::parse(&out[..n])
+                .unwrap_or_else(|e| panic!("{e:?} rereading {:?}", text_of(&out[..n])));
+            assert!(
+                same_event(&event, &again),
+                "{event:?} read back as {again:?}"
+            );
+            let mut twice = vec![0u8; n + 16];
+            let m = again.write(&mut twice).expect("a reread event writes");
+            assert_eq!(&twice[..m], &out[..n], "the written form is not canonical");
+            // A NOTIFY body with topic and no func is this event.
+            if let Ok(OneWay::Event(e)) = OneWay::parse(data) {
+                assert!(same_event(&event, &e), "{event:?} != {e:?}");
+            }
+        }
+        Err(BodyError::NotUtf8) => {
+            assert!(std::str::from_utf8(data).is_err());
+        }
+        Err(BodyError::Syntax { offset }) => {
+            assert!(offset <= data.len());
+            assert!(
+                matches!(verdict, Verdict::Invalid),
+                "ours: syntax error at {offset}"
+            );
+        }
+        Err(_) => {}
+    }
+    // The NOTIFY reader: a call when `func` is there (as Request::parse),
+    // else an event (as EventBody::parse).
+    match OneWay::parse(data) {
+        Ok(OneWay::Call(request)) => {
+            assert_eq!(Request::parse(data).as_ref(), Ok(&request));
+        }
+        Ok(OneWay::Event(event)) => {
+            assert!(matches!(
+                Request::parse(data),
+                Err(BodyError::Missing { member: "func" })
+            ));
+            assert!(EventBody::parse(data).is_ok_and(|e| same_event(&e, &event)));
+        }
+        Err(_) => {}
+    }
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 // ---------------------------------------------------------------------------

@@ -530,27 +530,118 @@ void at_session_close(at_session_t *s)
         wipe(s, sizeof *s);
 }
 
-/* The header and trailer (SID, tag) of an authenticated request. */
-static void seal_request(const at_session_t *s, uint32_t seq,
-                         const void *body, size_t body_len,
-                         uint8_t head[AT_HEADER_LEN],
-                         uint8_t trailer[AT_AUTH_TRAILER])
+/* The header and trailer (SID, tag) of a sealed frame with `flags`, under
+ * `key` (section 9; 10.6 for the other frame kinds). */
+static void seal_head(uint16_t flags, uint32_t seq,
+                      const uint8_t key[AT_AUTH_KEY_LEN],
+                      const uint8_t sid[AT_AUTH_SID_LEN],
+                      const void *body, size_t body_len,
+                      uint8_t head[AT_HEADER_LEN],
+                      uint8_t trailer[AT_AUTH_TRAILER])
 {
     at_header_t h;
     uint32_t crc;
 
     h.magic = (uint16_t)AT_MAGIC;
-    h.flags = (uint16_t)(AT_FLAG_REQUEST | AT_FLAG_AUTH);
+    h.flags = flags;
     h.seq = seq;
     h.length = (uint32_t)(body_len + AT_AUTH_TRAILER);
     h.crc = 0;
     at_header_pack(&h, head);           /* bytes 0..11 are final */
-    memcpy(trailer, s->sid, AT_AUTH_SID_LEN);
-    at_frame_tag(s->k_req, head, body, body_len, trailer,
+    memcpy(trailer, sid, AT_AUTH_SID_LEN);
+    at_frame_tag(key, head, body, body_len, trailer,
                  trailer + AT_AUTH_SID_LEN);
     crc = at_crc32_update(at_crc32(body, body_len), trailer, AT_AUTH_TRAILER);
     h.crc = crc;
     at_header_pack(&h, head);
+}
+
+/* The header and trailer of an authenticated request. */
+static void seal_request(const at_session_t *s, uint32_t seq,
+                         const void *body, size_t body_len,
+                         uint8_t head[AT_HEADER_LEN],
+                         uint8_t trailer[AT_AUTH_TRAILER])
+{
+    seal_head((uint16_t)(AT_FLAG_REQUEST | AT_FLAG_AUTH), seq, s->k_req,
+              s->sid, body, body_len, head, trailer);
+}
+
+at_status_t at_seal_frame(uint16_t flags, uint32_t seq, const void *body,
+                          size_t body_len, const uint8_t key[AT_AUTH_KEY_LEN],
+                          const uint8_t sid[AT_AUTH_SID_LEN], uint8_t *out,
+                          size_t cap, size_t *out_len)
+{
+    uint8_t head[AT_HEADER_LEN], trailer[AT_AUTH_TRAILER];
+
+    if (key == NULL || sid == NULL || out == NULL ||
+        (body == NULL && body_len != 0) || body_len > AT_AUTH_MAX_BODY ||
+        !(flags & AT_FLAG_AUTH))
+        return AT_E_ARG;
+    if (cap < AT_HEADER_LEN + AT_AUTH_TRAILER ||
+        cap - AT_HEADER_LEN - AT_AUTH_TRAILER < body_len)
+        return AT_E_NOSPACE;
+    seal_head(flags, seq, key, sid, body, body_len, head, trailer);
+    if (body_len)
+        memmove(out + AT_HEADER_LEN, body, body_len);
+    memcpy(out, head, AT_HEADER_LEN);
+    memcpy(out + AT_HEADER_LEN + body_len, trailer, AT_AUTH_TRAILER);
+    if (out_len)
+        *out_len = AT_HEADER_LEN + body_len + AT_AUTH_TRAILER;
+    return AT_OK;
+}
+
+/* Checks a sealed frame's SID and tag under `key` in constant time; sets
+ * *sid_ok and returns 1 if both are good. The frame has AUTH and at least
+ * 24 bytes. */
+static int sealed_ok(const uint8_t key[AT_AUTH_KEY_LEN],
+                     const uint8_t sid[AT_AUTH_SID_LEN], const at_frame_t *f,
+                     int *sid_ok)
+{
+    uint8_t head[AT_HEADER_LEN], tag[AT_AUTH_TAG_LEN];
+    at_header_t h;
+    size_t n = f->length - AT_AUTH_TRAILER;
+    int tag_ok;
+
+    /* H: the received header's first 12 bytes. Packing the exact integers
+     * read gives back the same bytes (reserved flag bits included). */
+    h.magic = (uint16_t)AT_MAGIC;
+    h.flags = f->flags;
+    h.seq = f->seq;
+    h.length = f->length;
+    h.crc = f->crc;
+    at_header_pack(&h, head);
+    at_frame_tag(key, head, f->body, n, f->body + n, tag);
+    *sid_ok = at_ct_equal(f->body + n, sid, AT_AUTH_SID_LEN);
+    tag_ok = at_ct_equal(tag, f->body + n + AT_AUTH_SID_LEN, AT_AUTH_TAG_LEN);
+    wipe(tag, sizeof tag);
+    return *sid_ok & tag_ok;
+}
+
+at_status_t at_unseal_frame(const at_frame_t *f,
+                            const uint8_t key[AT_AUTH_KEY_LEN],
+                            const uint8_t sid[AT_AUTH_SID_LEN],
+                            at_frame_t *inner, const char **why)
+{
+    const char *reason;
+    int sid_ok = 0;
+
+    if (f == NULL || key == NULL || sid == NULL || inner == NULL) {
+        reason = "invalid argument";
+    } else if (!(f->flags & AT_FLAG_AUTH)) {
+        reason = "a frame without AUTH";
+    } else if (f->body == NULL || f->length < AT_AUTH_TRAILER) {
+        reason = "an AUTH frame too short for SID and tag";
+    } else if (sealed_ok(key, sid, f, &sid_ok)) {
+        *inner = *f;
+        inner->length = f->length - AT_AUTH_TRAILER;
+        return AT_OK;
+    } else {
+        reason = sid_ok ? "a tag that does not verify"
+                        : "a frame of another session";
+    }
+    if (why != NULL)
+        *why = reason;
+    return AT_E_AUTH;
 }
 
 at_status_t at_session_encode(const at_session_t *s, uint32_t seq,
@@ -579,10 +670,7 @@ at_status_t at_session_verify(const at_session_t *s, const at_frame_t *reply,
                               at_frame_t *inner, const char **why)
 {
     const char *reason;
-    uint8_t head[AT_HEADER_LEN], tag[AT_AUTH_TAG_LEN];
-    at_header_t h;
-    size_t n;
-    int sid_ok, tag_ok;
+    int sid_ok = 0;
 
     if (s == NULL || reply == NULL || inner == NULL || !s->open) {
         reason = "no open session";
@@ -596,23 +684,9 @@ at_status_t at_session_verify(const at_session_t *s, const at_frame_t *reply,
         reason = "an AUTH reply too short for SID and tag";
         goto bad;
     }
-    n = reply->length - AT_AUTH_TRAILER;
-    /* H: the received header's first 12 bytes. Packing the exact integers
-     * read gives back the same bytes (reserved flag bits included). */
-    h.magic = (uint16_t)AT_MAGIC;
-    h.flags = reply->flags;
-    h.seq = reply->seq;
-    h.length = reply->length;
-    h.crc = reply->crc;
-    at_header_pack(&h, head);
-    at_frame_tag(s->k_rep, head, reply->body, n, reply->body + n, tag);
-    sid_ok = at_ct_equal(reply->body + n, s->sid, AT_AUTH_SID_LEN);
-    tag_ok = at_ct_equal(tag, reply->body + n + AT_AUTH_SID_LEN,
-                         AT_AUTH_TAG_LEN);
-    wipe(tag, sizeof tag);
-    if (sid_ok & tag_ok) {
+    if (sealed_ok(s->k_rep, s->sid, reply, &sid_ok)) {
         *inner = *reply;
-        inner->length = (uint32_t)n;
+        inner->length = reply->length - AT_AUTH_TRAILER;
         return AT_OK;
     }
     reason = sid_ok ? "a reply whose tag does not verify"
@@ -659,6 +733,10 @@ at_status_t at_session_verify_frame(const at_session_t *s,
     }
     if (kind == AT_FLAG_REQUEST) {
         *why = "a request, not a reply";
+        return AT_E_NOT_REPLY;
+    }
+    if (kind == AT_FLAG_NOTIFY) {
+        *why = "a NOTIFY frame (event or notification), not a reply";
         return AT_E_NOT_REPLY;
     }
     if (h.seq != seq) {
@@ -908,4 +986,43 @@ at_status_t at_session_call_udp(const char *host, const char *port,
 {
     return session_call(1, host, port, s, body, body_len, buf, cap, opts,
                         res);
+}
+
+at_status_t at_session_notify(int udp, const char *host, const char *port,
+                              at_session_t *s, const void *body,
+                              size_t body_len, const at_call_opts_t *opts,
+                              at_call_result_t *res)
+{
+    uint8_t head[AT_HEADER_LEN], trailer[AT_AUTH_TRAILER];
+    at_status_t st;
+    uint32_t seq;
+
+    if (res == NULL)
+        return AT_E_ARG;
+    if (!at_session_usable(s)) {
+        memset(res, 0, sizeof *res);
+        set_detail(res, "no usable session: run rpc.hello first");
+        return AT_E_ARG;
+    }
+    if ((body == NULL && body_len != 0) || body_len > AT_AUTH_MAX_BODY) {
+        memset(res, 0, sizeof *res);
+        set_detail(res, "notification body of %lu bytes is over the limit "
+                   "of %u for a sealed frame", (unsigned long)body_len,
+                   AT_AUTH_MAX_BODY);
+        return AT_E_ARG;
+    }
+    /* From the request counter (10.1): one counter for calls and
+     * notifications in a session. */
+    seq = ++s->seq;
+    s->last_ms = now_ms();
+    seal_head((uint16_t)(AT_FLAG_NOTIFY | AT_FLAG_AUTH), seq, s->k_req,
+              s->sid, body, body_len, head, trailer);
+    if (udp)
+        st = at_notify_udp_frame(host, port, head, body, body_len, trailer,
+                                 sizeof trailer, opts, res);
+    else
+        st = at_notify_tcp_frame(host, port, head, body, body_len, trailer,
+                                 sizeof trailer, opts, res);
+    wipe(trailer, sizeof trailer);
+    return st;
 }

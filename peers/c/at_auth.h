@@ -149,14 +149,40 @@ at_status_t at_session_verify(const at_session_t *s, const at_frame_t *reply,
 
 /** Checks the `len` bytes at `data` as a whole reply frame to the
  *  authenticated request `seq`: magic, 16 + length == len, one type bit,
- *  CRC, a reply (not a request), the seq, then at_session_verify(). Returns
- *  AT_OK (with `*inner`), or with a static reason in *why: AT_E_ARG (not
- *  one whole frame), AT_E_BAD_MAGIC, AT_E_BAD_FLAGS, AT_E_CHECKSUM,
- *  AT_E_NOT_REPLY, AT_E_SEQ, or AT_E_AUTH. */
+ *  CRC, a reply (not a request or a NOTIFY), the seq, then
+ *  at_session_verify(). Returns AT_OK (with `*inner`), or with a static
+ *  reason in *why: AT_E_ARG (not one whole frame), AT_E_BAD_MAGIC,
+ *  AT_E_BAD_FLAGS, AT_E_CHECKSUM, AT_E_NOT_REPLY, AT_E_SEQ, or AT_E_AUTH.
+ *  It says what one frame is; the calls below drop (and count in
+ *  res->ignored) a frame found AT_E_NOT_REPLY for being a NOTIFY, or
+ *  AT_E_SEQ, and go on waiting (contract 10.3, 10.5). */
 at_status_t at_session_verify_frame(const at_session_t *s,
                                     const uint8_t *data, size_t len,
                                     uint32_t seq, at_frame_t *inner,
                                     const char **why);
+
+/** Encodes a sealed frame of any kind (contract 10.6: requests,
+ *  notifications, replies, events): `flags` as given (AUTH must be set),
+ *  `seq`, length body_len + 24, then body || sid || tag, the tag under
+ *  `key` over the 12 header bytes || body || sid; the CRC covers all three.
+ *  The key follows the direction: K_req for what a session's client sends,
+ *  K_rep for what its server sends. AT_E_ARG: AUTH not in `flags`, or
+ *  body_len over AT_AUTH_MAX_BODY; AT_E_NOSPACE: `cap` too small. */
+at_status_t at_seal_frame(uint16_t flags, uint32_t seq, const void *body,
+                          size_t body_len, const uint8_t key[AT_AUTH_KEY_LEN],
+                          const uint8_t sid[AT_AUTH_SID_LEN], uint8_t *out,
+                          size_t cap, size_t *out_len);
+
+/** Verifies a sealed frame `f` (any kind, good CRC) under `key` and `sid`:
+ *  AUTH set, length at least 24, the SID and the tag over the header's
+ *  first 12 bytes as received || body || SID (constant time). On AT_OK
+ *  `*inner` is the frame with its body proper. Else AT_E_AUTH with a static
+ *  reason in *why (if not NULL). A frame sealed in the other direction (a
+ *  reflected one) fails here: its tag is under the other key. */
+at_status_t at_unseal_frame(const at_frame_t *f,
+                            const uint8_t key[AT_AUTH_KEY_LEN],
+                            const uint8_t sid[AT_AUTH_SID_LEN],
+                            at_frame_t *inner, const char **why);
 
 /* ------------------------------------------------------------------------ */
 /* Handshake and calls                                                      */
@@ -215,6 +241,17 @@ at_status_t at_session_call_udp(const char *host, const char *port,
                                 size_t body_len, uint8_t *buf, size_t cap,
                                 const at_call_opts_t *opts,
                                 at_call_result_t *res);
+
+/** A sealed notification in session `s` (contract 10.2, 10.6): a NOTIFY
+ *  frame with AUTH (flags 0x0018), seq s->seq + 1 (one counter for the
+ *  session's calls and notifications), tagged under K_req, sent over TCP
+ *  (udp 0: at_notify_tcp_frame()) or UDP (udp 1: at_notify_udp_frame()).
+ *  No reply is awaited; the server runs it only if it verifies, and never
+ *  answers. AT_E_ARG: `s` not usable or the body over AT_AUTH_MAX_BODY. */
+at_status_t at_session_notify(int udp, const char *host, const char *port,
+                              at_session_t *s, const void *body,
+                              size_t body_len, const at_call_opts_t *opts,
+                              at_call_result_t *res);
 
 #ifdef __cplusplus
 }

@@ -71,6 +71,9 @@ static const char *const code_names[] = {
     "busy",
     "internal",
     "unauthorized",
+    "deadline_exceeded",
+    "cancelled",
+    "unknown_topic",
 };
 
 #define N_CODES (sizeof code_names / sizeof code_names[0])
@@ -202,7 +205,8 @@ void at_header_unpack(const uint8_t in[AT_HEADER_LEN], at_header_t *h)
 uint16_t at_flags_kind(uint16_t flags)
 {
     uint16_t t = (uint16_t)(flags & AT_FLAG_TYPE_MASK);
-    if (t == AT_FLAG_REQUEST || t == AT_FLAG_RESPONSE || t == AT_FLAG_ERROR)
+    if (t == AT_FLAG_REQUEST || t == AT_FLAG_RESPONSE ||
+        t == AT_FLAG_ERROR || t == AT_FLAG_NOTIFY)
         return t;
     return 0;
 }
@@ -720,6 +724,15 @@ at_status_t at_build_request(const char *func, const char *const *args,
                              size_t nargs, char *out, size_t cap,
                              size_t *out_len)
 {
+    return at_build_request_deadline(func, args, nargs, NULL, out, cap,
+                                     out_len);
+}
+
+at_status_t at_build_request_deadline(const char *func,
+                                      const char *const *args, size_t nargs,
+                                      const uint32_t *deadline_ms, char *out,
+                                      size_t cap, size_t *out_len)
+{
     static const char hexd[] = "0123456789abcdef";
     const uint8_t *p, *end;
     size_t n = 0, i;
@@ -766,7 +779,14 @@ at_status_t at_build_request(const char *func, const char *const *args,
             put_str(out, cap, &n, ", ");
         put_str(out, cap, &n, args[i]);
     }
-    put_str(out, cap, &n, "]}");
+    put_str(out, cap, &n, "]");
+    if (deadline_ms != NULL) {
+        char num[16];
+        snprintf(num, sizeof num, "%lu", (unsigned long)*deadline_ms);
+        put_str(out, cap, &n, ", \"deadline_ms\": ");
+        put_str(out, cap, &n, num);
+    }
+    put_str(out, cap, &n, "}");
     if (n >= cap) {
         if (cap)
             out[0] = '\0';
@@ -1264,6 +1284,31 @@ static int send_all(int fd, struct iovec *iov, int iovcnt, long long deadline)
     return 0;
 }
 
+/* Answers a plain call from the server with an error reply, `seq` its
+ * seq: unknown_function, or unauthorized if `keyed`. Best effort: a
+ * failure to send is left to the reading that follows. */
+static void answer_call(int fd, uint32_t seq, int keyed, long long deadline)
+{
+    static const char unknown[] = "{\"status\": \"error\", \"code\": "
+        "\"unknown_function\", \"message\": \"this client serves no "
+        "functions\"}";
+    static const char unauthorized[] = "{\"status\": \"error\", \"code\": "
+        "\"unauthorized\", \"message\": \"authentication required\"}";
+    const char *body = keyed ? unauthorized : unknown;
+    size_t len = keyed ? sizeof unauthorized - 1 : sizeof unknown - 1;
+    uint8_t head[AT_HEADER_LEN];
+    struct iovec iov[2];
+    at_header_t h;
+
+    make_header(&h, (uint16_t)AT_FLAG_ERROR, seq, body, len);
+    at_header_pack(&h, head);
+    iov[0].iov_base = head;
+    iov[0].iov_len = sizeof head;
+    iov[1].iov_base = (void *)(uintptr_t)body;
+    iov[1].iov_len = len;
+    (void)send_all(fd, iov, 2, deadline);
+}
+
 /* Reads one reply frame from a connected TCP socket: one that `check`
  * (if not NULL) accepts. *decided (if not NULL) is set to 1 when a whole
  * reply frame was read and answers the call (accepted or refused). */
@@ -1288,15 +1333,36 @@ static at_status_t tcp_read_reply(int fd, uint32_t seq, uint8_t *buf,
         if (st == AT_OK) {
             uint16_t kind = at_flags_kind(f.flags);
             if (kind == AT_FLAG_REQUEST) {
-                set_detail(res, "%s sent a request frame (seq %lu) instead "
-                           "of a reply", peer, (unsigned long)f.seq);
-                return AT_E_NOT_REPLY;
+                /* A call towards this client (contract 10.5), which never
+                 * called rpc.peer and serves nothing: a plain one is
+                 * answered unknown_function (unauthorized when the client
+                 * holds a key, 10.6: the calls with a reply check), a
+                 * sealed one dropped (its answer needs the session's
+                 * window); the call goes on. */
+                res->ignored++;
+                if (!(f.flags & AT_FLAG_AUTH)) {
+                    answer_call(fd, f.seq, check != NULL, deadline);
+                    last_ignored = "a call from the server (answered)";
+                } else {
+                    last_ignored = "a sealed call from the server (dropped)";
+                }
+                continue;
+            }
+            if (kind == AT_FLAG_NOTIFY) {
+                /* An event or a notification (contract 10.2, 10.3): never
+                 * the reply, and this client holds no topic and serves no
+                 * function, so it is dropped (sealed or not) and the call
+                 * goes on. */
+                res->ignored++;
+                last_ignored = "a NOTIFY frame (event or notification)";
+                continue;
             }
             if (f.seq != seq && !(kind == AT_FLAG_ERROR && f.seq == 0)) {
-                set_detail(res, "%s replied with seq %lu to a request with "
-                           "seq %lu", peer, (unsigned long)f.seq,
-                           (unsigned long)seq);
-                return AT_E_SEQ;
+                /* A reply this call does not await (10.5: dropped, the
+                 * connection kept). The stream is in step: go on. */
+                res->ignored++;
+                last_ignored = "a reply with another seq";
+                continue;
             }
             if (check != NULL) {
                 const char *why = NULL;
@@ -1536,6 +1602,8 @@ static const char *udp_check(const uint8_t *d, size_t n, int truncated,
         return "checksum mismatch";
     if (kind == AT_FLAG_REQUEST)
         return "a request, not a reply";
+    if (kind == AT_FLAG_NOTIFY)
+        return "a NOTIFY frame (event or notification)";
     if (h.seq != seq)
         return "a reply with another seq";
     f->flags = h.flags;
@@ -1753,4 +1821,174 @@ at_status_t at_call_udp_frame(const char *host, const char *port,
     return call_udp(host, port, seq, &rq, buf, cap,
                     max_reply_body ? max_reply_body : AT_MAX_BODY, opts,
                     check, check_ctx, res);
+}
+
+/* ======================================================================== */
+/* Notifications (contract 10.2)                                            */
+/* ======================================================================== */
+
+/* How long a TCP notification lingers, at most, for the peer to close. */
+#define NOTIFY_LINGER_MS 1000
+
+/* Reads and discards what the peer sends until it closes, the deadline, or
+ * 64 KiB: lets a connection whose sending side is shut close cleanly. */
+static void drain(int fd, long long deadline)
+{
+    uint8_t junk[4096];
+    size_t total = 0;
+    while (total < 65536) {
+        ssize_t n = recv(fd, junk, sizeof junk, 0);
+        if (n > 0) {
+            total += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return;
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+            wait_fd(fd, POLLIN, deadline) > 0)
+            continue;
+        return;
+    }
+}
+
+at_status_t at_notify_tcp_frame(const char *host, const char *port,
+                                const uint8_t *head, const void *body,
+                                size_t body_len, const void *tail,
+                                size_t tail_len, const at_call_opts_t *opts_in,
+                                at_call_result_t *res)
+{
+    uint8_t unused[AT_HEADER_LEN]; /* call_prepare checks a reply buffer */
+    request_t rq = request(head, body, body_len, tail, tail_len);
+    at_call_opts_t opts;
+    struct addrinfo *list = NULL, *ai;
+    long long deadline;
+    at_status_t st;
+    int fd = -1, err = 0, timed_out = 0, niov;
+    char peer[160] = "";
+    struct iovec iov[3];
+
+    fill_opts(opts_in, &opts);
+    st = call_prepare(host, port, &rq, unused, sizeof unused, SOCK_STREAM,
+                      &opts, res, &list);
+    if (st != AT_OK)
+        return st;
+    deadline = now_ms() + opts.timeout_ms;
+    for (ai = list; ai != NULL; ai = ai->ai_next) {
+        addr_text(ai, peer, sizeof peer);
+        res->tries++;
+        fd = tcp_connect(ai, deadline, &err);
+        if (fd >= 0)
+            break;
+        if (err == 0) {
+            timed_out = 1;
+            break;
+        }
+    }
+    freeaddrinfo(list);
+    if (fd < 0) {
+        if (timed_out) {
+            set_detail(res, "connecting to %s: timed out", peer);
+            return AT_E_TIMEOUT;
+        }
+        res->sys_errno = err;
+        set_detail(res, "cannot connect to %s: %s", peer, strerror(err));
+        return AT_E_CONNECT;
+    }
+    niov = request_iov(&rq, iov);
+    if (send_all(fd, iov, niov, deadline) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == ETIMEDOUT) {
+            set_detail(res, "sending to %s: timed out", peer);
+            return AT_E_TIMEOUT;
+        }
+        res->sys_errno = e;
+        set_detail(res, "sending to %s: %s", peer, strerror(e));
+        return AT_E_IO;
+    }
+    /* Sent. A FIN after the frame; the peer answers nothing, but a v1 peer
+     * may (bad_frame): read it away so that closing sends no reset that
+     * could destroy the frame before the peer has read it. */
+    shutdown(fd, SHUT_WR);
+    drain(fd, deadline < now_ms() + NOTIFY_LINGER_MS
+                  ? deadline : now_ms() + NOTIFY_LINGER_MS);
+    close(fd);
+    return AT_OK;
+}
+
+at_status_t at_notify_udp_frame(const char *host, const char *port,
+                                const uint8_t *head, const void *body,
+                                size_t body_len, const void *tail,
+                                size_t tail_len, const at_call_opts_t *opts_in,
+                                at_call_result_t *res)
+{
+    uint8_t unused[AT_HEADER_LEN]; /* call_prepare checks a reply buffer */
+    request_t rq = request(head, body, body_len, tail, tail_len);
+    at_call_opts_t opts;
+    struct addrinfo *list = NULL, *ai;
+    at_status_t st;
+    char peer[160] = "";
+    int last_errno = 0;
+
+    fill_opts(opts_in, &opts);
+    st = call_prepare(host, port, &rq, unused, sizeof unused, SOCK_DGRAM,
+                      &opts, res, &list);
+    if (st != AT_OK)
+        return st;
+    for (ai = list; ai != NULL; ai = ai->ai_next) {
+        struct iovec iov[3];
+        struct msghdr msg;
+        ssize_t n;
+        int fd;
+
+        addr_text(ai, peer, sizeof peer);
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0 || set_nonblock_cloexec(fd) != 0 ||
+            connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            last_errno = errno;
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = request_iov(&rq, iov);
+        res->tries++;
+        do
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        last_errno = errno;
+        close(fd);
+        if (n >= 0) {
+            freeaddrinfo(list);
+            return AT_OK;
+        }
+    }
+    freeaddrinfo(list);
+    res->sys_errno = last_errno;
+    set_detail(res, "sending to %s over UDP: %s", peer[0] ? peer : host,
+               strerror(last_errno));
+    return AT_E_IO;
+}
+
+at_status_t at_notify(int udp, const char *host, const char *port,
+                      uint32_t seq, const void *body, size_t body_len,
+                      const at_call_opts_t *opts, at_call_result_t *res)
+{
+    uint8_t head[AT_HEADER_LEN];
+    at_header_t h;
+
+    if ((body == NULL && body_len != 0) || body_len > AT_MAX_BODY) {
+        memset(head, 0, sizeof head); /* refused by call_prepare */
+    } else {
+        make_header(&h, (uint16_t)AT_FLAG_NOTIFY, seq, body, body_len);
+        at_header_pack(&h, head);
+    }
+    if (udp)
+        return at_notify_udp_frame(host, port, head, body, body_len, NULL, 0,
+                                   opts, res);
+    return at_notify_tcp_frame(host, port, head, body, body_len, NULL, 0,
+                               opts, res);
 }

@@ -36,12 +36,17 @@ extern "C" {
 #define AT_FLAG_RESPONSE 0x0002u
 /** Flag bit: a failed reply (the body says why). */
 #define AT_FLAG_ERROR 0x0004u
-/** The three message-type bits; a frame carries exactly one of them. All
- *  other bits are reserved: senders set them to 0, receivers ignore them. */
-#define AT_FLAG_TYPE_MASK 0x0007u
 /** Flag bit: the frame is authenticated (contract section 9; at_auth.h).
- *  Not a type bit: an AUTH frame still carries exactly one of the three. */
+ *  Not a type bit: an AUTH frame still carries exactly one type bit. */
 #define AT_FLAG_AUTH 0x0008u
+/** Flag bit (contract section 10): a one-way frame, a call that gets no
+ *  reply (its body has "func") or an event (its body has "topic"). A type
+ *  bit: NOTIFY with REQUEST, RESPONSE or ERROR is a bad frame. */
+#define AT_FLAG_NOTIFY 0x0010u
+/** The four message-type bits (REQUEST, RESPONSE, ERROR, NOTIFY; AUTH is
+ *  not one); a frame carries exactly one of them. All other bits are
+ *  reserved: senders set them to 0, receivers ignore them. */
+#define AT_FLAG_TYPE_MASK 0x0017u
 
 /** Default port for TCP and UDP alike (0x4154). */
 #define AT_DEFAULT_PORT 16724
@@ -95,7 +100,8 @@ typedef enum {
                              out of step (sticky until skip/resync/reset) */
     AT_E_TOO_LARGE,     /**< header's length is over the receiver's limit;
                              reported from the header alone (sticky) */
-    AT_E_BAD_FLAGS,     /**< no type bit, or several; frame consumed */
+    AT_E_BAD_FLAGS,     /**< no type bit, or several (NOTIFY with another
+                             included); frame consumed */
     AT_E_CHECKSUM,      /**< body's CRC-32 differs; frame consumed */
 
     /* Caller errors. */
@@ -112,8 +118,12 @@ typedef enum {
     AT_E_IO,            /**< a send or receive failed */
     AT_E_TIMEOUT,       /**< no reply within the time bound */
     AT_E_CLOSED,        /**< the peer closed the connection before a reply */
-    AT_E_SEQ,           /**< TCP: a reply with a seq we did not send */
-    AT_E_NOT_REPLY,     /**< a REQUEST frame where a reply was expected */
+    AT_E_SEQ,           /**< a reply with another seq than the one asked
+                             for (at_session_verify_frame(); calls drop
+                             such replies and go on waiting) */
+    AT_E_NOT_REPLY,     /**< at_session_verify_frame(): a REQUEST or NOTIFY
+                             frame where a reply was expected (calls answer
+                             or drop such frames and go on waiting) */
 
     /* Authentication (section 9, at_auth.h). */
     AT_E_AUTH,          /**< a reply that fails authentication: a bad
@@ -136,7 +146,7 @@ typedef enum {
 /** A short English description of a status ("checksum mismatch", ...). */
 const char *at_status_str(at_status_t status);
 
-/** The error codes of the contract (section 3), as carried in a reply body's
+/** The error codes of the contract (sections 3 and 10.1), as carried in a reply body's
  *  "code" member. */
 typedef enum {
     AT_CODE_OTHER = 0,          /**< a code this version does not know */
@@ -150,7 +160,12 @@ typedef enum {
     AT_CODE_OVERFLOW,           /**< "overflow" */
     AT_CODE_BUSY,               /**< "busy" */
     AT_CODE_INTERNAL,           /**< "internal" */
-    AT_CODE_UNAUTHORIZED        /**< "unauthorized" (section 9) */
+    AT_CODE_UNAUTHORIZED,       /**< "unauthorized" (section 9) */
+    AT_CODE_DEADLINE_EXCEEDED,  /**< "deadline_exceeded" (10.4): the
+                                     function was not called */
+    AT_CODE_CANCELLED,          /**< "cancelled" (10.4): the call was
+                                     stopped; it may have partly run */
+    AT_CODE_UNKNOWN_TOPIC       /**< "unknown_topic" (10.3) */
 } at_code_t;
 
 /** The wire name of a code ("bad_frame", ...); NULL for AT_CODE_OTHER. */
@@ -184,8 +199,9 @@ void at_header_pack(const at_header_t *h, uint8_t out[AT_HEADER_LEN]);
  *  field is checked. */
 void at_header_unpack(const uint8_t in[AT_HEADER_LEN], at_header_t *h);
 
-/** The message-type bit of `flags` (AT_FLAG_REQUEST, _RESPONSE or _ERROR),
- *  ignoring reserved bits; 0 if `flags` has no type bit or several. */
+/** The message-type bit of `flags` (AT_FLAG_REQUEST, _RESPONSE, _ERROR or
+ *  _NOTIFY), ignoring AUTH and the reserved bits; 0 if `flags` has no type
+ *  bit or several (NOTIFY with another type bit: a bad frame). */
 uint16_t at_flags_kind(uint16_t flags);
 
 /* ------------------------------------------------------------------------ */
@@ -318,6 +334,17 @@ at_status_t at_build_request(const char *func, const char *const *args,
                              size_t nargs, char *out, size_t cap,
                              size_t *out_len);
 
+/** Like at_build_request(), with a deadline (contract 10.4): when
+ *  `deadline_ms` is not NULL the member "deadline_ms" is written last,
+ *      {"func": "add", "args": [10, 20], "deadline_ms": 0}
+ *  (the server calls the function only if fewer than *deadline_ms ms have
+ *  passed since it read the frame). With `deadline_ms` NULL it is
+ *  at_build_request(). */
+at_status_t at_build_request_deadline(const char *func,
+                                      const char *const *args, size_t nargs,
+                                      const uint32_t *deadline_ms, char *out,
+                                      size_t cap, size_t *out_len);
+
 /** The kind of reply a body describes. */
 typedef enum {
     AT_REPLY_SUCCESS = 1,   /**< "status": "success" (with "result") */
@@ -399,8 +426,13 @@ typedef struct {
                              its body points into the caller's buffer */
     int sys_errno;      /**< errno of the system call that failed, or 0 */
     unsigned tries;     /**< datagrams (UDP) or connections (TCP) tried */
-    unsigned ignored;   /**< UDP: datagrams received and ignored (other
-                             seq, corrupt, not a reply) */
+    unsigned ignored;   /**< frames received and dropped while waiting:
+                             UDP datagrams (other seq, corrupt, not a
+                             reply), and on either transport NOTIFY frames
+                             (events, notifications: contract 10.2, 10.3)
+                             and replies with a seq the call does not
+                             await (10.5); TCP: calls from the server
+                             (answered or dropped, 10.5) */
     char detail[192];   /**< what happened, for people ("" on AT_OK) */
 } at_call_result_t;
 
@@ -412,10 +444,14 @@ typedef struct {
  *
  *  On AT_OK, res->reply is a RESPONSE or ERROR frame whose seq is `seq`, or
  *  an ERROR frame with seq 0 (a server that could not attribute its error,
- *  such as "busy", to a request). A reply with another seq is AT_E_SEQ; a
- *  corrupt reply is AT_E_BAD_MAGIC, AT_E_TOO_LARGE, AT_E_BAD_FLAGS or
- *  AT_E_CHECKSUM; a REQUEST frame is AT_E_NOT_REPLY. `body` must be at
- *  most AT_MAX_BODY bytes. */
+ *  such as "busy", to a request). While waiting, the call drops (and
+ *  counts in res->ignored) NOTIFY frames, the server's events and
+ *  notifications (contract 10.2, 10.3), and replies with another seq, not
+ *  0 (10.5: a reply it does not await). A REQUEST frame, a call towards
+ *  this client, which serves nothing and never calls rpc.peer (10.5), is
+ *  answered with an ERROR reply `unknown_function` and counted there too.
+ *  A corrupt frame is AT_E_BAD_MAGIC, AT_E_TOO_LARGE, AT_E_BAD_FLAGS or
+ *  AT_E_CHECKSUM. `body` must be at most AT_MAX_BODY bytes. */
 at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
                         const void *body, size_t body_len,
                         uint8_t *buf, size_t cap,
@@ -427,7 +463,8 @@ at_status_t at_call_tcp(const char *host, const char *port, uint32_t seq,
  *  opts->udp_max_tries datagrams and never beyond opts->timeout_ms in
  *  total (then AT_E_TIMEOUT). Datagrams that are not a whole good reply
  *  frame with `seq` (late duplicates, replies to earlier calls, corrupt
- *  ones) are ignored and counted in res->ignored. If the server's port
+ *  ones, NOTIFY frames) are ignored and counted in res->ignored. If the
+ *  server's port
  *  refuses (ICMP port unreachable), the next resolved address is tried;
  *  with none left the call fails with AT_E_CONNECT. */
 at_status_t at_call_udp(const char *host, const char *port, uint32_t seq,
@@ -456,7 +493,11 @@ typedef at_status_t (*at_reply_check_t)(void *ctx, at_frame_t *reply,
  *  0x4154 and its length body_len + tail_len, at most AT_MAX_BODY (else
  *  AT_E_ARG); its seq should be `seq`. Replies may have a `length` of up to
  *  `max_reply_body` bytes (0: AT_MAX_BODY; `cap` must hold 16 + that many
- *  to honour it); each reply frame goes to `check` (NULL: accept any). */
+ *  to honour it); each reply frame goes to `check` (NULL: accept any).
+ *  A plain call from the server is answered `unknown_function` as in
+ *  at_call_tcp(), or `unauthorized` when `check` is given (the calls of
+ *  at_auth.h, whose client holds a key: contract 10.6); a sealed one is
+ *  dropped. Both count in res->ignored. */
 at_status_t at_call_tcp_frame(const char *host, const char *port,
                               uint32_t seq, const uint8_t *head,
                               const void *body, size_t body_len,
@@ -479,6 +520,38 @@ at_status_t at_call_udp_frame(const char *host, const char *port,
                               const at_call_opts_t *opts,
                               at_reply_check_t check, void *check_ctx,
                               at_call_result_t *res);
+
+/** Sends one notification (contract 10.2) over TCP: connects as
+ *  at_call_tcp() does, sends the frame head || body || tail (a NOTIFY frame
+ *  built by the caller: magic 0x4154, length body_len + tail_len, at most
+ *  AT_MAX_BODY), then closes its sending side and the connection. No reply
+ *  is awaited: a NOTIFY is never answered, and delivery is best effort (the
+ *  receiver may drop it). Whatever the peer sends back (a v1 server's
+ *  bad_frame) is read and discarded while the connection closes, for at
+ *  most 1 s (and within opts->timeout_ms). Returns AT_OK once the frame was sent, or a
+ *  transport status as at_call_tcp() (res->detail says what happened). */
+at_status_t at_notify_tcp_frame(const char *host, const char *port,
+                                const uint8_t *head, const void *body,
+                                size_t body_len, const void *tail,
+                                size_t tail_len, const at_call_opts_t *opts,
+                                at_call_result_t *res);
+
+/** Sends one notification over UDP: one datagram with the frame head ||
+ *  body || tail, to the first resolved address; never retransmitted (10.2:
+ *  the sender keeps no state for it). Returns AT_OK once sent. */
+at_status_t at_notify_udp_frame(const char *host, const char *port,
+                                const uint8_t *head, const void *body,
+                                size_t body_len, const void *tail,
+                                size_t tail_len, const at_call_opts_t *opts,
+                                at_call_result_t *res);
+
+/** A plain notification: the NOTIFY frame (flags 0x0010) with `seq` (from
+ *  the sender's request counter: never 0) and `body` (a call body, as
+ *  at_build_request() makes), sent over TCP (udp 0) or UDP (udp 1) by
+ *  at_notify_tcp_frame() / at_notify_udp_frame(). */
+at_status_t at_notify(int udp, const char *host, const char *port,
+                      uint32_t seq, const void *body, size_t body_len,
+                      const at_call_opts_t *opts, at_call_result_t *res);
 
 #ifdef __cplusplus
 }

@@ -1,11 +1,24 @@
 /*
  * calc_client - call an AT calculator server once.
  *
- *   calc_client [--udp] [--key KID:HEX | --key-file PATH] HOST PORT FUNC A B
+ *   calc_client [--udp] [--notify] [--deadline MS]
+ *               [--key KID:HEX | --key-file PATH] HOST PORT FUNC A B
  *
  * Sends {"func": FUNC, "args": [A, B]} (A and B are JSON number texts, sent
  * as they are) over TCP, or UDP with --udp, and prints the result's JSON text
- * on stdout.
+ * on stdout. While it waits, frames that are no reply to its call (events
+ * and notifications in NOTIFY frames, replies with another seq) are dropped
+ * (contract 10.3, 10.5).
+ *
+ * --deadline MS (0 to 4294967295) adds "deadline_ms": MS, last in the body
+ * (contract 10.4, vector D1): a server listing "deadline" in its rpc.info
+ * ext does not start the function once MS ms have passed since it read the
+ * frame, and answers deadline_exceeded.
+ *
+ * --notify sends the call as a notification instead (contract 10.2): a
+ * NOTIFY frame (flags 0x0010; with a key sealed, 0x0018 under K_req) with a
+ * seq from the request counter; no reply is awaited, exit 0 once it is
+ * sent, nothing printed. Exit 0 does not mean that the function ran.
  *
  * With a key (--key KID:HEX, --key-file PATH, or else the environment
  * variable AT_KEY=KID:HEX) the call is authenticated (contract section 9):
@@ -48,11 +61,15 @@ static const char *prog = "calc_client";
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: %s [--udp] [--key KID:HEX | --key-file PATH] "
-            "HOST PORT FUNC A B\n"
+            "usage: %s [--udp] [--notify] [--deadline MS] "
+            "[--key KID:HEX | --key-file PATH] HOST PORT FUNC A B\n"
             "  Calls FUNC(A, B) on the AT calculator server at HOST:PORT\n"
             "  (TCP, or UDP with --udp) and prints the result.\n"
             "  A and B are JSON numbers (10, -3, 2.5, 1e3).\n"
+            "  --notify         send it as a notification (NOTIFY frame):\n"
+            "                   no reply awaited, exit 0 once sent\n"
+            "  --deadline MS    add \"deadline_ms\": MS (0 to 4294967295):\n"
+            "                   the server does not start it after MS ms\n"
             "  --key KID:HEX    authenticate with this key (64 hex digits)\n"
             "  --key-file PATH  authenticate with the first key of this file\n"
             "                   (lines 'KID HEX'; mode 600: no access for\n"
@@ -70,8 +87,9 @@ static int usage_error(const char *what, const char *arg)
         fprintf(stderr, "%s: %s: %s\n", prog, what, arg);
     else
         fprintf(stderr, "%s: %s\n", prog, what);
-    fprintf(stderr, "usage: %s [--udp] [--key KID:HEX | --key-file PATH] "
-            "HOST PORT FUNC A B (--help for more)\n", prog);
+    fprintf(stderr, "usage: %s [--udp] [--notify] [--deadline MS] "
+            "[--key KID:HEX | --key-file PATH] HOST PORT FUNC A B "
+            "(--help for more)\n", prog);
     return EXIT_USAGE;
 }
 
@@ -88,6 +106,24 @@ static int valid_port(const char *s)
         v = v * 10 + (unsigned long)(s[i] - '0');
     }
     return v >= 1 && v <= 65535;
+}
+
+/* A decimal deadline 0..4294967295 (no sign, no spaces). */
+static int parse_deadline(const char *s, uint32_t *out)
+{
+    unsigned long long v = 0;
+    size_t i, n = strlen(s);
+    if (n == 0 || n > 10)
+        return 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (unsigned long long)(s[i] - '0');
+    }
+    if (v > 0xFFFFFFFFull)
+        return 0;
+    *out = (uint32_t)v;
+    return 1;
 }
 
 /* Writes `len` bytes of server text with control characters shown as '?',
@@ -200,7 +236,8 @@ static void hide_arg(char *s)
 }
 
 /* The authenticated call: hello, then the call in the session. */
-static int call_with_key(int udp, const char *host, const char *port,
+static int call_with_key(int udp, int notify, const char *host,
+                         const char *port,
                          const at_key_t *key, const char *request,
                          size_t req_len, at_call_opts_t *opts, uint8_t *buf,
                          size_t cap, char *scratch, size_t scratch_cap)
@@ -254,6 +291,18 @@ static int call_with_key(int udp, const char *host, const char *port,
     /* The call gets what is left of the time bound. */
     left = total - (monotonic_ms() - start);
     opts->timeout_ms = left < 1 ? 1 : (int)left;
+    if (notify) {
+        /* Sealed NOTIFY (0x0018 under K_req), seq 1 of the session. */
+        st = at_session_notify(udp, host, port, &session, request, req_len,
+                               opts, &res);
+        at_session_close(&session);
+        if (st != AT_OK) {
+            fprintf(stderr, "%s: %s\n", prog,
+                    res.detail[0] ? res.detail : at_status_str(st));
+            return EXIT_TRANSPORT;
+        }
+        return 0;
+    }
     if (udp)
         st = at_session_call_udp(host, port, &session, request, req_len, buf,
                                  cap, opts, &res);
@@ -287,7 +336,9 @@ int main(int argc, char **argv)
     static char request[AT_MAX_BODY + 1];
     static char scratch[AT_AUTH_MAX_FRAME + 1];
     const char *pos[5];
-    int npos = 0, udp = 0, options = 1, i, rc;
+    int npos = 0, udp = 0, notify = 0, options = 1, i, rc;
+    uint32_t deadline = 0;
+    const char *deadline_text = NULL;
     const char *args[2];
     size_t req_len;
     uint32_t seq;
@@ -310,6 +361,23 @@ int main(int argc, char **argv)
         if (options && npos == 0 && a[0] == '-' && a[1] == '-') {
             if (strcmp(a, "--udp") == 0) {
                 udp = 1;
+                continue;
+            }
+            if (strcmp(a, "--notify") == 0) {
+                notify = 1;
+                continue;
+            }
+            v = option_value(argc, argv, &i, "--deadline", &missing);
+            if (v != NULL || missing) {
+                if (missing)
+                    return usage_error("--deadline needs a value: MS", NULL);
+                if (deadline_text != NULL)
+                    return usage_error("--deadline given twice", NULL);
+                if (!parse_deadline(v, &deadline))
+                    return usage_error("--deadline must be a number of "
+                                       "milliseconds from 0 to 4294967295",
+                                       v);
+                deadline_text = v;
                 continue;
             }
             if (strcmp(a, "--help") == 0) {
@@ -389,7 +457,9 @@ int main(int argc, char **argv)
     }
     args[0] = pos[3];
     args[1] = pos[4];
-    st = at_build_request(pos[2], args, 2, request, sizeof request, &req_len);
+    st = at_build_request_deadline(pos[2], args, 2,
+                                   deadline_text ? &deadline : NULL, request,
+                                   sizeof request, &req_len);
     if (st == AT_E_ARG) {
         usage_error("FUNC is not valid UTF-8", NULL);
         goto done;
@@ -413,12 +483,26 @@ int main(int argc, char **argv)
     }
 
     if (have_key) {
-        rc = call_with_key(udp, pos[0], pos[1], &key, request, req_len,
+        rc = call_with_key(udp, notify, pos[0], pos[1], &key, request,
+                           req_len,
                            &opts, buf, sizeof buf, scratch, sizeof scratch);
         goto done;
     }
 
     seq = pick_seq();
+    if (notify) {
+        /* Plain NOTIFY (0x0010): sent once, never retransmitted. */
+        st = at_notify(udp, pos[0], pos[1], seq, request, req_len, &opts,
+                       &res);
+        if (st != AT_OK) {
+            fprintf(stderr, "%s: %s\n", prog,
+                    res.detail[0] ? res.detail : at_status_str(st));
+            rc = EXIT_TRANSPORT;
+        } else {
+            rc = 0;
+        }
+        goto done;
+    }
     if (udp)
         st = at_call_udp(pos[0], pos[1], seq, request, req_len, buf,
                          sizeof buf, &opts, &res);

@@ -11,7 +11,13 @@
  *     never contain key material;
  *   - calls against scripted servers (forked, on loopback): UDP ignores
  *     replies that do not verify and retransmits the same bytes; TCP fails
- *     on them; plain unauthorized / busy / checksum_mismatch replies.
+ *     on them; plain unauthorized / busy / checksum_mismatch replies;
+ *   - contract section 10 on both transports: events and notifications
+ *     (NOTIFY frames, plain or sealed) and replies to seqs the call does not
+ *     await are dropped while waiting, and the call still succeeds, plain
+ *     or authenticated; notifications sent by at_notify() and
+ *     at_session_notify() are, byte for byte, vectors N1 and X3
+ *     (tests/vectors/section10.tsv), and nothing is awaited after them.
  *
  *   test_auth
  *
@@ -280,7 +286,11 @@ static void test_reply_vector(const char *name, const char *hex,
     result(at_session_verify_frame(&vsession, g, n, seq, &inner, NULL) !=
            AT_OK, "%s: length field changed", name);
 
-    /* Another seq expected; another session; the request's key. */
+    /* Another seq expected; another session; the request's key. As one
+     * frame's verdict a reply to another seq stays AT_E_SEQ (it is not
+     * this call's reply); since contract section 10 (10.5) the calls drop
+     * such a frame and go on waiting instead of failing: see
+     * test_section10_calls(). */
     result(at_session_verify_frame(&vsession, f, n, seq + 1, &inner, NULL) ==
            AT_E_SEQ, "%s: accepted as the reply to another seq", name);
     {
@@ -714,8 +724,24 @@ enum reply_kind {
     R_PLAIN_BUSY_SEQ0,
     R_HELLO_GOOD,   /* the contract's hello reply, with the request's seq */
     R_HELLO_BAD_PROOF,
-    R_HELLO_UNAUTH
+    R_HELLO_UNAUTH,
+    R_EVENT,        /* vector E1: a plain event, the server's seq 1 */
+    R_EVENT_SEALED, /* vector E2: E1 sealed under K_rep */
+    R_NOTIFY_CALL,  /* vector N1: a plain notification, seq 7 */
+    R_GOOD_OTHER_SEQ, /* the right authenticated reply, to seq + 1 */
+    R_PLAIN_OK_OTHER_SEQ, /* a plain success to seq + 7 */
+    R_SERVER_CALL,  /* vector P3: the server calls rpc.info, its seq 1 */
+    R_SERVER_CALL_SEALED /* vector X1: add(1, 2) sealed under K_rep */
 };
+
+#define E1_BODY "{\"topic\": \"temp\", \"n\": 1, \"value\": 21.5}"
+#define N1_BODY "{\"func\": \"log\", \"args\": [\"boot\"]}"
+/* Vectors N1 and X3 of tests/vectors/section10.tsv. */
+#define N1_HEX "415400100000000700000021dfc3d8767b2266756e63223a20226c6f" \
+    "67222c202261726773223a205b22626f6f74225d7d"
+#define X3_HEX "4154001800000007000000391fa1fc9a7b2266756e63223a20226c6f" \
+    "67222c202261726773223a205b22626f6f74225d7dc0c1c2c3c4c5c6c7ec21d1ebf1" \
+    "39e5d8e53f8259d71df128"
 
 static const char ok_body[] = "{\"status\": \"success\", \"result\": 30}";
 
@@ -796,6 +822,24 @@ static size_t make_reply(enum reply_kind kind, uint32_t seq, uint8_t *out)
         return plain_reply(AT_FLAG_ERROR, seq, "{\"status\": \"error\", "
                            "\"code\": \"unauthorized\", \"message\": "
                            "\"this server does not authenticate\"}", out);
+    case R_EVENT:
+        return plain_reply(AT_FLAG_NOTIFY, 1, E1_BODY, out);
+    case R_EVENT_SEALED:
+        at_seal_frame(AT_FLAG_NOTIFY | AT_FLAG_AUTH, 1, E1_BODY,
+                      strlen(E1_BODY), vsession.k_rep, sid, out, 1024, &n);
+        return n;
+    case R_NOTIFY_CALL:
+        return plain_reply(AT_FLAG_NOTIFY, 7, N1_BODY, out);
+    case R_GOOD_OTHER_SEQ:
+        return auth_reply(AT_FLAG_RESPONSE, seq + 1, ok_body, sid, out);
+    case R_PLAIN_OK_OTHER_SEQ:
+        return plain_reply(AT_FLAG_RESPONSE, seq + 7, ok_body, out);
+    case R_SERVER_CALL:
+        return plain_reply(AT_FLAG_REQUEST, 1,
+                           "{\"func\": \"rpc.info\", \"args\": []}", out);
+    case R_SERVER_CALL_SEALED:
+        return auth_reply(AT_FLAG_REQUEST, 1,
+                          "{\"func\": \"add\", \"args\": [1, 2]}", sid, out);
     case R_NONE:
         break;
     }
@@ -812,6 +856,11 @@ typedef struct {
     int linger;         /* UDP: then keep receiving (unanswered, checked)
                            until killed, so that a late retransmission
                            draws no ICMP port unreachable */
+    int plain;          /* the request is a plain REQUEST with `seq` */
+    const char *expect; /* hex of the exact frame expected (then nothing
+                           else is checked) */
+    const char *answer; /* TCP: the code of the plain ERROR reply (seq 1)
+                           the client must send to the server's call */
 } script_t;
 
 /* Checks a received request: the contract's hello, or an authenticated
@@ -821,6 +870,11 @@ static int request_ok(const script_t *sc, const uint8_t *d, size_t n)
     at_header_t h;
     uint8_t tag[16];
     size_t body_len;
+    if (sc->expect != NULL) {
+        uint8_t want[256];
+        size_t wn = unhex(sc->expect, want, sizeof want);
+        return wn == n && memcmp(want, d, n) == 0;
+    }
     if (n < AT_HEADER_LEN)
         return 0;
     at_header_unpack(d, &h);
@@ -832,6 +886,8 @@ static int request_ok(const script_t *sc, const uint8_t *d, size_t n)
         size_t wn = unhex(S9_HELLO_HEX, want, sizeof want);
         return wn == n && memcmp(want, d, n) == 0;
     }
+    if (sc->plain)
+        return h.flags == AT_FLAG_REQUEST;
     if (h.flags != (AT_FLAG_REQUEST | AT_FLAG_AUTH) || h.length < 24)
         return 0;
     body_len = h.length - 24;
@@ -921,6 +977,37 @@ static void tcp_server(int lfd, const script_t *sc)
         size_t m = make_reply(sc->replies[0][j], sc->seq, out);
         if (send(fd, out, m, 0) != (ssize_t)m)
             _exit(3);
+    }
+    if (sc->answer != NULL) {
+        /* The client's answer to the server's call: one plain ERROR frame
+         * with the call's seq (1) and the code. */
+        char want[64];
+        got = 0;
+        for (;;) {
+            ssize_t n;
+            if (got >= AT_HEADER_LEN) {
+                at_header_t h;
+                at_header_unpack(d, &h);
+                if (got >= AT_HEADER_LEN + (size_t)h.length)
+                    break;
+            }
+            if (!readable(fd))
+                _exit(4);
+            n = recv(fd, d + got, sizeof d - 1 - got, 0);
+            if (n <= 0)
+                _exit(4);
+            got += (size_t)n;
+        }
+        d[got] = 0;
+        snprintf(want, sizeof want, "\"code\": \"%s\"", sc->answer);
+        {
+            at_header_t h;
+            at_header_unpack(d, &h);
+            if (h.flags != AT_FLAG_ERROR || h.seq != 1 ||
+                h.crc != at_crc32(d + AT_HEADER_LEN, h.length) ||
+                strstr((char *)d + AT_HEADER_LEN, want) == NULL)
+                _exit(5);
+        }
     }
     /* Wait for the client to close, then go. */
     if (readable(fd))
@@ -1097,27 +1184,27 @@ static void test_calls(void)
     /* UDP: replies that do not verify count as not received. */
     script_t ignore_then_good = {
         {{R_BAD_TAG, R_OTHER_SID, R_PLAIN_OK, R_PLAIN_INTERNAL, R_GOOD,
-          R_NONE}}, 0, 0, 1, 0};
+          R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t resend = {{{R_NONE}, {R_BAD_TAG, R_NONE}, {R_GOOD, R_NONE}},
-                       0, 0, 3, 0};
-    script_t only_forged = {{{R_BAD_TAG, R_PLAIN_OK, R_NONE}}, 0, 0, 1, 1};
-    script_t unauth = {{{R_PLAIN_UNAUTH, R_NONE}}, 0, 0, 1, 0};
-    script_t busy = {{{R_PLAIN_BUSY, R_NONE}}, 0, 0, 1, 0};
-    script_t checksum = {{{R_PLAIN_CHECKSUM, R_NONE}}, 0, 0, 1, 0};
-    script_t good = {{{R_GOOD, R_NONE}}, 0, 0, 1, 0};
-    script_t bad_tag = {{{R_BAD_TAG, R_NONE}}, 0, 0, 1, 0};
-    script_t other_sid = {{{R_OTHER_SID, R_NONE}}, 0, 0, 1, 0};
-    script_t plain_ok = {{{R_PLAIN_OK, R_NONE}}, 0, 0, 1, 0};
-    script_t plain_internal = {{{R_PLAIN_INTERNAL, R_NONE}}, 0, 0, 1, 0};
-    script_t busy0 = {{{R_PLAIN_BUSY_SEQ0, R_NONE}}, 0, 0, 1, 0};
-    script_t hello_good = {{{R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0};
+                       0, 0, 3, 0, 0, NULL, NULL};
+    script_t only_forged = {{{R_BAD_TAG, R_PLAIN_OK, R_NONE}}, 0, 0, 1, 1, 0, NULL, NULL};
+    script_t unauth = {{{R_PLAIN_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t busy = {{{R_PLAIN_BUSY, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t checksum = {{{R_PLAIN_CHECKSUM, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t good = {{{R_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t bad_tag = {{{R_BAD_TAG, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t other_sid = {{{R_OTHER_SID, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t plain_ok = {{{R_PLAIN_OK, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t plain_internal = {{{R_PLAIN_INTERNAL, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t busy0 = {{{R_PLAIN_BUSY_SEQ0, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_good = {{{R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t hello_bad_then_good = {{{R_HELLO_BAD_PROOF, R_PLAIN_INTERNAL,
-                                      R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0};
-    script_t hello_bad = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 0};
+                                      R_HELLO_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_bad = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
     script_t hello_bad_good = {{{R_HELLO_BAD_PROOF, R_HELLO_GOOD, R_NONE}},
-                               0, 0, 1, 0};
-    script_t hello_bad_linger = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 1};
-    script_t hello_unauth = {{{R_HELLO_UNAUTH, R_NONE}}, 0, 0, 1, 0};
+                               0, 0, 1, 0, 0, NULL, NULL};
+    script_t hello_bad_linger = {{{R_HELLO_BAD_PROOF, R_NONE}}, 0, 0, 1, 1, 0, NULL, NULL};
+    script_t hello_unauth = {{{R_HELLO_UNAUTH, R_NONE}}, 0, 0, 1, 0, 0, NULL, NULL};
 
     call_case("udp: forged replies, then the good one", 1, &ignore_then_good,
               AT_OK, 4, 2000);
@@ -1178,6 +1265,146 @@ static void test_calls(void)
     }
 }
 
+/* Section 10: a plain add(10, 20) with `seq` against a scripted server;
+ * what it should find. */
+static void plain_call_case(const char *name, int udp, const script_t *sc0,
+                            at_status_t want, unsigned want_ignored)
+{
+    script_t sc = *sc0;
+    at_call_result_t res;
+    at_call_opts_t o = fast_opts(2000);
+    static const char body[] = "{\"func\": \"add\", \"args\": [10, 20]}";
+    char port[8];
+    pid_t pid;
+    at_status_t st;
+    int status;
+
+    sc.seq = 0x51;
+    sc.plain = 1;
+    sc.linger = udp;
+    pid = start_server(udp, &sc, port);
+    if (udp)
+        st = at_call_udp("127.0.0.1", port, sc.seq, body, strlen(body),
+                         call_buf, sizeof call_buf, &o, &res);
+    else
+        st = at_call_tcp("127.0.0.1", port, sc.seq, body, strlen(body),
+                         call_buf, sizeof call_buf, &o, &res);
+    if (sc.linger)
+        kill(pid, SIGTERM);
+    status = server_status(pid);
+    result(st == want, "%s: %s (%s), want %s", name, at_status_str(st),
+           res.detail, at_status_str(want));
+    result(status == 0 || (sc.linger && status == 100),
+           "%s: the server saw a bad request (status %d)", name, status);
+    result(res.ignored == want_ignored, "%s: %u frames dropped, want %u",
+           name, res.ignored, want_ignored);
+    if (want == AT_E_TIMEOUT)
+        result(strstr(res.detail, "another seq") != NULL,
+               "%s: the timeout does not say what was dropped: %s", name,
+               res.detail);
+    if (want == AT_OK)
+        result(st == AT_OK && res.reply.seq == sc.seq &&
+               res.reply.flags == AT_FLAG_RESPONSE &&
+               res.reply.length == strlen(ok_body) &&
+               memcmp(res.reply.body, ok_body, res.reply.length) == 0,
+               "%s: the reply is not the awaited one", name);
+}
+
+/* Section 10.2: a notification goes out as exactly the vector's frame,
+ * and nothing is awaited (the scripted server answers nothing). */
+static void notify_case(const char *name, int udp, int sealed)
+{
+    script_t sc;
+    at_call_result_t res;
+    at_call_opts_t o = fast_opts(2000);
+    at_session_t s = vsession;
+    static const char body[] = N1_BODY;
+    char port[8];
+    pid_t pid;
+    at_status_t st;
+    int status;
+
+    memset(&sc, 0, sizeof sc);
+    sc.requests = 1;
+    sc.seq = 7;
+    sc.expect = sealed ? X3_HEX : N1_HEX;
+    pid = start_server(udp, &sc, port);
+    if (sealed) {
+        s.seq = 6;          /* the next seq of the session is 7 */
+        st = at_session_notify(udp, "127.0.0.1", port, &s, body,
+                               strlen(body), &o, &res);
+    } else {
+        st = at_notify(udp, "127.0.0.1", port, 7, body, strlen(body), &o,
+                       &res);
+    }
+    status = server_status(pid);
+    result(st == AT_OK, "%s: %s (%s)", name, at_status_str(st), res.detail);
+    result(status == 0, "%s: the server did not get the vector's frame "
+           "(status %d)", name, status);
+    if (sealed)
+        result(s.seq == 7 && s.open, "%s: the session's seq is %lu, not 7",
+               name, (unsigned long)s.seq);
+}
+
+static void test_section10_calls(void)
+{
+    script_t chatty = {{{R_EVENT, R_EVENT_SEALED, R_NOTIFY_CALL,
+                         R_GOOD_OTHER_SEQ, R_PLAIN_OK_OTHER_SEQ, R_GOOD}},
+                       0, 0, 1, 0, 0, NULL, NULL};
+    script_t calls_back = {{{R_SERVER_CALL_SEALED, R_SERVER_CALL, R_EVENT,
+                             R_GOOD, R_NONE}}, 0, 0, 1, 0, 0, NULL,
+                           "unauthorized"};
+    script_t plain_chatty = {{{R_EVENT, R_PLAIN_OK_OTHER_SEQ, R_NOTIFY_CALL,
+                               R_SERVER_CALL, R_PLAIN_OK, R_NONE}},
+                             0, 0, 1, 0, 0, NULL, NULL};
+    script_t only_events = {{{R_EVENT, R_PLAIN_OK_OTHER_SEQ, R_NONE}},
+                            0, 0, 1, 0, 0, NULL, NULL};
+    at_session_t s = vsession;
+    uint8_t f[256];
+    size_t n;
+    at_frame_t inner;
+    const char *why = NULL;
+
+    /* Authenticated calls: events (plain and sealed), a notification and
+     * replies to other seqs (sealed and plain) are dropped. */
+    call_case("tcp: events, a notification, stray replies, then the reply",
+              0, &chatty, AT_OK, 5, 2000);
+    call_case("udp: events, a notification, stray replies, then the reply",
+              1, &chatty, AT_OK, 5, 2000);
+    /* Calls from the server (10.5, 10.6): a plain one answered
+     * unauthorized (the client holds a key), a sealed one dropped. */
+    call_case("tcp: the server's calls, then the reply", 0, &calls_back,
+              AT_OK, 3, 2000);
+    call_case("udp: the server's calls, then the reply", 1, &calls_back,
+              AT_OK, 3, 2000);
+    /* Plain calls. */
+    plain_call_case("tcp plain: an event, a stray reply, a notification, "
+                    "a call, then the reply", 0, &plain_chatty, AT_OK, 4);
+    plain_call_case("udp plain: an event, a stray reply, a notification, "
+                    "a call, then the reply", 1, &plain_chatty, AT_OK, 4);
+    {
+        script_t answered = plain_chatty;
+        answered.answer = "unknown_function";
+        plain_call_case("tcp plain: the server's call answered "
+                        "unknown_function", 0, &answered, AT_OK, 4);
+    }
+    /* Only frames to drop: the call times out (not failing on what it
+     * dropped), and says what it last dropped. */
+    plain_call_case("tcp plain: only an event and a stray reply", 0,
+                    &only_events, AT_E_TIMEOUT, 2);
+
+    /* What one frame is, for a client session: a NOTIFY is no reply. */
+    at_seal_frame(AT_FLAG_NOTIFY | AT_FLAG_AUTH, 1, E1_BODY, strlen(E1_BODY),
+                  s.k_rep, s.sid, f, sizeof f, &n);
+    result(at_session_verify_frame(&s, f, n, 1, &inner, &why) ==
+           AT_E_NOT_REPLY, "a sealed event taken for a reply");
+
+    notify_case("tcp: plain notification is vector N1", 0, 0);
+    notify_case("udp: plain notification is vector N1", 1, 0);
+    notify_case("tcp: sealed notification is vector X3", 0, 1);
+    notify_case("udp: sealed notification is vector X3", 1, 1);
+}
+
 static void test_random(void)
 {
     uint8_t a[16], b[16];
@@ -1206,6 +1433,7 @@ int main(void)
     test_key_files();
     test_random();
     test_calls();
+    test_section10_calls();
     at_key_wipe(&vkey);
     return test_summary();
 }

@@ -9,15 +9,27 @@
  * error code and seq; the expected reply frame decodes, re-encodes, and its
  * body parses to the expected kind and result or code. Then all frames glued
  * together are fed to one reader in 200 seeded random chunkings and must come
- * out the same, in order. Prints "N passed, M failed" last; exits 1 on any
- * failure.
+ * out the same, in order.
+ *
+ *   test_vectors frames.tsv [SEED] [section10.tsv]
+ *
+ * With tests/vectors/section10.tsv (contract section 10.7 and the vectors
+ * of 10.8 rule 12): every frame encodes byte for byte (sealed ones with
+ * at_seal_frame() under the section 9 vector session's K_req or K_rep, SID
+ * c0..c7), decodes (whole and byte by byte) to its flags, seq and body, a
+ * sealed one verifies under its key and fails under the other (a reflected
+ * frame fails its tag), a NOTIFY with another type bit is a bad frame, and
+ * all of them glued together with calls' replies come out in order.
+ * Prints "N passed, M failed" last; exits 1 on any failure.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
 
 #include "test_check.h"
+#include "at_auth.h"
 #include "at_protocol.h"
+#include "section9_vectors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -869,18 +881,399 @@ static void test_reader_edges(void)
            "code names");
 }
 
+/* ------------------------------------------------------------------------ */
+/* Section 10 vectors (tests/vectors/section10.tsv)                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    char *name;
+    uint16_t flags;
+    uint32_t seq;
+    char *key;              /* "req", "rep" or "-" */
+    char *body;
+    uint8_t *frame;
+    size_t frame_len;
+} vec10_t;
+
+/* Reads section10.tsv (name, flags hex, seq, key, body, frame hex);
+ * returns the number of vectors, or -1. */
+static int load10(const char *path, vec10_t **out)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int count = 0, alloc = 0, lineno = 0;
+    vec10_t *v = NULL;
+
+    if (f == NULL) {
+        perror(path);
+        return -1;
+    }
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        char *field[6], *p = line, *end;
+        int nf = 0;
+        unsigned long flags;
+        vec10_t *x;
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0 || line[0] == '#')
+            continue;
+        for (;;) {
+            char *tab = strchr(p, '\t');
+            if (nf == 6)
+                break;
+            field[nf++] = p;
+            if (tab == NULL)
+                break;
+            *tab = '\0';
+            p = tab + 1;
+        }
+        if (nf != 6) {
+            fprintf(stderr, "%s:%d: expected 6 fields, got %d\n", path,
+                    lineno, nf);
+            goto fail;
+        }
+        if (count == alloc) {
+            vec10_t *grown;
+            alloc = alloc ? alloc * 2 : 32;
+            grown = realloc(v, (size_t)alloc * sizeof *v);
+            if (grown == NULL)
+                goto fail;
+            v = grown;
+        }
+        x = &v[count];
+        memset(x, 0, sizeof *x);
+        flags = strtoul(field[1], &end, 16);
+        if (*field[1] == '\0' || *end != '\0' || flags > 0xFFFFu ||
+            parse_u32(field[2], &x->seq) != 0) {
+            fprintf(stderr, "%s:%d: bad flags or seq\n", path, lineno);
+            goto fail;
+        }
+        x->flags = (uint16_t)flags;
+        x->name = xstrdup(field[0]);
+        x->key = xstrdup(field[3]);
+        x->body = xstrdup(field[4]);
+        x->frame = unhex_alloc(field[5], &x->frame_len);
+        count++;
+        if (x->frame == NULL) {
+            fprintf(stderr, "%s:%d: bad frame hex\n", path, lineno);
+            goto fail;
+        }
+        if (strcmp(x->key, "req") != 0 && strcmp(x->key, "rep") != 0 &&
+            strcmp(x->key, "-") != 0) {
+            fprintf(stderr, "%s:%d: key must be req, rep or -\n", path,
+                    lineno);
+            goto fail;
+        }
+    }
+    free(line);
+    fclose(f);
+    *out = v;
+    return count;
+fail:
+    free(line);
+    fclose(f);
+    *out = v;
+    return -1 - count;
+}
+
+static uint8_t k_req[32], k_rep[32], vsid[8];
+
+/* The frame `f` of a section 10 vector, checked as a receiver reads it. */
+static void check10_decoded(const vec10_t *v, const char *how, at_status_t st,
+                            const at_frame_t *f)
+{
+    size_t body_len = strlen(v->body);
+    size_t extra = strcmp(v->key, "-") == 0 ? 0 : AT_AUTH_TRAILER;
+    result(st == AT_OK && f->flags == v->flags && f->seq == v->seq &&
+               f->length == body_len + extra &&
+               memcmp(f->body, v->body, body_len) == 0,
+           "%s: %s: decodes as %s flags 0x%04x seq %lu", v->name, how,
+           at_status_str(st), (unsigned)f->flags, (unsigned long)f->seq);
+}
+
+static void test_vector10(const vec10_t *v)
+{
+    static uint8_t out[AT_AUTH_MAX_FRAME];
+    size_t n = 0, i, body_len = strlen(v->body);
+    int sealed = strcmp(v->key, "-") != 0;
+    const uint8_t *key = strcmp(v->key, "req") == 0 ? k_req : k_rep;
+    const uint8_t *other = key == k_req ? k_rep : k_req;
+    uint16_t kind = (uint16_t)(v->flags & AT_FLAG_TYPE_MASK);
+    at_reader_t r;
+    at_frame_t f, inner;
+    at_status_t st;
+    const char *why = NULL;
+
+    /* 1. encoding reproduces the frame byte for byte */
+    if (sealed)
+        st = at_seal_frame(v->flags, v->seq, v->body, body_len, key, vsid,
+                           out, sizeof out, &n);
+    else
+        st = at_encode_frame(v->flags, v->seq, v->body, body_len, out,
+                             sizeof out, &n);
+    result(st == AT_OK && n == v->frame_len && memcmp(out, v->frame, n) == 0,
+           "%s: encoding does not reproduce the frame (%s)", v->name,
+           at_status_str(st));
+    result(((v->flags & AT_FLAG_AUTH) != 0) == sealed,
+           "%s: AUTH flag and key disagree", v->name);
+
+    /* 2. its type: exactly one of the four type bits */
+    result(at_flags_kind(v->flags) == kind && kind != 0,
+           "%s: at_flags_kind(0x%04x) is 0x%04x", v->name,
+           (unsigned)v->flags, (unsigned)at_flags_kind(v->flags));
+
+    /* 3. decoding: whole, then byte by byte */
+    at_reader_init(&r, reader_buf, sizeof reader_buf, AT_MAX_BODY);
+    at_reader_feed(&r, v->frame, v->frame_len);
+    memset(&f, 0, sizeof f);
+    st = at_reader_next(&r, &f);
+    check10_decoded(v, "whole", st, &f);
+    result(at_reader_next(&r, NULL) == AT_NEED_MORE,
+           "%s: frame not fully consumed", v->name);
+    at_reader_init(&r, reader_buf, sizeof reader_buf, AT_MAX_BODY);
+    st = AT_NEED_MORE;
+    for (i = 0; i < v->frame_len && st == AT_NEED_MORE; i++) {
+        at_reader_feed(&r, v->frame + i, 1);
+        st = at_reader_next(&r, &f);
+    }
+    result(i == v->frame_len, "%s: byte by byte: a frame before the last "
+           "byte", v->name);
+    check10_decoded(v, "byte by byte", st, &f);
+
+    /* 4. sealed: verifies under its key, fails under the other (a frame
+     * reflected back to its sender fails its tag), and in another session;
+     * a plain one is no sealed frame. */
+    if (st != AT_OK)
+        return;
+    if (sealed) {
+        uint8_t sid2[8];
+        st = at_unseal_frame(&f, key, vsid, &inner, &why);
+        result(st == AT_OK && inner.length == body_len &&
+                   memcmp(inner.body, v->body, body_len) == 0 &&
+                   inner.flags == v->flags && inner.seq == v->seq,
+               "%s: does not verify under K_%s: %s", v->name, v->key,
+               st == AT_OK ? "body" : why);
+        st = at_unseal_frame(&f, other, vsid, &inner, &why);
+        result(st == AT_E_AUTH, "%s: verifies under the other key (a "
+               "reflected frame passes)", v->name);
+        memcpy(sid2, vsid, 8);
+        sid2[3] ^= 0x40;
+        result(at_unseal_frame(&f, key, sid2, &inner, &why) == AT_E_AUTH,
+               "%s: verifies in another session", v->name);
+        /* The tag covers the flags: the same frame with another type bit
+         * (CRC made good) fails. */
+        memcpy(out, v->frame, v->frame_len);
+        out[3] ^= (uint8_t)(kind == AT_FLAG_NOTIFY ? 0x11 : 0x03);
+        {
+            at_frame_t g;
+            at_reader_init(&r, reader_buf, sizeof reader_buf, AT_MAX_BODY);
+            at_reader_feed(&r, out, v->frame_len);
+            at_reader_next(&r, &g);
+            g.flags = (uint16_t)((out[2] << 8) | out[3]);
+            result(at_unseal_frame(&g, key, vsid, &inner, NULL) == AT_E_AUTH,
+                   "%s: verifies with its flags changed", v->name);
+        }
+        /* What a client's session sees: only a server's reply (K_rep) is
+         * one; a frame under K_req is the client's own, reflected. */
+        if (kind == AT_FLAG_RESPONSE || kind == AT_FLAG_ERROR) {
+            at_session_t s;
+            memset(&s, 0, sizeof s);
+            memcpy(s.sid, vsid, 8);
+            memcpy(s.k_req, k_req, 32);
+            memcpy(s.k_rep, k_rep, 32);
+            s.open = 1;
+            st = at_session_verify_frame(&s, v->frame, v->frame_len, v->seq,
+                                         &inner, &why);
+            result(key == k_rep ? st == AT_OK : st == AT_E_AUTH,
+                   "%s: a client session's verdict: %s", v->name,
+                   at_status_str(st));
+        }
+    } else {
+        result(at_unseal_frame(&f, k_rep, vsid, &inner, &why) == AT_E_AUTH,
+               "%s: a plain frame passes as sealed", v->name);
+    }
+
+    /* 5. NOTIFY with another type bit, and any two type bits: bad_frame
+     * (CRC made good: the frame is consumed, the stream stays in step). */
+    {
+        static const uint16_t extra[] = {AT_FLAG_REQUEST, AT_FLAG_RESPONSE,
+                                         AT_FLAG_ERROR, AT_FLAG_NOTIFY};
+        size_t k;
+        for (k = 0; k < sizeof extra / sizeof extra[0]; k++) {
+            uint16_t bad = (uint16_t)(v->flags | extra[k]);
+            if (bad == v->flags)
+                continue;
+            memcpy(out, v->frame, v->frame_len);
+            out[2] = (uint8_t)(bad >> 8);
+            out[3] = (uint8_t)bad;
+            at_reader_init(&r, reader_buf, sizeof reader_buf, AT_MAX_BODY);
+            at_reader_feed(&r, out, v->frame_len);
+            memcpy(out + v->frame_len, v->frame, v->frame_len);
+            at_reader_feed(&r, out + v->frame_len, v->frame_len);
+            st = at_reader_next(&r, &f);
+            result(at_flags_kind(bad) == 0 && st == AT_E_BAD_FLAGS &&
+                       at_status_code(st) == AT_CODE_BAD_FRAME &&
+                       f.seq == v->seq,
+                   "%s: flags 0x%04x decode as %s", v->name, (unsigned)bad,
+                   at_status_str(st));
+            st = at_reader_next(&r, &f);
+            result(st == AT_OK && f.flags == v->flags,
+                   "%s: the frame after flags 0x%04x: %s", v->name,
+                   (unsigned)bad, at_status_str(st));
+        }
+    }
+
+    /* 6. replies parse; the new codes have names */
+    if (kind == AT_FLAG_RESPONSE || kind == AT_FLAG_ERROR) {
+        at_reply_t rep;
+        char *scratch = xmalloc(body_len + 1);
+        uint8_t *body = xmalloc(body_len);
+        memcpy(body, v->body, body_len);
+        st = at_parse_reply(body, body_len, scratch, body_len + 1, &rep);
+        result(st == AT_OK &&
+                   rep.kind == (kind == AT_FLAG_RESPONSE ? AT_REPLY_SUCCESS
+                                                         : AT_REPLY_ERROR) &&
+                   (kind == AT_FLAG_RESPONSE || rep.code_id != AT_CODE_OTHER),
+               "%s: reply body parses as %s", v->name, at_status_str(st));
+        free(scratch);
+        free(body);
+    }
+}
+
+/* Builders against the vectors' bodies: D1 with at_build_request_deadline,
+ * X1 with at_build_request; and the deadline's bounds. */
+static void test_build10(const vec10_t *v, int nv)
+{
+    static const char *const args1020[] = {"10", "20"};
+    static const char *const args12[] = {"1", "2"};
+    char out[128];
+    size_t n = 0;
+    uint32_t d;
+    int i;
+    for (i = 0; i < nv; i++) {
+        if (strcmp(v[i].name, "D1") == 0) {
+            d = 0;
+            result(at_build_request_deadline("add", args1020, 2, &d, out,
+                                             sizeof out, &n) == AT_OK &&
+                       strcmp(out, v[i].body) == 0 && n == strlen(out),
+                   "D1: at_build_request_deadline gives %s", out);
+        }
+        if (strcmp(v[i].name, "X1") == 0)
+            result(at_build_request("add", args12, 2, out, sizeof out,
+                                    &n) == AT_OK &&
+                       strcmp(out, v[i].body) == 0,
+                   "X1: at_build_request gives %s", out);
+    }
+    d = 4294967295u;
+    result(at_build_request_deadline("add", args12, 2, &d, out, sizeof out,
+                                     &n) == AT_OK &&
+               strcmp(out, "{\"func\": \"add\", \"args\": [1, 2], "
+                           "\"deadline_ms\": 4294967295}") == 0,
+           "deadline 4294967295: %s", out);
+    result(at_build_request_deadline("add", args12, 2, NULL, out, sizeof out,
+                                     &n) == AT_OK &&
+               strcmp(out, "{\"func\": \"add\", \"args\": [1, 2]}") == 0,
+           "no deadline: %s", out);
+    /* one byte short for the deadline member: refused, not cut */
+    result(at_build_request_deadline("add", args12, 2, &d, out, 58, &n) ==
+               AT_E_NOSPACE, "a deadline body in a short buffer");
+    result(at_code_from_name("deadline_exceeded") ==
+                   AT_CODE_DEADLINE_EXCEEDED &&
+               at_code_from_name("cancelled") == AT_CODE_CANCELLED &&
+               strcmp(at_code_name(AT_CODE_UNKNOWN_TOPIC), "unknown_topic")
+                   == 0,
+           "section 10 code names");
+}
+
+/* A caller's stream: an event, a subscribe reply, a notification and the
+ * awaited reply, glued, in random chunkings: every frame comes out whole
+ * and in order (the call layer then drops all but the awaited one). */
+static void test_glued10(const vec10_t *v, int nv, uint64_t seed)
+{
+    static uint8_t stream[8192];
+    size_t len = 0;
+    int i, round, ok = 1;
+    rng_state = seed ^ 0x5EC710u;
+    for (i = 0; i < nv; i++) {
+        if (len + v[i].frame_len > sizeof stream)
+            break;
+        memcpy(stream + len, v[i].frame, v[i].frame_len);
+        len += v[i].frame_len;
+    }
+    for (round = 0; round < 50 && ok; round++) {
+        at_reader_t r;
+        at_frame_t f;
+        size_t pos = 0;
+        int next = 0;
+        at_reader_init(&r, reader_buf, sizeof reader_buf, AT_MAX_BODY);
+        while (pos < len && ok) {
+            size_t chunk = 1 + (size_t)(rnd() % 97);
+            at_status_t st;
+            if (chunk > len - pos)
+                chunk = len - pos;
+            at_reader_feed(&r, stream + pos, chunk);
+            pos += chunk;
+            while ((st = at_reader_next(&r, &f)) == AT_OK) {
+                ok = next < i && f.flags == v[next].flags &&
+                     f.seq == v[next].seq &&
+                     f.length == v[next].frame_len - AT_HEADER_LEN;
+                next++;
+            }
+            ok = ok && st == AT_NEED_MORE;
+        }
+        ok = ok && next == i;
+    }
+    result(ok, "section 10 vectors glued: not all whole and in order "
+           "(round %d)", round);
+}
+
+static void test_section10(const char *path, uint64_t seed)
+{
+    vec10_t *v = NULL;
+    int nv = load10(path, &v), i, n = nv < 0 ? -1 - nv : nv;
+    unhex(S9_K_REQ_HEX, k_req, sizeof k_req);
+    unhex(S9_K_REP_HEX, k_rep, sizeof k_rep);
+    for (i = 0; i < 8; i++)
+        vsid[i] = (uint8_t)(0xc0 + i);
+    result(nv > 0, "%s: no section 10 vectors read", path);
+    if (nv > 0) {
+        printf("%d section 10 vectors from %s\n", nv, path);
+        for (i = 0; i < nv; i++)
+            test_vector10(&v[i]);
+        test_build10(v, nv);
+        test_glued10(v, nv, seed);
+    }
+    for (i = 0; i < n; i++) {
+        free(v[i].name);
+        free(v[i].key);
+        free(v[i].body);
+        free(v[i].frame);
+    }
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
     vec_t *v = NULL;
     int nv, i;
     uint64_t seed = 20240601u;
 
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s PATH/TO/frames.tsv [SEED]\n", argv[0]);
+    const char *section10 = NULL;
+
+    if (argc < 2 || argc > 4) {
+        fprintf(stderr, "usage: %s PATH/TO/frames.tsv [SEED] "
+                "[PATH/TO/section10.tsv]\n", argv[0]);
         return 2;
     }
-    if (argc == 3)
-        seed = strtoull(argv[2], NULL, 10);
+    for (i = 2; i < argc; i++) {
+        if (argv[i][0] >= '0' && argv[i][0] <= '9')
+            seed = strtoull(argv[i], NULL, 10);
+        else
+            section10 = argv[i];
+    }
     nv = load(argv[1], &v);
     if (nv <= 0) {
         fprintf(stderr, "%s: no vectors read\n", argv[1]);
@@ -898,6 +1291,8 @@ int main(int argc, char **argv)
     for (i = 0; i < nv; i++)
         test_vector(&v[i]);
     test_glued(v, nv, seed, 200);
+    if (section10 != NULL)
+        test_section10(section10, seed);
 
     for (i = 0; i < nv; i++) {
         free(v[i].name);

@@ -2,7 +2,10 @@
 //! capture this test writes by hand (classic pcap, raw IPv4, zero checksums;
 //! no root and no live capture): every field, request/reply links, TCP
 //! reassembly and splitting, UDP, the authenticated vectors of the
-//! contract's section 9, a bad CRC, a wrong magic and an absurd length.
+//! contract's section 9, a bad CRC, a wrong magic and an absurd length, and
+//! section 10 (vectors of `tests/vectors/section10.tsv`): notifications
+//! (N1), events (E1, sealed E2, end X4), a deadline (D1, D2), a cancel
+//! matched to its call (C1, C2), and NOTIFY with another type bit.
 //!
 //! Without `tshark` on PATH the test skips (a failure under
 //! `AT_REQUIRE_ALL=1`). `AT_KEEP_PCAP=FILE` keeps a copy of the capture.
@@ -161,6 +164,24 @@ fn auth_vectors() -> [Vec<u8>; 6] {
     ]
 }
 
+/// The frames of `tests/vectors/section10.tsv`, by vector name.
+fn section10() -> HashMap<String, Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/section10.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            assert_eq!(fields.len(), 6, "{l:?}");
+            let bytes = (0..fields[5].len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&fields[5][i..i + 2], 16).expect("hex"))
+                .collect();
+            (fields[0].to_owned(), bytes)
+        })
+        .collect()
+}
+
 fn success(seq: u32, result: &str) -> Vec<u8> {
     let body = format!(r#"{{"status": "success", "result": {result}}}"#);
     frame(Kind::Response, seq, body.as_bytes())
@@ -230,6 +251,35 @@ fn build_capture() -> Vec<u8> {
     huge[8..12].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
     huge.extend_from_slice(b"12345678");
     assert_eq!(cap.tcp(d, server, &huge), 24);
+
+    // TCP connection E: contract section 10 (the vectors' own seqs).
+    let v10 = section10();
+    let e = (CLIENT, 50007);
+    assert_eq!(cap.tcp(e, server, &v10["S1"]), 25);
+    // The subscribe's reply and the topic's first event in one segment.
+    assert_eq!(
+        cap.tcp(server, e, &[&v10["S2"][..], &v10["E1"]].concat()),
+        26
+    );
+    assert_eq!(cap.tcp(e, server, &v10["N1"]), 27);
+    assert_eq!(cap.tcp(e, server, &v10["D1"]), 28);
+    assert_eq!(cap.tcp(server, e, &v10["D2"]), 29);
+    let slow = calc(11, "add", "1", "2");
+    assert_eq!(cap.tcp(e, server, &slow), 30);
+    assert_eq!(cap.tcp(e, server, &v10["C1"]), 31);
+    assert_eq!(cap.tcp(server, e, &v10["C2"]), 32);
+    assert_eq!(cap.tcp(server, e, &v10["X4"]), 33);
+    // Sealed: the event E2; the NOTIFY call X3.
+    assert_eq!(cap.tcp(server, e, &v10["E2"]), 34);
+    assert_eq!(cap.tcp(e, server, &v10["X3"]), 35);
+    // NOTIFY with REQUEST: no valid type.
+    let mut both = v10["N1"].clone();
+    both[3] = 0x11;
+    assert_eq!(cap.tcp(e, server, &both), 36);
+    // A notification over UDP; a cancel from another sender names no call.
+    assert_eq!(cap.udp(u, server, &v10["N1"]), 37);
+    let stranger = (CLIENT, 50008);
+    assert_eq!(cap.udp(stranger, server, &v10["C1"]), 38);
     cap.bytes
 }
 
@@ -272,7 +322,7 @@ fn tshark(args: &[&str]) -> String {
 }
 
 /// The fields read per frame; the short names in [`expect`] drop `atrpc.`.
-const FIELDS: [&str; 21] = [
+const FIELDS: [&str; 31] = [
     "frame.number",
     "atrpc.magic",
     "atrpc.flags",
@@ -280,6 +330,7 @@ const FIELDS: [&str; 21] = [
     "atrpc.flags.response",
     "atrpc.flags.error",
     "atrpc.flags.auth",
+    "atrpc.flags.notify",
     "atrpc.seq",
     "atrpc.length",
     "atrpc.crc",
@@ -292,12 +343,21 @@ const FIELDS: [&str; 21] = [
     "atrpc.response_in",
     "atrpc.request_in",
     "atrpc.time",
+    "atrpc.notify",
+    "atrpc.event.topic",
+    "atrpc.event.n",
+    "atrpc.event.value",
+    "atrpc.event.end",
+    "atrpc.deadline_ms",
+    "atrpc.cancel.seq",
+    "atrpc.cancel.call_in",
+    "atrpc.cancelled_in",
     "_ws.expert.message",
     "_ws.col.Info",
 ];
 
 /// Fields that must be empty wherever [`expect`] does not name them.
-const OPTIONAL: [&str; 8] = [
+const OPTIONAL: [&str; 17] = [
     "func",
     "status",
     "code",
@@ -306,6 +366,15 @@ const OPTIONAL: [&str; 8] = [
     "response_in",
     "request_in",
     "time",
+    "notify",
+    "event.topic",
+    "event.n",
+    "event.value",
+    "event.end",
+    "deadline_ms",
+    "cancel.seq",
+    "cancel.call_in",
+    "cancelled_in",
 ];
 
 type Rows = HashMap<u32, HashMap<&'static str, String>>;
@@ -367,7 +436,7 @@ fn expect(rows: &Rows, number: u32, want: &str) {
     }
     let flags = field(rows, number, "flags");
     if flags.is_empty() {
-        for name in ["request", "response", "error", "auth"] {
+        for name in ["request", "response", "error", "auth", "notify"] {
             let name = format!("flags.{name}");
             assert_eq!(field(rows, number, &name), "", "frame {number}: {name}");
         }
@@ -377,7 +446,13 @@ fn expect(rows: &Rows, number: u32, want: &str) {
         .split(',')
         .map(|f| u16::from_str_radix(f.trim_start_matches("0x"), 16).expect("hex flags"))
         .collect();
-    for (bit, name) in [(1, "request"), (2, "response"), (4, "error"), (8, "auth")] {
+    for (bit, name) in [
+        (1, "request"),
+        (2, "response"),
+        (4, "error"),
+        (8, "auth"),
+        (16, "notify"),
+    ] {
         let bits: Vec<&str> = flags
             .iter()
             .map(|f| if f & bit != 0 { "1" } else { "0" })
@@ -437,7 +512,7 @@ fn tshark_dissects_every_kind_of_frame() {
     // not (it is dissected once, in its last segment).
     let mut numbers: Vec<u32> = rows.keys().copied().collect();
     numbers.sort();
-    let want: Vec<u32> = (1..=24).filter(|n| ![7, 8].contains(n)).collect();
+    let want: Vec<u32> = (1..=38).filter(|n| ![7, 8].contains(n)).collect();
     assert_eq!(numbers, want);
 
     // Connection A.
@@ -536,5 +611,98 @@ fn tshark_dissects_every_kind_of_frame() {
         24,
         "seq=9; length=4294967280; crc.status=; \
          expert=Length over the dissector's limit (16 MiB)",
+    );
+
+    // Connection E: section 10.
+    expect(
+        &rows,
+        25,
+        "flags=0x0001; seq=8; length=53; crc=0xdd297544; crc.status=good; \
+         func=rpc.subscribe; response_in=26",
+    );
+    expect(
+        &rows,
+        26,
+        "flags=0x0002,0x0010; seq=8,1; crc.status=good,good; status=success; \
+         request_in=25; time=0.010000000; notify=event; event.topic=temp; event.n=1; \
+         event.value=21.5; info=Response seq=8, Event seq=1 temp n=1",
+    );
+    expect(
+        &rows,
+        27,
+        "flags=0x0010; seq=7; length=33; crc=0xdfc3d876; crc.status=good; notify=call; \
+         func=log; info=Notify seq=7 log",
+    );
+    expect(
+        &rows,
+        28,
+        "flags=0x0001; seq=10; length=51; crc.status=good; func=add; deadline_ms=0; \
+         response_in=29; info=Request seq=10 add deadline_ms=0",
+    );
+    expect(
+        &rows,
+        29,
+        "flags=0x0004; seq=10; crc.status=good; status=error; code=deadline_exceeded; \
+         request_in=28; time=0.010000000",
+    );
+    expect(
+        &rows,
+        30,
+        "flags=0x0001; seq=11; crc.status=good; func=add; response_in=32; cancelled_in=31; \
+         info=Request seq=11 add [cancelled]",
+    );
+    expect(
+        &rows,
+        31,
+        "flags=0x0010; seq=12; length=36; crc=0xa621020b; crc.status=good; notify=call; \
+         func=rpc.cancel; cancel.seq=11; cancel.call_in=30; \
+         info=Notify seq=12 rpc.cancel(11)",
+    );
+    expect(
+        &rows,
+        32,
+        "flags=0x0004; seq=11; crc.status=good; status=error; code=cancelled; \
+         request_in=30; time=0.020000000",
+    );
+    expect(
+        &rows,
+        33,
+        "flags=0x0010; seq=2; crc.status=good; notify=event; event.topic=temp; event.n=18; \
+         event.end=lease; info=Event seq=2 temp n=18 end=lease",
+    );
+    expect(
+        &rows,
+        34,
+        &format!(
+            "flags=0x0018; seq=1; length=64; crc=0xc19dc75b; crc.status=good; notify=event; \
+             event.topic=temp; event.n=1; event.value=21.5; {sid}; \
+             tag=22344000ed4efc0b6dd5b00ca541393d; info=Event seq=1 temp n=1 [auth]"
+        ),
+    );
+    expect(
+        &rows,
+        35,
+        &format!(
+            "flags=0x0018; seq=7; crc.status=good; notify=call; func=log; {sid}; \
+             tag=ec21d1ebf139e5d8e53f8259d71df128; info=Notify seq=7 log [auth]"
+        ),
+    );
+    expect(
+        &rows,
+        36,
+        "flags=0x0011; seq=7; crc.status=good; \
+         expert=Flags must carry exactly one type bit (REQUEST, RESPONSE, ERROR, NOTIFY); \
+         info=Invalid seq=7",
+    );
+    expect(
+        &rows,
+        37,
+        "flags=0x0010; seq=7; crc.status=good; notify=call; func=log; info=Notify seq=7 log",
+    );
+    expect(
+        &rows,
+        38,
+        "flags=0x0010; seq=12; crc.status=good; notify=call; func=rpc.cancel; cancel.seq=11; \
+         info=Notify seq=12 rpc.cancel(11)",
     );
 }

@@ -4,7 +4,17 @@
 -- Load it for one run:
 --     tshark -X lua_script:tools/wireshark/at.lua -r capture.pcap -Y atrpc
 -- or install it for good: copy it to ~/.local/lib/wireshark/plugins/.
--- Forward links (atrpc.response_in) need a two-pass read: `tshark -2`.
+-- Forward links (atrpc.response_in, atrpc.cancelled_in) need a two-pass
+-- read: `tshark -2`.
+--
+-- Contract section 10: NOTIFY (0x0010) is a type bit. A NOTIFY frame is a
+-- notification (a call nobody answers: `func`) or an event (`topic`):
+-- atrpc.notify is "call" or "event"; events show atrpc.event.topic,
+-- atrpc.event.n and atrpc.event.value (raw JSON) or atrpc.event.end. A
+-- call's `deadline_ms` is atrpc.deadline_ms. An `rpc.cancel` (NOTIFY or
+-- REQUEST) shows the seq it names as atrpc.cancel.seq and links to that
+-- call (atrpc.cancel.call_in); the cancelled call links back
+-- (atrpc.cancelled_in).
 --
 -- The protocol is named `atrpc` because Wireshark's own `at` is the modem
 -- AT-command dissector. It decodes TCP and UDP port 16724, plus the port of
@@ -18,8 +28,14 @@ local MAX_LENGTH = 16 * 1024 * 1024 -- larger `length`s are marked, never read
 local AUTH_TRAILER = 24 -- 8-byte session id + 16-byte tag
 local PT_TCP = 2 -- pinfo.port_type of TCP (epan's port_type enum)
 
-local FLAG_REQUEST, FLAG_RESPONSE, FLAG_ERROR, FLAG_AUTH = 0x1, 0x2, 0x4, 0x8
-local KIND_NAMES = { [FLAG_REQUEST] = "Request", [FLAG_RESPONSE] = "Response", [FLAG_ERROR] = "Error" }
+local FLAG_REQUEST, FLAG_RESPONSE, FLAG_ERROR, FLAG_AUTH, FLAG_NOTIFY = 0x1, 0x2, 0x4, 0x8, 0x10
+local TYPE_BITS = FLAG_REQUEST + FLAG_RESPONSE + FLAG_ERROR + FLAG_NOTIFY -- AUTH is no type bit
+local KIND_NAMES = {
+    [FLAG_REQUEST] = "Request",
+    [FLAG_RESPONSE] = "Response",
+    [FLAG_ERROR] = "Error",
+    [FLAG_NOTIFY] = "Notify",
+}
 
 local atrpc = Proto("atrpc", "AT remote call protocol")
 
@@ -30,6 +46,16 @@ f.request = ProtoField.bool("atrpc.flags.request", "Request", 16, nil, FLAG_REQU
 f.response = ProtoField.bool("atrpc.flags.response", "Response", 16, nil, FLAG_RESPONSE)
 f.error = ProtoField.bool("atrpc.flags.error", "Error", 16, nil, FLAG_ERROR)
 f.auth = ProtoField.bool("atrpc.flags.auth", "Authenticated", 16, nil, FLAG_AUTH)
+f.notify_bit = ProtoField.bool("atrpc.flags.notify", "Notify (one-way)", 16, nil, FLAG_NOTIFY)
+f.notify = ProtoField.string("atrpc.notify", "One-way frame (call or event)")
+f.event_topic = ProtoField.string("atrpc.event.topic", "Event topic")
+f.event_n = ProtoField.uint32("atrpc.event.n", "Event number", base.DEC)
+f.event_value = ProtoField.string("atrpc.event.value", "Event value (JSON)")
+f.event_end = ProtoField.string("atrpc.event.end", "Subscription ended")
+f.deadline_ms = ProtoField.uint32("atrpc.deadline_ms", "Deadline (ms)", base.DEC)
+f.cancel_seq = ProtoField.uint32("atrpc.cancel.seq", "Cancels the call with seq", base.DEC)
+f.cancel_call_in = ProtoField.framenum("atrpc.cancel.call_in", "Cancelled call in", base.NONE, frametype.REQUEST)
+f.cancelled_in = ProtoField.framenum("atrpc.cancelled_in", "Cancelled in", base.NONE, frametype.NONE)
 f.seq = ProtoField.uint32("atrpc.seq", "Sequence number", base.DEC)
 f.length = ProtoField.uint32("atrpc.length", "Length", base.DEC)
 f.crc = ProtoField.uint32("atrpc.crc", "CRC-32", base.HEX)
@@ -51,7 +77,7 @@ local e = {
         expert.group.MALFORMED, expert.severity.ERROR),
     bad_crc = ProtoExpert.new("atrpc.bad_crc", "CRC-32 of the body does not match",
         expert.group.CHECKSUM, expert.severity.WARN),
-    bad_kind = ProtoExpert.new("atrpc.bad_kind", "Flags must carry exactly one type bit",
+    bad_kind = ProtoExpert.new("atrpc.bad_kind", "Flags must carry exactly one type bit (REQUEST, RESPONSE, ERROR, NOTIFY)",
         expert.group.PROTOCOL, expert.severity.WARN),
     short_auth = ProtoExpert.new("atrpc.short_auth", "AUTH frame with length under 24",
         expert.group.MALFORMED, expert.severity.WARN),
@@ -122,13 +148,90 @@ local function top_level_strings(s)
     end
 end
 
+-- The members of a JSON text's top-level object: name (raw, escapes left
+-- in) -> raw JSON text of its value (strings with their quotes). Nested
+-- objects and arrays are taken whole. Stops at the first thing that is not
+-- an object member (the json dissector shows what is wrong).
+local function top_level_members(s)
+    local out = {}
+    local i = s:find("%S")
+    if not i or s:sub(i, i) ~= "{" then return out end
+    i = i + 1
+    local function skip_ws(k) return s:find("%S", k) end
+    local function string_end(k) -- k at the opening quote; returns the closing one
+        local j = k + 1
+        while true do
+            j = s:find('["\\]', j)
+            if not j then return nil end
+            if s:sub(j, j) == '"' then return j end
+            j = j + 2
+        end
+    end
+    local function value_end(k) -- the last byte of the value starting at k
+        local c = s:sub(k, k)
+        if c == '"' then return string_end(k) end
+        if c == "{" or c == "[" then
+            local depth, j = 0, k
+            while j do
+                j = s:find('["{}%[%]]', j)
+                if not j then return nil end
+                local d = s:sub(j, j)
+                if d == '"' then
+                    j = string_end(j)
+                    if not j then return nil end
+                else
+                    depth = depth + ((d == "{" or d == "[") and 1 or -1)
+                    if depth == 0 then return j end
+                end
+                j = j + 1
+            end
+            return nil
+        end
+        local j = s:find("[%s,}%]]", k)
+        return j and j - 1 or #s
+    end
+    while true do
+        i = skip_ws(i)
+        if not i or s:sub(i, i) ~= '"' then return out end
+        local j = string_end(i)
+        if not j then return out end
+        local name = s:sub(i + 1, j - 1)
+        i = skip_ws(j + 1)
+        if not i or s:sub(i, i) ~= ":" then return out end
+        i = skip_ws(i + 1)
+        if not i then return out end
+        local k = value_end(i)
+        if not k or k < i then return out end
+        if out[name] == nil then out[name] = s:sub(i, k) end
+        i = skip_ws(k + 1)
+        if not i or s:sub(i, i) ~= "," then return out end
+        i = i + 1
+    end
+end
+
+-- A JSON integer text 0..4294967295 as a number, else nil.
+local function u32(text)
+    if not text or not text:match("^%d+$") or #text > 10 then return nil end
+    local v = tonumber(text)
+    if v > 4294967295 then return nil end
+    return v
+end
+
 -- Request/reply matching. Keyed by transport, both endpoints (sorted) and
 -- seq; filled on the first pass, read on every pass.
 local pending -- conversation+seq -> { frame, time, id } of the latest request
 local links -- frame+conversation+seq -> { request_in, response_in, time }
 
+-- Cancels (contract 10.4): a caller names its own call by seq on the same
+-- association, so calls are keyed by direction (source, destination) and
+-- seq. Filled on the first pass.
+local calls -- direction+seq -> frame number of the latest call
+local cancels -- frame number of a cancel -> frame number of the call
+local cancelled -- frame number of a call -> frame number of its first cancel
+
 local function reset()
     pending, links = {}, {}
+    calls, cancels, cancelled = {}, {}, {}
 end
 reset()
 atrpc.init = reset
@@ -154,6 +257,29 @@ local function match(pinfo, is_request, seq)
         end
     end
     return links[id]
+end
+
+local function direction_key(pinfo, seq)
+    return table.concat({ pinfo.port_type, tostring(pinfo.src), pinfo.src_port,
+        tostring(pinfo.dst), pinfo.dst_port, seq }, "|")
+end
+
+-- Notes a call (REQUEST or NOTIFY with func) on the first pass.
+local function note_call(pinfo, seq)
+    if not pinfo.visited then calls[direction_key(pinfo, seq)] = pinfo.number end
+end
+
+-- Notes a cancel of the call `seq` from the same sender on the first pass;
+-- returns the cancelled call's frame number, if it was seen.
+local function note_cancel(pinfo, seq)
+    if not pinfo.visited and not cancels[pinfo.number] then
+        local call = calls[direction_key(pinfo, seq)]
+        if call then
+            cancels[pinfo.number] = call
+            cancelled[call] = cancelled[call] or pinfo.number
+        end
+    end
+    return cancels[pinfo.number]
 end
 
 -- Dissects one frame (all of tvb); returns the number of bytes used.
@@ -191,11 +317,12 @@ local function dissect_one(tvb, pinfo, tree)
     ft:add(f.response, tvb(2, 2))
     ft:add(f.error, tvb(2, 2))
     ft:add(f.auth, tvb(2, 2))
+    ft:add(f.notify_bit, tvb(2, 2))
     t:add(f.seq, tvb(4, 4))
     local lt = t:add(f.length, tvb(8, 4))
     local ct = t:add(f.crc, tvb(12, 4))
 
-    local type_bits = bit32.band(flags, FLAG_REQUEST + FLAG_RESPONSE + FLAG_ERROR)
+    local type_bits = bit32.band(flags, TYPE_BITS)
     local kind = KIND_NAMES[type_bits]
     if not kind then
         kind = "Invalid"
@@ -238,13 +365,62 @@ local function dissect_one(tvb, pinfo, tree)
         end
     end
 
-    local members = top_level_strings(tvb:raw(HEADER_LEN, json_len))
-    if type_bits == FLAG_REQUEST then
+    local body_text = tvb:raw(HEADER_LEN, json_len)
+    local members = top_level_strings(body_text)
+    local body_range = tvb(HEADER_LEN, json_len)
+    -- A call: a REQUEST, or a NOTIFY with func (a notification).
+    local is_call = type_bits == FLAG_REQUEST or (type_bits == FLAG_NOTIFY and members.func ~= nil)
+    if type_bits == FLAG_NOTIFY then
         if members.func then
-            t:add(f.func, tvb(HEADER_LEN, json_len), members.func)
+            t:add(f.notify, body_range, "call"):set_generated()
+        elseif members.topic then
+            t:add(f.notify, body_range, "event"):set_generated()
+        else
+            t:add(f.notify, body_range, "neither call nor event"):set_generated()
+        end
+    end
+    if is_call then
+        if members.func then
+            t:add(f.func, body_range, members.func)
             summary = summary .. " " .. members.func
         end
-    elseif kind ~= "Invalid" then
+        local raw = top_level_members(body_text)
+        local deadline = u32(raw.deadline_ms)
+        if deadline then
+            t:add(f.deadline_ms, body_range, deadline)
+            summary = summary .. " deadline_ms=" .. deadline
+        end
+        if members.func == "rpc.cancel" and raw.args then
+            local named = u32(raw.args:match("^%[%s*(%d+)%s*%]$"))
+            if named then
+                t:add(f.cancel_seq, body_range, named)
+                summary = summary .. "(" .. named .. ")"
+                local call = note_cancel(pinfo, named)
+                if call then t:add(f.cancel_call_in, call):set_generated() end
+            end
+        else
+            note_call(pinfo, seq)
+        end
+        if cancelled[pinfo.number] then
+            t:add(f.cancelled_in, cancelled[pinfo.number]):set_generated()
+            summary = summary .. " [cancelled]"
+        end
+    elseif type_bits == FLAG_NOTIFY and members.topic then
+        summary = "Event seq=" .. seq .. " " .. members.topic
+        t:add(f.event_topic, body_range, members.topic)
+        local raw = top_level_members(body_text)
+        local n = u32(raw.n)
+        if n then
+            t:add(f.event_n, body_range, n)
+            summary = summary .. " n=" .. n
+        end
+        if raw.value then
+            t:add(f.event_value, body_range, raw.value)
+        elseif members["end"] then
+            t:add(f.event_end, body_range, members["end"])
+            summary = summary .. " end=" .. members["end"]
+        end
+    elseif type_bits == FLAG_RESPONSE or type_bits == FLAG_ERROR then
         if members.status then t:add(f.status, tvb(HEADER_LEN, json_len), members.status) end
         if members.code then
             t:add(f.code, tvb(HEADER_LEN, json_len), members.code)
@@ -254,7 +430,8 @@ local function dissect_one(tvb, pinfo, tree)
     if auth then summary = summary .. " [auth]" end
     if not crc_good then summary = summary .. " [bad CRC]" end
 
-    if kind ~= "Invalid" then
+    -- NOTIFY frames get no reply: only requests and replies are matched.
+    if type_bits == FLAG_REQUEST or type_bits == FLAG_RESPONSE or type_bits == FLAG_ERROR then
         local link = match(pinfo, type_bits == FLAG_REQUEST, seq)
         if link and link.response_in then t:add(f.response_in, link.response_in):set_generated() end
         if link and link.request_in then t:add(f.request_in, link.request_in):set_generated() end
