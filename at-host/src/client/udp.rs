@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::SeqMap;
 use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
+use super::subscribe::{Slot, SubscribeOptions, Subscription, Topics};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
@@ -101,6 +102,8 @@ pub struct UdpClient {
     /// With a key: fewer than 64 sealed calls outstanding (contract
     /// section 9).
     outstanding: Semaphore,
+    /// The topics subscribed to: where events go.
+    topics: Topics,
 }
 
 /// What the calls share, locked only between awaits.
@@ -254,6 +257,7 @@ impl UdpClient {
             }),
             session: RwLock::new(()),
             outstanding: Semaphore::new(MAX_OUTSTANDING),
+            topics: Topics::default(),
         }
     }
 
@@ -621,7 +625,12 @@ impl UdpClient {
         let frame = match Frame::parse(datagram, self.config.max_frame) {
             Ok(frame) if frame.kind.is_reply() => frame,
             Ok(frame) if frame.kind == at_core::Kind::Notify => {
-                return self.ignore("a NOTIFY frame nothing asked for");
+                // An event (to its subscription), or dropped.
+                let mut state = self.state();
+                if !self.topics.file(&frame, state.auth.as_mut()) {
+                    state.stats.ignored += 1;
+                }
+                return;
             }
             Ok(_) => return self.ignore("a request frame"),
             Err(e) => return self.ignore(&format!("bad frame: {e}")),
@@ -735,6 +744,118 @@ impl UdpClient {
             Some(Err(e)) => Err(e),
             None => Err(Error::Timeout(self.config.timeout)),
         }
+    }
+
+    /// The topics this client holds.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Waits until `slot` has an event or `wake`: reads datagrams (handing
+    /// replies to their calls and events to their subscriptions) while
+    /// nobody else does.
+    pub(crate) async fn pump_events(
+        &self,
+        slot: &Slot,
+        wake: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        let posted = slot.posted.notified();
+        tokio::pin!(posted);
+        posted.as_mut().enable();
+        if !slot.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = &mut posted => {}
+            () = tokio::time::sleep_until(wake) => {}
+            mut buf = self.reader.lock() => {
+                while slot.is_empty() {
+                    match tokio::time::timeout_at(wake, self.socket.recv(&mut buf)).await {
+                        Err(_) => break,
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            // ICMP port unreachable: the next renewal
+                            // finds out whether the server is gone.
+                            debug!("udp: {e}");
+                            break;
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                        Ok(Ok(n)) => self.dispatch(&buf[..n]),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the notification `func(args)` once, without waiting (from a
+    /// `Drop`); with a key only in a live session. Best effort: a socket
+    /// that cannot take it now drops it.
+    pub(crate) fn notify_now(&self, func: &str, args: &[at_core::Value<'_>]) {
+        let frame = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let live = match state.auth.as_mut() {
+                Some(auth) => auth.is_live(state.next_seq),
+                None => true,
+            };
+            if !live {
+                return;
+            }
+            let seq = state.take_seq();
+            match state.auth.as_mut() {
+                Some(auth) => encode_body(func, args)
+                    .and_then(|body| auth.seal_as(at_core::Kind::Notify, seq, &body)),
+                None => encode_notify(seq, func, args, self.config.max_frame),
+            }
+        };
+        if let Ok(frame) = frame
+            && self.socket.try_send(&frame).is_ok()
+        {
+            self.state().stats.sent += 1;
+        }
+    }
+
+    /// Subscribes to `topic` with the default options: see
+    /// [`Subscription`]. On plain UDP the server grants a credit of events
+    /// as well as a lease; the subscription renews when either is half
+    /// spent. The subscribe and its renewals are calls (retransmitted);
+    /// events are never acknowledged.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), at_host::Error> {
+    /// use at_host::{UdpClient, UdpConfig, Update};
+    /// let client = UdpClient::connect("192.168.1.20:16724", UdpConfig::default()).await?;
+    /// let mut temp = client.subscribe::<f64>("temp").await?;
+    /// while let Update::Event { n, value } = temp.next().await? {
+    ///     println!("{n} {value}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Result<Subscription<'_, T>, Error> {
+        self.subscribe_with(topic, SubscribeOptions::default()).await
+    }
+
+    /// [`subscribe`](Self::subscribe) with a lease and an interval of one's
+    /// own.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &at_host::UdpClient) -> Result<(), at_host::Error> {
+    /// use std::time::Duration;
+    /// let options = at_host::SubscribeOptions { lease: Duration::from_secs(20), ..Default::default() };
+    /// let temp = client.subscribe_with::<f64>("temp", options).await?;
+    /// # drop(temp);
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<'_, T>, Error> {
+        Subscription::start_udp(self, topic, options).await
     }
 
     fn ignore(&self, what: &str) {
