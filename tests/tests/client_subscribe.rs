@@ -36,9 +36,7 @@ async fn client(server: &Server) -> Client {
 }
 
 /// `sub.next()`, bounded.
-async fn next<T: serde::de::DeserializeOwned>(
-    sub: &mut at_host::Subscription<'_, T>,
-) -> Update<T> {
+async fn next<T: serde::de::DeserializeOwned>(sub: &mut at_host::Subscription<'_, T>) -> Update<T> {
     tokio::time::timeout(PATIENCE, sub.next())
         .await
         .expect("an update in time")
@@ -178,7 +176,10 @@ async fn gaps_duplicates_other_topics_and_the_end() {
     let server = tokio::spawn(async move {
         let mut stream = accept.await.unwrap();
         let asked = answer(&mut stream, &granted_body(0, 60, "null")).await;
-        assert_eq!(asked, r#"{"func": "rpc.subscribe", "args": ["temp", 60, 0]}"#);
+        assert_eq!(
+            asked,
+            r#"{"func": "rpc.subscribe", "args": ["temp", 60, 0]}"#
+        );
         let mut out = Vec::new();
         out.extend(event(1, 1, "1"));
         out.extend(event(2, 2, "2"));
@@ -386,7 +387,12 @@ async fn a_sealed_subscription_takes_only_verified_new_events() {
             .collect::<Vec<_>>()
     );
     drop(sub);
-    drop(tokio::time::timeout(PATIENCE, server).await.unwrap().unwrap());
+    drop(
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +434,9 @@ async fn udp_renews_when_half_the_credit_is_spent() {
             }
         }
     });
-    let client = UdpClient::connect(addr, UdpConfig::default()).await.unwrap();
+    let client = UdpClient::connect(addr, UdpConfig::default())
+        .await
+        .unwrap();
     let mut sub = client.subscribe::<u32>("temp").await.unwrap();
     assert_eq!(sub.granted().credit, Some(4));
     let mut got = Vec::new();

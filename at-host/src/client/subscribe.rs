@@ -614,7 +614,8 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
         match outcome.and_then(|value| self.grant(value, sent, false)) {
             Ok(()) => Ok(()),
             Err(e) => {
-                let soon = (self.granted.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+                let soon = (self.granted.lease / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(1));
                 self.renew_at = Instant::now() + soon;
                 // Credit spent: wait for the time, not the credit.
                 self.base_n = self.slot.state().largest;

@@ -768,7 +768,11 @@ impl Client {
     /// Waits until `slot` has an event or `wake`: reads (filing replies to
     /// their calls and events to their subscriptions) while nobody else
     /// does.
-    pub(crate) async fn pump_events(&self, slot: &Slot, wake: tokio::time::Instant) -> Result<(), Error> {
+    pub(crate) async fn pump_events(
+        &self,
+        slot: &Slot,
+        wake: tokio::time::Instant,
+    ) -> Result<(), Error> {
         self.usable()?;
         let posted = slot.posted.notified();
         tokio::pin!(posted);
@@ -821,7 +825,8 @@ impl Client {
         &self,
         topic: &str,
     ) -> Result<Subscription<'_, T>, Error> {
-        self.subscribe_with(topic, SubscribeOptions::default()).await
+        self.subscribe_with(topic, SubscribeOptions::default())
+            .await
     }
 
     /// [`subscribe`](Self::subscribe) with a lease and an interval of one's

@@ -836,7 +836,8 @@ impl UdpClient {
         &self,
         topic: &str,
     ) -> Result<Subscription<'_, T>, Error> {
-        self.subscribe_with(topic, SubscribeOptions::default()).await
+        self.subscribe_with(topic, SubscribeOptions::default())
+            .await
     }
 
     /// [`subscribe`](Self::subscribe) with a lease and an interval of one's
