@@ -455,3 +455,156 @@ async fn udp_renews_when_half_the_credit_is_spent() {
     assert_eq!(subscribes.len(), 2, "{subscribes:?}");
     assert_eq!(subscribes[0], subscribes[1]);
 }
+
+/// Reads a hello from `stream` and answers it with session `sid` (a fixed
+/// server nonce) under `secret`, as a server would; returns the keys.
+async fn answer_hello(
+    stream: &mut TcpStream,
+    secret: &[u8; 32],
+    kid: &str,
+    sid: &[u8; 8],
+) -> crypto::SessionKeys {
+    let hello = read_reply(stream).await;
+    let json: serde_json::Value = serde_json::from_str(&hello.body).unwrap();
+    assert_eq!(json["func"], "rpc.hello", "{}", hello.body);
+    let nc_hex = json["args"][1].as_str().unwrap();
+    let nc: [u8; 16] =
+        std::array::from_fn(|i| u8::from_str_radix(&nc_hex[2 * i..2 * i + 2], 16).unwrap());
+    let ns = [0xb0u8; 16];
+    let keys = crypto::derive(secret, kid, &nc, &ns);
+    let proof = crypto::proof(&keys.reply, sid);
+    let body = format!(
+        r#"{{"status": "success", "result": {{"session": "{}", "nonce": "{}", "proof": "{}"}}}}"#,
+        hex(sid),
+        hex(&ns),
+        hex(&proof)
+    );
+    write(
+        stream,
+        &frame(Kind::Response, hello.header.seq, body.as_bytes()),
+    )
+    .await;
+    keys
+}
+
+/// Reads a sealed request, checks its tag under `keys` in `sid`; its seq
+/// and body.
+async fn read_sealed(
+    stream: &mut TcpStream,
+    keys: &crypto::SessionKeys,
+    sid: &[u8; 8],
+) -> (u32, String) {
+    let got = read_raw(stream).await;
+    assert_eq!(u16::from_be_bytes([got[2], got[3]]), 0x0009);
+    let seq = u32::from_be_bytes(got[4..8].try_into().unwrap());
+    let body = &got[HEADER_LEN..got.len() - 24];
+    assert_eq!(&got[got.len() - 24..got.len() - 16], sid);
+    let tag: [u8; 16] = got[got.len() - 16..].try_into().unwrap();
+    assert!(crypto::tag_is_valid(
+        &keys.request,
+        got[..12].try_into().unwrap(),
+        body,
+        sid,
+        &tag
+    ));
+    (seq, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_subscribes_again_at_once() {
+    let secret = [9u8; 32];
+    let key = AuthKey::new("w", secret).unwrap();
+    let (addr, accept) = scripted().await;
+    let server = tokio::spawn(async move {
+        let mut stream = accept.await.unwrap();
+        let (sid1, sid2) = ([1u8; 8], [2u8; 8]);
+        let ev = |n: u32, v: &str| format!(r#"{{"topic": "temp", "n": {n}, "value": "{v}"}}"#);
+        let keys1 = answer_hello(&mut stream, &secret, "w", &sid1).await;
+        let (seq, body) = read_sealed(&mut stream, &keys1, &sid1).await;
+        assert!(body.contains("rpc.subscribe"), "{body}");
+        let reply = granted_body(0, 60, "null");
+        let mut out = sealed(0x000A, seq, reply.as_bytes(), &keys1.reply, &sid1);
+        out.extend(sealed(
+            0x0018,
+            1,
+            ev(1, "old").as_bytes(),
+            &keys1.reply,
+            &sid1,
+        ));
+        write(&mut stream, &out).await;
+        // A call, refused with a plain unauthorized (the session is gone).
+        let (seq, body) = read_sealed(&mut stream, &keys1, &sid1).await;
+        assert!(body.contains("\"add\""), "{body}");
+        let refused =
+            r#"{"status": "error", "code": "unauthorized", "message": "unknown session"}"#;
+        write(&mut stream, &frame(Kind::Error, seq, refused.as_bytes())).await;
+        // The subscription, renewed at once in a new session.
+        let keys2 = answer_hello(&mut stream, &secret, "w", &sid2).await;
+        let (seq, body) = read_sealed(&mut stream, &keys2, &sid2).await;
+        assert!(body.contains("rpc.subscribe"), "{body}");
+        let mut out = sealed(0x000A, seq, reply.as_bytes(), &keys2.reply, &sid2);
+        // The old session's events are dropped from now on.
+        out.extend(sealed(
+            0x0018,
+            2,
+            ev(2, "stale").as_bytes(),
+            &keys1.reply,
+            &sid1,
+        ));
+        out.extend(sealed(
+            0x0018,
+            1,
+            ev(1, "new").as_bytes(),
+            &keys2.reply,
+            &sid2,
+        ));
+        write(&mut stream, &out).await;
+        stream
+    });
+    let client = Client::connect(addr, PATIENCE).await.unwrap().with_key(key);
+    let mut sub = client.subscribe::<String>("temp").await.unwrap();
+    assert_eq!(
+        next(&mut sub).await,
+        Update::Event {
+            n: 1,
+            value: "old".into()
+        }
+    );
+    let e = client.call_as::<i64>("add", (1, 2)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+    // The new subscription starts again at n 1 (the reply's n 0 is below
+    // the largest seen: 10.8 rule 11).
+    assert_eq!(
+        next(&mut sub).await,
+        Update::Event {
+            n: 1,
+            value: "new".into()
+        }
+    );
+    drop(
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_is_busy_and_the_futures_are_send() {
+    let topics: Vec<Topic> = (0..5)
+        .map(|i| Topic::new(&format!("t{i}"), "").unwrap())
+        .collect();
+    let server = serve(&topics.iter().collect::<Vec<_>>()).await;
+    let client = client(&server).await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(client.subscribe::<i64>(&format!("t{i}")).await.unwrap());
+    }
+    let e = client.subscribe::<i64>("t4").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}");
+    fn send<T: Send>(_: &T) {}
+    send(&held[0]);
+    send(&held[0].next());
+    send(&client.subscribe::<i64>("t4"));
+    server.shutdown().await;
+}

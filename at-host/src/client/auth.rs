@@ -28,6 +28,9 @@ pub(crate) const MAX_OUTSTANDING: usize = 63;
 pub(crate) struct ClientAuth {
     key: AuthKey,
     live: Option<Live>,
+    /// Sessions started so far: a subscription made in an older one
+    /// subscribes again (contract 10.6).
+    generation: u64,
 }
 
 struct Live {
@@ -77,7 +80,11 @@ pub(crate) enum Opened {
 
 impl ClientAuth {
     pub(crate) fn new(key: AuthKey) -> ClientAuth {
-        ClientAuth { key, live: None }
+        ClientAuth {
+            key,
+            live: None,
+            generation: 0,
+        }
     }
 
     /// Whether a hello is due: no session, or one idle for
@@ -137,6 +144,7 @@ impl ClientAuth {
                     refused: false,
                     window: ReplayWindow::new(),
                 });
+                self.generation += 1;
                 Ok(())
             }
             Ok(Reply::Error(e)) => Err(Some(Error::Remote {
@@ -195,6 +203,15 @@ impl ClientAuth {
     /// that cannot wait for one (an unsubscribe sent on drop).
     pub(crate) fn is_live(&mut self, next_seq: u32) -> bool {
         !self.needs_hello(next_seq, 1)
+    }
+
+    /// Which session is live (a count of hellos accepted), and whether it
+    /// is refused (the next call starts another).
+    pub(crate) fn session_mark(&self) -> (u64, bool) {
+        (
+            self.generation,
+            self.live.as_ref().is_none_or(|l| l.refused),
+        )
     }
 
     /// What a reply to one of this session's requests is.

@@ -133,6 +133,12 @@ pub enum EndReason {
 
 impl EndReason {
     /// The reason named `name` on the wire.
+    ///
+    /// ```
+    /// use at_host::EndReason;
+    /// assert_eq!(EndReason::from_name("topic"), EndReason::Topic);
+    /// assert_eq!(EndReason::from_name("later"), EndReason::Other("later".into()));
+    /// ```
     pub fn from_name(name: &str) -> EndReason {
         match name {
             "lease" => EndReason::Lease,
@@ -359,6 +365,13 @@ impl Link<'_> {
         }
     }
 
+    fn session_mark(&self) -> Option<(u64, bool)> {
+        match self {
+            Link::Tcp(c) => c.session_mark(),
+            Link::Udp(c) => c.session_mark(),
+        }
+    }
+
     async fn call(&self, func: &str, args: &[Value]) -> Result<Value, Error> {
         match self {
             Link::Tcp(c) => c.call(func, args).await,
@@ -434,6 +447,9 @@ pub struct Subscription<'c, T> {
     renew_at: Instant,
     /// The `n` at the latest grant: the credit counts from it.
     base_n: u32,
+    /// With a key: the session of the latest grant (a subscription made
+    /// in an older one subscribes again at once).
+    session: Option<u64>,
     ended: Option<(u32, EndReason)>,
     _values: PhantomData<fn() -> T>,
 }
@@ -487,6 +503,7 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
             },
             renew_at: sent,
             base_n: 0,
+            session: None,
             ended: None,
             _values: PhantomData,
         };
@@ -508,6 +525,13 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
     }
 
     /// What the server granted at the latest subscribe or renewal.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &at_host::UdpClient) -> Result<(), at_host::Error> {
+    /// let subscription = client.subscribe::<f64>("temp").await?;
+    /// println!("lease {:?}, credit {:?}", subscription.granted().lease, subscription.granted().credit);
+    /// # Ok(()) }
+    /// ```
     pub fn granted(&self) -> Granted {
         self.granted
     }
@@ -586,9 +610,17 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
         })
     }
 
-    /// Half the lease has passed, or (plain UDP) half the credit is spent.
+    /// Half the lease has passed, or (plain UDP) half the credit is spent,
+    /// or (with a key) the session it was made in is no longer the live
+    /// one or was refused: the renewal then subscribes in a new session
+    /// (10.6, 10.8 rule 6).
     fn renewal_due(&self) -> bool {
         if Instant::now() >= self.renew_at {
+            return true;
+        }
+        if let Some((generation, refused)) = self.link.session_mark()
+            && (refused || Some(generation) != self.session)
+        {
             return true;
         }
         match self.granted.credit {
@@ -627,6 +659,7 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
     /// Takes the reply to a subscribe sent at `sent`.
     fn grant(&mut self, value: Value, sent: Instant, first: bool) -> Result<(), Error> {
         let wire: GrantWire = convert::from_result("rpc.subscribe", value)?;
+        self.session = self.link.session_mark().map(|(generation, _)| generation);
         let lease = Duration::from_secs(wire.lease.clamp(1, 300));
         self.granted = Granted {
             lease,

@@ -765,6 +765,11 @@ impl Client {
         &self.topics
     }
 
+    /// With a key: which session is live, and whether it is refused.
+    pub(crate) fn session_mark(&self) -> Option<(u64, bool)> {
+        self.state().auth.as_ref().map(ClientAuth::session_mark)
+    }
+
     /// Waits until `slot` has an event or `wake`: reads (filing replies to
     /// their calls and events to their subscriptions) while nobody else
     /// does.

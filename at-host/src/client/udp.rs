@@ -751,6 +751,11 @@ impl UdpClient {
         &self.topics
     }
 
+    /// With a key: which session is live, and whether it is refused.
+    pub(crate) fn session_mark(&self) -> Option<(u64, bool)> {
+        self.state().auth.as_ref().map(ClientAuth::session_mark)
+    }
+
     /// Waits until `slot` has an event or `wake`: reads datagrams (handing
     /// replies to their calls and events to their subscriptions) while
     /// nobody else does.
