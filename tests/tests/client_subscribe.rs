@@ -608,3 +608,75 @@ async fn a_full_table_is_busy_and_the_futures_are_send() {
     send(&client.subscribe::<i64>("t4"));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_starts_while_a_subscription_holds_the_reader() {
+    // A hello waits until every reply of the old session is in; a
+    // subscription waiting for events reads (and files) them meanwhile,
+    // so the hello must not wait for the reader itself.
+    let secret = [5u8; 32];
+    let key = AuthKey::new("w", secret).unwrap();
+    let (addr, accept) = scripted().await;
+    let server = tokio::spawn(async move {
+        let mut stream = accept.await.unwrap();
+        let (sid1, sid2) = ([1u8; 8], [2u8; 8]);
+        let keys1 = answer_hello(&mut stream, &secret, "w", &sid1).await;
+        let (seq, _) = read_sealed(&mut stream, &keys1, &sid1).await;
+        let reply = granted_body(0, 60, "null");
+        write(
+            &mut stream,
+            &sealed(0x000A, seq, reply.as_bytes(), &keys1.reply, &sid1),
+        )
+        .await;
+        let (slow, body) = read_sealed(&mut stream, &keys1, &sid1).await;
+        assert!(body.contains("\"mul\""), "{body}");
+        let (add, _) = read_sealed(&mut stream, &keys1, &sid1).await;
+        let refused =
+            r#"{"status": "error", "code": "unauthorized", "message": "unknown session"}"#;
+        write(&mut stream, &frame(Kind::Error, add, refused.as_bytes())).await;
+        // The old session's last reply, late: the next call's hello waits
+        // for it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let product = r#"{"status": "success", "result": 42}"#;
+        write(
+            &mut stream,
+            &sealed(0x000A, slow, product.as_bytes(), &keys1.reply, &sid1),
+        )
+        .await;
+        let keys2 = answer_hello(&mut stream, &secret, "w", &sid2).await;
+        let (add, _) = read_sealed(&mut stream, &keys2, &sid2).await;
+        let sum = r#"{"status": "success", "result": 3}"#;
+        write(
+            &mut stream,
+            &sealed(0x000A, add, sum.as_bytes(), &keys2.reply, &sid2),
+        )
+        .await;
+        stream
+    });
+    let client = Client::connect(addr, PATIENCE).await.unwrap().with_key(key);
+    let mut sub = client.subscribe::<i64>("temp").await.unwrap();
+    let calls = async {
+        // Dropped before its reply: it stays in flight.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.call_as::<i64>("mul", (6, 7)),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let e = client.call_as::<i64>("add", (1, 2)).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+        client.call_as::<i64>("add", (1, 2)).await
+    };
+    tokio::select! {
+        biased;
+        // First, so that it holds the reader.
+        update = sub.next() => panic!("no event was sent: {update:?}"),
+        sum = calls => assert_eq!(sum.unwrap(), 3),
+    }
+    drop(
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+}

@@ -512,7 +512,7 @@ impl Client {
             encode_notify(seq, func, args, limit)?
         };
         if writer.out.len() - writer.len < frame.len() {
-            self.write_out(&mut writer).await?;
+            self.write_buffered(&mut writer).await?;
         }
         let at = writer.len;
         let room = writer
@@ -553,7 +553,7 @@ impl Client {
                 None => plain_frame(at_core::Kind::Request, seq, &body)?,
             };
             if writer.out.len() - writer.len < frame.len() {
-                self.write_out(writer).await?;
+                self.write_buffered(writer).await?;
             }
             let at = writer.len;
             let room = writer
@@ -567,7 +567,7 @@ impl Client {
             let at = writer.len;
             let written = match encode_request_into(seq, func, args, &mut writer.out[at..]) {
                 Err(at_core::EncodeError::BufferTooSmall) if writer.len > 0 => {
-                    self.write_out(writer).await?;
+                    self.write_buffered(writer).await?;
                     encode_request_into(seq, func, args, &mut writer.out)
                 }
                 other => other,
@@ -651,33 +651,41 @@ impl Client {
         self.write_out(writer).await?;
         self.wait(rx).await.map(drop)
     }
-    /// Writes every queued request. A write cancelled part way leaves the
-    /// rest queued, so the stream stays in step.
+    /// Writes every queued request, and the notifications deferred (see
+    /// [`Client::deferred`]), numbered after them. A write cancelled part
+    /// way leaves the rest queued, so the stream stays in step.
     async fn write_out(&self, writer: &mut Writer) -> Result<(), Error> {
-        self.usable()?;
         // Twice at most: notifications deferred while this write ran go
         // with it.
         for _ in 0..2 {
             if self.deferred.load(Ordering::Acquire) {
                 self.append_deferred(writer);
             }
-            while writer.written < writer.len {
-                let pending = &writer.out[writer.written..writer.len];
-                match writer.half.write(pending).await {
-                    Ok(0) => {
-                        let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
-                        return Err(self.fail(e.into()));
-                    }
-                    Ok(n) => writer.written += n,
-                    Err(e) => return Err(self.fail(e.into())),
-                }
-            }
-            writer.written = 0;
-            writer.len = 0;
+            self.write_buffered(writer).await?;
             if !self.deferred.load(Ordering::Acquire) {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Writes what the buffer holds, nothing more: for making room while a
+    /// frame whose seq is taken waits to go in.
+    async fn write_buffered(&self, writer: &mut Writer) -> Result<(), Error> {
+        self.usable()?;
+        while writer.written < writer.len {
+            let pending = &writer.out[writer.written..writer.len];
+            match writer.half.write(pending).await {
+                Ok(0) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Err(self.fail(e.into()));
+                }
+                Ok(n) => writer.written += n,
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+        writer.written = 0;
+        writer.len = 0;
         Ok(())
     }
 
