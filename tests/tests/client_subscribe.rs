@@ -680,3 +680,85 @@ async fn a_new_session_starts_while_a_subscription_holds_the_reader() {
             .unwrap(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sealed_events_verify_and_plain_ones_are_dropped() {
+    let secret = [3u8; 32];
+    let key = AuthKey::new("u", secret).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let responder = tokio::spawn(async move {
+        let sid = [4u8; 8];
+        let mut buf = vec![0u8; 2048];
+        let mut recv = async || {
+            let (len, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buf))
+                .await
+                .expect("a datagram in time")
+                .unwrap();
+            (buf[..len].to_vec(), from)
+        };
+        // The hello.
+        let (hello, from) = recv().await;
+        let hello = at_tests::parse_reply(&hello);
+        let json: serde_json::Value = serde_json::from_str(&hello.body).unwrap();
+        let nc_hex = json["args"][1].as_str().unwrap();
+        let nc: [u8; 16] =
+            std::array::from_fn(|i| u8::from_str_radix(&nc_hex[2 * i..2 * i + 2], 16).unwrap());
+        let ns = [0xb1u8; 16];
+        let keys = crypto::derive(&secret, "u", &nc, &ns);
+        let proof = crypto::proof(&keys.reply, &sid);
+        let body = format!(
+            r#"{{"status": "success", "result": {{"session": "{}", "nonce": "{}", "proof": "{}"}}}}"#,
+            hex(&sid),
+            hex(&ns),
+            hex(&proof)
+        );
+        let out = frame(Kind::Response, hello.header.seq, body.as_bytes());
+        socket.send_to(&out, from).await.unwrap();
+        // The sealed subscribe.
+        let (subscribe, from) = recv().await;
+        assert_eq!(u16::from_be_bytes([subscribe[2], subscribe[3]]), 0x0009);
+        let seq = u32::from_be_bytes(subscribe[4..8].try_into().unwrap());
+        let reply = granted_body(0, 60, "16");
+        let ev = |n: u32, v: &str| format!(r#"{{"topic": "temp", "n": {n}, "value": "{v}"}}"#);
+        for datagram in [
+            sealed(0x000A, seq, reply.as_bytes(), &keys.reply, &sid),
+            frame(Kind::Notify, 1, ev(1, "plain").as_bytes()),
+            sealed(0x0018, 1, ev(1, "a").as_bytes(), &keys.reply, &sid),
+            sealed(0x0018, 1, ev(2, "replayed").as_bytes(), &keys.reply, &sid),
+            sealed(0x0018, 2, ev(2, "b").as_bytes(), &keys.reply, &sid),
+        ] {
+            socket.send_to(&datagram, from).await.unwrap();
+        }
+        // The unsubscribe on drop, sealed.
+        let (unsubscribe, _) = recv().await;
+        assert_eq!(u16::from_be_bytes([unsubscribe[2], unsubscribe[3]]), 0x0018);
+    });
+    let config = UdpConfig {
+        key: Some(key),
+        ..UdpConfig::default()
+    };
+    let client = UdpClient::connect(addr, config).await.unwrap();
+    let mut sub = client.subscribe::<String>("temp").await.unwrap();
+    assert_eq!(sub.granted().credit, Some(16));
+    let a = next(&mut sub).await;
+    let b = next(&mut sub).await;
+    assert_eq!(
+        (a, b),
+        (
+            Update::Event {
+                n: 1,
+                value: "a".into()
+            },
+            Update::Event {
+                n: 2,
+                value: "b".into()
+            }
+        )
+    );
+    drop(sub);
+    tokio::time::timeout(PATIENCE, responder)
+        .await
+        .unwrap()
+        .unwrap();
+}
