@@ -4,6 +4,7 @@
 //! and exit codes are an interface (docs/TOOLS.md): 0 success, 1 an error
 //! reply, 2 usage, 3 no answer (refused, reset, timeout).
 
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -432,13 +433,17 @@ pub async fn watch(
         match subscription.next().await {
             Ok(at_host::Update::Event { n, value }) => {
                 seen += 1;
-                if options.json {
-                    println!(
+                let line = if options.json {
+                    format!(
                         "{{\"topic\": {topic_json}, \"n\": {n}, \"value\": {}}}",
                         compact(&value)
-                    );
+                    )
                 } else {
-                    println!("{n} {}", compact(&value));
+                    format!("{n} {}", compact(&value))
+                };
+                // A reader that has had enough (`| head -3`) ends it.
+                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                    return ExitCode::SUCCESS;
                 }
             }
             Ok(at_host::Update::Gap { first, last }) => {

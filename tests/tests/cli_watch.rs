@@ -225,3 +225,55 @@ async fn a_gap_and_the_end_go_to_stderr_and_the_end_is_exit_3() {
     assert_eq!(text(&out.stderr), "gap: events 2 to 3 lost\nend: topic\n");
     drop(server.await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_it_with_exit_0() {
+    // `at-host watch temp | head -1`.
+    let temp = Topic::new("temp", "").unwrap();
+    temp.publish(&1).unwrap();
+    let server = serve(&temp).await;
+    let addr = server.tcp_addr().unwrap().to_string();
+    let mut child = Command::new(at_host_bin())
+        .args(["watch", "--server", &addr, "temp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line // the pipe closes here
+    });
+    let first = tokio::time::timeout(PATIENCE, first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "1 1\n");
+    let waiting = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    });
+    tokio::pin!(waiting);
+    // Events until it notices.
+    let (status, stderr) = tokio::time::timeout(PATIENCE, async {
+        let mut v = 2;
+        loop {
+            tokio::select! {
+                done = &mut waiting => break done.unwrap(),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    temp.publish(&v).unwrap();
+                    v += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("watch exits once its stdout is closed");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+    server.shutdown().await;
+}
