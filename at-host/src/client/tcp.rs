@@ -9,6 +9,13 @@
 //! has come; then the next waiter takes over. A call that is dropped
 //! leaves its entry behind, so its reply, when it comes, is read and
 //! discarded; nothing else waits on it.
+//!
+//! Events (NOTIFY frames, contract 10.3) are filed by whoever reads them
+//! with their subscription (`subscribe.rs`); a subscription waiting for
+//! events reads too, filing replies to their calls meanwhile. So a hello
+//! that must wait for the old session's replies waits for them to be
+//! filed (`drained`), not for the reader, which a subscription may hold
+//! for long.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
