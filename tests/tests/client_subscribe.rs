@@ -103,14 +103,15 @@ async fn renewal_keeps_a_subscription_past_a_short_lease() {
     let server = serve(&[&temp]).await;
     let client = client(&server).await;
     let options = SubscribeOptions {
-        lease: Duration::from_secs(1),
+        lease: Duration::from_secs(2),
         interval: Duration::ZERO,
     };
     let mut sub = client.subscribe_with::<i64>("temp", options).await.unwrap();
-    assert_eq!(sub.granted().lease, Duration::from_secs(1));
-    // Two and a half leases with nothing published: without renewals the
-    // server would end the subscription ("end": "lease") after one.
-    let quiet = tokio::time::timeout(Duration::from_millis(2500), sub.next()).await;
+    assert_eq!(sub.granted().lease, Duration::from_secs(2));
+    // Two and a quarter leases with nothing published: without renewals
+    // (each at half the lease, 1 s) the server would end the subscription
+    // ("end": "lease") after one.
+    let quiet = tokio::time::timeout(Duration::from_millis(4500), sub.next()).await;
     assert!(quiet.is_err(), "nothing should come: {quiet:?}");
     temp.publish(&7).unwrap();
     assert_eq!(next(&mut sub).await, Update::Event { n: 1, value: 7 });
