@@ -418,6 +418,14 @@ async fn udp_renews_when_half_the_credit_is_spent() {
                 return subscribes;
             }
             assert!(body.contains("rpc.subscribe"), "{body}");
+            // Padded for the event budget (10.8 rule 1).
+            assert_eq!(len, 512, "{body}");
+            assert!(
+                body.starts_with(
+                    r#"{"func": "rpc.subscribe", "args": ["temp", 60, 0], "pad": "  "#
+                ),
+                "{body}"
+            );
             let n = 2 * subscribes.len() as u32;
             subscribes.push(body);
             let reply = frame(
@@ -762,4 +770,65 @@ async fn udp_sealed_events_verify_and_plain_ones_are_dropped() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_renews_when_half_the_event_bytes_are_spent() {
+    // A subscribe of 512 bytes buys 1536 bytes of events: with events of
+    // about 316 bytes the client renews after the third, long before half
+    // its credit of 16.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let big = format!("\"{}\"", "x".repeat(260));
+    let value = big.clone();
+    let responder = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut subscribes = 0u32;
+        let mut server_seq = 1;
+        loop {
+            let (len, from) = tokio::time::timeout(PATIENCE, socket.recv_from(&mut buf))
+                .await
+                .expect("a datagram in time")
+                .unwrap();
+            let got = at_core::Frame::parse(&buf[..len], u32::MAX).unwrap();
+            if got.kind == Kind::Notify {
+                return subscribes;
+            }
+            let n = 3 * subscribes;
+            subscribes += 1;
+            let reply = frame(
+                Kind::Response,
+                got.seq(),
+                granted_body(n, 60, "16").as_bytes(),
+            );
+            socket.send_to(&reply, from).await.unwrap();
+            if subscribes <= 2 {
+                for k in 1..=3 {
+                    let e = event(server_seq, n + k, &value);
+                    assert!(e.len() > 300, "{}", e.len());
+                    server_seq += 1;
+                    socket.send_to(&e, from).await.unwrap();
+                }
+            }
+        }
+    });
+    let client = UdpClient::connect(addr, UdpConfig::default())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe::<String>("temp").await.unwrap();
+    for n in 1..=6 {
+        match next(&mut sub).await {
+            Update::Event { n: got, value } => {
+                assert_eq!((got, value.len()), (n, 260));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(sub);
+    let subscribes = tokio::time::timeout(PATIENCE, responder)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subscribes, 2);
+    drop(big);
 }

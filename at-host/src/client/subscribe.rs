@@ -38,6 +38,15 @@ use crate::shared::value::Value;
 /// the oldest is dropped (and reported as a gap).
 const MAX_QUEUED: usize = 256;
 
+/// The size a UDP subscribe is padded to (an unknown member `"pad"`):
+/// a server sends an address at most 3 times its subscribe's size in
+/// events until the next one (contract 10.8 rule 1), so 1536 bytes here.
+/// Small enough for a device with a 1 KiB datagram buffer.
+pub(crate) const SUBSCRIBE_DATAGRAM: usize = 512;
+
+/// Rule 1's factor.
+const AMPLIFICATION: usize = 3;
+
 /// What a subscription asks for (contract 10.3): the lease, renewed
 /// automatically at half of what the server grants, and the least time
 /// between two events (the server then sends only the newest value).
@@ -227,6 +236,8 @@ struct SlotState {
     largest: u32,
     /// The largest `n` handed out (or reported lost).
     delivered: u32,
+    /// The largest event frame filed, in bytes (for a UDP event budget).
+    largest_frame: usize,
 }
 
 impl Slot {
@@ -291,10 +302,10 @@ impl Topics {
             }
             None => frame.body,
         };
-        self.file_body(body)
+        self.file_body(body, at_core::HEADER_LEN + frame.body.len())
     }
 
-    fn file_body(&self, body: &[u8]) -> bool {
+    fn file_body(&self, body: &[u8], frame_len: usize) -> bool {
         let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice(body) else {
             log::debug!("dropping a NOTIFY frame whose body is no JSON object");
             return false;
@@ -336,6 +347,7 @@ impl Topics {
             return false;
         }
         state.largest = n;
+        state.largest_frame = state.largest_frame.max(frame_len);
         state.queue.push_back(raw);
         if state.queue.len() > MAX_QUEUED {
             state.queue.pop_front();
@@ -372,10 +384,23 @@ impl Link<'_> {
         }
     }
 
-    async fn call(&self, func: &str, args: &[Value]) -> Result<Value, Error> {
+    /// `rpc.subscribe` with `args`; on UDP padded to
+    /// [`SUBSCRIBE_DATAGRAM`] bytes.
+    async fn subscribe(&self, args: &[Value]) -> Result<Value, Error> {
         match self {
-            Link::Tcp(c) => c.call(func, args).await,
-            Link::Udp(c) => c.call(func, args).await,
+            Link::Tcp(c) => c.call("rpc.subscribe", args).await,
+            Link::Udp(c) => {
+                c.call_padded("rpc.subscribe", args, SUBSCRIBE_DATAGRAM)
+                    .await
+            }
+        }
+    }
+
+    /// The event bytes a subscribe buys (UDP only).
+    fn budget(&self) -> Option<usize> {
+        match self {
+            Link::Tcp(_) => None,
+            Link::Udp(_) => Some(AMPLIFICATION * SUBSCRIBE_DATAGRAM),
         }
     }
 
@@ -408,9 +433,12 @@ struct GrantWire {
 /// [`UdpClient::subscribe`](crate::UdpClient::subscribe): its events, with
 /// values converted to `T`, come from [`next`](Self::next).
 ///
-/// - The lease is renewed at half of what the server granted, and on plain
-///   UDP also when half the credit is spent, while [`next`](Self::next) is
-///   awaited (or when it is next called): keep calling it.
+/// - The lease is renewed at half of what the server granted, on plain
+///   UDP also when half the credit is spent, and on UDP when half the
+///   event bytes a subscribe buys are (a UDP subscribe is padded to 512
+///   bytes, so a server may send 1536 bytes of events until the next:
+///   contract 10.8 rule 1), while [`next`](Self::next) is awaited (or when
+///   it is next called): keep calling it.
 /// - Events whose `n` is not above the largest seen, or of a topic not
 ///   held, are dropped; a gap in `n` is [`Update::Gap`].
 /// - The client goes on serving calls (from other tasks, or between two
@@ -483,7 +511,7 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
     async fn start(link: Link<'c>, topic: &str, options: SubscribeOptions) -> Result<Self, Error> {
         let slot = link.topics().hold(topic)?;
         let sent = Instant::now();
-        let value = match link.call("rpc.subscribe", &args(topic, &options)).await {
+        let value = match link.subscribe(&args(topic, &options)).await {
             Ok(value) => value,
             Err(e) => {
                 link.topics().release(topic);
@@ -623,11 +651,22 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
         {
             return true;
         }
+        let (used, largest_frame) = {
+            let state = self.slot.state();
+            (
+                state.largest.saturating_sub(self.base_n),
+                state.largest_frame,
+            )
+        };
+        // UDP: half the bytes the subscribe bought, counting every event
+        // since (lost ones too) at the largest size seen.
+        if let Some(budget) = self.link.budget()
+            && 2 * (used as usize).saturating_mul(largest_frame) >= budget
+        {
+            return true;
+        }
         match self.granted.credit {
-            Some(credit) if credit > 0 => {
-                let used = self.slot.state().largest.saturating_sub(self.base_n);
-                credit.saturating_sub(used) <= credit / 2
-            }
+            Some(credit) if credit > 0 => credit.saturating_sub(used) <= credit / 2,
             _ => false,
         }
     }
@@ -638,10 +677,10 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
     async fn renew(&mut self) -> Result<(), Error> {
         let args = args(&self.topic, &self.options);
         let mut sent = Instant::now();
-        let mut outcome = self.link.call("rpc.subscribe", &args).await;
+        let mut outcome = self.link.subscribe(&args).await;
         if matches!(&outcome, Err(e) if e.code() == Some(at_core::ErrorCode::Unauthorized)) {
             sent = Instant::now();
-            outcome = self.link.call("rpc.subscribe", &args).await;
+            outcome = self.link.subscribe(&args).await;
         }
         match outcome.and_then(|value| self.grant(value, sent, false)) {
             Ok(()) => Ok(()),

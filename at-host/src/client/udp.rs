@@ -165,6 +165,33 @@ enum Got {
     Resend,
 }
 
+/// What a request carries besides `func` and `args`.
+#[derive(Clone, Copy)]
+enum Extra {
+    Nothing,
+    /// `"deadline_ms"` (contract 10.4).
+    Deadline(u32),
+    /// An unknown member `"pad"` that makes the whole datagram this many
+    /// bytes (contract 10.8 rule 1: a server sends an address at most 3
+    /// times its subscribe's size).
+    PadTo(usize),
+}
+
+/// The body of `func(args)` with a `"pad"` member of spaces making it
+/// `size` bytes (when it is shorter); servers ignore unknown members.
+fn padded_body(func: &str, args: &[at_core::Value<'_>], size: usize) -> Result<Vec<u8>, Error> {
+    const MEMBER: &str = ", \"pad\": \"\"}";
+    let mut body = encode_body(func, args)?;
+    if body.last() == Some(&b'}') && body.len() - 1 + MEMBER.len() <= size {
+        body.pop();
+        let spaces = size - (body.len() + MEMBER.len());
+        body.extend_from_slice(b", \"pad\": \"");
+        body.resize(body.len() + spaces, b' ');
+        body.extend_from_slice(b"\"}");
+    }
+    Ok(body)
+}
+
 /// Counters of a UDP client, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpStats {
@@ -275,7 +302,9 @@ impl UdpClient {
     /// the untyped call (see [`Arg`]).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        let mut results = self.call_many_core(&[(func, &args)], None).await?;
+        let mut results = self
+            .call_many_core(&[(func, &args)], Extra::Nothing)
+            .await?;
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
@@ -305,7 +334,7 @@ impl UdpClient {
     ) -> Result<Value, Error> {
         let args = A::to_core(args);
         let mut results = self
-            .call_many_core(&[(func, &args)], Some(deadline_ms))
+            .call_many_core(&[(func, &args)], Extra::Deadline(deadline_ms))
             .await?;
         results
             .pop()
@@ -403,7 +432,7 @@ impl UdpClient {
             .zip(&args)
             .map(|((func, _), args)| (*func, &**args))
             .collect();
-        self.call_many_core(&calls, None).await
+        self.call_many_core(&calls, Extra::Nothing).await
     }
 
     /// [`call_many`](Self::call_many) with typed arguments and results:
@@ -441,7 +470,7 @@ impl UdpClient {
     async fn call_many_core(
         &self,
         calls: &[(&str, &[at_core::Value<'_>])],
-        deadline_ms: Option<u32>,
+        extra: Extra,
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let start = Instant::now();
         let deadline = start + self.config.timeout;
@@ -486,16 +515,31 @@ impl UdpClient {
                         let seq = state.take_seq();
                         // Built once: every retransmission repeats these
                         // bytes, `deadline_ms` unchanged (contract 10.4).
-                        let frame = match (state.auth.as_mut(), deadline_ms) {
-                            (Some(auth), None) => auth.seal(seq, &encode_body(func, args)?)?,
-                            (Some(auth), Some(d)) => {
+                        let frame = match (state.auth.as_mut(), extra) {
+                            (Some(auth), Extra::Nothing) => {
+                                auth.seal(seq, &encode_body(func, args)?)?
+                            }
+                            (Some(auth), Extra::Deadline(d)) => {
                                 auth.seal(seq, &encode_body_with_deadline(func, args, d)?)?
                             }
-                            (None, None) => encode_request(seq, func, args, self.config.max_frame)?,
-                            (None, Some(d)) => plain_frame(
+                            (Some(auth), Extra::PadTo(size)) => {
+                                let room = size.saturating_sub(
+                                    at_core::HEADER_LEN + at_core::auth::TRAILER_LEN,
+                                );
+                                auth.seal(seq, &padded_body(func, args, room)?)?
+                            }
+                            (None, Extra::Nothing) => {
+                                encode_request(seq, func, args, self.config.max_frame)?
+                            }
+                            (None, Extra::Deadline(d)) => plain_frame(
                                 at_core::Kind::Request,
                                 seq,
                                 &encode_body_with_deadline(func, args, d)?,
+                            )?,
+                            (None, Extra::PadTo(size)) => plain_frame(
+                                at_core::Kind::Request,
+                                seq,
+                                &padded_body(func, args, size.saturating_sub(at_core::HEADER_LEN))?,
                             )?,
                         };
                         let timeout = state.jittered(self.config.initial_timeout);
@@ -751,6 +795,23 @@ impl UdpClient {
         &self.topics
     }
 
+    /// [`call`](Self::call) with the request padded to a datagram of
+    /// `size` bytes (a subscribe, for its event budget).
+    pub(crate) async fn call_padded(
+        &self,
+        func: &str,
+        args: &[Value],
+        size: usize,
+    ) -> Result<Value, Error> {
+        let args = Value::to_core(args);
+        let mut results = self
+            .call_many_core(&[(func, &args)], Extra::PadTo(size))
+            .await?;
+        results
+            .pop()
+            .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
+    }
+
     /// With a key: which session is live, and whether it is refused.
     pub(crate) fn session_mark(&self) -> Option<(u64, bool)> {
         self.state().auth.as_ref().map(ClientAuth::session_mark)
@@ -823,9 +884,12 @@ impl UdpClient {
 
     /// Subscribes to `topic` with the default options: see
     /// [`Subscription`]. On plain UDP the server grants a credit of events
-    /// as well as a lease; the subscription renews when either is half
-    /// spent. The subscribe and its renewals are calls (retransmitted);
-    /// events are never acknowledged.
+    /// as well as a lease, and sends at most 3 times the subscribe's size
+    /// in events until the next (contract 10.8 rule 1): the subscribe is
+    /// padded to a 512-byte datagram (an unknown member `"pad"`), and the
+    /// subscription renews when half of any of the three is spent. The
+    /// subscribe and its renewals are calls (retransmitted); events are
+    /// never acknowledged.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), at_host::Error> {
