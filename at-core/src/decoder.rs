@@ -53,6 +53,8 @@ pub struct FrameDecoder<B> {
     /// One past the last buffered byte.
     end: usize,
     max_body: u32,
+    /// The flags of the last header read.
+    flags: u16,
 }
 
 impl<const N: usize> FrameDecoder<[u8; N]> {
@@ -72,6 +74,7 @@ impl<const N: usize> FrameDecoder<[u8; N]> {
             buf: [0; N],
             start: 0,
             end: 0,
+            flags: 0,
             max_body: clamp_max_body(max_body, N),
         }
     }
@@ -106,6 +109,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             buf,
             start: 0,
             end: 0,
+            flags: 0,
             max_body: clamp_max_body(max_body, capacity),
         }
     }
@@ -184,6 +188,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         if header.magic != MAGIC {
             return Err(bad_magic(header.magic));
         }
+        self.flags = header.flags;
         if header.length > self.max_body {
             return Err(FrameError::Header {
                 seq: header.seq,
@@ -201,6 +206,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         self.start += total;
         let body = &self.buf.as_ref()[frame_start + HEADER_LEN..frame_start + total];
         Frame::check(header, body, self.max_body).map(Some)
+    }
+
+    /// The flags of the last header [`next_frame`](Self::next_frame) read
+    /// (with a right magic): after an error, they tell a bad notification,
+    /// which is never answered (contract 10.2), from a bad request.
+    pub fn last_flags(&self) -> u16 {
+        self.flags
     }
 
     /// Skips bytes up to the next place a frame could start (the magic's two

@@ -14,7 +14,8 @@
 //! | [`dispatch`], [`calculator`] | function tables and the four calculator functions |
 //! | [`typed`], [`signature`] | typed functions (`fn led(on: bool)`) in tables, and their signatures |
 //! | [`service`] | the one request -> reply path every server uses |
-//! | [`rpc`] | the protocol's own functions: `rpc.ping`, `rpc.info`, `rpc.functions` |
+//! | [`rpc`] | the protocol's own functions: `rpc.ping`, `rpc.info`, `rpc.functions`, ... |
+//! | [`event`], [`subscriptions`] | event bodies; topics and a fixed subscription table (contract 10.3) |
 //! | [`auth`] | authentication with pre-shared keys: keys, tags, sessions, the [`auth::Guard`] |
 //!
 //! ## Guarantees
@@ -84,6 +85,7 @@ pub mod reply;
 pub mod rpc;
 pub mod service;
 pub mod signature;
+pub mod subscriptions;
 pub mod typed;
 pub mod value;
 
@@ -101,8 +103,8 @@ pub use json::EncodeError;
 pub use reply::{write_error_frame, write_reply};
 pub use rpc::ServerInfo;
 pub use service::{
-    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_to_bytes,
-    respond_to_error,
+    Context, MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_body_in,
+    respond_in, respond_to_bytes, respond_to_error, run_notification,
 };
 pub use signature::{Signature, Type, optional_mask};
 pub use value::{JsonStr, RawJson, Value};

@@ -12,6 +12,15 @@
 //!   while any remain (its doc is dropped if only then does it fit). Each
 //!   entry is `{"name": ..., "params": [types]|null, "result": type|null,
 //!   "doc": ...}`.
+//! - With topics ([`crate::subscriptions`], contract 10.3):
+//!   `rpc.subscribe(topic, lease?, interval?)` gives `{"topic": T, "lease":
+//!   L, "interval": I, "n": N, "credit": C|null}`; `rpc.unsubscribe(topic)`
+//!   `true` or `false`; `rpc.topics(start?)` pages `{"topics": [{"name":
+//!   ..., "doc": ...}], "next": N|null}` as `rpc.functions` does. Without
+//!   topics they are `unknown_function`, as before section 10.
+//! - `rpc.cancel` is not here: a server answering one frame at a time never
+//!   has a call to stop (contract 10.8 rule 11), so it does not list
+//!   `cancel` and answers it `unknown_function`, as a v1 server does.
 //!
 //! All of it is written straight into the reply buffer: no heap, no second
 //! buffer, so a device with a 192-byte reply buffer lists any number of
@@ -24,6 +33,8 @@ use crate::frame::{BufferTooSmall, encode_frame_with};
 use crate::header::Kind;
 use crate::json::Writer;
 use crate::reply::{write_error_frame, write_reply};
+use crate::service::Context;
+use crate::subscriptions::{Granted, SubscribeArgs, Subscriber, Topic};
 use crate::value::{JsonStr, Value};
 
 /// What `rpc.info` says about a server (besides its function count).
@@ -108,36 +119,43 @@ impl Ext {
 /// `], "next": 4294967295}}`.
 const PAGE_TAIL: usize = "], \"next\": 4294967295}}".len();
 
-/// Answers `rpc.*` function `func` with `args` into `out`; the reply
-/// frame's length.
+/// One call of an `rpc.*` function.
+pub(crate) struct RpcCall<'c, 'v> {
+    pub(crate) func: &'c str,
+    pub(crate) args: &'c [Value<'v>],
+    pub(crate) seq: u32,
+    /// Who asks (a subscription's key).
+    pub(crate) who: Subscriber,
+}
+
+/// Answers `rpc.*` function `call.func` into `out`; the reply frame's
+/// length.
 pub(crate) fn answer<F: Functions + ?Sized>(
     functions: &F,
     info: &ServerInfo<'_>,
-    func: &str,
-    args: &[Value<'_>],
-    seq: u32,
+    call: &RpcCall<'_, '_>,
+    context: &mut Context<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
+    let (args, seq) = (call.args, call.seq);
     let invalid = |message, out: &mut [u8]| {
         write_error_frame(seq, ErrorCode::InvalidArguments, message, out).ok()
     };
-    match func {
-        "rpc.ping" => match args {
+    match (call.func, context.topics.as_deref_mut()) {
+        ("rpc.ping", _) => match args {
             [] => write_reply(seq, &Reply::Success(Value::Bool(true)), out).ok(),
             [value] => write_reply(seq, &Reply::Success(*value), out).ok(),
             _ => invalid("rpc.ping takes no argument or one", out),
         },
-        "rpc.info" => match args {
+        ("rpc.info", _) => match args {
             [] => write_info(functions, info, seq, out)
                 .ok()
                 .or_else(|| too_small(seq, out)),
             _ => invalid("rpc.info takes no arguments", out),
         },
-        "rpc.functions" => {
-            let start = match args {
-                [] => 0,
-                [Value::Int(start)] if *start >= 0 => usize::try_from(*start).unwrap_or(usize::MAX),
-                _ => return invalid("rpc.functions takes one optional integer start >= 0", out),
+        ("rpc.functions", _) => {
+            let Some(start) = start_of(args) else {
+                return invalid("rpc.functions takes one optional integer start >= 0", out);
             };
             write_page(functions, start, seq, out)
                 .ok()
@@ -145,8 +163,44 @@ pub(crate) fn answer<F: Functions + ?Sized>(
         }
         // A server without keys (a server with keys answers hellos before
         // this path, in `auth::Guard`).
-        "rpc.hello" => {
+        ("rpc.hello", _) => {
             write_error_frame(seq, ErrorCode::Unauthorized, "this server has no keys", out).ok()
+        }
+        ("rpc.subscribe", Some(topics)) => {
+            let granted = SubscribeArgs::parse(args).and_then(|a| {
+                let g =
+                    topics.subscribe(call.who, context.origin, &a, context.frame_len, context.now);
+                g.map(|g| (a.topic, g))
+            });
+            match granted {
+                Ok((topic, g)) => write_granted(topic, &g, seq, out)
+                    .ok()
+                    .or_else(|| too_small(seq, out)),
+                Err(e) => {
+                    let (code, message) = e.reply();
+                    write_error_frame(seq, code, message, out).ok()
+                }
+            }
+        }
+        ("rpc.unsubscribe", Some(topics)) => match args {
+            [Value::Str(t)] => {
+                let ended = t
+                    .as_plain()
+                    .is_some_and(|t| topics.unsubscribe(call.who, t));
+                write_reply(seq, &Reply::Success(Value::Bool(ended)), out).ok()
+            }
+            _ => invalid("rpc.unsubscribe takes a topic", out),
+        },
+        ("rpc.topics", Some(topics)) => {
+            let Some(start) = start_of(args) else {
+                return invalid("rpc.topics takes one optional integer start >= 0", out);
+            };
+            let entry = |i: usize| topics.topic(i);
+            write_paged("topics", start, seq, out, &mut |w, i, separate, doc| {
+                entry(i).map(|t| write_topic(w, separate, &t, doc))
+            })
+            .ok()
+            .or_else(|| too_small(seq, out))
         }
         _ => write_reply(
             seq,
@@ -158,6 +212,59 @@ pub(crate) fn answer<F: Functions + ?Sized>(
         )
         .ok(),
     }
+}
+
+/// The optional `start` of a paged listing.
+fn start_of(args: &[Value<'_>]) -> Option<usize> {
+    match args {
+        [] => Some(0),
+        [Value::Int(start)] if *start >= 0 => Some(usize::try_from(*start).unwrap_or(usize::MAX)),
+        _ => None,
+    }
+}
+
+/// `rpc.subscribe`'s result, members in the contract's order.
+fn write_granted(
+    topic: &str,
+    g: &Granted,
+    seq: u32,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    encode_frame_with(Kind::Response, seq, out, |body| {
+        let mut w = Writer::new(body);
+        w.raw("{\"status\": \"success\", \"result\": {\"topic\": ")?;
+        w.string(&JsonStr::new(topic))?;
+        w.raw(", \"lease\": ")?;
+        w.int(i64::from(g.lease))?;
+        w.raw(", \"interval\": ")?;
+        w.int(i64::from(g.interval))?;
+        w.raw(", \"n\": ")?;
+        w.int(i64::from(g.n))?;
+        w.raw(", \"credit\": ")?;
+        match g.credit {
+            Some(c) => w.int(i64::from(c))?,
+            None => w.raw("null")?,
+        }
+        w.raw("}}")?;
+        Ok(w.len())
+    })
+}
+
+/// One `rpc.topics` entry.
+fn write_topic(
+    w: &mut Writer<'_>,
+    separate: bool,
+    t: &Topic,
+    doc: bool,
+) -> Result<(), BufferTooSmall> {
+    if separate {
+        w.raw(", ")?;
+    }
+    w.raw("{\"name\": ")?;
+    w.string(&JsonStr::new(t.name))?;
+    w.raw(", \"doc\": ")?;
+    w.string(&JsonStr::new(if doc { t.doc } else { "" }))?;
+    w.raw("}")
 }
 
 /// The `internal` error for a reply that does not fit `out` (a server
@@ -203,22 +310,49 @@ fn write_page<F: Functions + ?Sized>(
     seq: u32,
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
+    write_paged("functions", start, seq, out, &mut |w, i, separate, doc| {
+        functions
+            .describe(i)
+            .map(|d| write_entry(w, separate, &d, doc))
+    })
+}
+
+/// Writes listing entry `index` (after a ", " when `separate`; without its
+/// doc when `doc` is false), or gives `None` past the end.
+type WriteEntry<'e> =
+    dyn FnMut(&mut Writer<'_>, usize, bool, bool) -> Option<Result<(), BufferTooSmall>> + 'e;
+
+/// A page of a listing, `{"MEMBER": [entries from start], "next": N|null}`:
+/// `entry(w, index, separate, doc)` writes entry `index` (`None` past the
+/// end), without its doc when `doc` is false.
+fn write_paged(
+    member: &str,
+    start: usize,
+    seq: u32,
+    out: &mut [u8],
+    entry: &mut WriteEntry<'_>,
+) -> Result<usize, BufferTooSmall> {
     encode_frame_with(Kind::Response, seq, out, |body| {
         let limit = body.len().checked_sub(PAGE_TAIL).ok_or(BufferTooSmall)?;
         let (entries, tail) = body.split_at_mut(limit);
         let mut w = Writer::new(entries);
-        w.raw("{\"status\": \"success\", \"result\": {\"functions\": [")?;
+        w.raw("{\"status\": \"success\", \"result\": {\"")?;
+        w.raw(member)?;
+        w.raw("\": [")?;
         let mut next = None;
         let mut index = start;
-        while let Some(description) = functions.describe(index) {
+        loop {
             let before = w.len();
             let first = index == start;
             // The first entry of a page goes in even if only without its
             // doc; a later one that does not fit starts the next page.
-            let written = write_entry(&mut w, !first, &description, true).or_else(|_| {
+            let Some(written) = entry(&mut w, index, !first, true) else {
+                break;
+            };
+            let written = written.or_else(|_| {
                 w.truncate(before);
                 match first {
-                    true => write_entry(&mut w, false, &description, false),
+                    true => entry(&mut w, index, false, false).unwrap_or(Err(BufferTooSmall)),
                     false => Err(BufferTooSmall),
                 }
             });

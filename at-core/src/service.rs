@@ -2,13 +2,47 @@
 //! check the frame, read the request, call the function, write the reply
 //! frame.
 
+use crate::auth::Origin;
 use crate::body::Request;
 use crate::dispatch::Functions;
 use crate::error::ErrorCode;
 use crate::frame::{Frame, FrameError};
-use crate::header::Kind;
+use crate::header::{FLAG_AUTH, Kind};
 use crate::reply::{write_error_frame, write_reply};
-use crate::rpc::ServerInfo;
+use crate::rpc::{Ext, ServerInfo};
+use crate::subscriptions::{Subscriber, Topics};
+
+/// What the request -> reply path knows of a frame besides its bytes
+/// (contract section 10): where it came from, when, and the server's
+/// topics. A device server makes one per frame.
+pub struct Context<'c> {
+    /// Where the frame came from (its association).
+    pub origin: Origin,
+    /// The board's clock, in ms.
+    pub now: u64,
+    /// How long ago (ms) the whole frame arrived: `deadline_ms` counts
+    /// from then. 0 on a server that answers a frame as soon as it has it.
+    pub waited_ms: u64,
+    /// The size of the frame as it came (a UDP subscribe's datagram sets
+    /// how much its events may total).
+    pub frame_len: usize,
+    /// The server's topics, when it offers events.
+    pub topics: Option<&'c mut dyn Topics>,
+}
+
+impl Context<'_> {
+    /// A frame from `origin` at `now`, answered at once, on a server
+    /// without topics.
+    pub fn new(origin: Origin, now: u64) -> Context<'static> {
+        Context {
+            origin,
+            now,
+            waited_ms: 0,
+            frame_len: 0,
+            topics: None,
+        }
+    }
+}
 
 /// The longest function name a server looks up; a longer `func` is
 /// `unknown_function`.
@@ -87,15 +121,59 @@ pub fn respond_as<F: Functions + ?Sized>(
     frame: &Frame<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
-    if frame.kind != Kind::Request {
-        return None;
+    respond_in(
+        functions,
+        info,
+        frame,
+        &mut Context::new(Origin::SERIAL, 0),
+        out,
+    )
+}
+
+/// [`respond_as`] with a [`Context`]: besides requests, runs a NOTIFY call
+/// (when `info.ext` lists `notify`) and answers nothing for it, whatever
+/// happens (contract 10.2); answers `rpc.subscribe`, `rpc.unsubscribe` and
+/// `rpc.topics` from `context.topics`; honours `deadline_ms` when
+/// `info.ext` lists `deadline`. `out` is the NOTIFY call's scratch too.
+pub fn respond_in<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    frame: &Frame<'_>,
+    context: &mut Context<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
+    let who = Subscriber::Plain(context.origin);
+    match frame.kind {
+        Kind::Request if frame.header.flags & FLAG_AUTH != 0 => {
+            // No session can be held here (contract section 9, step 1).
+            write_error_frame(frame.seq(), ErrorCode::Unauthorized, "unknown session", out).ok()
+        }
+        Kind::Request => {
+            respond_body_in(functions, info, frame.seq(), frame.body, who, context, out)
+        }
+        Kind::Notify if frame.header.flags & FLAG_AUTH == 0 => {
+            run_notification(functions, info, frame.seq(), frame.body, who, context, out);
+            None
+        }
+        _ => None,
     }
-    if frame.header.flags & crate::header::FLAG_AUTH != 0 {
-        // No session can be held here (contract section 9, step 1).
-        return write_error_frame(frame.seq(), ErrorCode::Unauthorized, "unknown session", out)
-            .ok();
-    }
-    respond_body(functions, info, frame.seq(), frame.body, out)
+}
+
+/// Runs the call a NOTIFY body carries (contract 10.2) and discards its
+/// reply, written into `scratch`. Runs nothing when `info.ext` lacks
+/// `notify` (a v1 receiver), for an event body (`topic`, no `func`), for
+/// `rpc.hello`, or for a body that is no call. Returns whether it ran.
+pub fn run_notification<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    seq: u32,
+    body: &[u8],
+    who: Subscriber,
+    context: &mut Context<'_>,
+    scratch: &mut [u8],
+) -> bool {
+    info.ext.has(Ext::NOTIFY)
+        && answer(functions, info, seq, body, who, context, scratch, true).is_some()
 }
 
 /// The request -> reply path for request `seq` with body `body` (the
@@ -110,8 +188,49 @@ pub fn respond_body<F: Functions + ?Sized>(
     body: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
+    let mut context = Context::new(Origin::SERIAL, 0);
+    respond_body_in(
+        functions,
+        info,
+        seq,
+        body,
+        Subscriber::Plain(Origin::SERIAL),
+        &mut context,
+        out,
+    )
+}
+
+/// [`respond_body`] for subscriber `who` (the association, or the session
+/// of a sealed request) with a [`Context`], as [`respond_in`] describes.
+pub fn respond_body_in<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    seq: u32,
+    body: &[u8],
+    who: Subscriber,
+    context: &mut Context<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
+    answer(functions, info, seq, body, who, context, out, false)
+}
+
+/// Reads the request and answers it into `out`. For a notification
+/// (`notify`), a body that is no call, and `rpc.hello`, run nothing and
+/// give `None`.
+#[allow(clippy::too_many_arguments)]
+fn answer<F: Functions + ?Sized>(
+    functions: &F,
+    info: &ServerInfo<'_>,
+    seq: u32,
+    body: &[u8],
+    who: Subscriber,
+    context: &mut Context<'_>,
+    out: &mut [u8],
+    notify: bool,
+) -> Option<usize> {
     let request = match Request::parse(body) {
         Ok(request) => request,
+        Err(_) if notify => return None,
         Err(e) => return write_error_frame(seq, e.code(), e.message(), out).ok(),
     };
     let mut name = [0u8; MAX_FUNC_NAME];
@@ -123,8 +242,23 @@ pub fn respond_body<F: Functions + ?Sized>(
     else {
         return write_error_frame(seq, ErrorCode::UnknownFunction, "unknown function", out).ok();
     };
+    if notify && func == "rpc.hello" {
+        return None;
+    }
     if func.starts_with("rpc.") {
-        return crate::rpc::answer(functions, info, func, &request.args, seq, out);
+        let call = crate::rpc::RpcCall {
+            func,
+            args: &request.args,
+            seq,
+            who,
+        };
+        return crate::rpc::answer(functions, info, &call, context, out);
+    }
+    if let Some(deadline) = request.deadline_ms
+        && info.ext.has(Ext::DEADLINE)
+        && context.waited_ms >= u64::from(deadline)
+    {
+        return write_error_frame(seq, ErrorCode::DeadlineExceeded, "deadline exceeded", out).ok();
     }
     functions
         .call(func, &request.args, |reply| write_reply(seq, &reply, out))

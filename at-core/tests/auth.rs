@@ -14,7 +14,7 @@ use at_core::auth::{
     ClientSession, FixedReplies, Guard, Key, NonceSource, Origin, ReplyProblem, Transport, crypto,
 };
 use at_core::calculator::{ADD, DIV};
-use at_core::{CallError, Frame, Function, Kind, ServerInfo, Value};
+use at_core::{CallError, Context, Frame, Function, Kind, ServerInfo, Value};
 
 fn hex(text: &str) -> Vec<u8> {
     let digits: String = text.split_whitespace().collect();
@@ -157,7 +157,13 @@ fn send(guard: &mut TestGuard, bytes: &[u8], origin: &Origin, now: u64) -> Optio
     let frame = Frame::parse(bytes, 4096).expect("a well-formed frame");
     let mut out = [0u8; 1024];
     guard
-        .respond(&FUNCTIONS, &INFO, &frame, origin, now, &mut out)
+        .respond(
+            &FUNCTIONS,
+            &INFO,
+            &frame,
+            &mut Context::new(*origin, now),
+            &mut out,
+        )
         .map(|n| out[..n].to_vec())
 }
 

@@ -204,3 +204,52 @@ fn notify_is_a_type_bit_of_its_own() {
         );
     }
 }
+
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn bump<'a>(_: &[Value<'a>]) -> Result<Value<'a>, at_core::CallError> {
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    Ok(Value::Int(i64::from(n)))
+}
+
+/// A v1-style receiver (its `ext` lacks `notify`) never runs a
+/// notification; one that lists it runs it once and answers nothing. An
+/// event body, `rpc.hello` and a body that is no call run nothing either.
+#[test]
+fn notifications_run_only_where_ext_lists_notify() {
+    use at_core::rpc::Ext;
+    use at_core::{Context, ServerInfo, auth::Origin};
+    static TABLE: [at_core::Function; 1] = [at_core::Function::new("bump", bump)];
+    let info = |ext| ServerInfo {
+        server: "t",
+        name: "t",
+        auth_required: false,
+        max_body: 1024,
+        ext,
+    };
+    let mut out = [0u8; 256];
+    let mut send = |ext, body: &str| {
+        let bytes = frame(Kind::Notify, 5, body);
+        let frame = Frame::parse(&bytes, 1024).unwrap();
+        let mut context = Context::new(Origin::SERIAL, 0);
+        at_core::respond_in(&TABLE, &info(ext), &frame, &mut context, &mut out)
+    };
+    let call = r#"{"func": "bump", "args": []}"#;
+    assert_eq!(send(Ext::NONE, call), None);
+    assert_eq!(
+        RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a v1 receiver ran it"
+    );
+    assert_eq!(send(Ext::NOTIFY, call), None, "never answered");
+    assert_eq!(RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for other in [
+        r#"{"topic": "temp", "n": 1, "value": 2}"#,
+        r#"{"func": "rpc.hello", "args": ["demo", "00"]}"#,
+        r#"{"func": "nope"}"#,
+        "[1, 2]",
+    ] {
+        assert_eq!(send(Ext::NOTIFY, other), None, "{other}");
+    }
+    assert_eq!(RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -24,6 +24,9 @@
 //!   can use.
 //! - An idle loop sleeps [`IDLE_SLEEP`] between polls that found nothing
 //!   to do.
+//! - **Topics, as the firmware's**: `uptime` (seconds since start, a state
+//!   topic) and `calls` (calls answered), in one subscription table that
+//!   both threads share behind a lock ([`TOPICS`], [`SUBSCRIPTIONS`]).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -34,10 +37,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use at_core::auth::{CounterNonces, FixedReplies, Guard, Key, Open, Responder, TRAILER_LEN};
+use at_core::auth::{
+    CounterNonces, FixedReplies, Guard, Key, Open, Origin, Responder, TRAILER_LEN,
+};
 use at_core::calculator::CALCULATOR;
-use at_core::{Functions, HEADER_LEN};
+use at_core::subscriptions::{
+    Due, Granted, SubscribeArgs, SubscribeError, Subscriber, Subscriptions, Topic, Topics,
+};
+use at_core::{Functions, HEADER_LEN, Reply, Value};
 use embedded_nal::{TcpClientStack, TcpFullStack, nb};
+use std::sync::atomic::AtomicU32;
 use std_embedded_nal::Stack;
 
 use crate::{TcpServer, Timeouts, UdpServer};
@@ -58,6 +67,106 @@ pub const TIMEOUTS: Timeouts = Timeouts {
 };
 /// How long a loop that found nothing to do sleeps.
 pub const IDLE_SLEEP: Duration = Duration::from_millis(1);
+
+/// The topics the desktop servers offer, as the firmware does.
+pub static TOPICS: [Topic; 2] = [
+    Topic::state("uptime", "seconds since start"),
+    Topic::new("calls", "calls answered"),
+];
+
+/// Subscriptions held at once (both transports).
+pub const SUBSCRIPTIONS: usize = 32;
+
+/// The shared table and what was last published to it.
+struct Board {
+    table: Subscriptions<'static, SUBSCRIPTIONS, 2>,
+    second: Option<u64>,
+    calls: Option<u32>,
+}
+
+impl Board {
+    /// Publishes `uptime` once a second and `calls` when it changed.
+    fn publish(&mut self, now: u64, calls: u32) {
+        let second = now / 1000;
+        if self.second != Some(second) {
+            self.second = Some(second);
+            let _ = self.table.publish(
+                "uptime",
+                Value::Int(i64::try_from(second).unwrap_or(i64::MAX)),
+            );
+        }
+        if self.calls != Some(calls) {
+            self.calls = Some(calls);
+            let _ = self.table.publish("calls", Value::Int(i64::from(calls)));
+        }
+    }
+}
+
+/// The table behind its lock, as one thread's [`Topics`].
+struct SharedTopics<'a>(&'a Mutex<Board>);
+
+impl SharedTopics<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Topics for SharedTopics<'_> {
+    fn subscribe(
+        &mut self,
+        who: Subscriber,
+        to: Origin,
+        args: &SubscribeArgs<'_>,
+        request_len: usize,
+        now: u64,
+    ) -> Result<Granted, SubscribeError> {
+        self.lock().table.subscribe(who, to, args, request_len, now)
+    }
+
+    fn unsubscribe(&mut self, who: Subscriber, topic: &str) -> bool {
+        self.lock().table.unsubscribe(who, topic)
+    }
+
+    fn topic(&self, index: usize) -> Option<Topic> {
+        self.lock().table.topic(index)
+    }
+
+    fn take_due(
+        &mut self,
+        now: u64,
+        accept: &dyn Fn(&Origin) -> bool,
+        out: &mut [u8],
+    ) -> Option<Due> {
+        self.lock().table.take_due(now, accept, out)
+    }
+
+    fn drop_subscriber(&mut self, who: Subscriber) {
+        self.lock().table.drop_subscriber(who)
+    }
+}
+
+/// A function table that counts the calls it answers (topic `calls`).
+struct Counting<'a, F: ?Sized> {
+    functions: &'a F,
+    calls: Arc<AtomicU32>,
+}
+
+impl<F: Functions + ?Sized> Functions for Counting<'_, F> {
+    fn call<R>(&self, func: &str, args: &[Value<'_>], reply: impl FnOnce(Reply<'_>) -> R) -> R {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.functions.call(func, args, reply)
+    }
+
+    fn count(&self) -> usize {
+        self.functions.count()
+    }
+
+    fn describe(&self, index: usize) -> Option<at_core::Description<'_>> {
+        self.functions.describe(index)
+    }
+}
 
 /// The desktop TCP server: [`CLIENTS`] connections, bodies up to
 /// [`MAX_BODY`] bytes.
@@ -293,15 +402,28 @@ impl Responder for Locked<'_> {
         functions: &F,
         info: &at_core::ServerInfo<'_>,
         frame: &at_core::Frame<'_>,
-        origin: &at_core::auth::Origin,
-        now: u64,
+        context: &mut at_core::Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
-        let mut guard = self
-            .0
+        self.lock().respond(functions, info, frame, context, out)
+    }
+
+    fn seal_server_frame(
+        &mut self,
+        sid: &[u8; at_core::auth::SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        self.lock().seal_server_frame(sid, now, out, len)
+    }
+}
+
+impl Locked<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DesktopGuard> {
+        self.0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.respond(functions, info, frame, origin, now, out)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -324,13 +446,25 @@ impl Responder for Either<'_> {
         functions: &F,
         info: &at_core::ServerInfo<'_>,
         frame: &at_core::Frame<'_>,
-        origin: &at_core::auth::Origin,
-        now: u64,
+        context: &mut at_core::Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
         match self {
-            Either::Guarded(g) => g.respond(functions, info, frame, origin, now, out),
-            Either::Open(o) => o.respond(functions, info, frame, origin, now, out),
+            Either::Guarded(g) => g.respond(functions, info, frame, context, out),
+            Either::Open(o) => o.respond(functions, info, frame, context, out),
+        }
+    }
+
+    fn seal_server_frame(
+        &mut self,
+        sid: &[u8; at_core::auth::SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        match self {
+            Either::Guarded(g) => g.seal_server_frame(sid, now, out, len),
+            Either::Open(_) => None,
         }
     }
 }
@@ -346,6 +480,12 @@ where
 {
     let started = Instant::now();
     let millis = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let board = Arc::new(Mutex::new(Board {
+        table: Subscriptions::new(&TOPICS),
+        second: None,
+        calls: None,
+    }));
+    let calls = Arc::new(AtomicU32::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Running {
         tcp_addr: None,
@@ -357,7 +497,8 @@ where
         let mut stack = DesktopStack::default();
         let server = DesktopTcpServer::bind(&mut stack, requested.port()).map_err(|e| e.0)?;
         running.tcp_addr = Some(display_addr(requested, tcp_local_addr(&server)?));
-        let (stop, guard) = (stop.clone(), guard.clone());
+        let (stop, guard, board) = (stop.clone(), guard.clone(), board.clone());
+        let calls = calls.clone();
         running
             .threads
             .push(
@@ -366,8 +507,21 @@ where
                     .spawn(move || {
                         let mut server = server.with_timeouts(TIMEOUTS);
                         let mut responder = responder(&guard);
+                        let counting = Counting {
+                            functions,
+                            calls: calls.clone(),
+                        };
                         poll_until_stopped(&stop, || {
-                            server.poll_with(&mut stack, functions, &mut responder, millis())
+                            let now = millis();
+                            let mut topics = SharedTopics(&board);
+                            topics.lock().publish(now, calls.load(Ordering::Relaxed));
+                            server.poll_topics(
+                                &mut stack,
+                                &counting,
+                                &mut responder,
+                                &mut topics,
+                                now,
+                            )
                         });
                         server.close(&mut stack);
                     })?,
@@ -386,8 +540,21 @@ where
                     .spawn(move || {
                         let mut server = server;
                         let mut responder = responder(&guard);
+                        let counting = Counting {
+                            functions,
+                            calls: calls.clone(),
+                        };
                         poll_until_stopped(&stop, || {
-                            server.poll_with(&mut stack, functions, &mut responder, millis())
+                            let now = millis();
+                            let mut topics = SharedTopics(&board);
+                            topics.lock().publish(now, calls.load(Ordering::Relaxed));
+                            server.poll_topics(
+                                &mut stack,
+                                &counting,
+                                &mut responder,
+                                &mut topics,
+                                now,
+                            )
                         });
                         server.close(&mut stack);
                     })?,

@@ -91,14 +91,55 @@ pub const SERVER: &str = concat!("at-embedded-example ", env!("CARGO_PKG_VERSION
 pub const DEFAULT_NAME: &str = "at-device";
 
 /// What `rpc.info` says of a server named `name` taking bodies up to
-/// `max_body` bytes.
-pub(crate) const fn server_info(name: &'static str, max_body: u32) -> at_core::ServerInfo<'static> {
+/// `max_body` bytes: it runs notifications and honours `deadline_ms`
+/// (contract 10.2, 10.4), and with topics (`events`) offers subscriptions.
+pub(crate) const fn server_info(
+    name: &'static str,
+    max_body: u32,
+    events: bool,
+) -> at_core::ServerInfo<'static> {
+    use at_core::rpc::Ext;
+    let ext = Ext::NOTIFY.with(Ext::DEADLINE);
     at_core::ServerInfo {
         server: SERVER,
         name,
         auth_required: false,
         max_body,
-        ext: at_core::rpc::Ext::NONE,
+        ext: if events { ext.with(Ext::EVENTS) } else { ext },
+    }
+}
+
+/// A shorter borrow of a server's topics, for one call (`as_deref_mut`
+/// cannot shorten the trait object's own lifetime).
+pub(crate) fn topics<'a>(
+    topics: &'a mut Option<&mut dyn at_core::subscriptions::Topics>,
+) -> Option<&'a mut dyn at_core::subscriptions::Topics> {
+    match topics {
+        Some(t) => Some(&mut **t),
+        None => None,
+    }
+}
+
+/// Finishes the event frame [`Topics::take_due`] wrote into `out`: a plain
+/// one gets the association's next seq from `sent` (never 0), a sealed one
+/// is sealed in its session. Its length, or `None` (the session is gone).
+///
+/// [`Topics::take_due`]: at_core::subscriptions::Topics::take_due
+pub(crate) fn finish_event<R: at_core::auth::Responder>(
+    due: &at_core::subscriptions::Due,
+    sent: &mut u32,
+    responder: &mut R,
+    now: u64,
+    out: &mut [u8],
+) -> Option<usize> {
+    use at_core::subscriptions::{Subscriber, set_seq};
+    match due.who {
+        Subscriber::Plain(_) => {
+            *sent = sent.wrapping_add(1).max(1);
+            set_seq(out, *sent);
+            Some(due.len)
+        }
+        Subscriber::Session(sid) => responder.seal_server_frame(&sid, now, out, due.len),
     }
 }
 

@@ -20,7 +20,9 @@
 //! `RX + TX` bytes and a few words, in the [`StreamServer`] value; `new` is
 //! a `const fn`, so it can live in a `static`.
 
-use at_core::auth::{Open, Origin, Responder};
+use at_core::auth::{Open, Origin, Responder, Transport};
+use at_core::subscriptions::Topics;
+use at_core::{Context, HEADER_LEN as HEADER};
 use at_core::{FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
 use embedded_io::{Read, ReadReady, Write};
 
@@ -100,6 +102,8 @@ pub struct StreamServer<const RX: usize, const TX: usize> {
     /// frame. While set, out-of-step errors are skipped without a reply.
     out_of_step: bool,
     name: &'static str,
+    /// The seq of the last plain event sent.
+    events_sent: u32,
 }
 
 impl<const RX: usize, const TX: usize> Default for StreamServer<RX, TX> {
@@ -125,6 +129,7 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
             tx: [0; TX],
             out_of_step: false,
             name: crate::DEFAULT_NAME,
+            events_sent: 0,
         }
     }
 
@@ -152,7 +157,7 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         IO: Read + Write,
     {
         self.read(io)?;
-        self.answer(functions, &mut Open, 0, io)
+        self.answer(functions, &mut Open, None, 0, io)
     }
 
     /// Like [`serve_once`](Self::serve_once), but reads only if the link
@@ -189,11 +194,75 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         R: Responder,
         IO: Read + ReadReady + Write,
     {
-        if !io.read_ready().map_err(StreamError::Io)? {
-            return Ok(0);
+        self.poll_in(functions, responder, None, now, io)
+    }
+
+    /// [`poll_with`](Self::poll_with) for a server with topics (contract
+    /// 10.3): answers `rpc.subscribe`, `rpc.unsubscribe` and `rpc.topics`
+    /// from `topics` (shared with the board's other servers) and writes the
+    /// events due to the line's subscriptions after the replies.
+    pub fn poll_topics<F, R, IO>(
+        &mut self,
+        functions: &F,
+        responder: &mut R,
+        topics: &mut dyn Topics,
+        now: u64,
+        io: &mut IO,
+    ) -> Result<usize, StreamError<IO::Error>>
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+        IO: Read + ReadReady + Write,
+    {
+        self.poll_in(functions, responder, Some(topics), now, io)
+    }
+
+    fn poll_in<F, R, IO>(
+        &mut self,
+        functions: &F,
+        responder: &mut R,
+        mut topics: Option<&mut dyn Topics>,
+        now: u64,
+        io: &mut IO,
+    ) -> Result<usize, StreamError<IO::Error>>
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+        IO: Read + ReadReady + Write,
+    {
+        let mut work = 0;
+        if io.read_ready().map_err(StreamError::Io)? {
+            self.read(io)?;
+            work += self.answer(functions, responder, crate::topics(&mut topics), now, io)?;
         }
-        self.read(io)?;
-        self.answer(functions, responder, now, io)
+        if let Some(t) = topics {
+            work += self.send_events(responder, t, now, io)?;
+        }
+        Ok(work)
+    }
+
+    /// Writes the events due to subscribers on the line.
+    fn send_events<R: Responder, IO: Write>(
+        &mut self,
+        responder: &mut R,
+        topics: &mut dyn Topics,
+        now: u64,
+        io: &mut IO,
+    ) -> Result<usize, StreamError<IO::Error>> {
+        let mut sent = 0;
+        let serial = |o: &Origin| o.transport == Transport::Serial;
+        while let Some(due) = topics.take_due(now, &serial, &mut self.tx) {
+            let len =
+                crate::finish_event(&due, &mut self.events_sent, responder, now, &mut self.tx);
+            if let Some(len) = len {
+                write_all(io, &self.tx[..len])?;
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            io.flush().map_err(StreamError::Io)?;
+        }
+        Ok(sent)
     }
 
     /// Serves the link until it fails or closes, and says why.
@@ -230,6 +299,7 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         &mut self,
         functions: &F,
         responder: &mut R,
+        mut topics: Option<&mut dyn Topics>,
         now: u64,
         io: &mut IO,
     ) -> Result<usize, StreamError<IO::Error>>
@@ -239,23 +309,23 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
         IO: Write,
     {
         let mut answered = 0;
-        let info = crate::server_info(self.name, self.decoder.max_body());
+        let info = crate::server_info(self.name, self.decoder.max_body(), topics.is_some());
         loop {
             let len = match self.decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     self.out_of_step = false;
-                    match responder.respond(
-                        functions,
-                        &info,
-                        &frame,
-                        &Origin::SERIAL,
+                    let mut context = Context {
+                        origin: Origin::SERIAL,
                         now,
-                        &mut self.tx,
-                    ) {
+                        waited_ms: 0,
+                        frame_len: frame.body.len() + HEADER,
+                        topics: crate::topics(&mut topics),
+                    };
+                    match responder.respond(functions, &info, &frame, &mut context, &mut self.tx) {
                         Some(n) => n,
                         None => {
-                            log_debug!("stream: ignoring a reply frame (seq {})", frame.seq());
+                            log_debug!("stream: nothing to answer (seq {})", frame.seq());
                             continue;
                         }
                     }
@@ -264,7 +334,8 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
                     let skip = self.out_of_step;
                     self.out_of_step = true;
                     // Answer from the header before resync moves past it.
-                    let reply = if skip {
+                    let notify = crate::tcp::notification(&e, self.decoder.last_flags());
+                    let reply = if skip || notify {
                         None
                     } else {
                         log_warn!(
@@ -284,6 +355,9 @@ impl<const RX: usize, const TX: usize> StreamServer<RX, TX> {
                 Err(e) => {
                     self.out_of_step = false;
                     log_warn!("stream: bad frame (seq {}): {}", e.seq(), e.code().as_str());
+                    if crate::tcp::notification(&e, self.decoder.last_flags()) {
+                        continue;
+                    }
                     match at_core::respond_to_error(&e, &mut self.tx) {
                         Some(n) => n,
                         None => continue,

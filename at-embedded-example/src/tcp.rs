@@ -44,7 +44,8 @@
 //! a device.
 
 use at_core::auth::{Open, Origin, Responder, Transport};
-use at_core::{ErrorCode, FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
+use at_core::subscriptions::{Subscriber, Topics};
+use at_core::{Context, ErrorCode, FrameDecoder, Functions, HEADER_LEN, MIN_REPLY_BUFFER};
 use embedded_nal::{TcpClientStack, TcpFullStack, nb};
 
 use crate::logging::{log_debug, log_info, log_warn};
@@ -88,6 +89,8 @@ struct Slot<T, const RX: usize, const TX: usize> {
     last_progress: u64,
     /// When (ms) the partial frame now buffered began.
     frame_started: Option<u64>,
+    /// The seq of the last event sent on this connection (plain ones).
+    events_sent: u32,
 }
 
 impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
@@ -101,6 +104,7 @@ impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
         closing: None,
         last_progress: 0,
         frame_started: None,
+        events_sent: 0,
     };
 
     fn reset(&mut self, now: u64) {
@@ -110,6 +114,7 @@ impl<T, const RX: usize, const TX: usize> Slot<T, RX, TX> {
         self.closing = None;
         self.last_progress = now;
         self.frame_started = None;
+        self.events_sent = 0;
     }
 
     /// Whether the connection has gone without progress past a limit.
@@ -263,15 +268,82 @@ impl<S: TcpFullStack, const CLIENTS: usize, const RX: usize, const TX: usize>
         F: Functions + ?Sized,
         R: Responder,
     {
+        self.poll_in(stack, functions, responder, None, now)
+    }
+
+    /// [`poll_with`](Self::poll_with) for a server with topics (contract
+    /// 10.3): answers `rpc.subscribe`, `rpc.unsubscribe` and `rpc.topics`
+    /// from `topics` (share one table between the board's servers), and
+    /// sends each connection the events due to it, one at a time, only
+    /// while no reply is waiting to go: a reply is never queued behind more
+    /// than the one event being sent. A connection's plain subscriptions
+    /// end with it; sealed ones go to where their session's latest
+    /// verified subscribe came from, and are lost while that is closed.
+    pub fn poll_topics<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        topics: &mut dyn Topics,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
+        self.poll_in(stack, functions, responder, Some(topics), now)
+    }
+
+    fn poll_in<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        mut topics: Option<&mut dyn Topics>,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
         let mut work = self.accept_all(stack, now);
-        let info = crate::server_info(self.name, self.max_body());
+        let info = crate::server_info(self.name, self.max_body(), topics.is_some());
         for slot in &mut self.slots {
-            work += service(slot, stack, functions, &info, responder, now);
+            work += service(
+                slot,
+                stack,
+                functions,
+                &info,
+                responder,
+                crate::topics(&mut topics),
+                now,
+            );
             if slot.socket.is_some()
                 && let Some(reason) = slot.timed_out(self.timeouts, now)
             {
-                work += close(slot, stack, reason);
+                work += close(slot, stack, reason, crate::topics(&mut topics));
             }
+            if let Some(t) = crate::topics(&mut topics) {
+                work += send_event(slot, stack, responder, t, now);
+            }
+        }
+        if let Some(t) = topics {
+            // Events towards connections that are gone: taken (lost, in
+            // their n) so that leases still run out.
+            let live = |o: &Origin| {
+                self.slots
+                    .iter()
+                    .any(|s| s.socket.is_some() && s.origin == *o)
+            };
+            let mut scratch = [0u8; MIN_REPLY_BUFFER];
+            while t
+                .take_due(
+                    now,
+                    &|o| o.transport == Transport::Stream && !live(o),
+                    &mut scratch,
+                )
+                .is_some()
+            {}
         }
         work
     }
@@ -353,6 +425,7 @@ fn service<S, F, R, const RX: usize, const TX: usize>(
     functions: &F,
     info: &at_core::ServerInfo<'_>,
     responder: &mut R,
+    mut topics: Option<&mut dyn Topics>,
     now: u64,
 ) -> usize
 where
@@ -365,7 +438,7 @@ where
     }
     if let Some(polls) = &mut slot.closing {
         if *polls == 0 {
-            return close(slot, stack, End::CloseTimeout);
+            return close(slot, stack, End::CloseTimeout, topics);
         }
         *polls -= 1;
     }
@@ -379,6 +452,7 @@ where
         closing,
         last_progress,
         frame_started,
+        events_sent: _,
     } = slot;
     let Some(sock) = socket.as_mut() else {
         return 0;
@@ -416,16 +490,25 @@ where
             Ok(Some(frame)) => {
                 frames += 1;
                 work += 1;
-                match responder.respond(functions, info, &frame, origin, now, tx) {
+                let mut context = Context {
+                    origin: *origin,
+                    now,
+                    waited_ms: 0,
+                    frame_len: frame.body.len() + HEADER_LEN,
+                    topics: crate::topics(&mut topics),
+                };
+                match responder.respond(functions, info, &frame, &mut context, tx) {
                     Some(n) => *len = n,
-                    None => log_debug!("tcp: ignoring a reply frame (seq {})", frame.seq()),
+                    None => log_debug!("tcp: nothing to answer (seq {})", frame.seq()),
                 }
             }
             Err(e) => {
                 frames += 1;
                 work += 1;
                 log_warn!("tcp: bad frame (seq {}): {}", e.seq(), e.code().as_str());
-                if let Some(n) = at_core::respond_to_error(&e, tx) {
+                if !notification(&e, decoder.last_flags())
+                    && let Some(n) = at_core::respond_to_error(&e, tx)
+                {
                     *len = n;
                 }
                 if e.loses_sync() {
@@ -464,8 +547,64 @@ where
         _ => Some(now),
     };
     match end {
-        Some(reason) => work + close(slot, stack, reason),
+        Some(reason) => work + close(slot, stack, reason, topics),
         None => work,
+    }
+}
+
+/// Whether a bad frame was a notification (its header read, with the
+/// NOTIFY bit): never answered, whatever happens (contract 10.2); one that
+/// puts the stream out of step still closes it.
+pub(crate) fn notification(e: &at_core::FrameError, flags: u16) -> bool {
+    let magic = matches!(
+        e,
+        at_core::FrameError::Header {
+            error: at_core::HeaderError::BadMagic { .. },
+            ..
+        }
+    );
+    !magic && flags & at_core::FLAG_NOTIFY != 0
+}
+
+/// Sends the connection the next event due to it, if nothing else is
+/// waiting to go: the event becomes the slot's pending frame.
+fn send_event<S, R, const RX: usize, const TX: usize>(
+    slot: &mut Slot<S::TcpSocket, RX, TX>,
+    stack: &mut S,
+    responder: &mut R,
+    topics: &mut dyn Topics,
+    now: u64,
+) -> usize
+where
+    S: TcpFullStack,
+    R: Responder,
+{
+    if slot.socket.is_none() || slot.closing.is_some() || slot.sent < slot.len {
+        return 0;
+    }
+    let origin = slot.origin;
+    let Some(due) = topics.take_due(now, &|o| *o == origin, &mut slot.tx) else {
+        return 0;
+    };
+    let len = crate::finish_event(&due, &mut slot.events_sent, responder, now, &mut slot.tx);
+    let Some(len) = len else { return 0 };
+    slot.sent = 0;
+    slot.len = len;
+    let Some(sock) = slot.socket.as_mut() else {
+        return 0;
+    };
+    match stack.send(sock, &slot.tx[..len]) {
+        Ok(n) => {
+            slot.sent = n;
+            if n == len {
+                slot.sent = 0;
+                slot.len = 0;
+            }
+            slot.last_progress = now;
+            1
+        }
+        // Left pending: the next poll sends it before anything else.
+        Err(_) => 0,
     }
 }
 
@@ -473,10 +612,14 @@ fn close<S: TcpFullStack, const RX: usize, const TX: usize>(
     slot: &mut Slot<S::TcpSocket, RX, TX>,
     stack: &mut S,
     reason: End,
+    topics: Option<&mut dyn Topics>,
 ) -> usize {
     let Some(mut socket) = slot.socket.take() else {
         return 0;
     };
+    if let Some(t) = topics {
+        t.drop_subscriber(Subscriber::Plain(slot.origin));
+    }
     match reason {
         End::PeerClosed => log_debug!("tcp: connection closed: {}", reason.as_str()),
         _ => log_info!("tcp: closing a connection: {}", reason.as_str()),

@@ -24,8 +24,10 @@
 //! value.
 
 use at_core::auth::{Open, Origin, Responder, Transport};
+use at_core::subscriptions::Topics;
 use at_core::{
-    Frame, FrameError, Functions, HEADER_LEN, Header, HeaderError, Kind, MAGIC, MIN_REPLY_BUFFER,
+    Context, Frame, FrameError, Functions, HEADER_LEN, Header, HeaderError, Kind, MAGIC,
+    MIN_REPLY_BUFFER,
 };
 use core::net::SocketAddr;
 use embedded_nal::{UdpClientStack, UdpFullStack, nb};
@@ -35,6 +37,13 @@ use crate::logging::{log_debug, log_info, log_warn};
 
 /// The most datagrams one poll reads.
 pub const DATAGRAMS_PER_POLL: usize = 8;
+
+/// How many plain notifications the server remembers, so that a repeated
+/// one runs at most once (contract 10.2, 10.8 rule 7).
+pub const NOTIFY_MEMORY: usize = 8;
+
+/// The most events one poll sends.
+pub const EVENTS_PER_POLL: usize = 8;
 
 /// A UDP server with an `RX`-byte datagram buffer (bodies up to `RX - 17`
 /// bytes: one byte is kept to notice truncated datagrams), and a cache of
@@ -47,6 +56,12 @@ pub struct UdpServer<S: UdpFullStack, const RX: usize, const TX: usize, const CA
     err: [u8; MIN_REPLY_BUFFER],
     cache: ReplyCache<TX, CACHE>,
     name: &'static str,
+    /// Plain notifications run lately, by (address, seq, length, CRC),
+    /// oldest replaced first.
+    notified: [Option<(SocketAddr, u32, u32, u32)>; NOTIFY_MEMORY],
+    next_notified: usize,
+    /// The seq of the last plain event sent (one counter for every address).
+    events_sent: u32,
 }
 
 impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
@@ -81,7 +96,19 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
             err: [0; MIN_REPLY_BUFFER],
             cache: ReplyCache::new(),
             name: crate::DEFAULT_NAME,
+            notified: [None; NOTIFY_MEMORY],
+            next_notified: 0,
+            events_sent: 0,
         }
+    }
+
+    /// The same server, numbering its plain events from `start + 1`. A
+    /// board whose port outlives a restart starts at a random value (its
+    /// TRNG's, or a seed), so that no subscriber takes a new event for a
+    /// repeat of an old one (contract 10.8 rule 3).
+    pub fn with_event_seq(mut self, start: u32) -> Self {
+        self.events_sent = start;
+        self
     }
 
     /// The same server, reporting `name` in `rpc.info`.
@@ -130,7 +157,45 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
         F: Functions + ?Sized,
         R: Responder,
     {
+        self.poll_in(stack, functions, responder, None, now)
+    }
+
+    /// [`poll_with`](Self::poll_with) for a server with topics (contract
+    /// 10.3): answers `rpc.subscribe`, `rpc.unsubscribe` and `rpc.topics`
+    /// from `topics` (share one table between the board's servers), then
+    /// sends up to [`EVENTS_PER_POLL`] events due to UDP subscribers. A
+    /// plain subscription carries [`at_core::subscriptions::UDP_CREDIT`]
+    /// events per subscribe, and what goes to an address is bounded by its
+    /// subscribe datagram's size (see [`at_core::subscriptions`]).
+    pub fn poll_topics<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        topics: &mut dyn Topics,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
+        self.poll_in(stack, functions, responder, Some(topics), now)
+    }
+
+    fn poll_in<F, R>(
+        &mut self,
+        stack: &mut S,
+        functions: &F,
+        responder: &mut R,
+        mut topics: Option<&mut dyn Topics>,
+        now: u64,
+    ) -> usize
+    where
+        F: Functions + ?Sized,
+        R: Responder,
+    {
         let max_body = self.max_body();
+        let info = crate::server_info(self.name, max_body, topics.is_some());
         let mut work = 0;
         for _ in 0..DATAGRAMS_PER_POLL {
             let (n, peer) = match stack.receive(&mut self.socket, &mut self.rx) {
@@ -161,6 +226,11 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                     let _ = e;
                     continue;
                 }
+                Err(e) if is_notify(bytes) => {
+                    // A notification is never answered, whatever happens.
+                    log_debug!("udp: dropped a bad notification: {}", e.code().as_str());
+                    continue;
+                }
                 Err(e) => {
                     log_warn!(
                         "udp: bad frame from port {} (seq {}): {}",
@@ -173,7 +243,7 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                     }
                     continue;
                 }
-                Ok(frame) if frame.kind != Kind::Request => {
+                Ok(frame) if frame.kind.is_reply() => {
                     log_debug!("udp: ignoring a reply frame (seq {})", frame.seq());
                     continue;
                 }
@@ -181,15 +251,34 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
             };
             let seq = frame.seq();
             let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+            let mut context = Context {
+                origin: Origin::from(Transport::Datagram, peer),
+                now,
+                waited_ms: 0,
+                frame_len: n,
+                topics: crate::topics(&mut topics),
+            };
+            if frame.kind == Kind::Notify {
+                let key = (peer, seq, frame.header.length, frame.header.crc);
+                if plain && self.notified.contains(&Some(key)) {
+                    log_debug!("udp: notification seq {} again: not run again", seq);
+                    continue;
+                }
+                if plain {
+                    self.notified[self.next_notified] = Some(key);
+                    self.next_notified = (self.next_notified + 1) % NOTIFY_MEMORY;
+                }
+                // Its discarded reply is written where error replies go.
+                let _ = responder.respond(functions, &info, &frame, &mut context, &mut self.err);
+                continue;
+            }
             if plain && let Some(reply) = self.cache.get(peer, seq) {
                 log_debug!("udp: seq {} again: sending the remembered reply", seq);
                 send(stack, &mut self.socket, peer, reply);
                 continue;
             }
-            let info = crate::server_info(self.name, max_body);
-            let origin = Origin::from(Transport::Datagram, peer);
             let slot = self.cache.slot();
-            if let Some(len) = responder.respond(functions, &info, &frame, &origin, now, slot) {
+            if let Some(len) = responder.respond(functions, &info, &frame, &mut context, slot) {
                 if plain {
                     let reply = self.cache.commit(peer, seq, len);
                     send(stack, &mut self.socket, peer, reply);
@@ -199,13 +288,49 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                 }
             }
         }
+        if let Some(t) = topics {
+            work += self.send_events(stack, responder, t, now);
+        }
         work
+    }
+
+    /// Sends the events due to UDP subscribers (the datagram buffer is
+    /// free by now and holds each in turn).
+    fn send_events<R: Responder>(
+        &mut self,
+        stack: &mut S,
+        responder: &mut R,
+        topics: &mut dyn Topics,
+        now: u64,
+    ) -> usize {
+        let mut sent = 0;
+        let datagram = |o: &Origin| o.transport == Transport::Datagram;
+        for _ in 0..EVENTS_PER_POLL {
+            let Some(due) = topics.take_due(now, &datagram, &mut self.rx) else {
+                break;
+            };
+            let len =
+                crate::finish_event(&due, &mut self.events_sent, responder, now, &mut self.rx);
+            if let (Some(len), Some(peer)) = (len, due.to.peer) {
+                send(stack, &mut self.socket, peer, &self.rx[..len]);
+                sent += 1;
+            }
+        }
+        sent
     }
 
     /// Closes the socket.
     pub fn close(self, stack: &mut S) {
         let _ = stack.close(self.socket);
     }
+}
+
+/// Whether a datagram's header (right magic or not) has the NOTIFY bit: a
+/// bad notification is dropped, never answered (contract 10.2).
+fn is_notify(bytes: &[u8]) -> bool {
+    bytes
+        .get(2..4)
+        .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & at_core::FLAG_NOTIFY != 0)
 }
 
 /// What to make of a datagram that filled the whole buffer (and so may have

@@ -1188,7 +1188,13 @@ pub fn check_auth(data: &[u8]) {
     );
     let frame = Frame::parse(&hello[..n], 1024).expect("a good hello");
     let len = guard
-        .respond(&MARK, &info, &frame, &tcp, now, &mut out)
+        .respond(
+            &MARK,
+            &info,
+            &frame,
+            &mut at_core::Context::new(tcp, now),
+            &mut out,
+        )
         .expect("a hello reply");
     let reply = Frame::parse(&out[..len], u32::MAX).expect("a hello reply frame");
     let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
@@ -1213,8 +1219,13 @@ pub fn check_auth(data: &[u8]) {
         };
         let authenticated = frame.header.flags & at_core::FLAG_AUTH != 0;
         let mut out = [0u8; 256];
-        if let Some(n) = guard.respond(&MARK, &info, &frame, from, now, &mut out)
-            && authenticated
+        if let Some(n) = guard.respond(
+            &MARK,
+            &info,
+            &frame,
+            &mut at_core::Context::new(*from, now),
+            &mut out,
+        ) && authenticated
             && frame.kind == Kind::Request
         {
             let reply = Frame::parse(&out[..n], u32::MAX).expect("replies are frames");

@@ -135,7 +135,13 @@ fn an_authenticated_call_allocates_nothing() {
     let count = allocations_in(|| {
         let frame = at_core::Frame::parse(&hello[..n], 240).unwrap();
         let len = guard
-            .respond(&FUNCTIONS, &info, &frame, &origin, 0, &mut out)
+            .respond(
+                &FUNCTIONS,
+                &info,
+                &frame,
+                &mut at_core::Context::new(origin, 0),
+                &mut out,
+            )
             .unwrap();
         let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
         let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
@@ -162,7 +168,13 @@ fn an_authenticated_call_allocates_nothing() {
             // The second time, a replay: the remembered reply.
             let frame = at_core::Frame::parse(&request[..m], 240).unwrap();
             let len = guard
-                .respond(&FUNCTIONS, &info, &frame, &origin, 1, &mut out)
+                .respond(
+                    &FUNCTIONS,
+                    &info,
+                    &frame,
+                    &mut at_core::Context::new(origin, 1),
+                    &mut out,
+                )
                 .unwrap();
             let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
             let body = session.open_reply(&reply).unwrap();
@@ -171,4 +183,92 @@ fn an_authenticated_call_allocates_nothing() {
     });
     assert!(ok, "the authenticated call was answered");
     assert_eq!(count, 0, "authentication allocated {count} times");
+}
+
+/// Contract section 10 on a device (the issue's claim): a sealed
+/// subscribe through the Guard with the subscription table, the sealed
+/// event it makes, and a sealed notification that runs, all without one
+/// allocation.
+#[test]
+fn a_subscription_a_sealed_event_and_a_notification_allocate_nothing() {
+    use at_core::auth::{
+        ClientSession, CounterNonces, FixedReplies, Guard, Key, Origin, Responder, Transport,
+    };
+    use at_core::subscriptions::{Subscriptions, Topic, Topics};
+    static KEYS: [Key<'static>; 1] = [Key {
+        kid: "demo",
+        secret: [7; 32],
+    }];
+    static TOPICS: [Topic; 1] = [Topic::state("temp", "deg C")];
+    let mut guard: Guard<&[Key<'static>], CounterNonces, FixedReplies<4, 256>, 4> =
+        Guard::new(&KEYS[..], FixedReplies::new(), CounterNonces::new(1));
+    let mut table = Subscriptions::<4, 1>::new(&TOPICS);
+    let info = at_core::ServerInfo {
+        server: "t",
+        name: "t",
+        auth_required: true,
+        max_body: 240,
+        ext: at_core::rpc::Ext::NOTIFY.with(at_core::rpc::Ext::EVENTS),
+    };
+    let origin = Origin::from(Transport::Stream, "192.0.2.1:5000".parse().unwrap());
+    let hello_body =
+        br#"{"func": "rpc.hello", "args": ["demo", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"]}"#;
+    let mut hello = [0u8; 128];
+    let n = at_core::encode_frame(Kind::Request, 1, hello_body, &mut hello).unwrap();
+    let nc: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    let (mut out, mut wire) = ([0u8; 256], [0u8; 256]);
+    let mut checks = [false; 3];
+    let count = allocations_in(|| {
+        let frame = at_core::Frame::parse(&hello[..n], 240).unwrap();
+        let mut context = at_core::Context::new(origin, 0);
+        let len = guard
+            .respond(&FUNCTIONS, &info, &frame, &mut context, &mut out)
+            .unwrap();
+        let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
+        let Ok(Reply::Success(Value::Raw(raw))) = Reply::parse(reply.body) else {
+            return;
+        };
+        let text = raw.as_str();
+        let member = |name: &str| {
+            let start = text.find(name).unwrap() + name.len() + 4;
+            &text[start..start + text[start..].find('"').unwrap()]
+        };
+        let (sid, nonce, proof) = (member("session"), member("nonce"), member("proof"));
+        let session = ClientSession::from_hello(&KEYS[0], &nc, sid, nonce, proof).unwrap();
+        table.publish("temp", Value::Float(21.5)).unwrap();
+        // The sealed subscribe.
+        let body = br#"{"func": "rpc.subscribe", "args": ["temp", 60, 0]}"#;
+        let m = session.seal_request(2, body, &mut wire).unwrap();
+        let frame = at_core::Frame::parse(&wire[..m], 240).unwrap();
+        let mut context = at_core::Context {
+            topics: Some(&mut table),
+            ..at_core::Context::new(origin, 1)
+        };
+        let len = guard
+            .respond(&FUNCTIONS, &info, &frame, &mut context, &mut out)
+            .unwrap();
+        let reply = at_core::Frame::parse(&out[..len], 240).unwrap();
+        checks[0] = session.open_reply(&reply).is_ok();
+        // The state, as event 1, sealed in the session.
+        let due = table.take_due(1, &|o| *o == origin, &mut out).unwrap();
+        let len =
+            Responder::seal_server_frame(&mut guard, &session.sid(), 1, &mut out, due.len).unwrap();
+        let event = at_core::Frame::parse(&out[..len], 240).unwrap();
+        checks[1] = session
+            .open_reply(&event)
+            .is_ok_and(|b| b == br#"{"topic": "temp", "n": 1, "value": 21.5}"#);
+        // A sealed notification: runs, answers nothing.
+        let body = br#"{"func": "scale", "args": [1.5, 4]}"#;
+        let m = session.seal(Kind::Notify, 3, body, &mut wire).unwrap();
+        let frame = at_core::Frame::parse(&wire[..m], 240).unwrap();
+        let mut context = at_core::Context::new(origin, 2);
+        checks[2] = guard
+            .respond(&FUNCTIONS, &info, &frame, &mut context, &mut out)
+            .is_none();
+    });
+    assert_eq!(
+        checks, [true; 3],
+        "subscribe answered, event verified, notification unanswered"
+    );
+    assert_eq!(count, 0, "section 10 allocated {count} times");
 }

@@ -23,7 +23,8 @@ use crate::header::{FLAG_AUTH, HEADER_LEN, Header, Kind};
 use crate::json::Writer;
 use crate::reply::write_error_frame;
 use crate::rpc::ServerInfo;
-use crate::service::respond_body;
+use crate::service::{Context, respond_body_in, run_notification};
+use crate::subscriptions::Subscriber;
 use crate::value::{JsonStr, Value};
 
 /// What to do with a request, after [`Guard::admit`].
@@ -99,43 +100,92 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
         !self.keys.is_empty()
     }
 
-    /// The whole path for one request frame on a single-threaded server:
-    /// [`admit`](Self::admit), [`crate::respond_body`], [`seal`](Self::seal).
-    /// `None`: send nothing.
-    #[allow(clippy::too_many_arguments)]
+    /// The whole path for one frame on a single-threaded server:
+    /// [`admit`](Self::admit), [`crate::respond_body_in`],
+    /// [`seal`](Self::seal). A NOTIFY call that passes runs and gets no
+    /// reply (contract 10.2, 10.6); `out` is its scratch. `None`: send
+    /// nothing.
     pub fn respond<F: Functions + ?Sized>(
         &mut self,
         functions: &F,
         info: &ServerInfo<'_>,
         frame: &Frame<'_>,
-        origin: &Origin,
-        now: u64,
+        context: &mut Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
-        // Requests only: a sealed NOTIFY would be admitted, but this path
-        // answers what it runs.
-        if frame.kind != Kind::Request {
-            return None;
-        }
         let info = ServerInfo {
             auth_required: self.required(),
             ..*info
         };
-        match self.admit(frame, origin, now, out) {
-            Admission::Reply(n) => Some(n),
-            Admission::Drop => None,
-            Admission::Call { body, seal: None } => {
-                respond_body(functions, &info, frame.seq(), body, out)
+        let notify = frame.kind == Kind::Notify;
+        if notify && frame.header.flags & FLAG_AUTH == 0 {
+            // A plain notification: run only where nothing is required.
+            if !self.required() {
+                let who = Subscriber::Plain(context.origin);
+                run_notification(functions, &info, frame.seq(), frame.body, who, context, out);
             }
-            Admission::Call {
-                body,
-                seal: Some(seal),
-            } => {
-                let room = out.len().checked_sub(TRAILER_LEN)?;
-                let n = respond_body(functions, &info, seal.seq, body, &mut out[..room])?;
-                self.seal(&seal, origin, now, out, n)
+            return None;
+        }
+        let (origin, now) = (context.origin, context.now);
+        match self.admit(frame, &origin, now, out) {
+            Admission::Reply(n) => (!notify).then_some(n),
+            Admission::Drop => None,
+            Admission::Call { body, seal } => {
+                let who = match &seal {
+                    Some(seal) => Subscriber::Session(seal.sid),
+                    None => Subscriber::Plain(origin),
+                };
+                if notify {
+                    run_notification(functions, &info, frame.seq(), body, who, context, out);
+                    return None;
+                }
+                match seal {
+                    None => respond_body_in(functions, &info, frame.seq(), body, who, context, out),
+                    Some(seal) => {
+                        let room = out.len().checked_sub(TRAILER_LEN)?;
+                        let n = respond_body_in(
+                            functions,
+                            &info,
+                            seal.seq,
+                            body,
+                            who,
+                            context,
+                            &mut out[..room],
+                        )?;
+                        self.seal(&seal, &origin, now, out, n)
+                    }
+                }
             }
         }
+    }
+
+    /// Seals a frame the server sends of its own in session `sid` (an
+    /// event): the plain frame in `out[..len]` gets the session's next seq
+    /// (from 1), the AUTH flag, the session id and a tag under `K_rep`
+    /// (contract 10.6). `out` needs [`TRAILER_LEN`] bytes of room after it.
+    /// `None` when the session is gone (its subscriptions end with it) or
+    /// its counter is spent.
+    pub fn seal_server_frame(
+        &mut self,
+        sid: &[u8; SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        let session = self.sessions.find(sid, now)?;
+        let seq = session.sent.checked_add(1)?;
+        session.sent = seq;
+        let reply_key = session.keys.reply;
+        let body_len = len.checked_sub(HEADER_LEN)?;
+        let head_bytes: [u8; HEADER_LEN] = out.get(..HEADER_LEN)?.try_into().ok()?;
+        let plain = Header::from_bytes(&head_bytes);
+        let header = Header {
+            flags: plain.flags | FLAG_AUTH,
+            seq,
+            length: u32::try_from(body_len + TRAILER_LEN).ok()?,
+            ..plain
+        };
+        write_trailer(header, sid, &reply_key, out, len)
     }
 
     /// The checks of section 9 for one request frame, or a sealed NOTIFY
@@ -286,22 +336,14 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
         len: usize,
     ) -> Option<usize> {
         let body_len = len.checked_sub(HEADER_LEN)?;
-        let total = len + TRAILER_LEN;
         let head_bytes: [u8; HEADER_LEN] = out.get(..HEADER_LEN)?.try_into().ok()?;
         let plain = Header::from_bytes(&head_bytes);
-        let mut header = Header {
+        let header = Header {
             flags: plain.flags | FLAG_AUTH,
             length: u32::try_from(body_len + TRAILER_LEN).ok()?,
             ..plain
         };
-        out.get_mut(len..len + SID_LEN)?.copy_from_slice(&seal.sid);
-        let head = header.to_bytes();
-        let mut h = [0u8; 12];
-        h.copy_from_slice(&head[..12]);
-        let tag = crypto::tag(&seal.reply_key, &h, &out[HEADER_LEN..len], &seal.sid);
-        out.get_mut(len + SID_LEN..total)?.copy_from_slice(&tag);
-        header.crc = crate::crc::checksum(&out[HEADER_LEN..total]);
-        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        let total = write_trailer(header, &seal.sid, &seal.reply_key, out, len)?;
         self.replies
             .remember(&seal.sid, seal.seq, origin, &out[..total], now);
         Some(total)
@@ -370,6 +412,7 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
                 window: ReplayWindow::new(),
                 last: now,
                 used: false,
+                sent: 0,
             },
         );
         match write_hello_reply(seq, &sid, &ns, &proof, out) {
@@ -377,6 +420,28 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const SESSIONS: usize> Guard<K,
             Err(_) => Admission::Drop,
         }
     }
+}
+
+/// Appends the session id and the tag under `key` to the frame in
+/// `out[..len]`, whose header becomes `header` (AUTH set, length with the
+/// trailer) with the CRC over all; the sealed frame's length.
+fn write_trailer(
+    mut header: Header,
+    sid: &[u8; SID_LEN],
+    key: &[u8; 32],
+    out: &mut [u8],
+    len: usize,
+) -> Option<usize> {
+    let total = len + TRAILER_LEN;
+    out.get_mut(len..len + SID_LEN)?.copy_from_slice(sid);
+    let head = header.to_bytes();
+    let mut h = [0u8; 12];
+    h.copy_from_slice(&head[..12]);
+    let tag = crypto::tag(key, &h, out.get(HEADER_LEN..len)?, sid);
+    out.get_mut(len + SID_LEN..total)?.copy_from_slice(&tag);
+    header.crc = crate::crc::checksum(&out[HEADER_LEN..total]);
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Some(total)
 }
 
 /// `unauthorized` (never authenticated).
@@ -412,25 +477,37 @@ fn write_hello_reply(
     })
 }
 
-/// What a server answers a request frame with: [`Open`] (no
-/// authentication) or a [`Guard`]. Device servers take one, so the same
-/// server code runs with or without keys.
+/// What a server answers a frame with: [`Open`] (no authentication) or a
+/// [`Guard`]. Device servers take one, so the same server code runs with
+/// or without keys.
 pub trait Responder {
-    /// Answers one request frame into `out` (`None`: send nothing).
-    #[allow(clippy::too_many_arguments)]
+    /// Answers one frame into `out` (`None`: send nothing: a reply frame, a
+    /// notification, a dropped frame).
     fn respond<F: Functions + ?Sized>(
         &mut self,
         functions: &F,
         info: &ServerInfo<'_>,
         frame: &Frame<'_>,
-        origin: &Origin,
-        now: u64,
+        context: &mut Context<'_>,
         out: &mut [u8],
     ) -> Option<usize>;
+
+    /// Seals a frame the server sends of its own in session `sid` (see
+    /// [`Guard::seal_server_frame`]); `None` without sessions.
+    fn seal_server_frame(
+        &mut self,
+        sid: &[u8; SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        let _ = (sid, now, out, len);
+        None
+    }
 }
 
 /// No authentication: the plain request -> reply path
-/// ([`crate::respond_as`]).
+/// ([`crate::respond_in`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Open;
 
@@ -440,11 +517,10 @@ impl Responder for Open {
         functions: &F,
         info: &ServerInfo<'_>,
         frame: &Frame<'_>,
-        _origin: &Origin,
-        _now: u64,
+        context: &mut Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
-        crate::respond_as(functions, info, frame, out)
+        crate::respond_in(functions, info, frame, context, out)
     }
 }
 
@@ -454,11 +530,20 @@ impl<K: KeyTable, R: NonceSource, S: ReplyStore, const N: usize> Responder for G
         functions: &F,
         info: &ServerInfo<'_>,
         frame: &Frame<'_>,
-        origin: &Origin,
-        now: u64,
+        context: &mut Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
-        Guard::respond(self, functions, info, frame, origin, now, out)
+        Guard::respond(self, functions, info, frame, context, out)
+    }
+
+    fn seal_server_frame(
+        &mut self,
+        sid: &[u8; SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        Guard::seal_server_frame(self, sid, now, out, len)
     }
 }
 
@@ -468,10 +553,19 @@ impl<T: Responder + ?Sized> Responder for &mut T {
         functions: &F,
         info: &ServerInfo<'_>,
         frame: &Frame<'_>,
-        origin: &Origin,
-        now: u64,
+        context: &mut Context<'_>,
         out: &mut [u8],
     ) -> Option<usize> {
-        (**self).respond(functions, info, frame, origin, now, out)
+        (**self).respond(functions, info, frame, context, out)
+    }
+
+    fn seal_server_frame(
+        &mut self,
+        sid: &[u8; SID_LEN],
+        now: u64,
+        out: &mut [u8],
+        len: usize,
+    ) -> Option<usize> {
+        (**self).seal_server_frame(sid, now, out, len)
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct Session {
     pub(crate) last: u64,
     /// Whether a verified request came in it.
     pub(crate) used: bool,
+    /// The seq of the last frame the server sent of its own in this
+    /// session (events; contract 10.6: the server's counter starts at 1).
+    pub(crate) sent: u32,
 }
 
 /// Up to `N` sessions.

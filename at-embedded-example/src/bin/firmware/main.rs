@@ -70,7 +70,7 @@ mod device {
         loop {
             // Returns only if the link fails or closes, which this UART
             // never does; serve on regardless.
-            let _stopped = server.run(&crate::functions::FUNCTIONS, &mut uart);
+            let _stopped = server.run(&crate::functions::COUNTED, &mut uart);
         }
     }
 }

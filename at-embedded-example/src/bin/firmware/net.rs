@@ -35,7 +35,7 @@ use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::Uart;
 use crate::clock::Clock;
-use crate::functions::{FUNCTIONS, NAME};
+use crate::functions::{COUNTED, NAME, TOPICS};
 use crate::lan9118::{Frames, LAN9118_BASE, LAN9118_IRQ, Lan9118};
 
 /// The AT port, TCP and UDP.
@@ -59,6 +59,10 @@ const RX: usize = HEADER_LEN + MAX_BODY;
 const TX: usize = 192 + at_core::auth::TRAILER_LEN;
 /// UDP replies remembered for at-most-once execution.
 const UDP_CACHE: usize = 4;
+/// Subscriptions held at once, over every transport (4 per subscriber).
+const SUBSCRIPTIONS: usize = 8;
+
+type Topics = at_core::subscriptions::Subscriptions<'static, SUBSCRIPTIONS, 2>;
 
 /// Authentication (`AT_KEY` when building): the key, 16 sessions, 4
 /// remembered replies, and nonces from a counter. QEMU's board has neither
@@ -134,7 +138,7 @@ pub fn run(
             b"at-embedded-firmware: no network (LAN9118 did not start)\r\n",
         );
         loop {
-            let _ = serial.run(&FUNCTIONS, &mut uart);
+            let _ = serial.run(&COUNTED, &mut uart);
         }
     };
     if !eth.link_up() {
@@ -150,7 +154,7 @@ pub fn run(
     if let Some((cidr, gateway)) = static_address() {
         configure(stack, cidr, gateway, &mut uart);
     }
-    let (Some(tcp), Some(udp)) = (tcp_server(stack), udp_server(stack)) else {
+    let (Some(tcp), Some(udp)) = (tcp_server(stack), udp_server(stack, eth.mac())) else {
         say(
             &mut uart,
             b"at-embedded-firmware: cannot open port 16724\r\n",
@@ -163,6 +167,8 @@ pub fn run(
     };
     #[cfg(not(at_auth))]
     let responder = &mut at_core::auth::Open;
+    let Some(topics) = topics() else { halt() };
+    let mut published = Published::default();
 
     loop {
         let now = clock.now();
@@ -171,10 +177,11 @@ pub fn run(
         if let Some(handle) = dhcp {
             work += poll_dhcp(stack, handle, &mut uart);
         }
-        work += tcp.poll_with(stack, &FUNCTIONS, responder, now);
-        work += udp.poll_with(stack, &FUNCTIONS, responder, now);
+        published.publish(topics, now);
+        work += tcp.poll_topics(stack, &COUNTED, responder, topics, now);
+        work += udp.poll_topics(stack, &COUNTED, responder, topics, now);
         work += serial
-            .poll_with(&FUNCTIONS, responder, now, &mut uart)
+            .poll_topics(&COUNTED, responder, topics, now, &mut uart)
             .unwrap_or(0);
         // Send what the servers queued.
         work += usize::from(stack.poll(at, eth));
@@ -189,6 +196,37 @@ pub fn run(
             });
         }
     }
+}
+
+/// What the topics last said: `uptime` once a second, `calls` when it
+/// changed.
+#[derive(Default)]
+struct Published {
+    second: Option<u64>,
+    calls: Option<u32>,
+}
+
+impl Published {
+    fn publish(&mut self, topics: &mut Topics, now: u64) {
+        use at_core::Value;
+        let second = now / 1000;
+        if self.second != Some(second) {
+            self.second = Some(second);
+            let _ = topics.publish("uptime", Value::Int(second as i64));
+        }
+        let calls = crate::functions::calls();
+        if self.calls != Some(calls) {
+            self.calls = Some(calls);
+            let _ = topics.publish("calls", Value::Int(i64::from(calls)));
+        }
+    }
+}
+
+/// The subscription table, in `.bss`.
+#[inline(never)]
+fn topics() -> Option<&'static mut Topics> {
+    static TOPIC_TABLE: StaticCell<Topics> = StaticCell::new();
+    TOPIC_TABLE.try_init_with(|| Topics::new(&TOPICS))
 }
 
 /// The UART server, in `.bss`. `None` only if taken twice.
@@ -249,12 +287,21 @@ fn tcp_server(stack: &mut Stack) -> Option<&'static mut Tcp> {
     .as_mut()
 }
 
-/// The UDP server on [`PORT`], in `.bss`.
+/// The UDP server on [`PORT`], in `.bss`. Its plain events are numbered
+/// from a start that differs from boot to boot (the MAC and the SysTick
+/// phase: no RNG here), so a subscriber never takes a new event for a
+/// repeat (contract 10.8 rule 3).
 #[inline(never)]
-fn udp_server(stack: &mut Stack) -> Option<&'static mut Udp> {
+fn udp_server(stack: &mut Stack, mac: [u8; 6]) -> Option<&'static mut Udp> {
     static UDP: StaticCell<Option<Udp>> = StaticCell::new();
-    UDP.try_init_with(|| UdpServer::bind(stack, PORT).ok().map(|s| s.with_name(NAME)))?
-        .as_mut()
+    let start = u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]])
+        ^ cortex_m::peripheral::SYST::get_current() << 8;
+    UDP.try_init_with(|| {
+        UdpServer::bind(stack, PORT)
+            .ok()
+            .map(|s| s.with_name(NAME).with_event_seq(start))
+    })?
+    .as_mut()
 }
 
 /// The guard of the build's key, in `.bss`.
