@@ -832,3 +832,39 @@ async fn udp_renews_when_half_the_event_bytes_are_spent() {
     assert_eq!(subscribes, 2);
     drop(big);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_given_up_before_its_reply_frees_the_topic() {
+    let (addr, accept) = scripted().await;
+    let server = tokio::spawn(async move {
+        let mut stream = accept.await.unwrap();
+        let first = read_reply(&mut stream).await;
+        let second = read_reply(&mut stream).await;
+        // Both answered now: the first reply is discarded.
+        let mut out = frame(
+            Kind::Response,
+            first.header.seq,
+            granted_body(0, 60, "null").as_bytes(),
+        );
+        out.extend(frame(
+            Kind::Response,
+            second.header.seq,
+            granted_body(0, 60, "null").as_bytes(),
+        ));
+        out.extend(event(1, 1, "5"));
+        write(&mut stream, &out).await;
+        stream
+    });
+    let client = Client::connect(addr, PATIENCE).await.unwrap();
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), client.subscribe::<i64>("temp")).await;
+    assert!(gave_up.is_err(), "the server does not answer yet");
+    let mut sub = client.subscribe::<i64>("temp").await.unwrap();
+    assert_eq!(next(&mut sub).await, Update::Event { n: 1, value: 5 });
+    drop(
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+}

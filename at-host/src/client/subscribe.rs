@@ -510,14 +510,14 @@ impl<'c, T: DeserializeOwned> Subscription<'c, T> {
 
     async fn start(link: Link<'c>, topic: &str, options: SubscribeOptions) -> Result<Self, Error> {
         let slot = link.topics().hold(topic)?;
-        let sent = Instant::now();
-        let value = match link.subscribe(&args(topic, &options)).await {
-            Ok(value) => value,
-            Err(e) => {
-                link.topics().release(topic);
-                return Err(e);
-            }
+        // Released if the subscribe fails or this future is dropped.
+        let held = Held {
+            topics: link.topics(),
+            topic,
         };
+        let sent = Instant::now();
+        let value = link.subscribe(&args(topic, &options)).await?;
+        std::mem::forget(held);
         let mut subscription = Subscription {
             link,
             topic: topic.to_owned(),
@@ -730,6 +730,18 @@ impl<T> Drop for Subscription<'_, T> {
             let topic = [at_core::Value::str(&self.topic)];
             self.link.notify_now("rpc.unsubscribe", &topic);
         }
+    }
+}
+
+/// A topic held while its first subscribe is out.
+struct Held<'a> {
+    topics: &'a Topics,
+    topic: &'a str,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.topics.release(self.topic);
     }
 }
 
