@@ -616,7 +616,8 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
 /// Contract section 10 on the board: `uptime` events computed by the
 /// firmware over TCP and UDP (sealed with `key`), a notification that runs
 /// and is not answered, `deadline_ms` 0 not run.
-async fn two_way_on_the_board(board: &Board, key: Option<&at_host::AuthKey>) {
+async fn two_way_on_the_board(board: &Board, key: Option<(&at_host::AuthKey, &str)>) {
+    let (key, key_text) = (key.map(|k| k.0), key.map(|k| k.1));
     use at_core::event::{Event, Payload};
     let uptime = |body: &[u8], n: u32| -> i64 {
         let e = Event::parse(body).expect("an event body");
@@ -700,6 +701,42 @@ async fn two_way_on_the_board(board: &Board, key: Option<&at_host::AuthKey>) {
     .await;
     assert_eq!(code(&read_raw(&mut conn).await), "deadline_exceeded");
     drop(conn);
+    // The command, over TCP and UDP: three events computed by the
+    // firmware, `n value` lines, exit 0.
+    for (udp_flag, addr) in [(None, board.tcp), (Some("--udp"), board.udp)] {
+        let mut watch = Command::new(at_host_bin());
+        watch
+            .arg("watch")
+            .args(udp_flag)
+            .args(["--server", &addr.to_string(), "--count", "3"]);
+        if let Some(k) = key_text {
+            watch.args(["--key", k]);
+        }
+        watch.arg("uptime");
+        let out = run(&mut watch, Duration::from_secs(20));
+        let stdout = text(&out.stdout);
+        eprintln!(
+            "at-host watch {udp_flag:?} uptime --count 3 (key {}):\n{stdout}",
+            key.is_some()
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let lines: Vec<(u32, i64)> = stdout
+            .lines()
+            .map(|l| {
+                let (n, v) = l.split_once(' ').expect("n value");
+                (n.parse().unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "{stdout}"
+        );
+        assert!(
+            lines.windows(2).all(|w| w[1].1 > w[0].1),
+            "uptime grows: {stdout}"
+        );
+    }
     // UDP (plain: a padded subscribe, so three events fit its budget).
     if session.is_none() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -837,7 +874,7 @@ async fn networked_firmware_with_a_key_authenticates() {
     // Its slot back for the command-line calls below (3 TCP clients at once).
     drop(conn);
 
-    two_way_on_the_board(&board, Some(&key)).await;
+    two_way_on_the_board(&board, Some((&key, KEY))).await;
 
     let plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
     let e = plain.call_as::<i64>("add", (1, 2)).await.unwrap_err();
