@@ -941,3 +941,74 @@ async fn networked_firmware_with_a_key_authenticates() {
         }
     }
 }
+
+/// The networked firmware built with `AT_CALL_HOME` (contract 10.5): at
+/// boot it connects out to the host (QEMU's 10.0.2.2 is the host's
+/// loopback), calls `rpc.peer` (vector P1, byte for byte), sends
+/// `log("boot ...")` by notification, and answers the host's calls on that
+/// connection (P3 and the calculator); when the host drops the
+/// connection, the board calls again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_firmware_calls_home_and_is_called_back() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let home = format!("10.0.2.2:{}", host.local_addr().unwrap().port());
+    let elf = build_firmware(
+        &["--features", "net"],
+        &[("AT_CALL_HOME", &home)],
+        "at-embedded-firmware-home",
+    );
+    let (text_size, data, bss) = elf_size(&elf);
+    eprintln!(
+        "networked firmware calling home: flash (text) {text_size} bytes, static RAM {} bytes",
+        data + bss
+    );
+    assert!(text_size <= FLASH, "{text_size} bytes of flash");
+    assert!(
+        data + bss <= STATIC_RAM,
+        "{} bytes of static RAM",
+        data + bss
+    );
+    let _board = start_board(&elf);
+    let p1 = "415400010000000100000020205429fe7b2266756e63223a20227270632e70656572222c202261726773223a205b5d7d";
+    let p2 = r#"{"status": "success", "result": {"lease": null}}"#;
+    for round in 0..2 {
+        let (mut conn, _) = tokio::time::timeout(PATIENCE, host.accept())
+            .await
+            .expect("the board calls home in time")
+            .unwrap();
+        conn.set_nodelay(true).unwrap();
+        let peer = read_raw(&mut conn).await;
+        let hex: String = peer.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, p1, "round {round}: the board's rpc.peer is vector P1");
+        write(&mut conn, &frame(at_core::Kind::Response, 1, p2.as_bytes())).await;
+        let boot = read_raw(&mut conn).await;
+        let boot = at_core::Frame::parse(&boot, u32::MAX).unwrap();
+        assert_eq!((boot.kind, boot.seq()), (at_core::Kind::Notify, 2));
+        assert_eq!(
+            std::str::from_utf8(boot.body).unwrap(),
+            r#"{"func": "log", "args": ["boot mps2-an386"]}"#
+        );
+        // The host calls the board: P3, then the calculator.
+        write(
+            &mut conn,
+            &request(1, r#"{"func": "rpc.info", "args": []}"#),
+        )
+        .await;
+        let info = read_reply(&mut conn).await;
+        assert_eq!(info.header.seq, 1);
+        assert!(
+            info.body.contains(r#""name": "mps2-an386""#),
+            "{}",
+            info.body
+        );
+        write(&mut conn, &calc(2, "add", "10", "20")).await;
+        assert_eq!(read_reply(&mut conn).await.outcome(), "30");
+        eprintln!("round {round}: the board called home, logged its boot and was called back");
+        // Dropped: the board calls home again (backoff 1 s).
+        drop(conn);
+    }
+}

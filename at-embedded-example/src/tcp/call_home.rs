@@ -134,8 +134,15 @@ impl<S: TcpFullStack, const RX: usize, const TX: usize> CallHome<S, RX, TX> {
             State::Serving => {
                 let info = crate::server_info(self.name, self.max_body(), topics.is_some());
                 let slot = &mut self.slot;
-                let mut work =
-                    service(slot, stack, functions, &info, responder, crate::topics(&mut topics), now);
+                let mut work = service(
+                    slot,
+                    stack,
+                    functions,
+                    &info,
+                    responder,
+                    crate::topics(&mut topics),
+                    now,
+                );
                 if let Some(t) = topics {
                     work += send_event(slot, stack, responder, t, now);
                 }
@@ -252,7 +259,8 @@ impl<S: TcpFullStack, const RX: usize, const TX: usize> CallHome<S, RX, TX> {
                 // Served from now on; the boot line goes first, seq 2.
                 let line = [Value::Str(JsonStr::new(self.line))];
                 let written = encode_frame_with(Kind::Notify, 2, &mut slot.tx, |b| {
-                    Request::write("log", &line, b).map_err(|_: EncodeError| at_core::BufferTooSmall)
+                    Request::write("log", &line, b)
+                        .map_err(|_: EncodeError| at_core::BufferTooSmall)
                 });
                 slot.sent = 0;
                 slot.len = written.unwrap_or(0);
