@@ -18,8 +18,9 @@ REQUEST = 0x0001
 RESPONSE = 0x0002
 ERROR = 0x0004
 AUTH = 0x0008  # the frame is authenticated (section 9); not a type bit
-KIND_MASK = REQUEST | RESPONSE | ERROR
-KIND_NAMES = {REQUEST: "request", RESPONSE: "response", ERROR: "error"}
+NOTIFY = 0x0010  # a one-way frame: a call nobody answers, or an event (section 10)
+KIND_MASK = REQUEST | RESPONSE | ERROR | NOTIFY
+KIND_NAMES = {REQUEST: "request", RESPONSE: "response", ERROR: "error", NOTIFY: "notify"}
 DEFAULT_PORT = 16724
 MAX_BODY = 65536
 MAX_ARGS = 16
@@ -41,7 +42,12 @@ CODES = (
     "busy",
     "unauthorized",
     "internal",
+    "deadline_exceeded",
+    "cancelled",
+    "unknown_topic",
 )
+#: The largest deadline_ms (section 10.4): it fits in 32 bits.
+MAX_DEADLINE_MS = 0xFFFFFFFF
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
@@ -66,7 +72,7 @@ class Frame(NamedTuple):
 
     @property
     def kind(self) -> int:
-        """REQUEST, RESPONSE or ERROR (a checked frame has exactly one)."""
+        """REQUEST, RESPONSE, ERROR or NOTIFY (a checked frame has exactly one)."""
         return self.flags & KIND_MASK
 
     @property
