@@ -563,7 +563,11 @@ def info_main(argv: list[str]) -> int:
         print(encode_value(result, any_int=True))
     else:
         for key, value in result.items():
-            print(f"{key}: {_value_text(value)}")
+            if key == "ext" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                # As at-host: the parts of section 10, or "none".
+                print("ext: " + (", ".join(value) if value else "none"))
+            else:
+                print(f"{key}: {_value_text(value)}")
     return 0
 
 
