@@ -38,7 +38,7 @@ WAIT = 5.0
 KEY = bytes(range(32))
 KID = "demo"
 # What the Python server's rpc.info lists in "ext" (contract section 10.1).
-EXT = ["notify", "deadline"]
+EXT = ["notify", "events", "deadline"]
 EXT_JSON = json.dumps(EXT).encode()
 
 logging.getLogger("at_rpc").setLevel(100)  # keep expected warnings out of the output

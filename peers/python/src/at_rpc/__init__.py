@@ -114,6 +114,7 @@ from .errors import (
     ProtocolError,
     RemoteError,
 )
+from .events import Topic
 from .frame import (
     AUTH,
     CODES,
@@ -201,6 +202,7 @@ __all__ = [
     "ServerInfo",
     "SessionTable",
     "Signature",
+    "Topic",
     "__version__",
     "answer_rpc",
     "call_function",

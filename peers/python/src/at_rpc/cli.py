@@ -237,8 +237,14 @@ def serve_main(argv: list[str]) -> int:
     if server.udp_address is not None:
         print(f"listening on udp://{_format_addr(server.udp_address)}")
     sys.stdout.flush()
+    # Topic "calls": the calls answered so far, published at most once a
+    # second when it changed (as at-host serve does).
+    calls = server.topic("calls", "calls answered")
+    published = -1
     while not stop.wait(1.0):
-        pass
+        if server.calls_answered != published:
+            published = server.calls_answered
+            calls.publish(published)
     server.shutdown()
     return 0
 

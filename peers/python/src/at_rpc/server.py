@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import logging
 import os
@@ -25,8 +24,16 @@ from .auth import (
 )
 from .body import Call, _utf8, error_body, error_frame, parse_call, parse_notify, success_body
 from .calculator import CALCULATOR
-from .dispatch import Functions, ServerInfo, is_reserved, reply_body, respond_to_error
+from .dispatch import (
+    Functions,
+    ServerInfo,
+    is_reserved,
+    reply_body,
+    reply_limit,
+    respond_to_error,
+)
 from .errors import BodyError, FrameError, RemoteError
+from .events import EVENT_FUNCS, EventHub, Origin, Outbox, Topic
 from .frame import (
     AUTH,
     DEFAULT_PORT,
@@ -47,7 +54,9 @@ from .frame import (
     unpack_header,
 )
 from .net import (
+    BROADCAST_DELAY,
     Address,
+    _DelayedSends,
     _enable_pktinfo,
     _format_addr,
     _linger_close,
@@ -132,6 +141,10 @@ class Server:
         #: Plain NOTIFY frames seen on UDP (section 10.2): a repeat never runs.
         self.notify_memory = RepeatMemory(max_age=udp_cache_age)
         self._drops = LogLimit()  # log lines of dropped NOTIFY frames
+        #: Topics and subscriptions (section 10.3).
+        self.events = EventHub(self.sessions)
+        #: Requests answered (or dropped) so far, over TCP and UDP.
+        self.calls_answered = 0
         #: (host, port) bound, once started.
         self.tcp_address: Address | None = None
         self.udp_address: Address | None = None
@@ -159,6 +172,17 @@ class Server:
             raise ValueError(f"function names are at most {MAX_FUNC_NAME} bytes")
         self.functions[name] = fn
         return self
+
+    def topic(self, name: str, doc: str = "", state: bool = True) -> Topic:
+        """A topic clients may subscribe to (rpc.subscribe, section 10.3):
+        1 to 64 of A-Z a-z 0-9 . _ / - (ValueError otherwise, or when taken).
+        topic.publish(value) sends a value to its subscribers; with `state`
+        the latest value is event 1 of each new subscription.
+
+            calls = server.topic("calls", "calls answered")
+            calls.publish(17)
+        """
+        return self.events.topic(name, doc, state)
 
     def info(self) -> ServerInfo:
         """What rpc.info says of this server."""
@@ -190,6 +214,7 @@ class Server:
             wake_r.close()
             wake_w.close()
             raise
+        self._spawn(self.events.run, "at-events")
         if tcp is not None and self.tcp_address is not None:
             self._spawn(self._accept_loop, "at-tcp-accept", tcp, wake_r)
             log.info("listening on tcp://%s", _format_addr(self.tcp_address))
@@ -244,6 +269,7 @@ class Server:
         if self._stopping.is_set() or not self._started:
             self._stopping.set()
             return
+        self.events.stop()  # "end": "server" to every subscriber
         self._stopping.set()
         wake_r, wake_w = self._wake_r, self._wake_w
         assert wake_r is not None and wake_w is not None  # made by start()
@@ -312,18 +338,22 @@ class Server:
     def _connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> None:
         name = _format_addr(peer)
         log.info("connection from %s", name)
+        outbox = Outbox(conn)
         try:
-            reason = self._serve_connection(conn, peer, wake)
+            reason = self._serve_connection(conn, peer, wake, outbox)
         except Exception as e:  # never let one connection take the server down
             log.exception("connection from %s failed", name)
             reason = f"internal error: {e}"
             conn.close()
         finally:
+            self.events.connection_closed(outbox)
             with self._lock:
                 self._connections.discard(conn)
         log.info("connection from %s closed: %s", name, reason)
 
-    def _serve_connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> str:
+    def _serve_connection(
+        self, conn: socket.socket, peer: Address, wake: socket.socket, outbox: Outbox
+    ) -> str:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -333,6 +363,7 @@ class Server:
         received = time.monotonic()
         while True:
             replies: list[bytes] = []
+            origins: list[Origin] = []
             fatal = None
             for item in reader.feed(data):
                 if isinstance(item, FrameError):
@@ -349,19 +380,23 @@ class Server:
                         item.seq,
                     )
                 else:
-                    reply = self._answer(item, peer, udp=False, received=received)
+                    origin = Origin(outbox=outbox)
+                    reply = self._answer(item, peer, False, False, received, origin)
                     if reply is not None:
                         replies.append(reply)
+                    if origin.after:
+                        origins.append(origin)
             if replies:
                 try:
-                    conn.settimeout(self.frame_timeout)
-                    conn.sendall(b"".join(replies))
+                    outbox.send_reply(b"".join(replies), self.frame_timeout)
                 except TimeoutError:
                     conn.close()
                     return "peer does not read its replies"
                 except OSError as e:
                     conn.close()
                     return str(e)
+            for origin in origins:  # a state topic's event 1, after the reply
+                origin.run_after()
             if fatal is not None:
                 _linger_close(conn)
                 return f"stream out of step ({fatal})"
@@ -395,10 +430,14 @@ class Server:
         udp: bool,
         broadcast: bool = False,
         received: float | None = None,
+        origin: Origin | None = None,
     ) -> bytes | None:
+        if frame.kind == REQUEST:
+            with self._lock:
+                self.calls_answered += 1
         if log.isEnabledFor(logging.DEBUG):
             started = time.monotonic()
-            reply = self.handle(frame, peer, udp, broadcast, received)
+            reply = self.handle(frame, peer, udp, broadcast, received, origin)
             outcome = (
                 "no reply"
                 if reply is None
@@ -413,7 +452,7 @@ class Server:
                 (time.monotonic() - started) * 1000,
             )
             return reply
-        return self.handle(frame, peer, udp, broadcast, received)
+        return self.handle(frame, peer, udp, broadcast, received, origin)
 
     # -- requests, plain and authenticated
 
@@ -424,26 +463,35 @@ class Server:
         udp: bool = False,
         broadcast: bool = False,
         received: float | None = None,
+        origin: Origin | None = None,
     ) -> bytes | None:
         """The reply frame to one checked request frame (None: no reply; a
         NOTIFY is run and never answered). peer -- the client's (host,
         port); udp -- it came by UDP (else TCP); broadcast -- it came to a
         broadcast or multicast address; received -- time.monotonic() when
-        the whole frame was in, from which a deadline_ms counts (None: now)."""
+        the whole frame was in, from which a deadline_ms counts (None: now);
+        origin -- where events of an rpc.subscribe go, and what to do once
+        the reply is out (None: no events; done before returning)."""
         if received is None:
             received = time.monotonic()
+        if origin is None:
+            origin = Origin(addr=peer)
+            try:
+                return self.handle(frame, peer, udp, broadcast, received, origin)
+            finally:
+                origin.run_after()
         if frame.kind == NOTIFY:
             if broadcast:
                 self._drops.warning("dropping a NOTIFY (seq %d) that came by broadcast", frame.seq)
             elif frame.flags & AUTH:
-                self._authenticated(frame, peer, udp, received)
+                self._authenticated(frame, peer, udp, received, origin)
             else:
-                self._plain_notify(frame, received)
+                self._plain_notify(frame, received, origin)
             return None
         if frame.kind != REQUEST:
             return None
         if frame.flags & AUTH:
-            return self._authenticated(frame, peer, udp, received)
+            return self._authenticated(frame, peer, udp, received, origin)
         seq = frame.seq
         try:
             call = parse_call(frame.body)
@@ -459,10 +507,12 @@ class Server:
             return None
         if self.sessions is not None and call.func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
-        kind, body = self._execute(call, seq, frame.body, received)
+        kind, body = self._execute(call, seq, frame.body, received, origin)
         return pack_frame(kind, seq, body)
 
-    def _execute(self, call: Call, seq: int, body: bytes, received: float) -> tuple[int, bytes]:
+    def _execute(
+        self, call: Call, seq: int, body: bytes, received: float, origin: Origin
+    ) -> tuple[int, bytes]:
         """Runs an admitted call (section 10.4: not once its deadline_ms
         has passed, counted from `received`); the reply's (kind, body)."""
         if call.deadline_ms is not None and (
@@ -472,11 +522,13 @@ class Server:
                 "seq %d: deadline of %d ms passed, %r not called", seq, call.deadline_ms, call.func
             )
             return ERROR, error_body("deadline_exceeded", "deadline exceeded")
+        if call.func in EVENT_FUNCS:
+            return self.events.answer(call, origin, reply_limit(self.max_frame))
         return reply_body(
             self.functions, call.func, call.args, seq, self.max_frame, self.info(), body
         )
 
-    def _plain_notify(self, frame: Frame, received: float) -> None:
+    def _plain_notify(self, frame: Frame, received: float, origin: Origin) -> None:
         """Runs the call a plain NOTIFY carries and answers nothing (10.2):
         a body that is no call, rpc.hello, a plain NOTIFY to a server that
         requires authentication (10.6) and a passed deadline are dropped."""
@@ -484,9 +536,9 @@ class Server:
         if self.sessions is not None:
             self._drops.warning("dropping a plain NOTIFY (seq %d): authentication required", seq)
             return
-        self._one_way(seq, frame.body, received)
+        self._one_way(seq, frame.body, received, origin)
 
-    def _one_way(self, seq: int, body: bytes, received: float) -> None:
+    def _one_way(self, seq: int, body: bytes, received: float, origin: Origin) -> None:
         """The call of an admitted NOTIFY body, its outcome discarded."""
         try:
             one = parse_notify(body)
@@ -499,7 +551,7 @@ class Server:
         if one.func == HELLO:
             self._drops.warning("dropping rpc.hello by NOTIFY (seq %d)", seq)
             return
-        kind, reply = self._execute(one, seq, body, received)
+        kind, reply = self._execute(one, seq, body, received, origin)
         if kind == ERROR:
             self._drops.warning(
                 "NOTIFY %r (seq %d) failed: %s", one.func, seq, reply.decode("utf-8", "replace")
@@ -526,7 +578,7 @@ class Server:
         return pack_frame(RESPONSE, seq, success_body(result))
 
     def _authenticated(
-        self, frame: Frame, peer: Address | None, udp: bool, received: float
+        self, frame: Frame, peer: Address | None, udp: bool, received: float, origin: Origin
     ) -> bytes | None:
         """Steps 1 to 4 of section 9 for a request with AUTH; a NOTIFY with
         AUTH passes the same steps, runs, and is never answered (10.6)."""
@@ -569,11 +621,13 @@ class Server:
         if not tag_ok(session.k_req, parts):
             return refuse("bad tag")
         status, value = sessions.admit(session, seq, peer, udp)
+        if status == "run":
+            origin.session = session  # verified: its subscriptions are the session's
         if notify:
             if status != "run":
                 return refuse("replayed" if status != "gone" else value)
             try:
-                self._one_way(seq, parts.body, received)
+                self._one_way(seq, parts.body, received, origin)
             finally:
                 sessions.finish(session, value, None)  # nothing to send again
             return None
@@ -594,13 +648,13 @@ class Server:
             return refuse("replayed (still running)" if status == "pending" else value)
         reply = None
         try:
-            reply = self._authenticated_reply(session, seq, parts.body, udp, received)
+            reply = self._authenticated_reply(session, seq, parts.body, udp, received, origin)
         finally:
             sessions.finish(session, value, reply)
         return reply
 
     def _authenticated_reply(
-        self, session: Session, seq: int, body: bytes, udp: bool, received: float
+        self, session: Session, seq: int, body: bytes, udp: bool, received: float, origin: Origin
     ) -> bytes:
         """Step 4: call the function; the reply carries AUTH and K_rep's tag."""
         try:
@@ -614,7 +668,7 @@ class Server:
                     error_body("invalid_arguments", "rpc.hello is never authenticated"),
                 )
             else:
-                kind, reply = self._execute(call, seq, body, received)
+                kind, reply = self._execute(call, seq, body, received, origin)
         frame = pack_auth_frame(kind, seq, reply, session.sid, session.k_rep)
         if udp and len(frame) > MAX_DATAGRAM:
             frame = pack_auth_frame(
@@ -636,12 +690,14 @@ class Server:
             except OSError as e:  # e.g. ICMP errors reported on the socket
                 log.debug("udp receive: %s", e)
                 continue
+            origin = Origin(udp=sock, addr=addr[:2])
             try:
-                reply = self._udp_datagram(data, addr, broadcast, time.monotonic())
+                reply = self._udp_datagram(data, addr, broadcast, time.monotonic(), origin)
             except Exception:
                 log.exception("udp datagram from %s failed", _format_addr(addr))
                 continue
             if reply is None:
+                origin.run_after()
                 continue
             if len(reply) > MAX_DATAGRAM:
                 if broadcast:
@@ -655,21 +711,32 @@ class Server:
                 sock.sendto(reply, addr)
             except OSError as e:
                 log.warning("udp reply to %s: %s", _format_addr(addr), e)
+            origin.run_after()
 
     def _udp_datagram(
-        self, data: bytes, addr: Address, broadcast: bool = False, received: float | None = None
+        self,
+        data: bytes,
+        addr: Address,
+        broadcast: bool = False,
+        received: float | None = None,
+        origin: Origin | None = None,
     ) -> bytes | None:
         """The reply to one datagram (None: none). A request that came by
         broadcast or multicast is never answered with an error (contract
         section 8) and runs only if it is rpc.ping or rpc.info (10.8 rule 1)."""
-        reply = self._udp_reply(data, addr, broadcast, received)
+        reply = self._udp_reply(data, addr, broadcast, received, origin)
         if broadcast and reply is not None and unpack_header(reply).flags & ERROR:
             log.debug("no error reply to a broadcast from %s", _format_addr(addr))
             return None
         return reply
 
     def _udp_reply(
-        self, data: bytes, addr: Address, broadcast: bool, received: float | None
+        self,
+        data: bytes,
+        addr: Address,
+        broadcast: bool,
+        received: float | None,
+        origin: Origin | None,
     ) -> bytes | None:
         client = _format_addr(addr)
         try:
@@ -694,11 +761,11 @@ class Server:
         key = addr[:2]
         if frame.flags & AUTH:
             # Authenticated requests have their own memory, by (SID, seq).
-            return self._answer(frame, key, udp=True, broadcast=broadcast, received=received)
+            return self._answer(frame, key, True, broadcast, received, origin)
         length, crc = HEADER.unpack_from(data)[3:5]
         if frame.kind == NOTIFY:
             if self.notify_memory.first_time(key, frame.seq, length, crc):
-                self._answer(frame, key, udp=True, broadcast=broadcast, received=received)
+                self._answer(frame, key, True, broadcast, received, origin)
             else:
                 log.debug("not running a repeated NOTIFY (seq %d) from %s", frame.seq, client)
             return None
@@ -707,68 +774,13 @@ class Server:
         if cached is not None:
             log.debug("resending the reply to seq %d to %s (a retransmission)", frame.seq, client)
             return cached
-        reply = self._answer(frame, key, udp=True, broadcast=broadcast, received=received)
+        reply = self._answer(frame, key, True, broadcast, received, origin)
         if reply is not None:
             self.cache.put(key, frame.seq, fingerprint, reply)
         return reply
 
 
 #: The parts of section 10 this server implements (rpc.info's "ext").
-EXT = ("notify", "deadline")
+EXT = ("notify", "events", "deadline")
 #: The only calls run when they came by broadcast or multicast (10.8 rule 1).
 BROADCAST_FUNCS = frozenset(("rpc.ping", "rpc.info"))
-BROADCAST_DELAY = 0.1  # a reply to a broadcast waits a random 0 to 100 ms
-MAX_DELAYED = 1024  # replies waiting so at most; more are dropped
-
-
-class _DelayedSends:
-    """Sends datagrams later, from one thread: the replies to broadcasts,
-    each after its own random delay, without holding up the UDP loop."""
-
-    def __init__(self, sock: socket.socket, limit: int = MAX_DELAYED):
-        self.sock = sock
-        self.limit = limit
-        self._heap: list[tuple[float, int, bytes, Address]] = []
-        self._count = 0  # ties in time keep their order
-        self._stopped = False
-        self._cond = threading.Condition()
-
-    def add(self, delay: float, data: bytes, addr: Address) -> None:
-        """Sends `data` to `addr` after `delay` seconds (dropped when the
-        queue is full or after stop())."""
-        with self._cond:
-            if self._stopped:
-                return
-            if len(self._heap) >= self.limit:
-                log.warning("too many delayed replies: dropping one to %s", _format_addr(addr))
-                return
-            self._count += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._count, data, addr))
-            self._cond.notify()
-
-    def stop(self) -> None:
-        """Drops what waits and ends run()."""
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify_all()
-
-    def run(self) -> None:
-        """The sending thread: until stop()."""
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
-                            _, _, data, addr = heapq.heappop(self._heap)
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
-            try:
-                self.sock.sendto(data, addr)
-            except OSError as e:
-                log.warning("udp reply to %s: %s", _format_addr(addr), e)
