@@ -17,6 +17,7 @@ from .errors import FrameError, ProtocolError, RemoteError
 from .frame import (
     ERROR,
     MAX_SEQ,
+    NOTIFY,
     REQUEST,
     Frame,
     FrameReader,
@@ -407,6 +408,11 @@ class AsyncClient(ClientSettings):
                 self._tcp = None
 
     def _tcp_reply(self, tcp: _Tcp, frame: Frame) -> None:
+        if frame.kind == NOTIFY:
+            # An event or notification this client did not ask for (10.3):
+            # dropped, never taken for a reply.
+            log.debug("ignoring a NOTIFY frame (seq %d)", frame.seq)
+            return
         if frame.kind == REQUEST:
             raise ProtocolError("a request frame arrived where a reply was due")
         if frame.seq == 0 and frame.kind == ERROR:
@@ -492,7 +498,7 @@ class AsyncClient(ClientSettings):
             log.debug("ignoring a bad datagram: %s", e)
             return
         waiter = self._udp_waiters.get(frame.seq)
-        if frame.kind == REQUEST or waiter is None or waiter.fut.done():
+        if frame.kind in (REQUEST, NOTIFY) or waiter is None or waiter.fut.done():
             log.debug("ignoring a %s with seq %d", frame.kind_name, frame.seq)
             return
         try:
