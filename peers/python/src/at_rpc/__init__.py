@@ -42,8 +42,13 @@ key=(kid, key)) and AsyncClient(..., key=(kid, key)) provide it; keys are
 The modules, one concept each: frame (header, CRC, stream reader), body
 (the JSON rules), auth (section 9 primitives and keys), signature,
 calculator, dispatch (request -> reply, rpc.*), sessions (the server's
-reply cache and session table), net (socket helpers), server, client
+reply cache and session table), oneway and events (section 10: NOTIFY
+repeats, topics and subscriptions), net (socket helpers), server, client
 (blocking), aio (AsyncClient), discovery, cli.
+
+Section 10: NOTIFY calls (Client.notify), deadline_ms (call(...,
+deadline_ms=N)), topics (Server.topic(name).publish(value)) and
+subscriptions (Client.subscribe(topic) -> Subscription).
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ from .body import (
 )
 from .calculator import CALCULATOR
 from .cli import main
-from .client import Client
+from .client import Client, Received, Subscription
 from .discovery import Discovered, discover, format_discovered, parse_discovery_reply
 from .dispatch import (
     ServerInfo,
@@ -196,12 +201,14 @@ __all__ = [
     "Header",
     "KeyFormatError",
     "ProtocolError",
+    "Received",
     "RemoteError",
     "ReplyCache",
     "Server",
     "ServerInfo",
     "SessionTable",
     "Signature",
+    "Subscription",
     "Topic",
     "__version__",
     "answer_rpc",
