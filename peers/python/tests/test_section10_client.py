@@ -399,3 +399,17 @@ def test_python_m_at_rpc_lists_the_new_commands() -> None:
     r = subprocess.run([sys.executable, "-m", "at_rpc", "--help"], capture_output=True, text=True)
     for command in ("notify", "topics", "watch", "--deadline MS"):
         assert command in r.stdout
+
+
+def test_a_renewal_refused_unauthorized_subscribes_again_in_a_new_session(keyed: Server) -> None:
+    t = keyed.topic("t", state=False)
+    with Client(LOOPBACK, port(keyed, False), key=(KID, KEY)) as c:
+        sub = c.subscribe("t")
+        old = c._session
+        assert keyed.sessions is not None
+        keyed.sessions._sessions.clear()  # the server forgot the session
+        sub.renew()
+        assert c._session is not None and c._session is not old
+        t.publish("new")
+        got = sub.next(WAIT)
+        assert got is not None and got.value == "new"

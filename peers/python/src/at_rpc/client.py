@@ -635,9 +635,16 @@ class Subscription:
     def renew(self) -> None:
         """rpc.subscribe again: the lease restarts, n is kept."""
         held = self.client._held.setdefault(self.topic, _Held())
-        self._granted(
-            self.client.call("rpc.subscribe", self.topic, self.lease, self.interval), held
-        )
+        args = (self.topic, self.lease, self.interval)
+        try:
+            result = self.client.call("rpc.subscribe", *args)
+        except RemoteError as e:
+            if e.code != "unauthorized" or self.client.key is None:
+                raise
+            # The session is gone (10.8 rule 6): subscribe again in a new one
+            # (subscribe is idempotent; the failed call never ran).
+            result = self.client.call("rpc.subscribe", *args)
+        self._granted(result, held)
 
     def next(self, timeout: float | None = None) -> Received | None:
         """The next event, renewing when due; None after `timeout` seconds

@@ -45,6 +45,7 @@ MAX_SUBSCRIPTIONS = 1024  # in all
 UDP_CREDIT = 16  # events a UDP subscription gets per subscribe (10.3, 10.8 rule 1)
 DEFAULT_LEASE = 60
 MAX_LEASE = 300
+_REPLY_WAIT = 0.01  # the longest an event waits for a reply being written
 _HELD = 16  # values kept for a subscription whose reply is being written
 _TOPIC = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 _BAD_SUBSCRIBE = "expected topic, lease 1..300 s, interval ms"
@@ -123,8 +124,12 @@ class Outbox:
         return not self._rest
 
     def send_event(self, frame: bytes) -> bool:
-        """Writes one event frame now or not at all; False when dropped."""
-        with self._lock:
+        """Writes one event frame now or not at all; False when dropped
+        (also when a reply being written holds the connection more than
+        10 ms: it may wait for the reader, other subscribers may not)."""
+        if not self._lock.acquire(timeout=_REPLY_WAIT):
+            return False
+        try:
             if self.closed:
                 return False
             try:
@@ -138,19 +143,25 @@ class Outbox:
                 return False
             self._rest = frame[sent:]
             return True
+        finally:
+            self._lock.release()
 
     def pending(self) -> bool:
         """Whether the end of an event frame waits to be written."""
         return bool(self._rest)
 
     def retry(self) -> None:
-        """Tries to write the end of an event frame again."""
-        with self._lock:
+        """Tries to write the end of an event frame again (not while a
+        reply is being written: that writes it first)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if not self.closed:
-                try:
-                    self._flush()
-                except OSError:
-                    self.closed = True
+                self._flush()
+        except OSError:
+            self.closed = True
+        finally:
+            self._lock.release()
 
 
 class Origin:
