@@ -212,9 +212,13 @@ def test_topics_are_listed_in_pages() -> None:
 def test_udp_credit_then_end(server: Server) -> None:
     t = server.topic("t", state=False)
     with udp_socket(server) as s:
-        s.send(request(1, "rpc.subscribe", "t"))
+        # Padded (an unknown member) so that 3 times its size covers 17 events.
+        s.send(pack_frame(REQUEST, 1, b'{"func": "rpc.subscribe", "args": ["t"], "pad": "'
+                          + b" " * 1000 + b'"}'))
         reply = parse_datagram(s.recv(70000))
         assert result(reply) == {"topic": "t", "lease": 60, "interval": 0, "n": 0, "credit": 16}
+        s.send(request(2, "rpc.ping"))  # once answered, the subscribe is surely done
+        assert result(parse_datagram(s.recv(70000))) is True
         for v in range(20):
             t.publish(v)
         frames = [parse_datagram(s.recv(70000)) for _ in range(17)]
@@ -330,3 +334,30 @@ def test_calls_topic_of_serve_is_listed() -> None:
     with pytest.raises(ValueError):
         server.topic("calls")
     threading.Thread(target=lambda: None).start()
+
+
+def test_udp_events_total_at_most_three_times_the_subscribe(server: Server) -> None:
+    t = server.topic("t", state=False)
+    with udp_socket(server) as s:
+        subscribe = request(1, "rpc.subscribe", "t")
+        s.send(subscribe)
+        result(parse_datagram(s.recv(70000)))
+        s.send(request(5, "rpc.ping"))
+        assert result(parse_datagram(s.recv(70000))) is True
+        for v in range(10):
+            t.publish(v)
+        got = []
+        s.settimeout(0.3)
+        while True:
+            try:
+                got.append(s.recv(70000))
+            except TimeoutError:
+                break
+        assert got and sum(len(g) for g in got) <= 3 * len(subscribe)
+        assert [event(parse_datagram(g))[0] for g in got] == list(range(1, len(got) + 1))
+        # A new subscribe (a renewal) refills the budget; lost events were counted.
+        s.settimeout(WAIT)
+        s.send(request(2, "rpc.subscribe", "t"))
+        assert result(parse_datagram(s.recv(70000)))["n"] == 10  # type: ignore[index]
+        t.publish("again")
+        assert event(parse_datagram(s.recv(70000))) == (11, "again", None)

@@ -207,6 +207,8 @@ class Client(ClientSettings):
     def call_raw(self, func: str, *args: Any, deadline_ms: int | None = None) -> tuple[Any, bytes]:
         """Like call(), but returns (result, reply body bytes)."""
         body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
+        if func == "rpc.subscribe" and self.udp and self.key is None:
+            body = _padded(body, min(SUBSCRIBE_PAD, self.max_frame))
         with self._lock:
             if self.key is not None:
                 reply = self._call_authenticated(self.key, body)
@@ -692,6 +694,21 @@ class Subscription:
                 self.client.call("rpc.unsubscribe", self.topic)
             except (OSError, RemoteError, ProtocolError) as e:
                 log.debug("rpc.unsubscribe %r: %s", self.topic, e)
+
+
+#: A plain UDP rpc.subscribe is padded to this many bytes of body: the
+#: events a server sends an address total at most 3 times the size of its
+#: last subscribe datagram (10.8 rule 1).
+SUBSCRIBE_PAD = 1024
+
+
+def _padded(body: bytes, size: int) -> bytes:
+    """`body` (a JSON object) with a member "pad" of spaces, up to `size`
+    bytes when it is shorter (unknown members are ignored)."""
+    room = size - len(body) - len(', "pad": ""')
+    if room <= 0:
+        return body
+    return body[:-1] + b', "pad": "' + b" " * room + b'"}'
 
 
 def _accept(frame: Frame) -> Frame:

@@ -24,7 +24,7 @@ from typing import Any
 
 from .auth import pack_auth_frame
 from .body import Call, _string, _utf8, encode_value, error_body, event_body, success_body
-from .frame import ERROR, MAX_SEQ, NOTIFY, RESPONSE, pack_frame
+from .frame import ERROR, HEADER_LEN, MAX_SEQ, NOTIFY, RESPONSE, pack_frame
 from .net import Address, _format_addr
 from .sessions import Session, SessionTable
 
@@ -42,11 +42,12 @@ log = logging.getLogger("at_rpc")
 EVENT_FUNCS = frozenset(("rpc.subscribe", "rpc.unsubscribe", "rpc.topics"))
 MAX_PER_SUBSCRIBER = 4  # subscriptions one subscriber holds (10.3: SHOULD allow 4)
 MAX_SUBSCRIPTIONS = 1024  # in all
+AMPLIFICATION = 3  # plain UDP: event bytes per byte of the last subscribe (10.8 rule 1)
 UDP_CREDIT = 16  # events a UDP subscription gets per subscribe (10.3, 10.8 rule 1)
 DEFAULT_LEASE = 60
 MAX_LEASE = 300
 _REPLY_WAIT = 0.01  # the longest an event waits for a reply being written
-_HELD = 16  # values kept for a subscription whose reply is being written
+_HELD = 64  # values kept for a subscription whose reply is being written
 _TOPIC = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 _BAD_SUBSCRIBE = "expected topic, lease 1..300 s, interval ms"
 # rpc.topics pages, as rpc.functions pages are built.
@@ -175,10 +176,12 @@ class Origin:
         outbox: Outbox | None = None,
         udp: socket.socket | None = None,
         addr: Address | None = None,
+        size: int = 0,
     ):
         self.outbox = outbox
         self.udp = udp
         self.addr = addr
+        self.size = size  # the datagram's size (UDP)
         self.session: Session | None = None
         self.after: list[Callable[[], None]] = []
 
@@ -264,6 +267,7 @@ class EventHub:
         self.topics: dict[str, Topic] = {}
         self._subs: dict[tuple[Any, str], _Sub] = {}
         self._udp_seq: dict[Address, int] = {}
+        self._budget: dict[Address, int] = {}  # bytes still allowed, per plain UDP address
         self._session_seq: dict[bytes, int] = {}
         self._cond = threading.Condition()
         self._stopped = False
@@ -358,6 +362,12 @@ class EventHub:
                 self._outboxes.add(origin.outbox)
             elif origin.udp is not None and origin.addr is not None:
                 sub.dest, sub.credit = (origin.udp, origin.addr), UDP_CREDIT
+                if origin.session is None:
+                    # 10.8 rule 1: what goes to this address from now on
+                    # totals at most 3 times this datagram.
+                    if len(self._budget) >= 4096 and origin.addr not in self._budget:
+                        self._budget.clear()
+                    self._budget[origin.addr] = AMPLIFICATION * origin.size
             else:  # handled without a transport (Server.handle called directly)
                 sub.dest, sub.credit = None, None
             if new:
@@ -461,6 +471,16 @@ class EventHub:
         elif dest is not None:
             sock, addr = dest
             if session is None:
+                frame_size = len(body) + HEADER_LEN
+                if self._budget.get(addr, 0) < frame_size:
+                    log.debug(
+                        "event %d of %r to %s: over 3x the subscribe",
+                        sub.n,
+                        sub.topic.name,
+                        _format_addr(addr),
+                    )
+                    return
+                self._budget[addr] -= frame_size
                 seq = self._udp_seq.get(addr) or random.randint(1, MAX_SEQ)
                 if len(self._udp_seq) >= 4096 and addr not in self._udp_seq:
                     self._udp_seq.clear()

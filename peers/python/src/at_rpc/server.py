@@ -690,7 +690,7 @@ class Server:
             except OSError as e:  # e.g. ICMP errors reported on the socket
                 log.debug("udp receive: %s", e)
                 continue
-            origin = Origin(udp=sock, addr=addr[:2])
+            origin = Origin(udp=sock, addr=addr[:2], size=len(data))
             try:
                 reply = self._udp_datagram(data, addr, broadcast, time.monotonic(), origin)
             except Exception:
