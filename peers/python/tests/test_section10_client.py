@@ -413,3 +413,17 @@ def test_a_renewal_refused_unauthorized_subscribes_again_in_a_new_session(keyed:
         t.publish("new")
         got = sub.next(WAIT)
         assert got is not None and got.value == "new"
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_async_client_call_with_a_deadline(server: Server, udp: bool) -> None:
+    async def run() -> tuple[object, str]:
+        async with AsyncClient(LOOPBACK, port(server, udp), udp=udp) as a:
+            ok = await a.call("add", 1, 2, deadline_ms=5000)
+            try:
+                await a.call("add", 1, 2, deadline_ms=0)
+            except RemoteError as e:
+                return ok, e.code
+        return ok, ""
+
+    assert asyncio.run(run()) == (3, "deadline_exceeded")

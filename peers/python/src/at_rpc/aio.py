@@ -211,13 +211,17 @@ class AsyncClient(ClientSettings):
             start = following
         raise ProtocolError(f"rpc.functions: more than {max_pages} pages")
 
-    async def call(self, func: str, *args: Any) -> Any:
-        """func(*args) on the server; see the class for what it raises."""
-        return (await self.call_raw(func, *args))[0]
+    async def call(self, func: str, *args: Any, deadline_ms: int | None = None) -> Any:
+        """func(*args) on the server; see the class for what it raises.
+        deadline_ms: sent as the call's "deadline_ms" (section 10.4), the
+        same bytes in every UDP retransmission."""
+        return (await self.call_raw(func, *args, deadline_ms=deadline_ms))[0]
 
-    async def call_raw(self, func: str, *args: Any) -> tuple[Any, bytes]:
+    async def call_raw(
+        self, func: str, *args: Any, deadline_ms: int | None = None
+    ) -> tuple[Any, bytes]:
         """Like call(), but returns (result, reply body bytes)."""
-        body = encode_call(func, args, self.max_frame, self.key is not None)
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         state = _CallState()
