@@ -361,3 +361,39 @@ def test_udp_events_total_at_most_three_times_the_subscribe(server: Server) -> N
         assert result(parse_datagram(s.recv(70000)))["n"] == 10  # type: ignore[index]
         t.publish("again")
         assert event(parse_datagram(s.recv(70000))) == (11, "again", None)
+
+
+def test_a_session_holding_a_lease_is_not_idle() -> None:
+    from at_rpc import SessionTable
+
+    now = [0.0]
+    table = SessionTable({KID: KEY}, capacity=1, lifetime=600, min_idle=60, clock=lambda: now[0])
+    sid, _, _ = table.open(KID, b"\1" * 16)
+    session = table.get(sid)
+    assert session is not None
+    assert table.admit(session, 1, ("127.0.0.1", 1), False)[0] == "run"  # used
+    table.leased = lambda: frozenset([sid])
+    now[0] = 100.0  # idle 100 s: would give way, but holds a lease
+    with pytest.raises(Exception) as e:
+        table.open(KID, b"\2" * 16)
+    assert getattr(e.value, "code", "") == "busy"
+    now[0] = 700.0  # past its lifetime: kept while the lease runs
+    assert table.get(sid) is session
+    table.leased = frozenset
+    assert table.get(sid) is None
+
+
+def test_the_hub_reports_sessions_with_subscriptions() -> None:
+    server = Server(tcp=(LOOPBACK, 0), udp=None, keys={KID: KEY}).start()
+    try:
+        server.topic("t")
+        client, sid, k_req = session_of(server, False)
+        c = Tcp(server.tcp_address)
+        c.send(pack_auth_frame(REQUEST, client._seq + 1, request_body("rpc.subscribe", ["t"]),
+                               sid, k_req))
+        assert c.next() is not None
+        assert server.sessions is not None and server.sessions.leased() == frozenset([sid])
+        c.close()
+        client.close()
+    finally:
+        server.shutdown()

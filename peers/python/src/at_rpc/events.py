@@ -272,6 +272,9 @@ class EventHub:
         self._cond = threading.Condition()
         self._stopped = False
         self._outboxes: set[Outbox] = set()
+        self._leased: frozenset[bytes] = frozenset()
+        if sessions is not None:
+            sessions.leased = self.leased_sessions
 
     # -- topics
 
@@ -374,6 +377,7 @@ class EventHub:
                 if topic.has_value:
                     sub.pending = [topic.value]
                 origin.after.append(lambda: self._release(sub))
+            self._refresh_leased()
             result = {
                 "topic": name,
                 "lease": lease,
@@ -507,6 +511,16 @@ class EventHub:
             for key in [k for k in self._subs if k[0] == ("tcp", id(outbox))]:
                 del self._subs[key]
 
+    def leased_sessions(self) -> frozenset[bytes]:
+        """The ids of the sessions holding a subscription (a snapshot,
+        refreshed at each subscribe and at least every second)."""
+        return self._leased
+
+    def _refresh_leased(self) -> None:
+        self._leased = frozenset(
+            s.session.sid for s in self._subs.values() if s.session is not None
+        )
+
     def subscriptions(self) -> int:
         """How many subscriptions are held."""
         with self._cond:
@@ -537,6 +551,7 @@ class EventHub:
                             self._emit(sub, value)
                         else:
                             wake = min(wake, due)
+                self._refresh_leased()
                 if any(o.pending() for o in self._outboxes):
                     for o in list(self._outboxes):
                         o.retry()
