@@ -18,6 +18,7 @@ from support import AT_RPC, KEY, KID, LOOPBACK, WAIT
 from test_section10_server import Counter
 
 from at_rpc import (
+    ERROR,
     NOTIFY,
     REQUEST,
     RESPONSE,
@@ -427,3 +428,41 @@ def test_async_client_call_with_a_deadline(server: Server, udp: bool) -> None:
         return ok, ""
 
     assert asyncio.run(run()) == (3, "deadline_exceeded")
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_a_call_from_the_server_is_answered_unknown_function(udp: bool) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    srv = socket.socket(socket.AF_INET, kind)
+    srv.bind((LOOPBACK, 0))
+    if not udp:
+        srv.listen()
+    answers: list[bytes] = []
+
+    def run() -> None:
+        if udp:
+            data, addr = srv.recvfrom(70000)
+            f = parse_datagram(data)
+            srv.sendto(pack_frame(REQUEST, 1, b'{"func": "rpc.info", "args": []}'), addr)
+            answers.append(srv.recvfrom(70000)[0])
+            srv.sendto(pack_frame(RESPONSE, f.seq, success_body(3)), addr)
+            return
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            f = next(iter(FrameReader().feed(conn.recv(65536))))
+            assert not isinstance(f, Exception)
+            conn.sendall(pack_frame(REQUEST, 1, b'{"func": "rpc.info", "args": []}'))
+            answers.append(conn.recv(65536))
+            conn.sendall(pack_frame(RESPONSE, f.seq, success_body(3)))
+            conn.recv(1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    with Client(LOOPBACK, srv.getsockname()[1], udp=udp, timeout=WAIT) as c:
+        assert c.call("add", 1, 2) == 3
+    thread.join(WAIT)
+    srv.close()
+    answer = parse_datagram(answers[0])
+    assert (answer.kind, answer.seq) == (ERROR, 1)
+    assert b'"code": "unknown_function"' in answer.body

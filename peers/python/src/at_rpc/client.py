@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 from .auth import NONCE_LEN, pack_auth_frame, split_auth, tag_ok
-from .body import Event, parse_event
+from .body import Event, error_frame, parse_event
 from .errors import BodyError, FrameError, ProtocolError, RemoteError
 from .frame import (
     AUTH,
@@ -338,6 +338,9 @@ class Client(ClientSettings):
                     if item.kind == NOTIFY:
                         self._event(item)
                         continue
+                    if item.kind == REQUEST:
+                        self._refuse_call(sock, item)
+                        continue
                     reply = self._check_tcp_reply(seq, item)
                     return reply
                 sock.settimeout(self._remaining(deadline))
@@ -475,7 +478,10 @@ class Client(ClientSettings):
             if reply.kind == NOTIFY:
                 self._event(reply)
                 continue
-            if reply.kind == REQUEST or reply.seq != seq:
+            if reply.kind == REQUEST:
+                self._refuse_call(sock, reply)
+                continue
+            if reply.seq != seq:
                 log.debug(
                     "ignoring a %s with seq %d (waiting for %d)", reply.kind_name, reply.seq, seq
                 )
@@ -484,6 +490,20 @@ class Client(ClientSettings):
                 return check(reply)
             except Ignored:
                 continue
+
+    def _refuse_call(self, sock: socket.socket, frame: Frame) -> None:
+        """A call from the server, which this client never invited with
+        rpc.peer (10.5): answered unknown_function without running anything
+        (unauthorized when holding a key and it is plain, 10.6); a sealed
+        one is dropped."""
+        if frame.flags & AUTH:
+            log.debug("dropping a sealed call from the server (seq %d)", frame.seq)
+            return
+        code = "unauthorized" if self.key is not None else "unknown_function"
+        try:
+            sock.sendall(error_frame(frame.seq, code, code.replace("_", " ")))
+        except OSError as e:
+            log.debug("answering a call from the server: %s", e)
 
     # -- events (section 10.3)
 
