@@ -6,6 +6,7 @@ at-rpc's notify, call --deadline, topics, watch and info."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
 import subprocess
 import sys
@@ -466,3 +467,56 @@ def test_a_call_from_the_server_is_answered_unknown_function(udp: bool) -> None:
     answer = parse_datagram(answers[0])
     assert (answer.kind, answer.seq) == (ERROR, 1)
     assert b'"code": "unknown_function"' in answer.body
+
+
+def test_serve_publishes_the_calls_answered() -> None:
+    from support import Spawned
+
+    served = Spawned([AT_RPC, "serve", "--tcp", f"{LOOPBACK}:0", "--udp", "none"], lines=1)
+    try:
+        where = "{}:{}".format(*served.addresses["tcp"])
+        for _ in range(3):
+            assert cli("call", "--server", where, "add", "1", "2").returncode == 0
+        r = cli("topics", "--server", where)
+        assert r.stdout == "calls  calls answered\n"
+        # The count is published at most once a second, when it changed.
+        watch = subprocess.Popen(
+            [AT_RPC, "watch", "--server", where, "--count", "2", "calls"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            assert watch.stdout is not None
+            for line in watch.stdout:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            n1, v1 = lines.get(timeout=WAIT).split()
+            assert n1 == "1" and int(v1) >= 0
+            assert cli("call", "--server", where, "add", "1", "2").returncode == 0
+            n2, v2 = lines.get(timeout=WAIT).split()
+            assert n2 == "2" and int(v2) > int(v1)
+            assert watch.wait(WAIT) == 0
+        finally:
+            watch.kill()
+    finally:
+        served.stop()
+
+
+def test_info_prints_ext_none() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    info = {"protocol": 1, "server": "x", "name": "n", "auth": "off", "max_body": 64,
+            "functions": 0, "ext": []}
+
+    def run() -> None:
+        data, addr = sock.recvfrom(70000)
+        sock.sendto(pack_frame(RESPONSE, parse_datagram(data).seq, success_body(info)), addr)
+
+    threading.Thread(target=run, daemon=True).start()
+    r = cli("info", "--udp", "--server", f"{LOOPBACK}:{sock.getsockname()[1]}")
+    sock.close()
+    assert (r.returncode, r.stdout.splitlines()[-1]) == (0, "ext: none")
