@@ -520,3 +520,25 @@ def test_info_prints_ext_none() -> None:
     r = cli("info", "--udp", "--server", f"{LOOPBACK}:{sock.getsockname()[1]}")
     sock.close()
     assert (r.returncode, r.stdout.splitlines()[-1]) == (0, "ext: none")
+
+
+@pytest.mark.parametrize("udp", [False, True])
+@pytest.mark.parametrize("keyed_server", [False, True])
+def test_async_client_notify(udp: bool, keyed_server: bool) -> None:
+    keys = {KID: KEY} if keyed_server else None
+    server = Server(tcp=(LOOPBACK, 0), udp=(LOOPBACK, 0), keys=keys).start()
+    count = Counter()
+    server.register("count", count)
+
+    async def run() -> object:
+        key = (KID, KEY) if keyed_server else None
+        async with AsyncClient(LOOPBACK, port(server, udp), udp=udp, key=key) as a:
+            await a.notify("count", "n")
+            await asyncio.to_thread(count.wait_for, 1)
+            return await a.call("count", "c")
+
+    try:
+        assert asyncio.run(run()) == 2
+        assert count.calls == [("n",), ("c",)]
+    finally:
+        server.shutdown()

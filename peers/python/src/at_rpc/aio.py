@@ -243,6 +243,32 @@ class AsyncClient(ClientSettings):
             raise TimeoutError(self._timeout_text(state)) from None
         return reply_result(reply), reply.body
 
+    async def notify(self, func: str, *args: Any, deadline_ms: int | None = None) -> None:
+        """Sends func(*args) as a NOTIFY (section 10.2): run by the server,
+        never answered, never retransmitted; sealed in the session with a
+        key (opened first if need be). Raises OSError, TimeoutError or
+        ProtocolError when it cannot be sent."""
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        async with asyncio.timeout_at(deadline):
+            if self.key is not None:
+                session = await self._current_session(self.key, deadline, _CallState())
+                seq = self._next_seq()
+                self._in_use.discard(seq)  # nothing waits for a reply to it
+                session.seq, session.last = seq, loop.time()
+                frame = pack_auth_frame(NOTIFY, seq, body, session.sid, session.k_req)
+            else:
+                seq = self._next_seq()
+                self._in_use.discard(seq)
+                frame = pack_frame(NOTIFY, seq, body)
+            if self.udp:
+                (await self._open_udp()).sendto(frame)
+            else:
+                tcp = await self._open_tcp()
+                tcp.writer.write(frame)
+                await tcp.writer.drain()
+
     def _timeout_text(self, state: _CallState) -> str:
         if not self.udp:
             return f"timed out after {self.timeout:g} s"

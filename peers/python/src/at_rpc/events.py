@@ -552,6 +552,12 @@ class EventHub:
                         else:
                             wake = min(wake, due)
                 self._refresh_leased()
+                if self.sessions is not None and len(self._session_seq) > len(self._leased):
+                    # Event counters of sessions gone (a live one keeps its
+                    # counter, as its client's window remembers its seqs).
+                    for sid in [k for k in self._session_seq if k not in self._leased]:
+                        if self.sessions.get(sid) is None:
+                            del self._session_seq[sid]
                 if any(o.pending() for o in self._outboxes):
                     for o in list(self._outboxes):
                         o.retry()
