@@ -542,3 +542,41 @@ def test_async_client_notify(udp: bool, keyed_server: bool) -> None:
         assert count.calls == [("n",), ("c",)]
     finally:
         server.shutdown()
+
+
+def test_udp_renews_when_half_the_byte_budget_is_spent(server: Server) -> None:
+    t = server.topic("t", state=False)
+    big = "x" * 400  # 3 times a padded subscribe holds 7 such events
+    with Client(LOOPBACK, port(server, True), udp=True) as c:
+        sub = c.subscribe("t")
+        for v in range(20):
+            t.publish([v, big])
+            got = sub.next(WAIT)
+            assert got is not None and got.value == [v, big] and got.lost is None
+
+
+def test_cli_watch_json_error_and_a_closed_stdout(server: Server) -> None:
+    t = server.topic("t")
+    t.publish(1)
+    tcp = f"{LOOPBACK}:{server.tcp_address[1]}"
+    r = cli("watch", "--json", "--server", tcp, "nope")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1,
+        '{"status": "error", "code": "unknown_topic", "message": "unknown topic"}\n',
+        "error: unknown_topic: unknown topic\n",
+    )
+    proc = subprocess.Popen(
+        [AT_RPC, "watch", "--server", tcp, "t"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"1 1\n"
+        proc.stdout.close()  # as `| head -1` does
+        t.publish(2)
+        t.publish(3)
+        assert proc.wait(WAIT) == 0
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    finally:
+        proc.kill()

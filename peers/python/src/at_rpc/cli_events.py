@@ -4,10 +4,11 @@ with at-host's options, output and exit statuses."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
-from .body import encode_value, event_body
+from .body import encode_value, error_body, event_body
 from .client import Client, Subscription
 from .cliopts import (
     UsageError,
@@ -171,11 +172,18 @@ def watch_main(argv: list[str]) -> int:
                 return 0
         return 3
     except RemoteError as e:
+        if as_json:  # as call --json: the error body on stdout too
+            body = e.body if e.body is not None else error_body(e.code, e.message)
+            print(body.decode("utf-8", "replace"), flush=True)
         print(f"error: {e.code}: {e.message}", file=sys.stderr)
         return 1
     except BadProof as e:
         print(f"error: unauthorized: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # stdout closed (watch TOPIC | head -3): a quiet end.
+        _quiet_stdout()
+        return 0
     except (OSError, ProtocolError) as e:
         print(f"transport error: {opts['where']}: {_failure_text(e)}", file=sys.stderr)
         return 3
@@ -185,6 +193,17 @@ def watch_main(argv: list[str]) -> int:
         return 0
     finally:
         client.close()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: stdout goes to /dev/null, so that Python's
+    final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _wants_value(option: str) -> bool:

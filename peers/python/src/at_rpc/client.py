@@ -539,6 +539,7 @@ class Client(ClientSettings):
             log.debug("dropping event %d of %r (not held, or old)", event.n, event.topic)
             return
         held.largest = event.n
+        held.bytes += len(frame.body) + HEADER_LEN
         held.queue.append(event)
 
     def _pump(self, until: float) -> None:
@@ -619,6 +620,7 @@ class _Held:
     def __init__(self) -> None:
         self.largest = 0
         self.delivered = 0
+        self.bytes = 0  # of event frames since the last subscribe
         self.queue: collections.deque[Event] = collections.deque(maxlen=1024)
 
 
@@ -640,6 +642,11 @@ class Subscription:
         self._renew_at = 0.0
         self._credit: int | None = None
         self._full = 0
+        # Plain UDP: the bytes of events a server sends until the next
+        # subscribe, 3 times its datagram (10.8 rule 1): renew at half.
+        self._budget = 0
+        if client.udp and client.key is None:
+            self._budget = 3 * (HEADER_LEN + min(SUBSCRIBE_PAD, client.max_frame))
 
     def _granted(self, result: Any, held: _Held) -> None:
         if not isinstance(result, dict) or type(result.get("n")) is not int:
@@ -651,6 +658,7 @@ class Subscription:
         credit = result.get("credit")
         self._credit = credit if type(credit) is int else None
         self._full = self._credit or 0
+        held.bytes = 0
         if result["n"] < held.largest:  # 10.8 rule 11: a reset
             held.largest = held.delivered = result["n"]
 
@@ -689,8 +697,10 @@ class Subscription:
                     self.client._held.pop(self.topic, None)
                 return Received(event.topic, event.n, event.value, event.end, lost)
             now = time.monotonic()
-            if now >= self._renew_at or (
-                self._credit is not None and self._credit <= self._full // 2
+            if (
+                now >= self._renew_at
+                or (self._credit is not None and self._credit <= self._full // 2)
+                or (self._budget and held.bytes * 2 >= self._budget)
             ):
                 self.renew()
                 continue
