@@ -158,6 +158,24 @@ impl<'a> Request<'a> {
     /// assert_eq!(&out[..n], br#"{"func": "add", "args": [10, 20]}"#);
     /// ```
     pub fn write(func: &str, args: &[Value<'_>], out: &mut [u8]) -> Result<usize, EncodeError> {
+        Request::write_with_deadline(func, args, None, out)
+    }
+
+    /// [`write`](Self::write) with `"deadline_ms": D` last when `deadline_ms`
+    /// is given (contract section 10.4, vector D1).
+    ///
+    /// ```
+    /// use at_core::{Request, Value};
+    /// let mut out = [0u8; 64];
+    /// let n = Request::write_with_deadline("add", &[Value::Int(10), Value::Int(20)], Some(0), &mut out).unwrap();
+    /// assert_eq!(&out[..n], br#"{"func": "add", "args": [10, 20], "deadline_ms": 0}"#);
+    /// ```
+    pub fn write_with_deadline(
+        func: &str,
+        args: &[Value<'_>],
+        deadline_ms: Option<u32>,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
         let mut w = Writer::new(out);
         w.raw("{\"func\": ")?;
         w.string(&JsonStr::new(func))?;
@@ -168,7 +186,12 @@ impl<'a> Request<'a> {
             }
             w.value(arg)?;
         }
-        w.raw("]}")?;
+        w.raw("]")?;
+        if let Some(d) = deadline_ms {
+            w.raw(", \"deadline_ms\": ")?;
+            w.int(i64::from(d))?;
+        }
+        w.raw("}")?;
         Ok(w.len())
     }
 }

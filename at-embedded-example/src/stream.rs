@@ -520,9 +520,9 @@ mod tests {
     /// end event.
     #[test]
     fn events_and_notifications_on_a_serial_line() {
+        use at_core::Kind;
         use at_core::auth::Open;
         use at_core::event::{End, Event, Payload};
-        use at_core::Kind;
         use at_core::subscriptions::{Subscriptions, Topic};
         static TOPICS: [Topic; 1] = [Topic::state("uptime", "seconds")];
         let mut table = Subscriptions::<4, 1>::new(&TOPICS);

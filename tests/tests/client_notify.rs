@@ -37,7 +37,9 @@ fn response(seq: u32, body: &[u8]) -> Vec<u8> {
 }
 
 const LOG_BOOT: &[u8] = br#"{"func": "log", "args": ["boot"]}"#;
-const ADD: &[u8] = br#"{"func": "add", "args": [1, 2]}"#;
+/// The call after the notification: its deadline is the client's 5 s
+/// timeout less 500 ms (the clients' default, contract 10.4).
+const ADD: &[u8] = br#"{"func": "add", "args": [1, 2], "deadline_ms": 4500}"#;
 
 #[tokio::test]
 async fn tcp_notify_is_a_notify_frame_with_the_next_seq_and_no_reply() {

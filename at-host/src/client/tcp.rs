@@ -40,8 +40,8 @@ use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{
-    encode_body, encode_body_with_deadline, encode_notify, encode_request_into, plain_frame,
-    reply_to_result,
+    default_deadline, encode_body, encode_body_with_deadline, encode_notify, encode_request_into,
+    plain_frame, reply_to_result,
 };
 
 /// A TCP connection to an AT server, shared by reference.
@@ -106,6 +106,8 @@ use crate::shared::wire::{
 pub struct Client {
     peer: SocketAddr,
     timeout: Duration,
+    /// Calls carry the timeout as `deadline_ms`.
+    deadlines: bool,
     writer: tokio::sync::Mutex<Writer>,
     reader: tokio::sync::Mutex<Reader>,
     state: Mutex<State>,
@@ -203,6 +205,7 @@ impl Client {
         Ok(Client {
             peer,
             timeout,
+            deadlines: true,
             writer: tokio::sync::Mutex::new(Writer {
                 half: write_half,
                 out: vec![0u8; room.max(at_core::MIN_REPLY_BUFFER)],
@@ -228,6 +231,13 @@ impl Client {
             drained: Notify::new(),
             deferred: AtomicBool::new(false),
         })
+    }
+
+    /// Whether [`call`](Self::call) and [`call_as`](Self::call_as) send the
+    /// client's timeout as `deadline_ms` (on by default).
+    pub fn with_deadlines(mut self, on: bool) -> Self {
+        self.deadlines = on;
+        self
     }
 
     /// Authenticates every call with `key` from now on (contract section
@@ -260,10 +270,18 @@ impl Client {
     /// names and arguments known only at run time (see [`Arg`]).
     ///
     /// Bounded by the client's timeout, from the start of the call (which
-    /// may first wait for a turn to write, or for a new session).
+    /// may first wait for a turn to write, or for a new session). The
+    /// request carries that timeout as its `deadline_ms`, less a tenth (at
+    /// most 500 ms) for the way back (contract 10.4), so a server that is
+    /// behind does not start work nobody waits for (off with
+    /// [`with_deadlines`](Self::with_deadlines); `rpc.*` calls carry none).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        match tokio::time::timeout(self.timeout, self.call_core(func, &args, None)).await {
+        let deadline = match self.deadlines {
+            true => default_deadline(func, self.timeout),
+            false => None,
+        };
+        match tokio::time::timeout(self.timeout, self.call_core(func, &args, deadline)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(self.fail(Error::Timeout(self.timeout))),
         }
@@ -545,19 +563,13 @@ impl Client {
     ) -> Result<u32, Error> {
         self.usable()?;
         let sealed = self.state().auth.is_some();
-        if sealed || deadline_ms.is_some() {
-            if sealed {
-                self.renew_session(writer).await?;
-            }
+        if sealed {
+            self.renew_session(writer).await?;
             let seq = writer.next_seq;
-            let body = match deadline_ms {
-                Some(d) => encode_body_with_deadline(func, args, d)?,
-                None => encode_body(func, args)?,
-            };
+            let body = encode_body_with_deadline(func, args, deadline_ms)?;
             let frame = match self.state().auth.as_mut() {
                 Some(auth) => auth.seal(seq, &body)?,
-                None if sealed => return Err(ProtocolError::Broken.into()),
-                None => plain_frame(at_core::Kind::Request, seq, &body)?,
+                None => return Err(ProtocolError::Broken.into()),
             };
             if writer.out.len() - writer.len < frame.len() {
                 self.write_buffered(writer).await?;
@@ -572,10 +584,11 @@ impl Client {
         } else {
             let seq = writer.next_seq;
             let at = writer.len;
-            let written = match encode_request_into(seq, func, args, &mut writer.out[at..]) {
+            let out = &mut writer.out[at..];
+            let written = match encode_request_into(seq, func, args, deadline_ms, out) {
                 Err(at_core::EncodeError::BufferTooSmall) if writer.len > 0 => {
                     self.write_buffered(writer).await?;
-                    encode_request_into(seq, func, args, &mut writer.out)
+                    encode_request_into(seq, func, args, deadline_ms, &mut writer.out)
                 }
                 other => other,
             };

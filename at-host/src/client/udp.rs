@@ -25,8 +25,8 @@ use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
 use crate::shared::value::{Arg, Value};
 use crate::shared::wire::{
-    MAX_DATAGRAM, encode_body, encode_body_with_deadline, encode_notify, encode_request,
-    plain_frame, reply_to_result,
+    MAX_DATAGRAM, default_deadline, encode_body, encode_body_with_deadline, encode_notify,
+    encode_request, plain_frame, reply_to_result,
 };
 
 /// Timing of a UDP client; see the [module docs](crate::udp).
@@ -34,6 +34,10 @@ use crate::shared::wire::{
 pub struct UdpConfig {
     /// Bound on the whole call, retransmissions included. Default 5 s.
     pub timeout: Duration,
+    /// Whether [`UdpClient::call`] sends `timeout` as `deadline_ms` (less a
+    /// tenth, at most 500 ms, for the way back; contract 10.4), so a server
+    /// does not start a call its caller gave up on. Default on.
+    pub deadlines: bool,
     /// The first retransmission timeout (before jitter). Default 250 ms.
     pub initial_timeout: Duration,
     /// Most retransmissions per call. Default 4.
@@ -53,6 +57,7 @@ impl Default for UdpConfig {
     fn default() -> Self {
         UdpConfig {
             timeout: Duration::from_secs(5),
+            deadlines: true,
             initial_timeout: Duration::from_millis(250),
             retries: 4,
             max_backoff: Duration::from_secs(4),
@@ -299,12 +304,19 @@ impl UdpClient {
     }
 
     /// Calls `func(args)` and waits for its reply, retransmitting as needed:
-    /// the untyped call (see [`Arg`]).
+    /// the untyped call (see [`Arg`]). The request carries the config's
+    /// timeout as `deadline_ms` (less a tenth, at most 500 ms), the same
+    /// bytes in every retransmission (contract 10.4; see
+    /// [`UdpConfig::deadlines`]).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        let mut results = self
-            .call_many_core(&[(func, &args)], Extra::Nothing)
-            .await?;
+        let extra = match self.config.deadlines {
+            true => {
+                default_deadline(func, self.config.timeout).map_or(Extra::Nothing, Extra::Deadline)
+            }
+            false => Extra::Nothing,
+        };
+        let mut results = self.call_many_core(&[(func, &args)], extra).await?;
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
@@ -520,7 +532,7 @@ impl UdpClient {
                                 auth.seal(seq, &encode_body(func, args)?)?
                             }
                             (Some(auth), Extra::Deadline(d)) => {
-                                auth.seal(seq, &encode_body_with_deadline(func, args, d)?)?
+                                auth.seal(seq, &encode_body_with_deadline(func, args, Some(d))?)?
                             }
                             (Some(auth), Extra::PadTo(size)) => {
                                 let room = size.saturating_sub(
@@ -534,7 +546,7 @@ impl UdpClient {
                             (None, Extra::Deadline(d)) => plain_frame(
                                 at_core::Kind::Request,
                                 seq,
-                                &encode_body_with_deadline(func, args, d)?,
+                                &encode_body_with_deadline(func, args, Some(d))?,
                             )?,
                             (None, Extra::PadTo(size)) => plain_frame(
                                 at_core::Kind::Request,

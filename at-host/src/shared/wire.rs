@@ -26,7 +26,7 @@ pub(crate) fn encode_request(
     // Most requests are small: try a small buffer before the largest.
     let mut frame = vec![0u8; limit.min(1024)];
     loop {
-        match encode_request_into(seq, func, args, &mut frame) {
+        match encode_request_into(seq, func, args, None, &mut frame) {
             Ok(n) => {
                 frame.truncate(n);
                 return Ok(frame);
@@ -65,11 +65,12 @@ pub(crate) fn encode_request_into(
     seq: u32,
     func: &str,
     args: &[at_core::Value<'_>],
+    deadline_ms: Option<u32>,
     out: &mut [u8],
 ) -> Result<usize, at_core::EncodeError> {
     let mut failure = at_core::EncodeError::BufferTooSmall;
     at_core::encode_frame_with(Kind::Request, seq, out, |body| {
-        at_core::Request::write(func, args, body).map_err(|e| {
+        at_core::Request::write_with_deadline(func, args, deadline_ms, body).map_err(|e| {
             failure = e;
             at_core::BufferTooSmall
         })
@@ -79,9 +80,19 @@ pub(crate) fn encode_request_into(
 
 /// The body of a request for `func(args)`.
 pub(crate) fn encode_body(func: &str, args: &[at_core::Value<'_>]) -> Result<Vec<u8>, Error> {
+    encode_body_with_deadline(func, args, None)
+}
+
+/// The body of a request for `func(args)` with `"deadline_ms": D` last
+/// when given (contract section 10.4), as vector D1 writes it.
+pub(crate) fn encode_body_with_deadline(
+    func: &str,
+    args: &[at_core::Value<'_>],
+    deadline_ms: Option<u32>,
+) -> Result<Vec<u8>, Error> {
     let mut body = vec![0u8; 256];
     loop {
-        match at_core::Request::write(func, args, &mut body) {
+        match at_core::Request::write_with_deadline(func, args, deadline_ms, &mut body) {
             Ok(n) => {
                 body.truncate(n);
                 return Ok(body);
@@ -94,18 +105,16 @@ pub(crate) fn encode_body(func: &str, args: &[at_core::Value<'_>]) -> Result<Vec
     }
 }
 
-/// The body of a request for `func(args)` with `"deadline_ms": D` last
-/// (contract section 10.4), as vector D1 writes it.
-pub(crate) fn encode_body_with_deadline(
-    func: &str,
-    args: &[at_core::Value<'_>],
-    deadline_ms: u32,
-) -> Result<Vec<u8>, Error> {
-    let mut body = encode_body(func, args)?;
-    // The body ends with the object's `}`: the member goes before it.
-    body.pop();
-    body.extend_from_slice(format!(", \"deadline_ms\": {deadline_ms}}}").as_bytes());
-    Ok(body)
+/// The `deadline_ms` a call bounded by `timeout` carries by default: the
+/// time its caller still waits, less a tenth (at most 500 ms) for the
+/// return trip (contract 10.4); none for the protocol's own `rpc.*`
+/// functions, which never wait.
+pub(crate) fn default_deadline(func: &str, timeout: std::time::Duration) -> Option<u32> {
+    if func.starts_with("rpc.") {
+        return None;
+    }
+    let margin = (timeout / 10).min(std::time::Duration::from_millis(500));
+    Some(u32::try_from(timeout.saturating_sub(margin).as_millis()).unwrap_or(u32::MAX))
 }
 
 /// A plain frame of type `kind` with `seq` and `body`.
