@@ -55,6 +55,7 @@
 //   server/typed.rs     typed and async functions: Param, Returns, ...
 //   server/auth.rs      sessions, the guard for authenticated requests
 //   server/log_limit.rs rate-limited protocol warnings
+//   server/peer.rs      Peer: calls towards a client that called rpc.peer
 //   shared/wire.rs      request encoding, reply -> Result, the datagram size
 //   shared/convert.rs   Value <-> serde types (typed calls and functions)
 //   shared/error.rs     Error, ProtocolError
@@ -109,9 +110,10 @@ pub use at_core::ErrorCode;
 pub use at_host_macros::service;
 pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
 pub use server::{
-    AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PER_SUBSCRIBER, MAX_SESSIONS, Param,
-    Params, Pending, Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig,
-    Service, ShutdownHandle, Topic, TopicError, TypedFunction, first_paragraph, kind,
+    AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,
+    MAX_SESSIONS, PEER_TIMEOUT, Param, Params, Peer, Pending, Registry, RegistryError, Returns,
+    Server, ServerBuilder, ServerConfig, Service, ShutdownHandle, Topic, TopicError,
+    TypedFunction, caller_addr, caller_peer, first_paragraph, kind,
 };
 pub use shared::app_error::{AppError, HandlerError, ServiceError};
 #[doc(hidden)]
