@@ -112,8 +112,8 @@ pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
 pub use server::{
     AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,
     MAX_SESSIONS, PEER_TIMEOUT, Param, Params, Peer, Pending, Registry, RegistryError, Returns,
-    Server, ServerBuilder, ServerConfig, Service, ShutdownHandle, Topic, TopicError,
-    TypedFunction, caller_addr, caller_peer, first_paragraph, kind,
+    Server, ServerBuilder, ServerConfig, Service, ShutdownHandle, Topic, TopicError, TypedFunction,
+    caller_addr, caller_peer, first_paragraph, kind,
 };
 pub use shared::app_error::{AppError, HandlerError, ServiceError};
 #[doc(hidden)]

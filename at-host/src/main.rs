@@ -677,7 +677,7 @@ async fn serve(
 }
 
 /// The doc `rpc.functions` shows for `serve`'s `log`.
-const LOG_DOC: &str = "prints the line to the server's stdout, as log from ADDR: LINE";
+const LOG_DOC: &str = "prints log from ADDR: LINE on the server's stdout";
 
 /// `serve`'s `log(line)`: a board calling home logs through it (by
 /// NOTIFY: `log("boot ...")`). One line on stdout per call, control

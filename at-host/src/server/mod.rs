@@ -934,7 +934,11 @@ impl Shared {
                     calls.fetch_add(1, Ordering::Relaxed);
                 }
                 let room = Self::room(seal, out);
-                let n = write_outcome(seq, &finish(started, deadline, self.caller(origin)).await, &mut out[..room]);
+                let n = write_outcome(
+                    seq,
+                    &finish(started, deadline, self.caller(origin)).await,
+                    &mut out[..room],
+                );
                 self.sealed(seal, origin, out, n)
             }
             None => self.answer(seq, body, seal, origin, read_at, out),

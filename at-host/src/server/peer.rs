@@ -59,18 +59,16 @@ const UNCLAIMED: usize = 64;
 /// use std::time::Duration;
 ///
 /// let server = Server::builder().tcp("127.0.0.1:0".parse()?).start().await?;
-/// // A board connects out and offers to be called back (here a Client,
-/// // which answers no calls: the call fails with its unknown_function...
-/// // or, as here, the client never reads, and the call times out).
+/// // A board connects out and offers to be called back. (A Client stands
+/// // in for it here: it serves no calls, so the server's call times out.)
 /// let board = Client::connect(server.tcp_addr().unwrap(), Duration::from_secs(5)).await?;
-/// board.call_as::<serde_json::Value>("rpc.peer", ()).await?;
-/// let peer = server.next_peer().await.expect("a peer");
-/// assert_eq!(peer.addr().port(), board.local_addr()?.port());
-/// let peer = peer.with_timeout(Duration::from_millis(50));
-/// assert!(matches!(
-///     peer.call_as::<u64>("uptime", ()).await,
-///     Err(at_host::Error::Timeout(_))
-/// ));
+/// let granted: serde_json::Value = board.call_as("rpc.peer", ()).await?;
+/// assert_eq!(granted, serde_json::json!({"lease": null}));
+///
+/// let peer = server.next_peer().await.with_timeout(Duration::from_millis(100));
+/// let late = peer.call_as::<u64>("uptime", ()).await;
+/// assert!(matches!(late, Err(at_host::Error::Timeout(_))));
+/// // Its connection ends: calls fail at once.
 /// drop(board);
 /// peer.closed().await;
 /// assert!(peer.call_as::<u64>("uptime", ()).await.unwrap_err().is_transport());
@@ -356,7 +354,8 @@ pub(super) fn answer(seq: u32, body: &[u8], out: &mut [u8]) -> Option<(usize, bo
     if request.func.as_plain() != Some("rpc.peer") {
         return None;
     }
-    let lease_ok = |v: &at_core::Value<'_>| matches!(v, at_core::Value::Int(s) if (1..=300).contains(s));
+    let lease_ok =
+        |v: &at_core::Value<'_>| matches!(v, at_core::Value::Int(s) if (1..=300).contains(s));
     let n = match request.args.as_slice() {
         [] => at_core::encode_frame(at_core::Kind::Response, seq, GRANTED, out).ok()?,
         [lease] if lease_ok(lease) => {
@@ -365,7 +364,10 @@ pub(super) fn answer(seq: u32, body: &[u8], out: &mut [u8]) -> Option<(usize, bo
         _ => {
             let message = "rpc.peer takes no arguments, or a lease from 1 to 300 s";
             let code = at_core::ErrorCode::InvalidArguments;
-            return Some((at_core::write_error_frame(seq, code, message, out).ok()?, false));
+            return Some((
+                at_core::write_error_frame(seq, code, message, out).ok()?,
+                false,
+            ));
         }
     };
     Some((n, true))

@@ -486,7 +486,10 @@ const OWED_BUSY: usize = 4;
 impl<E: std::future::Future<Output = EndReason>> Waiting<'_, E> {
     /// Runs `call` to its reply, serving the connection meanwhile, then
     /// writes the reply and the `busy` replies owed.
-    async fn serve(mut self, call: impl std::future::Future<Output = Vec<u8>>) -> Result<(), EndReason> {
+    async fn serve(
+        mut self,
+        call: impl std::future::Future<Output = Vec<u8>>,
+    ) -> Result<(), EndReason> {
         tokio::pin!(call);
         let config = &self.shared.config;
         let mut owed: Vec<(u32, ErrorCode)> = Vec::new();
@@ -538,13 +541,21 @@ impl<E: std::future::Future<Output = EndReason>> Waiting<'_, E> {
         while owed.len() < OWED_BUSY {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => match frame.kind {
-                    Kind::Response | Kind::Error if frame.header.flags & at_core::FLAG_AUTH == 0 => {
+                    Kind::Response | Kind::Error
+                        if frame.header.flags & at_core::FLAG_AUTH == 0 =>
+                    {
                         self.link.reply(frame.seq(), frame.body)
                     }
                     Kind::Notify if frame.header.flags & at_core::FLAG_AUTH == 0 => {
                         let now = std::time::Instant::now();
-                        self.shared
-                            .notify(frame.seq(), frame.body, self.origin, now, &runtime, &mut scratch)
+                        self.shared.notify(
+                            frame.seq(),
+                            frame.body,
+                            self.origin,
+                            now,
+                            &runtime,
+                            &mut scratch,
+                        )
                     }
                     Kind::Request => owed.push((frame.seq(), ErrorCode::Busy)),
                     _ => protocol_warn!(
