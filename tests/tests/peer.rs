@@ -514,3 +514,23 @@ fn serve_prints_a_boards_log_line() {
     let line = lines.recv_timeout(PATIENCE).expect("the log line");
     assert_eq!(line, format!("log from {local}: boot fw 1.2\\nfake line"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outlives_the_idle_timeout() {
+    let server = Server::builder()
+        .calculator()
+        .idle_timeout(Duration::from_millis(200))
+        .tcp("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    // The board connects first, so it is idle longer than the other.
+    let (mut stream, peer) = board(&server).await;
+    let mut plain = connect(server.tcp_addr().unwrap()).await;
+    read_until_closed(&mut plain).await;
+    write(&mut stream, &calc(2, "add", "2", "2")).await;
+    assert_eq!(read_reply(&mut stream).await.outcome(), "4");
+    assert!(!peer.is_closed());
+    server.shutdown().await;
+    assert!(peer.is_closed());
+}

@@ -303,6 +303,7 @@ async fn serve_connection(
                                 if granted && link.is_none() {
                                     info!("{peer} may be called back (rpc.peer)");
                                     link = Some(shared.peers.join(peer));
+                                    keep_alive(&stream);
                                 }
                                 pending += n;
                                 drop(running);
@@ -367,6 +368,9 @@ async fn serve_connection(
         }
         let (timeout, on_timeout) = if decoder.buffered() > 0 {
             (config.frame_timeout, EndReason::FrameTimeout)
+        } else if link.is_some() {
+            // A peer waits to be called: TCP keepalive watches it instead.
+            (PEER_IDLE_TIMEOUT, EndReason::Idle)
         } else {
             (config.idle_timeout, EndReason::Idle)
         };
@@ -577,5 +581,31 @@ impl<E: std::future::Future<Output = EndReason>> Waiting<'_, E> {
             }
         }
         Ok(())
+    }
+}
+
+/// How long a peer's connection (one that called `rpc.peer`) may stay
+/// silent: a board waiting to be called says nothing for long, so the
+/// idle timeout does not apply to it; TCP keepalive finds one that
+/// vanished (see [`keep_alive`]).
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Turns on TCP keepalive for a peer's connection: after 60 s without a
+/// byte the kernel probes every 10 s and, after 3 unanswered (where the
+/// system lets the count be set), closes the connection, which fails the
+/// calls waiting on it.
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        windows
+    ))]
+    let keepalive = keepalive.with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        log::debug!("cannot turn on TCP keepalive for a peer: {e}");
     }
 }
