@@ -50,7 +50,10 @@ const UNCLAIMED: usize = 64;
 /// [`Error::Timeout`] (the connection is kept: a late reply is dropped); a
 /// connection that is closed, or closes while the call waits, is
 /// [`ProtocolError::Closed`], at once. At most [`MAX_PEER_CALLS`] calls
-/// are outstanding towards one peer; more wait for a turn.
+/// are outstanding towards one peer; more wait for a turn. A call that
+/// timed out keeps its turn until its reply comes or the connection ends
+/// (the peer may still be running it), so a peer that never answers ends
+/// up taking no more calls.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

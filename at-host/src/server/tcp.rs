@@ -273,7 +273,6 @@ async fn serve_connection(
                                     link,
                                     shared,
                                     origin: &origin,
-                                    ended: ended.as_mut(),
                                 };
                                 match waiting.serve(call).await {
                                     Ok(()) => {}
@@ -386,13 +385,16 @@ async fn serve_connection(
             // only when it is not.
             tokio::select! {
                 biased;
-                read = stream.read(decoder.spare()) => break Some(read),
-                () = events.ready() => break None,
+                // A peer's calls first: at most 4 are outstanding, so they
+                // never hold up the reads for long, and a peer that keeps
+                // sending cannot hold them up.
                 call = queued(&mut link) => {
                     // The server's own calls go out with the next batch.
                     pending += link_write(&mut link, call, &mut out[pending..pending + reply_room]);
                     break None;
                 }
+                read = stream.read(decoder.spare()) => break Some(read),
+                () = events.ready() => break None,
                 () = &mut timer => {
                     if Instant::now() >= deadline {
                         return on_timeout;
@@ -471,15 +473,15 @@ fn link_write(link: &mut Option<Link>, call: Outgoing, out: &mut [u8]) -> usize 
 /// calls reach them (the function may await one), notifications run, and
 /// requests get `busy`, sent after the running call's reply in order
 /// (contract 10.8 rule 8); more than [`OWED_BUSY`] owed, it stops
-/// reading until the call ends.
-struct Waiting<'a, E> {
+/// reading until the call ends. As for any call, a shutdown or an
+/// eviction waits until the call is answered.
+struct Waiting<'a> {
     stream: &'a mut TcpStream,
     decoder: &'a mut at_core::FrameDecoder<Box<[u8]>>,
     out: &'a mut Vec<u8>,
     link: &'a mut Link,
     shared: &'a Arc<Shared>,
     origin: &'a Origin,
-    ended: std::pin::Pin<&'a mut E>,
 }
 
 /// Requests a peer sends while its async call runs that are owed `busy`
@@ -487,7 +489,7 @@ struct Waiting<'a, E> {
 /// keeps at most 4 outstanding).
 const OWED_BUSY: usize = 4;
 
-impl<E: std::future::Future<Output = EndReason>> Waiting<'_, E> {
+impl Waiting<'_> {
     /// Runs `call` to its reply, serving the connection meanwhile, then
     /// writes the reply and the `busy` replies owed.
     async fn serve(
@@ -520,7 +522,6 @@ impl<E: std::future::Future<Output = EndReason>> Waiting<'_, E> {
                     let room = self.out.len() / 2;
                     calls_out = self.link.write(queued, &mut self.out[..room]);
                 }
-                reason = self.ended.as_mut() => return Err(reason),
             }
         };
         let mut n = reply.len();
