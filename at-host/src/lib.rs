@@ -154,6 +154,35 @@ pub mod udp {
     pub use crate::server::ERROR_REPLIES_PER_SECOND;
 }
 
+/// A [`Peer`] (a client that called `rpc.peer`) is called as any
+/// client is: a `#[service]` client over it calls the board's functions.
+///
+/// ```
+/// async fn uptime(board: &impl at_host::Caller) -> Result<u64, at_host::Error> {
+///     board.call_as("uptime", ()).await
+/// }
+/// async fn ask(peer: at_host::Peer) -> Result<u64, at_host::Error> {
+///     uptime(&peer).await
+/// }
+/// ```
+impl Caller for Peer {
+    fn call<A: Arg>(
+        &self,
+        func: &str,
+        args: &[A],
+    ) -> impl std::future::Future<Output = Result<Value, Error>> + Send {
+        Peer::call(self, func, args)
+    }
+
+    fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        func: &str,
+        args: impl serde::Serialize + Send,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        Peer::call_as(self, func, args)
+    }
+}
+
 /// What `#[service]`'s generated code names; not part of the API.
 #[doc(hidden)]
 pub mod __private {

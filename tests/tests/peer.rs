@@ -534,3 +534,28 @@ async fn a_peer_outlives_the_idle_timeout() {
     server.shutdown().await;
     assert!(peer.is_closed());
 }
+
+/// What a board serves, as a `#[service]` trait: its client calls a peer
+/// (the board's side is the raw client, so the trait goes unimplemented).
+#[allow(dead_code)]
+#[at_host::service]
+trait Board {
+    /// Seconds since boot.
+    async fn uptime(&self) -> u64;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_client_calls_a_peer() {
+    let s = serve().await;
+    let (mut stream, peer) = board(&s.server).await;
+    let call = tokio::spawn(async move { BoardClient::new(peer).uptime().await });
+    let request = read_reply(&mut stream).await;
+    assert_eq!(
+        (kind(&request), request.header.seq, request.body.as_str()),
+        (Kind::Request, 1, r#"{"func": "uptime", "args": []}"#)
+    );
+    answer(&mut stream, 1, "12345").await;
+    let uptime = tokio::time::timeout(PATIENCE, call).await.unwrap().unwrap();
+    assert_eq!(uptime.unwrap(), 12345);
+    s.server.shutdown().await;
+}
