@@ -31,10 +31,18 @@ use crate::shared::wire::{body_to_result, encode_body};
 /// Most calls outstanding towards one peer at once (contract 10.8 rule
 /// 8: a peer that can call back holds at most 4 owed replies); more wait
 /// for a turn, within their timeout.
+///
+/// ```
+/// assert_eq!(at_host::MAX_PEER_CALLS, 4);
+/// ```
 pub const MAX_PEER_CALLS: usize = 4;
 
 /// How long a call to a peer waits for its reply unless told otherwise
 /// ([`Peer::with_timeout`]).
+///
+/// ```
+/// assert_eq!(at_host::PEER_TIMEOUT, std::time::Duration::from_secs(5));
+/// ```
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Peers not yet taken by `next_peer` that are kept (older ones are
@@ -111,6 +119,14 @@ impl std::fmt::Debug for Peer {
 
 impl Peer {
     /// The peer's address (its end of the connection).
+    ///
+    /// ```
+    /// # async fn example(server: at_host::Server) {
+    /// for peer in server.peers() {
+    ///     println!("board at {}", peer.addr());
+    /// }
+    /// # }
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
@@ -118,23 +134,50 @@ impl Peer {
     /// This handle with calls bounded by `timeout` (default
     /// [`PEER_TIMEOUT`]), counted from the start of each call (which may
     /// first wait for a turn).
+    ///
+    /// ```
+    /// # async fn example(server: at_host::Server) {
+    /// let patient = server.next_peer().await.with_timeout(std::time::Duration::from_secs(30));
+    /// # }
+    /// ```
     pub fn with_timeout(mut self, timeout: Duration) -> Peer {
         self.timeout = timeout;
         self
     }
 
     /// True once the peer's connection has ended (calls then fail at once).
+    ///
+    /// ```
+    /// # async fn example(server: at_host::Server) {
+    /// let alive = server.peers().into_iter().filter(|p| !p.is_closed()).count();
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.calls.is_closed()
     }
 
     /// Waits until the peer's connection ends.
+    ///
+    /// ```
+    /// # async fn example(server: at_host::Server) {
+    /// let board = server.next_peer().await;
+    /// board.closed().await;
+    /// println!("{} went away", board.addr());
+    /// # }
+    /// ```
     pub async fn closed(&self) {
         self.inner.calls.closed().await
     }
 
     /// Calls `func(args)` on the peer and waits for its reply: the untyped
     /// call (see [`Arg`]).
+    ///
+    /// ```
+    /// # async fn example(board: at_host::Peer) -> Result<(), at_host::Error> {
+    /// use at_host::Value;
+    /// let on = board.call("led", &[Value::Bool(true)]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let body = encode_body(func, &A::to_core(args))?;
         match tokio::time::timeout(self.timeout, self.call_body(body)).await {
@@ -146,6 +189,13 @@ impl Peer {
     /// Calls `func` with typed arguments (a tuple, array or slice of serde
     /// values) and converts the result: `peer.call_as::<u64>("uptime",
     /// ())`. A result that does not convert is [`Error::Decode`].
+    ///
+    /// ```
+    /// # async fn example(board: at_host::Peer) -> Result<(), at_host::Error> {
+    /// let uptime: u64 = board.call_as("uptime", ()).await?;
+    /// let sum = board.call_as::<i64>("add", (1, 2)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn call_as<T: DeserializeOwned>(
         &self,
         func: &str,
