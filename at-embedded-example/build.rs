@@ -11,7 +11,9 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=AT_KEY");
+    println!("cargo:rerun-if-env-changed=AT_CALL_HOME");
     println!("cargo:rustc-check-cfg=cfg(at_auth)");
+    println!("cargo:rustc-check-cfg=cfg(at_call_home)");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
         return;
     }
@@ -29,6 +31,26 @@ fn main() {
         }
         println!("cargo:rustc-cfg=at_auth");
         println!("cargo:rustc-env=AT_FIRMWARE_KEY={key}");
+    }
+    if let Ok(home) = env::var("AT_CALL_HOME").map(|h| h.trim().to_owned())
+        && !home.is_empty()
+    {
+        if env::var_os("CARGO_FEATURE_NET").is_none() {
+            panic!("AT_CALL_HOME: calling home needs the network (--features net)");
+        }
+        if env::var("AT_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+            panic!(
+                "AT_CALL_HOME with AT_KEY: a board calling home does not authenticate to its host yet"
+            );
+        }
+        if home.parse::<std::net::SocketAddrV4>().is_err() {
+            panic!("AT_CALL_HOME is HOST:PORT with an IPv4 address, e.g. 10.0.2.2:16724");
+        }
+        println!("cargo:rerun-if-env-changed=AT_NAME");
+        let name = env::var("AT_NAME").unwrap_or_else(|_| "mps2-an386".into());
+        println!("cargo:rustc-cfg=at_call_home");
+        println!("cargo:rustc-env=AT_FIRMWARE_CALL_HOME={home}");
+        println!("cargo:rustc-env=AT_FIRMWARE_BOOT_LINE=boot {name}");
     }
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");

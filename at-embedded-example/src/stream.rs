@@ -507,4 +507,83 @@ mod tests {
         );
         assert_eq!(got[1], (6, Reply::Success(Value::Int(4))));
     }
+
+    impl embedded_io::ReadReady for Link {
+        fn read_ready(&mut self) -> Result<bool, Self::Error> {
+            Ok(!self.reads.is_empty())
+        }
+    }
+
+    /// Events over a serial line: a subscribe answered, the state as event
+    /// 1 right after it, a published value as event 2 (the line's own seq
+    /// counter), a notification run and never answered, and the lease's
+    /// end event.
+    #[test]
+    fn events_and_notifications_on_a_serial_line() {
+        use at_core::auth::Open;
+        use at_core::event::{End, Event, Payload};
+        use at_core::Kind;
+        use at_core::subscriptions::{Subscriptions, Topic};
+        static TOPICS: [Topic; 1] = [Topic::state("uptime", "seconds")];
+        let mut table = Subscriptions::<4, 1>::new(&TOPICS);
+        table.publish("uptime", Value::Int(7)).unwrap();
+        let subscribe = request(3, br#"{"func": "rpc.subscribe", "args": ["uptime", 1, 0]}"#);
+        let mut notify = [0u8; 64];
+        let n = at_core::encode_frame(
+            Kind::Notify,
+            4,
+            br#"{"func": "add", "args": [1, 2]}"#,
+            &mut notify,
+        )
+        .unwrap();
+        let mut link = Link {
+            reads: vec![subscribe, notify[..n].to_vec()],
+            written: Vec::new(),
+        };
+        let mut server = StreamServer::<256, 256>::new();
+        let poll = |server: &mut StreamServer<256, 256>,
+                    table: &mut Subscriptions<'_, 4, 1>,
+                    link: &mut Link,
+                    now| {
+            server
+                .poll_topics(&CALCULATOR, &mut Open, table, now, link)
+                .unwrap()
+        };
+        poll(&mut server, &mut table, &mut link, 0);
+        poll(&mut server, &mut table, &mut link, 10);
+        table.publish("uptime", Value::Int(8)).unwrap();
+        poll(&mut server, &mut table, &mut link, 20);
+        poll(&mut server, &mut table, &mut link, 1_000);
+        let mut frames = Vec::new();
+        let mut bytes = &link.written[..];
+        while !bytes.is_empty() {
+            let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+            frames.push(bytes[..16 + len].to_vec());
+            bytes = &bytes[16 + len..];
+        }
+        assert_eq!(
+            frames.len(),
+            4,
+            "reply, event 1, event 2, the end; nothing for the notification"
+        );
+        let reply = at_core::Frame::parse(&frames[0], 1024).unwrap();
+        assert_eq!((reply.kind, reply.seq()), (Kind::Response, 3));
+        let events: Vec<(u32, u32, Payload<'_>)> = frames[1..]
+            .iter()
+            .map(|f| {
+                let frame = at_core::Frame::parse(f, 1024).unwrap();
+                assert_eq!(frame.kind, Kind::Notify);
+                let e = Event::parse(frame.body).unwrap();
+                (frame.seq(), e.n, e.payload)
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (1, 1, Payload::Value(Value::Int(7))),
+                (2, 2, Payload::Value(Value::Int(8))),
+                (3, 3, Payload::End(End::Lease)),
+            ]
+        );
+    }
 }

@@ -633,5 +633,7 @@ fn close<S: TcpFullStack, const RX: usize, const TX: usize>(
     1
 }
 
+pub mod call_home;
+
 #[cfg(test)]
 mod tests;

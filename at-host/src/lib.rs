@@ -47,6 +47,7 @@
 //   client/tcp.rs       Client
 //   client/udp.rs       UdpClient, UdpConfig, UdpStats
 //   client/auth.rs      the hello, sealing requests, opening replies
+//   client/subscribe.rs Subscription, Update: events filed by topic
 //   server/mod.rs       ServerConfig, ServerBuilder (binds), Server, ShutdownHandle
 //   server/tcp.rs       accept loop, connection loop
 //   server/udp.rs       datagram loop, error-reply ration
@@ -108,7 +109,10 @@ pub use at_core::ErrorCode;
 /// # Ok(()) }
 /// ```
 pub use at_host_macros::service;
-pub use client::{Caller, Client, UdpClient, UdpConfig, UdpStats};
+pub use client::{
+    Caller, Client, EndReason, Granted, SubscribeOptions, Subscription, UdpClient, UdpConfig,
+    UdpStats, Update,
+};
 pub use server::{
     AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,
     MAX_SESSIONS, PEER_TIMEOUT, Param, Params, Peer, Pending, Registry, RegistryError, Returns,

@@ -1,5 +1,5 @@
 //! The `at-host` command: `serve`, `call`, `ping`, `info`, `list`,
-//! `topics`, `notify`, `discover`, `keygen`, `demo`, `bench`.
+//! `topics`, `watch`, `notify`, `discover`, `keygen`, `demo`, `bench`.
 
 mod bench;
 mod tools;
@@ -105,6 +105,37 @@ enum Command {
         target: Target,
         #[command(flatten)]
         key: KeyArgs,
+    },
+    /// Subscribe to a topic and print its events, one line each.
+    Watch {
+        /// The server, HOST[:PORT] (port 16724 when missing).
+        #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
+        server: String,
+        /// Subscribe over UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Give up on connecting, subscribing or renewing after this many
+        /// seconds.
+        #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+        timeout: f64,
+        /// The lease to ask for, in seconds (1 to 300), renewed at half.
+        #[arg(long, default_value_t = 60, value_name = "SECS",
+              value_parser = clap::value_parser!(u16).range(1..=300))]
+        lease: u16,
+        /// At most one event per MS ms (the newest value; 0: every event).
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        interval: u32,
+        /// Exit 0 after N events (default: watch until the end).
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Print each event's whole body (JSON) instead of `n value`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The topic.
+        topic: String,
     },
     /// Find the servers on the local network (rpc.info by broadcast and to
     /// IPv6 all-nodes).
@@ -483,6 +514,37 @@ fn main() -> ExitCode {
                         let timeout = seconds(target.timeout).unwrap_or_default();
                         tools::topics(addr, target.udp, timeout, key, target.json).await
                     }
+                    Err(code) => code,
+                }
+            }
+            Command::Watch {
+                server,
+                udp,
+                timeout,
+                lease,
+                interval,
+                count,
+                json,
+                key,
+                topic,
+            } => {
+                let Some(timeout) = seconds(timeout) else {
+                    return usage("--timeout must be a positive number of seconds");
+                };
+                let key = match key.key() {
+                    Ok(key) => key,
+                    Err(code) => return code,
+                };
+                let options = tools::WatchOptions {
+                    udp,
+                    timeout,
+                    lease: Duration::from_secs(u64::from(lease)),
+                    interval: Duration::from_millis(u64::from(interval)),
+                    count,
+                    json,
+                };
+                match resolve(&server).await {
+                    Ok(addr) => tools::watch(addr, &topic, &options, key).await,
                     Err(code) => code,
                 }
             }

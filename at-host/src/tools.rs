@@ -1,9 +1,10 @@
 //! The `at-host` verbs that ask a server about itself: `ping`, `info`,
-//! `list` (contract section 7), `topics` (section 10) and `discover`
+//! `list` (contract section 7), `topics` and `watch` (section 10) and `discover`
 //! (section 8). Output formats
 //! and exit codes are an interface (docs/TOOLS.md): 0 success, 1 an error
 //! reply, 2 usage, 3 no answer (refused, reset, timeout).
 
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -379,6 +380,94 @@ pub async fn topics(
         .collect();
     print!("{}", table(&rows));
     ExitCode::SUCCESS
+}
+
+/// What `watch` subscribes with: its flags.
+pub struct WatchOptions {
+    /// Over UDP instead of TCP.
+    pub udp: bool,
+    /// Bound on connecting and on each call (the subscribe, renewals).
+    pub timeout: Duration,
+    /// The lease asked for (renewed at half).
+    pub lease: Duration,
+    /// The least time between events.
+    pub interval: Duration,
+    /// Exit 0 after this many events.
+    pub count: Option<u64>,
+    /// Print each event's whole body.
+    pub json: bool,
+}
+
+/// `watch`: subscribes to `topic` and prints one line per event, `n value`
+/// (or the event's body with `json`), a gap and the end on stderr. Exit 0
+/// after `count` events, 3 when the server goes away or ends the
+/// subscription, 1 on an error reply.
+pub async fn watch(
+    addr: SocketAddr,
+    topic: &str,
+    options: &WatchOptions,
+    key: Option<AuthKey>,
+) -> ExitCode {
+    let link = match Link::connect(addr, options.udp, options.timeout, key).await {
+        Ok(link) => link,
+        Err(e) => return Failure::of(addr, e).report(),
+    };
+    let subscribe = at_host::SubscribeOptions {
+        lease: options.lease,
+        interval: options.interval,
+    };
+    let subscribed = match &link {
+        Link::Tcp(c) => c.subscribe_with::<Json>(topic, subscribe).await,
+        Link::Udp(c) => c.subscribe_with::<Json>(topic, subscribe).await,
+    };
+    let mut subscription = match subscribed {
+        Ok(subscription) => subscription,
+        Err(e) => return watch_failure(addr, e, options.json),
+    };
+    let topic_json = Json::String(topic.to_owned()).to_string();
+    let mut seen = 0u64;
+    loop {
+        if options.count.is_some_and(|count| seen >= count) {
+            return ExitCode::SUCCESS;
+        }
+        match subscription.next().await {
+            Ok(at_host::Update::Event { n, value }) => {
+                seen += 1;
+                let line = if options.json {
+                    format!(
+                        "{{\"topic\": {topic_json}, \"n\": {n}, \"value\": {}}}",
+                        compact(&value)
+                    )
+                } else {
+                    format!("{n} {}", compact(&value))
+                };
+                // A reader that has had enough (`| head -3`) ends it.
+                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Ok(at_host::Update::Gap { first, last }) => {
+                eprintln!("gap: events {first} to {last} lost");
+            }
+            Ok(at_host::Update::End { reason, .. }) => {
+                eprintln!("end: {reason}");
+                return ExitCode::from(3);
+            }
+            Err(e) => return watch_failure(addr, e, options.json),
+        }
+    }
+}
+
+/// An error of `watch`, reported as `call` reports it (with `json`, an
+/// error reply's body on stdout too).
+fn watch_failure(addr: SocketAddr, e: Error, json: bool) -> ExitCode {
+    if json && let Error::Remote { code, message } = &e {
+        println!(
+            "{}",
+            compact(&serde_json::json!({"status": "error", "code": code, "message": message}))
+        );
+    }
+    Failure::of(addr, e).report()
 }
 
 /// One `list` row: name, `name(type, type) -> type`, doc.

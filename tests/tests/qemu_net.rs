@@ -616,7 +616,8 @@ async fn networked_firmware_serves_tcp_and_udp_on_qemu() {
 /// Contract section 10 on the board: `uptime` events computed by the
 /// firmware over TCP and UDP (sealed with `key`), a notification that runs
 /// and is not answered, `deadline_ms` 0 not run.
-async fn two_way_on_the_board(board: &Board, key: Option<&at_host::AuthKey>) {
+async fn two_way_on_the_board(board: &Board, key: Option<(&at_host::AuthKey, &str)>) {
+    let (key, key_text) = (key.map(|k| k.0), key.map(|k| k.1));
     use at_core::event::{Event, Payload};
     let uptime = |body: &[u8], n: u32| -> i64 {
         let e = Event::parse(body).expect("an event body");
@@ -700,6 +701,42 @@ async fn two_way_on_the_board(board: &Board, key: Option<&at_host::AuthKey>) {
     .await;
     assert_eq!(code(&read_raw(&mut conn).await), "deadline_exceeded");
     drop(conn);
+    // The issue's command, over TCP and UDP: three events computed by the
+    // firmware, `n value` lines, exit 0.
+    for (udp_flag, addr) in [(None, board.tcp), (Some("--udp"), board.udp)] {
+        let mut watch = Command::new(at_host_bin());
+        watch
+            .arg("watch")
+            .args(udp_flag)
+            .args(["--server", &addr.to_string(), "--count", "3"]);
+        if let Some(k) = key_text {
+            watch.args(["--key", k]);
+        }
+        watch.arg("uptime");
+        let out = run(&mut watch, Duration::from_secs(20));
+        let stdout = text(&out.stdout);
+        eprintln!(
+            "at-host watch {udp_flag:?} uptime --count 3 (key {}):\n{stdout}",
+            key.is_some()
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let lines: Vec<(u32, i64)> = stdout
+            .lines()
+            .map(|l| {
+                let (n, v) = l.split_once(' ').expect("n value");
+                (n.parse().unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "{stdout}"
+        );
+        assert!(
+            lines.windows(2).all(|w| w[1].1 > w[0].1),
+            "uptime grows: {stdout}"
+        );
+    }
     // UDP (plain: a padded subscribe, so three events fit its budget).
     if session.is_none() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -837,7 +874,7 @@ async fn networked_firmware_with_a_key_authenticates() {
     // Its slot back for the command-line calls below (3 TCP clients at once).
     drop(conn);
 
-    two_way_on_the_board(&board, Some(&key)).await;
+    two_way_on_the_board(&board, Some((&key, KEY))).await;
 
     let plain = Client::connect(board.tcp, PATIENCE).await.unwrap();
     let e = plain.call_as::<i64>("add", (1, 2)).await.unwrap_err();
@@ -902,5 +939,76 @@ async fn networked_firmware_with_a_key_authenticates() {
                 "{out:?}"
             );
         }
+    }
+}
+
+/// The networked firmware built with `AT_CALL_HOME` (contract 10.5): at
+/// boot it connects out to the host (QEMU's 10.0.2.2 is the host's
+/// loopback), calls `rpc.peer` (vector P1, byte for byte), sends
+/// `log("boot ...")` by notification, and answers the host's calls on that
+/// connection (P3 and the calculator); when the host drops the
+/// connection, the board calls again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_firmware_calls_home_and_is_called_back() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let home = format!("10.0.2.2:{}", host.local_addr().unwrap().port());
+    let elf = build_firmware(
+        &["--features", "net"],
+        &[("AT_CALL_HOME", &home)],
+        "at-embedded-firmware-home",
+    );
+    let (text_size, data, bss) = elf_size(&elf);
+    eprintln!(
+        "networked firmware calling home: flash (text) {text_size} bytes, static RAM {} bytes",
+        data + bss
+    );
+    assert!(text_size <= FLASH, "{text_size} bytes of flash");
+    assert!(
+        data + bss <= STATIC_RAM,
+        "{} bytes of static RAM",
+        data + bss
+    );
+    let _board = start_board(&elf);
+    let p1 = "415400010000000100000020205429fe7b2266756e63223a20227270632e70656572222c202261726773223a205b5d7d";
+    let p2 = r#"{"status": "success", "result": {"lease": null}}"#;
+    for round in 0..2 {
+        let (mut conn, _) = tokio::time::timeout(PATIENCE, host.accept())
+            .await
+            .expect("the board calls home in time")
+            .unwrap();
+        conn.set_nodelay(true).unwrap();
+        let peer = read_raw(&mut conn).await;
+        let hex: String = peer.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, p1, "round {round}: the board's rpc.peer is vector P1");
+        write(&mut conn, &frame(at_core::Kind::Response, 1, p2.as_bytes())).await;
+        let boot = read_raw(&mut conn).await;
+        let boot = at_core::Frame::parse(&boot, u32::MAX).unwrap();
+        assert_eq!((boot.kind, boot.seq()), (at_core::Kind::Notify, 2));
+        assert_eq!(
+            std::str::from_utf8(boot.body).unwrap(),
+            r#"{"func": "log", "args": ["boot mps2-an386"]}"#
+        );
+        // The host calls the board: P3, then the calculator.
+        write(
+            &mut conn,
+            &request(1, r#"{"func": "rpc.info", "args": []}"#),
+        )
+        .await;
+        let info = read_reply(&mut conn).await;
+        assert_eq!(info.header.seq, 1);
+        assert!(
+            info.body.contains(r#""name": "mps2-an386""#),
+            "{}",
+            info.body
+        );
+        write(&mut conn, &calc(2, "add", "10", "20")).await;
+        assert_eq!(read_reply(&mut conn).await.outcome(), "30");
+        eprintln!("round {round}: the board called home, logged its boot and was called back");
+        // Dropped: the board calls home again (backoff 1 s).
+        drop(conn);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use at_core::auth::{ClientSession, NONCE_LEN, ReplyProblem};
+use at_core::auth::{ClientSession, NONCE_LEN, ReplayWindow, ReplyProblem};
 use at_core::{ErrorCode, Frame, Reply};
 
 use crate::shared::error::{Error, ProtocolError};
@@ -28,6 +28,9 @@ pub(crate) const MAX_OUTSTANDING: usize = 63;
 pub(crate) struct ClientAuth {
     key: AuthKey,
     live: Option<Live>,
+    /// Sessions started so far: a subscription made in an older one
+    /// subscribes again (contract 10.6).
+    generation: u64,
 }
 
 struct Live {
@@ -36,6 +39,20 @@ struct Live {
     /// The server answered `unauthorized`: the next call starts a new
     /// session, but replies to calls still out are opened with this one.
     refused: bool,
+    /// The seqs of the server's own frames (events) accepted in this
+    /// session (contract section 10.6: the client's 64-entry window).
+    window: ReplayWindow,
+}
+
+/// Why a frame the server sent on its own (an event) is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No AUTH bit: a client holding a key drops plain events.
+    Plain,
+    /// No session, another session's id, or a tag that does not verify.
+    Forged,
+    /// A seq the window accepted before, or older than it (or 0).
+    Replayed,
 }
 
 /// A hello on its way: its request body and the client nonce.
@@ -63,7 +80,11 @@ pub(crate) enum Opened {
 
 impl ClientAuth {
     pub(crate) fn new(key: AuthKey) -> ClientAuth {
-        ClientAuth { key, live: None }
+        ClientAuth {
+            key,
+            live: None,
+            generation: 0,
+        }
     }
 
     /// Whether a hello is due: no session, or one idle for
@@ -121,7 +142,9 @@ impl ClientAuth {
                     session,
                     last: Instant::now(),
                     refused: false,
+                    window: ReplayWindow::new(),
                 });
+                self.generation += 1;
                 Ok(())
             }
             Ok(Reply::Error(e)) => Err(Some(Error::Remote {
@@ -158,6 +181,37 @@ impl ClientAuth {
             .map_err(|_| ProtocolError::Encode(at_core::EncodeError::BufferTooSmall))?;
         frame.truncate(n);
         Ok(frame)
+    }
+
+    /// The body of a frame the server sent on its own in this session (an
+    /// event, flags 0x0018): its tag verified under `K_rep`, then its seq
+    /// checked and marked in the session's window for the server's seqs.
+    pub(crate) fn open_from_server<'f>(&mut self, frame: &Frame<'f>) -> Result<&'f [u8], Refused> {
+        let live = self.live.as_mut().ok_or(Refused::Forged)?;
+        let body = match live.session.open_reply(frame) {
+            Ok(body) => body,
+            Err(ReplyProblem::Plain) => return Err(Refused::Plain),
+            Err(_) => return Err(Refused::Forged),
+        };
+        live.window
+            .accept(frame.seq())
+            .map_err(|_| Refused::Replayed)?;
+        Ok(body)
+    }
+
+    /// Whether a session is live and usable now (no hello due), for frames
+    /// that cannot wait for one (an unsubscribe sent on drop).
+    pub(crate) fn is_live(&mut self, next_seq: u32) -> bool {
+        !self.needs_hello(next_seq, 1)
+    }
+
+    /// Which session is live (a count of hellos accepted), and whether it
+    /// is refused (the next call starts another).
+    pub(crate) fn session_mark(&self) -> (u64, bool) {
+        (
+            self.generation,
+            self.live.as_ref().is_none_or(|l| l.refused),
+        )
     }
 
     /// What a reply to one of this session's requests is.

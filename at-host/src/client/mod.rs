@@ -5,15 +5,20 @@
 //! - [`udp`]: [`UdpClient`], with [`UdpConfig`] and [`UdpStats`], calls
 //!   retransmitted until answered.
 //!
+//! - [`subscribe`]: [`Subscription`] (contract 10.3), on either client,
+//!   with [`Update`], [`EndReason`], [`SubscribeOptions`] and [`Granted`].
+//!
 //! Both encode requests and read replies through `shared::wire`, and
 //! authenticate through `auth` (the hello, sealing requests, opening
 //! replies) when given a key; nothing here imports the server side.
 //! [`Caller`] is what both have in common.
 
 mod auth;
+mod subscribe;
 mod tcp;
 mod udp;
 
+pub use subscribe::{EndReason, Granted, SubscribeOptions, Subscription, Update};
 pub use tcp::Client;
 pub use udp::{UdpClient, UdpConfig, UdpStats};
 

@@ -9,6 +9,13 @@
 //! has come; then the next waiter takes over. A call that is dropped
 //! leaves its entry behind, so its reply, when it comes, is read and
 //! discarded; nothing else waits on it.
+//!
+//! Events (NOTIFY frames, contract 10.3) are filed by whoever reads them
+//! with their subscription (`subscribe.rs`); a subscription waiting for
+//! events reads too, filing replies to their calls meanwhile. So a hello
+//! that must wait for the old session's replies waits for them to be
+//! filed (`drained`), not for the reader, which a subscription may hold
+//! for long.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,6 +34,7 @@ use serde::de::DeserializeOwned;
 
 use super::SeqMap;
 use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
+use super::subscribe::{Slot, SubscribeOptions, Subscription, Topics};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
@@ -108,6 +116,14 @@ pub struct Client {
     /// With a key: fewer than 64 sealed calls outstanding (contract
     /// section 9).
     outstanding: Arc<Semaphore>,
+    /// The topics subscribed to: where events go.
+    topics: Topics,
+    /// Wakes a hello waiting for the old session's replies when the last
+    /// one is filed (or the client breaks).
+    drained: Notify,
+    /// Notifications queued by a subscription dropped while the writer was
+    /// busy ([`State::deferred`] holds them): written with the next frame.
+    deferred: AtomicBool,
 }
 
 /// The writing side: whoever holds it numbers and writes requests.
@@ -138,6 +154,9 @@ struct State {
     queued: usize,
     /// With a key: the session (contract section 9).
     auth: Option<ClientAuth>,
+    /// Notification bodies still to number and write (see
+    /// [`Client::deferred`]).
+    deferred: Vec<Vec<u8>>,
 }
 
 /// A reply to a [`Client::send`]: its seq and its result.
@@ -200,10 +219,14 @@ impl Client {
                 ready: VecDeque::new(),
                 queued: 0,
                 auth: None,
+                deferred: Vec::new(),
             }),
             broken: AtomicBool::new(false),
             queued: Notify::new(),
             outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
+            topics: Topics::default(),
+            drained: Notify::new(),
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -496,7 +519,7 @@ impl Client {
             encode_notify(seq, func, args, limit)?
         };
         if writer.out.len() - writer.len < frame.len() {
-            self.write_out(&mut writer).await?;
+            self.write_buffered(&mut writer).await?;
         }
         let at = writer.len;
         let room = writer
@@ -537,7 +560,7 @@ impl Client {
                 None => plain_frame(at_core::Kind::Request, seq, &body)?,
             };
             if writer.out.len() - writer.len < frame.len() {
-                self.write_out(writer).await?;
+                self.write_buffered(writer).await?;
             }
             let at = writer.len;
             let room = writer
@@ -551,7 +574,7 @@ impl Client {
             let at = writer.len;
             let written = match encode_request_into(seq, func, args, &mut writer.out[at..]) {
                 Err(at_core::EncodeError::BufferTooSmall) if writer.len > 0 => {
-                    self.write_out(writer).await?;
+                    self.write_buffered(writer).await?;
                     encode_request_into(seq, func, args, &mut writer.out)
                 }
                 other => other,
@@ -586,9 +609,27 @@ impl Client {
                 break;
             }
             self.write_out(writer).await?;
-            let mut reader = self.reader.lock().await;
-            while !self.state().in_flight.is_empty() {
-                self.read_one(&mut reader).await?;
+            // Whoever reads files the old session's replies: a
+            // subscription waiting for events may hold the reader for long,
+            // so wait for the last reply or for the reader, whichever first.
+            loop {
+                let drained = self.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if self.state().in_flight.is_empty() {
+                    break;
+                }
+                self.usable()?;
+                tokio::select! {
+                    biased;
+                    () = &mut drained => {}
+                    mut reader = self.reader.lock() => {
+                        while !self.state().in_flight.is_empty() {
+                            self.read_one(&mut reader).await?;
+                        }
+                        break;
+                    }
+                }
             }
             // Draining may have filed the reply of a hello whose caller
             // was dropped: due again?
@@ -617,9 +658,27 @@ impl Client {
         self.write_out(writer).await?;
         self.wait(rx).await.map(drop)
     }
-    /// Writes every queued request. A write cancelled part way leaves the
-    /// rest queued, so the stream stays in step.
+    /// Writes every queued request, and the notifications deferred (see
+    /// [`Client::deferred`]), numbered after them. A write cancelled part
+    /// way leaves the rest queued, so the stream stays in step.
     async fn write_out(&self, writer: &mut Writer) -> Result<(), Error> {
+        // Twice at most: notifications deferred while this write ran go
+        // with it.
+        for _ in 0..2 {
+            if self.deferred.load(Ordering::Acquire) {
+                self.append_deferred(writer);
+            }
+            self.write_buffered(writer).await?;
+            if !self.deferred.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the buffer holds, nothing more: for making room while a
+    /// frame whose seq is taken waits to go in.
+    async fn write_buffered(&self, writer: &mut Writer) -> Result<(), Error> {
         self.usable()?;
         while writer.written < writer.len {
             let pending = &writer.out[writer.written..writer.len];
@@ -635,6 +694,178 @@ impl Client {
         writer.written = 0;
         writer.len = 0;
         Ok(())
+    }
+
+    /// Numbers (seals) and queues the deferred notifications that fit.
+    fn append_deferred(&self, writer: &mut Writer) {
+        let mut state = self.state();
+        let bodies = std::mem::take(&mut state.deferred);
+        let mut rest = Vec::new();
+        for body in bodies {
+            if !self.append_notify(&mut state, writer, &body) {
+                rest.push(body);
+            }
+        }
+        self.deferred.store(!rest.is_empty(), Ordering::Release);
+        state.deferred = rest;
+    }
+
+    /// Numbers (with a key: seals in the live session) and queues the
+    /// notification `body`; false when it does not fit the buffer now.
+    /// Without a live session it is dropped (true): its subscription was
+    /// made in a session the server no longer holds, or is ending.
+    fn append_notify(&self, state: &mut State, writer: &mut Writer, body: &[u8]) -> bool {
+        let seq = writer.next_seq;
+        let frame = match state.auth.as_mut() {
+            Some(auth) => {
+                if !auth.is_live(seq) {
+                    return true;
+                }
+                auth.seal_as(at_core::Kind::Notify, seq, body)
+            }
+            None => plain_frame(at_core::Kind::Notify, seq, body),
+        };
+        let Ok(frame) = frame else { return true };
+        let Some(room) = writer.out.get_mut(writer.len..writer.len + frame.len()) else {
+            return false;
+        };
+        room.copy_from_slice(&frame);
+        writer.len += frame.len();
+        writer.next_seq = writer.next_seq.wrapping_add(1).max(1);
+        true
+    }
+
+    /// Sends the notification `func(args)` without waiting (from a
+    /// `Drop`): written at once when the writer is free and the socket
+    /// takes it, else queued for the next write.
+    pub(crate) fn notify_now(&self, func: &str, args: &[at_core::Value<'_>]) {
+        if self.usable().is_err() {
+            return;
+        }
+        let Ok(body) = encode_body(func, args) else {
+            return;
+        };
+        let Ok(mut writer) = self.writer.try_lock() else {
+            self.state().deferred.push(body);
+            self.deferred.store(true, Ordering::Release);
+            return;
+        };
+        let mut state = self.state();
+        if !self.append_notify(&mut state, &mut writer, &body) {
+            state.deferred.push(body);
+            self.deferred.store(true, Ordering::Release);
+        }
+        drop(state);
+        while writer.written < writer.len {
+            let at = writer.written;
+            let len = writer.len;
+            match writer.half.try_write(&writer.out[at..len]) {
+                Ok(0) => break,
+                Ok(n) => writer.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.fail(e.into());
+                    return;
+                }
+            }
+        }
+        if writer.written == writer.len {
+            writer.written = 0;
+            writer.len = 0;
+        }
+    }
+
+    /// The topics this client holds.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// With a key: which session is live, and whether it is refused.
+    pub(crate) fn session_mark(&self) -> Option<(u64, bool)> {
+        self.state().auth.as_ref().map(ClientAuth::session_mark)
+    }
+
+    /// Waits until `slot` has an event or `wake`: reads (filing replies to
+    /// their calls and events to their subscriptions) while nobody else
+    /// does.
+    pub(crate) async fn pump_events(
+        &self,
+        slot: &Slot,
+        wake: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        self.usable()?;
+        let posted = slot.posted.notified();
+        tokio::pin!(posted);
+        posted.as_mut().enable();
+        if !slot.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = &mut posted => Ok(()),
+            () = tokio::time::sleep_until(wake) => Ok(()),
+            mut reader = self.reader.lock() => {
+                let read = async {
+                    while slot.is_empty() {
+                        self.read_one(&mut reader).await?;
+                    }
+                    Ok(())
+                };
+                tokio::select! {
+                    biased;
+                    read = read => read,
+                    () = tokio::time::sleep_until(wake) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Subscribes to `topic` with the default options (a lease of 60 s,
+    /// renewed at half; every event): see [`Subscription`]. Values convert
+    /// to `T` (`serde_json::Value` takes any).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use at_host::{Client, Server, Update};
+    /// let server = Server::builder().calls_topic("calls").calculator().tcp("127.0.0.1:0".parse()?).start().await?;
+    /// let client = Client::connect(server.tcp_addr().unwrap(), std::time::Duration::from_secs(5)).await?;
+    /// let mut calls = client.subscribe::<u64>("calls").await?;
+    /// client.call_as::<i64>("add", (1, 2)).await?;
+    /// // The server publishes its count of calls answered once a second.
+    /// let Update::Event { value, .. } = calls.next().await? else { panic!() };
+    /// assert!(value >= 1);
+    /// // A topic the server lacks:
+    /// let e = client.subscribe::<u64>("nope").await.unwrap_err();
+    /// assert_eq!(e.code(), Some(at_host::ErrorCode::UnknownTopic));
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Result<Subscription<'_, T>, Error> {
+        self.subscribe_with(topic, SubscribeOptions::default())
+            .await
+    }
+
+    /// [`subscribe`](Self::subscribe) with a lease and an interval of one's
+    /// own.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &at_host::Client) -> Result<(), at_host::Error> {
+    /// use std::time::Duration;
+    /// let options = at_host::SubscribeOptions { lease: Duration::from_secs(10), interval: Duration::from_millis(500) };
+    /// let mut temp = client.subscribe_with::<f64>("temp", options).await?;
+    /// # let _ = temp.next().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<'_, T>, Error> {
+        Subscription::start_tcp(self, topic, options).await
     }
 
     /// Reads until one whole reply frame is in and files it.
@@ -661,12 +892,11 @@ impl Client {
     /// connection.
     fn file(&self, frame: &Frame<'_>) -> Result<(), Error> {
         if frame.kind == at_core::Kind::Notify {
-            // An event or a one-way call this client never asked for
-            // (contract section 10): dropped, the connection kept.
-            log::debug!(
-                "dropping a NOTIFY frame (seq {}) nothing asked for",
-                frame.seq()
-            );
+            // An event (to its subscription), or anything else (a one-way
+            // call, an event of a topic not held): dropped, the connection
+            // kept (contract section 10).
+            let mut state = self.state();
+            self.topics.file(frame, state.auth.as_mut());
             return Ok(());
         }
         if !frame.kind.is_reply() {
@@ -682,6 +912,9 @@ impl Client {
                 Some(auth) => auth.accept_hello(&hello, frame),
                 None => Err(Some(ProtocolError::Broken.into())),
             };
+            if state.in_flight.is_empty() {
+                self.drained.notify_waiters();
+            }
             return match accepted {
                 Ok(()) => {
                     let _ = reply.send(Ok(Value::Null));
@@ -713,7 +946,11 @@ impl Client {
                 .err()
                 .unwrap_or(ProtocolError::UnexpectedSeq(0).into()));
         }
-        match state.in_flight.remove(&seq) {
+        let waiter = state.in_flight.remove(&seq);
+        if state.in_flight.is_empty() {
+            self.drained.notify_waiters();
+        }
+        match waiter {
             None => Err(ProtocolError::UnexpectedSeq(seq).into()),
             Some(Waiter::Call { reply, .. }) => {
                 // A dropped call's reply is discarded.
@@ -758,6 +995,7 @@ impl Client {
         drop(dropped);
         self.outstanding.close();
         self.queued.notify_waiters();
+        self.drained.notify_waiters();
         e
     }
 

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::SeqMap;
 use super::auth::{ClientAuth, Hello, MAX_OUTSTANDING, Opened};
+use super::subscribe::{Slot, SubscribeOptions, Subscription, Topics};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::keys::AuthKey;
@@ -101,6 +102,8 @@ pub struct UdpClient {
     /// With a key: fewer than 64 sealed calls outstanding (contract
     /// section 9).
     outstanding: Semaphore,
+    /// The topics subscribed to: where events go.
+    topics: Topics,
 }
 
 /// What the calls share, locked only between awaits.
@@ -160,6 +163,33 @@ enum Got {
     Reply(Result<Value, Error>),
     /// It arrived damaged: retransmit now.
     Resend,
+}
+
+/// What a request carries besides `func` and `args`.
+#[derive(Clone, Copy)]
+enum Extra {
+    Nothing,
+    /// `"deadline_ms"` (contract 10.4).
+    Deadline(u32),
+    /// An unknown member `"pad"` that makes the whole datagram this many
+    /// bytes (contract 10.8 rule 1: a server sends an address at most 3
+    /// times its subscribe's size).
+    PadTo(usize),
+}
+
+/// The body of `func(args)` with a `"pad"` member of spaces making it
+/// `size` bytes (when it is shorter); servers ignore unknown members.
+fn padded_body(func: &str, args: &[at_core::Value<'_>], size: usize) -> Result<Vec<u8>, Error> {
+    const MEMBER: &str = ", \"pad\": \"\"}";
+    let mut body = encode_body(func, args)?;
+    if body.last() == Some(&b'}') && body.len() - 1 + MEMBER.len() <= size {
+        body.pop();
+        let spaces = size - (body.len() + MEMBER.len());
+        body.extend_from_slice(b", \"pad\": \"");
+        body.resize(body.len() + spaces, b' ');
+        body.extend_from_slice(b"\"}");
+    }
+    Ok(body)
 }
 
 /// Counters of a UDP client, for tests and benchmarks.
@@ -254,6 +284,7 @@ impl UdpClient {
             }),
             session: RwLock::new(()),
             outstanding: Semaphore::new(MAX_OUTSTANDING),
+            topics: Topics::default(),
         }
     }
 
@@ -271,7 +302,9 @@ impl UdpClient {
     /// the untyped call (see [`Arg`]).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
         let args = A::to_core(args);
-        let mut results = self.call_many_core(&[(func, &args)], None).await?;
+        let mut results = self
+            .call_many_core(&[(func, &args)], Extra::Nothing)
+            .await?;
         results
             .pop()
             .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
@@ -301,7 +334,7 @@ impl UdpClient {
     ) -> Result<Value, Error> {
         let args = A::to_core(args);
         let mut results = self
-            .call_many_core(&[(func, &args)], Some(deadline_ms))
+            .call_many_core(&[(func, &args)], Extra::Deadline(deadline_ms))
             .await?;
         results
             .pop()
@@ -399,7 +432,7 @@ impl UdpClient {
             .zip(&args)
             .map(|((func, _), args)| (*func, &**args))
             .collect();
-        self.call_many_core(&calls, None).await
+        self.call_many_core(&calls, Extra::Nothing).await
     }
 
     /// [`call_many`](Self::call_many) with typed arguments and results:
@@ -437,7 +470,7 @@ impl UdpClient {
     async fn call_many_core(
         &self,
         calls: &[(&str, &[at_core::Value<'_>])],
-        deadline_ms: Option<u32>,
+        extra: Extra,
     ) -> Result<Vec<Result<Value, Error>>, Error> {
         let start = Instant::now();
         let deadline = start + self.config.timeout;
@@ -482,16 +515,31 @@ impl UdpClient {
                         let seq = state.take_seq();
                         // Built once: every retransmission repeats these
                         // bytes, `deadline_ms` unchanged (contract 10.4).
-                        let frame = match (state.auth.as_mut(), deadline_ms) {
-                            (Some(auth), None) => auth.seal(seq, &encode_body(func, args)?)?,
-                            (Some(auth), Some(d)) => {
+                        let frame = match (state.auth.as_mut(), extra) {
+                            (Some(auth), Extra::Nothing) => {
+                                auth.seal(seq, &encode_body(func, args)?)?
+                            }
+                            (Some(auth), Extra::Deadline(d)) => {
                                 auth.seal(seq, &encode_body_with_deadline(func, args, d)?)?
                             }
-                            (None, None) => encode_request(seq, func, args, self.config.max_frame)?,
-                            (None, Some(d)) => plain_frame(
+                            (Some(auth), Extra::PadTo(size)) => {
+                                let room = size.saturating_sub(
+                                    at_core::HEADER_LEN + at_core::auth::TRAILER_LEN,
+                                );
+                                auth.seal(seq, &padded_body(func, args, room)?)?
+                            }
+                            (None, Extra::Nothing) => {
+                                encode_request(seq, func, args, self.config.max_frame)?
+                            }
+                            (None, Extra::Deadline(d)) => plain_frame(
                                 at_core::Kind::Request,
                                 seq,
                                 &encode_body_with_deadline(func, args, d)?,
+                            )?,
+                            (None, Extra::PadTo(size)) => plain_frame(
+                                at_core::Kind::Request,
+                                seq,
+                                &padded_body(func, args, size.saturating_sub(at_core::HEADER_LEN))?,
                             )?,
                         };
                         let timeout = state.jittered(self.config.initial_timeout);
@@ -621,7 +669,12 @@ impl UdpClient {
         let frame = match Frame::parse(datagram, self.config.max_frame) {
             Ok(frame) if frame.kind.is_reply() => frame,
             Ok(frame) if frame.kind == at_core::Kind::Notify => {
-                return self.ignore("a NOTIFY frame nothing asked for");
+                // An event (to its subscription), or dropped.
+                let mut state = self.state();
+                if !self.topics.file(&frame, state.auth.as_mut()) {
+                    state.stats.ignored += 1;
+                }
+                return;
             }
             Ok(_) => return self.ignore("a request frame"),
             Err(e) => return self.ignore(&format!("bad frame: {e}")),
@@ -735,6 +788,144 @@ impl UdpClient {
             Some(Err(e)) => Err(e),
             None => Err(Error::Timeout(self.config.timeout)),
         }
+    }
+
+    /// The topics this client holds.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// [`call`](Self::call) with the request padded to a datagram of
+    /// `size` bytes (a subscribe, for its event budget).
+    pub(crate) async fn call_padded(
+        &self,
+        func: &str,
+        args: &[Value],
+        size: usize,
+    ) -> Result<Value, Error> {
+        let args = Value::to_core(args);
+        let mut results = self
+            .call_many_core(&[(func, &args)], Extra::PadTo(size))
+            .await?;
+        results
+            .pop()
+            .unwrap_or(Err(Error::Protocol(ProtocolError::Closed)))
+    }
+
+    /// With a key: which session is live, and whether it is refused.
+    pub(crate) fn session_mark(&self) -> Option<(u64, bool)> {
+        self.state().auth.as_ref().map(ClientAuth::session_mark)
+    }
+
+    /// Waits until `slot` has an event or `wake`: reads datagrams (handing
+    /// replies to their calls and events to their subscriptions) while
+    /// nobody else does.
+    pub(crate) async fn pump_events(
+        &self,
+        slot: &Slot,
+        wake: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        let posted = slot.posted.notified();
+        tokio::pin!(posted);
+        posted.as_mut().enable();
+        if !slot.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = &mut posted => {}
+            () = tokio::time::sleep_until(wake) => {}
+            mut buf = self.reader.lock() => {
+                while slot.is_empty() {
+                    match tokio::time::timeout_at(wake, self.socket.recv(&mut buf)).await {
+                        Err(_) => break,
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            // ICMP port unreachable: the next renewal
+                            // finds out whether the server is gone.
+                            debug!("udp: {e}");
+                            break;
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                        Ok(Ok(n)) => self.dispatch(&buf[..n]),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the notification `func(args)` once, without waiting (from a
+    /// `Drop`); with a key only in a live session. Best effort: a socket
+    /// that cannot take it now drops it.
+    pub(crate) fn notify_now(&self, func: &str, args: &[at_core::Value<'_>]) {
+        let frame = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let live = match state.auth.as_mut() {
+                Some(auth) => auth.is_live(state.next_seq),
+                None => true,
+            };
+            if !live {
+                return;
+            }
+            let seq = state.take_seq();
+            match state.auth.as_mut() {
+                Some(auth) => encode_body(func, args)
+                    .and_then(|body| auth.seal_as(at_core::Kind::Notify, seq, &body)),
+                None => encode_notify(seq, func, args, self.config.max_frame),
+            }
+        };
+        if let Ok(frame) = frame
+            && self.socket.try_send(&frame).is_ok()
+        {
+            self.state().stats.sent += 1;
+        }
+    }
+
+    /// Subscribes to `topic` with the default options: see
+    /// [`Subscription`]. On plain UDP the server grants a credit of events
+    /// as well as a lease, and sends at most 3 times the subscribe's size
+    /// in events until the next (contract 10.8 rule 1): the subscribe is
+    /// padded to a 512-byte datagram (an unknown member `"pad"`), and the
+    /// subscription renews when half of any of the three is spent. The
+    /// subscribe and its renewals are calls (retransmitted); events are
+    /// never acknowledged.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), at_host::Error> {
+    /// use at_host::{UdpClient, UdpConfig, Update};
+    /// let client = UdpClient::connect("192.168.1.20:16724", UdpConfig::default()).await?;
+    /// let mut temp = client.subscribe::<f64>("temp").await?;
+    /// while let Update::Event { n, value } = temp.next().await? {
+    ///     println!("{n} {value}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Result<Subscription<'_, T>, Error> {
+        self.subscribe_with(topic, SubscribeOptions::default())
+            .await
+    }
+
+    /// [`subscribe`](Self::subscribe) with a lease and an interval of one's
+    /// own.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &at_host::UdpClient) -> Result<(), at_host::Error> {
+    /// use std::time::Duration;
+    /// let options = at_host::SubscribeOptions { lease: Duration::from_secs(20), ..Default::default() };
+    /// let temp = client.subscribe_with::<f64>("temp", options).await?;
+    /// # drop(temp);
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<'_, T>, Error> {
+        Subscription::start_udp(self, topic, options).await
     }
 
     fn ignore(&self, what: &str) {

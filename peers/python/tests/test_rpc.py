@@ -37,6 +37,9 @@ LOOPBACK = "127.0.0.1"
 WAIT = 5.0
 KEY = bytes(range(32))
 KID = "demo"
+# What the Python server's rpc.info lists in "ext" (contract section 10.1).
+EXT = ["notify", "events", "deadline"]
+EXT_JSON = json.dumps(EXT).encode()
 
 logging.getLogger("at_rpc").setLevel(100)  # keep expected warnings out of the output
 
@@ -132,14 +135,14 @@ class PingInfoTests(RpcCase):
     def test_info(self):
         expected = (b'{"status": "success", "result": {"protocol": 1, "server": "at_rpc.py '
                     + at_rpc.__version__.encode() + b'", "name": "bench", "auth": "off", '
-                    b'"max_body": 65536, "functions": 4}}')
+                    b'"max_body": 65536, "functions": 4, "ext": ' + EXT_JSON + b'}}')
         self.assertEqual(self.both(frame(1, "rpc.info")), expected)
         self.server.register("echo", lambda *a: list(a))
         self.server.functions["rpc.sneaky"] = lambda: 1  # never counted nor called
         with Client(*self.server.tcp_address) as c:
             self.assertEqual(list(c.info().items()), [
                 ("protocol", 1), ("server", "at_rpc.py " + at_rpc.__version__), ("name", "bench"),
-                ("auth", "off"), ("max_body", 65536), ("functions", 5)])
+                ("auth", "off"), ("max_body", 65536), ("functions", 5), ("ext", EXT)])
             with self.assertRaises(RemoteError) as cm:
                 c.call("rpc.sneaky")
             self.assertEqual(cm.exception.code, "unknown_function")
@@ -170,7 +173,7 @@ class PingInfoTests(RpcCase):
         reply = at_rpc.respond(at_rpc.CALCULATOR, parse_datagram(frame(3, "rpc.info")), 4096)
         self.assertEqual(reply_body(reply), b'{"status": "success", "result": {"protocol": 1, '
                          b'"server": "at_rpc.py 0.2.0", "name": "", "auth": "off", '
-                         b'"max_body": 4096, "functions": 4}}')
+                         b'"max_body": 4096, "functions": 4, "ext": []}}')
         reply = at_rpc.respond_to_datagram(at_rpc.CALCULATOR, frame(4, "rpc.functions"))
         self.assertEqual(reply_body(reply), CALCULATOR_PAGE)
 
@@ -407,9 +410,15 @@ class BroadcastTests(RpcCase):
                 self.assertTrue(parse_datagram(reply).flags & ERROR)
         # A retransmission of a request whose error is cached: still nothing.
         self.assertIsNone(self.server._udp_datagram(errors[0], who, broadcast=True))
-        for seq, data in enumerate((frame(7, "rpc.info"), frame(8, "add", 1, 2), frame(9, "rpc.ping")), 7):
+        for seq, data in ((7, frame(7, "rpc.info")), (9, frame(9, "rpc.ping"))):
             reply = parse_datagram(self.server._udp_datagram(data, who, broadcast=True))
             self.assertEqual((reply.kind, reply.seq), (RESPONSE, seq))
+        # Only rpc.ping and rpc.info run when they came by broadcast (10.8 rule 1).
+        calls = []
+        self.server.register("count", lambda: calls.append(1) or len(calls))
+        self.assertIsNone(self.server._udp_datagram(frame(10, "count"), who, broadcast=True))
+        self.assertIsNone(self.server._udp_datagram(frame(11, "add", 1, 2), who, broadcast=True))
+        self.assertEqual(calls, [])
 
     def test_broadcast_detection(self):
         ip = (socket.IPPROTO_IP, at_rpc.net._IP_PKTINFO)
@@ -483,15 +492,17 @@ class LiveDiscoveryTests(unittest.TestCase):
         self.assertEqual(v4[0].server, at_rpc.SERVER_SOFTWARE)
         self.assertEqual(v4[0].auth, "off")
         self.assertEqual(found, at_rpc.discovery.sort_discovered(found))
-        # An error to a broadcast is never answered; a success comes after 0-100 ms.
+        # An error to a broadcast is never answered, nor a call other than
+        # rpc.ping and rpc.info (10.8 rule 1); a success comes after 0-100 ms.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             s.settimeout(0.4)
             s.sendto(frame(1, "div", 1, 0), ("255.255.255.255", port))
+            s.sendto(frame(2, "add", 1, 2), ("255.255.255.255", port))
             with self.assertRaises(socket.timeout):
                 s.recv(70000)
-            s.sendto(frame(2, "add", 1, 2), ("255.255.255.255", port))
-            self.assertEqual(parse_datagram(s.recv(70000)).seq, 2)
+            s.sendto(frame(3, "rpc.ping"), ("255.255.255.255", port))
+            self.assertEqual(parse_datagram(s.recv(70000)).seq, 3)
 
     def test_discover_command(self):
         name = f"cli-{os.getpid()}"
@@ -717,13 +728,14 @@ class CliTests(unittest.TestCase):
 
     def test_info(self):
         expected = ("protocol: 1\nserver: at_rpc.py 0.2.0\nname: cli bench\nauth: off\n"
-                    "max_body: 65536\nfunctions: 4\n")
+                    "max_body: 65536\nfunctions: 4\next: " + ", ".join(EXT) + "\n")
         r = run_cli("info", "--server", self.tcp)
         self.assertEqual((r.returncode, r.stdout, r.stderr), (0, expected, ""))
         r = run_cli("info", "--udp", "--json", "--server", self.udp)
         self.assertEqual((r.returncode, r.stdout), (0, '{"protocol": 1, "server": "at_rpc.py 0.2.0", '
                                                        '"name": "cli bench", "auth": "off", '
-                                                       '"max_body": 65536, "functions": 4}\n'))
+                                                       '"max_body": 65536, "functions": 4, "ext": '
+                                                       + EXT_JSON.decode() + '}\n'))
 
     def test_info_and_list_dead_address(self):
         for verb in ("info", "list"):

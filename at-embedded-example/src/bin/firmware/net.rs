@@ -20,7 +20,11 @@
 //! `AT_NAME` (what `rpc.info` reports; default `mps2-an386`),
 //! `AT_STATIC_IP`, `AT_GATEWAY`, `AT_IDLE_TIMEOUT_MS` (a TCP connection
 //! with no traffic for this long is closed; default 60 s) and
-//! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s).
+//! `AT_FRAME_TIMEOUT_MS` (a partial frame held this long; default 5 s),
+//! and `AT_CALL_HOME` (`a.b.c.d:port`): at boot the firmware connects out
+//! to that host, calls `rpc.peer` there, sends `log("boot NAME")` and
+//! serves the host's calls on that connection, reconnecting with backoff
+//! (`at_embedded_example::tcp::call_home`; one more TCP socket).
 
 use at_core::HEADER_LEN;
 use at_embedded_example::smoltcp_nal::{SmoltcpStack, SocketBuffers, SocketSlots, TcpConfig};
@@ -42,8 +46,12 @@ use crate::lan9118::{Frames, LAN9118_BASE, LAN9118_IRQ, Lan9118};
 const PORT: u16 = 16724;
 /// TCP connections served at once; one more is let in to be told `busy`.
 pub const CLIENTS: usize = 3;
-/// TCP sockets: the clients and the spare.
-const TCP_SOCKETS: usize = CLIENTS + 1;
+/// TCP sockets: the clients, the spare, and the connection home.
+const TCP_SOCKETS: usize = CLIENTS + 1 + CALL_HOME_SOCKETS;
+#[cfg(at_call_home)]
+const CALL_HOME_SOCKETS: usize = 1;
+#[cfg(not(at_call_home))]
+const CALL_HOME_SOCKETS: usize = 0;
 /// Each TCP socket's receive and send buffer (a frame of the largest size
 /// fits twice).
 const TCP_BUF: usize = 1024;
@@ -170,6 +178,8 @@ pub fn run(
     #[cfg(not(at_auth))]
     let responder = &mut at_core::auth::Open;
     let Some(topics) = topics() else { halt() };
+    #[cfg(at_call_home)]
+    let Some(home) = call_home() else { halt() };
     let mut published = Published::default();
 
     loop {
@@ -182,6 +192,10 @@ pub fn run(
         published.publish(topics, now);
         work += tcp.poll_topics(stack, &COUNTED, responder, topics, now);
         work += udp.poll_topics(stack, &COUNTED, responder, topics, now);
+        #[cfg(at_call_home)]
+        if stack.interface().ipv4_addr().is_some() {
+            work += home.poll(stack, &COUNTED, responder, Some(&mut *topics), now);
+        }
         work += serial
             .poll_topics(&COUNTED, responder, topics, now, &mut uart)
             .unwrap_or(0);
@@ -222,6 +236,18 @@ impl Published {
             let _ = topics.publish("calls", Value::Int(i64::from(calls)));
         }
     }
+}
+
+/// The connection home (`AT_CALL_HOME`), in `.bss`.
+#[cfg(at_call_home)]
+#[inline(never)]
+fn call_home() -> Option<&'static mut at_embedded_example::tcp::call_home::CallHome<Stack, RX, TX>>
+{
+    use at_embedded_example::tcp::call_home::CallHome;
+    static HOME: StaticCell<CallHome<Stack, RX, TX>> = StaticCell::new();
+    let home = env!("AT_FIRMWARE_CALL_HOME").parse().ok()?;
+    let line = env!("AT_FIRMWARE_BOOT_LINE");
+    HOME.try_init_with(|| CallHome::new(home, line).with_name(NAME))
 }
 
 /// The subscription table, in `.bss`.

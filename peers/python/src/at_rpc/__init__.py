@@ -42,8 +42,13 @@ key=(kid, key)) and AsyncClient(..., key=(kid, key)) provide it; keys are
 The modules, one concept each: frame (header, CRC, stream reader), body
 (the JSON rules), auth (section 9 primitives and keys), signature,
 calculator, dispatch (request -> reply, rpc.*), sessions (the server's
-reply cache and session table), net (socket helpers), server, client
+reply cache and session table), oneway and events (section 10: NOTIFY
+repeats, topics and subscriptions), net (socket helpers), server, client
 (blocking), aio (AsyncClient), discovery, cli.
+
+Section 10: NOTIFY calls (Client.notify), deadline_ms (call(...,
+deadline_ms=N)), topics (Server.topic(name).publish(value)) and
+subscriptions (Client.subscribe(topic) -> Subscription).
 """
 
 from __future__ import annotations
@@ -74,10 +79,17 @@ from .auth import (
     valid_kid,
 )
 from .body import (
+    END_REASONS,
+    Call,
+    Event,
     encode_value,
     error_body,
     error_frame,
+    event_body,
     format_double,
+    parse_call,
+    parse_event,
+    parse_notify,
     parse_reply,
     parse_request,
     parse_value,
@@ -86,7 +98,7 @@ from .body import (
 )
 from .calculator import CALCULATOR
 from .cli import main
-from .client import Client
+from .client import Client, Received, Subscription
 from .discovery import Discovered, discover, format_discovered, parse_discovery_reply
 from .dispatch import (
     ServerInfo,
@@ -107,6 +119,7 @@ from .errors import (
     ProtocolError,
     RemoteError,
 )
+from .events import Topic
 from .frame import (
     AUTH,
     CODES,
@@ -120,9 +133,11 @@ from .frame import (
     MAX_ARGS,
     MAX_BODY,
     MAX_DATAGRAM,
+    MAX_DEADLINE_MS,
     MAX_DEPTH,
     MAX_FUNC_NAME,
     MAX_SEQ,
+    NOTIFY,
     REQUEST,
     RESPONSE,
     Frame,
@@ -144,6 +159,7 @@ __all__ = [
     "CALCULATOR",
     "CODES",
     "DEFAULT_PORT",
+    "END_REASONS",
     "ERROR",
     "HEADER_LEN",
     "HELLO",
@@ -155,10 +171,12 @@ __all__ = [
     "MAX_ARGS",
     "MAX_BODY",
     "MAX_DATAGRAM",
+    "MAX_DEADLINE_MS",
     "MAX_DEPTH",
     "MAX_FUNC_NAME",
     "MAX_SEQ",
     "NONCE_LEN",
+    "NOTIFY",
     "PLAIN_FUNCS",
     "REQUEST",
     "RESPONSE",
@@ -172,21 +190,26 @@ __all__ = [
     "AuthFrame",
     "BadProof",
     "BodyError",
+    "Call",
     "Client",
     "Discovered",
     "EncodeError",
+    "Event",
     "Frame",
     "FrameError",
     "FrameReader",
     "Header",
     "KeyFormatError",
     "ProtocolError",
+    "Received",
     "RemoteError",
     "ReplyCache",
     "Server",
     "ServerInfo",
     "SessionTable",
     "Signature",
+    "Subscription",
+    "Topic",
     "__version__",
     "answer_rpc",
     "call_function",
@@ -198,6 +221,7 @@ __all__ = [
     "encode_value",
     "error_body",
     "error_frame",
+    "event_body",
     "format_discovered",
     "format_double",
     "frame_tag",
@@ -209,10 +233,13 @@ __all__ = [
     "main",
     "pack_auth_frame",
     "pack_frame",
+    "parse_call",
     "parse_datagram",
     "parse_discovery_reply",
+    "parse_event",
     "parse_key",
     "parse_key_hex",
+    "parse_notify",
     "parse_reply",
     "parse_request",
     "parse_value",

@@ -17,6 +17,7 @@ from .errors import FrameError, ProtocolError, RemoteError
 from .frame import (
     ERROR,
     MAX_SEQ,
+    NOTIFY,
     REQUEST,
     Frame,
     FrameReader,
@@ -210,13 +211,17 @@ class AsyncClient(ClientSettings):
             start = following
         raise ProtocolError(f"rpc.functions: more than {max_pages} pages")
 
-    async def call(self, func: str, *args: Any) -> Any:
-        """func(*args) on the server; see the class for what it raises."""
-        return (await self.call_raw(func, *args))[0]
+    async def call(self, func: str, *args: Any, deadline_ms: int | None = None) -> Any:
+        """func(*args) on the server; see the class for what it raises.
+        deadline_ms: sent as the call's "deadline_ms" (section 10.4), the
+        same bytes in every UDP retransmission."""
+        return (await self.call_raw(func, *args, deadline_ms=deadline_ms))[0]
 
-    async def call_raw(self, func: str, *args: Any) -> tuple[Any, bytes]:
+    async def call_raw(
+        self, func: str, *args: Any, deadline_ms: int | None = None
+    ) -> tuple[Any, bytes]:
         """Like call(), but returns (result, reply body bytes)."""
-        body = encode_call(func, args, self.max_frame, self.key is not None)
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         state = _CallState()
@@ -237,6 +242,32 @@ class AsyncClient(ClientSettings):
         except TimeoutError:
             raise TimeoutError(self._timeout_text(state)) from None
         return reply_result(reply), reply.body
+
+    async def notify(self, func: str, *args: Any, deadline_ms: int | None = None) -> None:
+        """Sends func(*args) as a NOTIFY (section 10.2): run by the server,
+        never answered, never retransmitted; sealed in the session with a
+        key (opened first if need be). Raises OSError, TimeoutError or
+        ProtocolError when it cannot be sent."""
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        async with asyncio.timeout_at(deadline):
+            if self.key is not None:
+                session = await self._current_session(self.key, deadline, _CallState())
+                seq = self._next_seq()
+                self._in_use.discard(seq)  # nothing waits for a reply to it
+                session.seq, session.last = seq, loop.time()
+                frame = pack_auth_frame(NOTIFY, seq, body, session.sid, session.k_req)
+            else:
+                seq = self._next_seq()
+                self._in_use.discard(seq)
+                frame = pack_frame(NOTIFY, seq, body)
+            if self.udp:
+                (await self._open_udp()).sendto(frame)
+            else:
+                tcp = await self._open_tcp()
+                tcp.writer.write(frame)
+                await tcp.writer.drain()
 
     def _timeout_text(self, state: _CallState) -> str:
         if not self.udp:
@@ -407,6 +438,11 @@ class AsyncClient(ClientSettings):
                 self._tcp = None
 
     def _tcp_reply(self, tcp: _Tcp, frame: Frame) -> None:
+        if frame.kind == NOTIFY:
+            # An event or notification this client did not ask for (10.3):
+            # dropped, never taken for a reply.
+            log.debug("ignoring a NOTIFY frame (seq %d)", frame.seq)
+            return
         if frame.kind == REQUEST:
             raise ProtocolError("a request frame arrived where a reply was due")
         if frame.seq == 0 and frame.kind == ERROR:
@@ -492,7 +528,7 @@ class AsyncClient(ClientSettings):
             log.debug("ignoring a bad datagram: %s", e)
             return
         waiter = self._udp_waiters.get(frame.seq)
-        if frame.kind == REQUEST or waiter is None or waiter.fut.done():
+        if frame.kind in (REQUEST, NOTIFY) or waiter is None or waiter.fut.done():
             log.debug("ignoring a %s with seq %d", frame.kind_name, frame.seq)
             return
         try:

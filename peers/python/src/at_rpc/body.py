@@ -9,10 +9,10 @@ import json.scanner
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BodyError, EncodeError
-from .frame import ERROR, I64_MAX, I64_MIN, MAX_ARGS, MAX_DEPTH, pack_frame
+from .frame import ERROR, I64_MAX, I64_MIN, MAX_ARGS, MAX_DEADLINE_MS, MAX_DEPTH, pack_frame
 
 # --------------------------------------------------------------------------
 # Writing JSON in the canonical form
@@ -98,15 +98,41 @@ def _utf8(text: str) -> bytes:
         raise EncodeError("internal", "result has no JSON form") from None
 
 
-def request_body(func: str, args: tuple[Any, ...] | list[Any] = ()) -> bytes:
-    """`{"func": "add", "args": [10, 20]}`."""
+def request_body(
+    func: str, args: tuple[Any, ...] | list[Any] = (), deadline_ms: int | None = None
+) -> bytes:
+    """`{"func": "add", "args": [10, 20]}`; with `deadline_ms` (section
+    10.4, an integer 0 to 4294967295, else ValueError) that member comes
+    last: `{"func": "add", "args": [10, 20], "deadline_ms": 0}`."""
+    tail = "]}"
+    if deadline_ms is not None:
+        if type(deadline_ms) is not int or not 0 <= deadline_ms <= MAX_DEADLINE_MS:
+            raise ValueError("deadline_ms is an integer from 0 to 4294967295")
+        tail = '], "deadline_ms": ' + str(deadline_ms) + "}"
     return _utf8(
         '{"func": '
         + _string(func)
         + ', "args": ['
         + ", ".join(encode_value(a, any_int=True) for a in args)
-        + "]}"
+        + tail
     )
+
+
+#: Why a subscription's last event ends it (section 10.3).
+END_REASONS = ("lease", "topic", "server")
+
+
+def event_body(topic: str, n: int, value: Any = None, end: str | None = None) -> bytes:
+    """An event body (section 10.3), members in the contract's order:
+    `{"topic": "temp", "n": 1, "value": 21.5}`, or with `end` (one of
+    END_REASONS) instead of a value `{"topic": "temp", "n": 18, "end":
+    "lease"}`. Raises EncodeError for a value with no JSON form."""
+    head = '{"topic": ' + _string(topic) + ', "n": ' + str(int(n))
+    if end is not None:
+        if end not in END_REASONS:
+            raise ValueError(f"end is one of {END_REASONS}")
+        return _utf8(head + ', "end": ' + _string(end) + "}")
+    return _utf8(head + ', "value": ' + encode_value(value) + "}")
 
 
 def success_body(result: Any) -> bytes:
@@ -366,10 +392,30 @@ def _set_once(slots: dict[str, Any], name: str, value: Any) -> None:
     slots[name] = value
 
 
+class Call(NamedTuple):
+    """A request body read: the function, its arguments as plain Python
+    values and `deadline_ms` (None when absent)."""
+
+    func: str
+    args: list[Any]
+    deadline_ms: int | None
+
+
+_BAD_DEADLINE = '"deadline_ms" must be an integer from 0 to 4294967295'
+
+
 def parse_request(body: bytes) -> tuple[str, list[Any]]:
     """Reads a request body; returns (func, args) with args as plain Python
     values (arrays and objects as lists and dicts). Raises BodyError with the
-    reply's code and message."""
+    reply's code and message (also for a bad `deadline_ms`)."""
+    call = parse_call(body)
+    return call.func, call.args
+
+
+def parse_call(body: bytes) -> Call:
+    """Reads a request body (a REQUEST's or a NOTIFY call's) as a Call.
+    `deadline_ms` must be an integer 0 to 4294967295, else bad_request
+    (section 10.4). Raises BodyError with the reply's code and message."""
     reader = _open_object(body)
     slots: dict[str, Any] = {}
     flags = {"too_many": False, "overflow": False}
@@ -393,6 +439,11 @@ def parse_request(body: bytes) -> tuple[str, list[Any]]:
             if big:
                 flags["overflow"] = True
             _set_once(slots, "args", items)
+        elif key == "deadline_ms":
+            d = reader.value()
+            if type(d) is not int or not 0 <= d <= MAX_DEADLINE_MS:
+                raise BodyError(_BAD_DEADLINE)
+            _set_once(slots, "deadline_ms", d)
         else:
             reader.value()
 
@@ -404,7 +455,69 @@ def parse_request(body: bytes) -> tuple[str, list[Any]]:
         raise BodyError("too many arguments", "invalid_arguments")
     if flags["overflow"]:
         raise BodyError("integer argument outside 64-bit range", "overflow")
-    return slots["func"], _plain(slots.get("args", []))
+    return Call(slots["func"], _plain(slots.get("args", [])), slots.get("deadline_ms"))
+
+
+class Event(NamedTuple):
+    """An event body read (section 10.3): topic, n, and either value or
+    end (one of END_REASONS; None for an event with a value)."""
+
+    topic: str
+    n: int
+    value: Any
+    end: str | None
+
+
+def parse_event(body: bytes) -> Event:
+    """Reads an event body: a string `topic`, an integer `n` (0 to
+    4294967295) and exactly one of `value` and `end`; unknown members are
+    ignored. Raises BodyError."""
+    reader = _open_object(body)
+    slots: dict[str, Any] = {}
+    flags = {"overflow": False}
+
+    def member(key: str) -> None:
+        if key in ("topic", "end"):
+            if reader.peek() != '"':
+                reader.value()
+                raise BodyError("a member has the wrong type")
+            text = reader.string()
+            if key == "end" and text not in END_REASONS:
+                raise BodyError("a member has the wrong type")
+            _set_once(slots, key, text)
+        elif key == "n":
+            n = reader.value()
+            if type(n) is not int or not 0 <= n <= MAX_DEADLINE_MS:
+                raise BodyError("a member has the wrong type")
+            _set_once(slots, "n", n)
+        elif key == "value":
+            v = reader.value()
+            if type(v) is _BigInt:
+                flags["overflow"] = True
+            _set_once(slots, "value", v)
+        else:
+            reader.value()
+
+    reader.object(member)
+    reader.expect_end()
+    if flags["overflow"]:
+        raise BodyError("integer argument outside 64-bit range", "overflow")
+    if "topic" not in slots or "n" not in slots or ("value" not in slots and "end" not in slots):
+        raise BodyError("a required member is missing")
+    if "value" in slots and "end" in slots:
+        raise BodyError("a member appears twice")
+    return Event(slots["topic"], slots["n"], _plain(slots.get("value")), slots.get("end"))
+
+
+def parse_notify(body: bytes) -> Call | Event:
+    """Reads a NOTIFY body (section 10.2): a call if it has `func`, else an
+    event if it has `topic`; anything else raises BodyError (drop it)."""
+    try:
+        return parse_call(body)
+    except BodyError as e:
+        if e.message != 'missing "func"':
+            raise
+    return parse_event(body)
 
 
 def parse_reply(body: bytes) -> tuple[bool, Any, str, str]:

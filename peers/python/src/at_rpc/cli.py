@@ -1,13 +1,11 @@
-"""The command line: serve, call, ping, info, list, discover (the `at-rpc`
-command and `python -m at_rpc`)."""
+"""The command line: serve, call, notify, ping, info, list, topics, watch,
+discover (the `at-rpc` command and `python -m at_rpc`)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
-import os
 import signal
 import socket
 import statistics
@@ -17,17 +15,32 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .auth import load_key_file, parse_key
-from .body import _utf8, encode_value, error_body, parse_value, request_body
-from .calculator import _is_number
+from .body import _utf8, encode_value, error_body, request_body
+from .cli_events import notify_main, topics_main, watch_main
 from .client import Client
+from .cliopts import (
+    UsageError,
+    _client_key,
+    _client_options,
+    _count_option,
+    _failure_text,
+    _key_file_option,
+    _key_option,
+    _looks_like_number,
+    _options,
+    _query,
+    _seconds_option,
+    _setup_logging,
+    _take_value,
+    _value_text,
+    cli_arg,
+    parse_listen,
+    split_host_port,
+)
 from .discovery import discover, format_discovered, format_table
 from .errors import (
-    AuthError,
     BadProof,
-    BodyError,
     EncodeError,
-    KeyFormatError,
     ProtocolError,
     RemoteError,
 )
@@ -46,114 +59,6 @@ from .usage import (
 )
 
 log = logging.getLogger("at_rpc")
-
-
-class UsageError(Exception):
-    pass
-
-
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """IP:PORT ([IPv6]:PORT) or none."""
-    if text.lower() == "none":
-        return None
-    bad = UsageError(f"{text!r} is not IP:PORT or none")
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise bad
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise bad
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise bad from None
-    if text.startswith("[") != (ip.version == 6):
-        raise bad
-    if not port.isdigit() or not port.isascii() or int(port) > 65535:
-        raise bad
-    return str(ip), int(port)
-
-
-def split_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """HOST[:PORT]: 127.0.0.1, box:80, [::1]:80, ::1."""
-    bad = UsageError(f"{text!r} is not HOST[:PORT]")
-
-    def port_of(p: str) -> int:
-        if not (p.isascii() and p.isdigit()) or int(p) > 65535:
-            raise bad
-        return int(p)
-
-    try:
-        return str(ipaddress.ip_address(text)), default_port
-    except ValueError:
-        pass
-    if text.startswith("["):
-        host, sep, after = text[1:].partition("]")
-        if not sep or not host:
-            raise bad
-        if not after:
-            return host, default_port
-        if not after.startswith(":"):
-            raise bad
-        return host, port_of(after[1:])
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        if not text:
-            raise bad
-        return text, default_port
-    if not host or ":" in host:
-        raise bad
-    return host, port_of(port)
-
-
-def cli_arg(text: str) -> Any:
-    """A command-line argument: JSON if it is JSON, else a string."""
-    try:
-        return parse_value(text)
-    except BodyError:
-        return text
-
-
-def _setup_logging(default: str) -> None:
-    level = os.environ.get("AT_LOG", default).upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _take_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
-    token = argv[i]
-    if "=" in token:
-        return token.split("=", 1)[1], i + 1
-    if i + 1 >= len(argv):
-        raise UsageError(f"{name} needs a value")
-    return argv[i + 1], i + 2
-
-
-def _looks_like_number(token: str) -> bool:
-    try:
-        return _is_number(parse_value(token))
-    except BodyError:
-        return False
-
-
-def _key_option(text: str, name: str) -> tuple[str, bytes]:
-    """--key KID:HEX (or AT_KEY); a usage error never quotes the value."""
-    try:
-        return parse_key(text)
-    except KeyFormatError as e:
-        raise UsageError(f"{name}: {e}") from None
-
-
-def _key_file_option(path: str) -> list[tuple[str, bytes]]:
-    try:
-        return load_key_file(path)
-    except KeyFormatError as e:
-        raise UsageError(f"--key-file: {e}") from None
 
 
 def _server_keys(key_texts: list[str], key_files: list[str]) -> dict[str, bytes]:
@@ -237,8 +142,14 @@ def serve_main(argv: list[str]) -> int:
     if server.udp_address is not None:
         print(f"listening on udp://{_format_addr(server.udp_address)}")
     sys.stdout.flush()
+    # Topic "calls": the calls answered so far, published at most once a
+    # second when it changed (as at-host serve does).
+    calls = server.topic("calls", "calls answered")
+    published = -1
     while not stop.wait(1.0):
-        pass
+        if server.calls_answered != published:
+            published = server.calls_answered
+            calls.publish(published)
     server.shutdown()
     return 0
 
@@ -248,6 +159,7 @@ def call_main(argv: list[str]) -> int:
     server = f"127.0.0.1:{DEFAULT_PORT}"
     udp = as_json = False
     timeout, retries = 5.0, 4
+    deadline: int | None = None
     key_text = key_file = None
     positional: list[str] = []
     i = 0
@@ -287,6 +199,9 @@ def call_main(argv: list[str]) -> int:
                 raise UsageError(f"--timeout: {value!r} is not a number of seconds") from None
             if not (math.isfinite(timeout) and timeout > 0):
                 raise UsageError("--timeout must be a positive number of seconds")
+        elif name == "--deadline":
+            value, i = _take_value(argv, i, name)
+            deadline = _count_option({name: value}, name, 0)
         elif name == "--retries":
             value, i = _take_value(argv, i, name)
             if not (value.isascii() and value.isdigit()):
@@ -308,7 +223,7 @@ def call_main(argv: list[str]) -> int:
     where = _format_addr((host, port))
     try:
         with Client(host, port, udp=udp, timeout=timeout, retries=retries, key=key) as client:
-            result, body = client.call_raw(func, *args)
+            result, body = client.call_raw(func, *args, deadline_ms=deadline)
     except RemoteError as e:
         if as_json:
             body = e.body if e.body is not None else error_body(e.code, e.message)
@@ -323,95 +238,6 @@ def call_main(argv: list[str]) -> int:
         return 3
     print(body.decode("utf-8") if as_json else encode_value(result, any_int=True))
     return 0
-
-
-def _client_key(key_text: str | None, key_file: str | None) -> tuple[str, bytes] | None:
-    """The key of --key, --key-file or AT_KEY (in that order), or None."""
-    if key_text is not None and key_file is not None:
-        raise UsageError("give --key or --key-file, not both")
-    if key_text is not None:
-        return _key_option(key_text, "--key")
-    if key_file is not None:
-        return _key_file_option(key_file)[0]
-    if os.environ.get("AT_KEY"):
-        return _key_option(os.environ["AT_KEY"], "AT_KEY")
-    return None
-
-
-def _failure_text(e: Exception) -> str:
-    """What went wrong in a transport failure, as `call` reports it."""
-    if isinstance(e, TimeoutError):
-        return str(e)
-    if isinstance(e, AuthError):
-        return f"authentication failed: {e}"
-    if isinstance(e, ProtocolError):
-        return f"protocol error: {e}"
-    if isinstance(e, OSError):  # refused, reset, unreachable, name resolution
-        return f"i/o error: {e.strerror or e}"
-    return str(e)
-
-
-def _options(
-    argv: list[str], flags: tuple[str, ...], values: tuple[str, ...]
-) -> dict[str, Any] | None:
-    """Options of a command without positional arguments: `flags` take no
-    value (True when given), `values` one (--name VALUE or --name=VALUE).
-    None for -h/--help."""
-    opts: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        name = token.split("=", 1)[0]
-        if token in ("-h", "--help"):
-            return None
-        if token in flags:
-            opts[token], i = True, i + 1
-        elif name in values:
-            opts[name], i = _take_value(argv, i, name)
-        else:
-            raise UsageError(f"unexpected argument {token!r}")
-    return opts
-
-
-def _seconds_option(opts: dict[str, Any], name: str, default: float, zero: bool = False) -> float:
-    if name not in opts:
-        return default
-    try:
-        value = float(opts[name])
-    except ValueError:
-        raise UsageError(f"{name}: {opts[name]!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        raise UsageError(
-            f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds"
-        )
-    return value
-
-
-def _count_option(
-    opts: dict[str, Any], name: str, default: int, least: int = 0, most: int = 0xFFFFFFFF
-) -> int:
-    if name not in opts:
-        return default
-    text = opts[name]
-    if not (text.isascii() and text.isdigit()) or not least <= int(text) <= most:
-        raise UsageError(f"{name}: {text!r} is not a whole number from {least} to {most}")
-    return int(text)
-
-
-def _client_options(
-    argv: list[str], flags: tuple[str, ...] = (), values: tuple[str, ...] = (), keys: bool = True
-) -> dict[str, Any] | None:
-    """The options info and list share (and those given), parsed."""
-    flags = ("--udp", "--json", *flags)
-    values = ("--server", "--timeout", *(("--key", "--key-file") if keys else ()), *values)
-    opts = _options(argv, flags, values)
-    if opts is None:
-        return None
-    host, port = split_host_port(opts.get("--server", f"127.0.0.1:{DEFAULT_PORT}"))
-    opts["host"], opts["port"], opts["where"] = host, port, _format_addr((host, port))
-    if keys:
-        opts["key"] = _client_key(opts.get("--key"), opts.get("--key-file"))
-    return opts
 
 
 def _print(line: str) -> None:
@@ -520,36 +346,6 @@ def ping_main(argv: list[str]) -> int:
     return 0 if times else 3
 
 
-def _query(opts: dict[str, Any], action: Callable[[Client], Any]) -> tuple[int, Any]:
-    """action(client) for info and list: (0, its value), or (exit status,
-    None) after reporting an error reply (1) or a transport failure (3)."""
-    timeout = _seconds_option(opts, "--timeout", 1.0)
-    _setup_logging("warning")
-    try:
-        with Client(
-            opts["host"],
-            opts["port"],
-            udp=opts.get("--udp", False),
-            timeout=timeout,
-            key=opts["key"],
-        ) as client:
-            return 0, action(client)
-    except RemoteError as e:
-        print(f"error: {e.code}: {e.message}", file=sys.stderr)
-        return 1, None
-    except BadProof as e:
-        print(f"error: unauthorized: {e}", file=sys.stderr)
-        return 1, None
-    except (OSError, ProtocolError) as e:
-        print(f"transport error: {opts['where']}: {_failure_text(e)}", file=sys.stderr)
-        return 3, None
-
-
-def _value_text(value: Any) -> str:
-    """A value for people: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else encode_value(value, any_int=True)
-
-
 def info_main(argv: list[str]) -> int:
     """`info ...`: the rpc.info result as key: value lines; the exit status."""
     opts = _client_options(argv)
@@ -563,7 +359,11 @@ def info_main(argv: list[str]) -> int:
         print(encode_value(result, any_int=True))
     else:
         for key, value in result.items():
-            print(f"{key}: {_value_text(value)}")
+            if key == "ext" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                # As at-host: the parts of section 10, or "none".
+                print("ext: " + (", ".join(value) if value else "none"))
+            else:
+                print(f"{key}: {_value_text(value)}")
     return 0
 
 
@@ -634,9 +434,12 @@ def discover_main(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "serve": serve_main,
     "call": call_main,
+    "notify": notify_main,
     "ping": ping_main,
     "info": info_main,
     "list": list_main,
+    "topics": topics_main,
+    "watch": watch_main,
     "discover": discover_main,
 }
 

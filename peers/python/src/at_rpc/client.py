@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
-from .auth import NONCE_LEN, pack_auth_frame
-from .errors import FrameError, ProtocolError, RemoteError
+from .auth import NONCE_LEN, pack_auth_frame, split_auth, tag_ok
+from .body import Event, error_frame, parse_event
+from .errors import BodyError, FrameError, ProtocolError, RemoteError
 from .frame import (
+    AUTH,
+    ERROR,
     HEADER_LEN,
     MAX_BODY,
     MAX_SEQ,
+    NOTIFY,
     REQUEST,
+    RESPONSE,
     Frame,
     FrameReader,
     pack_frame,
@@ -76,7 +82,9 @@ class Client(ClientSettings):
         self._ignored: str | None = None  # why the last UDP reply was not accepted
         self._sock: socket.socket | None = None
         self._reader: FrameReader | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        #: Topics subscribed to (or being subscribed): their events so far.
+        self._held: dict[str, _Held] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -137,13 +145,70 @@ class Client(ClientSettings):
             start = following
         raise ProtocolError(f"rpc.functions: more than {max_pages} pages")
 
-    def call(self, func: str, *args: Any) -> Any:
-        """func(*args) on the server; see the class for what it raises."""
-        return self.call_raw(func, *args)[0]
+    def call(self, func: str, *args: Any, deadline_ms: int | None = None) -> Any:
+        """func(*args) on the server; see the class for what it raises.
+        deadline_ms: sent as the call's "deadline_ms" (section 10.4), so a
+        server listing "deadline" does not start it once that many ms have
+        passed (RemoteError deadline_exceeded). UDP retransmissions repeat
+        the same bytes, deadline unchanged."""
+        return self.call_raw(func, *args, deadline_ms=deadline_ms)[0]
 
-    def call_raw(self, func: str, *args: Any) -> tuple[Any, bytes]:
+    def notify(self, func: str, *args: Any, deadline_ms: int | None = None) -> None:
+        """Sends func(*args) as a NOTIFY (section 10.2): the server runs it
+        and answers nothing; no retransmission, no result. With a key it is
+        sealed in the session (opened first if need be). Raises OSError,
+        TimeoutError or ProtocolError when it cannot be sent."""
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
+        with self._lock:
+            if self.key is not None:
+                session = self._session
+                if session is None or session.worn_out():
+                    self._session = None
+                    deadline = time.monotonic() + self.timeout
+                    session = self._session = self._handshake(self.key, deadline)
+                seq = self._next_seq()
+                session.seq, session.last = seq, time.monotonic()
+                frame = pack_auth_frame(NOTIFY, seq, body, session.sid, session.k_req)
+            else:
+                frame = pack_frame(NOTIFY, self._next_seq(), body)
+            if self.udp:
+                if self._sock is None:
+                    self._open_udp()
+                assert self._sock is not None
+                self._sock.send(frame)
+                return
+            if self._sock is not None and self._closed_by_peer():
+                self.close()
+            try:
+                if self._sock is None:
+                    self._open_tcp(time.monotonic() + self.timeout)
+                assert self._sock is not None
+                self._sock.settimeout(self.timeout)
+                self._sock.sendall(frame)
+            except BaseException:
+                self.close()
+                raise
+
+    def subscribe(self, topic: str, lease: int = 60, interval: int = 0) -> Subscription:
+        """rpc.subscribe (section 10.3): a Subscription whose next() and
+        iteration give the topic's events, renewed at half the lease (on
+        UDP also when half the credit is spent). Raises what call() raises
+        (RemoteError unknown_topic, busy, invalid_arguments, ...)."""
+        held = self._held.setdefault(topic, _Held())  # held from the moment it is sent
+        try:
+            result = self.call("rpc.subscribe", topic, lease, interval)
+        except BaseException:
+            self._held.pop(topic, None)
+            raise
+        sub = Subscription(self, topic, lease, interval)
+        sub._granted(result, held)
+        return sub
+
+    def call_raw(self, func: str, *args: Any, deadline_ms: int | None = None) -> tuple[Any, bytes]:
         """Like call(), but returns (result, reply body bytes)."""
-        body = encode_call(func, args, self.max_frame, self.key is not None)
+        body = encode_call(func, args, self.max_frame, self.key is not None, deadline_ms)
+        if func == "rpc.subscribe" and self.udp and self.key is None:
+            body = _padded(body, min(SUBSCRIBE_PAD, self.max_frame))
         with self._lock:
             if self.key is not None:
                 reply = self._call_authenticated(self.key, body)
@@ -270,6 +335,12 @@ class Client(ClientSettings):
                 for item in reader.feed():
                     if isinstance(item, FrameError):
                         raise ProtocolError(f"bad reply frame: {item}")
+                    if item.kind == NOTIFY:
+                        self._event(item)
+                        continue
+                    if item.kind == REQUEST:
+                        self._refuse_call(sock, item)
+                        continue
                     reply = self._check_tcp_reply(seq, item)
                     return reply
                 sock.settimeout(self._remaining(deadline))
@@ -404,7 +475,13 @@ class Client(ClientSettings):
             except FrameError as e:
                 log.debug("ignoring a bad datagram: %s", e)
                 continue
-            if reply.kind == REQUEST or reply.seq != seq:
+            if reply.kind == NOTIFY:
+                self._event(reply)
+                continue
+            if reply.kind == REQUEST:
+                self._refuse_call(sock, reply)
+                continue
+            if reply.seq != seq:
                 log.debug(
                     "ignoring a %s with seq %d (waiting for %d)", reply.kind_name, reply.seq, seq
                 )
@@ -413,6 +490,255 @@ class Client(ClientSettings):
                 return check(reply)
             except Ignored:
                 continue
+
+    def _refuse_call(self, sock: socket.socket, frame: Frame) -> None:
+        """A call from the server, which this client never invited with
+        rpc.peer (10.5): answered unknown_function without running anything
+        (unauthorized when holding a key and it is plain, 10.6); a sealed
+        one is dropped."""
+        if frame.flags & AUTH:
+            log.debug("dropping a sealed call from the server (seq %d)", frame.seq)
+            return
+        code = "unauthorized" if self.key is not None else "unknown_function"
+        try:
+            sock.sendall(error_frame(frame.seq, code, code.replace("_", " ")))
+        except OSError as e:
+            log.debug("answering a call from the server: %s", e)
+
+    # -- events (section 10.3)
+
+    def _event(self, frame: Frame) -> None:
+        """A NOTIFY frame from the server: an event of a topic held is
+        queued for its Subscription; anything else is dropped (a client
+        holding a key drops plain ones and checks sealed ones: SID, tag
+        under K_rep, the window of the server's seqs)."""
+        body = frame.body
+        if self.key is not None:
+            session = self._session
+            parts = split_auth(frame) if frame.flags & AUTH else None
+            if (
+                session is None
+                or parts is None
+                or parts.sid != session.sid
+                or not tag_ok(session.k_rep, parts)
+                or not session.server_seqs.accept(frame.seq)
+            ):
+                log.debug("dropping a NOTIFY (seq %d) that fails the session checks", frame.seq)
+                return
+            body = parts.body
+        elif frame.flags & AUTH:
+            log.debug("dropping a sealed NOTIFY (seq %d): no key", frame.seq)
+            return
+        try:
+            event = parse_event(body)
+        except BodyError:
+            log.debug("dropping a NOTIFY (seq %d) that is no event", frame.seq)
+            return
+        held = self._held.get(event.topic)
+        if held is None or event.n <= held.largest:
+            log.debug("dropping event %d of %r (not held, or old)", event.n, event.topic)
+            return
+        held.largest = event.n
+        held.bytes += len(frame.body) + HEADER_LEN
+        held.queue.append(event)
+
+    def _pump(self, until: float) -> None:
+        """Reads what the server sends until `until` or the first frame
+        (events queued; late replies dropped). Raises ConnectionError when
+        the TCP connection is closed, TimeoutError never."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                if self.udp:
+                    self._open_udp()
+                    sock = self._sock
+                else:
+                    raise ConnectionError("not connected")
+            assert sock is not None
+            if self._reader is not None and self._reader.buffered():
+                buffered = list(self._reader.feed())  # read with a reply
+                if buffered:
+                    self._take(buffered)
+                    return
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            try:
+                data = sock.recv(max(self._reply_limit, MAX_BODY) + HEADER_LEN + 1)
+            except TimeoutError:
+                return
+            except ConnectionRefusedError:
+                if not self.udp:
+                    self.close()
+                    raise
+                return
+            except OSError:
+                self.close()
+                raise
+            if self.udp:
+                try:
+                    frames: list[Frame | FrameError] = [parse_datagram(data, self._reply_limit)]
+                except FrameError as e:
+                    frames = [e]
+            else:
+                if not data:
+                    self.close()
+                    raise ConnectionError("connection closed by the server")
+                assert self._reader is not None
+                frames = list(self._reader.feed(data))
+            self._take(frames)
+
+    def _take(self, frames: list[Frame | FrameError]) -> None:
+        """What _pump read: events queued, late replies dropped."""
+        for item in frames:
+            if isinstance(item, FrameError):
+                if not self.udp:
+                    self.close()
+                    raise ProtocolError(f"bad frame from the server: {item}")
+            elif item.kind == NOTIFY:
+                self._event(item)
+            elif item.kind in (RESPONSE, ERROR):
+                log.debug("dropping a late reply (seq %d)", item.seq)
+
+
+class Received(NamedTuple):
+    """One event of a subscription: its topic, `n`, value (None for the
+    last one, which has `end`: "lease", "topic" or "server"), and `lost`:
+    (first, last) n of the events lost just before it, or None."""
+
+    topic: str
+    n: int
+    value: Any
+    end: str | None
+    lost: tuple[int, int] | None
+
+
+class _Held:
+    """A topic the client holds: the largest n seen and the events queued."""
+
+    def __init__(self) -> None:
+        self.largest = 0
+        self.delivered = 0
+        self.bytes = 0  # of event frames since the last subscribe
+        self.queue: collections.deque[Event] = collections.deque(maxlen=1024)
+
+
+class Subscription:
+    """One subscription of a Client (made by Client.subscribe). next()
+    gives the next event (None when `timeout` passes first); iterating
+    gives every event until the last one (with `end`). Renewal is due at
+    half the lease, and on UDP when half the credit is spent; renewing
+    raises what Client.call raises. close() unsubscribes."""
+
+    def __init__(self, client: Client, topic: str, lease: int, interval: int):
+        self.client = client
+        self.topic = topic
+        self.lease = lease
+        self.interval = interval
+        #: The last rpc.subscribe result, and why the subscription ended.
+        self.result: dict[str, Any] = {}
+        self.ended: str | None = None
+        self._renew_at = 0.0
+        self._credit: int | None = None
+        self._full = 0
+        # Plain UDP: the bytes of events a server sends until the next
+        # subscribe, 3 times its datagram (10.8 rule 1): renew at half.
+        self._budget = 0
+        if client.udp and client.key is None:
+            self._budget = 3 * (HEADER_LEN + min(SUBSCRIBE_PAD, client.max_frame))
+
+    def _granted(self, result: Any, held: _Held) -> None:
+        if not isinstance(result, dict) or type(result.get("n")) is not int:
+            raise ProtocolError("the rpc.subscribe result is not an object with n")
+        lease = result.get("lease")
+        lease = lease if type(lease) is int and 1 <= lease <= 300 else self.lease
+        self.result = result
+        self._renew_at = time.monotonic() + lease / 2
+        credit = result.get("credit")
+        self._credit = credit if type(credit) is int else None
+        self._full = self._credit or 0
+        held.bytes = 0
+        if result["n"] < held.largest:  # 10.8 rule 11: a reset
+            held.largest = held.delivered = result["n"]
+
+    def renew(self) -> None:
+        """rpc.subscribe again: the lease restarts, n is kept."""
+        held = self.client._held.setdefault(self.topic, _Held())
+        args = (self.topic, self.lease, self.interval)
+        try:
+            result = self.client.call("rpc.subscribe", *args)
+        except RemoteError as e:
+            if e.code != "unauthorized" or self.client.key is None:
+                raise
+            # The session is gone (10.8 rule 6): subscribe again in a new one
+            # (subscribe is idempotent; the failed call never ran).
+            result = self.client.call("rpc.subscribe", *args)
+        self._granted(result, held)
+
+    def next(self, timeout: float | None = None) -> Received | None:
+        """The next event, renewing when due; None after `timeout` seconds
+        without one, or once ended. Raises ConnectionError when the TCP
+        connection closes, and what renewals raise."""
+        until = None if timeout is None else time.monotonic() + timeout
+        while self.ended is None:
+            held = self.client._held.get(self.topic)
+            if held is None:
+                self.ended = "lease"
+                return None
+            if held.queue:
+                event = held.queue.popleft()
+                lost = (held.delivered + 1, event.n - 1) if event.n > held.delivered + 1 else None
+                held.delivered = event.n
+                if self._credit is not None:
+                    self._credit -= 1
+                if event.end is not None:
+                    self.ended = event.end
+                    self.client._held.pop(self.topic, None)
+                return Received(event.topic, event.n, event.value, event.end, lost)
+            now = time.monotonic()
+            if (
+                now >= self._renew_at
+                or (self._credit is not None and self._credit <= self._full // 2)
+                or (self._budget and held.bytes * 2 >= self._budget)
+            ):
+                self.renew()
+                continue
+            if until is not None and now >= until:
+                return None
+            self.client._pump(self._renew_at if until is None else min(until, self._renew_at))
+        return None
+
+    def __iter__(self) -> Iterator[Received]:
+        while self.ended is None:
+            event = self.next()
+            if event is not None:
+                yield event
+
+    def close(self) -> None:
+        """Ends the subscription (rpc.unsubscribe) unless it has ended."""
+        if self.ended is None:
+            self.ended = "closed"
+            self.client._held.pop(self.topic, None)
+            try:
+                self.client.call("rpc.unsubscribe", self.topic)
+            except (OSError, RemoteError, ProtocolError) as e:
+                log.debug("rpc.unsubscribe %r: %s", self.topic, e)
+
+
+#: A plain UDP rpc.subscribe is padded to this many bytes of body: the
+#: events a server sends an address total at most 3 times the size of its
+#: last subscribe datagram (10.8 rule 1).
+SUBSCRIBE_PAD = 1024
+
+
+def _padded(body: bytes, size: int) -> bytes:
+    """`body` (a JSON object) with a member "pad" of spaces, up to `size`
+    bytes when it is shorter (unknown members are ignored)."""
+    room = size - len(body) - len(', "pad": ""')
+    if room <= 0:
+        return body
+    return body[:-1] + b', "pad": "' + b" " * room + b'"}'
 
 
 def _accept(frame: Frame) -> Frame:

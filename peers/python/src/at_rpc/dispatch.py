@@ -24,9 +24,12 @@ from .frame import (
     CODES,
     ERROR,
     HEADER_LEN,
+    KIND_MASK,
     MAX_BODY,
     MAX_DATAGRAM,
     MAX_FUNC_NAME,
+    MAX_SEQ,
+    NOTIFY,
     REQUEST,
     RESPONSE,
     Frame,
@@ -138,6 +141,12 @@ class ServerInfo(NamedTuple):
     name: str  # the name its operator chose
     auth_required: bool
     max_body: int  # the largest request body accepted
+    #: The parts of section 10 implemented, in the order of EXT_ORDER.
+    ext: tuple[str, ...] = ()
+
+
+#: The parts of section 10 an `ext` lists, in the contract's order.
+EXT_ORDER = ("notify", "events", "deadline", "cancel", "peer")
 
 
 def is_reserved(name: str) -> bool:
@@ -160,6 +169,7 @@ def info_result(functions: Functions, info: ServerInfo) -> dict[str, Any]:
         "auth": "required" if info.auth_required else "off",
         "max_body": info.max_body,
         "functions": len(function_names(functions)),
+        "ext": [part for part in EXT_ORDER if part in info.ext],
     }
 
 
@@ -298,12 +308,19 @@ def answer_rpc(
         if page is None:
             return ERROR, error_body("internal", "reply buffer too small")
         return RESPONSE, page
+    if func == "rpc.cancel":
+        # No queue to take a call out of, and functions cannot be stopped:
+        # a cancel never stops anything (section 10.4, 10.8 rule 11).
+        if len(args) != 1 or type(args[0]) is not int or not 0 <= args[0] <= MAX_SEQ:
+            return invalid("rpc.cancel takes the seq of one call")
+        return RESPONSE, success_body(False)
     return ERROR, error_body("unknown_function", "unknown function")
 
 
 def respond_to_error(error: FrameError) -> bytes | None:
-    """The error frame answering a rejected frame (None: drop silently)."""
-    if not error.answer:
+    """The error frame answering a rejected frame (None: drop silently). A
+    frame whose one type bit is NOTIFY is never answered (section 10.2)."""
+    if not error.answer or error.flags & KIND_MASK == NOTIFY:
         return None
     return error_frame(error.seq, error.code, error.message)
 

@@ -33,6 +33,8 @@ class FrameError(ProtocolError):
     fatal   -- the stream is out of step (wrong magic, length over the
                limit): a TCP receiver answers, then closes
     answer  -- False for a datagram of the wrong size: dropped, never answered
+    flags   -- the header's flags where they were read (else 0): a frame
+               whose only type bit is NOTIFY is never answered (section 10.2)
     """
 
     def __init__(
@@ -43,8 +45,10 @@ class FrameError(ProtocolError):
         detail: str = "",
         fatal: bool = False,
         answer: bool = True,
+        flags: int = 0,
     ):
         super().__init__(detail or message)
+        self.flags = flags
         self.code = code
         self.seq = seq
         self.message = message

@@ -18,8 +18,9 @@ REQUEST = 0x0001
 RESPONSE = 0x0002
 ERROR = 0x0004
 AUTH = 0x0008  # the frame is authenticated (section 9); not a type bit
-KIND_MASK = REQUEST | RESPONSE | ERROR
-KIND_NAMES = {REQUEST: "request", RESPONSE: "response", ERROR: "error"}
+NOTIFY = 0x0010  # a one-way frame: a call nobody answers, or an event (section 10)
+KIND_MASK = REQUEST | RESPONSE | ERROR | NOTIFY
+KIND_NAMES = {REQUEST: "request", RESPONSE: "response", ERROR: "error", NOTIFY: "notify"}
 DEFAULT_PORT = 16724
 MAX_BODY = 65536
 MAX_ARGS = 16
@@ -41,7 +42,12 @@ CODES = (
     "busy",
     "unauthorized",
     "internal",
+    "deadline_exceeded",
+    "cancelled",
+    "unknown_topic",
 )
+#: The largest deadline_ms (section 10.4): it fits in 32 bits.
+MAX_DEADLINE_MS = 0xFFFFFFFF
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
@@ -66,7 +72,7 @@ class Frame(NamedTuple):
 
     @property
     def kind(self) -> int:
-        """REQUEST, RESPONSE or ERROR (a checked frame has exactly one)."""
+        """REQUEST, RESPONSE, ERROR or NOTIFY (a checked frame has exactly one)."""
         return self.flags & KIND_MASK
 
     @property
@@ -98,13 +104,14 @@ def _bad_magic(found: int) -> FrameError:
     )
 
 
-def _too_large(seq: int, length: int, limit: int) -> FrameError:
+def _too_large(seq: int, length: int, limit: int, flags: int) -> FrameError:
     return FrameError(
         "frame_too_large",
         seq,
         "frame too large",
         f"body length {length} is over the limit of {limit} (seq {seq})",
         fatal=True,
+        flags=flags,
     )
 
 
@@ -116,6 +123,7 @@ def _check_kind(flags: int, seq: int) -> None:
             seq,
             "no message type bit in flags",
             f"no type bit in flags 0x{flags:04x} (seq {seq})",
+            flags=flags,
         )
     if kind not in KIND_NAMES:
         raise FrameError(
@@ -123,10 +131,11 @@ def _check_kind(flags: int, seq: int) -> None:
             seq,
             "more than one message type bit in flags",
             f"more than one type bit in flags 0x{flags:04x} (seq {seq})",
+            flags=flags,
         )
 
 
-def _check_crc(seq: int, crc: int, body: bytes) -> None:
+def _check_crc(seq: int, crc: int, body: bytes, flags: int) -> None:
     computed = checksum(body)
     if computed != crc:
         raise FrameError(
@@ -134,6 +143,7 @@ def _check_crc(seq: int, crc: int, body: bytes) -> None:
             seq,
             "checksum mismatch",
             f"checksum mismatch (seq {seq}): header says 0x{crc:08x}, body has 0x{computed:08x}",
+            flags=flags,
         )
 
 
@@ -181,14 +191,14 @@ class FrameReader:
         if magic != MAGIC:
             raise _bad_magic(magic)
         if length > self.max_body:
-            raise _too_large(seq, length, self.max_body)
+            raise _too_large(seq, length, self.max_body, flags)
         total = HEADER_LEN + length
         if len(buf) < total:
             return None
         body = bytes(buf[HEADER_LEN:total])
         del buf[:total]
         _check_kind(flags, seq)
-        _check_crc(seq, crc, body)
+        _check_crc(seq, crc, body, flags)
         return Frame(flags, seq, body)
 
     def feed(self, data: bytes = b"") -> Iterator[Frame | FrameError]:
@@ -234,7 +244,7 @@ def parse_datagram(data: bytes, max_body: int = MAX_BODY) -> Frame:
         )
     _check_kind(flags, seq)
     if length > max_body:
-        raise _too_large(seq, length, max_body)
+        raise _too_large(seq, length, max_body, flags)
     body = bytes(data[HEADER_LEN:])
-    _check_crc(seq, crc, body)
+    _check_crc(seq, crc, body, flags)
     return Frame(flags, seq, body)

@@ -1,14 +1,20 @@
 """Socket helpers of the server: destination addresses of datagrams
-(broadcast or not), waiting with a wake-up socket, lingering close."""
+(broadcast or not), waiting with a wake-up socket, lingering close, and
+the delayed sender of replies to broadcasts."""
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import logging
 import select
 import socket
 import sys
+import threading
 import time
 from typing import Any
+
+log = logging.getLogger("at_rpc")
 
 #: A socket address as the socket module gives it: (host, port, ...).
 Address = tuple[Any, ...]
@@ -115,3 +121,60 @@ def _format_addr(addr: Address) -> str:
     """host:port, [host]:port for IPv6."""
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+BROADCAST_DELAY = 0.1  # a reply to a broadcast waits a random 0 to 100 ms
+MAX_DELAYED = 1024  # replies waiting so at most; more are dropped
+
+
+class _DelayedSends:
+    """Sends datagrams later, from one thread: the replies to broadcasts,
+    each after its own random delay, without holding up the UDP loop."""
+
+    def __init__(self, sock: socket.socket, limit: int = MAX_DELAYED):
+        self.sock = sock
+        self.limit = limit
+        self._heap: list[tuple[float, int, bytes, Address]] = []
+        self._count = 0  # ties in time keep their order
+        self._stopped = False
+        self._cond = threading.Condition()
+
+    def add(self, delay: float, data: bytes, addr: Address) -> None:
+        """Sends `data` to `addr` after `delay` seconds (dropped when the
+        queue is full or after stop())."""
+        with self._cond:
+            if self._stopped:
+                return
+            if len(self._heap) >= self.limit:
+                log.warning("too many delayed replies: dropping one to %s", _format_addr(addr))
+                return
+            self._count += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._count, data, addr))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Drops what waits and ends run()."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        """The sending thread: until stop()."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            _, _, data, addr = heapq.heappop(self._heap)
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+            try:
+                self.sock.sendto(data, addr)
+            except OSError as e:
+                log.warning("udp reply to %s: %s", _format_addr(addr), e)

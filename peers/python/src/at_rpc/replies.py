@@ -36,7 +36,7 @@ class ClientSession:
     """A client's session: its id and keys, the last seq it used and when
     it was last used (time.monotonic)."""
 
-    __slots__ = ("k_rep", "k_req", "last", "seq", "sid")
+    __slots__ = ("k_rep", "k_req", "last", "seq", "server_seqs", "sid")
 
     def __init__(self, sid: bytes, k_req: bytes, k_rep: bytes):
         self.sid = sid
@@ -44,11 +44,40 @@ class ClientSession:
         self.k_rep = k_rep
         self.seq = 0
         self.last = time.monotonic()
+        #: The seqs of the server's own sealed frames (events) accepted (10.6).
+        self.server_seqs = SeqWindow()
 
     def worn_out(self) -> bool:
         """Whether a new session is due: after CLIENT_SESSION_IDLE idle
         seconds, or once the seq reached 0xFFFFFFFF."""
         return self.seq == MAX_SEQ or time.monotonic() - self.last >= CLIENT_SESSION_IDLE
+
+
+class SeqWindow:
+    """Section 9's 64-entry replay window, for the seqs a peer sends in its
+    own REQUEST and NOTIFY frames: accept() checks and marks in one step."""
+
+    __slots__ = ("mask", "top")
+
+    def __init__(self) -> None:
+        self.top = 0
+        self.mask = 0  # bit i: seq top - i was accepted
+
+    def accept(self, seq: int) -> bool:
+        """True (and marked) for a seq not seen and not older than the
+        window; 0 is never accepted."""
+        if seq == 0:
+            return False
+        if seq > self.top:
+            shift = seq - self.top
+            self.mask = ((self.mask << shift) | 1) & ((1 << 64) - 1) if shift < 64 else 1
+            self.top = seq
+            return True
+        offset = self.top - seq
+        if offset >= 64 or (self.mask >> offset) & 1:
+            return False
+        self.mask |= 1 << offset
+        return True
 
 
 class Ignored(Exception):
@@ -60,11 +89,22 @@ class Ignored(Exception):
         self.why = why
 
 
-def encode_call(func: str, args: tuple[Any, ...], max_frame: int, authenticated: bool) -> bytes:
-    """The request body of func(*args); raises ProtocolError when it cannot
-    be encoded or is over `max_frame` (less the 24 bytes of AUTH)."""
+def encode_call(
+    func: str,
+    args: tuple[Any, ...],
+    max_frame: int,
+    authenticated: bool,
+    deadline_ms: int | None = None,
+) -> bytes:
+    """The request body of func(*args) (with `deadline_ms`, an integer 0
+    to 4294967295, else ValueError); raises ProtocolError when it cannot be
+    encoded or is over `max_frame` (less the 24 bytes of AUTH)."""
+    if deadline_ms is not None and (
+        type(deadline_ms) is not int or not 0 <= deadline_ms <= 0xFFFFFFFF
+    ):
+        raise ValueError("deadline_ms is an integer from 0 to 4294967295")
     try:
-        body = request_body(func, args)
+        body = request_body(func, args, deadline_ms)
     except EncodeError as e:
         reason = (
             "a double that is not finite has no JSON form"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import logging
 import os
@@ -23,10 +22,18 @@ from .auth import (
     tag_ok,
     valid_kid,
 )
-from .body import _utf8, error_body, error_frame, parse_request, success_body
+from .body import Call, _utf8, error_body, error_frame, parse_call, parse_notify, success_body
 from .calculator import CALCULATOR
-from .dispatch import Functions, ServerInfo, is_reserved, reply_body, respond_to_error
+from .dispatch import (
+    Functions,
+    ServerInfo,
+    is_reserved,
+    reply_body,
+    reply_limit,
+    respond_to_error,
+)
 from .errors import BodyError, FrameError, RemoteError
+from .events import EVENT_FUNCS, EventHub, Origin, Outbox, Topic
 from .frame import (
     AUTH,
     DEFAULT_PORT,
@@ -37,6 +44,7 @@ from .frame import (
     MAX_BODY,
     MAX_DATAGRAM,
     MAX_FUNC_NAME,
+    NOTIFY,
     REQUEST,
     RESPONSE,
     Frame,
@@ -46,13 +54,16 @@ from .frame import (
     unpack_header,
 )
 from .net import (
+    BROADCAST_DELAY,
     Address,
+    _DelayedSends,
     _enable_pktinfo,
     _format_addr,
     _linger_close,
     _receive_datagram,
     _wait_readable,
 )
+from .oneway import LogLimit, RepeatMemory
 from .sessions import SESSION_LIFETIME, SESSION_MIN_IDLE, ReplyCache, Session, SessionTable
 from .version import SERVER_SOFTWARE
 
@@ -127,6 +138,13 @@ class Server:
         self.frame_timeout = frame_timeout
         self.max_connections = max_connections
         self.cache = ReplyCache(udp_cache_entries, udp_cache_per_client, udp_cache_age)
+        #: Plain NOTIFY frames seen on UDP (section 10.2): a repeat never runs.
+        self.notify_memory = RepeatMemory(max_age=udp_cache_age)
+        self._drops = LogLimit()  # log lines of dropped NOTIFY frames
+        #: Topics and subscriptions (section 10.3).
+        self.events = EventHub(self.sessions)
+        #: Requests answered (or dropped) so far, over TCP and UDP.
+        self.calls_answered = 0
         #: (host, port) bound, once started.
         self.tcp_address: Address | None = None
         self.udp_address: Address | None = None
@@ -155,9 +173,22 @@ class Server:
         self.functions[name] = fn
         return self
 
+    def topic(self, name: str, doc: str = "", state: bool = True) -> Topic:
+        """A topic clients may subscribe to (rpc.subscribe, section 10.3):
+        1 to 64 of A-Z a-z 0-9 . _ / - (ValueError otherwise, or when taken).
+        topic.publish(value) sends a value to its subscribers; with `state`
+        the latest value is event 1 of each new subscription.
+
+            calls = server.topic("calls", "calls answered")
+            calls.publish(17)
+        """
+        return self.events.topic(name, doc, state)
+
     def info(self) -> ServerInfo:
         """What rpc.info says of this server."""
-        return ServerInfo(SERVER_SOFTWARE, self.name, self.sessions is not None, self.max_frame)
+        return ServerInfo(
+            SERVER_SOFTWARE, self.name, self.sessions is not None, self.max_frame, EXT
+        )
 
     # -- life cycle
 
@@ -183,6 +214,7 @@ class Server:
             wake_r.close()
             wake_w.close()
             raise
+        self._spawn(self.events.run, "at-events")
         if tcp is not None and self.tcp_address is not None:
             self._spawn(self._accept_loop, "at-tcp-accept", tcp, wake_r)
             log.info("listening on tcp://%s", _format_addr(self.tcp_address))
@@ -237,6 +269,7 @@ class Server:
         if self._stopping.is_set() or not self._started:
             self._stopping.set()
             return
+        self.events.stop()  # "end": "server" to every subscriber
         self._stopping.set()
         wake_r, wake_w = self._wake_r, self._wake_w
         assert wake_r is not None and wake_w is not None  # made by start()
@@ -305,26 +338,32 @@ class Server:
     def _connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> None:
         name = _format_addr(peer)
         log.info("connection from %s", name)
+        outbox = Outbox(conn)
         try:
-            reason = self._serve_connection(conn, peer, wake)
+            reason = self._serve_connection(conn, peer, wake, outbox)
         except Exception as e:  # never let one connection take the server down
             log.exception("connection from %s failed", name)
             reason = f"internal error: {e}"
             conn.close()
         finally:
+            self.events.connection_closed(outbox)
             with self._lock:
                 self._connections.discard(conn)
         log.info("connection from %s closed: %s", name, reason)
 
-    def _serve_connection(self, conn: socket.socket, peer: Address, wake: socket.socket) -> str:
+    def _serve_connection(
+        self, conn: socket.socket, peer: Address, wake: socket.socket, outbox: Outbox
+    ) -> str:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
         reader = FrameReader(self.max_frame)
         data = b""
+        received = time.monotonic()
         while True:
             replies: list[bytes] = []
+            origins: list[Origin] = []
             fatal = None
             for item in reader.feed(data):
                 if isinstance(item, FrameError):
@@ -334,26 +373,30 @@ class Server:
                         replies.append(answer)
                     if item.fatal:
                         fatal = item
-                elif item.kind != REQUEST:
+                elif item.kind not in (REQUEST, NOTIFY):
                     log.warning(
                         "ignoring a %s frame (seq %d): servers answer requests only",
                         item.kind_name,
                         item.seq,
                     )
                 else:
-                    reply = self._answer(item, peer, udp=False)
+                    origin = Origin(outbox=outbox)
+                    reply = self._answer(item, peer, False, False, received, origin)
                     if reply is not None:
                         replies.append(reply)
+                    if origin.after:
+                        origins.append(origin)
             if replies:
                 try:
-                    conn.settimeout(self.frame_timeout)
-                    conn.sendall(b"".join(replies))
+                    outbox.send_reply(b"".join(replies), self.frame_timeout)
                 except TimeoutError:
                     conn.close()
                     return "peer does not read its replies"
                 except OSError as e:
                     conn.close()
                     return str(e)
+            for origin in origins:  # a state topic's event 1, after the reply
+                origin.run_after()
             if fatal is not None:
                 _linger_close(conn)
                 return f"stream out of step ({fatal})"
@@ -372,6 +415,7 @@ class Server:
             try:
                 conn.settimeout(self.frame_timeout)
                 data = conn.recv(65536)
+                received = time.monotonic()  # a deadline_ms counts from here
             except OSError as e:
                 conn.close()
                 return str(e)
@@ -380,11 +424,20 @@ class Server:
                 return "by the peer in the middle of a frame" if partial else "by the peer"
 
     def _answer(
-        self, frame: Frame, peer: Address | None, udp: bool, broadcast: bool = False
+        self,
+        frame: Frame,
+        peer: Address | None,
+        udp: bool,
+        broadcast: bool = False,
+        received: float | None = None,
+        origin: Origin | None = None,
     ) -> bytes | None:
+        if frame.kind == REQUEST:
+            with self._lock:
+                self.calls_answered += 1
         if log.isEnabledFor(logging.DEBUG):
             started = time.monotonic()
-            reply = self.handle(frame, peer, udp, broadcast)
+            reply = self.handle(frame, peer, udp, broadcast, received, origin)
             outcome = (
                 "no reply"
                 if reply is None
@@ -399,36 +452,110 @@ class Server:
                 (time.monotonic() - started) * 1000,
             )
             return reply
-        return self.handle(frame, peer, udp, broadcast)
+        return self.handle(frame, peer, udp, broadcast, received, origin)
 
     # -- requests, plain and authenticated
 
     def handle(
-        self, frame: Frame, peer: Address | None = None, udp: bool = False, broadcast: bool = False
+        self,
+        frame: Frame,
+        peer: Address | None = None,
+        udp: bool = False,
+        broadcast: bool = False,
+        received: float | None = None,
+        origin: Origin | None = None,
     ) -> bytes | None:
-        """The reply frame to one checked request frame (None: no reply).
-        peer -- the client's (host, port); udp -- it came by UDP (else TCP);
-        broadcast -- it came to a broadcast or multicast address."""
+        """The reply frame to one checked request frame (None: no reply; a
+        NOTIFY is run and never answered). peer -- the client's (host,
+        port); udp -- it came by UDP (else TCP); broadcast -- it came to a
+        broadcast or multicast address; received -- time.monotonic() when
+        the whole frame was in, from which a deadline_ms counts (None: now);
+        origin -- where events of an rpc.subscribe go, and what to do once
+        the reply is out (None: no events; done before returning)."""
+        if received is None:
+            received = time.monotonic()
+        if origin is None:
+            origin = Origin(addr=peer)
+            try:
+                return self.handle(frame, peer, udp, broadcast, received, origin)
+            finally:
+                origin.run_after()
+        if frame.kind == NOTIFY:
+            if broadcast:
+                self._drops.warning("dropping a NOTIFY (seq %d) that came by broadcast", frame.seq)
+            elif frame.flags & AUTH:
+                self._authenticated(frame, peer, udp, received, origin)
+            else:
+                self._plain_notify(frame, received, origin)
+            return None
         if frame.kind != REQUEST:
             return None
         if frame.flags & AUTH:
-            return self._authenticated(frame, peer, udp)
+            return self._authenticated(frame, peer, udp, received, origin)
         seq = frame.seq
         try:
-            func, args = parse_request(frame.body)
+            call = parse_call(frame.body)
         except BodyError as e:
             return error_frame(seq, e.code, e.message)
-        if func == HELLO:
+        if call.func == HELLO:
             if broadcast:
                 log.info("no answer to rpc.hello that came by broadcast or multicast")
                 return None
-            return self._hello(seq, args)
-        if self.sessions is not None and func not in PLAIN_FUNCS:
+            return self._hello(seq, call.args)
+        if broadcast and call.func not in BROADCAST_FUNCS:
+            log.info("not running %r (seq %d): it came by broadcast", call.func, seq)
+            return None
+        if self.sessions is not None and call.func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
-        kind, body = reply_body(
-            self.functions, func, args, seq, self.max_frame, self.info(), frame.body
-        )
+        kind, body = self._execute(call, seq, frame.body, received, origin)
         return pack_frame(kind, seq, body)
+
+    def _execute(
+        self, call: Call, seq: int, body: bytes, received: float, origin: Origin
+    ) -> tuple[int, bytes]:
+        """Runs an admitted call (section 10.4: not once its deadline_ms
+        has passed, counted from `received`); the reply's (kind, body)."""
+        if call.deadline_ms is not None and (
+            call.deadline_ms == 0 or (time.monotonic() - received) * 1000.0 >= call.deadline_ms
+        ):
+            log.info(
+                "seq %d: deadline of %d ms passed, %r not called", seq, call.deadline_ms, call.func
+            )
+            return ERROR, error_body("deadline_exceeded", "deadline exceeded")
+        if call.func in EVENT_FUNCS:
+            return self.events.answer(call, origin, reply_limit(self.max_frame))
+        return reply_body(
+            self.functions, call.func, call.args, seq, self.max_frame, self.info(), body
+        )
+
+    def _plain_notify(self, frame: Frame, received: float, origin: Origin) -> None:
+        """Runs the call a plain NOTIFY carries and answers nothing (10.2):
+        a body that is no call, rpc.hello, a plain NOTIFY to a server that
+        requires authentication (10.6) and a passed deadline are dropped."""
+        seq = frame.seq
+        if self.sessions is not None:
+            self._drops.warning("dropping a plain NOTIFY (seq %d): authentication required", seq)
+            return
+        self._one_way(seq, frame.body, received, origin)
+
+    def _one_way(self, seq: int, body: bytes, received: float, origin: Origin) -> None:
+        """The call of an admitted NOTIFY body, its outcome discarded."""
+        try:
+            one = parse_notify(body)
+        except BodyError as e:
+            self._drops.warning("dropping a NOTIFY (seq %d): %s", seq, e.message)
+            return
+        if not isinstance(one, Call):
+            self._drops.warning("dropping an event (seq %d): servers subscribe to nothing", seq)
+            return
+        if one.func == HELLO:
+            self._drops.warning("dropping rpc.hello by NOTIFY (seq %d)", seq)
+            return
+        kind, reply = self._execute(one, seq, body, received, origin)
+        if kind == ERROR:
+            self._drops.warning(
+                "NOTIFY %r (seq %d) failed: %s", one.func, seq, reply.decode("utf-8", "replace")
+            )
 
     def _hello(self, seq: int, args: list[Any]) -> bytes:
         """The handshake: arguments, key id, a new session; its reply."""
@@ -450,19 +577,37 @@ class Server:
         result = {"session": sid.hex(), "nonce": ns.hex(), "proof": proof.hex()}
         return pack_frame(RESPONSE, seq, success_body(result))
 
-    def _authenticated(self, frame: Frame, peer: Address | None, udp: bool) -> bytes | None:
-        """Steps 1 to 4 of section 9 for a request with AUTH."""
+    def _authenticated(
+        self, frame: Frame, peer: Address | None, udp: bool, received: float, origin: Origin
+    ) -> bytes | None:
+        """Steps 1 to 4 of section 9 for a request with AUTH; a NOTIFY with
+        AUTH passes the same steps, runs, and is never answered (10.6)."""
         seq = frame.seq
+        notify = frame.kind == NOTIFY
         parts = split_auth(frame)
         if parts is None:
+            if notify:
+                self._drops.warning("dropping a sealed NOTIFY (seq %d): too short", seq)
+                return None
             return error_frame(seq, "unauthorized", "authenticated frame too short")
         sessions = self.sessions
         session = sessions.get(parts.sid) if sessions is not None else None
         if sessions is None or session is None:
+            if notify:
+                self._drops.warning("dropping a sealed NOTIFY (seq %d): unknown session", seq)
+                return None
             log.info("seq %d for an unknown session", seq)
             return error_frame(seq, "unauthorized", "unknown session")
 
         def refuse(message: str) -> bytes | None:
+            if notify:
+                self._drops.warning(
+                    "dropping a sealed NOTIFY (seq %d of session %s): %s",
+                    seq,
+                    session.sid.hex(),
+                    message,
+                )
+                return None
             # On UDP dropped, so that forged datagrams cannot be reflected.
             log.warning(
                 "seq %d of session %s: %s%s",
@@ -476,6 +621,16 @@ class Server:
         if not tag_ok(session.k_req, parts):
             return refuse("bad tag")
         status, value = sessions.admit(session, seq, peer, udp)
+        if status == "run":
+            origin.session = session  # verified: its subscriptions are the session's
+        if notify:
+            if status != "run":
+                return refuse("replayed" if status != "gone" else value)
+            try:
+                self._one_way(seq, parts.body, received, origin)
+            finally:
+                sessions.finish(session, value, None)  # nothing to send again
+            return None
         if status == "pending" and not udp:
             # The same request runs for another connection (a client that
             # lost its connection and sent it again): wait for its reply.
@@ -493,27 +648,27 @@ class Server:
             return refuse("replayed (still running)" if status == "pending" else value)
         reply = None
         try:
-            reply = self._authenticated_reply(session, seq, parts.body, udp)
+            reply = self._authenticated_reply(session, seq, parts.body, udp, received, origin)
         finally:
             sessions.finish(session, value, reply)
         return reply
 
-    def _authenticated_reply(self, session: Session, seq: int, body: bytes, udp: bool) -> bytes:
+    def _authenticated_reply(
+        self, session: Session, seq: int, body: bytes, udp: bool, received: float, origin: Origin
+    ) -> bytes:
         """Step 4: call the function; the reply carries AUTH and K_rep's tag."""
         try:
-            func, args = parse_request(body)
+            call = parse_call(body)
         except BodyError as e:
             kind, reply = ERROR, error_body(e.code, e.message)
         else:
-            if func == HELLO:
+            if call.func == HELLO:
                 kind, reply = (
                     ERROR,
                     error_body("invalid_arguments", "rpc.hello is never authenticated"),
                 )
             else:
-                kind, reply = reply_body(
-                    self.functions, func, args, seq, self.max_frame, self.info(), body
-                )
+                kind, reply = self._execute(call, seq, body, received, origin)
         frame = pack_auth_frame(kind, seq, reply, session.sid, session.k_rep)
         if udp and len(frame) > MAX_DATAGRAM:
             frame = pack_auth_frame(
@@ -535,12 +690,14 @@ class Server:
             except OSError as e:  # e.g. ICMP errors reported on the socket
                 log.debug("udp receive: %s", e)
                 continue
+            origin = Origin(udp=sock, addr=addr[:2], size=len(data))
             try:
-                reply = self._udp_datagram(data, addr, broadcast)
+                reply = self._udp_datagram(data, addr, broadcast, time.monotonic(), origin)
             except Exception:
                 log.exception("udp datagram from %s failed", _format_addr(addr))
                 continue
             if reply is None:
+                origin.run_after()
                 continue
             if len(reply) > MAX_DATAGRAM:
                 if broadcast:
@@ -554,28 +711,46 @@ class Server:
                 sock.sendto(reply, addr)
             except OSError as e:
                 log.warning("udp reply to %s: %s", _format_addr(addr), e)
+            origin.run_after()
 
-    def _udp_datagram(self, data: bytes, addr: Address, broadcast: bool = False) -> bytes | None:
+    def _udp_datagram(
+        self,
+        data: bytes,
+        addr: Address,
+        broadcast: bool = False,
+        received: float | None = None,
+        origin: Origin | None = None,
+    ) -> bytes | None:
         """The reply to one datagram (None: none). A request that came by
         broadcast or multicast is never answered with an error (contract
-        section 8)."""
-        reply = self._udp_reply(data, addr, broadcast)
+        section 8) and runs only if it is rpc.ping or rpc.info (10.8 rule 1)."""
+        reply = self._udp_reply(data, addr, broadcast, received, origin)
         if broadcast and reply is not None and unpack_header(reply).flags & ERROR:
             log.debug("no error reply to a broadcast from %s", _format_addr(addr))
             return None
         return reply
 
-    def _udp_reply(self, data: bytes, addr: Address, broadcast: bool) -> bytes | None:
+    def _udp_reply(
+        self,
+        data: bytes,
+        addr: Address,
+        broadcast: bool,
+        received: float | None,
+        origin: Origin | None,
+    ) -> bytes | None:
         client = _format_addr(addr)
         try:
             frame = parse_datagram(data, self.max_frame)
         except FrameError as e:
+            if e.flags & KIND_MASK == NOTIFY:
+                self._drops.warning("dropping a NOTIFY from %s: %s", client, e)
+                return None
             if not e.answer:
                 log.warning("dropping a datagram from %s: %s", client, e)
                 return None
             log.warning("bad frame from %s: %s", client, e)
             return respond_to_error(e)
-        if frame.kind != REQUEST:
+        if frame.kind not in (REQUEST, NOTIFY):
             log.warning(
                 "ignoring a %s frame from %s (seq %d): servers answer requests only",
                 frame.kind_name,
@@ -586,71 +761,26 @@ class Server:
         key = addr[:2]
         if frame.flags & AUTH:
             # Authenticated requests have their own memory, by (SID, seq).
-            return self._answer(frame, key, udp=True, broadcast=broadcast)
+            return self._answer(frame, key, True, broadcast, received, origin)
         length, crc = HEADER.unpack_from(data)[3:5]
+        if frame.kind == NOTIFY:
+            if self.notify_memory.first_time(key, frame.seq, length, crc):
+                self._answer(frame, key, True, broadcast, received, origin)
+            else:
+                log.debug("not running a repeated NOTIFY (seq %d) from %s", frame.seq, client)
+            return None
         fingerprint = (frame.flags, length, crc)
         cached = self.cache.get(key, frame.seq, fingerprint)
         if cached is not None:
             log.debug("resending the reply to seq %d to %s (a retransmission)", frame.seq, client)
             return cached
-        reply = self._answer(frame, key, udp=True, broadcast=broadcast)
+        reply = self._answer(frame, key, True, broadcast, received, origin)
         if reply is not None:
             self.cache.put(key, frame.seq, fingerprint, reply)
         return reply
 
 
-BROADCAST_DELAY = 0.1  # a reply to a broadcast waits a random 0 to 100 ms
-MAX_DELAYED = 1024  # replies waiting so at most; more are dropped
-
-
-class _DelayedSends:
-    """Sends datagrams later, from one thread: the replies to broadcasts,
-    each after its own random delay, without holding up the UDP loop."""
-
-    def __init__(self, sock: socket.socket, limit: int = MAX_DELAYED):
-        self.sock = sock
-        self.limit = limit
-        self._heap: list[tuple[float, int, bytes, Address]] = []
-        self._count = 0  # ties in time keep their order
-        self._stopped = False
-        self._cond = threading.Condition()
-
-    def add(self, delay: float, data: bytes, addr: Address) -> None:
-        """Sends `data` to `addr` after `delay` seconds (dropped when the
-        queue is full or after stop())."""
-        with self._cond:
-            if self._stopped:
-                return
-            if len(self._heap) >= self.limit:
-                log.warning("too many delayed replies: dropping one to %s", _format_addr(addr))
-                return
-            self._count += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._count, data, addr))
-            self._cond.notify()
-
-    def stop(self) -> None:
-        """Drops what waits and ends run()."""
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify_all()
-
-    def run(self) -> None:
-        """The sending thread: until stop()."""
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
-                            _, _, data, addr = heapq.heappop(self._heap)
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
-            try:
-                self.sock.sendto(data, addr)
-            except OSError as e:
-                log.warning("udp reply to %s: %s", _format_addr(addr), e)
+#: The parts of section 10 this server implements (rpc.info's "ext").
+EXT = ("notify", "events", "deadline")
+#: The only calls run when they came by broadcast or multicast (10.8 rule 1).
+BROADCAST_FUNCS = frozenset(("rpc.ping", "rpc.info"))

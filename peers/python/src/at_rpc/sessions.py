@@ -184,13 +184,17 @@ class SessionTable:
         self.random_bytes = random_bytes
         self._sessions: dict[bytes, Session] = {}
         self._lock = threading.Lock()
+        #: The ids of sessions holding a lease (a subscription, 10.8 rule
+        #: 6): they neither expire nor give way as idle while it runs. Set
+        #: by the server's EventHub (read without its lock).
+        self.leased: Callable[[], frozenset[bytes]] = frozenset
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
 
     def _expired(self, session: Session, now: float) -> bool:
-        return now - session.last >= self.lifetime
+        return now - session.last >= self.lifetime and session.sid not in self.leased()
 
     def _make_room(self, now: float) -> bool:
         """Frees a slot if the policy allows; False when none may go."""
@@ -199,7 +203,12 @@ class SessionTable:
         if len(self._sessions) < self.capacity:
             return True
         unused = [s for s in self._sessions.values() if not s.used]
-        idle = [s for s in self._sessions.values() if s.used and now - s.last >= self.min_idle]
+        leased = self.leased()
+        idle = [
+            s
+            for s in self._sessions.values()
+            if s.used and now - s.last >= self.min_idle and s.sid not in leased
+        ]
         victim = min(unused or idle, key=lambda s: s.last, default=None)
         if victim is None:
             return False

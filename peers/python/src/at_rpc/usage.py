@@ -11,13 +11,21 @@ USAGE = """\
 usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAME]
                        [--key KID:HEX ...] [--key-file PATH ...]
        at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
+                      [--json] [--deadline MS] [--key KID:HEX | --key-file PATH]
+                      FUNC [ARG ...]
+       at_rpc.py notify [--server HOST[:PORT]] [--udp] [--timeout SECS]
+                        [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
        at_rpc.py ping [--server HOST[:PORT]] [--udp] [--count N] [--interval SECS]
                       [--size BYTES] [--timeout SECS] [--json]
        at_rpc.py info [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
                       [--key KID:HEX | --key-file PATH]
        at_rpc.py list [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
                       [--key KID:HEX | --key-file PATH]
+       at_rpc.py topics [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                        [--key KID:HEX | --key-file PATH]
+       at_rpc.py watch [--server HOST[:PORT]] [--udp] [--interval MS] [--count N]
+                       [--lease SECS] [--timeout SECS] [--json]
+                       [--key KID:HEX | --key-file PATH] TOPIC
        at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
                           [--json]
 
@@ -47,7 +55,8 @@ A key is 64 hex digits (32 bytes); a key id 1 to 32 of A-Z a-z 0-9 . _ -.
 
 CALL_HELP = """\
 usage: at_rpc.py call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
-                      [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
+                      [--json] [--deadline MS] [--key KID:HEX | --key-file PATH]
+                      FUNC [ARG ...]
 
 Calls FUNC(ARG, ...) and prints the result as JSON.
 
@@ -56,6 +65,8 @@ Calls FUNC(ARG, ...) and prints the result as JSON.
   --timeout SECS        bound of the whole call (default 5)
   --retries N           UDP retransmissions (default 4)
   --json                print the whole reply body
+  --deadline MS         send "deadline_ms": MS; a server listing `deadline` does
+                        not start the call once MS ms have passed (0: never)
   --key KID:HEX         authenticate with this key
   --key-file PATH       authenticate with the first key of this file (mode 600)
   --                    everything after it is FUNC and ARGs
@@ -116,6 +127,61 @@ and doc, one function per line.
   --key-file PATH       authenticate with the first key of this file (mode 600)
 
 Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
+"""
+
+NOTIFY_HELP = """\
+usage: at_rpc.py notify [--server HOST[:PORT]] [--udp] [--timeout SECS]
+                        [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
+
+Sends FUNC(ARG, ...) as a notification (NOTIFY): the server runs it and
+answers nothing, so nothing is printed and nothing is retransmitted.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP)
+  --timeout SECS        bound of connecting (and of a session's rpc.hello; default 5)
+  --key KID:HEX         seal it in a session with this key (else --key-file, else AT_KEY)
+  --key-file PATH       the first key of this file (mode 600)
+
+Exit status: 0 sent, 1 error reply to rpc.hello, 2 usage, 3 transport.
+"""
+
+TOPICS_HELP = """\
+usage: at_rpc.py topics [--server HOST[:PORT]] [--udp] [--timeout SECS] [--json]
+                        [--key KID:HEX | --key-file PATH]
+
+Lists the server's event topics (rpc.topics, every page): name and doc.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP)
+  --timeout SECS        bound of each call (default 1)
+  --json                print the JSON array of all entries
+  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY)
+  --key-file PATH       authenticate with the first key of this file (mode 600)
+
+Exit status: 0 ok, 1 error reply, 2 usage, 3 transport.
+"""
+
+WATCH_HELP = """\
+usage: at_rpc.py watch [--server HOST[:PORT]] [--udp] [--interval MS] [--count N]
+                       [--lease SECS] [--timeout SECS] [--json]
+                       [--key KID:HEX | --key-file PATH] TOPIC
+
+Subscribes to TOPIC (rpc.subscribe) and prints each event as 'n value', renewing
+the subscription at half its lease. A gap in n is 'gap: events A to B lost' and
+the end of the subscription 'end: REASON', both on stderr.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --udp                 over UDP (default TCP)
+  --interval MS         at most one event per MS ms (default 0)
+  --count N             exit after N events (default: until the end)
+  --lease SECS          the lease asked for, 1 to 300 (default 60)
+  --timeout SECS        bound of each call (default 5)
+  --json                print each event's body as JSON
+  --key KID:HEX         authenticate with this key (else --key-file, else AT_KEY)
+  --key-file PATH       authenticate with the first key of this file (mode 600)
+
+Exit status: 0 after --count events, 1 error reply, 2 usage, 3 the server
+went away or ended the subscription.
 """
 
 DISCOVER_HELP = """\
