@@ -559,3 +559,67 @@ async fn a_service_client_calls_a_peer() {
     assert_eq!(uptime.unwrap(), 12345);
     s.server.shutdown().await;
 }
+
+/// The board's own code (at-embedded-example's `CallHome`, what the
+/// firmware runs with `AT_CALL_HOME`) on the desktop over
+/// std-embedded-nal, calling home to this server: it is a peer, its
+/// `log("boot ...")` reaches `log`, and the host calls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_boards_call_home_code_is_called_back() {
+    use at_embedded_example::desktop::DesktopStack;
+    use at_embedded_example::tcp::call_home::CallHome;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut s = serve().await;
+    let home = s.server.tcp_addr().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let board = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut stack = DesktopStack::default();
+            let mut call_home = CallHome::<DesktopStack, 1040, 1024>::new(home, "boot desk-board")
+                .with_name("desk-board");
+            let clock = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let now = u64::try_from(clock.elapsed().as_millis()).unwrap();
+                let work = call_home.poll(
+                    &mut stack,
+                    &at_core::calculator::CALCULATOR,
+                    &mut at_core::auth::Open,
+                    None,
+                    now,
+                );
+                if work == 0 {
+                    // The board's idle loop (a firmware would sleep until
+                    // an interrupt).
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    let peer = tokio::time::timeout(PATIENCE, s.server.next_peer())
+        .await
+        .expect("the board calls home in time");
+    let line = tokio::time::timeout(PATIENCE, s.logged.recv())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("boot desk-board"));
+    let info: Json = peer.call_as("rpc.info", ()).await.unwrap();
+    assert_eq!(info["name"], "desk-board");
+    let mut sums = tokio::task::JoinSet::new();
+    for i in 0..8i64 {
+        let peer = peer.clone();
+        sums.spawn(async move { (i, peer.call_as::<i64>("add", (i, 100)).await) });
+    }
+    while let Some(done) = sums.join_next().await {
+        let (i, sum) = done.unwrap();
+        assert_eq!(sum.unwrap(), i + 100);
+    }
+    let e = peer.call_as::<f64>("div", (1, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Some(at_host::ErrorCode::DivisionByZero), "{e}");
+    // The server's shutdown closes the connection, so a board blocked in
+    // a receive wakes and sees the stop.
+    stop.store(true, Ordering::Relaxed);
+    s.server.shutdown().await;
+    board.join().unwrap();
+}
