@@ -56,6 +56,7 @@
 //   server/typed.rs     typed and async functions: Param, Returns, ...
 //   server/auth.rs      sessions, the guard for authenticated requests
 //   server/log_limit.rs rate-limited protocol warnings
+//   server/peer.rs      Peer: calls towards a client that called rpc.peer
 //   shared/wire.rs      request encoding, reply -> Result, the datagram size
 //   shared/convert.rs   Value <-> serde types (typed calls and functions)
 //   shared/error.rs     Error, ProtocolError
@@ -113,9 +114,10 @@ pub use client::{
     UdpStats, Update,
 };
 pub use server::{
-    AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PER_SUBSCRIBER, MAX_SESSIONS, Param,
-    Params, Pending, Registry, RegistryError, Returns, Server, ServerBuilder, ServerConfig,
-    Service, ShutdownHandle, Topic, TopicError, TypedFunction, first_paragraph, kind,
+    AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,
+    MAX_SESSIONS, PEER_TIMEOUT, Param, Params, Peer, Pending, Registry, RegistryError, Returns,
+    Server, ServerBuilder, ServerConfig, Service, ShutdownHandle, Topic, TopicError, TypedFunction,
+    caller_addr, caller_peer, first_paragraph, kind,
 };
 pub use shared::app_error::{AppError, HandlerError, ServiceError};
 #[doc(hidden)]
@@ -154,6 +156,35 @@ pub mod udp {
     // `at_host::udp::...` paths and the docs above in one public place.
     pub use crate::client::{UdpClient, UdpConfig, UdpStats};
     pub use crate::server::ERROR_REPLIES_PER_SECOND;
+}
+
+/// A [`Peer`] (a client that called `rpc.peer`) is called as any
+/// client is: a `#[service]` client over it calls the board's functions.
+///
+/// ```
+/// async fn uptime(board: &impl at_host::Caller) -> Result<u64, at_host::Error> {
+///     board.call_as("uptime", ()).await
+/// }
+/// async fn ask(peer: at_host::Peer) -> Result<u64, at_host::Error> {
+///     uptime(&peer).await
+/// }
+/// ```
+impl Caller for Peer {
+    fn call<A: Arg>(
+        &self,
+        func: &str,
+        args: &[A],
+    ) -> impl std::future::Future<Output = Result<Value, Error>> + Send {
+        Peer::call(self, func, args)
+    }
+
+    fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        func: &str,
+        args: impl serde::Serialize + Send,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
+        Peer::call_as(self, func, args)
+    }
 }
 
 /// What `#[service]`'s generated code names; not part of the API.

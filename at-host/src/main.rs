@@ -695,6 +695,7 @@ async fn serve(
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()
+        .function_with_doc("log", LOG_DOC, log_line)
         .calls_topic("calls")
         .max_frame(limits.max_frame)
         .max_connections(limits.max_connections.max(1))
@@ -735,6 +736,26 @@ async fn serve(
     drop(stdout);
     server.run_until_ctrl_c().await;
     ExitCode::SUCCESS
+}
+
+/// The doc `rpc.functions` shows for `serve`'s `log`.
+const LOG_DOC: &str = "prints log from ADDR: LINE on the server's stdout";
+
+/// `serve`'s `log(line)`: a board calling home logs through it (by
+/// NOTIFY: `log("boot ...")`). One line on stdout per call, control
+/// characters shown escaped so that a line cannot forge others.
+fn log_line(line: String) {
+    let from = at_host::caller_addr().map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let mut shown = String::with_capacity(line.len());
+    for c in line.chars() {
+        match c.is_control() {
+            true => shown.extend(c.escape_default()),
+            false => shown.push(c),
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "log from {from}: {shown}");
+    let _ = stdout.flush();
 }
 
 /// `notify`: sends `func(args)` as a NOTIFY frame; exit 0 once sent, 3 when

@@ -307,14 +307,14 @@ fn ping_info_and_list() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "protocol: 1\nserver: at-host {version}\nname: bench-psu\nauth: off\nmax_body: 65536\nfunctions: 4\next: notify, events, deadline\n"
+            "protocol: 1\nserver: at-host {version}\nname: bench-psu\nauth: off\nmax_body: 65536\nfunctions: 5\next: notify, events, deadline, peer\n"
         )
     );
     let out = at_host(&["info", "--server", &udp, "--udp", "--json"]);
     assert_eq!(
         text(&out.stdout),
         format!(
-            "{{\"protocol\": 1, \"server\": \"at-host {version}\", \"name\": \"bench-psu\", \"auth\": \"off\", \"max_body\": 65536, \"functions\": 4, \"ext\": [\"notify\", \"events\", \"deadline\"]}}\n"
+            "{{\"protocol\": 1, \"server\": \"at-host {version}\", \"name\": \"bench-psu\", \"auth\": \"off\", \"max_body\": 65536, \"functions\": 5, \"ext\": [\"notify\", \"events\", \"deadline\"]}}\n"
         )
     );
     let out = at_host(&["list", "--server", &tcp]);
@@ -323,7 +323,8 @@ fn ping_info_and_list() {
         "add  add(number, number) -> number  a + b\n\
          sub  sub(number, number) -> number  a - b\n\
          mul  mul(number, number) -> number  a * b\n\
-         div  div(number, number) -> double  a / b, always a double\n"
+         div  div(number, number) -> double  a / b, always a double\n\
+         log  log(string) -> null            prints log from ADDR: LINE on the server's stdout\n"
     );
     let out = at_host(&["list", "--server", &udp, "--udp", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -178,7 +178,9 @@ async fn rpc_info_lists_what_works() {
     write(&mut stream, &request(1, r#"{"func": "rpc.info"}"#)).await;
     let reply = read_reply(&mut stream).await;
     assert!(
-        reply.body.ends_with(r#""ext": ["notify", "deadline"]}}"#),
+        reply
+            .body
+            .ends_with(r#""ext": ["notify", "deadline", "peer"]}}"#),
         "{}",
         reply.body
     );

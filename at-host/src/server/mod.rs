@@ -11,7 +11,8 @@
 //! - [`slots`]: the TCP connection table and its limits by address;
 //! - [`udp`]: the datagram thread and the rationing of its error replies;
 //! - [`cache`]: the UDP reply cache that makes execution at-most-once;
-//! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`].
+//! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`];
+//! - [`peer`]: [`Peer`], calls towards a client that called `rpc.peer`.
 //!
 //! Nothing here imports the client side.
 
@@ -19,6 +20,7 @@ mod auth;
 mod cache;
 mod destination;
 pub(crate) mod log_limit;
+mod peer;
 mod registry;
 mod slots;
 mod tcp;
@@ -27,6 +29,8 @@ mod typed;
 mod udp;
 
 pub use auth::MAX_SESSIONS;
+pub use peer::{MAX_PEER_CALLS, PEER_TIMEOUT, Peer};
+
 pub use registry::{HostFunction, Registry, RegistryError, Service, first_paragraph};
 pub use topics::{EVENT_QUEUE, MAX_PER_SUBSCRIBER, Topic, TopicError};
 
@@ -380,6 +384,7 @@ impl ServerBuilder {
             auth,
             topics: self.topics.clone(),
             calls: self.calls_topic.as_ref().map(|_| AtomicU64::new(0)),
+            peers: Arc::new(peer::Peers::default()),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
@@ -410,6 +415,7 @@ impl ServerBuilder {
             tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
         Ok(Server {
+            peers: shared.peers.clone(),
             topics: self.topics,
             tcp_addr,
             udp_addr,
@@ -477,6 +483,8 @@ struct Shared {
     topics: Vec<Topic>,
     /// Calls answered, when a calls topic publishes them.
     calls: Option<AtomicU64>,
+    /// The connections that called `rpc.peer` (contract 10.5).
+    peers: Arc<peer::Peers>,
 }
 
 /// Publishes `shared`'s count of calls answered on `topic` once a second
@@ -504,6 +512,7 @@ async fn publish_calls(topic: Topic, shared: Arc<Shared>, mut stop: watch::Recei
 /// A running server. Dropping it stops nothing; call
 /// [`shutdown`](Server::shutdown) (or use a [`ShutdownHandle`]) to stop.
 pub struct Server {
+    peers: Arc<peer::Peers>,
     topics: Vec<Topic>,
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
@@ -540,6 +549,41 @@ impl Server {
     /// ```
     pub fn topic(&self, name: &str) -> Option<Topic> {
         self.topics.iter().find(|t| t.name() == name).cloned()
+    }
+
+    /// The clients that called `rpc.peer` on a TCP connection still open,
+    /// oldest first: each may be called back over its connection
+    /// (contract 10.5). See [`Peer`].
+    ///
+    /// ```
+    /// # async fn example() -> std::io::Result<()> {
+    /// let server = at_host::Server::builder().tcp("127.0.0.1:0".parse().unwrap()).start().await?;
+    /// for peer in server.peers() {
+    ///     println!("{} may be called back", peer.addr());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.alive()
+    }
+
+    /// The next client to call `rpc.peer`: the oldest such connection,
+    /// still open, that this has not returned yet (waiting for one if
+    /// there is none). Each peer is returned once (the 64 most recent not
+    /// yet taken are kept); [`peers`](Self::peers) lists them all. Bound
+    /// the wait with `tokio::time::timeout` as you need.
+    ///
+    /// ```no_run
+    /// # async fn example(server: at_host::Server) -> Result<(), at_host::Error> {
+    /// loop {
+    ///     let board = server.next_peer().await;
+    ///     let uptime: u64 = board.call_as("uptime", ()).await?;
+    ///     println!("{} up for {uptime} s", board.addr());
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_peer(&self) -> Peer {
+        self.peers.next().await
     }
 
     /// The TCP address really listened on.
@@ -613,8 +657,9 @@ async fn wait_for_signal() {
 async fn finish(
     started: Result<Pending, HandlerError>,
     deadline: Option<Instant>,
+    caller: CallerContext,
 ) -> Result<Value, HandlerError> {
-    let mut task = tokio::spawn(started?);
+    let mut task = tokio::spawn(CALLER.scope(caller, started?));
     let joined = match deadline {
         None => task.await,
         Some(at) => match tokio::time::timeout_at(at.into(), &mut task).await {
@@ -666,9 +711,91 @@ fn write_outcome(seq: u32, outcome: &Result<Value, HandlerError>, out: &mut [u8]
     at_core::write_reply(seq, &registry::reply_of(outcome), out).unwrap_or(0)
 }
 
+tokio::task_local! {
+    /// Who sent the call being answered, for [`caller_addr`] and
+    /// [`caller_peer`].
+    static CALLER: CallerContext;
+}
+
+/// Who sent a call: its origin, and the table to find it among the peers.
+#[derive(Clone)]
+struct CallerContext {
+    origin: Origin,
+    peers: Arc<peer::Peers>,
+}
+
+/// The address of the client whose call (or notification) the current
+/// function is answering; `None` outside a function a server calls, and
+/// on a serial line.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = at_host::Server::builder()
+///     .function("whoami", || at_host::caller_addr().map(|a| a.to_string()))
+///     .tcp("127.0.0.1:0".parse()?)
+///     .start()
+///     .await?;
+/// let client = at_host::Client::connect(server.tcp_addr().unwrap(), std::time::Duration::from_secs(5)).await?;
+/// let me: Option<String> = client.call_as("whoami", ()).await?;
+/// assert!(me.unwrap().starts_with("127.0.0.1:"));
+/// # server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub fn caller_addr() -> Option<SocketAddr> {
+    CALLER.try_with(|c| c.origin.peer).ok().flatten()
+}
+
+/// The caller of the current function as a [`Peer`], if it called
+/// `rpc.peer` on its TCP connection, so that an `async` function can call
+/// its caller back (contract 10.5). `None` otherwise, and outside a
+/// function a server calls.
+///
+/// While an `async` function runs for a peer, its connection keeps
+/// reading (replies to the server's calls reach them), and requests the
+/// peer sends meanwhile are answered `busy` after the function's reply
+/// (contract 10.8 rule 8). A sync function must not wait for a call it
+/// makes.
+///
+/// ```
+/// let server = at_host::Server::builder().async_function("ask_back", || async {
+///     match at_host::caller_peer() {
+///         Some(peer) => peer.call_as::<String>("name", ()).await.map_err(|e| e.to_string()),
+///         None => Err("call rpc.peer first".to_owned()),
+///     }
+/// });
+/// ```
+pub fn caller_peer() -> Option<Peer> {
+    CALLER
+        .try_with(|c| {
+            let addr = c.origin.peer?;
+            match c.origin.transport {
+                at_core::auth::Transport::Stream => c.peers.find(addr),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
 impl Shared {
-    /// What `rpc.info` says of this server.
-    fn info(&self) -> at_core::ServerInfo<'_> {
+    /// The context of a call from `origin`.
+    fn caller(&self, origin: &Origin) -> CallerContext {
+        CallerContext {
+            origin: *origin,
+            peers: Arc::clone(&self.peers),
+        }
+    }
+
+    /// What `rpc.info` says of this server to a client over `origin`'s
+    /// transport: `peer` only over TCP without keys, where `rpc.peer` is
+    /// served (contract 10.5).
+    fn info(&self, origin: &Origin) -> at_core::ServerInfo<'_> {
+        let peer = match origin.transport == at_core::auth::Transport::Stream && self.auth.is_none()
+        {
+            true => at_core::rpc::Ext::PEER,
+            false => at_core::rpc::Ext::NONE,
+        };
         at_core::ServerInfo {
             server: SERVER,
             name: &self.config.name,
@@ -679,7 +806,8 @@ impl Shared {
                 false => at_core::rpc::Ext::NOTIFY
                     .with(at_core::rpc::Ext::EVENTS)
                     .with(at_core::rpc::Ext::DEADLINE),
-            },
+            }
+            .with(peer),
         }
     }
 
@@ -776,8 +904,10 @@ impl Shared {
             registry: &self.registry,
             seq,
         };
-        let n =
-            at_core::respond_body(&calls, &self.info(), seq, body, &mut out[..room]).unwrap_or(0);
+        let info = self.info(origin);
+        let n = CALLER.sync_scope(self.caller(origin), || {
+            at_core::respond_body(&calls, &info, seq, body, &mut out[..room]).unwrap_or(0)
+        });
         self.sealed(seal, origin, out, n)
     }
 
@@ -804,7 +934,11 @@ impl Shared {
                     calls.fetch_add(1, Ordering::Relaxed);
                 }
                 let room = Self::room(seal, out);
-                let n = write_outcome(seq, &finish(started, deadline).await, &mut out[..room]);
+                let n = write_outcome(
+                    seq,
+                    &finish(started, deadline, self.caller(origin)).await,
+                    &mut out[..room],
+                );
                 self.sealed(seal, origin, out, n)
             }
             None => self.answer(seq, body, seal, origin, read_at, out),

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::log_limit::protocol_warn;
+use super::peer::{Link, Outgoing};
 use super::slots::{Slots, Ticket};
 use super::{ServerConfig, Shared, Step};
 
@@ -165,6 +166,8 @@ async fn serve_connection(
     let mut read_at = std::time::Instant::now();
     // Subscriptions (none until the peer subscribes).
     let mut events = super::topics::Events::default();
+    // Calls towards the client, once it called rpc.peer (contract 10.5).
+    let mut link: Option<Link> = None;
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -187,6 +190,19 @@ async fn serve_connection(
                     if frame.kind == Kind::Notify {
                         let runtime = tokio::runtime::Handle::current();
                         shared.notify_sealed(&frame, &origin, read_at, &runtime, room);
+                        continue;
+                    }
+                    if matches!(frame.kind, Kind::Response | Kind::Error) {
+                        match link.as_mut() {
+                            Some(link) if frame.header.flags & at_core::FLAG_AUTH == 0 => {
+                                link.reply(frame.seq(), frame.body)
+                            }
+                            _ => protocol_warn!(
+                                "ignoring a {:?} frame (seq {}) from {peer}: no call awaits it",
+                                frame.kind,
+                                frame.seq()
+                            ),
+                        }
                         continue;
                     }
                     if frame.kind != Kind::Request {
@@ -230,6 +246,41 @@ async fn serve_connection(
                             {
                                 return closed;
                             }
+                            if let Some(link) = link.as_mut() {
+                                // A peer: the connection keeps reading
+                                // while the function runs, which may call
+                                // the peer back (contract 10.5).
+                                let body = body.to_vec();
+                                let call = async {
+                                    let mut reply = vec![0u8; reply_room];
+                                    let n = shared
+                                        .answer_async(
+                                            seq,
+                                            &body,
+                                            seal.as_ref(),
+                                            &origin,
+                                            read_at,
+                                            &mut reply,
+                                        )
+                                        .await;
+                                    reply.truncate(n);
+                                    reply
+                                };
+                                let waiting = Waiting {
+                                    stream: &mut stream,
+                                    decoder: &mut decoder,
+                                    out: &mut out,
+                                    link,
+                                    shared,
+                                    origin: &origin,
+                                };
+                                match waiting.serve(call).await {
+                                    Ok(()) => {}
+                                    Err(reason) => return reason,
+                                }
+                                drop(running);
+                                continue;
+                            }
                             let room = &mut out[..reply_room];
                             pending += shared
                                 .answer_async(seq, body, seal.as_ref(), &origin, read_at, room)
@@ -242,6 +293,21 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
+                            if shared.auth.is_none()
+                                && let Some(answer) = super::peer::answer(seq, body, room)
+                            {
+                                // rpc.peer: from now on this client may be
+                                // called back here (contract 10.5).
+                                let (n, granted) = answer;
+                                if granted && link.is_none() {
+                                    info!("{peer} may be called back (rpc.peer)");
+                                    link = Some(shared.peers.join(peer));
+                                    keep_alive(&stream);
+                                }
+                                pending += n;
+                                drop(running);
+                                continue;
+                            }
                             let topical = (!shared.topics.is_empty() && seal.is_none())
                                 .then(|| {
                                     super::topics::answer(
@@ -301,6 +367,9 @@ async fn serve_connection(
         }
         let (timeout, on_timeout) = if decoder.buffered() > 0 {
             (config.frame_timeout, EndReason::FrameTimeout)
+        } else if link.is_some() {
+            // A peer waits to be called: TCP keepalive watches it instead.
+            (PEER_IDLE_TIMEOUT, EndReason::Idle)
         } else {
             (config.idle_timeout, EndReason::Idle)
         };
@@ -316,6 +385,14 @@ async fn serve_connection(
             // only when it is not.
             tokio::select! {
                 biased;
+                // A peer's calls first: at most 4 are outstanding, so they
+                // never hold up the reads for long, and a peer that keeps
+                // sending cannot hold them up.
+                call = queued(&mut link) => {
+                    // The server's own calls go out with the next batch.
+                    pending += link_write(&mut link, call, &mut out[pending..pending + reply_room]);
+                    break None;
+                }
                 read = stream.read(decoder.spare()) => break Some(read),
                 () = events.ready() => break None,
                 () = &mut timer => {
@@ -372,5 +449,164 @@ async fn flush(
         }
         Ok(Err(e)) => Err(EndReason::Io(e)),
         Err(_) => Err(EndReason::WriteTimeout),
+    }
+}
+
+/// The next call queued for the peer of `link`; never, without one.
+async fn queued(link: &mut Option<Link>) -> Outgoing {
+    match link {
+        Some(link) => link.queued().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Frames `call` into `out`: its length. Only called with a link.
+fn link_write(link: &mut Option<Link>, call: Outgoing, out: &mut [u8]) -> usize {
+    match link {
+        Some(link) => link.write(call, out),
+        None => 0,
+    }
+}
+
+/// A connection to a peer while one of its calls to an async function
+/// runs: the connection keeps reading, so that replies to the server's
+/// calls reach them (the function may await one), notifications run, and
+/// requests get `busy`, sent after the running call's reply in order
+/// (contract 10.8 rule 8); more than [`OWED_BUSY`] owed, it stops
+/// reading until the call ends. As for any call, a shutdown or an
+/// eviction waits until the call is answered.
+struct Waiting<'a> {
+    stream: &'a mut TcpStream,
+    decoder: &'a mut at_core::FrameDecoder<Box<[u8]>>,
+    out: &'a mut Vec<u8>,
+    link: &'a mut Link,
+    shared: &'a Arc<Shared>,
+    origin: &'a Origin,
+}
+
+/// Requests a peer sends while its async call runs that are owed `busy`
+/// before the connection stops reading (contract 10.8 rule 8: a caller
+/// keeps at most 4 outstanding).
+const OWED_BUSY: usize = 4;
+
+impl Waiting<'_> {
+    /// Runs `call` to its reply, serving the connection meanwhile, then
+    /// writes the reply and the `busy` replies owed.
+    async fn serve(
+        mut self,
+        call: impl std::future::Future<Output = Vec<u8>>,
+    ) -> Result<(), EndReason> {
+        tokio::pin!(call);
+        let config = &self.shared.config;
+        let mut owed: Vec<(u32, ErrorCode)> = Vec::new();
+        let mut calls_out = 0usize;
+        let reply = loop {
+            // Frames buffered (replies to route, requests to owe busy).
+            if owed.len() < OWED_BUSY {
+                self.take_frames(&mut owed)?;
+            }
+            if calls_out > 0 {
+                let mut written = calls_out;
+                flush(&mut *self.stream, self.out.as_slice(), &mut written, config).await?;
+                calls_out = 0;
+            }
+            let reading = owed.len() < OWED_BUSY;
+            tokio::select! {
+                reply = &mut call => break reply,
+                read = self.stream.read(self.decoder.spare()), if reading => match read {
+                    Ok(0) => return Err(EndReason::PeerClosed),
+                    Ok(n) => self.decoder.commit(n),
+                    Err(e) => return Err(EndReason::Io(e)),
+                },
+                queued = self.link.queued() => {
+                    let room = self.out.len() / 2;
+                    calls_out = self.link.write(queued, &mut self.out[..room]);
+                }
+            }
+        };
+        let mut n = reply.len();
+        self.out[..n].copy_from_slice(&reply);
+        for (seq, code) in owed {
+            let message = match code {
+                ErrorCode::Busy => "busy: a call is running",
+                other => other.default_message(),
+            };
+            n += at_core::write_error_frame(seq, code, message, &mut self.out[n..]).unwrap_or(0);
+        }
+        flush(&mut *self.stream, self.out.as_slice(), &mut n, config).await
+    }
+
+    /// Takes the whole frames buffered while fewer than [`OWED_BUSY`] are
+    /// owed: replies to their calls, notifications run, requests owed
+    /// `busy`. A frame that puts the stream out of step ends the
+    /// connection.
+    fn take_frames(&mut self, owed: &mut Vec<(u32, ErrorCode)>) -> Result<(), EndReason> {
+        let runtime = tokio::runtime::Handle::current();
+        let mut scratch = [0u8; at_core::MIN_REPLY_BUFFER];
+        while owed.len() < OWED_BUSY {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => match frame.kind {
+                    Kind::Response | Kind::Error
+                        if frame.header.flags & at_core::FLAG_AUTH == 0 =>
+                    {
+                        self.link.reply(frame.seq(), frame.body)
+                    }
+                    Kind::Notify if frame.header.flags & at_core::FLAG_AUTH == 0 => {
+                        let now = std::time::Instant::now();
+                        self.shared.notify(
+                            frame.seq(),
+                            frame.body,
+                            self.origin,
+                            now,
+                            &runtime,
+                            &mut scratch,
+                        )
+                    }
+                    Kind::Request => owed.push((frame.seq(), ErrorCode::Busy)),
+                    _ => protocol_warn!(
+                        "ignoring a {:?} frame (seq {}) while a call runs",
+                        frame.kind,
+                        frame.seq()
+                    ),
+                },
+                Ok(None) => return Ok(()),
+                Err(e) if e.loses_sync() => return Err(EndReason::OutOfStep(e)),
+                Err(e) => {
+                    protocol_warn!("bad frame while a call runs: {e}");
+                    // A CRC mismatch and the like: answered in order (a
+                    // notification never).
+                    if self.decoder.last_flags() & at_core::FLAG_NOTIFY == 0 {
+                        owed.push((e.seq(), e.code()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a peer's connection (one that called `rpc.peer`) may stay
+/// silent: a board waiting to be called says nothing for long, so the
+/// idle timeout does not apply to it; TCP keepalive finds one that
+/// vanished (see [`keep_alive`]).
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Turns on TCP keepalive for a peer's connection: after 60 s without a
+/// byte the kernel probes every 10 s and, after 3 unanswered (where the
+/// system lets the count be set), closes the connection, which fails the
+/// calls waiting on it.
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        windows
+    ))]
+    let keepalive = keepalive.with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        log::debug!("cannot turn on TCP keepalive for a peer: {e}");
     }
 }
