@@ -240,9 +240,14 @@ async fn serve_connection(
                         } => {
                             let room = &mut out[pending..pending + reply_room];
                             let via = Via::Stream(&mut events);
-                            pending += match shared
-                                .topic_call(seq, body, seal.as_ref(), &origin, via, room)
-                            {
+                            pending += match shared.topic_call(
+                                seq,
+                                body,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                room,
+                            ) {
                                 Some(n) => n,
                                 None => {
                                     shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)

@@ -236,9 +236,14 @@ pub(super) fn serve(
                                 size: len,
                                 reply: true,
                             };
-                            let n = match shared
-                                .topic_call(seq, body, seal.as_ref(), &origin, via, &mut out)
-                            {
+                            let n = match shared.topic_call(
+                                seq,
+                                body,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                &mut out,
+                            ) {
                                 Some(n) => n,
                                 None => shared.answer(
                                     seq,
