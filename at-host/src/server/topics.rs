@@ -694,20 +694,25 @@ impl Hub {
             .iter()
             .find(|t| t.0.name == name)
             .ok_or((ErrorCode::UnknownTopic, "unknown topic"))?;
-        // Who subscribes, where its events go, what they may cost.
+        // Who subscribes, where its events go, what they may cost; a plain
+        // TCP connection's own outbox.
+        let mut own = None;
         let (key, to, budget, credit, reply) = match via {
             Via::Stream(events) => {
                 let to = To::Stream(events.pipe());
                 match sid {
                     Some(sid) => (Key::Session(sid), to, None, None, false),
                     None => {
-                        if events.plain.is_none() {
-                            let route = Route { to, budget: None };
+                        let outbox = events.plain.get_or_insert_with(|| {
+                            let route = Route {
+                                to: to.clone(),
+                                budget: None,
+                            };
                             let runtime = tokio::runtime::Handle::current();
-                            let outbox = Outbox::new(Key::Stream, 1, route, Weak::new(), runtime);
-                            events.plain = Some(outbox);
-                        }
-                        return plain_stream_subscribe(events, topic, &name, lease, interval);
+                            Outbox::new(Key::Stream, 1, route, Weak::new(), runtime)
+                        });
+                        own = Some(Arc::clone(outbox));
+                        (Key::Stream, to, None, None, false)
                     }
                 }
             }
@@ -728,16 +733,16 @@ impl Hub {
         let lease_until = Instant::now() + Duration::from_secs(lease);
         let interval_d = Duration::from_millis(interval);
         let (sub, last) = loop {
-            let outbox = match key {
-                // Answered above.
-                Key::Stream => return Err(BAD),
-                _ => self.remote(key, Some(&to)).map_err(|()| FULL)?,
-            };
-            let Some(outbox) = outbox else {
-                return Err(FULL);
+            let outbox = match &own {
+                Some(outbox) => Arc::clone(outbox),
+                None => self
+                    .remote(key, Some(&to))
+                    .map_err(|()| FULL)?
+                    .ok_or(FULL)?,
             };
             let mut subs = lock(&outbox.subs);
             if subs.orphan {
+                // Its last subscription ended meanwhile: a new one.
                 continue;
             }
             // The latest (verified) subscribe routes its events and, on
@@ -765,6 +770,8 @@ impl Hub {
             let last = register(topic, &sub, lease_until);
             break (sub, last);
         };
+        // A state topic: its value is event 1, after the reply (on TCP
+        // queued now and written after it).
         if let Some(value) = last {
             if reply {
                 // After the reply, which the datagram thread sends first.
@@ -808,43 +815,6 @@ fn register(topic: &Topic, sub: &Arc<Subscription>, lease_until: Instant) -> Opt
     let mut state = lock(&topic.0.state);
     state.subs.push(Arc::clone(sub));
     state.last.clone()
-}
-
-/// Plain TCP subscriptions: the connection's outbox (made by `subscribe`
-/// when `Via::Stream` has none).
-fn plain_stream_subscribe(
-    events: &mut Events,
-    topic: &Topic,
-    name: &str,
-    lease: u64,
-    interval: u64,
-) -> Result<String, (ErrorCode, &'static str)> {
-    let Some(outbox) = events.plain.clone() else {
-        return Err((ErrorCode::Internal, "no outbox"));
-    };
-    let lease_until = Instant::now() + Duration::from_secs(lease);
-    let interval_d = Duration::from_millis(interval);
-    let mut subs = lock(&outbox.subs);
-    subs.list.retain(|s| !lock(&s.state).ended);
-    if let Some(sub) = subs.list.iter().find(|s| s.topic == name) {
-        let mut state = lock(&sub.state);
-        state.lease_until = lease_until;
-        state.interval = interval_d;
-        let n = state.n;
-        return Ok(result(name, lease, interval, n, None));
-    }
-    if subs.list.len() >= MAX_PER_SUBSCRIBER {
-        return Err((ErrorCode::Busy, "subscription table full"));
-    }
-    let sub = new_sub(name, &outbox, lease_until, interval_d, None);
-    subs.list.push(Arc::clone(&sub));
-    drop(subs);
-    // A state topic: its value is event 1, queued now, written after the
-    // reply (which goes out first).
-    if let Some(value) = register(topic, &sub, lease_until) {
-        sub.offer(&value);
-    }
-    Ok(result(name, lease, interval, 0, None))
 }
 
 fn int_arg(
