@@ -172,7 +172,8 @@ async fn exit_3_when_the_server_stops() {
             let status = child.wait().unwrap();
             let mut stderr = String::new();
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            assert!(stderr.contains("transport error: "), "{stderr}");
+            // The server says so before it closes (contract 10.3).
+            assert_eq!(stderr, "end: server\n");
             status
         }),
     )

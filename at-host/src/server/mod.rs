@@ -152,7 +152,8 @@ pub struct ServerBuilder {
 impl ServerBuilder {
     /// Publishes a topic `name` with `doc` for `rpc.topics` (a bad name
     /// makes [`start`](Self::start) fail); its handle is
-    /// [`Server::topic`]. Topics are served on TCP.
+    /// [`Server::topic`]. Topics are served on TCP and UDP,
+    /// plain and sealed.
     ///
     /// ```
     /// # async fn example() -> std::io::Result<()> {
@@ -377,10 +378,11 @@ impl ServerBuilder {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
         }
         let auth = (!self.keys.is_empty())
-            .then(|| auth::Auth::new(crate::shared::keys::KeySet(self.keys)));
+            .then(|| Arc::new(auth::Auth::new(crate::shared::keys::KeySet(self.keys))));
         let shared = Arc::new(Shared {
             registry: self.registry,
             config: self.config,
+            hub: topics::Hub::new(self.topics.clone(), auth.clone()),
             auth,
             topics: self.topics.clone(),
             calls: self.calls_topic.as_ref().map(|_| AtomicU64::new(0)),
@@ -478,9 +480,12 @@ struct Shared {
     registry: Registry,
     config: ServerConfig,
     /// Present when the server has keys.
-    auth: Option<auth::Auth>,
+    auth: Option<Arc<auth::Auth>>,
     /// Empty: no subscriptions, and nothing on the call path looks.
     topics: Vec<Topic>,
+    /// Subscribers by UDP address and by session, and what their events
+    /// need (contract 10.3).
+    hub: Arc<topics::Hub>,
     /// Calls answered, when a calls topic publishes them.
     calls: Option<AtomicU64>,
     /// The connections that called `rpc.peer` (contract 10.5).
@@ -523,12 +528,14 @@ pub struct Server {
 
 /// Tells a running server to stop; cheap to clone and send to other tasks.
 #[derive(Clone)]
-pub struct ShutdownHandle(watch::Sender<bool>);
+pub struct ShutdownHandle(watch::Sender<bool>, Arc<[Topic]>);
 
 impl ShutdownHandle {
-    /// Stops accepting, lets each connection answer the requests it has
+    /// Sends every subscriber an `"end": "server"` event (best effort),
+    /// stops accepting, lets each connection answer the requests it has
     /// already received, then closes it.
     pub fn shutdown(&self) {
+        topics::end_all(&self.1);
         self.0.send_replace(true);
     }
 }
@@ -598,7 +605,7 @@ impl Server {
 
     /// A handle that stops the server from anywhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.stop.clone())
+        ShutdownHandle(self.stop.clone(), self.topics.clone().into())
     }
 
     /// Waits until a shutdown is requested, then until every connection has
@@ -610,8 +617,11 @@ impl Server {
         let _ = self.alive.recv().await;
     }
 
-    /// Stops the server and waits until the calls in flight are answered.
+    /// Stops the server and waits until the calls in flight are answered
+    /// (every subscriber gets an `"end": "server"` event first, best
+    /// effort).
     pub async fn shutdown(self) {
+        topics::end_all(&self.topics);
         self.stop.send_replace(true);
         self.wait().await;
     }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::log_limit::protocol_warn;
 use super::peer::{Link, Outgoing};
 use super::slots::{Slots, Ticket};
+use super::topics::Via;
 use super::{ServerConfig, Shared, Step};
 
 /// Accepts connections until `stop` turns true, serving each on its own
@@ -180,16 +181,12 @@ async fn serve_connection(
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    if frame.kind == Kind::Notify && frame.header.flags & at_core::FLAG_AUTH == 0 {
+                    if frame.kind == Kind::Notify {
                         // Run, never answered: the reply is written past
                         // `pending` and so never sent.
                         let runtime = tokio::runtime::Handle::current();
-                        shared.notify(frame.seq(), frame.body, &origin, read_at, &runtime, room);
-                        continue;
-                    }
-                    if frame.kind == Kind::Notify {
-                        let runtime = tokio::runtime::Handle::current();
-                        shared.notify_sealed(&frame, &origin, read_at, &runtime, room);
+                        let via = Via::Stream(&mut events);
+                        shared.notify_frame(&frame, &origin, via, read_at, &runtime, room);
                         continue;
                     }
                     if matches!(frame.kind, Kind::Response | Kind::Error) {
@@ -308,24 +305,16 @@ async fn serve_connection(
                                 drop(running);
                                 continue;
                             }
-                            let topical = (!shared.topics.is_empty() && seal.is_none())
-                                .then(|| {
-                                    super::topics::answer(
-                                        &shared.topics,
-                                        seq,
-                                        body,
-                                        &mut events,
-                                        room,
-                                    )
-                                })
-                                .flatten();
-                            pending += match topical {
-                                Some(n) => {
-                                    if let Some(calls) = &shared.calls {
-                                        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    }
-                                    n
-                                }
+                            let via = Via::Stream(&mut events);
+                            pending += match shared.topic_call(
+                                seq,
+                                body,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                room,
+                            ) {
+                                Some(n) => n,
                                 None => {
                                     shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
                                 }
@@ -363,6 +352,7 @@ async fn serve_connection(
             return EndReason::OutOfStep(e);
         }
         if *stop.borrow() {
+            farewell(&mut stream, &events, &mut out, reply_room, config).await;
             return EndReason::Shutdown;
         }
         let (timeout, on_timeout) = if decoder.buffered() > 0 {
@@ -391,18 +381,27 @@ async fn serve_connection(
                 call = queued(&mut link) => {
                     // The server's own calls go out with the next batch.
                     pending += link_write(&mut link, call, &mut out[pending..pending + reply_room]);
-                    break None;
+                    break Ok(None);
                 }
-                read = stream.read(decoder.spare()) => break Some(read),
-                () = events.ready() => break None,
+                read = stream.read(decoder.spare()) => break Ok(Some(read)),
+                () = events.ready() => break Ok(None),
                 () = &mut timer => {
                     if Instant::now() >= deadline {
                         return on_timeout;
                     }
                     timer.as_mut().reset(deadline);
                 }
-                reason = &mut ended => return reason,
+                reason = &mut ended => break Err(reason),
             }
+        };
+        let read = match read {
+            Err(reason) => {
+                if matches!(reason, EndReason::Shutdown) {
+                    farewell(&mut stream, &events, &mut out, reply_room, config).await;
+                }
+                return reason;
+            }
+            Ok(read) => read,
         };
         let Some(read) = read else {
             // Events queued: written with the next batch (there is no
@@ -416,6 +415,24 @@ async fn serve_connection(
             Ok(0) => return EndReason::PeerClosed,
             Ok(n) => decoder.commit(n),
             Err(e) => return EndReason::Io(e),
+        }
+    }
+}
+
+/// Writes the events still queued (the `"end": "server"` ones of a
+/// shutdown), best effort, before the connection closes.
+async fn farewell(
+    stream: &mut TcpStream,
+    events: &super::topics::Events,
+    out: &mut [u8],
+    reply_room: usize,
+    config: &ServerConfig,
+) {
+    let mut pending = 0;
+    loop {
+        let more = events.drain(out, &mut pending, reply_room);
+        if flush(stream, out, &mut pending, config).await.is_err() || !more {
+            return;
         }
     }
 }

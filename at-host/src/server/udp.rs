@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::cache::ReplyCache;
 use super::destination;
 use super::log_limit::protocol_warn;
+use super::topics::Via;
 use super::{Shared, Step};
 use crate::shared::wire::MAX_DATAGRAM;
 
@@ -45,6 +46,8 @@ pub(super) fn serve(
     runtime: tokio::runtime::Handle,
 ) {
     let socket = Arc::new(socket);
+    // Events leave by this socket, until it closes.
+    shared.hub.set_socket(Some(Arc::clone(&socket)));
     let config = &shared.config;
     let max_body = config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
@@ -122,7 +125,12 @@ pub(super) fn serve(
                             peer: Some(peer),
                             broadcast,
                         };
-                        shared.notify(key.1, frame.body, &origin, read_at, &runtime, &mut out);
+                        let via = Via::Datagram {
+                            peer,
+                            size: len,
+                            reply: false,
+                        };
+                        shared.notify_frame(&frame, &origin, via, read_at, &runtime, &mut out);
                     }
                     None
                 }
@@ -132,7 +140,12 @@ pub(super) fn serve(
                         peer: Some(peer),
                         broadcast,
                     };
-                    shared.notify_sealed(&frame, &origin, read_at, &runtime, &mut out);
+                    let via = Via::Datagram {
+                        peer,
+                        size: len,
+                        reply: false,
+                    };
+                    shared.notify_frame(&frame, &origin, via, read_at, &runtime, &mut out);
                     None
                 }
                 Ok(frame) if frame.kind != Kind::Request => {
@@ -218,8 +231,29 @@ pub(super) fn serve(
                             seal,
                             running,
                         } => {
-                            let n =
-                                shared.answer(seq, body, seal.as_ref(), &origin, read_at, &mut out);
+                            let via = Via::Datagram {
+                                peer,
+                                size: len,
+                                reply: true,
+                            };
+                            let n = match shared.topic_call(
+                                seq,
+                                body,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                &mut out,
+                            ) {
+                                Some(n) => n,
+                                None => shared.answer(
+                                    seq,
+                                    body,
+                                    seal.as_ref(),
+                                    &origin,
+                                    read_at,
+                                    &mut out,
+                                ),
+                            };
                             drop(running);
                             if plain && n > 0 {
                                 lock(&state)
@@ -234,10 +268,13 @@ pub(super) fn serve(
             if let Some(n) = reply_len {
                 answer(&socket, &runtime, &out[..n], peer, broadcast);
             }
+            // A state topic's event 1 follows its subscribe's reply.
+            shared.hub.after_reply();
         }
     }
     // The socket closes before the server counts this thread as ended
     // (unless an async function's task still holds it).
+    shared.hub.set_socket(None);
     drop(socket);
     drop(alive);
 }
