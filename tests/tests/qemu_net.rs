@@ -1011,4 +1011,31 @@ async fn networked_firmware_calls_home_and_is_called_back() {
         // Dropped: the board calls home again (backoff 1 s).
         drop(conn);
     }
+    // Now at-host itself on that port: the board finds it by itself (its
+    // backoff), is a peer there, logs its boot, and host code calls it.
+    let port = host.local_addr().unwrap().port();
+    drop(host);
+    let (tx, mut logged) = tokio::sync::mpsc::unbounded_channel();
+    let server = at_host::Server::builder()
+        .calculator()
+        .function("log", move |line: String| {
+            let _ = tx.send(line);
+        })
+        .tcp(SocketAddr::from(([127, 0, 0, 1], port)))
+        .start()
+        .await
+        .expect("at-host serves on the board's home port");
+    let peer = tokio::time::timeout(Duration::from_secs(20), server.next_peer())
+        .await
+        .expect("the board calls at-host in time");
+    let line = tokio::time::timeout(PATIENCE, logged.recv()).await.unwrap();
+    assert_eq!(line.as_deref(), Some("boot mps2-an386"));
+    assert_eq!(peer.call_as::<i64>("add", (10, 20)).await.unwrap(), 30);
+    let info: serde_json::Value = peer.call_as("rpc.info", ()).await.unwrap();
+    assert_eq!(info["name"], "mps2-an386");
+    eprintln!(
+        "at-host: the board is peer {}, add(10, 20) = 30 computed by it",
+        peer.addr()
+    );
+    server.shutdown().await;
 }
