@@ -562,13 +562,15 @@ impl<const N: usize, const T: usize> Topics for Subscriptions<'_, N, T> {
             let affordable = match (&mut e.budget, cost) {
                 (_, None) => false,
                 (None, Some(_)) => true,
-                (Some(budget), Some(cost)) => match budget.checked_sub(cost as u32) {
-                    Some(left) => {
-                        *budget = left;
-                        true
+                (Some(budget), Some(cost)) => {
+                    match budget.checked_sub(u32::try_from(cost).unwrap_or(u32::MAX)) {
+                        Some(left) => {
+                            *budget = left;
+                            true
+                        }
+                        None => false,
                     }
-                    None => false,
-                },
+                }
             };
             let due = Due {
                 who: e.who,
