@@ -18,6 +18,17 @@
 //! A function's wire name is its Rust name, or `#[at(name = "...")]`;
 //! names beginning with `rpc.` belong to the protocol and are refused at
 //! compile time.
+//!
+//! A service declares a topic (contract 10.3) with a plain method marked
+//! `#[at(topic)]` (or `#[at(topic = "wire/name")]`) that returns the
+//! implementation's `at_host::Topic` handle: `fn temperature(&self) ->
+//! at_host::Topic;`. For it the attribute also emits `CalculatorTopics`
+//! with `fn temperature() -> at_host::Topic` (the right name, the doc
+//! comment's first paragraph as its doc) for the implementation to keep
+//! and publish to, a registration that serves the topic with the
+//! functions (a handle of another name is `RegistryError::TopicName`), and
+//! a client method `temperature::<T>()` that subscribes (over any
+//! `at_host::Subscribe`: the TCP or UDP client).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -42,6 +53,16 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
+}
+
+/// One topic of the service: `#[at(topic)] fn name(&self) -> Topic;`.
+struct TopicItem {
+    method: Ident,
+    wire_name: String,
+    doc: String,
+    docs: Vec<Attribute>,
+    /// The method as written (for the `Arc<S>` impl).
+    sig: syn::Signature,
 }
 
 /// One function of the service.
@@ -92,14 +113,18 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
         ));
     }
     let mut functions = Vec::new();
+    let mut topics = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
             return Err(Error::new(
                 trait_item.span(),
-                "a service trait holds only `async fn`s",
+                "a service trait holds only `async fn`s and `#[at(topic)]` methods",
             ));
         };
-        functions.push(function(f)?);
+        match topic_item(f)? {
+            Some(topic) => topics.push(topic),
+            None => functions.push(function(f)?),
+        }
     }
     let vis = &item.vis;
     let name = &item.ident;
@@ -160,6 +185,70 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
         let names = f.params.iter().map(|(n, _)| n);
         quote! { #sig { S::#method(self, #(#names),*) } }
     });
+    let arc_topics = topics.iter().map(|t| {
+        let sig = &t.sig;
+        let method = &t.method;
+        quote! { #sig { S::#method(self) } }
+    });
+    let topic_registrations = topics.iter().map(|t| {
+        let method = &t.method;
+        let wire_name = &t.wire_name;
+        quote! { registry.topic(#wire_name, &service.#method())?; }
+    });
+    let topic_makers = topics.iter().map(|t| {
+        let TopicItem {
+            method,
+            wire_name,
+            doc,
+            docs,
+            ..
+        } = t;
+        quote! {
+            #(#docs)*
+            pub fn #method() -> ::at_host::Topic {
+                // The name was checked when the service was compiled.
+                ::at_host::Topic::new(#wire_name, #doc)
+                    .unwrap_or_else(|_| ::core::unreachable!("#[service] checked topic names"))
+            }
+        }
+    });
+    let topic_client_methods = topics.iter().map(|t| {
+        let method = &t.method;
+        let wire_name = &t.wire_name;
+        let docs = &t.docs;
+        quote! {
+            #(#docs)*
+            ///
+            /// Subscribes to this topic (contract 10.3): events of `T`, gaps
+            /// reported, the lease renewed by itself, unsubscribed on drop.
+            pub async fn #method<T: ::at_host::__private::DeserializeOwned + ::core::marker::Send>(
+                &self,
+            ) -> ::core::result::Result<::at_host::Subscription<'_, T>, ::at_host::Error> {
+                ::at_host::Subscribe::subscribe::<T>(&self.caller, #wire_name).await
+            }
+        }
+    });
+    let topics_struct = format_ident!("{}Topics", name);
+    let topics_doc = format!(
+        "The topics of [`{name}`], made with the names and docs the service \
+         declares: keep each and return it from its method."
+    );
+    let topics_items = if topics.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            #[doc = #topics_doc]
+            #vis struct #topics_struct;
+
+            impl #topics_struct {
+                #(#topic_makers)*
+            }
+
+            impl<C: ::at_host::Subscribe> #client<C> {
+                #(#topic_client_methods)*
+            }
+        }
+    };
 
     let registrations = functions.iter().map(|f| {
         let Function {
@@ -210,6 +299,7 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
         /// An implementation shared behind an `Arc` is an implementation.
         impl<S: #name + ::core::marker::Send + ::core::marker::Sync> #name for ::std::sync::Arc<S> {
             #(#arc_methods)*
+            #(#arc_topics)*
         }
 
         #[doc = #client_doc]
@@ -243,11 +333,91 @@ fn expand(mut item: ItemTrait) -> syn::Result<TokenStream2> {
             fn register(self, registry: &mut ::at_host::Registry) -> ::core::result::Result<(), ::at_host::RegistryError> {
                 let service = ::std::sync::Arc::new(self.0);
                 #(#registrations)*
+                #(#topic_registrations)*
                 let _ = service;
                 ::core::result::Result::Ok(())
             }
         }
+
+        #topics_items
     })
+}
+
+/// Whether `name` is a topic name the contract allows: 1 to 64 ASCII
+/// letters, digits, `-`, `_`, `.` or `/`, not `rpc.*`.
+fn valid_topic(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with("rpc.")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+}
+
+/// A method marked `#[at(topic)]` (the mark taken off), or `None` for a
+/// function.
+fn topic_item(f: &mut TraitItemFn) -> syn::Result<Option<TopicItem>> {
+    let mut wire_name = None;
+    let mut rest = Vec::new();
+    for attr in f.attrs.drain(..) {
+        let mut is_topic = false;
+        if attr.path().is_ident("at") {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("topic") {
+                    is_topic = true;
+                    if meta.input.peek(syn::Token![=]) {
+                        let name: LitStr = meta.value()?.parse()?;
+                        wire_name = Some((name.value(), name.span()));
+                    }
+                }
+                // Other `at(...)` keys are the function's (`name`).
+                else if meta.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta.value()?.parse()?;
+                }
+                Ok(())
+            })?;
+        }
+        if is_topic {
+            wire_name.get_or_insert((f.sig.ident.to_string(), f.sig.ident.span()));
+        } else {
+            rest.push(attr);
+        }
+    }
+    f.attrs = rest;
+    let Some((wire_name, span)) = wire_name else {
+        return Ok(None);
+    };
+    let sig = &f.sig;
+    let plain = sig.asyncness.is_none()
+        && sig.generics.params.is_empty()
+        && sig.inputs.len() == 1
+        && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none())
+        && matches!(&sig.output, ReturnType::Type(..))
+        && f.default.is_none();
+    if !plain {
+        return Err(Error::new(
+            sig.span(),
+            "a topic is `#[at(topic)] fn name(&self) -> at_host::Topic;` (not async, no default body)",
+        ));
+    }
+    if !valid_topic(&wire_name) {
+        return Err(Error::new(
+            span,
+            "a topic is 1 to 64 of A-Z a-z 0-9 - _ . / and not rpc.* (contract 10.3)",
+        ));
+    }
+    let docs: Vec<Attribute> = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
+    Ok(Some(TopicItem {
+        method: sig.ident.clone(),
+        doc: first_doc_paragraph(&docs),
+        docs,
+        wire_name,
+        sig: sig.clone(),
+    }))
 }
 
 /// Reads one trait function and rewrites it to return a `Send` future.

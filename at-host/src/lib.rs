@@ -110,8 +110,8 @@ pub use at_core::ErrorCode;
 /// ```
 pub use at_host_macros::service;
 pub use client::{
-    Caller, Client, EndReason, Granted, SubscribeOptions, Subscription, UdpClient, UdpConfig,
-    UdpStats, Update,
+    Caller, Client, EndReason, Granted, Subscribe, SubscribeOptions, Subscription, UdpClient,
+    UdpConfig, UdpStats, Update,
 };
 pub use server::{
     AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,

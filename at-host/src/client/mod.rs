@@ -11,7 +11,7 @@
 //! Both encode requests and read replies through `shared::wire`, and
 //! authenticate through `auth` (the hello, sealing requests, opening
 //! replies) when given a key; nothing here imports the server side.
-//! [`Caller`] is what both have in common.
+//! [`Caller`] is what both have in common, and [`Subscribe`] for topics.
 
 mod auth;
 mod subscribe;
@@ -84,6 +84,54 @@ pub trait Caller: Send + Sync {
         func: &str,
         args: impl Serialize + Send,
     ) -> impl Future<Output = Result<T, Error>> + Send;
+}
+
+/// A client that can subscribe to a server's topics (contract 10.3): the
+/// TCP [`Client`] and the [`UdpClient`]. The clients `#[at_host::service]`
+/// generates subscribe through it.
+pub trait Subscribe: Send + Sync {
+    /// Subscribes to `topic`, its events read as `T` (see
+    /// [`Client::subscribe`]).
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send;
+}
+
+impl Subscribe for Client {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        Client::subscribe(self, topic)
+    }
+}
+
+impl Subscribe for UdpClient {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        UdpClient::subscribe(self, topic)
+    }
+}
+
+impl<C: Subscribe> Subscribe for std::sync::Arc<C> {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        (**self).subscribe(topic)
+    }
+}
+
+impl<C: Subscribe> Subscribe for &C {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        (**self).subscribe(topic)
+    }
 }
 
 /// A caller behind a reference or an `Arc` calls as the caller itself.

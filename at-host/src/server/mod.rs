@@ -270,7 +270,17 @@ impl ServerBuilder {
     /// `TraitServer(implementation)`).
     pub fn service(mut self, service: impl Service) -> Self {
         let outcome = service.register(&mut self.registry);
+        self.take_registry_topics();
         self.keep_first_error(outcome)
+    }
+
+    /// Serves the topics the registry's services declared.
+    fn take_registry_topics(&mut self) {
+        for topic in self.registry.take_topics() {
+            if !self.topics.iter().any(|t| t.name() == topic.name()) {
+                self.topics.push(topic);
+            }
+        }
     }
 
     /// Registers an untyped function under `name`, for dynamic use (see
@@ -294,6 +304,7 @@ impl ServerBuilder {
     /// name registered in both takes `registry`'s function).
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry.extend(registry);
+        self.take_registry_topics();
         self
     }
 

@@ -26,6 +26,15 @@ pub enum RegistryError {
     /// An empty name.
     #[error("a function name cannot be empty")]
     Empty,
+    /// A service's topic method returned a topic of another name than the
+    /// one it declares (`#[at(topic)]`).
+    #[error("the service declares topic {expected:?} but its method returned {got:?}")]
+    TopicName {
+        /// The name the service declares.
+        expected: String,
+        /// The returned topic's name.
+        got: String,
+    },
 }
 
 /// A sync host function over the call's borrowed arguments.
@@ -78,12 +87,43 @@ pub struct Registry {
     /// Names in registration order (`rpc.functions` lists them so).
     order: Vec<Box<str>>,
     has_async: bool,
+    /// Topics services declared (served with the functions).
+    topics: Vec<super::Topic>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// Serves `topic`, which a service declares as `name` (what
+    /// `#[at_host::service]` registrations call); another name is
+    /// [`RegistryError::TopicName`].
+    ///
+    /// ```
+    /// let mut registry = at_host::Registry::new();
+    /// let temp = at_host::Topic::new("temp", "degrees C").unwrap();
+    /// assert!(registry.topic("temp", &temp).is_ok());
+    /// assert!(registry.topic("pressure", &temp).is_err());
+    /// ```
+    pub fn topic(&mut self, name: &str, topic: &super::Topic) -> Result<&mut Self, RegistryError> {
+        if topic.name() != name {
+            return Err(RegistryError::TopicName {
+                expected: name.to_owned(),
+                got: topic.name().to_owned(),
+            });
+        }
+        if !self.topics.iter().any(|t| t.name() == name) {
+            self.topics.push(topic.clone());
+        }
+        Ok(self)
+    }
+
+    /// The topics registered so far, handed over (the server builder serves
+    /// them).
+    pub(crate) fn take_topics(&mut self) -> Vec<super::Topic> {
+        std::mem::take(&mut self.topics)
     }
 
     /// A registry holding the calculator's `add`, `sub`, `mul` and `div`.
@@ -107,12 +147,13 @@ impl Registry {
     }
 
     /// Adds every function of `other` (a name in both takes `other`'s),
-    /// in `other`'s order after this registry's own.
+    /// in `other`'s order after this registry's own, and its topics.
     pub fn extend(&mut self, other: Registry) -> &mut Self {
         let Registry {
             mut functions,
             order,
             has_async,
+            topics,
         } = other;
         for name in order {
             if let Some(entry) = functions.remove(&name) {
@@ -120,6 +161,11 @@ impl Registry {
             }
         }
         self.has_async |= has_async;
+        for topic in topics {
+            if !self.topics.iter().any(|t| t.name() == topic.name()) {
+                self.topics.push(topic);
+            }
+        }
         self
     }
 
