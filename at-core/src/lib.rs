@@ -16,6 +16,7 @@
 //! | [`service`] | the one request -> reply path every server uses |
 //! | [`rpc`] | the protocol's own functions: `rpc.ping`, `rpc.info`, `rpc.functions`, ... |
 //! | [`event`], [`subscriptions`] | event bodies; topics and a fixed subscription table (contract 10.3) |
+//! | [`association`], [`context`] | where a frame came from; what the path knows of it besides its bytes |
 //! | [`auth`] | authentication with pre-shared keys: keys, tags, sessions, the [`auth::Guard`] |
 //!
 //! ## Guarantees
@@ -69,9 +70,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod association;
 pub mod auth;
 pub mod body;
 pub mod calculator;
+pub mod context;
 pub mod crc;
 pub mod decoder;
 pub mod dispatch;
@@ -91,6 +94,7 @@ pub mod typed;
 pub mod value;
 
 pub use body::{BodyError, ErrorBody, MAX_ARGS, Reply, Request};
+pub use context::Context;
 pub use crc::checksum;
 pub use decoder::FrameDecoder;
 pub use dispatch::{Description, Function, Functions, Handler};
@@ -104,7 +108,7 @@ pub use json::EncodeError;
 pub use reply::{write_error_frame, write_reply};
 pub use rpc::ServerInfo;
 pub use service::{
-    Context, MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_body_in,
+    MAX_FUNC_NAME, MIN_REPLY_BUFFER, respond, respond_as, respond_body, respond_body_in,
     respond_in, respond_to_bytes, respond_to_error, run_notification,
 };
 pub use signature::{Signature, Type, optional_mask};

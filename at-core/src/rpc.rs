@@ -27,6 +27,7 @@
 //! functions over several pages.
 
 use crate::body::{ErrorBody, Reply};
+use crate::context::Context;
 use crate::dispatch::{Description, Functions};
 use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, encode_frame_with};
@@ -34,7 +35,6 @@ use crate::header::Kind;
 use crate::json::Writer;
 use crate::page::{start_of, too_small, write_paged};
 use crate::reply::{write_error_frame, write_reply};
-use crate::service::Context;
 use crate::subscriptions::{Subscriber, TopicCall};
 use crate::value::{JsonStr, Value};
 

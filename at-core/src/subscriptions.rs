@@ -22,7 +22,7 @@
 //!   the subscription ends without a last event.
 //!
 //! ```
-//! use at_core::auth::Origin;
+//! use at_core::association::Origin;
 //! use at_core::subscriptions::{Subscriber, Subscriptions, Topic, Topics, SubscribeArgs};
 //! use at_core::Value;
 //!
@@ -39,7 +39,7 @@
 //! assert!(table.take_due(0, &|_| true, &mut out).is_none());
 //! ```
 
-use crate::auth::{Origin, SID_LEN, TRAILER_LEN, Transport};
+use crate::association::{Origin, Transport};
 use crate::body::Reply;
 use crate::error::ErrorCode;
 use crate::event::{End, Event, Payload};
@@ -49,6 +49,12 @@ use crate::json::Writer;
 use crate::page::{start_of, too_small, write_paged};
 use crate::reply::{write_error_frame, write_reply};
 use crate::value::{JsonStr, Value};
+
+/// A session id's length (section 9's `SID`).
+pub const SESSION_ID_LEN: usize = 8;
+/// What sealing adds to a frame: the session id and a 16-byte tag
+/// (section 9's trailer).
+pub const SEALED_EXTRA: usize = SESSION_ID_LEN + 16;
 
 /// The most subscriptions one subscriber holds (the contract's SHOULD).
 pub const PER_SUBSCRIBER: usize = 4;
@@ -128,7 +134,7 @@ pub enum Subscriber {
     /// A plain subscription: the connection, UDP address or serial line.
     Plain(Origin),
     /// A sealed subscription: the session it was made in.
-    Session([u8; SID_LEN]),
+    Session([u8; SESSION_ID_LEN]),
 }
 
 /// `rpc.subscribe`'s arguments, checked.
@@ -553,7 +559,7 @@ impl<const N: usize, const T: usize> Topics for Subscriptions<'_, N, T> {
             let sealed = matches!(e.who, Subscriber::Session(_));
             let cost = written
                 .ok()
-                .map(|len| len + if sealed { TRAILER_LEN } else { 0 });
+                .map(|len| len + if sealed { SEALED_EXTRA } else { 0 });
             let mut ends = expired || e.n == u32::MAX;
             if let Some(credit) = &mut e.credit {
                 *credit = credit.saturating_sub(1);

@@ -8,14 +8,16 @@
 //! [`Guard::seal`] tags the reply and remembers it. A device, single
 //! threaded, calls [`Guard::respond`], which does all three.
 
+use crate::association::{Origin, Transport};
 use crate::auth::crypto::{self, SessionKeys};
 use crate::auth::hex;
 use crate::auth::key::{KeyTable, is_valid_kid};
-use crate::auth::remembered::{Origin, ReplyStore, Transport};
+use crate::auth::remembered::ReplyStore;
 use crate::auth::session::{NonceSource, Session, SessionTable, nonce};
 use crate::auth::window::{Replay, ReplayWindow};
 use crate::auth::{NONCE_LEN, SID_LEN, TAG_LEN, TRAILER_LEN};
 use crate::body::Request;
+use crate::context::Context;
 use crate::dispatch::Functions;
 use crate::error::ErrorCode;
 use crate::frame::{BufferTooSmall, Frame, encode_frame_with};
@@ -23,7 +25,7 @@ use crate::header::{FLAG_AUTH, HEADER_LEN, Header, Kind};
 use crate::json::Writer;
 use crate::reply::write_error_frame;
 use crate::rpc::ServerInfo;
-use crate::service::{Context, respond_body_in, run_notification};
+use crate::service::{respond_body_in, run_notification};
 use crate::subscriptions::Subscriber;
 use crate::value::{JsonStr, Value};
 

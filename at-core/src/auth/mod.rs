@@ -24,10 +24,11 @@ mod remembered;
 mod session;
 mod window;
 
+pub use crate::association::{Origin, Transport};
 pub use client::{ClientSession, ReplyProblem};
 pub use guard::{Admission, Guard, Open, Responder, Seal};
 pub use key::{Key, KeyError, KeyTable, is_valid_kid};
-pub use remembered::{FixedReplies, MAX_RESENDS, Origin, REMEMBER_MS, ReplyStore, Transport};
+pub use remembered::{FixedReplies, MAX_RESENDS, REMEMBER_MS, ReplyStore};
 pub use session::{CounterNonces, NonceSource, SESSION_LIFETIME_MS, SESSION_MIN_IDLE_MS};
 pub use window::{Replay, ReplayWindow};
 
@@ -42,3 +43,7 @@ pub const TAG_LEN: usize = 16;
 /// What an authenticated frame carries after its body: the session id and
 /// the tag.
 pub const TRAILER_LEN: usize = SID_LEN + TAG_LEN;
+
+// The subscription table keys sessions and counts sealed frames with these.
+const _: () = assert!(SID_LEN == crate::subscriptions::SESSION_ID_LEN);
+const _: () = assert!(TRAILER_LEN == crate::subscriptions::SEALED_EXTRA);

@@ -3,71 +3,15 @@
 //! reply again without the function running again, only at the address the
 //! request first came from, at most [`MAX_RESENDS`] times.
 
-use core::net::SocketAddr;
 
 use super::SID_LEN;
+use crate::association::Origin;
 
 /// How many times a remembered reply is sent again.
 pub const MAX_RESENDS: u8 = 4;
 
 /// How long a reply is remembered (ms).
 pub const REMEMBER_MS: u64 = 60_000;
-
-/// How a request came.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// TCP (a byte stream with connections).
-    Stream,
-    /// UDP.
-    Datagram,
-    /// A serial line (no addresses).
-    Serial,
-}
-
-/// Where a request came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Origin {
-    /// The transport.
-    pub transport: Transport,
-    /// The sender's address (none on a serial line).
-    pub peer: Option<SocketAddr>,
-    /// Whether it was sent to a broadcast or multicast address.
-    pub broadcast: bool,
-}
-
-impl Origin {
-    /// A request over a serial line.
-    pub const SERIAL: Origin = Origin {
-        transport: Transport::Serial,
-        peer: None,
-        broadcast: false,
-    };
-
-    /// A unicast request over `transport` from `peer`.
-    pub const fn from(transport: Transport, peer: SocketAddr) -> Origin {
-        Origin {
-            transport,
-            peer: Some(peer),
-            broadcast: false,
-        }
-    }
-
-    /// Whether a request from `self` may get the reply remembered for one
-    /// from `first`: the same host; over UDP both times, the same port too
-    /// (a TCP reconnection comes from a new port).
-    pub fn may_receive_reply_of(&self, first: &Origin) -> bool {
-        match (self.peer, first.peer) {
-            (Some(now), Some(then)) => {
-                now.ip() == then.ip()
-                    && (self.transport != Transport::Datagram
-                        || first.transport != Transport::Datagram
-                        || now.port() == then.port())
-            }
-            (None, None) => true,
-            _ => false,
-        }
-    }
-}
 
 /// Where a server keeps remembered replies. A device uses
 /// [`FixedReplies`]; a host may keep them on the heap.
