@@ -315,7 +315,7 @@ async fn udp_a_cancelled_call_answers_cancelled_and_again_on_retransmission() {
         .unwrap();
     reach(&c.started, 2).await;
     socket.send(&cancel_request(21, 20)).await.unwrap();
-    let mut got = vec![recv(&socket).await, recv(&socket).await];
+    let mut got = [recv(&socket).await, recv(&socket).await];
     got.sort_by_key(|r| r.header.seq);
     assert_eq!(got[0].header.seq, 20);
     assert_eq!(error_code(&got[0]), Some(ErrorCode::Cancelled));
