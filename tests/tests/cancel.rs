@@ -390,3 +390,24 @@ async fn a_peer_connection_cancels_too() {
     reach(&c.dropped, 2).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_read_while_another_runs_counts_its_deadline_from_its_arrival() {
+    let c = Counters::default();
+    let server = serve(&c).await;
+    let mut stream = connect(server.tcp_addr().unwrap()).await;
+    write(&mut stream, &request(1, r#"{"func": "hold", "args": [1000]}"#)).await;
+    reach(&c.started, 1).await;
+    // Arrives 500 ms after the first, waits behind it ~500 ms more: within
+    // its 800 ms (counted from the first call's read, it would not be).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(
+        &mut stream,
+        &request(2, r#"{"func": "tick", "deadline_ms": 800}"#),
+    )
+    .await;
+    assert_eq!(read_reply(&mut stream).await.outcome(), "1000");
+    let reply = read_reply(&mut stream).await;
+    assert_eq!((reply.header.seq, reply.outcome()), (2, "1".to_owned()));
+    server.shutdown().await;
+}

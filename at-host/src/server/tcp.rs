@@ -172,6 +172,10 @@ async fn serve_connection(
     // The calls cancels stopped or cancelled before they started, until
     // those cancels are taken in order (contract 10.4).
     let mut cancels = Cancels::default();
+    // Frames read while an async call ran were whole only at that read:
+    // once no more than `.0` bytes are buffered, the frames left count
+    // their deadline from `.1` (oldest first).
+    let mut late: Vec<(usize, std::time::Instant)> = Vec::new();
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -180,6 +184,12 @@ async fn serve_connection(
                 && let Err(closed) = flush(&mut stream, &out, &mut pending, config).await
             {
                 return closed;
+            }
+            while let Some(&(bytes, at)) = late.first()
+                && decoder.buffered() <= bytes
+            {
+                read_at = at;
+                late.remove(0);
             }
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
@@ -327,7 +337,8 @@ async fn serve_connection(
                                 reply
                             };
                             let running_call = plain.then_some((seq, &cancel));
-                            let reply = match read_while(
+                            let before = decoder.buffered();
+                            let ran = match read_while(
                                 call,
                                 &mut stream,
                                 &mut decoder,
@@ -337,9 +348,17 @@ async fn serve_connection(
                             )
                             .await
                             {
-                                Ok(reply) => reply,
+                                Ok(ran) => ran,
                                 Err(reason) => return reason,
                             };
+                            if let Some(at) = ran.last_read {
+                                let read = decoder.buffered() - before;
+                                for entry in &mut late {
+                                    entry.0 += read;
+                                }
+                                late.push((decoder.buffered() - ran.whole_before, at));
+                            }
+                            let reply = ran.reply;
                             if cancel.stopped() {
                                 cancels.stopped(seq);
                             }
@@ -481,6 +500,8 @@ async fn serve_connection(
         };
         ticket.busy();
         read_at = std::time::Instant::now();
+        // Every whole frame was answered before this read.
+        late.clear();
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,
@@ -504,19 +525,27 @@ async fn read_while(
     shared: &Shared,
     running: Option<(u32, &super::Cancel)>,
     cancels: &mut Cancels,
-) -> Result<Vec<u8>, EndReason> {
+) -> Result<Ran, EndReason> {
     tokio::pin!(call);
-    look_ahead(decoder, shared, running, cancels);
+    let whole_before = look_ahead(decoder, shared, running, cancels);
+    let mut last_read = None;
     let mut reading = true;
     loop {
         let room = !decoder.spare().is_empty();
         tokio::select! {
-            reply = &mut call => return Ok(reply),
+            reply = &mut call => {
+                return Ok(Ran {
+                    reply,
+                    whole_before,
+                    last_read,
+                })
+            }
             read = stream.read(decoder.spare()), if reading && room => match read {
                 // Read again (and seen to be closed) after the reply.
                 Ok(0) => reading = false,
                 Ok(n) => {
                     decoder.commit(n);
+                    last_read = Some(std::time::Instant::now());
                     look_ahead(decoder, shared, running, cancels);
                 }
                 Err(e) => return Err(EndReason::Io(e)),
@@ -525,18 +554,29 @@ async fn read_while(
     }
 }
 
+/// What [`read_while`] did.
+struct Ran {
+    /// The call's reply.
+    reply: Vec<u8>,
+    /// Bytes of the whole frames buffered when the call started.
+    whole_before: usize,
+    /// When the latest read while the call ran ended (none: no read).
+    last_read: Option<std::time::Instant>,
+}
+
 /// Looks at the whole frames `decoder` buffers, leaving them there, for
 /// plain `rpc.cancel`s (REQUEST or NOTIFY): one naming `running` fires
 /// its cancel; one naming a plain request buffered before it marks that
 /// request cancelled. Sealed frames are not looked at.
+/// Returns how many bytes the whole frames take.
 fn look_ahead(
     decoder: &FrameDecoder<Box<[u8]>>,
     shared: &Shared,
     running: Option<(u32, &super::Cancel)>,
     cancels: &mut Cancels,
-) {
+) -> usize {
     if decoder.buffered() < HEADER_LEN {
-        return;
+        return 0;
     }
     // A copy of the decoder, so the frames stay for their turn.
     let mut peek = decoder.clone();
@@ -544,8 +584,8 @@ fn look_ahead(
     loop {
         let frame = match peek.next_frame() {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(e) if e.loses_sync() => return,
+            Ok(None) => break,
+            Err(e) if e.loses_sync() => break,
             Err(_) => continue,
         };
         let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
@@ -565,6 +605,7 @@ fn look_ahead(
             None => {}
         }
     }
+    decoder.buffered() - peek.buffered()
 }
 
 /// Most seqs [`Cancels`] holds of each kind (a client keeps few calls
