@@ -505,7 +505,11 @@ async fn serve_connection(
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,
-            Ok(n) => decoder.commit(n),
+            Ok(n) => {
+                let fresh = decoder.buffered() == 0;
+                cancels.scan(&decoder.spare()[..n], fresh);
+                decoder.commit(n);
+            }
             Err(e) => return EndReason::Io(e),
         }
     }
@@ -527,7 +531,11 @@ async fn read_while(
     cancels: &mut Cancels,
 ) -> Result<Ran, EndReason> {
     tokio::pin!(call);
-    let whole_before = look_ahead(decoder, shared, running, cancels);
+    // Looked at only when a cancel may be buffered (most often none is).
+    let mut whole_before = match cancels.may_be_buffered() {
+        true => Some(look_ahead(decoder, shared, running, cancels)),
+        false => None,
+    };
     let mut last_read = None;
     let mut reading = true;
     loop {
@@ -536,7 +544,7 @@ async fn read_while(
             reply = &mut call => {
                 return Ok(Ran {
                     reply,
-                    whole_before,
+                    whole_before: whole_before.unwrap_or(0),
                     last_read,
                 })
             }
@@ -544,9 +552,16 @@ async fn read_while(
                 // Read again (and seen to be closed) after the reply.
                 Ok(0) => reading = false,
                 Ok(n) => {
+                    if whole_before.is_none() {
+                        // Before the read: what was whole until now.
+                        whole_before = Some(whole_bytes(decoder));
+                    }
+                    cancels.scan(&decoder.spare()[..n], false);
                     decoder.commit(n);
                     last_read = Some(std::time::Instant::now());
-                    look_ahead(decoder, shared, running, cancels);
+                    if cancels.may_be_buffered() {
+                        look_ahead(decoder, shared, running, cancels);
+                    }
                 }
                 Err(e) => return Err(EndReason::Io(e)),
             },
@@ -608,6 +623,24 @@ fn look_ahead(
     decoder.buffered() - peek.buffered()
 }
 
+/// How many bytes the whole frames `decoder` buffers take (a frame that
+/// puts the stream out of step, and what follows, not counted).
+fn whole_bytes(decoder: &FrameDecoder<Box<[u8]>>) -> usize {
+    if decoder.buffered() < HEADER_LEN {
+        return 0;
+    }
+    let mut peek = decoder.clone();
+    loop {
+        match peek.next_frame() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) if e.loses_sync() => break,
+            Err(_) => {}
+        }
+    }
+    decoder.buffered() - peek.buffered()
+}
+
 /// Most seqs [`Cancels`] holds of each kind (a client keeps few calls
 /// outstanding; past this, a cancel of a queued call is not acted on).
 const MAX_CANCELS: usize = 64;
@@ -621,9 +654,55 @@ struct Cancels {
     /// Requests buffered, not started, that a cancel named: answered
     /// `cancelled` unrun.
     queued: Vec<u32>,
+    /// Whether the bytes buffered may hold an `rpc.cancel` (they spell
+    /// it, or hold an escape, which might), so that the frames are looked
+    /// at only then.
+    spelled: bool,
+    /// The last bytes read (`tail_len` of them), for a name split
+    /// between two reads.
+    tail: [u8; CANCEL_NAME.len() - 1],
+    tail_len: usize,
 }
 
+/// What a body spells to name `rpc.cancel`, unless escaped.
+const CANCEL_NAME: &[u8] = b"rpc.cancel";
+
 impl Cancels {
+    /// Notes the bytes of a read (`fresh`: nothing was buffered before).
+    fn scan(&mut self, bytes: &[u8], fresh: bool) {
+        const KEEP: usize = CANCEL_NAME.len() - 1;
+        if fresh {
+            self.spelled = false;
+            self.tail_len = 0;
+        }
+        if self.spelled {
+            return;
+        }
+        // The name split between the last read and this one.
+        let mut joined = [0u8; 2 * KEEP];
+        let head = &bytes[..bytes.len().min(KEEP)];
+        joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        joined[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
+        let joined = &joined[..self.tail_len + head.len()];
+        self.spelled = bytes.contains(&b'\\')
+            || bytes.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME)
+            || joined.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME);
+        // The new tail: the last KEEP bytes of what was read so far.
+        let last = &joined[joined.len().saturating_sub(KEEP)..];
+        let last = if bytes.len() >= KEEP {
+            &bytes[bytes.len() - KEEP..]
+        } else {
+            last
+        };
+        self.tail[..last.len()].copy_from_slice(last);
+        self.tail_len = last.len();
+    }
+
+    /// Whether a cancel may be among the frames buffered.
+    fn may_be_buffered(&self) -> bool {
+        self.spelled
+    }
+
     fn stopped(&mut self, seq: u32) {
         if !self.stopped.contains(&seq) && self.stopped.len() < MAX_CANCELS {
             self.stopped.push(seq);
@@ -906,5 +985,37 @@ fn keep_alive(stream: &TcpStream) {
     let keepalive = keepalive.with_retries(3);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         log::debug!("cannot turn on TCP keepalive for a peer: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cancels;
+
+    #[test]
+    fn a_cancel_name_is_seen_whole_or_split_between_reads() {
+        let body = br#"{"func": "rpc.cancel", "args": [11]}"#;
+        for split in 0..body.len() {
+            let mut cancels = Cancels::default();
+            cancels.scan(b"earlier bytes", true);
+            cancels.scan(&body[..split], false);
+            cancels.scan(&body[split..], false);
+            assert!(cancels.may_be_buffered(), "split at {split}");
+        }
+        // Split in three, the middle read shorter than the name.
+        let mut cancels = Cancels::default();
+        cancels.scan(b"xx rpc", true);
+        cancels.scan(b".ca", false);
+        cancels.scan(b"ncel yy", false);
+        assert!(cancels.may_be_buffered());
+        // Other calls: nothing to look at; a fresh buffer forgets.
+        let mut cancels = Cancels::default();
+        cancels.scan(br#"{"func": "rpc.info"}"#, true);
+        cancels.scan(br#"{"func": "add", "args": [1, 2]}"#, false);
+        assert!(!cancels.may_be_buffered());
+        cancels.scan(br#"\u0072pc.cancel"#, false);
+        assert!(cancels.may_be_buffered());
+        cancels.scan(b"add", true);
+        assert!(!cancels.may_be_buffered());
     }
 }
