@@ -320,22 +320,17 @@ async fn serve_connection(
                             let body = body.to_vec();
                             let plain = seal.is_none();
                             let cancel = super::Cancel::default();
-                            let call = async {
-                                let mut reply = vec![0u8; reply_room];
-                                let n = shared
-                                    .answer_async(
-                                        seq,
-                                        &body,
-                                        seal.as_ref(),
-                                        &origin,
-                                        read_at,
-                                        &mut reply,
-                                        Some(&cancel),
-                                    )
-                                    .await;
-                                reply.truncate(n);
-                                reply
-                            };
+                            // The batch was flushed: the reply goes first.
+                            let room = &mut out[..reply_room];
+                            let call = shared.answer_async(
+                                seq,
+                                &body,
+                                seal.as_ref(),
+                                &origin,
+                                read_at,
+                                room,
+                                Some(&cancel),
+                            );
                             let running_call = plain.then_some((seq, &cancel));
                             let before = decoder.buffered();
                             let ran = match read_while(
@@ -358,12 +353,10 @@ async fn serve_connection(
                                 }
                                 late.push((decoder.buffered() - ran.whole_before, at));
                             }
-                            let reply = ran.reply;
                             if cancel.stopped() {
                                 cancels.stopped(seq);
                             }
-                            out[..reply.len()].copy_from_slice(&reply);
-                            pending += reply.len();
+                            pending += ran.reply;
                             drop(running);
                         }
                         Step::Call {
@@ -522,14 +515,14 @@ async fn serve_connection(
 /// or a request buffered before it (cancelled before it starts). A full
 /// buffer, or the peer's end of the stream, stops the reading (the reply
 /// still goes out).
-async fn read_while(
-    call: impl std::future::Future<Output = Vec<u8>>,
+async fn read_while<T>(
+    call: impl std::future::Future<Output = T>,
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder<Box<[u8]>>,
     shared: &Shared,
     running: Option<(u32, &super::Cancel)>,
     cancels: &mut Cancels,
-) -> Result<Ran, EndReason> {
+) -> Result<Ran<T>, EndReason> {
     tokio::pin!(call);
     // Looked at only when a cancel may be buffered (most often none is).
     let mut whole_before = match cancels.may_be_buffered() {
@@ -570,9 +563,9 @@ async fn read_while(
 }
 
 /// What [`read_while`] did.
-struct Ran {
-    /// The call's reply.
-    reply: Vec<u8>,
+struct Ran<T> {
+    /// The call's outcome (its reply's length).
+    reply: T,
     /// Bytes of the whole frames buffered when the call started.
     whole_before: usize,
     /// When the latest read while the call ran ended (none: no read).
