@@ -396,7 +396,11 @@ async fn a_call_read_while_another_runs_counts_its_deadline_from_its_arrival() {
     let c = Counters::default();
     let server = serve(&c).await;
     let mut stream = connect(server.tcp_addr().unwrap()).await;
-    write(&mut stream, &request(1, r#"{"func": "hold", "args": [1000]}"#)).await;
+    write(
+        &mut stream,
+        &request(1, r#"{"func": "hold", "args": [1000]}"#),
+    )
+    .await;
     reach(&c.started, 1).await;
     // Arrives 500 ms after the first, waits behind it ~500 ms more: within
     // its 800 ms (counted from the first call's read, it would not be).
