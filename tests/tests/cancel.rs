@@ -415,3 +415,32 @@ async fn a_call_read_while_another_runs_counts_its_deadline_from_its_arrival() {
     assert_eq!((reply.header.seq, reply.outcome()), (2, "1".to_owned()));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_names_a_call_of_its_own_association_only() {
+    let c = Counters::default();
+    let server = serve(&c).await;
+    let mut a = connect(server.tcp_addr().unwrap()).await;
+    let mut b = connect(server.tcp_addr().unwrap()).await;
+    write(&mut a, &request(11, r#"{"func": "hold", "args": [0]}"#)).await;
+    reach(&c.started, 1).await;
+    // Another connection's cancel of seq 11: false, nothing stopped.
+    write(&mut b, &cancel_request(12, 11)).await;
+    assert_eq!(read_reply(&mut b).await.outcome(), "false");
+    assert_eq!(c.dropped.load(Ordering::SeqCst), 0);
+    write(&mut a, &c1()).await;
+    assert_eq!(read_reply(&mut a).await.body, C2_BODY);
+    // The same on UDP: another address's cancel stops nothing.
+    let (x, y) = (udp(&server).await, udp(&server).await);
+    x.send(&request(11, r#"{"func": "hold", "args": [0]}"#))
+        .await
+        .unwrap();
+    reach(&c.started, 2).await;
+    y.send(&cancel_request(12, 11)).await.unwrap();
+    assert_eq!(recv(&y).await.outcome(), "false");
+    assert_eq!(c.dropped.load(Ordering::SeqCst), 1);
+    x.send(&c1()).await.unwrap();
+    assert_eq!(recv(&x).await.body, C2_BODY);
+    reach(&c.dropped, 2).await;
+    server.shutdown().await;
+}
