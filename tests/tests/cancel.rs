@@ -444,3 +444,21 @@ async fn a_cancel_names_a_call_of_its_own_association_only() {
     reach(&c.dropped, 2).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_call_that_times_out_cancels_it() {
+    let c = Counters::default();
+    let server = serve(&c).await;
+    let client = Client::connect(server.tcp_addr().unwrap(), Duration::from_millis(300))
+        .await
+        .unwrap()
+        .with_deadlines(false);
+    assert!(client.cancel_on_drop().await.unwrap());
+    let outcome = client.call_as::<u64>("hold", (0,)).await;
+    assert!(
+        matches!(outcome, Err(at_host::Error::Timeout(_))),
+        "{outcome:?}"
+    );
+    reach(&c.dropped, 1).await;
+    server.shutdown().await;
+}
