@@ -307,14 +307,14 @@ fn ping_info_and_list() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "protocol: 1\nserver: at-host {version}\nname: bench-psu\nauth: off\nmax_body: 65536\nfunctions: 5\next: notify, events, deadline, peer\n"
+            "protocol: 1\nserver: at-host {version}\nname: bench-psu\nauth: off\nmax_body: 65536\nfunctions: 5\next: notify, events, deadline, cancel, peer\n"
         )
     );
     let out = at_host(&["info", "--server", &udp, "--udp", "--json"]);
     assert_eq!(
         text(&out.stdout),
         format!(
-            "{{\"protocol\": 1, \"server\": \"at-host {version}\", \"name\": \"bench-psu\", \"auth\": \"off\", \"max_body\": 65536, \"functions\": 5, \"ext\": [\"notify\", \"events\", \"deadline\"]}}\n"
+            "{{\"protocol\": 1, \"server\": \"at-host {version}\", \"name\": \"bench-psu\", \"auth\": \"off\", \"max_body\": 65536, \"functions\": 5, \"ext\": [\"notify\", \"events\", \"deadline\", \"cancel\"]}}\n"
         )
     );
     let out = at_host(&["list", "--server", &tcp]);

@@ -215,7 +215,7 @@ async fn four_per_subscriber_bad_arguments_and_rpc_topics() {
     assert!(
         reply
             .body
-            .ends_with(r#""ext": ["notify", "events", "deadline", "peer"]}}"#),
+            .ends_with(r#""ext": ["notify", "events", "deadline", "cancel", "peer"]}}"#),
         "{}",
         reply.body
     );

@@ -180,7 +180,7 @@ async fn rpc_info_lists_what_works() {
     assert!(
         reply
             .body
-            .ends_with(r#""ext": ["notify", "deadline", "peer"]}}"#),
+            .ends_with(r#""ext": ["notify", "deadline", "cancel", "peer"]}}"#),
         "{}",
         reply.body
     );

@@ -377,7 +377,7 @@ async fn rpc_peer_arguments_and_rpc_info_ext() {
     let info = read_reply(&mut stream).await;
     assert!(
         info.body
-            .ends_with(r#""ext": ["notify", "deadline", "peer"]}}"#),
+            .ends_with(r#""ext": ["notify", "deadline", "cancel", "peer"]}}"#),
         "{}",
         info.body
     );
@@ -416,7 +416,7 @@ async fn rpc_peer_arguments_and_rpc_info_ext() {
         (
             1,
             r#"{"func": "rpc.info", "args": []}"#,
-            r#""ext": ["notify", "deadline"]}}"#,
+            r#""ext": ["notify", "deadline", "cancel"]}}"#,
         ),
         (
             2,

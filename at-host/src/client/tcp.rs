@@ -126,6 +126,34 @@ pub struct Client {
     /// Notifications queued by a subscription dropped while the writer was
     /// busy ([`State::deferred`] holds them): written with the next frame.
     deferred: AtomicBool,
+    /// A call whose future is dropped before its reply sends
+    /// `rpc.cancel` (see [`Client::cancel_on_drop`]).
+    cancel_on_drop: AtomicBool,
+}
+
+/// Sends `rpc.cancel(seq)` when a call's future is dropped before its
+/// reply came, if [`Client::cancel_on_drop`] is on (contract 10.4).
+struct CancelOnDrop<'a> {
+    client: &'a Client,
+    /// `None` once the call has its outcome.
+    seq: Option<u32>,
+}
+
+impl CancelOnDrop<'_> {
+    fn disarm(mut self) {
+        self.seq = None;
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq
+            && self.client.cancel_on_drop.load(Ordering::Relaxed)
+        {
+            let seq = at_core::Value::Int(i64::from(seq));
+            self.client.notify_now("rpc.cancel", &[seq]);
+        }
+    }
 }
 
 /// The writing side: whoever holds it numbers and writes requests.
@@ -230,6 +258,7 @@ impl Client {
             topics: Topics::default(),
             drained: Notify::new(),
             deferred: AtomicBool::new(false),
+            cancel_on_drop: AtomicBool::new(false),
         })
     }
 
@@ -250,6 +279,35 @@ impl Client {
     pub fn with_key(mut self, key: AuthKey) -> Self {
         self.state_mut().auth = Some(ClientAuth::new(key));
         self
+    }
+
+    /// Asks the server's `rpc.info` whether it serves `rpc.cancel`
+    /// (`cancel` in its `ext`, contract 10.4) and, if it does, turns on
+    /// cancel on drop: from then on, a call whose future is dropped before
+    /// its reply came (a `tokio::time::timeout` around it, a `select!`
+    /// that took another branch) sends `rpc.cancel(seq)` as a NOTIFY
+    /// (sealed, with a key), so the server stops the function if it can;
+    /// the reply that still comes for that seq is dropped. Returns
+    /// whether it is on. Off by default: NOTIFY frames go only to a
+    /// server that lists the part (contract 10.1).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = at_host::Server::builder().tcp("127.0.0.1:0".parse()?).start().await?;
+    /// # let addr = server.tcp_addr().unwrap();
+    /// let client = at_host::Client::connect(addr, std::time::Duration::from_secs(5)).await?;
+    /// assert!(client.cancel_on_drop().await?);
+    /// # server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_on_drop(&self) -> Result<bool, Error> {
+        let info: serde_json::Value = self.call_as("rpc.info", ()).await?;
+        let on = info["ext"]
+            .as_array()
+            .is_some_and(|ext| ext.iter().any(|part| part == "cancel"));
+        self.cancel_on_drop.store(on, Ordering::Relaxed);
+        Ok(on)
     }
 
     /// The server's address.
@@ -458,11 +516,19 @@ impl Client {
             reply,
             _permit: permit,
         };
-        self.queue(&mut writer, func, args, waiter, deadline_ms)
+        let seq = self
+            .queue(&mut writer, func, args, waiter, deadline_ms)
             .await?;
+        // From here, a call dropped before its reply cancels it.
+        let guard = CancelOnDrop {
+            client: self,
+            seq: Some(seq),
+        };
         self.write_out(&mut writer).await?;
         drop(writer);
-        self.wait(rx).await
+        let outcome = self.wait(rx).await;
+        guard.disarm();
+        outcome
     }
 
     /// Waits for the reply `rx` is for, reading (and filing) replies while

@@ -109,6 +109,9 @@ pub struct UdpClient {
     outstanding: Semaphore,
     /// The topics subscribed to: where events go.
     topics: Topics,
+    /// A call whose future is dropped before its reply sends
+    /// `rpc.cancel` (see [`UdpClient::cancel_on_drop`]).
+    cancel_on_drop: std::sync::atomic::AtomicBool,
 }
 
 /// What the calls share, locked only between awaits.
@@ -218,16 +221,36 @@ struct InFlight {
 
 /// A call's requests in [`State::waiting`], taken out when the call ends
 /// (or is dropped), so late replies are ignored and nothing accumulates.
+/// Dropped before the call ended (its future dropped), and with cancel on
+/// drop on, it sends `rpc.cancel` for each request still unanswered
+/// (contract 10.4).
 struct Registered<'c> {
     client: &'c UdpClient,
     seqs: Vec<u32>,
+    /// Whether the call still waits (cleared when it ends).
+    waiting: bool,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        let mut unanswered = Vec::new();
         let mut state = self.client.state();
         for seq in &self.seqs {
-            state.waiting.remove(seq);
+            if state.waiting.remove(seq).is_some() {
+                unanswered.push(*seq);
+            }
+        }
+        drop(state);
+        let cancel = self.waiting
+            && self
+                .client
+                .cancel_on_drop
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if cancel {
+            for seq in unanswered {
+                let seq = at_core::Value::Int(i64::from(seq));
+                self.client.notify_now("rpc.cancel", &[seq]);
+            }
         }
     }
 }
@@ -290,7 +313,26 @@ impl UdpClient {
             session: RwLock::new(()),
             outstanding: Semaphore::new(MAX_OUTSTANDING),
             topics: Topics::default(),
+            cancel_on_drop: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Asks the server's `rpc.info` whether it serves `rpc.cancel`
+    /// (`cancel` in its `ext`, contract 10.4) and, if it does, turns on
+    /// cancel on drop: from then on, a call whose future is dropped before
+    /// its reply came sends `rpc.cancel(seq)` as a NOTIFY (sealed, with a
+    /// key; best effort, once) for each of its requests still unanswered,
+    /// so the server stops the function if it can; later replies are
+    /// ignored. Returns whether it is on. Off by default: NOTIFY frames go
+    /// only to a server that lists the part (contract 10.1).
+    pub async fn cancel_on_drop(&self) -> Result<bool, Error> {
+        let info: serde_json::Value = self.call_as("rpc.info", ()).await?;
+        let on = info["ext"]
+            .as_array()
+            .is_some_and(|ext| ext.iter().any(|part| part == "cancel"));
+        self.cancel_on_drop
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(on)
     }
 
     /// The local address of the client's socket.
@@ -502,6 +544,7 @@ impl UdpClient {
         let mut registered = Registered {
             client: self,
             seqs: Vec::with_capacity(calls.len()),
+            waiting: true,
         };
         let mut flights = SeqMap::with_capacity_and_hasher(calls.len(), Default::default());
         // Number, seal and register the requests (with a key: in a session
@@ -576,7 +619,9 @@ impl UdpClient {
                 self.state().stats.sent += 1;
             }
         }
-        self.exchange(&mut flights, &mailbox, deadline).await?;
+        let exchanged = self.exchange(&mut flights, &mailbox, deadline).await;
+        registered.waiting = false;
+        exchanged?;
         let order = registered.seqs.clone();
         drop(registered);
         let waited = start.elapsed();
@@ -784,9 +829,11 @@ impl UdpClient {
             state
                 .waiting
                 .insert(seq, Waiter::Hello(hello, Arc::clone(&mailbox)));
+            // A hello is never cancelled.
             Registered {
                 client: self,
                 seqs: vec![seq],
+                waiting: false,
             }
         };
         for flight in flights.values() {

@@ -675,24 +675,42 @@ async fn wait_for_signal() {
 /// may use the runtime as it likes); a panic there is `internal`.
 /// With `deadline`, a function still running then is stopped (its future
 /// dropped) and the outcome is `cancelled` (contract 10.4).
+/// With `cancel`, a function still running when it fires (`rpc.cancel`)
+/// is stopped the same way, and the cancel records that it stopped it.
 async fn finish(
     started: Result<Pending, HandlerError>,
     deadline: Option<Instant>,
+    cancel: Option<&Cancel>,
     caller: CallerContext,
 ) -> Result<Value, HandlerError> {
     let mut task = tokio::spawn(CALLER.scope(caller, started?));
-    let joined = match deadline {
-        None => task.await,
-        Some(at) => match tokio::time::timeout_at(at.into(), &mut task).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                task.abort();
-                return Err(HandlerError::new(
-                    at_core::ErrorCode::Cancelled,
-                    at_core::ErrorCode::Cancelled.default_message(),
-                ));
+    let expired = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        match cancel {
+            Some(cancel) => cancel.fired.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let joined = tokio::select! {
+        // Biased: a function that has finished keeps its result.
+        biased;
+        joined = &mut task => joined,
+        () = expired => {
+            task.abort();
+            return Err(cancelled_error());
+        }
+        () = cancelled => {
+            task.abort();
+            if let Some(cancel) = cancel {
+                cancel.stopped.store(true, Ordering::Relaxed);
             }
-        },
+            return Err(cancelled_error());
+        }
     };
     match joined {
         Ok(outcome) => outcome,
@@ -704,6 +722,60 @@ async fn finish(
             ))
         }
     }
+}
+
+/// The `cancelled` outcome of a call stopped while it ran (contract 10.4).
+fn cancelled_error() -> HandlerError {
+    let code = at_core::ErrorCode::Cancelled;
+    HandlerError::new(code, code.default_message())
+}
+
+/// The `cancelled` reply to `seq` in `out` (a call cancelled before it
+/// started); its length.
+fn cancelled_reply(seq: u32, out: &mut [u8]) -> usize {
+    let code = at_core::ErrorCode::Cancelled;
+    at_core::write_error_frame(seq, code, code.default_message(), out).unwrap_or(0)
+}
+
+/// How an `rpc.cancel` (contract 10.4) reaches a running async call: the
+/// transport that finds a cancel naming the call [`fire`](Cancel::fire)s
+/// it; the call, if still running then, is stopped (its future dropped)
+/// and answered `cancelled`, and [`stopped`](Cancel::stopped) turns true.
+#[derive(Default)]
+pub(super) struct Cancel {
+    fired: tokio::sync::Notify,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Cancel {
+    /// Asks the call to stop (kept if the call does not wait yet).
+    pub(super) fn fire(&self) {
+        self.fired.notify_one();
+    }
+
+    /// Whether the cancel stopped the call.
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// The seq an `rpc.cancel` body names: `None` for any other body;
+/// `Some(None)` for an `rpc.cancel` whose arguments are not one seq
+/// (1 to 4294967295).
+pub(super) fn cancel_target(body: &[u8]) -> Option<Option<u32>> {
+    const NAME: &[u8] = b"rpc.cancel";
+    if !body.windows(NAME.len()).any(|w| w == NAME) && !body.contains(&b'\\') {
+        return None;
+    }
+    let request = at_core::Request::parse(body).ok()?;
+    if request.func != "rpc.cancel" {
+        return None;
+    }
+    let seq = match request.args.as_slice() {
+        [at_core::Value::Int(n)] => u32::try_from(*n).ok().filter(|&n| n != 0),
+        _ => None,
+    };
+    Some(seq)
 }
 
 /// When a request body's `deadline_ms` runs out, counted from `read_at`;
@@ -817,6 +889,12 @@ impl Shared {
             true => at_core::rpc::Ext::PEER,
             false => at_core::rpc::Ext::NONE,
         };
+        // rpc.cancel stops plain calls only: with keys (every call
+        // sealed) it is not served, and a sealed one is unknown_function.
+        let cancel = match self.auth.is_none() {
+            true => at_core::rpc::Ext::CANCEL,
+            false => at_core::rpc::Ext::NONE,
+        };
         at_core::ServerInfo {
             server: SERVER,
             name: &self.config.name,
@@ -828,6 +906,7 @@ impl Shared {
                     .with(at_core::rpc::Ext::EVENTS)
                     .with(at_core::rpc::Ext::DEADLINE),
             }
+            .with(cancel)
             .with(peer),
         }
     }
@@ -936,6 +1015,10 @@ impl Shared {
     /// awaited on a task of its own.
     /// A deadline is checked before the function starts and stops it
     /// (`cancelled`) if it still runs then.
+    ///
+    /// With `cancel`, an `rpc.cancel` naming the call stops it while it
+    /// runs (contract 10.4).
+    #[allow(clippy::too_many_arguments)]
     async fn answer_async(
         &self,
         seq: u32,
@@ -944,6 +1027,7 @@ impl Shared {
         origin: &Origin,
         read_at: Instant,
         out: &mut [u8],
+        cancel: Option<&Cancel>,
     ) -> usize {
         let deadline = deadline_of(body, read_at);
         if deadline.is_some_and(|at| Instant::now() >= at) {
@@ -957,7 +1041,7 @@ impl Shared {
                 let room = Self::room(seal, out);
                 let n = write_outcome(
                     seq,
-                    &finish(started, deadline, self.caller(origin)).await,
+                    &finish(started, deadline, cancel, self.caller(origin)).await,
                     &mut out[..room],
                 );
                 self.sealed(seal, origin, out, n)
@@ -1049,7 +1133,7 @@ impl Shared {
             let mut out = vec![0u8; at_core::MIN_REPLY_BUFFER];
             runtime.spawn(async move {
                 shared
-                    .answer_async(seq, &body, None, &origin, read_at, &mut out)
+                    .answer_async(seq, &body, None, &origin, read_at, &mut out, None)
                     .await;
                 drop(running);
             });
@@ -1057,6 +1141,33 @@ impl Shared {
             self.answer(seq, body, None, origin, read_at, scratch);
             drop(running);
         }
+    }
+
+    /// The body's `rpc.cancel` target when this server serves
+    /// `rpc.cancel` (no keys: contract 10.4 for plain calls); `None` for
+    /// any other body.
+    fn cancel_of(&self, body: &[u8]) -> Option<Option<u32>> {
+        match self.auth {
+            None => cancel_target(body),
+            Some(_) => None,
+        }
+    }
+
+    /// The reply to a REQUEST `rpc.cancel` (seq `seq`) in `out`: `true`
+    /// if it `stopped` the call it names, else `false`;
+    /// `invalid_arguments` when `target` is no seq. Its length.
+    fn answer_cancel(&self, seq: u32, target: Option<u32>, stopped: bool, out: &mut [u8]) -> usize {
+        if let Some(calls) = &self.calls {
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = match target {
+            Some(_) => Ok(Value::Bool(stopped)),
+            None => Err(HandlerError::new(
+                at_core::ErrorCode::InvalidArguments,
+                "rpc.cancel takes one seq (1 to 4294967295)",
+            )),
+        };
+        write_outcome(seq, &outcome, out)
     }
 
     /// Room for a reply in `out`, leaving the trailer's when it is sealed.

@@ -169,6 +169,13 @@ async fn serve_connection(
     let mut events = super::topics::Events::default();
     // Calls towards the client, once it called rpc.peer (contract 10.5).
     let mut link: Option<Link> = None;
+    // The calls cancels stopped or cancelled before they started, until
+    // those cancels are taken in order (contract 10.4).
+    let mut cancels = Cancels::default();
+    // Frames read while an async call ran were whole only at that read:
+    // once no more than `.0` bytes are buffered, the frames left count
+    // their deadline from `.1` (oldest first).
+    let mut late: Vec<(usize, std::time::Instant)> = Vec::new();
     loop {
         // Answer every whole frame buffered, batching the replies.
         let mut out_of_step = None;
@@ -178,9 +185,26 @@ async fn serve_connection(
             {
                 return closed;
             }
+            while let Some(&(bytes, at)) = late.first()
+                && decoder.buffered() <= bytes
+            {
+                read_at = at;
+                late.remove(0);
+            }
             let room = &mut out[pending..pending + reply_room];
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    if frame.kind == Kind::Notify
+                        && frame.header.flags & at_core::FLAG_AUTH == 0
+                        && let Some(target) = shared.cancel_of(frame.body)
+                    {
+                        // A cancel whose call has ended (any it stopped
+                        // was stopped on arrival): nothing left to do.
+                        if let Some(target) = target {
+                            cancels.forget(target);
+                        }
+                        continue;
+                    }
                     if frame.kind == Kind::Notify {
                         // Run, never answered: the reply is written past
                         // `pending` and so never sent.
@@ -211,6 +235,12 @@ async fn serve_connection(
                         continue;
                     }
                     let seq = frame.seq();
+                    if frame.header.flags & at_core::FLAG_AUTH == 0 && cancels.take_queued(seq) {
+                        // Cancelled while it waited behind a running call:
+                        // never called (contract 10.4).
+                        pending += super::cancelled_reply(seq, room);
+                        continue;
+                    }
                     let mut step = shared.admit(&frame, &origin, room, true);
                     if let Step::Wait(mut done) = step {
                         // The same authenticated call runs for another
@@ -248,6 +278,8 @@ async fn serve_connection(
                                 // while the function runs, which may call
                                 // the peer back (contract 10.5).
                                 let body = body.to_vec();
+                                let plain = seal.is_none();
+                                let cancel = super::Cancel::default();
                                 let call = async {
                                     let mut reply = vec![0u8; reply_room];
                                     let n = shared
@@ -258,6 +290,7 @@ async fn serve_connection(
                                             &origin,
                                             read_at,
                                             &mut reply,
+                                            Some(&cancel),
                                         )
                                         .await;
                                     reply.truncate(n);
@@ -270,6 +303,7 @@ async fn serve_connection(
                                     link,
                                     shared,
                                     origin: &origin,
+                                    running: plain.then_some((seq, &cancel)),
                                 };
                                 match waiting.serve(call).await {
                                     Ok(()) => {}
@@ -278,10 +312,51 @@ async fn serve_connection(
                                 drop(running);
                                 continue;
                             }
+                            // Not a peer: the connection keeps reading
+                            // into its decoder while the function runs,
+                            // and looks among the frames buffered for an
+                            // rpc.cancel naming it (contract 10.4); they
+                            // are answered in order once it ends.
+                            let body = body.to_vec();
+                            let plain = seal.is_none();
+                            let cancel = super::Cancel::default();
+                            // The batch was flushed: the reply goes first.
                             let room = &mut out[..reply_room];
-                            pending += shared
-                                .answer_async(seq, body, seal.as_ref(), &origin, read_at, room)
-                                .await;
+                            let call = shared.answer_async(
+                                seq,
+                                &body,
+                                seal.as_ref(),
+                                &origin,
+                                read_at,
+                                room,
+                                Some(&cancel),
+                            );
+                            let running_call = plain.then_some((seq, &cancel));
+                            let before = decoder.buffered();
+                            let ran = match read_while(
+                                call,
+                                &mut stream,
+                                &mut decoder,
+                                shared,
+                                running_call,
+                                &mut cancels,
+                            )
+                            .await
+                            {
+                                Ok(ran) => ran,
+                                Err(reason) => return reason,
+                            };
+                            if let Some(at) = ran.last_read {
+                                let read = decoder.buffered() - before;
+                                for entry in &mut late {
+                                    entry.0 += read;
+                                }
+                                late.push((decoder.buffered() - ran.whole_before, at));
+                            }
+                            if cancel.stopped() {
+                                cancels.stopped(seq);
+                            }
+                            pending += ran.reply;
                             drop(running);
                         }
                         Step::Call {
@@ -290,6 +365,14 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
+                            if let Some(target) = shared.cancel_of(body) {
+                                // In order: true only for a call a cancel
+                                // stopped on arrival (contract 10.4).
+                                let stopped = target.is_some_and(|t| cancels.forget(t));
+                                pending += shared.answer_cancel(seq, target, stopped, room);
+                                drop(running);
+                                continue;
+                            }
                             if shared.auth.is_none()
                                 && let Some(answer) = super::peer::answer(seq, body, room)
                             {
@@ -410,11 +493,242 @@ async fn serve_connection(
         };
         ticket.busy();
         read_at = std::time::Instant::now();
+        // Every whole frame was answered before this read.
+        late.clear();
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,
-            Ok(n) => decoder.commit(n),
+            Ok(n) => {
+                let fresh = decoder.buffered() == 0;
+                cancels.scan(&decoder.spare()[..n], fresh);
+                decoder.commit(n);
+            }
             Err(e) => return EndReason::Io(e),
+        }
+    }
+}
+
+/// Runs `call` (an async function's) to its reply while the connection
+/// keeps reading into `decoder`: after each read the whole frames
+/// buffered are looked at, not taken (they are answered in order once the
+/// call ends), for a plain `rpc.cancel` naming `running` (fired at once)
+/// or a request buffered before it (cancelled before it starts). A full
+/// buffer, or the peer's end of the stream, stops the reading (the reply
+/// still goes out).
+async fn read_while<T>(
+    call: impl std::future::Future<Output = T>,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder<Box<[u8]>>,
+    shared: &Shared,
+    running: Option<(u32, &super::Cancel)>,
+    cancels: &mut Cancels,
+) -> Result<Ran<T>, EndReason> {
+    tokio::pin!(call);
+    // Looked at only when a cancel may be buffered (most often none is).
+    let mut whole_before = match cancels.may_be_buffered() {
+        true => Some(look_ahead(decoder, shared, running, cancels)),
+        false => None,
+    };
+    let mut last_read = None;
+    let mut reading = true;
+    loop {
+        let room = !decoder.spare().is_empty();
+        tokio::select! {
+            reply = &mut call => {
+                return Ok(Ran {
+                    reply,
+                    whole_before: whole_before.unwrap_or(0),
+                    last_read,
+                })
+            }
+            read = stream.read(decoder.spare()), if reading && room => match read {
+                // Read again (and seen to be closed) after the reply.
+                Ok(0) => reading = false,
+                Ok(n) => {
+                    if whole_before.is_none() {
+                        // Before the read: what was whole until now.
+                        whole_before = Some(whole_bytes(decoder));
+                    }
+                    cancels.scan(&decoder.spare()[..n], false);
+                    decoder.commit(n);
+                    last_read = Some(std::time::Instant::now());
+                    if cancels.may_be_buffered() {
+                        look_ahead(decoder, shared, running, cancels);
+                    }
+                }
+                Err(e) => return Err(EndReason::Io(e)),
+            },
+        }
+    }
+}
+
+/// What [`read_while`] did.
+struct Ran<T> {
+    /// The call's outcome (its reply's length).
+    reply: T,
+    /// Bytes of the whole frames buffered when the call started.
+    whole_before: usize,
+    /// When the latest read while the call ran ended (none: no read).
+    last_read: Option<std::time::Instant>,
+}
+
+/// Looks at the whole frames `decoder` buffers, leaving them there, for
+/// plain `rpc.cancel`s (REQUEST or NOTIFY): one naming `running` fires
+/// its cancel; one naming a plain request buffered before it marks that
+/// request cancelled. Sealed frames are not looked at.
+/// Returns how many bytes the whole frames take.
+fn look_ahead(
+    decoder: &FrameDecoder<Box<[u8]>>,
+    shared: &Shared,
+    running: Option<(u32, &super::Cancel)>,
+    cancels: &mut Cancels,
+) -> usize {
+    if decoder.buffered() < HEADER_LEN {
+        return 0;
+    }
+    // A copy of the decoder, so the frames stay for their turn.
+    let mut peek = decoder.clone();
+    let mut queued: Vec<u32> = Vec::new();
+    loop {
+        let frame = match peek.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) if e.loses_sync() => break,
+            Err(_) => continue,
+        };
+        let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+        if !plain || !matches!(frame.kind, Kind::Request | Kind::Notify) {
+            continue;
+        }
+        match shared.cancel_of(frame.body) {
+            Some(Some(target)) => match running {
+                Some((seq, cancel)) if seq == target => cancel.fire(),
+                _ if queued.contains(&target) => cancels.queued(target),
+                _ => {}
+            },
+            Some(None) => {}
+            None if frame.kind == Kind::Request && queued.len() < MAX_CANCELS => {
+                queued.push(frame.seq())
+            }
+            None => {}
+        }
+    }
+    decoder.buffered() - peek.buffered()
+}
+
+/// How many bytes the whole frames `decoder` buffers take (a frame that
+/// puts the stream out of step, and what follows, not counted).
+fn whole_bytes(decoder: &FrameDecoder<Box<[u8]>>) -> usize {
+    if decoder.buffered() < HEADER_LEN {
+        return 0;
+    }
+    let mut peek = decoder.clone();
+    loop {
+        match peek.next_frame() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) if e.loses_sync() => break,
+            Err(_) => {}
+        }
+    }
+    decoder.buffered() - peek.buffered()
+}
+
+/// Most seqs [`Cancels`] holds of each kind (a client keeps few calls
+/// outstanding; past this, a cancel of a queued call is not acted on).
+const MAX_CANCELS: usize = 64;
+
+/// What the cancels looked at ahead of their turn did, for when they and
+/// the calls they name are taken in order.
+#[derive(Default)]
+struct Cancels {
+    /// Calls a cancel stopped: its REQUEST answers `true`.
+    stopped: Vec<u32>,
+    /// Requests buffered, not started, that a cancel named: answered
+    /// `cancelled` unrun.
+    queued: Vec<u32>,
+    /// Whether the bytes buffered may hold an `rpc.cancel` (they spell
+    /// it, or hold an escape, which might), so that the frames are looked
+    /// at only then.
+    spelled: bool,
+    /// The last bytes read (`tail_len` of them), for a name split
+    /// between two reads.
+    tail: [u8; CANCEL_NAME.len() - 1],
+    tail_len: usize,
+}
+
+/// What a body spells to name `rpc.cancel`, unless escaped.
+const CANCEL_NAME: &[u8] = b"rpc.cancel";
+
+impl Cancels {
+    /// Notes the bytes of a read (`fresh`: nothing was buffered before).
+    fn scan(&mut self, bytes: &[u8], fresh: bool) {
+        const KEEP: usize = CANCEL_NAME.len() - 1;
+        if fresh {
+            self.spelled = false;
+            self.tail_len = 0;
+        }
+        if self.spelled {
+            return;
+        }
+        // The name split between the last read and this one.
+        let mut joined = [0u8; 2 * KEEP];
+        let head = &bytes[..bytes.len().min(KEEP)];
+        joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        joined[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
+        let joined = &joined[..self.tail_len + head.len()];
+        self.spelled = bytes.contains(&b'\\')
+            || bytes.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME)
+            || joined.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME);
+        // The new tail: the last KEEP bytes of what was read so far.
+        let last = &joined[joined.len().saturating_sub(KEEP)..];
+        let last = if bytes.len() >= KEEP {
+            &bytes[bytes.len() - KEEP..]
+        } else {
+            last
+        };
+        self.tail[..last.len()].copy_from_slice(last);
+        self.tail_len = last.len();
+    }
+
+    /// Whether a cancel may be among the frames buffered.
+    fn may_be_buffered(&self) -> bool {
+        self.spelled
+    }
+
+    fn stopped(&mut self, seq: u32) {
+        if !self.stopped.contains(&seq) && self.stopped.len() < MAX_CANCELS {
+            self.stopped.push(seq);
+        }
+    }
+
+    fn queued(&mut self, seq: u32) {
+        if !self.queued.contains(&seq) && self.queued.len() < MAX_CANCELS {
+            self.queued.push(seq);
+        }
+    }
+
+    /// Whether request `seq` is to be answered `cancelled` unrun (it then
+    /// counts as stopped).
+    fn take_queued(&mut self, seq: u32) -> bool {
+        match self.queued.iter().position(|&s| s == seq) {
+            Some(i) => {
+                self.queued.swap_remove(i);
+                self.stopped(seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the cancel of `seq` in its turn: whether it stopped it.
+    fn forget(&mut self, seq: u32) -> bool {
+        match self.stopped.iter().position(|&s| s == seq) {
+            Some(i) => {
+                self.stopped.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -499,6 +813,17 @@ struct Waiting<'a> {
     link: &'a mut Link,
     shared: &'a Arc<Shared>,
     origin: &'a Origin,
+    /// The seq of the call running and its cancel, for a plain call.
+    running: Option<(u32, &'a super::Cancel)>,
+}
+
+/// A reply owed to a request a peer sent while its call ran.
+enum Owed {
+    /// An error (`busy`, or what was wrong with the frame).
+    Error(ErrorCode),
+    /// A REQUEST `rpc.cancel` naming this seq (`None`: no seq): `true`
+    /// if it stopped the running call.
+    Cancel(Option<u32>),
 }
 
 /// Requests a peer sends while its async call runs that are owed `busy`
@@ -515,7 +840,7 @@ impl Waiting<'_> {
     ) -> Result<(), EndReason> {
         tokio::pin!(call);
         let config = &self.shared.config;
-        let mut owed: Vec<(u32, ErrorCode)> = Vec::new();
+        let mut owed: Vec<(u32, Owed)> = Vec::new();
         let mut calls_out = 0usize;
         let reply = loop {
             // Frames buffered (replies to route, requests to owe busy).
@@ -543,7 +868,20 @@ impl Waiting<'_> {
         };
         let mut n = reply.len();
         self.out[..n].copy_from_slice(&reply);
-        for (seq, code) in owed {
+        for (seq, owed) in owed {
+            let code = match owed {
+                Owed::Error(code) => code,
+                Owed::Cancel(target) => {
+                    let stopped = match self.running {
+                        Some((running, cancel)) => target == Some(running) && cancel.stopped(),
+                        None => false,
+                    };
+                    n += self
+                        .shared
+                        .answer_cancel(seq, target, stopped, &mut self.out[n..]);
+                    continue;
+                }
+            };
             let message = match code {
                 ErrorCode::Busy => "busy: a call is running",
                 other => other.default_message(),
@@ -557,7 +895,7 @@ impl Waiting<'_> {
     /// owed: replies to their calls, notifications run, requests owed
     /// `busy`. A frame that puts the stream out of step ends the
     /// connection.
-    fn take_frames(&mut self, owed: &mut Vec<(u32, ErrorCode)>) -> Result<(), EndReason> {
+    fn take_frames(&mut self, owed: &mut Vec<(u32, Owed)>) -> Result<(), EndReason> {
         let runtime = tokio::runtime::Handle::current();
         let mut scratch = [0u8; at_core::MIN_REPLY_BUFFER];
         while owed.len() < OWED_BUSY {
@@ -567,6 +905,21 @@ impl Waiting<'_> {
                         if frame.header.flags & at_core::FLAG_AUTH == 0 =>
                     {
                         self.link.reply(frame.seq(), frame.body)
+                    }
+                    Kind::Notify | Kind::Request
+                        if frame.header.flags & at_core::FLAG_AUTH == 0
+                            && let Some(target) = self.shared.cancel_of(frame.body) =>
+                    {
+                        // Acted on at once (contract 10.4); a REQUEST
+                        // one is answered after the call's reply.
+                        if let Some((seq, cancel)) = self.running
+                            && target == Some(seq)
+                        {
+                            cancel.fire();
+                        }
+                        if frame.kind == Kind::Request {
+                            owed.push((frame.seq(), Owed::Cancel(target)));
+                        }
                     }
                     Kind::Notify if frame.header.flags & at_core::FLAG_AUTH == 0 => {
                         let now = std::time::Instant::now();
@@ -579,7 +932,7 @@ impl Waiting<'_> {
                             &mut scratch,
                         )
                     }
-                    Kind::Request => owed.push((frame.seq(), ErrorCode::Busy)),
+                    Kind::Request => owed.push((frame.seq(), Owed::Error(ErrorCode::Busy))),
                     _ => protocol_warn!(
                         "ignoring a {:?} frame (seq {}) while a call runs",
                         frame.kind,
@@ -593,7 +946,7 @@ impl Waiting<'_> {
                     // A CRC mismatch and the like: answered in order (a
                     // notification never).
                     if self.decoder.last_flags() & at_core::FLAG_NOTIFY == 0 {
-                        owed.push((e.seq(), e.code()));
+                        owed.push((e.seq(), Owed::Error(e.code())));
                     }
                 }
             }
@@ -625,5 +978,37 @@ fn keep_alive(stream: &TcpStream) {
     let keepalive = keepalive.with_retries(3);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         log::debug!("cannot turn on TCP keepalive for a peer: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cancels;
+
+    #[test]
+    fn a_cancel_name_is_seen_whole_or_split_between_reads() {
+        let body = br#"{"func": "rpc.cancel", "args": [11]}"#;
+        for split in 0..body.len() {
+            let mut cancels = Cancels::default();
+            cancels.scan(b"earlier bytes", true);
+            cancels.scan(&body[..split], false);
+            cancels.scan(&body[split..], false);
+            assert!(cancels.may_be_buffered(), "split at {split}");
+        }
+        // Split in three, the middle read shorter than the name.
+        let mut cancels = Cancels::default();
+        cancels.scan(b"xx rpc", true);
+        cancels.scan(b".ca", false);
+        cancels.scan(b"ncel yy", false);
+        assert!(cancels.may_be_buffered());
+        // Other calls: nothing to look at; a fresh buffer forgets.
+        let mut cancels = Cancels::default();
+        cancels.scan(br#"{"func": "rpc.info"}"#, true);
+        cancels.scan(br#"{"func": "add", "args": [1, 2]}"#, false);
+        assert!(!cancels.may_be_buffered());
+        cancels.scan(br#"\u0072pc.cancel"#, false);
+        assert!(cancels.may_be_buffered());
+        cancels.scan(b"add", true);
+        assert!(!cancels.may_be_buffered());
     }
 }

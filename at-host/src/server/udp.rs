@@ -4,7 +4,7 @@
 //! promises, and its bounds, are told in the public [`udp`](crate::udp)
 //! module docs.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use super::cache::ReplyCache;
 use super::destination;
 use super::log_limit::protocol_warn;
 use super::topics::Via;
-use super::{Shared, Step};
+use super::{Cancel, Shared, Step};
 use crate::shared::wire::MAX_DATAGRAM;
 
 /// How long the datagram thread waits in one receive before it looks at
@@ -28,8 +28,9 @@ pub(super) const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the datagram thread and the tasks of async functions share.
 struct State {
     cache: ReplyCache,
-    /// (client address, seq) of the async calls running.
-    running: HashSet<(SocketAddr, u32)>,
+    /// (client address, seq) of the async calls running, and how an
+    /// `rpc.cancel` from that address stops each (contract 10.4).
+    running: HashMap<(SocketAddr, u32), Arc<Cancel>>,
 }
 
 /// Serves calls arriving on `socket` until `stop` turns true (or its
@@ -62,7 +63,7 @@ pub(super) fn serve(
             config.udp_cache_per_client,
             config.udp_cache_age,
         ),
-        running: HashSet::new(),
+        running: HashMap::new(),
     }));
     let mut notified = Notified::default();
     let pktinfo = destination::enable(&socket);
@@ -119,6 +120,11 @@ pub(super) fn serve(
                     let key = (peer, frame.seq(), frame.header.length, frame.header.crc);
                     if notified.repeat(key, now) {
                         debug!("udp from {peer}: notification seq {} again: dropped", key.1);
+                    } else if let Some(target) = shared.cancel_of(frame.body) {
+                        // Acted on at once; never answered (contract 10.4).
+                        if let Some(target) = target {
+                            cancel_running(&state, peer, target);
+                        }
                     } else {
                         let origin = Origin {
                             transport: Transport::Datagram,
@@ -171,7 +177,7 @@ pub(super) fn serve(
                             answer(&socket, &runtime, reply, peer, broadcast);
                             continue;
                         }
-                        if state.running.contains(&(peer, seq)) {
+                        if state.running.contains_key(&(peer, seq)) {
                             debug!("udp from {peer}: seq {seq} again while it runs: dropped");
                             continue;
                         }
@@ -191,7 +197,10 @@ pub(super) fn serve(
                             seal,
                             running: call,
                         } if shared.registry.calls_async(body) => {
-                            lock(&state).running.insert((peer, seq));
+                            let cancel = Arc::new(Cancel::default());
+                            lock(&state)
+                                .running
+                                .insert((peer, seq), Arc::clone(&cancel));
                             let mut reply = vec![0u8; out.len()];
                             let (shared, body) = (Arc::clone(&shared), body.to_vec());
                             let (state, socket) = (Arc::clone(&state), Arc::clone(&socket));
@@ -205,6 +214,7 @@ pub(super) fn serve(
                                         &origin,
                                         read_at,
                                         &mut reply,
+                                        plain.then_some(&*cancel),
                                     )
                                     .await;
                                 drop(call);
@@ -236,23 +246,36 @@ pub(super) fn serve(
                                 size: len,
                                 reply: true,
                             };
-                            let n = match shared.topic_call(
-                                seq,
-                                body,
-                                seal.as_ref(),
-                                &origin,
-                                via,
-                                &mut out,
-                            ) {
-                                Some(n) => n,
-                                None => shared.answer(
+                            let cancel = match shared.cancel_of(body) {
+                                // true if the call ran (and so is stopped;
+                                // unless it ends in the meantime).
+                                Some(target) if plain => Some((
+                                    target,
+                                    target.is_some_and(|t| cancel_running(&state, peer, t)),
+                                )),
+                                _ => None,
+                            };
+                            let n = if let Some((target, stopped)) = cancel {
+                                shared.answer_cancel(seq, target, stopped, &mut out)
+                            } else {
+                                match shared.topic_call(
                                     seq,
                                     body,
                                     seal.as_ref(),
                                     &origin,
-                                    read_at,
+                                    via,
                                     &mut out,
-                                ),
+                                ) {
+                                    Some(n) => n,
+                                    None => shared.answer(
+                                        seq,
+                                        body,
+                                        seal.as_ref(),
+                                        &origin,
+                                        read_at,
+                                        &mut out,
+                                    ),
+                                }
                             };
                             drop(running);
                             if plain && n > 0 {
@@ -311,6 +334,18 @@ impl Notified {
         }
         self.seen.push_back((key, now));
         false
+    }
+}
+
+/// Fires the cancel of `peer`'s async call `seq` if it runs: whether it
+/// did.
+fn cancel_running(state: &Mutex<State>, peer: SocketAddr, seq: u32) -> bool {
+    match lock(state).running.get(&(peer, seq)) {
+        Some(cancel) => {
+            cancel.fire();
+            true
+        }
+        None => false,
     }
 }
 
