@@ -736,6 +736,38 @@ async fn two_way_on_the_board(board: &Board, key: Option<(&at_host::AuthKey, &st
             lines.windows(2).all(|w| w[1].1 > w[0].1),
             "uptime grows: {stdout}"
         );
+        // `notify` and `call --deadline` against the board, as against
+        // every server: sent and exit 0; 0 ms is deadline_exceeded.
+        let at_host = |args: &[&str]| {
+            let mut command = Command::new(at_host_bin());
+            command
+                .arg(args[0])
+                .args(udp_flag)
+                .args(["--server", &addr.to_string()]);
+            if let Some(k) = key_text {
+                command.args(["--key", k]);
+            }
+            command.args(&args[1..]);
+            run(&mut command, CALL_LIMIT)
+        };
+        let out = at_host(&["notify", "count"]);
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), String::new()),
+            "{out:?}"
+        );
+        let out = at_host(&["call", "--deadline", "0", "count"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            text(&out.stderr).starts_with("error: deadline_exceeded"),
+            "{out:?}"
+        );
+        let out = at_host(&["call", "--deadline", "5000", "add", "10", "20"]);
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), "30\n".into()),
+            "{out:?}"
+        );
     }
     // UDP (plain: a padded subscribe, so three events fit its budget).
     if session.is_none() {

@@ -3,7 +3,6 @@
 //! reply again without the function running again, only at the address the
 //! request first came from, at most [`MAX_RESENDS`] times.
 
-
 use super::SID_LEN;
 use crate::association::Origin;
 
