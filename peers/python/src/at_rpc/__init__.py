@@ -48,7 +48,9 @@ repeats, topics and subscriptions), net (socket helpers), server, client
 
 Section 10: NOTIFY calls (Client.notify), deadline_ms (call(...,
 deadline_ms=N)), topics (Server.topic(name).publish(value)) and
-subscriptions (Client.subscribe(topic) -> Subscription).
+subscriptions (Client.subscribe(topic) -> Subscription), calls in both
+directions over TCP (CallHome(host, port, functions) calls rpc.peer and is
+called back; Server.next_peer() -> Peer, Peer.call(func, *args)).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ from .frame import (
     parse_datagram,
     unpack_header,
 )
+from .peer import CallHome, Peer
 from .server import Server
 from .sessions import ReplyCache, SessionTable
 from .signature import TYPES, Signature, describe_function, signature
@@ -191,6 +194,7 @@ __all__ = [
     "BadProof",
     "BodyError",
     "Call",
+    "CallHome",
     "Client",
     "Discovered",
     "EncodeError",
@@ -200,6 +204,7 @@ __all__ = [
     "FrameReader",
     "Header",
     "KeyFormatError",
+    "Peer",
     "ProtocolError",
     "Received",
     "RemoteError",
