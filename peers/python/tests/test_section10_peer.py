@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import KEY, KID, LOOPBACK, WAIT, Spawned, require
+from support import AT_RPC, KEY, KID, LOOPBACK, WAIT, Spawned, require
 
 from at_rpc import (
     ERROR,
@@ -407,3 +409,23 @@ def test_python_client_calls_home_to_at_host() -> None:
             assert home.call("add", 1, 2) == 3
     finally:
         host.stop()
+
+
+def test_the_command_line_calls_home(server: Server) -> None:
+    logged: queue.Queue[str] = queue.Queue()
+    server.register("log", logged.put)
+    argv = [AT_RPC, "call-home", "--server", f"{LOOPBACK}:{tcp_port(server)}", "--name", "b1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert logged.get(timeout=WAIT) == "boot b1"
+        peer = server.next_peer(WAIT)
+        assert peer is not None
+        assert peer.call("add", 10, 20) == 30
+        assert peer.call("rpc.info")["name"] == "b1"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+    assert (proc.returncode, out, err) == (0, f"called home to {LOOPBACK}:{tcp_port(server)}\n", "")
+    assert peer.wait_closed(WAIT)

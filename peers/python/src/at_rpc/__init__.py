@@ -13,6 +13,7 @@ test vectors (tests/vectors/frames.json) byte for byte.
     at-rpc call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
                 [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
     at-rpc ping|info|list [--server HOST[:PORT]] [--udp] ...
+    at-rpc call-home [--server HOST[:PORT]] [--timeout SECS] [--name NAME]
     at-rpc discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] ...
 
 (`python -m at_rpc` is the same command line.) As a library:

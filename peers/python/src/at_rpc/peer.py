@@ -22,6 +22,7 @@ from .auth import HELLO
 from .body import Call, error_frame, parse_call, parse_notify
 from .dispatch import Functions, ServerInfo, reply_body, respond_to_error
 from .errors import BodyError, FrameError, ProtocolError
+from .events import Outbox
 from .frame import (
     AUTH,
     DEFAULT_PORT,
@@ -229,6 +230,93 @@ class Peer:
             )
         body = _body(func, args, MAX_BODY)
         return self._calls.request(body, self.timeout if timeout is None else timeout)
+
+
+class Peers:
+    """The server's connections that called rpc.peer (by their Outbox),
+    and those not handed out yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_outbox: dict[Outbox, Peer] = {}
+        self._new: queue.Queue[Peer] = queue.Queue()
+
+    def alive(self) -> list[Peer]:
+        """The open ones, in the order they called rpc.peer."""
+        with self._lock:
+            return [p for p in self._by_outbox.values() if not p.closed]
+
+    def next(self, timeout: float | None) -> Peer | None:
+        """The next one not handed out, or None after `timeout` seconds."""
+        try:
+            return self._new.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def holds(self, outbox: Outbox) -> bool:
+        """Whether the connection of `outbox` called rpc.peer."""
+        with self._lock:
+            return outbox in self._by_outbox
+
+    def grant(self, seq: int, args: list[Any], outbox: Outbox, addr: Address) -> bytes:
+        """The reply to rpc.peer over TCP without keys (on the connection's
+        serving thread): no argument, or a lease 1 to 300 (ignored on TCP,
+        10.8 rule 11), is granted (vector P2) and the connection may be
+        called back from now on (again: the same answer, no second handle);
+        anything else is invalid_arguments."""
+        if args and not (len(args) == 1 and type(args[0]) is int and 1 <= args[0] <= MAX_LEASE):
+            return error_frame(
+                seq, "invalid_arguments", "rpc.peer takes no arguments, or a lease from 1 to 300 s"
+            )
+        with self._lock:
+            handle = None
+            if outbox not in self._by_outbox:
+                calls = Calls(outbox.send_reply, outbox.next_seq, _format_addr(addr))
+                handle = Peer(addr, calls, threading.current_thread())
+                self._by_outbox[outbox] = handle
+        if handle is not None:
+            log.info("%s may be called back (rpc.peer)", _format_addr(addr))
+            _keep_alive(outbox.sock)
+            self._new.put(handle)
+        return pack_frame(RESPONSE, seq, GRANTED)
+
+    def reply(self, outbox: Outbox, frame: Frame) -> None:
+        """A RESPONSE or ERROR on a TCP connection: filed with the server's
+        call awaiting it, else dropped and logged (10.5), the connection kept."""
+        with self._lock:
+            handle = self._by_outbox.get(outbox)
+        if handle is not None:
+            handle._calls.deliver(frame)
+        else:
+            log.warning(
+                "ignoring a %s frame (seq %d): no call of this server awaits it",
+                frame.kind_name,
+                frame.seq,
+            )
+
+    def closed(self, outbox: Outbox, why: str) -> None:
+        """The connection of `outbox` closed: its waiting calls fail."""
+        with self._lock:
+            handle = self._by_outbox.pop(outbox, None)
+        if handle is not None:
+            handle._calls.close(why)
+
+
+#: The longest lease rpc.peer takes (ignored on TCP).
+MAX_LEASE = 300
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """TCP keepalive on a peer's connection, where the system lets it be set
+    (probes after 60 s quiet, every 10 s, 3 unanswered: closed), so a board
+    that vanished is found (as at-host does)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    except OSError:
+        pass
 
 
 class CallHome:

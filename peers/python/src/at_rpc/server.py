@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import queue
 import random
 import socket
 import threading
@@ -65,7 +64,7 @@ from .net import (
     _wait_readable,
 )
 from .oneway import LogLimit, RepeatMemory
-from .peer import GRANTED, Calls, Peer
+from .peer import Peer, Peers
 from .sessions import SESSION_LIFETIME, SESSION_MIN_IDLE, ReplyCache, Session, SessionTable
 from .version import SERVER_SOFTWARE
 
@@ -161,8 +160,7 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._delayed: _DelayedSends | None = None
         # Connections that called rpc.peer (10.5), and those not handed out.
-        self._peers: dict[Outbox, Peer] = {}
-        self._new_peers: queue.Queue[Peer] = queue.Queue()
+        self._peers = Peers()
 
     def register(self, name: str, fn: Callable[..., Any]) -> Server:
         """Adds (or replaces) `fn` under `name`. fn(*args) returns the result
@@ -202,41 +200,13 @@ class Server:
     def peers(self) -> list[Peer]:
         """The connections that called rpc.peer and are still open, in the
         order they did."""
-        with self._lock:
-            return [p for p in self._peers.values() if not p.closed]
+        return self._peers.alive()
 
     def next_peer(self, timeout: float | None = None) -> Peer | None:
         """The next connection to call rpc.peer, each handed out once (in
         the order they called it; possibly closed since); None when none
         comes within `timeout` seconds (None: wait for ever)."""
-        try:
-            return self._new_peers.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def _grant_peer(self, seq: int, args: list[Any], outbox: Outbox, addr: Address) -> bytes:
-        """rpc.peer over TCP without keys: no argument, or a lease 1 to 300
-        (ignored on TCP, 10.8 rule 11), is granted (vector P2) and the
-        connection may be called back from now on (again: the same answer,
-        no second handle); anything else is invalid_arguments."""
-        if args and not (len(args) == 1 and type(args[0]) is int and 1 <= args[0] <= MAX_LEASE):
-            return error_frame(
-                seq, "invalid_arguments", "rpc.peer takes no arguments, or a lease from 1 to 300 s"
-            )
-        with self._lock:
-            known = outbox in self._peers
-            if not known:
-                calls = Calls(
-                    lambda frame, timeout: outbox.send_reply(frame, timeout),
-                    outbox.next_seq,
-                    _format_addr(addr),
-                )
-                handle = self._peers[outbox] = Peer(addr, calls, threading.current_thread())
-        if not known:
-            log.info("%s may be called back (rpc.peer)", _format_addr(addr))
-            _keep_alive(outbox.sock)
-            self._new_peers.put(handle)
-        return pack_frame(RESPONSE, seq, GRANTED)
+        return self._peers.next(timeout)
 
     # -- life cycle
 
@@ -397,9 +367,7 @@ class Server:
             self.events.connection_closed(outbox)
             with self._lock:
                 self._connections.discard(conn)
-                handle = self._peers.pop(outbox, None)
-            if handle is not None:
-                handle._calls.close(reason)
+            self._peers.closed(outbox, reason)
         log.info("connection from %s closed: %s", name, reason)
 
     def _serve_connection(
@@ -425,7 +393,7 @@ class Server:
                     if item.fatal:
                         fatal = item
                 elif item.kind not in (REQUEST, NOTIFY):
-                    self._reply_from_client(outbox, item)
+                    self._peers.reply(outbox, item)
                 else:
                     origin = Origin(outbox=outbox)
                     reply = self._answer(item, peer, False, False, received, origin)
@@ -451,9 +419,8 @@ class Server:
                 conn.close()
                 return "server shutting down"
             partial = reader.buffered() > 0
-            with self._lock:
-                # A peer waits to be called: not closed as idle (at-host's choice).
-                idle = max(self.idle_timeout, PEER_IDLE) if outbox in self._peers else None
+            # A peer waits to be called: not closed as idle (at-host's choice).
+            idle = max(self.idle_timeout, PEER_IDLE) if self._peers.holds(outbox) else None
             timeout = self.frame_timeout if partial else idle or self.idle_timeout
             event = _wait_readable(conn, wake, timeout)
             if event == "wake":
@@ -472,20 +439,6 @@ class Server:
             if not data:
                 conn.close()
                 return "by the peer in the middle of a frame" if partial else "by the peer"
-
-    def _reply_from_client(self, outbox: Outbox, frame: Frame) -> None:
-        """A RESPONSE or ERROR on a TCP connection: filed with the server's
-        call awaiting it, else dropped and logged (10.5), the connection kept."""
-        with self._lock:
-            handle = self._peers.get(outbox)
-        if handle is not None:
-            handle._calls.deliver(frame)
-        else:
-            log.warning(
-                "ignoring a %s frame (seq %d): no call of this server awaits it",
-                frame.kind_name,
-                frame.seq,
-            )
 
     def _answer(
         self,
@@ -572,7 +525,7 @@ class Server:
         if self.sessions is not None and call.func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
         if call.func == "rpc.peer" and origin.outbox is not None:
-            return self._grant_peer(seq, call.args, origin.outbox, peer or ("", 0))
+            return self._peers.grant(seq, call.args, origin.outbox, peer or ("", 0))
         kind, body = self._execute(call, seq, frame.body, received, origin)
         return pack_frame(kind, seq, body)
 
@@ -850,22 +803,5 @@ EXT = ("notify", "events", "deadline")
 #: A connection that called rpc.peer is closed after this long without a
 #: byte (at-host's choice: a board waits to be called), seconds.
 PEER_IDLE = 86400.0
-#: The longest lease rpc.peer takes (ignored on TCP).
-MAX_LEASE = 300
-
-
-def _keep_alive(sock: socket.socket) -> None:
-    """TCP keepalive on a peer's connection, where the system lets it be set
-    (probes after 60 s quiet, every 10 s, 3 unanswered: closed), so a board
-    that vanished is found (as at-host does)."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
-            if hasattr(socket, option):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-    except OSError:
-        pass
-
-
 #: The only calls run when they came by broadcast or multicast (10.8 rule 1).
 BROADCAST_FUNCS = frozenset(("rpc.ping", "rpc.info"))
