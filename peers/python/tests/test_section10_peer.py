@@ -429,3 +429,13 @@ def test_the_command_line_calls_home(server: Server) -> None:
         proc.wait(WAIT)
     assert (proc.returncode, out, err) == (0, f"called home to {LOOPBACK}:{tcp_port(server)}\n", "")
     assert peer.wait_closed(WAIT)
+
+
+def test_call_home_stays_connected_longer_than_its_timeout(server: Server) -> None:
+    with CallHome(LOOPBACK, tcp_port(server), {"temp": lambda: 21.5}, timeout=0.2) as home:
+        peer = server.next_peer(WAIT)
+        assert peer is not None
+        home.notify("rpc.ping")
+        assert not home.wait(0.6)  # idle three timeouts: still connected
+        assert peer.call("temp", timeout=WAIT) == 21.5
+        assert home.call("add", 1, 1) == 2

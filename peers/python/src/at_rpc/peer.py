@@ -378,12 +378,13 @@ class CallHome:
             self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1
             return self._seq
 
-    def _send(self, frame: bytes, timeout: float) -> None:
+    def _send(self, frame: bytes, _timeout: float = 0.0) -> None:
+        # The socket keeps the timeout it was made with: changing it here
+        # would change the reader's too. A write waits at most `timeout`.
         sock = self._sock
         if sock is None:
             raise ConnectionError("not connected")
         with self._send_lock:
-            sock.settimeout(timeout)
             sock.sendall(frame)
 
     @property
@@ -454,10 +455,11 @@ class CallHome:
         why = "closed by the server"
         try:
             while True:
-                # Wait without a timeout; close() wakes this by shutdown().
-                sock.settimeout(None)
+                # Idle for ever; close() wakes this by shutdown().
                 try:
                     data = sock.recv(65536)
+                except TimeoutError:
+                    continue
                 except OSError as e:
                     why = str(e)
                     break
