@@ -171,6 +171,16 @@ def test_rpc_peer_other_arguments_are_invalid(server: Server, args: list[Any]) -
     c.close()
 
 
+def test_rpc_peer_by_notify_grants_nothing(server: Server) -> None:
+    assert server.tcp_address is not None
+    c = Tcp(server.tcp_address)
+    c.send(pack_frame(NOTIFY, 1, request_body("rpc.peer", ())) + request(2, "rpc.ping"))
+    reply = c.next()
+    assert reply is not None and (reply.kind, reply.seq) == (RESPONSE, 2)
+    assert server.next_peer(0) is None and server.peers() == []
+    c.close()
+
+
 def test_ext_lists_peer_only_over_tcp_without_keys(server: Server) -> None:
     with Client(LOOPBACK, tcp_port(server)) as c:
         info = c.info()
