@@ -47,6 +47,8 @@ class Spawned:
                 got.put(line.strip())
 
         threading.Thread(target=read, daemon=True).start()
+        #: The lines printed after the addresses, as they come.
+        self.lines = got
         self.addresses: dict[str, tuple[str, int]] = {}
         try:
             for _ in range(lines):

@@ -40,6 +40,9 @@ KID = "demo"
 # What the Python server's rpc.info lists in "ext" (contract section 10.1).
 EXT = ["notify", "events", "deadline"]
 EXT_JSON = json.dumps(EXT).encode()
+# Over TCP (no keys) a client may also call rpc.peer (10.5).
+EXT_TCP = [*EXT, "peer"]
+EXT_TCP_JSON = json.dumps(EXT_TCP).encode()
 
 logging.getLogger("at_rpc").setLevel(100)  # keep expected warnings out of the output
 
@@ -136,13 +139,15 @@ class PingInfoTests(RpcCase):
         expected = (b'{"status": "success", "result": {"protocol": 1, "server": "at_rpc.py '
                     + at_rpc.__version__.encode() + b'", "name": "bench", "auth": "off", '
                     b'"max_body": 65536, "functions": 4, "ext": ' + EXT_JSON + b'}}')
-        self.assertEqual(self.both(frame(1, "rpc.info")), expected)
+        self.assertEqual(self.exchange(frame(1, "rpc.info"), udp=True), expected)
+        self.assertEqual(self.exchange(frame(1, "rpc.info")),
+                         expected.replace(EXT_JSON, EXT_TCP_JSON))
         self.server.register("echo", lambda *a: list(a))
         self.server.functions["rpc.sneaky"] = lambda: 1  # never counted nor called
         with Client(*self.server.tcp_address) as c:
             self.assertEqual(list(c.info().items()), [
                 ("protocol", 1), ("server", "at_rpc.py " + at_rpc.__version__), ("name", "bench"),
-                ("auth", "off"), ("max_body", 65536), ("functions", 5), ("ext", EXT)])
+                ("auth", "off"), ("max_body", 65536), ("functions", 5), ("ext", EXT_TCP)])
             with self.assertRaises(RemoteError) as cm:
                 c.call("rpc.sneaky")
             self.assertEqual(cm.exception.code, "unknown_function")
@@ -728,7 +733,7 @@ class CliTests(unittest.TestCase):
 
     def test_info(self):
         expected = ("protocol: 1\nserver: at_rpc.py 0.2.0\nname: cli bench\nauth: off\n"
-                    "max_body: 65536\nfunctions: 4\next: " + ", ".join(EXT) + "\n")
+                    "max_body: 65536\nfunctions: 4\next: " + ", ".join(EXT_TCP) + "\n")
         r = run_cli("info", "--server", self.tcp)
         self.assertEqual((r.returncode, r.stdout, r.stderr), (0, expected, ""))
         r = run_cli("info", "--udp", "--json", "--server", self.udp)

@@ -314,7 +314,7 @@ def test_cli_info_topics_and_watch(server: Server) -> None:
     tcp = f"{LOOPBACK}:{server.tcp_address[1]}"
     udp = f"{LOOPBACK}:{server.udp_address[1]}"
     r = cli("info", "--server", tcp)
-    assert r.stdout.endswith("functions: 4\next: notify, events, deadline\n")
+    assert r.stdout.endswith("functions: 4\next: notify, events, deadline, peer\n")  # TCP
     r = cli("topics", "--server", tcp)
     assert (r.returncode, r.stdout) == (0, "temp  deg C\na/b\n")
     r = cli("topics", "--json", "--udp", "--server", udp)

@@ -356,7 +356,9 @@ def test_info_lists_ext_last(server: Server) -> None:
     with Client(LOOPBACK, server.tcp_address[1]) as c:
         info = c.info()
     assert list(info)[-1] == "ext"
-    assert info["ext"] == ["notify", "events", "deadline"]
+    assert info["ext"] == ["notify", "events", "deadline", "peer"]
+    with Client(LOOPBACK, server.udp_address[1], udp=True) as c:
+        assert c.info()["ext"] == ["notify", "events", "deadline"]  # no peers over UDP
 
 
 def test_sealed_reply_frames_carry_auth(keyed: Server) -> None:

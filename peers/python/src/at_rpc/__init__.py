@@ -13,6 +13,7 @@ test vectors (tests/vectors/frames.json) byte for byte.
     at-rpc call [--server HOST[:PORT]] [--udp] [--timeout SECS] [--retries N]
                 [--json] [--key KID:HEX | --key-file PATH] FUNC [ARG ...]
     at-rpc ping|info|list [--server HOST[:PORT]] [--udp] ...
+    at-rpc call-home [--server HOST[:PORT]] [--timeout SECS] [--name NAME]
     at-rpc discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] ...
 
 (`python -m at_rpc` is the same command line.) As a library:
@@ -48,7 +49,9 @@ repeats, topics and subscriptions), net (socket helpers), server, client
 
 Section 10: NOTIFY calls (Client.notify), deadline_ms (call(...,
 deadline_ms=N)), topics (Server.topic(name).publish(value)) and
-subscriptions (Client.subscribe(topic) -> Subscription).
+subscriptions (Client.subscribe(topic) -> Subscription), calls in both
+directions over TCP (CallHome(host, port, functions) calls rpc.peer and is
+called back; Server.next_peer() -> Peer, Peer.call(func, *args)).
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ from .frame import (
     parse_datagram,
     unpack_header,
 )
+from .peer import CallHome, Peer
 from .server import Server
 from .sessions import ReplyCache, SessionTable
 from .signature import TYPES, Signature, describe_function, signature
@@ -191,6 +195,7 @@ __all__ = [
     "BadProof",
     "BodyError",
     "Call",
+    "CallHome",
     "Client",
     "Discovered",
     "EncodeError",
@@ -200,6 +205,7 @@ __all__ = [
     "FrameReader",
     "Header",
     "KeyFormatError",
+    "Peer",
     "ProtocolError",
     "Received",
     "RemoteError",

@@ -1,5 +1,5 @@
 """The command line: serve, call, notify, ping, info, list, topics, watch,
-discover (the `at-rpc` command and `python -m at_rpc`)."""
+call-home, discover (the `at-rpc` command and `python -m at_rpc`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .body import _utf8, encode_value, error_body, request_body
-from .cli_events import notify_main, topics_main, watch_main
+from .cli_events import call_home_main, notify_main, topics_main, watch_main
 from .client import Client
 from .cliopts import (
     UsageError,
@@ -440,6 +440,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "list": list_main,
     "topics": topics_main,
     "watch": watch_main,
+    "call-home": call_home_main,
     "discover": discover_main,
 }
 

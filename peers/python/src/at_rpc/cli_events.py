@@ -1,14 +1,19 @@
 """The command line's subcommands of contract section 10: notify (a call
-nobody answers), topics (rpc.topics) and watch (a subscription's events),
-with at-host's options, output and exit statuses."""
+nobody answers), topics (rpc.topics), watch (a subscription's events),
+with at-host's options, output and exit statuses, and call-home (a board's
+side of 10.5)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
+import threading
 from typing import Any
 
 from .body import encode_value, error_body, event_body
+from .calculator import CALCULATOR
 from .client import Client, Subscription
 from .cliopts import (
     UsageError,
@@ -16,6 +21,7 @@ from .cliopts import (
     _client_options,
     _count_option,
     _failure_text,
+    _options,
     _query,
     _seconds_option,
     _setup_logging,
@@ -27,7 +33,51 @@ from .discovery import format_table
 from .errors import BadProof, ProtocolError, RemoteError
 from .frame import DEFAULT_PORT, MAX_SEQ
 from .net import _format_addr
-from .usage import NOTIFY_HELP, TOPICS_HELP, WATCH_HELP, write_help
+from .peer import CallHome
+from .usage import CALL_HOME_HELP, NOTIFY_HELP, TOPICS_HELP, WATCH_HELP, write_help
+
+
+def call_home_main(argv: list[str]) -> int:
+    """`call-home ...`: plays a board calling home (10.5): connects, calls
+    rpc.peer, sends NOTIFY log("boot ..."), then serves the calculator on
+    that connection until the server closes it (exit 3) or SIGINT/SIGTERM
+    (exit 0); 1 when rpc.peer is refused."""
+    opts = _options(argv, (), ("--server", "--timeout", "--name"))
+    if opts is None:
+        write_help(CALL_HOME_HELP)
+        return 0
+    host, port = split_host_port(opts.get("--server", f"127.0.0.1:{DEFAULT_PORT}"))
+    where = _format_addr((host, port))
+    timeout = _seconds_option(opts, "--timeout", 5.0)
+    name = opts.get("--name") or socket.gethostname()
+    _setup_logging("warning")
+    home = CallHome(host, port, CALCULATOR, timeout=timeout, name=name)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+        home.close()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        home.start()
+        home.notify("log", f"boot {name}")
+    except RemoteError as e:
+        print(f"error: {e.code}: {e.message}", file=sys.stderr)
+        return 1
+    except (OSError, ProtocolError) as e:
+        home.close()
+        print(f"transport error: {where}: {_failure_text(e)}", file=sys.stderr)
+        return 3
+    print(f"called home to {where}", flush=True)
+    while not home.wait(0.5):
+        pass
+    home.close()
+    if stop.is_set():
+        return 0
+    print(f"transport error: {where}: connection closed", file=sys.stderr)
+    return 3
 
 
 def notify_main(argv: list[str]) -> int:

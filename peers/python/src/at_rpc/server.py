@@ -64,6 +64,7 @@ from .net import (
     _wait_readable,
 )
 from .oneway import LogLimit, RepeatMemory
+from .peer import Peer, Peers
 from .sessions import SESSION_LIFETIME, SESSION_MIN_IDLE, ReplyCache, Session, SessionTable
 from .version import SERVER_SOFTWARE
 
@@ -158,6 +159,8 @@ class Server:
         self._connections: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._delayed: _DelayedSends | None = None
+        # Connections that called rpc.peer (10.5), and those not handed out.
+        self._peers = Peers()
 
     def register(self, name: str, fn: Callable[..., Any]) -> Server:
         """Adds (or replaces) `fn` under `name`. fn(*args) returns the result
@@ -184,11 +187,26 @@ class Server:
         """
         return self.events.topic(name, doc, state)
 
-    def info(self) -> ServerInfo:
-        """What rpc.info says of this server."""
+    def info(self, tcp: bool = False) -> ServerInfo:
+        """What rpc.info says of this server (`tcp`: to a TCP client, which
+        may call rpc.peer when the server has no keys)."""
+        ext = (*EXT, "peer") if tcp and self.sessions is None else EXT
         return ServerInfo(
-            SERVER_SOFTWARE, self.name, self.sessions is not None, self.max_frame, EXT
+            SERVER_SOFTWARE, self.name, self.sessions is not None, self.max_frame, ext
         )
+
+    # -- calls towards clients (section 10.5)
+
+    def peers(self) -> list[Peer]:
+        """The connections that called rpc.peer and are still open, in the
+        order they did."""
+        return self._peers.alive()
+
+    def next_peer(self, timeout: float | None = None) -> Peer | None:
+        """The next connection to call rpc.peer, each handed out once (in
+        the order they called it; possibly closed since); None when none
+        comes within `timeout` seconds (None: wait for ever)."""
+        return self._peers.next(timeout)
 
     # -- life cycle
 
@@ -349,6 +367,7 @@ class Server:
             self.events.connection_closed(outbox)
             with self._lock:
                 self._connections.discard(conn)
+            self._peers.closed(outbox, reason)
         log.info("connection from %s closed: %s", name, reason)
 
     def _serve_connection(
@@ -374,11 +393,7 @@ class Server:
                     if item.fatal:
                         fatal = item
                 elif item.kind not in (REQUEST, NOTIFY):
-                    log.warning(
-                        "ignoring a %s frame (seq %d): servers answer requests only",
-                        item.kind_name,
-                        item.seq,
-                    )
+                    self._peers.reply(outbox, item)
                 else:
                     origin = Origin(outbox=outbox)
                     reply = self._answer(item, peer, False, False, received, origin)
@@ -404,7 +419,9 @@ class Server:
                 conn.close()
                 return "server shutting down"
             partial = reader.buffered() > 0
-            timeout = self.frame_timeout if partial else self.idle_timeout
+            # A peer waits to be called: not closed as idle (at-host's choice).
+            idle = max(self.idle_timeout, PEER_IDLE) if self._peers.holds(outbox) else None
+            timeout = self.frame_timeout if partial else idle or self.idle_timeout
             event = _wait_readable(conn, wake, timeout)
             if event == "wake":
                 conn.close()
@@ -507,6 +524,8 @@ class Server:
             return None
         if self.sessions is not None and call.func not in PLAIN_FUNCS:
             return error_frame(seq, "unauthorized", "authentication required")
+        if call.func == "rpc.peer" and origin.outbox is not None:
+            return self._peers.grant(seq, call.args, origin.outbox, peer or ("", 0))
         kind, body = self._execute(call, seq, frame.body, received, origin)
         return pack_frame(kind, seq, body)
 
@@ -524,9 +543,8 @@ class Server:
             return ERROR, error_body("deadline_exceeded", "deadline exceeded")
         if call.func in EVENT_FUNCS:
             return self.events.answer(call, origin, reply_limit(self.max_frame))
-        return reply_body(
-            self.functions, call.func, call.args, seq, self.max_frame, self.info(), body
-        )
+        info = self.info(tcp=origin.outbox is not None)
+        return reply_body(self.functions, call.func, call.args, seq, self.max_frame, info, body)
 
     def _plain_notify(self, frame: Frame, received: float, origin: Origin) -> None:
         """Runs the call a plain NOTIFY carries and answers nothing (10.2):
@@ -782,5 +800,8 @@ class Server:
 
 #: The parts of section 10 this server implements (rpc.info's "ext").
 EXT = ("notify", "events", "deadline")
+#: A connection that called rpc.peer is closed after this long without a
+#: byte (at-host's choice: a board waits to be called), seconds.
+PEER_IDLE = 86400.0
 #: The only calls run when they came by broadcast or multicast (10.8 rule 1).
 BROADCAST_FUNCS = frozenset(("rpc.ping", "rpc.info"))

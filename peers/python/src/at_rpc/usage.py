@@ -26,6 +26,7 @@ usage: at_rpc.py serve [--tcp ADDR] [--udp ADDR] [--max-frame BYTES] [--name NAM
        at_rpc.py watch [--server HOST[:PORT]] [--udp] [--interval MS] [--count N]
                        [--lease SECS] [--timeout SECS] [--json]
                        [--key KID:HEX | --key-file PATH] TOPIC
+       at_rpc.py call-home [--server HOST[:PORT]] [--timeout SECS] [--name NAME]
        at_rpc.py discover [--timeout SECS] [--interface IF] [--ipv4 | --ipv6] [--port P]
                           [--json]
 
@@ -182,6 +183,22 @@ the end of the subscription 'end: REASON', both on stderr.
 
 Exit status: 0 after --count events, 1 error reply, 2 usage, 3 the server
 went away or ended the subscription.
+"""
+
+CALL_HOME_HELP = """\
+usage: at_rpc.py call-home [--server HOST[:PORT]] [--timeout SECS] [--name NAME]
+
+Plays a board that calls home (contract 10.5): connects over TCP, calls
+rpc.peer, sends the notification log("boot NAME"), prints 'called home to
+HOST:PORT' and serves the calculator (and rpc.ping, rpc.info, rpc.functions)
+to the server's calls on that connection until the server closes it.
+
+  --server HOST[:PORT]  the server (default 127.0.0.1:16724)
+  --timeout SECS        bound of connecting and of rpc.peer (default 5)
+  --name NAME           the name in the boot line and rpc.info (default: the host name)
+
+Exit status: 0 on SIGINT or SIGTERM, 1 rpc.peer refused, 2 usage, 3 transport
+(also when the server closes the connection).
 """
 
 DISCOVER_HELP = """\
