@@ -737,7 +737,12 @@ async fn two_way_on_the_board(board: &Board, key: Option<(&at_host::AuthKey, &st
             "uptime grows: {stdout}"
         );
         // `notify` and `call --deadline` against the board, as against
-        // every server: sent and exit 0; 0 ms is deadline_exceeded.
+        // every server: sent and exit 0; 0 ms is deadline_exceeded. (Keyed,
+        // each command is a session the board keeps for a minute, and the
+        // keyed build holds 16: the sealed frames above cover it.)
+        if key_text.is_some() {
+            continue;
+        }
         let at_host = |args: &[&str]| {
             let mut command = Command::new(at_host_bin());
             command
