@@ -1,6 +1,7 @@
 //! Helpers shared by the tests in `tests/tests/`: raw frames, raw sockets
 //! with bounded waits, and the `at-host` binary.
 
+pub mod broker;
 pub mod firmware;
 pub mod peers;
 pub mod relay;
