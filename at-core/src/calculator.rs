@@ -171,19 +171,40 @@ pub fn div<'a>(args: &[Value<'a>]) -> Result<Value<'a>, CallError> {
 
 /// `a / b` for integers, correctly rounded to the nearest double (ties to
 /// even), as Python's true division of integers. `b` is not 0.
+///
+/// Long division by shifts and subtractions: 64 quotient bits and a sticky
+/// bit for the remainder, so `as f64` rounds correctly. (A `u128` division
+/// would be right too, but a 32-bit MCU has no routine for it: the
+/// compiler writes one out in place, about 1 KiB of flash.)
 fn int_div(a: i64, b: i64) -> f64 {
-    let (n, d) = (a.unsigned_abs() as u128, b.unsigned_abs() as u128);
+    let (n, d) = (a.unsigned_abs(), b.unsigned_abs());
     if n == 0 {
         return if (a < 0) != (b < 0) { -0.0 } else { 0.0 };
     }
-    // Scale the numerator to 126 bits so the quotient has at least 63
-    // significant bits; a non-zero remainder then only matters as a sticky
-    // bit below the rounding position, and `as f64` rounds correctly.
-    let shift = n.leading_zeros() - 2;
-    let scaled = n << shift;
-    let q = scaled / d;
-    let sticky = u128::from(scaled % d != 0);
-    let magnitude = scale_down((q | sticky) as f64, shift);
+    // Align the top bits: n / d = (r / d) * 2^e with d <= r < 2d.
+    let (lz_n, lz_d) = (n.leading_zeros(), d.leading_zeros());
+    let (mut r, d) = match lz_n <= lz_d {
+        true => (u128::from(n), u128::from(d) << (lz_d - lz_n)),
+        false => (u128::from(n) << (lz_n - lz_d), u128::from(d)),
+    };
+    let mut e = lz_d as i32 - lz_n as i32;
+    if r < d {
+        r <<= 1;
+        e -= 1;
+    }
+    // 64 quotient bits, the first one 1: q is in [2^63, 2^64).
+    let mut q: u64 = 0;
+    for _ in 0..64 {
+        q <<= 1;
+        if r >= d {
+            r -= d;
+            q |= 1;
+        }
+        r <<= 1;
+    }
+    let sticky = u64::from(r != 0);
+    // n / d = q * 2^(e - 63), e - 63 in -127..=0.
+    let magnitude = scale_down((q | sticky) as f64, (63 - e) as u32);
     if (a < 0) != (b < 0) {
         -magnitude
     } else {
@@ -191,7 +212,7 @@ fn int_div(a: i64, b: i64) -> f64 {
     }
 }
 
-/// `x * 2^-k` for a normal `x >= 2^62` and `k <= 125`, by lowering the
+/// `x * 2^-k` for a normal `x >= 2^63` and `k <= 127`, by lowering the
 /// exponent field: the result (at least 2^-63) is normal, so this is exact
 /// and equal to the multiplication, without linking double arithmetic.
 fn scale_down(x: f64, k: u32) -> f64 {
@@ -248,6 +269,56 @@ mod tests {
             call(div, Value::Int(1), Value::Int(3)),
             Ok(Value::Float(1.0 / 3.0))
         );
+    }
+
+    /// The first `int_div`: one `u128` division (the reference).
+    fn int_div_u128(a: i64, b: i64) -> f64 {
+        let (n, d) = (a.unsigned_abs() as u128, b.unsigned_abs() as u128);
+        if n == 0 {
+            return if (a < 0) != (b < 0) { -0.0 } else { 0.0 };
+        }
+        let shift = n.leading_zeros() - 2;
+        let scaled = n << shift;
+        let q = scaled / d;
+        let sticky = u128::from(scaled % d != 0);
+        let magnitude = scale_down((q | sticky) as f64, shift);
+        if (a < 0) != (b < 0) {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn int_div_matches_one_u128_division(a: i64, b: i64, shift in 0u32..64) {
+            // Small and large magnitudes alike; b is not 0.
+            let (a, b) = (a >> shift, if b == 0 { 1 } else { b });
+            proptest::prop_assert_eq!(int_div(a, b).to_bits(), int_div_u128(a, b).to_bits());
+            proptest::prop_assert_eq!(int_div(b, a | 1).to_bits(), int_div_u128(b, a | 1).to_bits());
+        }
+    }
+
+    #[test]
+    fn int_div_at_the_edges() {
+        for &(a, b) in &[
+            (1, 1),
+            (i64::MIN, 1),
+            (i64::MIN, -1),
+            (i64::MIN, i64::MIN),
+            (1, i64::MIN),
+            (i64::MAX, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (1, i64::MAX),
+            (-1, 7),
+            (3, 1 << 62),
+        ] {
+            assert_eq!(
+                int_div(a, b).to_bits(),
+                int_div_u128(a, b).to_bits(),
+                "{a} / {b}"
+            );
+        }
     }
 
     #[test]

@@ -235,16 +235,29 @@ pub fn encode_frame_with(
     out: &mut [u8],
     write_body: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
 ) -> Result<usize, BufferTooSmall> {
-    if out.len() < HEADER_LEN {
-        return Err(BufferTooSmall);
-    }
-    let (head, rest) = out.split_at_mut(HEADER_LEN);
-    let body_len = write_body(rest)?;
-    let body = rest.get(..body_len).ok_or(BufferTooSmall)?;
+    let body_len = write_body(out.get_mut(HEADER_LEN..).ok_or(BufferTooSmall)?)?;
+    finish_frame(kind, seq, out, body_len)
+}
+
+/// Puts the header in front of the `body_len` bytes of body already in
+/// `out` after it. Not generic and never inlined: every caller of
+/// [`encode_frame_with`] shares this one copy (a device counts bytes).
+#[inline(never)]
+fn finish_frame(
+    kind: Kind,
+    seq: u32,
+    out: &mut [u8],
+    body_len: usize,
+) -> Result<usize, BufferTooSmall> {
+    let total = HEADER_LEN.checked_add(body_len).ok_or(BufferTooSmall)?;
+    let (head, body) = out
+        .get_mut(..total)
+        .ok_or(BufferTooSmall)?
+        .split_at_mut(HEADER_LEN);
     let header = Header::new(kind, seq, body);
     if header.length as usize != body_len {
         return Err(BufferTooSmall);
     }
     head.copy_from_slice(&header.to_bytes());
-    Ok(HEADER_LEN + body_len)
+    Ok(total)
 }
