@@ -290,6 +290,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        // A few cases under Miri, which is thousands of times slower.
+        #![proptest_config(proptest::test_runner::Config {
+            cases: if cfg!(miri) { 4 } else { 4096 },
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
         #[test]
         fn int_div_matches_one_u128_division(a: i64, b: i64, shift in 0u32..64) {
             // Small and large magnitudes alike; b is not 0.
