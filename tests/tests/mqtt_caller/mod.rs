@@ -3,6 +3,8 @@
 //! `at/<device>/req/<name>` and reads what comes back on
 //! `at/+/rep/<name>` and `at/+/status`.
 
+#![allow(dead_code)] // each test binary uses its own part of the caller
+
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;

@@ -1,0 +1,194 @@
+//! The MQTT firmware for real (contract section 11): `at-embedded-firmware
+//! --features mqtt` for the Cortex-M4 under QEMU's mps2-an386, its LAN9118
+//! on QEMU's user network with no port forwarded: the board gets its
+//! address by DHCP and connects out to a Mosquitto this test starts on
+//! 127.0.0.1 (10.0.2.2 from the guest), and a rumqttc v5 caller calls it
+//! through the broker. Checks the budget (96 KiB of flash, 40 KiB of
+//! static RAM), the retained status and the will, calls, at-most-once,
+//! a bad CRC, and a broker restart. Skips without `qemu-system-arm`, the
+//! Rust target or `mosquitto`, and fails so under `AT_REQUIRE_ALL=1`.
+
+mod mqtt_caller;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use at_core::Kind;
+use at_tests::broker::Broker;
+use at_tests::firmware::{build_firmware, elf_size, missing_tools};
+use at_tests::{KillOnDrop, PATIENCE, calc, parse_reply, request, skip};
+use mqtt_caller::{Caller, Message};
+
+/// The budget of issue 19 for the MQTT firmware.
+const FLASH: u64 = 96 * 1024;
+const STATIC_RAM: u64 = 40 * 1024;
+const NAME: &str = "board-1";
+
+/// QEMU running the firmware, and its UART's output.
+struct Board {
+    qemu: KillOnDrop,
+    _uart_out: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Starts QEMU with the documented line (no port forwarded) and waits for
+/// the firmware's address line.
+fn start_board(elf: &Path) -> Board {
+    let mut child = Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-nographic", "-monitor", "none"])
+        .args(["-nic", "user,model=lan9118", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-arm");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let qemu = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send(line.into_bytes());
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(PATIENCE)
+        .expect("the firmware reports its address in time");
+    let line = String::from_utf8_lossy(&line);
+    assert_eq!(
+        line.trim_end(),
+        "at-embedded-firmware: listening on 10.0.2.15 (mqtt)"
+    );
+    Board {
+        qemu,
+        _uart_out: rx,
+    }
+}
+
+/// A status frame's `value` as JSON text.
+fn status_value(m: &Message) -> String {
+    let frame = at_core::Frame::parse(&m.payload, u32::MAX).expect("a status frame");
+    assert_eq!((frame.kind, frame.seq()), (Kind::Notify, 0));
+    match at_core::event::Event::parse(frame.body)
+        .expect("an event")
+        .payload
+    {
+        at_core::event::Payload::Value(v) => v.to_string(),
+        at_core::event::Payload::End(_) => panic!("a status has a value"),
+    }
+}
+
+fn outcome(m: &Message) -> String {
+    parse_reply(&m.payload).outcome()
+}
+
+#[test]
+fn the_firmware_answers_through_the_broker() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let Some(mut broker) = Broker::start() else {
+        return;
+    };
+    let address = format!("10.0.2.2:{}", broker.port());
+    let elf = build_firmware(
+        &["--features", "mqtt"],
+        &[("AT_MQTT_BROKER", &address), ("AT_NAME", NAME)],
+        "at-embedded-firmware-mqtt",
+    );
+    let (text, data, bss) = elf_size(&elf);
+    eprintln!(
+        "MQTT firmware: {text} bytes of flash, {} of static RAM",
+        data + bss
+    );
+    assert!(text + data <= FLASH, "flash {text} + {data} over {FLASH}");
+    assert!(data + bss <= STATIC_RAM, "static RAM over {STATIC_RAM}");
+
+    let started = Instant::now();
+    let mut board = start_board(&elf);
+    let mut caller = Caller::connect(broker.port(), "host-1");
+    let online = caller
+        .status(NAME, |m| status_value(m) != "null")
+        .expect("the board's online status");
+    let info = status_value(&online);
+    eprintln!("online after {:?}: {info}", started.elapsed());
+    assert!(info.contains(r#""name": "board-1""#), "{info}");
+    assert!(
+        info.contains(r#""server": "at-embedded-example "#),
+        "{info}"
+    );
+
+    // The calculator and the typed function, through the broker.
+    let reply = caller.call(NAME, &calc(1, "add", "10", "20")).expect("add");
+    assert_eq!(outcome(&reply), "30");
+    let cases = [
+        ("sub", "10", "20", "-10"),
+        ("mul", "6", "7", "42"),
+        ("div", "10", "4", "2.5"),
+        ("div", "1", "0", "error division_by_zero"),
+        ("pow", "2", "3", "error unknown_function"),
+    ];
+    for (seq, (func, a, b, want)) in (2..).zip(cases) {
+        let reply = caller.call(NAME, &calc(seq, func, a, b)).expect("a reply");
+        assert_eq!(outcome(&reply), want, "{func}({a}, {b})");
+    }
+    let led = request(10, r#"{"func": "led", "args": [true]}"#);
+    assert_eq!(outcome(&caller.call(NAME, &led).expect("led")), "true");
+    let info_call = request(11, r#"{"func": "rpc.info"}"#);
+    assert_eq!(outcome(&caller.call(NAME, &info_call).expect("info")), info);
+
+    // At most once: the same request again gets the remembered reply.
+    let count = request(12, r#"{"func": "count", "args": []}"#);
+    let first = caller.call(NAME, &count).expect("count");
+    caller.send(NAME, &count, Some(b"again"));
+    let again = caller.reply(NAME).expect("the remembered reply");
+    assert_eq!(again.payload, first.payload);
+    assert_eq!(again.correlation.as_deref(), Some(&b"again"[..]));
+    let next = request(13, r#"{"func": "count", "args": []}"#);
+    assert_ne!(
+        outcome(&caller.call(NAME, &next).expect("count")),
+        outcome(&first)
+    );
+
+    // A bad CRC; junk (dropped by the broker or the board).
+    let mut bad = calc(14, "add", "1", "2");
+    bad[12] ^= 0xFF;
+    caller.send(NAME, &bad, None);
+    let reply = caller.reply(NAME).expect("a reply to a bad CRC");
+    assert_eq!(outcome(&reply), "error checksum_mismatch");
+    caller.send(NAME, &vec![0x5A; 1 << 20], None);
+    caller.send(NAME, b"junk", None);
+    let reply = caller
+        .call(NAME, &calc(15, "add", "2", "3"))
+        .expect("still serving");
+    assert_eq!(outcome(&reply), "5");
+
+    // The broker restarts: the board reconnects by itself and announces
+    // itself again; calls work again.
+    broker.restart();
+    let mut caller = Caller::connect(broker.port(), "host-2");
+    caller
+        .status(NAME, |m| status_value(m) != "null")
+        .expect("online again after the restart");
+    let reply = caller
+        .call(NAME, &calc(16, "add", "10", "20"))
+        .expect("a call after the restart");
+    assert_eq!(outcome(&reply), "30");
+
+    // The board goes away (QEMU killed): the will says offline.
+    let _ = board.qemu.0.kill();
+    let offline = caller
+        .status(NAME, |m| status_value(m) == "null")
+        .expect("the will");
+    assert_eq!(status_value(&offline), "null");
+}
