@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use at_core::auth::{CounterNonces, FixedReplies};
 use at_core::calculator::{ADD, DIV, MUL, SUB};
 use at_core::{CallError, Function, HEADER_LEN, Kind, Value};
-use at_embedded_example::desktop::DesktopStack as Stack;
+use at_embedded_example::desktop::{DesktopGuard, DesktopStack as Stack};
 use at_embedded_example::mqtt::{MqttMemory, MqttServer, memory_size};
 use at_tests::broker::Broker;
 use at_tests::{PATIENCE, calc, parse_reply, request};
-use mqtt_caller::{Caller, Message};
+use mqtt_caller::{Caller, Message, hello, opened};
 
 /// MQTT packets in: 1 KiB, as on the board.
 const RX: usize = 1024;
@@ -53,6 +54,17 @@ impl Device {
     /// `offline_first`, else it just drops its connection (a crash: the
     /// broker sends the will).
     fn start(port: u16, name: &str, offline_first: bool) -> Device {
+        Device::start_keyed(port, name, offline_first, None)
+    }
+
+    /// [`Device::start`], requiring section 9 authentication with `key`
+    /// (the desktop servers' guard) when given.
+    fn start_keyed(
+        port: u16,
+        name: &str,
+        offline_first: bool,
+        key: Option<&'static [at_core::auth::Key<'static>]>,
+    ) -> Device {
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU32::new(0));
         let broker: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -67,9 +79,15 @@ impl Device {
                         .expect("a server");
                 let start = Instant::now();
                 let mut stopping: Option<Instant> = None;
+                let mut guard = key.map(|keys| {
+                    DesktopGuard::new(keys, FixedReplies::new(), CounterNonces::new(7))
+                });
                 loop {
                     let now = start.elapsed().as_millis() as u64;
-                    let work = server.poll(&FUNCTIONS[..], &mut at_core::auth::Open, now);
+                    let work = match guard.as_mut() {
+                        Some(guard) => server.poll(&FUNCTIONS[..], guard, now),
+                        None => server.poll(&FUNCTIONS[..], &mut at_core::auth::Open, now),
+                    };
                     connections.store(server.connections(), Ordering::SeqCst);
                     if stop.load(Ordering::SeqCst) {
                         if !offline_first {
@@ -305,4 +323,102 @@ fn reconnects_after_the_broker_restarts_and_the_will_marks_it_offline() {
     let mut late = Caller::connect(broker.port(), "host-r3");
     let retained = late.status("re-1", |_| true).expect("a retained status");
     assert!(retained.retain && offline(&retained), "{retained:?}");
+}
+
+/// The key of the keyed tests (`KID:HEX`).
+const KEY: &str = "fleet:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+#[test]
+fn with_a_key_every_call_is_sealed_end_to_end() {
+    let Some(broker) = broker() else { return };
+    let key: &'static at_host::AuthKey = Box::leak(Box::new(at_host::AuthKey::parse(KEY).unwrap()));
+    let keys: &'static [at_core::auth::Key<'static>] =
+        Box::leak(vec![key.as_core()].into_boxed_slice());
+    let _device = Device::start_keyed(broker.port(), "sealed-1", false, Some(keys));
+    // What the broker carries: everything under at/.
+    let mut sniffer = Caller::connect(broker.port(), "sniffer");
+    sniffer.subscribe_all();
+    let mut caller = Caller::connect(broker.port(), "host-k");
+    let status = caller.status("sealed-1", online).expect("online");
+    assert!(
+        status_value(&status).contains(r#""auth": "required""#),
+        "{}",
+        status_value(&status)
+    );
+
+    // A plain call is refused.
+    let plain = caller
+        .call("sealed-1", &calc(2, "add", "10", "20"))
+        .expect("a reply");
+    assert_eq!(outcome(&plain), "error unauthorized");
+    // An unknown key id is refused.
+    let wrong = request(
+        3,
+        r#"{"func": "rpc.hello", "args": ["other", "101112131415161718191a1b1c1d1e1f"]}"#,
+    );
+    let reply = caller.call("sealed-1", &wrong).expect("a reply");
+    assert_eq!(outcome(&reply), "error unauthorized");
+
+    let session = hello(&mut caller, "sealed-1", key);
+    let add = at_tests::sealed::sealed(&session, 4, r#"{"func": "add", "args": [10, 20]}"#);
+    let reply = caller.call("sealed-1", &add).expect("a sealed reply");
+    assert_eq!(
+        opened(&session, &reply),
+        r#"{"status": "success", "result": 30}"#
+    );
+
+    // A frame the broker replays (the test republishes it) never runs
+    // twice: the guard's remembered reply comes back.
+    let count = at_tests::sealed::sealed(&session, 5, r#"{"func": "count", "args": []}"#);
+    let first = caller.call("sealed-1", &count).expect("count");
+    caller.send("sealed-1", &count, None);
+    let again = caller.reply("sealed-1").expect("the remembered reply");
+    assert_eq!(again.payload, first.payload);
+    let next = at_tests::sealed::sealed(&session, 6, r#"{"func": "count", "args": []}"#);
+    let next = caller.call("sealed-1", &next).expect("count");
+    let n = |body: String| -> i64 {
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["result"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(n(opened(&session, &next)), n(opened(&session, &first)) + 1);
+    // A tampered sealed frame is dropped, as over UDP (no oracle for
+    // forgers): no reply, and it does not run.
+    let mut tampered = at_tests::sealed::sealed(&session, 7, r#"{"func": "add", "args": [1, 2]}"#);
+    let at = tampered.len() - 1;
+    tampered[at] ^= 1;
+    // (its CRC is then wrong too: fix it so only the tag is wrong)
+    let body_end = tampered.len();
+    let crc = at_core::checksum(&tampered[HEADER_LEN..body_end]);
+    tampered[12..16].copy_from_slice(&crc.to_be_bytes());
+    caller.send("sealed-1", &tampered, None);
+    assert!(caller.no_reply("sealed-1", Duration::from_millis(700)));
+
+    // What the broker saw: no key, and every call and reply after the
+    // hello sealed, bar the refusals.
+    let seen = sniffer.drain(Duration::from_millis(300));
+    let secret = &KEY[KEY.find(':').unwrap() + 1..];
+    assert!(!seen.is_empty());
+    for m in &seen {
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains(secret),
+            "the key on {}",
+            m.topic
+        );
+        if m.topic.contains("/status") {
+            continue;
+        }
+        let frame = at_core::Frame::parse(&m.payload, u32::MAX).expect("whole frames only");
+        let sealed = frame.header.flags & at_core::FLAG_AUTH != 0;
+        let body = String::from_utf8_lossy(frame.body);
+        let allowed_plain = body.contains("rpc.hello")
+            || body.contains("\"session\"")
+            || body.contains("unauthorized")
+            || frame.seq() == 2;
+        assert!(
+            sealed || allowed_plain,
+            "a plain frame on {}: {body}",
+            m.topic
+        );
+    }
 }

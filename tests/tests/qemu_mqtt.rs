@@ -20,7 +20,7 @@ use at_core::Kind;
 use at_tests::broker::Broker;
 use at_tests::firmware::{build_firmware, elf_size, missing_tools};
 use at_tests::{KillOnDrop, PATIENCE, calc, parse_reply, request, skip};
-use mqtt_caller::{Caller, Message};
+use mqtt_caller::{Caller, Message, hello, opened};
 
 /// The budget of issue 19 for the MQTT firmware.
 const FLASH: u64 = 96 * 1024;
@@ -191,4 +191,85 @@ fn the_firmware_answers_through_the_broker() {
         .status(NAME, |m| status_value(m) == "null")
         .expect("the will");
     assert_eq!(status_value(&offline), "null");
+}
+
+/// The key of the keyed build (`KID:HEX`).
+const KEY: &str = "board:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
+
+#[test]
+fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
+    if let Some(why) = missing_tools() {
+        skip(&why);
+        return;
+    }
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let address = format!("10.0.2.2:{}", broker.port());
+    let elf = build_firmware(
+        &["--features", "mqtt"],
+        &[
+            ("AT_MQTT_BROKER", &address),
+            ("AT_NAME", "board-k"),
+            ("AT_KEY", KEY),
+        ],
+        "at-embedded-firmware-mqtt-keyed",
+    );
+    let (text, data, bss) = elf_size(&elf);
+    eprintln!(
+        "keyed MQTT firmware: {text} bytes of flash, {} of static RAM",
+        data + bss
+    );
+    assert!(text + data <= FLASH, "flash {text} + {data} over {FLASH}");
+    assert!(data + bss <= STATIC_RAM, "static RAM over {STATIC_RAM}");
+    let _board = start_board(&elf);
+    let mut sniffer = Caller::connect(broker.port(), "sniffer");
+    sniffer.subscribe_all();
+    let mut caller = Caller::connect(broker.port(), "host-k");
+    let online = caller
+        .status("board-k", |m| status_value(m) != "null")
+        .expect("online");
+    assert!(status_value(&online).contains(r#""auth": "required""#));
+    let plain = caller
+        .call("board-k", &calc(2, "add", "10", "20"))
+        .expect("a reply");
+    assert_eq!(outcome(&plain), "error unauthorized");
+
+    let key = at_host::AuthKey::parse(KEY).unwrap();
+    let session = hello(&mut caller, "board-k", &key);
+    let add = at_tests::sealed::sealed(&session, 3, r#"{"func": "add", "args": [10, 20]}"#);
+    let reply = caller.call("board-k", &add).expect("a sealed reply");
+    assert_eq!(
+        opened(&session, &reply),
+        r#"{"status": "success", "result": 30}"#
+    );
+    // Replayed by the broker (republished): the remembered reply.
+    let count = at_tests::sealed::sealed(&session, 4, r#"{"func": "count", "args": []}"#);
+    let first = caller.call("board-k", &count).expect("count");
+    caller.send("board-k", &count, None);
+    let again = caller.reply("board-k").expect("the remembered reply");
+    assert_eq!(again.payload, first.payload);
+
+    let secret = &KEY[KEY.find(':').unwrap() + 1..];
+    for m in sniffer.drain(std::time::Duration::from_millis(300)) {
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains(secret),
+            "{}",
+            m.topic
+        );
+        if m.topic.contains("/status") {
+            continue;
+        }
+        let frame = at_core::Frame::parse(&m.payload, u32::MAX).expect("whole frames");
+        let body = String::from_utf8_lossy(frame.body);
+        let sealed = frame.header.flags & at_core::FLAG_AUTH != 0;
+        assert!(
+            sealed
+                || body.contains("rpc.hello")
+                || body.contains("\"session\"")
+                || frame.seq() == 2,
+            "a plain frame on {}: {body}",
+            m.topic
+        );
+    }
 }

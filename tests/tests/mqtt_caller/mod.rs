@@ -11,7 +11,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{Client, Connection, Event, MqttOptions};
 
-use at_tests::PATIENCE;
+use at_core::auth::ClientSession;
+use at_tests::{PATIENCE, parse_reply, request};
 
 /// A message the caller received.
 #[derive(Clone, Debug)]
@@ -64,6 +65,31 @@ impl Caller {
             }
         }
         caller
+    }
+
+    /// Subscribes to everything under `at/` (what the broker carries);
+    /// waits for the SUBACK.
+    pub fn subscribe_all(&mut self) {
+        self.client
+            .subscribe("at/#", QoS::AtMostOnce)
+            .expect("subscribe");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.event(deadline) {
+                Some(Ok(Event::Incoming(Packet::SubAck(_)))) => return,
+                Some(_) => {}
+                None => panic!("no SUBACK within {PATIENCE:?}"),
+            }
+        }
+    }
+
+    /// Every message that came, until none came for `quiet`.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Message> {
+        let mut all = Vec::new();
+        while let Some(m) = self.next(quiet, |_| true) {
+            all.push(m);
+        }
+        all
     }
 
     fn event(&mut self, deadline: Instant) -> Option<Result<Event, rumqttc::v5::ConnectionError>> {
@@ -169,4 +195,37 @@ fn message(p: Publish) -> Message {
             .and_then(|props| props.correlation_data)
             .map(|c| c.to_vec()),
     }
+}
+
+/// A session made by hand through the broker: the plain hello (seq 1,
+/// `kid`, a fixed client nonce), the server's proof checked under `key`.
+pub fn hello(caller: &mut Caller, device: &str, key: &at_host::AuthKey) -> ClientSession {
+    let nc: [u8; 16] = std::array::from_fn(|i| 0x10 + i as u8);
+    let body = format!(
+        r#"{{"func": "rpc.hello", "args": ["{}", "101112131415161718191a1b1c1d1e1f"]}}"#,
+        key.kid()
+    );
+    let reply = caller
+        .call(device, &request(1, &body))
+        .expect("a hello reply");
+    let json: serde_json::Value = serde_json::from_str(&parse_reply(&reply.payload).body).unwrap();
+    let r = &json["result"];
+    assert!(r.is_object(), "the hello answered: {json}");
+    ClientSession::from_hello(
+        &key.as_core(),
+        &nc,
+        r["session"].as_str().unwrap(),
+        r["nonce"].as_str().unwrap(),
+        r["proof"].as_str().unwrap(),
+    )
+    .expect("the server's proof verifies")
+}
+
+/// A sealed reply's body, checked under `session`.
+pub fn opened(session: &ClientSession, m: &Message) -> String {
+    let frame = at_core::Frame::parse(&m.payload, u32::MAX).expect("a frame");
+    let body = session
+        .open_reply(&frame)
+        .expect("a sealed reply from the session");
+    String::from_utf8(body.to_vec()).unwrap()
 }
