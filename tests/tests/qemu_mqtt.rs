@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use at_core::Kind;
 use at_tests::broker::Broker;
-use at_tests::firmware::{build_firmware, elf_size, missing_tools};
+use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, missing_tools};
 use at_tests::{KillOnDrop, PATIENCE, calc, parse_reply, request, skip};
 use mqtt_caller::{Caller, Message, hello, opened};
 
@@ -26,6 +26,10 @@ use mqtt_caller::{Caller, Message, hello, opened};
 const FLASH: u64 = 96 * 1024;
 const STATIC_RAM: u64 = 40 * 1024;
 const NAME: &str = "board-1";
+/// The stack budget of docs/EMBEDDED.md (issue 20) the networked builds
+/// keep: at start-up, and after serving.
+const STACK_AT_START: u64 = 8 * 1024;
+const STACK_SERVING: u64 = 10 * 1024;
 
 /// QEMU running the firmware, and its UART's output.
 struct Board {
@@ -191,6 +195,15 @@ fn the_firmware_answers_through_the_broker() {
         .status(NAME, |m| status_value(m) == "null")
         .expect("the will");
     assert_eq!(status_value(&offline), "null");
+
+    // The peak stack, with calls through the broker (its own QEMU).
+    let port = broker.port().to_string();
+    check_stack_peak(
+        &elf,
+        &["--mqtt", &port, "--name", NAME],
+        STACK_AT_START,
+        STACK_SERVING,
+    );
 }
 
 /// The key of the keyed build (`KID:HEX`).
@@ -222,7 +235,7 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
     );
     assert!(text + data <= FLASH, "flash {text} + {data} over {FLASH}");
     assert!(data + bss <= STATIC_RAM, "static RAM over {STATIC_RAM}");
-    let _board = start_board(&elf);
+    let board = start_board(&elf);
     let mut sniffer = Caller::connect(broker.port(), "sniffer");
     sniffer.subscribe_all();
     let mut caller = Caller::connect(broker.port(), "host-k");
@@ -272,4 +285,12 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
             m.topic
         );
     }
+    drop(board);
+    let port = broker.port().to_string();
+    check_stack_peak(
+        &elf,
+        &["--mqtt", &port, "--name", "board-k"],
+        STACK_AT_START,
+        STACK_SERVING,
+    );
 }

@@ -400,6 +400,10 @@ where
     /// [`Guard`](at_core::auth::Guard) for section 9, or
     /// [`Open`](at_core::auth::Open)). `now` is the board's clock in ms.
     /// Returns the work done (0: idle). Errors are logged, never returned.
+    ///
+    /// Never inlined: its topic buffers then stay out of the caller's
+    /// frame, which on a board is live while everything else is built.
+    #[inline(never)]
     pub fn poll<F, R>(&mut self, functions: &F, responder: &mut R, now: u64) -> usize
     where
         F: Functions + ?Sized,

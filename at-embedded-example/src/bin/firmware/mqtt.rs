@@ -20,8 +20,9 @@
 //! (tcp, udp, mqtt)` with `net`); after that the UART carries AT frames
 //! only. The broker connection is `at_embedded_example::mqtt::MqttServer`
 //! over the same `SmoltcpStack` (shared through a `RefCell`, borrowed by
-//! one server at a time), with one TCP socket of its own (two in the pool,
-//! so that a reconnection never waits for the old one to drain). While the
+//! one server at a time), with one TCP socket of its own in the pool (a
+//! closed one drains well within the first backoff of 0.5 s; should it not,
+//! that attempt fails and the next one, after the backoff, gets it). While the
 //! broker is away the other servers go on serving; the MQTT server tries
 //! again after 0.5 s, doubling to 30 s.
 

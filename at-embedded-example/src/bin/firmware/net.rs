@@ -51,14 +51,14 @@ const PORT: u16 = 16724;
 /// TCP connections served at once; one more is let in to be told `busy`.
 pub const CLIENTS: usize = 3;
 /// TCP sockets: the clients, the spare, the connection home, and the
-/// broker's (two: one may still be draining when the next connects).
+/// broker's (one: a closed one drains within the reconnection backoff).
 const TCP_SOCKETS: usize = SERVER_SOCKETS + CALL_HOME_SOCKETS + MQTT_SOCKETS;
 #[cfg(feature = "net")]
 const SERVER_SOCKETS: usize = CLIENTS + 1;
 #[cfg(not(feature = "net"))]
 const SERVER_SOCKETS: usize = 0;
 #[cfg(feature = "mqtt")]
-const MQTT_SOCKETS: usize = 2;
+const MQTT_SOCKETS: usize = 1;
 #[cfg(not(feature = "mqtt"))]
 const MQTT_SOCKETS: usize = 0;
 #[cfg(at_call_home)]
