@@ -143,10 +143,9 @@ impl<'a, S> Link<'a, S> {
 }
 
 impl<S: TcpClientStack> Link<'_, S> {
+    /// Closes the connection because it failed: the server is told.
     fn drop_inner(&self, stack: &mut S, socket: &mut LinkSocket<S::TcpSocket>) {
-        if let Some(inner) = socket.inner.take() {
-            let _ = stack.close(inner);
-        }
+        close_inner(stack, socket);
         self.signals.closed.set(true);
     }
 
@@ -158,7 +157,9 @@ impl<S: TcpClientStack> Link<'_, S> {
     ) -> Result<Open<'s, 'k, S>, LinkError<S::Error>> {
         let mut stack = self.stack.try_borrow_mut().map_err(|_| LinkError::Busy)?;
         if self.signals.abort.replace(false) {
-            self.drop_inner(&mut stack, socket);
+            // The server asked for it and is already waiting its backoff:
+            // not reported again.
+            close_inner(&mut *stack, socket);
             return Err(LinkError::Closed);
         }
         match socket.inner.as_mut() {
@@ -191,10 +192,8 @@ where
             .stack
             .try_borrow_mut()
             .map_err(|_| nb::Error::Other(LinkError::Busy))?;
-        if self.signals.abort.replace(false)
-            && let Some(inner) = socket.inner.take()
-        {
-            let _ = stack.close(inner);
+        if self.signals.abort.replace(false) {
+            close_inner(&mut *stack, socket);
         }
         let inner = match socket.inner.as_mut() {
             Some(inner) => inner,
@@ -267,6 +266,13 @@ where
             stack.close(inner).map_err(LinkError::Stack)?;
         }
         Ok(())
+    }
+}
+
+/// Closes the stack's socket of `socket`, if it has one.
+fn close_inner<S: TcpClientStack>(stack: &mut S, socket: &mut LinkSocket<S::TcpSocket>) {
+    if let Some(inner) = socket.inner.take() {
+        let _ = stack.close(inner);
     }
 }
 

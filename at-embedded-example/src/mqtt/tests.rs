@@ -210,3 +210,34 @@ fn patch_connect_leaves_other_packets_alone() {
     let mut short = [0x10, 0x80];
     assert!(!patch_connect(&mut short));
 }
+
+#[test]
+fn no_connack_in_time_reconnects_after_one_backoff() {
+    let stack = RefCell::new(Fake::default());
+    let mut memory = Box::new(MqttMemory::<MEMORY>::new());
+    let mut server =
+        MqttServer::<Fake, RX, TX, 2>::new(&stack, &mut memory, broker(), "board-3").unwrap();
+    // TCP up and the CONNECT sent; the broker never answers.
+    server.poll(&CALCULATOR, &mut Open, 0);
+    server.poll(&CALCULATOR, &mut Open, 1);
+    assert!(matches!(server.state(), State::Connecting { since: 0 }));
+    server.poll(&CALCULATOR, &mut Open, super::CONNECT_MS);
+    let retry = super::CONNECT_MS + 500;
+    assert_eq!(server.state(), State::Waiting { retry_at: retry });
+    // After the backoff: the old connection is closed, a new one made and
+    // a new CONNECT sent, without a second backoff.
+    for t in 0..4 {
+        server.poll(&CALCULATOR, &mut Open, retry + t);
+        assert!(
+            matches!(server.state(), State::Connecting { .. }),
+            "{:?} at {}",
+            server.state(),
+            retry + t
+        );
+    }
+    let fake = stack.borrow();
+    assert_eq!(fake.connects, 2);
+    assert!(fake.closed >= 1, "the stale connection was closed");
+    let connects = fake.sent.iter().filter(|b| **b == 0x10).count();
+    assert!(connects >= 2, "a second CONNECT");
+}
