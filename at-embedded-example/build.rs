@@ -5,8 +5,9 @@
 //! Without `AT_KEY` authentication is off. With `--features mqtt`: reads
 //! the broker, `AT_MQTT_BROKER` (`a.b.c.d:port`, default `10.0.2.2:1883`,
 //! the host as QEMU's user network shows it), and checks `AT_NAME` is a
-//! name MQTT and section 11 accept (`AT_FIRMWARE_MQTT_BROKER`). Host
-//! builds are untouched.
+//! name MQTT and section 11 accept (`AT_FIRMWARE_MQTT_BROKER`), and the
+//! broker login, `AT_MQTT_USER` with `AT_MQTT_PASSWORD` (`cfg(at_mqtt_login)`).
+//! Host builds are untouched.
 
 use std::path::PathBuf;
 use std::{env, fs};
@@ -17,6 +18,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=AT_KEY");
     println!("cargo:rerun-if-env-changed=AT_CALL_HOME");
     println!("cargo:rerun-if-env-changed=AT_MQTT_BROKER");
+    println!("cargo:rerun-if-env-changed=AT_MQTT_USER");
+    println!("cargo:rerun-if-env-changed=AT_MQTT_PASSWORD");
+    println!("cargo:rustc-check-cfg=cfg(at_mqtt_login)");
     println!("cargo:rerun-if-env-changed=AT_NAME");
     println!("cargo:rustc-check-cfg=cfg(at_auth)");
     println!("cargo:rustc-check-cfg=cfg(at_call_home)");
@@ -79,8 +83,10 @@ fn mqtt() {
         .map(|b| b.trim().to_owned())
         .unwrap_or_default();
     if env::var_os("CARGO_FEATURE_MQTT").is_none() {
-        if !broker.is_empty() {
-            panic!("AT_MQTT_BROKER: the MQTT firmware is built with --features mqtt");
+        for var in ["AT_MQTT_BROKER", "AT_MQTT_USER", "AT_MQTT_PASSWORD"] {
+            if env::var(var).is_ok_and(|v| !v.trim().is_empty()) {
+                panic!("{var}: the MQTT firmware is built with --features mqtt");
+            }
         }
         return;
     }
@@ -108,6 +114,19 @@ fn mqtt() {
         }
     }
     println!("cargo:rustc-env=AT_FIRMWARE_MQTT_BROKER={broker}");
+    let user = env::var("AT_MQTT_USER").unwrap_or_default();
+    let password = env::var("AT_MQTT_PASSWORD").unwrap_or_default();
+    match (user.is_empty(), password.is_empty()) {
+        (true, true) => {}
+        (false, false) if user.len() <= 64 && password.len() <= 64 => {
+            // Never printed: rustc-env lines are not shown.
+            println!("cargo:rustc-cfg=at_mqtt_login");
+            println!("cargo:rustc-env=AT_FIRMWARE_MQTT_USER={user}");
+            println!("cargo:rustc-env=AT_FIRMWARE_MQTT_PASSWORD={password}");
+        }
+        (false, false) => panic!("AT_MQTT_USER and AT_MQTT_PASSWORD are at most 64 bytes each"),
+        _ => panic!("AT_MQTT_USER and AT_MQTT_PASSWORD go together"),
+    }
 }
 
 /// `KID:HEX`: a key id of 1 to 32 of `A-Z a-z 0-9 - _ .`, and 64

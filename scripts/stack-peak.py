@@ -3,7 +3,7 @@
 
     scripts/stack-peak.py ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
     scripts/stack-peak.py --uart ELF [--max-start BYTES] [--max-serving BYTES]
-    scripts/stack-peak.py --mqtt PORT [--name NAME] ELF [--max-start BYTES] [--max-serving BYTES]
+    scripts/stack-peak.py --mqtt PORT [--name NAME] [--mqtt-login USER:PASS] ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
 mps2-an386 with the documented network options, a monitor socket and a
@@ -25,7 +25,8 @@ and line noise on the UART. With `--mqtt PORT`, ELF is an MQTT build
 (`--features mqtt`, `AT_MQTT_BROKER=10.0.2.2:PORT`, `AT_NAME=NAME`) and a
 broker must listen on 127.0.0.1:PORT: the serving figure is taken after
 the same calls (and a bad CRC) through the broker, from a minimal MQTT 5
-client here (QoS 0, retransmitting each second until answered); a
+client here (QoS 0, retransmitting each second until answered; logging in
+with `--mqtt-login USER:PASS`, client id `stack-peak`); a
 `--features net,mqtt` build gets the TCP and UDP traffic too.
 
 Prints the start-up peak, the serving peak and the larger of the two (the
@@ -132,11 +133,18 @@ def traffic(tcp_port: int, udp_port: int):
 class Mqtt:
     """A minimal MQTT 5 client: CONNECT, one SUBSCRIBE, QoS 0 PUBLISH."""
 
-    def __init__(self, port: int, client_id: str):
+    def __init__(self, port: int, client_id: str, login=None):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
         cid = client_id.encode()
-        # Protocol MQTT 5, Clean Start, keep-alive 60 s, no properties.
-        self.packet(0x10, b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + struct.pack(">H", len(cid)) + cid)
+        # Protocol MQTT 5, Clean Start (and user name and password flags),
+        # keep-alive 60 s, no properties.
+        flags, tail = 0x02, b""
+        if login is not None:
+            user, password = (x.encode() for x in login.split(":", 1))
+            flags |= 0xC0
+            tail = struct.pack(">H", len(user)) + user + struct.pack(">H", len(password)) + password
+        self.packet(0x10, b"\x00\x04MQTT\x05" + bytes([flags]) + b"\x00\x3c\x00"
+                    + struct.pack(">H", len(cid)) + cid + tail)
         if self.read()[0] >> 4 != 2:
             raise ConnectionError("no CONNACK")
 
@@ -218,9 +226,9 @@ class Mqtt:
         raise TimeoutError(f"no MQTT reply from {device}")
 
 
-def mqtt_traffic(port: int, device: str):
+def mqtt_traffic(port: int, device: str, login=None):
     """The calls of `traffic` through the broker, and a bad CRC."""
-    client = Mqtt(port, "stack-peak")
+    client = Mqtt(port, "stack-peak", login)
     client.subscribe("at/+/rep/stack-peak")
     for seq, c in enumerate(CALLS, start=1):
         client.call(device, request(seq, *c))
@@ -423,6 +431,8 @@ def main() -> int:
                              "rpc.ping answered, serving over the UART")
     parser.add_argument("--mqtt", type=int, metavar="PORT",
                         help="an MQTT build: calls through the broker on 127.0.0.1:PORT")
+    parser.add_argument("--mqtt-login", metavar="USER:PASS",
+                        help="log in to the broker (a password file and ACL)")
     parser.add_argument("--name", default="mps2-an386",
                         help="the MQTT build's AT_NAME (default mps2-an386)")
     args = parser.parse_args()
@@ -457,7 +467,7 @@ def main() -> int:
             start = dump(monitor, ebss)
             paint(gdb, ebss, running=True)
             if args.mqtt is not None:
-                mqtt_traffic(args.mqtt, args.name)
+                mqtt_traffic(args.mqtt, args.name, args.mqtt_login)
             if args.mqtt is None or "port 16724" in line:
                 traffic(tcp_port, udp_port)
             if args.key is not None and args.mqtt is None:

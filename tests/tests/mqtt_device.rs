@@ -17,8 +17,8 @@ use at_core::auth::{CounterNonces, FixedReplies};
 use at_core::calculator::{ADD, DIV, MUL, SUB};
 use at_core::{CallError, Function, HEADER_LEN, Kind, Value};
 use at_embedded_example::desktop::{DesktopGuard, DesktopStack as Stack};
-use at_embedded_example::mqtt::{MqttMemory, MqttServer, memory_size};
-use at_tests::broker::Broker;
+use at_embedded_example::mqtt::{Login, MqttMemory, MqttServer, memory_size};
+use at_tests::broker::{Broker, BrokerConfig, CONTRACT_ACL};
 use at_tests::{PATIENCE, calc, parse_reply, request};
 use mqtt_caller::{Caller, Message, hello, opened};
 
@@ -65,6 +65,18 @@ impl Device {
         offline_first: bool,
         key: Option<&'static [at_core::auth::Key<'static>]>,
     ) -> Device {
+        Device::start_with(port, name, offline_first, key, None)
+    }
+
+    /// [`Device::start_keyed`], logging in to the broker as `login`.
+    fn start_with(
+        port: u16,
+        name: &str,
+        offline_first: bool,
+        key: Option<&'static [at_core::auth::Key<'static>]>,
+        login: Option<(&str, &str)>,
+    ) -> Device {
+        let login = login.map(|(u, p)| (u.to_owned(), p.to_owned()));
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU32::new(0));
         let broker: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -74,9 +86,18 @@ impl Device {
             std::thread::spawn(move || {
                 let stack = RefCell::new(Stack::default());
                 let mut memory = Box::new(MqttMemory::<MEMORY>::new());
-                let mut server =
-                    MqttServer::<Stack, RX, TX, CACHE>::new(&stack, &mut memory, broker, &name)
-                        .expect("a server");
+                let login = login
+                    .as_ref()
+                    .map(|(user, password)| Login { user, password });
+                let mut server = MqttServer::<Stack, RX, TX, CACHE>::with_login(
+                    &stack,
+                    &mut memory,
+                    broker,
+                    &name,
+                    "at",
+                    login,
+                )
+                .expect("a server");
                 let start = Instant::now();
                 let mut stopping: Option<Instant> = None;
                 let mut guard = key.map(|keys| {
@@ -421,4 +442,42 @@ fn with_a_key_every_call_is_sealed_end_to_end() {
             m.topic
         );
     }
+}
+
+#[test]
+fn logs_in_and_keeps_to_the_contract_acl() {
+    let users = [("acl-1", "pw-1"), ("host-a", "pw-h")];
+    let config = BrokerConfig {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        acl: Some(CONTRACT_ACL.to_owned()),
+    };
+    let Some(broker) = Broker::start_with(config) else {
+        return;
+    };
+    // A wrong password: refused by the broker, retried with backoff, never
+    // online, no panic.
+    let mut wrong =
+        Device::start_with(broker.port(), "acl-1", false, None, Some(("acl-1", "nope")));
+    let mut caller = Caller::connect_as(broker.port(), "host-a", Some(("host-a", "pw-h")));
+    let status = caller.next(Duration::from_secs(2), |t| t == "at/acl-1/status");
+    assert!(
+        status.is_none(),
+        "a device with a wrong password came online"
+    );
+    assert_eq!(wrong.connections(), 0);
+    wrong.stop();
+    // The right one: online, and answering, with every topic it uses
+    // allowed by the contract's ACL (a denied publish would be dropped).
+    let _device = Device::start_with(broker.port(), "acl-1", false, None, Some(("acl-1", "pw-1")));
+    let status = caller
+        .status("acl-1", online)
+        .expect("online under the ACL");
+    assert!(status_value(&status).contains(r#""name": "acl-1""#));
+    let reply = caller
+        .call("acl-1", &calc(1, "add", "10", "20"))
+        .expect("a reply under the ACL");
+    assert_eq!(outcome(&reply), "30");
 }

@@ -5,7 +5,8 @@
 //! 127.0.0.1 (10.0.2.2 from the guest), and a rumqttc v5 caller calls it
 //! through the broker. Checks the budget (96 KiB of flash, 40 KiB of
 //! static RAM), the retained status and the will, calls, at-most-once,
-//! a bad CRC, and a broker restart. Skips without `qemu-system-arm`, the
+//! a bad CRC, and a broker restart; the keyed build logs in to a broker
+//! with a password file and the contract's ACL. Skips without `qemu-system-arm`, the
 //! Rust target or `mosquitto`, and fails so under `AT_REQUIRE_ALL=1`.
 
 mod mqtt_caller;
@@ -17,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use at_core::Kind;
-use at_tests::broker::Broker;
+use at_tests::broker::{Broker, BrokerConfig, CONTRACT_ACL};
 use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, missing_tools};
 use at_tests::{KillOnDrop, PATIENCE, calc, parse_reply, request, skip};
 use mqtt_caller::{Caller, Message, hello, opened};
@@ -236,9 +237,9 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
     assert!(text + data <= FLASH, "flash {text} + {data} over {FLASH}");
     assert!(data + bss <= STATIC_RAM, "static RAM over {STATIC_RAM}");
     let board = start_board(&elf);
-    let mut sniffer = Caller::connect(broker.port(), "sniffer");
+    let mut sniffer = Caller::connect_as(broker.port(), "sniffer", Some(("sniffer", "pw-s")));
     sniffer.subscribe_all();
-    let mut caller = Caller::connect(broker.port(), "host-k");
+    let mut caller = Caller::connect_as(broker.port(), "host-k", Some(("host-k", "pw-h")));
     let online = caller
         .status("board-k", |m| status_value(m) != "null")
         .expect("online");
@@ -289,7 +290,14 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
     let port = broker.port().to_string();
     check_stack_peak(
         &elf,
-        &["--mqtt", &port, "--name", "board-k"],
+        &[
+            "--mqtt",
+            &port,
+            "--name",
+            "board-k",
+            "--mqtt-login",
+            "stack-peak:pw-p",
+        ],
         STACK_AT_START,
         STACK_SERVING,
     );

@@ -102,6 +102,8 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_PREFIX: usize = 16;
 /// The longest topic: `<prefix>/<name>/req/<caller>`.
 pub const MAX_TOPIC: usize = MAX_PREFIX + 1 + MAX_NAME + 5 + MAX_NAME;
+/// The longest user name, and the longest password, given to the broker.
+pub const MAX_LOGIN: usize = 64;
 /// The longest Correlation Data copied into a reply (contract 11.1 rule 11).
 pub const MAX_CORRELATION: usize = 8;
 
@@ -126,7 +128,18 @@ const fn tx_packet(tx: usize) -> usize {
 /// `tx`-byte AT replies needs: the will, the receive and send buffers, and
 /// room for the one QoS 1 status message awaiting its PUBACK.
 pub const fn memory_size(rx: usize, tx: usize) -> usize {
-    WILL_LEN + rx + 2 * tx_packet(tx)
+    WILL_LEN + 2 * MAX_LOGIN + rx + 2 * tx_packet(tx)
+}
+
+/// A user name and password for the broker (Mosquitto's `password_file`;
+/// with an ACL the user is the AT name). Sent in clear: the board has no
+/// TLS, so use them on a network you trust, and the ACL to bind names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Login<'a> {
+    /// The user name (at most [`MAX_LOGIN`] bytes).
+    pub user: &'a str,
+    /// The password (at most [`MAX_LOGIN`] bytes).
+    pub password: &'a str,
 }
 
 /// Why a server could not be made.
@@ -138,6 +151,8 @@ pub enum MqttError {
     BadPrefix,
     /// The memory is too small for the buffers.
     Memory,
+    /// A user name or password over [`MAX_LOGIN`] bytes.
+    BadLogin,
 }
 
 impl fmt::Display for MqttError {
@@ -146,6 +161,7 @@ impl fmt::Display for MqttError {
             MqttError::BadName => "a name is 1 to 64 of A-Z a-z 0-9 - _ .",
             MqttError::BadPrefix => "a topic prefix is 1 to 16 of A-Z a-z 0-9 - _ .",
             MqttError::Memory => "the MQTT memory is too small for its buffers",
+            MqttError::BadLogin => "a user name or password is at most 64 bytes",
         })
     }
 }
@@ -316,7 +332,23 @@ where
         name: &'a str,
         prefix: &'a str,
     ) -> Result<Self, MqttError> {
+        Self::with_login(stack, memory, broker, name, prefix, None)
+    }
+
+    /// [`with_prefix`](Self::with_prefix), logging in to the broker with
+    /// `login` when given.
+    pub fn with_login<const BUF: usize>(
+        stack: &'a RefCell<S>,
+        memory: &'a mut MqttMemory<BUF>,
+        broker: SocketAddr,
+        name: &'a str,
+        prefix: &'a str,
+        login: Option<Login<'_>>,
+    ) -> Result<Self, MqttError> {
         let () = Self::CHECK;
+        if login.is_some_and(|l| l.user.len() > MAX_LOGIN || l.password.len() > MAX_LOGIN) {
+            return Err(MqttError::BadLogin);
+        }
         if !valid_name(name, MAX_NAME) {
             return Err(MqttError::BadName);
         }
@@ -339,7 +371,13 @@ where
             .qos(QoS::AtLeastOnce);
         let mut ip_broker = IpBroker::new(broker.ip());
         minimq::Broker::set_port(&mut ip_broker, broker.port());
-        let config = ConfigBuilder::new(ip_broker, &mut buffer[..])
+        let mut config = ConfigBuilder::new(ip_broker, &mut buffer[..]);
+        if let Some(login) = login {
+            config = config
+                .set_auth(login.user, login.password)
+                .map_err(|_| MqttError::BadLogin)?;
+        }
+        let config = config
             .client_id(name)
             .map_err(|_| MqttError::BadName)?
             .keepalive_interval(KEEP_ALIVE_S)

@@ -38,7 +38,15 @@ impl Caller {
     /// Connects to the broker on 127.0.0.1:`port` and subscribes to its
     /// reply topics and to every status; waits for both SUBACKs.
     pub fn connect(port: u16, name: &str) -> Caller {
+        Caller::connect_as(port, name, None)
+    }
+
+    /// [`Caller::connect`] with a user name and password.
+    pub fn connect_as(port: u16, name: &str, login: Option<(&str, &str)>) -> Caller {
         let mut options = MqttOptions::new(name, "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(Some(4 << 20));
         let (client, connection) = Client::new(options, 64);

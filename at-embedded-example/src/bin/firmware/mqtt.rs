@@ -15,6 +15,9 @@
 //!     -kernel target/thumbv7em-none-eabihf/firmware/at-embedded-firmware
 //! ```
 //!
+//! With `AT_MQTT_USER` and `AT_MQTT_PASSWORD` it logs in to the broker
+//! (Mosquitto's `password_file`; sent in clear, as the board has no TLS).
+//!
 //! Once it has an address the firmware writes one text line on UART0
 //! (`at-embedded-firmware: listening on a.b.c.d (mqtt)`, or `... port 16724
 //! (tcp, udp, mqtt)` with `net`); after that the UART carries AT frames
@@ -28,7 +31,7 @@
 
 use core::cell::RefCell;
 
-use at_embedded_example::mqtt::{MqttMemory, MqttServer, memory_size};
+use at_embedded_example::mqtt::{Login, MqttMemory, MqttServer, PREFIX, memory_size};
 use smoltcp::time::Instant;
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -173,6 +176,15 @@ fn mqtt_server(shared: &'static Shared) -> Option<&'static mut Server> {
     let broker = env!("AT_FIRMWARE_MQTT_BROKER").parse().ok()?;
     let memory = MEMORY_CELL.try_take()?;
     SERVER
-        .try_init_with(|| MqttServer::new(shared, memory, broker, NAME).ok())?
+        .try_init_with(|| MqttServer::with_login(shared, memory, broker, NAME, PREFIX, LOGIN).ok())?
         .as_mut()
 }
+
+/// The broker login of the build (`AT_MQTT_USER`, `AT_MQTT_PASSWORD`).
+#[cfg(at_mqtt_login)]
+const LOGIN: Option<Login<'static>> = Some(Login {
+    user: env!("AT_FIRMWARE_MQTT_USER"),
+    password: env!("AT_FIRMWARE_MQTT_PASSWORD"),
+});
+#[cfg(not(at_mqtt_login))]
+const LOGIN: Option<Login<'static>> = None;
