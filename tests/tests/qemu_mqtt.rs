@@ -216,7 +216,22 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
         skip(&why);
         return;
     }
-    let Some(broker) = Broker::start() else {
+    // A broker with a password file and the contract's ACL (the sniffer
+    // may read everything, as an operator's tool would).
+    let users = [
+        ("board-k", "pw-k"),
+        ("host-k", "pw-h"),
+        ("sniffer", "pw-s"),
+        ("stack-peak", "pw-p"),
+    ];
+    let config = BrokerConfig {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        acl: Some(format!("user sniffer\ntopic read at/#\n\n{CONTRACT_ACL}")),
+    };
+    let Some(broker) = Broker::start_with(config) else {
         return;
     };
     let address = format!("10.0.2.2:{}", broker.port());
@@ -226,6 +241,8 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
             ("AT_MQTT_BROKER", &address),
             ("AT_NAME", "board-k"),
             ("AT_KEY", KEY),
+            ("AT_MQTT_USER", "board-k"),
+            ("AT_MQTT_PASSWORD", "pw-k"),
         ],
         "at-embedded-firmware-mqtt-keyed",
     );
