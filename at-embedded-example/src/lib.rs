@@ -11,6 +11,7 @@
 //! | [`TcpServer`] | [`embedded_nal::TcpFullStack`] | Ethernet / Wi-Fi chips with a TCP stack |
 //! | [`UdpServer`] | [`embedded_nal::UdpFullStack`] | the same, connectionless |
 //! | [`StreamServer`] | [`embedded_io::Read`] + [`embedded_io::Write`] | a UART, USB CDC |
+//! | `mqtt::MqttServer` (feature `mqtt`) | [`embedded_nal::TcpClientStack`], out to a broker | boards behind a NAT (contract section 11) |
 //!
 //! The network servers never block: each `poll` does what the stack can do
 //! now (`nb::Error::WouldBlock` means "later") and returns, so one main loop
