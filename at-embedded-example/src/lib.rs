@@ -62,7 +62,7 @@
 //!   which run these very servers on a PC over `std-embedded-nal`.
 //! - `net`: the `smoltcp_nal` module (embedded-nal over smoltcp) and the
 //!   firmware's network path (`--features net`, see docs/EMBEDDED.md).
-//! - `mqtt`: the [`mqtt`] module (AT over MQTT 5 through a broker, with
+//! - `mqtt`: the `mqtt` module (AT over MQTT 5 through a broker, with
 //!   minimq), and the firmware's MQTT path (`--features mqtt`).
 #![no_std]
 #![deny(unsafe_code)]
