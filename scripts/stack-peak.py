@@ -3,6 +3,7 @@
 
     scripts/stack-peak.py ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
     scripts/stack-peak.py --uart ELF [--max-start BYTES] [--max-serving BYTES]
+    scripts/stack-peak.py --mqtt PORT [--name NAME] [--mqtt-login USER:PASS] ELF [KID:HEX] [--max-start BYTES] [--max-serving BYTES]
 
 Boots ELF (an `at-embedded-firmware --features net` build) on QEMU's
 mps2-an386 with the documented network options, a monitor socket and a
@@ -20,7 +21,13 @@ the binary, default target/debug/at-host) and dumps again: the peak
 while serving. With `--uart`, ELF is a UART-only build: the start-up
 figure is taken once it has answered one `rpc.ping` on its UART (it says
 nothing at start), and the serving one after the same calls, a bad CRC
-and line noise on the UART.
+and line noise on the UART. With `--mqtt PORT`, ELF is an MQTT build
+(`--features mqtt`, `AT_MQTT_BROKER=10.0.2.2:PORT`, `AT_NAME=NAME`) and a
+broker must listen on 127.0.0.1:PORT: the serving figure is taken after
+the same calls (and a bad CRC) through the broker, from a minimal MQTT 5
+client here (QoS 0, retransmitting each second until answered; logging in
+with `--mqtt-login USER:PASS`, client id `stack-peak`); a
+`--features net,mqtt` build gets the TCP and UDP traffic too.
 
 Prints the start-up peak, the serving peak and the larger of the two (the
 peak after serving: what a board must have), in bytes. With
@@ -121,6 +128,114 @@ def traffic(tcp_port: int, udp_port: int):
                 pass
         except OSError:
             pass
+
+
+class Mqtt:
+    """A minimal MQTT 5 client: CONNECT, one SUBSCRIBE, QoS 0 PUBLISH."""
+
+    def __init__(self, port: int, client_id: str, login=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+        cid = client_id.encode()
+        # Protocol MQTT 5, Clean Start (and user name and password flags),
+        # keep-alive 60 s, no properties.
+        flags, tail = 0x02, b""
+        if login is not None:
+            user, password = (x.encode() for x in login.split(":", 1))
+            flags |= 0xC0
+            tail = struct.pack(">H", len(user)) + user + struct.pack(">H", len(password)) + password
+        self.packet(0x10, b"\x00\x04MQTT\x05" + bytes([flags]) + b"\x00\x3c\x00"
+                    + struct.pack(">H", len(cid)) + cid + tail)
+        if self.read()[0] >> 4 != 2:
+            raise ConnectionError("no CONNACK")
+
+    @staticmethod
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def packet(self, first: int, rest: bytes):
+        self.s.sendall(bytes([first]) + self.varint(len(rest)) + rest)
+
+    def read(self):
+        def exactly(n):
+            data = b""
+            while len(data) < n:
+                chunk = self.s.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError("closed")
+                data += chunk
+            return data
+        first = exactly(1)[0]
+        length, shift = 0, 0
+        while True:
+            b = exactly(1)[0]
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        return first, exactly(length)
+
+    def subscribe(self, topic: str):
+        t = topic.encode()
+        self.packet(0x82, b"\x00\x01\x00" + struct.pack(">H", len(t)) + t + b"\x00")
+        while self.read()[0] >> 4 != 9:
+            pass
+
+    def publish(self, topic: str, payload: bytes):
+        t = topic.encode()
+        self.packet(0x30, struct.pack(">H", len(t)) + t + b"\x00" + payload)
+
+    def next_publish(self, timeout: float):
+        """(topic, payload) of the next PUBLISH, or None after timeout."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.s.settimeout(left)
+            try:
+                first, body = self.read()
+            except socket.timeout:
+                return None
+            if first >> 4 != 3:
+                continue
+            n, = struct.unpack_from(">H", body, 0)
+            topic, i = body[2:2 + n].decode(), 2 + n
+            if (first >> 1) & 3:
+                i += 2
+            plen, shift = 0, 0
+            while True:
+                b = body[i]
+                i += 1
+                plen |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            return topic, body[i + plen:]
+        return None
+
+    def call(self, device: str, frame_bytes: bytes) -> bytes:
+        me = "stack-peak"
+        deadline = time.monotonic() + 3 * PATIENCE
+        while time.monotonic() < deadline:
+            self.publish(f"at/{device}/req/{me}", frame_bytes)
+            got = self.next_publish(1.0)
+            if got is not None and got[0] == f"at/{device}/rep/{me}":
+                return got[1]
+        raise TimeoutError(f"no MQTT reply from {device}")
+
+
+def mqtt_traffic(port: int, device: str, login=None):
+    """The calls of `traffic` through the broker, and a bad CRC."""
+    client = Mqtt(port, "stack-peak", login)
+    client.subscribe("at/+/rep/stack-peak")
+    for seq, c in enumerate(CALLS, start=1):
+        client.call(device, request(seq, *c))
+    bad = bytearray(request(99, "add", "1", "2"))
+    bad[12] ^= 1
+    client.call(device, bytes(bad))
+    client.s.close()
 
 
 def at_host_calls(tcp_port: int, udp_port: int, key: str):
@@ -314,6 +429,12 @@ def main() -> int:
     parser.add_argument("--uart", action="store_true",
                         help="a UART-only build: start-up is measured after one "
                              "rpc.ping answered, serving over the UART")
+    parser.add_argument("--mqtt", type=int, metavar="PORT",
+                        help="an MQTT build: calls through the broker on 127.0.0.1:PORT")
+    parser.add_argument("--mqtt-login", metavar="USER:PASS",
+                        help="log in to the broker (a password file and ACL)")
+    parser.add_argument("--name", default="mps2-an386",
+                        help="the MQTT build's AT_NAME (default mps2-an386)")
     args = parser.parse_args()
     ebss = bss_end(open(args.elf, "rb").read())
     tcp_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
@@ -345,8 +466,11 @@ def main() -> int:
                 return 1
             start = dump(monitor, ebss)
             paint(gdb, ebss, running=True)
-            traffic(tcp_port, udp_port)
-            if args.key is not None:
+            if args.mqtt is not None:
+                mqtt_traffic(args.mqtt, args.name, args.mqtt_login)
+            if args.mqtt is None or "port 16724" in line:
+                traffic(tcp_port, udp_port)
+            if args.key is not None and args.mqtt is None:
                 at_host_calls(tcp_port, udp_port, args.key)
         serving = dump(monitor, ebss)
     finally:

@@ -11,6 +11,7 @@
 //! | [`TcpServer`] | [`embedded_nal::TcpFullStack`] | Ethernet / Wi-Fi chips with a TCP stack |
 //! | [`UdpServer`] | [`embedded_nal::UdpFullStack`] | the same, connectionless |
 //! | [`StreamServer`] | [`embedded_io::Read`] + [`embedded_io::Write`] | a UART, USB CDC |
+//! | `mqtt::MqttServer` (feature `mqtt`) | [`embedded_nal::TcpClientStack`], out to a broker | boards behind a NAT (contract section 11) |
 //!
 //! The network servers never block: each `poll` does what the stack can do
 //! now (`nb::Error::WouldBlock` means "later") and returns, so one main loop
@@ -61,6 +62,8 @@
 //!   which run these very servers on a PC over `std-embedded-nal`.
 //! - `net`: the `smoltcp_nal` module (embedded-nal over smoltcp) and the
 //!   firmware's network path (`--features net`, see docs/EMBEDDED.md).
+//! - `mqtt`: the `mqtt` module (AT over MQTT 5 through a broker, with
+//!   minimq), and the firmware's MQTT path (`--features mqtt`).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -75,8 +78,11 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
-#[cfg(feature = "net")]
+#[cfg(any(feature = "net", feature = "mqtt"))]
 pub mod smoltcp_nal;
+
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 
 #[cfg(feature = "std")]
 pub mod desktop;
@@ -94,10 +100,10 @@ pub const DEFAULT_NAME: &str = "at-device";
 /// `max_body` bytes: it runs notifications and honours `deadline_ms`
 /// (contract 10.2, 10.4), and with topics (`events`) offers subscriptions.
 pub(crate) const fn server_info(
-    name: &'static str,
+    name: &str,
     max_body: u32,
     events: bool,
-) -> at_core::ServerInfo<'static> {
+) -> at_core::ServerInfo<'_> {
     use at_core::rpc::Ext;
     let ext = Ext::NOTIFY.with(Ext::DEADLINE);
     at_core::ServerInfo {

@@ -272,7 +272,7 @@ impl<S: UdpFullStack, const RX: usize, const TX: usize, const CACHE: usize>
                 let _ = responder.respond(functions, &info, &frame, &mut context, &mut self.err);
                 continue;
             }
-            if plain && let Some(reply) = self.cache.get(peer, seq) {
+            if plain && let Some(reply) = self.cache.get(&peer, seq) {
                 log_debug!("udp: seq {} again: sending the remembered reply", seq);
                 send(stack, &mut self.socket, peer, reply);
                 continue;

@@ -43,7 +43,7 @@ const INTERRUPTS: usize = 32;
 static __INTERRUPTS: [unsafe extern "C" fn(); INTERRUPTS] = {
     #[allow(unused_mut)]
     let mut table: [unsafe extern "C" fn(); INTERRUPTS] = [DefaultHandler; INTERRUPTS];
-    #[cfg(feature = "net")]
+    #[cfg(any(feature = "net", feature = "mqtt"))]
     {
         table[crate::lan9118::LAN9118_IRQ] = crate::lan9118::lan9118_interrupt;
     }

@@ -27,8 +27,10 @@ pub static FUNCTIONS: [Function; 6] = [
     function!("led", led, "turn LED 0 on or off; returns its new state"),
 ];
 
-/// The topics of the networked firmware (contract 10.3).
-#[cfg(feature = "net")]
+/// The topics of the networked firmware (contract 10.3; served over TCP,
+/// UDP and the UART, so unused by the MQTT-only build).
+#[cfg(any(feature = "net", feature = "mqtt"))]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub static TOPICS: [at_core::subscriptions::Topic; 2] = [
     at_core::subscriptions::Topic::state("uptime", "seconds since boot"),
     at_core::subscriptions::Topic::new("calls", "calls answered"),
@@ -38,7 +40,8 @@ pub static TOPICS: [at_core::subscriptions::Topic; 2] = [
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// How many calls [`COUNTED`] has answered.
-#[cfg(feature = "net")]
+#[cfg(any(feature = "net", feature = "mqtt"))]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub fn calls() -> u32 {
     CALLS.load(Ordering::Relaxed)
 }

@@ -20,6 +20,8 @@
 //!
 //! With `--features net` it serves the network too, from the same loop: see
 //! the `net` module (DHCP, TCP and UDP on port 16724 through the LAN9118).
+//! With `--features mqtt` it connects out to an MQTT broker and serves
+//! through it (the `mqtt` module); `--features net,mqtt` does both.
 //!
 //! Built for a host, this binary only says what it is for.
 #![cfg_attr(target_os = "none", no_std)]
@@ -27,16 +29,18 @@
 
 #[cfg(target_os = "none")]
 mod board;
-#[cfg(all(target_os = "none", feature = "net"))]
+#[cfg(all(target_os = "none", any(feature = "net", feature = "mqtt")))]
 mod clock;
 #[cfg(target_os = "none")]
 mod functions;
-#[cfg(all(target_os = "none", feature = "net"))]
+#[cfg(all(target_os = "none", any(feature = "net", feature = "mqtt")))]
 mod lan9118;
-#[cfg(all(target_os = "none", feature = "net"))]
+#[cfg(all(target_os = "none", feature = "mqtt"))]
+mod mqtt;
+#[cfg(all(target_os = "none", any(feature = "net", feature = "mqtt")))]
 mod net;
 
-#[cfg(all(target_os = "none", not(feature = "net")))]
+#[cfg(all(target_os = "none", not(any(feature = "net", feature = "mqtt"))))]
 mod device {
     use at_core::HEADER_LEN;
     use at_embedded_example::StreamServer;
@@ -76,7 +80,7 @@ mod device {
     }
 }
 
-#[cfg(all(target_os = "none", feature = "net"))]
+#[cfg(all(target_os = "none", any(feature = "net", feature = "mqtt")))]
 mod device_net {
     use cortex_m_rt::entry;
     #[cfg(feature = "defmt")]
@@ -94,7 +98,11 @@ mod device_net {
                 cortex_m::asm::wfi();
             }
         };
-        crate::net::run(uart, core.SYST, core.NVIC)
+        #[cfg(not(feature = "mqtt"))]
+        let run = crate::net::run;
+        #[cfg(feature = "mqtt")]
+        let run = crate::mqtt::run;
+        run(uart, core.SYST, core.NVIC)
     }
 }
 

@@ -25,6 +25,10 @@
 //! to that host, calls `rpc.peer` there, sends `log("boot NAME")` and
 //! serves the host's calls on that connection, reconnecting with backoff
 //! (`at_embedded_example::tcp::call_home`; one more TCP socket).
+//!
+//! With `--features mqtt` the `mqtt` module runs the loop instead and uses
+//! the parts here (the TCP and UDP servers only with `net` too).
+#![cfg_attr(feature = "mqtt", allow(dead_code, unused_imports))]
 
 use at_core::HEADER_LEN;
 use at_embedded_example::smoltcp_nal::{SmoltcpStack, SocketBuffers, SocketSlots, TcpConfig};
@@ -46,8 +50,17 @@ use crate::lan9118::{Frames, LAN9118_BASE, LAN9118_IRQ, Lan9118};
 const PORT: u16 = 16724;
 /// TCP connections served at once; one more is let in to be told `busy`.
 pub const CLIENTS: usize = 3;
-/// TCP sockets: the clients, the spare, and the connection home.
-const TCP_SOCKETS: usize = CLIENTS + 1 + CALL_HOME_SOCKETS;
+/// TCP sockets: the clients, the spare, the connection home, and the
+/// broker's (one: a closed one drains within the reconnection backoff).
+const TCP_SOCKETS: usize = SERVER_SOCKETS + CALL_HOME_SOCKETS + MQTT_SOCKETS;
+#[cfg(feature = "net")]
+const SERVER_SOCKETS: usize = CLIENTS + 1;
+#[cfg(not(feature = "net"))]
+const SERVER_SOCKETS: usize = 0;
+#[cfg(feature = "mqtt")]
+const MQTT_SOCKETS: usize = 1;
+#[cfg(not(feature = "mqtt"))]
+const MQTT_SOCKETS: usize = 0;
 #[cfg(at_call_home)]
 const CALL_HOME_SOCKETS: usize = 1;
 #[cfg(not(at_call_home))]
@@ -66,13 +79,13 @@ const MAX_BODY: usize = 496;
 const RX: usize = HEADER_LEN + MAX_BODY;
 /// The reply buffer: `rpc.info` with its `ext` (219 bytes with a key) and
 /// an authentication trailer fit.
-const TX: usize = 224 + at_core::auth::TRAILER_LEN;
+pub(crate) const TX: usize = 224 + at_core::auth::TRAILER_LEN;
 /// UDP replies remembered for at-most-once execution.
 const UDP_CACHE: usize = 4;
 /// Subscriptions held at once, over every transport (4 per subscriber).
 const SUBSCRIPTIONS: usize = 8;
 
-type Topics = at_core::subscriptions::Subscriptions<'static, SUBSCRIPTIONS, 2>;
+pub(crate) type Topics = at_core::subscriptions::Subscriptions<'static, SUBSCRIPTIONS, 2>;
 
 /// Authentication (`AT_KEY` when building): the key, 16 sessions, 4
 /// remembered replies, and nonces from a counter. QEMU's board has neither
@@ -81,7 +94,7 @@ type Topics = at_core::subscriptions::Subscriptions<'static, SUBSCRIPTIONS, 2>;
 /// the contract's nonce rule forbids. A real board takes its TRNG (or a
 /// boot counter kept in flash) instead. See docs/SECURITY.md.
 #[cfg(at_auth)]
-mod auth {
+pub(crate) mod auth {
     use at_core::auth::{CounterNonces, FixedReplies, Guard, Key};
 
     /// The key from the build (checked by build.rs).
@@ -100,7 +113,7 @@ mod auth {
 
 type Slots = SocketSlots<SOCKETS, 1, UDP_PACKETS>;
 type Buffers = SocketBuffers<TCP_SOCKETS, TCP_BUF, 1, UDP_BUF>;
-type Stack = SmoltcpStack<'static, TCP_SOCKETS, 1>;
+pub(crate) type Stack = SmoltcpStack<'static, TCP_SOCKETS, 1>;
 type Tcp = TcpServer<Stack, CLIENTS, RX, TX>;
 type Udp = UdpServer<Stack, { RX + 1 }, TX, UDP_CACHE>;
 
@@ -133,6 +146,7 @@ const TIMEOUTS: Timeouts = Timeouts {
 /// function of its own (never inlined), so that its temporaries are gone
 /// from the stack before the next part is built and while serving: the
 /// start-up peak is the largest part, not their sum (docs/EMBEDDED.md).
+#[cfg(not(feature = "mqtt"))]
 pub fn run(
     mut uart: Uart,
     syst: cortex_m::peripheral::SYST,
@@ -217,13 +231,13 @@ pub fn run(
 /// What the topics last said: `uptime` once a second, `calls` when it
 /// changed.
 #[derive(Default)]
-struct Published {
+pub(crate) struct Published {
     second: Option<u64>,
     calls: Option<u32>,
 }
 
 impl Published {
-    fn publish(&mut self, topics: &mut Topics, now: u64) {
+    pub(crate) fn publish(&mut self, topics: &mut Topics, now: u64) {
         use at_core::Value;
         let second = now / 1000;
         if self.second != Some(second) {
@@ -252,14 +266,14 @@ fn call_home() -> Option<&'static mut at_embedded_example::tcp::call_home::CallH
 
 /// The subscription table, in `.bss`.
 #[inline(never)]
-fn topics() -> Option<&'static mut Topics> {
+pub(crate) fn topics() -> Option<&'static mut Topics> {
     static TOPIC_TABLE: StaticCell<Topics> = StaticCell::new();
     TOPIC_TABLE.try_init_with(|| Topics::new(&TOPICS))
 }
 
 /// The UART server, in `.bss`. `None` only if taken twice.
 #[inline(never)]
-fn serial_server() -> Option<&'static mut StreamServer<RX, TX>> {
+pub(crate) fn serial_server() -> Option<&'static mut StreamServer<RX, TX>> {
     static SERIAL: StaticCell<StreamServer<RX, TX>> = StaticCell::new();
     SERIAL.try_init_with(|| StreamServer::new().with_name(NAME))
 }
@@ -267,7 +281,7 @@ fn serial_server() -> Option<&'static mut StreamServer<RX, TX>> {
 /// The LAN9118, started, with its frame buffers in `.bss`; `None` if there
 /// is none or it does not start.
 #[inline(never)]
-fn start_lan9118() -> Option<&'static mut Lan9118> {
+pub(crate) fn start_lan9118() -> Option<&'static mut Lan9118> {
     static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames::new());
     static ETH: StaticCell<Lan9118> = StaticCell::new();
     let frames = FRAMES.try_take()?;
@@ -279,7 +293,10 @@ fn start_lan9118() -> Option<&'static mut Lan9118> {
 /// smoltcp over `eth`, with the sockets' memory in `.bss`, and the DHCP
 /// socket unless the build gave a static address.
 #[inline(never)]
-fn start_stack(eth: &mut Lan9118, now: u64) -> Option<(&'static mut Stack, Option<SocketHandle>)> {
+pub(crate) fn start_stack(
+    eth: &mut Lan9118,
+    now: u64,
+) -> Option<(&'static mut Stack, Option<SocketHandle>)> {
     static BUFFERS: ConstStaticCell<Buffers> = ConstStaticCell::new(Buffers::new());
     static SLOTS: StaticCell<Slots> = StaticCell::new();
     static STACK: StaticCell<Stack> = StaticCell::new();
@@ -305,7 +322,7 @@ fn start_stack(eth: &mut Lan9118, now: u64) -> Option<(&'static mut Stack, Optio
 
 /// The TCP server on [`PORT`], in `.bss`.
 #[inline(never)]
-fn tcp_server(stack: &mut Stack) -> Option<&'static mut Tcp> {
+pub(crate) fn tcp_server(stack: &mut Stack) -> Option<&'static mut Tcp> {
     static TCP: StaticCell<Option<Tcp>> = StaticCell::new();
     TCP.try_init_with(|| {
         TcpServer::bind(stack, PORT)
@@ -320,7 +337,7 @@ fn tcp_server(stack: &mut Stack) -> Option<&'static mut Tcp> {
 /// phase: no RNG here), so a subscriber never takes a new event for a
 /// repeat (contract 10.8 rule 3).
 #[inline(never)]
-fn udp_server(stack: &mut Stack, mac: [u8; 6]) -> Option<&'static mut Udp> {
+pub(crate) fn udp_server(stack: &mut Stack, mac: [u8; 6]) -> Option<&'static mut Udp> {
     static UDP: StaticCell<Option<Udp>> = StaticCell::new();
     let start = u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]])
         ^ cortex_m::peripheral::SYST::get_current() << 8;
@@ -335,7 +352,7 @@ fn udp_server(stack: &mut Stack, mac: [u8; 6]) -> Option<&'static mut Udp> {
 /// The guard of the build's key, in `.bss`.
 #[cfg(at_auth)]
 #[inline(never)]
-fn guard(mac: [u8; 6]) -> Option<&'static mut auth::FirmwareGuard> {
+pub(crate) fn guard(mac: [u8; 6]) -> Option<&'static mut auth::FirmwareGuard> {
     static GUARD: StaticCell<auth::FirmwareGuard> = StaticCell::new();
     let key = at_core::auth::Key::parse(auth::KEY).ok()?;
     let boot = u64::from(cortex_m::peripheral::SYST::get_current())
@@ -350,14 +367,14 @@ fn guard(mac: [u8; 6]) -> Option<&'static mut auth::FirmwareGuard> {
 ///
 /// # Safety
 /// Its handler must be sound to run at any time.
-unsafe fn nvic_enable(nvic: &mut cortex_m::peripheral::NVIC, irq: usize) {
+pub(crate) unsafe fn nvic_enable(nvic: &mut cortex_m::peripheral::NVIC, irq: usize) {
     // SAFETY: writing one bit of ISER enables one line, nothing else.
     unsafe { nvic.iser[irq / 32].write(1 << (irq % 32)) };
 }
 
 /// Handles DHCP's news: a new lease sets the address and route and is
 /// reported; a lost one clears them.
-fn poll_dhcp(stack: &mut Stack, handle: SocketHandle, uart: &mut Uart) -> usize {
+pub(crate) fn poll_dhcp(stack: &mut Stack, handle: SocketHandle, uart: &mut Uart) -> usize {
     let had_address = stack.interface().ipv4_addr().is_some();
     let lease = match stack.sockets().get_mut::<dhcpv4::Socket>(handle).poll() {
         None => return 0,
@@ -381,7 +398,12 @@ fn poll_dhcp(stack: &mut Stack, handle: SocketHandle, uart: &mut Uart) -> usize 
 }
 
 /// Sets the interface's address and default route, and reports them.
-fn configure(stack: &mut Stack, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>, uart: &mut Uart) {
+pub(crate) fn configure(
+    stack: &mut Stack,
+    cidr: Ipv4Cidr,
+    gateway: Option<Ipv4Addr>,
+    uart: &mut Uart,
+) {
     let iface = stack.interface();
     iface.update_ip_addrs(|addrs| {
         addrs.clear();
@@ -411,19 +433,27 @@ fn configure(stack: &mut Stack, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>, uart:
         }
         say_number(uart, *octet);
     }
-    say(uart, b" port 16724 (tcp, udp)\r\n");
+    say(uart, SERVING);
 }
+
+/// What the address line says is served on it.
+#[cfg(not(feature = "mqtt"))]
+const SERVING: &[u8] = b" port 16724 (tcp, udp)\r\n";
+#[cfg(all(feature = "mqtt", feature = "net"))]
+const SERVING: &[u8] = b" port 16724 (tcp, udp, mqtt)\r\n";
+#[cfg(all(feature = "mqtt", not(feature = "net")))]
+const SERVING: &[u8] = b" (mqtt)\r\n";
 
 /// The build-time static address (`AT_STATIC_IP`, `AT_GATEWAY`), if set
 /// and well-formed.
-fn static_address() -> Option<(Ipv4Cidr, Option<Ipv4Addr>)> {
+pub(crate) fn static_address() -> Option<(Ipv4Cidr, Option<Ipv4Addr>)> {
     let (ip, prefix) = option_env!("AT_STATIC_IP")?.split_once('/')?;
     let cidr = Ipv4Cidr::new(ip.parse().ok()?, prefix.parse().ok().filter(|p| *p <= 32)?);
     let gateway = option_env!("AT_GATEWAY").and_then(|g| g.parse().ok());
     Some((cidr, gateway))
 }
 
-fn say(uart: &mut Uart, text: &[u8]) {
+pub(crate) fn say(uart: &mut Uart, text: &[u8]) {
     let _ = uart.write_all(text);
 }
 
@@ -441,7 +471,7 @@ fn say_number(uart: &mut Uart, n: u8) {
     }
 }
 
-fn halt() -> ! {
+pub(crate) fn halt() -> ! {
     loop {
         cortex_m::asm::wfi();
     }
