@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use at_core::Frame;
 use log::debug;
 use tokio::net::{ToSocketAddrs, UdpSocket};
+
+use super::link::Link;
 use tokio::sync::{Notify, RwLock, Semaphore};
 
 use serde::Serialize;
@@ -96,7 +98,7 @@ impl Default for UdpConfig {
 /// # Ok(()) }
 /// ```
 pub struct UdpClient {
-    socket: UdpSocket,
+    link: Link,
     config: UdpConfig,
     /// The receive buffer: whoever holds it reads datagrams for every call.
     reader: tokio::sync::Mutex<Box<[u8]>>,
@@ -268,7 +270,7 @@ impl UdpClient {
         let mut last = None;
         for addr in tokio::net::lookup_host(server).await? {
             match UdpClient::connect_to(addr).await {
-                Ok(socket) => return Ok(UdpClient::with_socket(socket, config)),
+                Ok(socket) => return Ok(UdpClient::with_link(Link::Udp(socket), config)),
                 Err(e) => last = Some(e),
             }
         }
@@ -293,14 +295,15 @@ impl UdpClient {
         Ok(socket)
     }
 
-    fn with_socket(socket: UdpSocket, config: UdpConfig) -> UdpClient {
+    /// A client sending through `link`.
+    pub(crate) fn with_link(link: Link, config: UdpConfig) -> UdpClient {
         let rng = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish()
             | 1;
         let auth = config.key.clone().map(ClientAuth::new);
         UdpClient {
-            socket,
+            link,
             reader: tokio::sync::Mutex::new(vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice()),
             config,
             state: Mutex::new(State {
@@ -337,7 +340,7 @@ impl UdpClient {
 
     /// The local address of the client's socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.link.local_addr()
     }
 
     /// Counters so far.
@@ -465,7 +468,7 @@ impl UdpClient {
                 .map_err(bounded)?;
             self.hello(0, deadline).await?;
         };
-        self.socket.send(&frame).await?;
+        self.link.send(&frame).await?;
         self.state().stats.sent += 1;
         Ok(())
     }
@@ -615,7 +618,12 @@ impl UdpClient {
         };
         for seq in &registered.seqs {
             if let Some(flight) = flights.get(seq) {
-                self.socket.send(&flight.frame).await?;
+                self.link.check(&flight.frame)?;
+            }
+        }
+        for seq in &registered.seqs {
+            if let Some(flight) = flights.get(seq) {
+                self.link.send(&flight.frame).await?;
                 self.state().stats.sent += 1;
             }
         }
@@ -657,7 +665,7 @@ impl UdpClient {
                         "udp seq {seq}: no reply after {:?}, retransmitting",
                         flight.timeout
                     );
-                    self.socket.send(&flight.frame).await?;
+                    self.link.send(&flight.frame).await?;
                     self.state().stats.retransmitted += 1;
                     flight.retries_left -= 1;
                     flight.timeout = (flight.timeout * 2).min(self.config.max_backoff);
@@ -706,7 +714,7 @@ impl UdpClient {
         wake: Instant,
     ) -> Result<(), Error> {
         while mailbox.is_empty() {
-            match tokio::time::timeout_at(wake.into(), self.socket.recv(buf)).await {
+            match tokio::time::timeout_at(wake.into(), self.link.recv(buf)).await {
                 Err(_) => break, // a retransmission or the deadline is due
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     // ICMP port unreachable for an earlier datagram: the
@@ -837,7 +845,7 @@ impl UdpClient {
             }
         };
         for flight in flights.values() {
-            self.socket.send(&flight.frame).await?;
+            self.link.send(&flight.frame).await?;
             self.state().stats.sent += 1;
         }
         self.exchange(&mut flights, &mailbox, deadline).await?;
@@ -896,7 +904,7 @@ impl UdpClient {
             () = tokio::time::sleep_until(wake) => {}
             mut buf = self.reader.lock() => {
                 while slot.is_empty() {
-                    match tokio::time::timeout_at(wake, self.socket.recv(&mut buf)).await {
+                    match tokio::time::timeout_at(wake, self.link.recv(&mut buf)).await {
                         Err(_) => break,
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                             // ICMP port unreachable: the next renewal
@@ -935,7 +943,7 @@ impl UdpClient {
             }
         };
         if let Ok(frame) = frame
-            && self.socket.try_send(&frame).is_ok()
+            && self.link.try_send(&frame).is_ok()
         {
             self.state().stats.sent += 1;
         }
