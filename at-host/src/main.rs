@@ -338,6 +338,10 @@ struct Target {
 /// How to log in to a broker (for `mqtt://` and `mqtts://` addresses).
 #[derive(clap::Args)]
 struct BrokerArgs {
+    /// This caller's AT name and MQTT client id (default
+    /// `at-host-<pid>-<random hex>`; a server's is --name).
+    #[arg(long, value_name = "NAME")]
+    mqtt_name: Option<String>,
     /// The broker user (the password from --mqtt-password-file or
     /// `AT_MQTT_PASSWORD`).
     #[arg(long, value_name = "USER")]
@@ -369,6 +373,7 @@ impl BrokerArgs {
         if password.is_some() && self.mqtt_user.is_none() {
             return Err(usage("a broker password needs --mqtt-user"));
         }
+        broker.name = self.mqtt_name.clone();
         broker.user = self.mqtt_user.clone();
         broker.password = password;
         broker.ca_file = self.ca_file.clone();

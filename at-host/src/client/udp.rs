@@ -760,6 +760,12 @@ impl UdpClient {
                 match accepted {
                     Ok(()) => (Got::Reply(Ok(Value::Null)), mailbox),
                     Err(Some(e)) => (Got::Reply(Err(e)), mailbox),
+                    // Through a broker the reply topic is the device's
+                    // alone (its ACL): a proof that does not verify is a
+                    // wrong key, as over TCP.
+                    Err(None) if matches!(self.link, Link::Mqtt(_)) => {
+                        (Got::Reply(Err(ProtocolError::BadHello.into())), mailbox)
+                    }
                     // A reply without a valid proof counts as not received.
                     Err(None) => {
                         state.stats.ignored += 1;
