@@ -447,11 +447,10 @@ async fn run(
                 // Two SUBSCRIBEs, status first: its retained frame comes
                 // before the second SUBACK, so a call made once ready sees
                 // whether the device is offline.
-                let subscribed = client
-                    .try_subscribe(topics.status.clone(), QoS::AtMostOnce)
-                    .and_then(|()| client.try_subscribe(topics.filter.clone(), QoS::AtMostOnce));
-                if let Err(e) = subscribed {
-                    warn!("mqtt: cannot subscribe: {e}");
+                for filter in [&topics.status, &topics.filter] {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtMostOnce) {
+                        warn!("mqtt: cannot subscribe {filter}: {e}");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {

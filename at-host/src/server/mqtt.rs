@@ -181,13 +181,13 @@ pub(super) async fn serve(
                 warned = false;
                 subscribed = false;
                 status_pending = true;
-                let sent = client
-                    .try_subscribe(filter.clone(), QoS::AtMostOnce)
-                    .and_then(|()| {
-                        client.try_publish(status.clone(), QoS::AtLeastOnce, true, online.clone())
-                    });
-                if let Err(e) = sent {
-                    warn!("mqtt: cannot subscribe or publish the status: {e}");
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtMostOnce) {
+                    warn!("mqtt: cannot subscribe {filter}: {e}");
+                }
+                let announced =
+                    client.try_publish(status.clone(), QoS::AtLeastOnce, true, online.clone());
+                if let Err(e) = announced {
+                    warn!("mqtt: cannot publish the status: {e}");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
