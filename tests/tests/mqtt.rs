@@ -313,6 +313,29 @@ async fn a_redelivered_request_runs_once_and_gets_the_remembered_reply() {
         raw.next(Duration::from_millis(200)).await.is_none(),
         "replies go to their caller only"
     );
+    // A caller name outlives its process: a new client under the same name
+    // starts at a random seq (contract 11.1 rule 3), so its first call runs
+    // rather than being answered from the last one's cache.
+    let named = MqttBroker::new(broker.url()).name("same-name");
+    for want in [3, 4] {
+        let client = MqttClient::connect(&named, "dup-1", UdpConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(client.call_as::<i64>("bump", ()).await.unwrap(), want);
+    }
+    // Many calls at once go at most 4 at a time (contract 11.1 rule 8),
+    // all answered.
+    let client = MqttClient::connect(&named, "dup-1", UdpConfig::default())
+        .await
+        .unwrap();
+    let args: Vec<[at_core::Value<'_>; 2]> = (0..10)
+        .map(|i| [at_core::Value::Int(i), at_core::Value::Int(i)])
+        .collect();
+    let calls: Vec<(&str, &[at_core::Value<'_>])> = args.iter().map(|a| ("mul", &a[..])).collect();
+    let results = client.call_many(&calls).await.unwrap();
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), Value::Int((i * i) as i64));
+    }
     server.shutdown().await;
 }
 

@@ -50,7 +50,13 @@ pub struct MqttClient {
     inner: UdpClient,
     name: String,
     device: String,
+    /// At most [`MAX_OUTSTANDING`] calls out at once (contract 11.1 rule 8).
+    outstanding: tokio::sync::Semaphore,
 }
+
+/// Requests a caller keeps outstanding towards an MQTT peer at most
+/// (contract 11.1 rule 8: any MQTT peer may call back).
+pub(crate) const MAX_OUTSTANDING: usize = 4;
 
 impl MqttClient {
     /// Connects to `broker` as `broker.name` (default `at-host-<pid>-<random
@@ -133,6 +139,7 @@ impl MqttClient {
             inner: UdpClient::with_link(Link::Mqtt(link), config),
             name,
             device: device.to_owned(),
+            outstanding: tokio::sync::Semaphore::new(MAX_OUTSTANDING),
         })
     }
 
@@ -228,7 +235,19 @@ impl MqttClient {
     /// Calls `func(args)` and waits for its reply, retransmitting as needed
     /// (see [`UdpClient::call`]).
     pub async fn call<A: Arg>(&self, func: &str, args: &[A]) -> Result<Value, Error> {
+        let _permit = self.permits(1).await?;
         self.inner.call(func, args).await
+    }
+
+    /// `n` of the [`MAX_OUTSTANDING`] call slots, waited for within the
+    /// timeout.
+    async fn permits(&self, n: usize) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        let timeout = self.inner.timeout();
+        match tokio::time::timeout(timeout, self.outstanding.acquire_many(n as u32)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(crate::shared::error::ProtocolError::Broken.into()),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
     }
 
     /// [`call`](Self::call) with `"deadline_ms"` (see
@@ -239,6 +258,7 @@ impl MqttClient {
         args: &[A],
         deadline_ms: u32,
     ) -> Result<Value, Error> {
+        let _permit = self.permits(1).await?;
         self.inner.call_deadline(func, args, deadline_ms).await
     }
 
@@ -249,15 +269,22 @@ impl MqttClient {
         func: &str,
         args: impl Serialize,
     ) -> Result<T, Error> {
+        let _permit = self.permits(1).await?;
         self.inner.call_as(func, args).await
     }
 
-    /// Several calls at once (see [`UdpClient::call_many`]).
+    /// Several calls (see [`UdpClient::call_many`]), [`MAX_OUTSTANDING`]
+    /// at a time, each group within the timeout.
     pub async fn call_many<A: Arg>(
         &self,
         calls: &[(&str, &[A])],
     ) -> Result<Vec<Result<Value, Error>>, Error> {
-        self.inner.call_many(calls).await
+        let mut results = Vec::with_capacity(calls.len());
+        for group in calls.chunks(MAX_OUTSTANDING) {
+            let _permit = self.permits(group.len()).await?;
+            results.extend(self.inner.call_many(group).await?);
+        }
+        Ok(results)
     }
 
     /// Sends `func(args)` once as a notification (see
@@ -273,7 +300,7 @@ impl crate::client::Caller for MqttClient {
         func: &str,
         args: &[A],
     ) -> impl std::future::Future<Output = Result<Value, Error>> + Send {
-        self.inner.call(func, args)
+        MqttClient::call(self, func, args)
     }
 
     fn call_as<T: DeserializeOwned>(
@@ -281,7 +308,7 @@ impl crate::client::Caller for MqttClient {
         func: &str,
         args: impl Serialize + Send,
     ) -> impl std::future::Future<Output = Result<T, Error>> + Send {
-        self.inner.call_as(func, args)
+        MqttClient::call_as(self, func, args)
     }
 }
 

@@ -302,12 +302,19 @@ impl UdpClient {
             .finish()
             | 1;
         let auth = config.key.clone().map(ClientAuth::new);
+        // A name outlives a restart (contract 11.1 rule 3): start at a
+        // random seq, so a new process is not answered from the cache of
+        // the last one's. A UDP client's fresh port needs none.
+        let first_seq = match &link {
+            Link::Udp(_) => 1,
+            Link::Mqtt(_) => random_seq(),
+        };
         UdpClient {
             link,
             reader: tokio::sync::Mutex::new(vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice()),
             config,
             state: Mutex::new(State {
-                next_seq: 1,
+                next_seq: first_seq,
                 rng,
                 stats: UdpStats::default(),
                 auth,
@@ -341,6 +348,11 @@ impl UdpClient {
     /// The local address of the client's socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.link.local_addr()
+    }
+
+    /// The config's bound on a whole call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.config.timeout
     }
 
     /// Counters so far.
@@ -1011,6 +1023,18 @@ impl UdpClient {
         // way that matters more than the panic itself.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A random seq in 1 to 2^31 (room below the wrap for a long run).
+fn random_seq() -> u32 {
+    let mut bytes = [0u8; 4];
+    let n = match getrandom::fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32,
+    };
+    (n >> 1).max(1)
 }
 
 impl InFlight {
