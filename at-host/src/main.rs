@@ -208,7 +208,8 @@ enum Command {
     /// Send one notification (a call that gets no reply) and exit once sent.
     #[command(allow_negative_numbers = true)]
     Notify {
-        /// The server, HOST[:PORT] (port 16724 when missing).
+        /// The server, HOST[:PORT] (port 16724 when missing), or a device
+        /// through a broker, mqtt://HOST[:PORT]/DEVICE.
         #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
         server: String,
         /// Send over UDP instead of TCP.
@@ -220,6 +221,8 @@ enum Command {
         timeout: f64,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The function's name.
         func: String,
         /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
@@ -699,6 +702,7 @@ fn main() -> ExitCode {
                 udp,
                 timeout,
                 key,
+                broker,
                 func,
                 args,
             } => {
@@ -709,6 +713,15 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
+                if at_host::addr::MqttUrl::is_mqtt(&server) {
+                    return match destination(&server, false, &broker).await {
+                        Ok(tools::Dest::Mqtt { broker, device, .. }) => {
+                            notify_mqtt(&broker, &device, timeout, key, &func, &args).await
+                        }
+                        Ok(tools::Dest::Ip { .. }) => usage("not an mqtt:// address"),
+                        Err(code) => code,
+                    };
+                }
                 notify(&server, udp, timeout, key, &func, &args).await
             }
             Command::Demo => demo().await,
@@ -941,6 +954,44 @@ async fn notify(
             ExitCode::from(1)
         }
         Err(e) => transport(&format!("{addr}: {e}")),
+    }
+}
+
+/// `notify` through a broker: exit 0 once written to the broker.
+async fn notify_mqtt(
+    broker: &at_host::MqttBroker,
+    device: &str,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    func: &str,
+    args: &[String],
+) -> ExitCode {
+    let values: Vec<Value> = args.iter().map(|a| Value::from_cli_arg(a)).collect();
+    let core: Vec<at_core::Value<'_>> = values.iter().map(Value::as_core).collect();
+    let config = UdpConfig {
+        timeout,
+        key,
+        ..UdpConfig::default()
+    };
+    let attempt = async {
+        let client = at_host::MqttClient::connect(broker, device, config).await?;
+        client.notify(func, &core).await
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(timeout)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Remote { code, message }) => {
+            eprintln!("error: {code}: {message}");
+            ExitCode::from(1)
+        }
+        Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
+            eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
+            ExitCode::from(1)
+        }
+        Err(e) => transport(&format!("{}: {e}", broker.url)),
     }
 }
 

@@ -336,6 +336,21 @@ async fn a_redelivered_request_runs_once_and_gets_the_remembered_reply() {
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(r.unwrap(), Value::Int((i * i) as i64));
     }
+    // A notification from the command: exit 0 once written, run once.
+    let out = at_host(&[
+        "notify",
+        "--server",
+        &format!("{}/dup-1", broker.url()),
+        "bump",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let until = Instant::now() + PATIENCE;
+    while counter.load(Ordering::SeqCst) < 5 {
+        assert!(Instant::now() < until, "the notification did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counter.load(Ordering::SeqCst), 5);
     server.shutdown().await;
 }
 

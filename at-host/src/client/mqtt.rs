@@ -83,6 +83,7 @@ impl MqttClient {
         let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
         let (ready_tx, mut ready) = watch::channel(Phase::Connecting);
         let status = Arc::new(Mutex::new(DeviceStatus::Unknown));
+        let (written_tx, written) = watch::channel(0u64);
         let topics = Topics {
             status: status_topic(&broker.prefix, device),
             replies: topic(&broker.prefix, device, "rep", &name),
@@ -95,6 +96,7 @@ impl MqttClient {
             tx,
             Arc::clone(&status),
             ready_tx,
+            written_tx,
         ));
         let link = MqttLink {
             client,
@@ -106,6 +108,8 @@ impl MqttClient {
                 .max(1),
             incoming: tokio::sync::Mutex::new(rx),
             status,
+            queued: std::sync::atomic::AtomicU64::new(0),
+            written,
             task,
         };
         let timeout = config.timeout;
@@ -288,9 +292,11 @@ impl MqttClient {
     }
 
     /// Sends `func(args)` once as a notification (see
-    /// [`UdpClient::notify`]).
+    /// [`UdpClient::notify`]); `Ok` once it is written to the broker
+    /// (within the timeout), so a process may exit right after.
     pub async fn notify<A: Arg>(&self, func: &str, args: &[A]) -> Result<(), Error> {
-        self.inner.notify(func, args).await
+        self.inner.notify(func, args).await?;
+        self.inner.flush().await
     }
 }
 
@@ -364,6 +370,9 @@ pub(crate) struct MqttLink {
     expiry: u32,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     status: Arc<Mutex<DeviceStatus>>,
+    /// Publishes queued so far, and (from the task) written to the broker.
+    queued: std::sync::atomic::AtomicU64,
+    written: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -390,12 +399,30 @@ impl MqttLink {
             frame.to_vec(),
             properties,
         ) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(rumqttc::v5::ClientError::TryRequest(_)) => {
                 debug!("mqtt: request queue full: a frame dropped");
                 Ok(())
             }
             Err(e) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())),
+        }
+    }
+
+    /// Waits (at most `timeout`) until every frame queued so far has been
+    /// written to the broker.
+    pub(crate) async fn flush(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let queued = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+        let mut written = self.written.clone();
+        match tokio::time::timeout(timeout, written.wait_for(|n| *n >= queued)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "the broker connection ended").into())
+            }
+            Err(_) => Err(Error::Timeout(timeout)),
         }
     }
 
@@ -462,6 +489,7 @@ async fn run(
     replies: mpsc::Sender<Bytes>,
     status: Arc<Mutex<DeviceStatus>>,
     ready: watch::Sender<Phase>,
+    written: watch::Sender<u64>,
 ) {
     let mut backoff = Backoff::default();
     // SubAcks since the last CONNACK: the status one, then the replies'.
@@ -519,6 +547,9 @@ async fn run(
             }
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
                 debug!("mqtt: the broker disconnects: {:?}", d.reason_code);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                written.send_modify(|n| *n += 1);
             }
             Ok(_) => {}
             Err(e) => {

@@ -350,6 +350,15 @@ impl UdpClient {
         self.link.local_addr()
     }
 
+    /// Waits until what was sent has left (MQTT: written to the broker;
+    /// UDP: at once), within the timeout.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        match &self.link {
+            Link::Udp(_) => Ok(()),
+            Link::Mqtt(link) => link.flush(self.config.timeout).await,
+        }
+    }
+
     /// The config's bound on a whole call.
     pub(crate) fn timeout(&self) -> Duration {
         self.config.timeout
