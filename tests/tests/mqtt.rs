@@ -734,3 +734,49 @@ async fn acl_without_rights_fails_promptly() {
 fn config_1s() -> UdpConfig {
     config(Duration::from_secs(1))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_subscription_come_on_the_reply_topic() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let temp = at_host::Topic::new("temp", "degrees").unwrap();
+    let server = Server::builder()
+        .calculator()
+        .with_topic(&temp)
+        .mqtt(MqttBroker::new(broker.url()).name("events-1"))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, server.mqtt_ready())
+        .await
+        .unwrap();
+    let client = MqttClient::connect(
+        &MqttBroker::new(broker.url()),
+        "events-1",
+        UdpConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut sub = client.subscribe::<f64>("temp").await.unwrap();
+    let mut got = Vec::new();
+    for i in 1..=3 {
+        temp.publish(&(20.0 + f64::from(i))).unwrap();
+        let update = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        got.push(update);
+    }
+    let want: Vec<at_host::Update<f64>> = (1..=3)
+        .map(|n| at_host::Update::Event {
+            n,
+            value: 20.0 + n as f64,
+        })
+        .collect();
+    assert_eq!(got, want);
+    // Calls still work beside it.
+    assert_eq!(client.call_as::<i64>("add", (1, 2)).await.unwrap(), 3);
+    drop(sub);
+    server.shutdown().await;
+}

@@ -121,6 +121,15 @@ impl Subscribe for UdpClient {
     }
 }
 
+impl Subscribe for MqttClient {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        MqttClient::subscribe(self, topic)
+    }
+}
+
 impl<C: Subscribe> Subscribe for std::sync::Arc<C> {
     fn subscribe<T: DeserializeOwned + Send>(
         &self,

@@ -291,6 +291,26 @@ impl MqttClient {
         Ok(results)
     }
 
+    /// Subscribes to the device's `topic` (contract 10.3), as
+    /// [`UdpClient::subscribe`] does: events come on this client's reply
+    /// topic.
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Result<crate::Subscription<'_, T>, Error> {
+        self.inner.subscribe(topic).await
+    }
+
+    /// [`subscribe`](Self::subscribe) with a lease and an interval of one's
+    /// own.
+    pub async fn subscribe_with<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        options: crate::SubscribeOptions,
+    ) -> Result<crate::Subscription<'_, T>, Error> {
+        self.inner.subscribe_with(topic, options).await
+    }
+
     /// Sends `func(args)` once as a notification (see
     /// [`UdpClient::notify`]); `Ok` once it is written to the broker
     /// (within the timeout), so a process may exit right after.

@@ -11,6 +11,7 @@
 //! real peer), from a keyed hash of the name; that address is what
 //! [`caller_addr`](crate::caller_addr) shows for an MQTT call.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
@@ -116,6 +117,13 @@ struct MqttOutlet {
 
 impl Outlet for MqttOutlet {
     fn send(&self, reply: &[u8], _runtime: &tokio::runtime::Handle) {
+        self.publish(reply);
+    }
+}
+
+impl MqttOutlet {
+    /// Publishes `reply` (QoS 0): whether it was queued.
+    fn publish(&self, reply: &[u8]) -> bool {
         let properties = PublishProperties {
             payload_format_indicator: Some(0),
             correlation_data: self.correlation.clone(),
@@ -131,8 +139,37 @@ impl Outlet for MqttOutlet {
             // Lost as a datagram is: the caller retransmits and gets the
             // remembered reply.
             debug!("mqtt: reply to {} not sent: {e}", self.topic);
+            return false;
         }
+        true
     }
+}
+
+/// Callers whose reply topics are remembered for their events at most;
+/// past this the table starts again (their subscriptions' events are
+/// dropped until they call again).
+const MAX_ROUTES: usize = 4096;
+
+/// The reply topic of `peer`, remembered for its events.
+fn remember(
+    routes: &std::sync::Mutex<HashMap<SocketAddr, Arc<str>>>,
+    peer: SocketAddr,
+    topic: impl FnOnce() -> String,
+) -> Arc<str> {
+    let mut routes = lock(routes);
+    if let Some(known) = routes.get(&peer) {
+        return Arc::clone(known);
+    }
+    if routes.len() >= MAX_ROUTES {
+        routes.clear();
+    }
+    let topic: Arc<str> = topic().into();
+    routes.insert(peer, Arc::clone(&topic));
+    topic
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the broker link of `shared`'s server until `stop`: connects (and
@@ -161,6 +198,21 @@ pub(super) async fn serve(
     let status = status_topic(&prefix, &name);
     let online = status_frame(&info_json(&shared));
     let hasher = RandomState::new();
+    // Where the events of each caller's subscriptions go (its reply topic).
+    let routes: Arc<std::sync::Mutex<HashMap<SocketAddr, Arc<str>>>> = Arc::default();
+    let relay = {
+        let (routes, client) = (Arc::clone(&routes), client.clone());
+        move |peer: SocketAddr, frame: &[u8]| -> Option<bool> {
+            let topic = lock(&routes).get(&peer).cloned()?;
+            let outlet = MqttOutlet {
+                client: client.clone(),
+                topic,
+                correlation: None,
+            };
+            Some(outlet.publish(frame))
+        }
+    };
+    shared.hub.set_relay(Some(Arc::new(relay)));
     let mut backoff = Backoff::default();
     let mut warned = false;
     // The status publish's packet id, until the broker acknowledges it.
@@ -228,12 +280,13 @@ pub(super) async fn serve(
                     .as_ref()
                     .and_then(|p| p.correlation_data.clone())
                     .filter(|c| c.len() <= MAX_CORRELATION);
+                let peer = peer_of(&hasher, caller);
+                let topic = remember(&routes, peer, || format!("{prefix}/{name}/rep/{caller}"));
                 let outlet = MqttOutlet {
                     client: client.clone(),
-                    topic: format!("{prefix}/{name}/rep/{caller}").into(),
+                    topic,
                     correlation,
                 };
-                let peer = peer_of(&hasher, caller);
                 datagrams.handle(&publish.payload, peer, false, read_at, &outlet);
             }
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
@@ -256,6 +309,7 @@ pub(super) async fn serve(
             }
         }
     }
+    shared.hub.set_relay(None);
     goodbye(&client, &mut eventloop, &status).await;
     drop(alive);
 }
