@@ -243,7 +243,7 @@ impl MqttClient {
         self.inner.call(func, args).await
     }
 
-    /// `n` of the [`MAX_OUTSTANDING`] call slots, waited for within the
+    /// `n` of the `MAX_OUTSTANDING` call slots, waited for within the
     /// timeout.
     async fn permits(&self, n: usize) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
         let timeout = self.inner.timeout();
@@ -277,7 +277,7 @@ impl MqttClient {
         self.inner.call_as(func, args).await
     }
 
-    /// Several calls (see [`UdpClient::call_many`]), [`MAX_OUTSTANDING`]
+    /// Several calls (see [`UdpClient::call_many`]), 4
     /// at a time, each group within the timeout.
     pub async fn call_many<A: Arg>(
         &self,
