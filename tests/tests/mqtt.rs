@@ -780,3 +780,167 @@ async fn events_of_a_subscription_come_on_the_reply_topic() {
     drop(sub);
     server.shutdown().await;
 }
+
+/// Runs `openssl ARGS...` in `dir`: whether it succeeded.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_a_ca_file() {
+    if let Some(why) = at_tests::broker::missing_broker() {
+        return skip(&why);
+    }
+    if !Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return skip("openssl is not installed (it makes the test's certificates)");
+    }
+    let dir = std::env::temp_dir().join(format!("at-mqtts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let made = openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=at-test-ca",
+        ],
+    ) && openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    assert!(made, "openssl could not make the certificates");
+    // Mosquitto may drop root for its own user: it must read the key.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["server.key", "server.pem", "ca.pem"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = at_tests::firmware::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+         cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+    let mosquitto = match std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        true => "/usr/sbin/mosquitto",
+        false => "mosquitto",
+    };
+    let _broker = KillOnDrop(
+        Command::new(mosquitto)
+            .arg("-c")
+            .arg(dir.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto"),
+    );
+    let until = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ca = dir.join("ca.pem");
+    let url = format!("mqtts://localhost:{port}");
+    let mut broker = MqttBroker::new(&url);
+    broker.ca_file = Some(ca.clone());
+    let server = Server::builder()
+        .calculator()
+        .mqtt(broker.clone().name("tls-1"))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, server.mqtt_ready())
+        .await
+        .expect("the server reaches the broker over TLS");
+    let client = MqttClient::connect(&broker, "tls-1", UdpConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(client.call_as::<i64>("add", (10, 20)).await.unwrap(), 30);
+    let device = format!("{url}/tls-1");
+    let ca = ca.to_string_lossy().into_owned();
+    let out = at_host(&[
+        "call",
+        "--server",
+        &device,
+        "--ca-file",
+        &ca,
+        "add",
+        "2",
+        "3",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "5".into()),
+        "{out:?}"
+    );
+    // Without the CA: the broker's certificate is not trusted, exit 3.
+    let out = at_host(&[
+        "call",
+        "--server",
+        &device,
+        "--timeout",
+        "2",
+        "add",
+        "2",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(text(&out.stderr).contains("certificate"), "{out:?}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
