@@ -54,7 +54,8 @@ enum Command {
         /// Close TCP connections idle this long, in seconds.
         #[arg(long, default_value_t = 300.0, value_name = "SECS")]
         idle_timeout: f64,
-        /// The name rpc.info reports (default: the host name).
+        /// The name rpc.info reports (default: the host name), and with
+        /// --mqtt the AT name served through the broker.
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Require authentication with this key, KID:HEX (repeatable).

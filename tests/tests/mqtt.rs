@@ -429,6 +429,22 @@ async fn broker_restart_calls_fail_cleanly_and_the_server_comes_back() {
     });
     assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
+    broker.restart();
+    // The command with a call in flight when the broker goes: exit 3.
+    let started = Instant::now();
+    let in_flight = Command::new(at_host_bin())
+        .args(["call", "--timeout", "2", "--server"])
+        .arg(format!("{}/restart-2", broker.url()))
+        .args(["nap", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop();
+    let out = in_flight.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
     // The command while the broker is away: exit 3, promptly.
     let server = format!("{}/restart-1", broker.url());
     let started = Instant::now();

@@ -215,7 +215,7 @@ pub(super) async fn serve(
     shared.hub.set_relay(Some(Arc::new(relay)));
     let mut backoff = Backoff::default();
     let mut warned = false;
-    // The status publish's packet id, until the broker acknowledges it.
+    // Whether the status publish (QoS 1) still awaits its PUBACK.
     let mut status_pending = false;
     let mut subscribed = false;
     loop {
