@@ -812,6 +812,16 @@ async fn serve(
     if tcp.is_none() && udp.is_none() && mqtt.is_none() {
         return usage("nothing to serve: --tcp and --udp are both none");
     }
+    if let Some(broker) = &mqtt {
+        let served = broker
+            .name
+            .clone()
+            .or_else(|| name.clone())
+            .unwrap_or_else(|| at_host::ServerConfig::default().name);
+        if let Err(e) = at_host::addr::check_name(&served) {
+            return usage(&format!("--mqtt serves as --name: {e}"));
+        }
+    }
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
         .calculator()

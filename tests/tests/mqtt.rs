@@ -228,9 +228,23 @@ async fn calculator_from_the_library_and_the_command_to_serve_mqtt() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
-    // Not a device address.
+    // Usage errors: exit 2.
     let out = at_host(&["call", "--server", &broker.url(), "add", "1", "2"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "not a device address: {out:?}");
+    let serve_bad = ["serve", "--tcp", "none", "--udp", "none", "--mqtt"];
+    let out = at_host(&[&serve_bad[..], &[&broker.url(), "--name", "a b"]].concat());
+    assert_eq!(out.status.code(), Some(2), "not a name: {out:?}");
+    let out = at_host(&[&serve_bad[..], &["tcp://x", "--name", "a"]].concat());
+    assert_eq!(out.status.code(), Some(2), "not a broker URL: {out:?}");
+    // No broker there: exit 3 at once.
+    let port = at_tests::firmware::free_port();
+    let none = format!("mqtt://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = at_host(&["call", "--server", &format!("{none}/dev"), "add", "1", "2"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = at_host(&["discover", "--mqtt", &none]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[at_host::service]
