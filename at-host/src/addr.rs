@@ -56,3 +56,92 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         .map(Some)
         .map_err(|_| format!("{text:?} is not IP:PORT or none"))
 }
+
+/// A broker address as users type it: `mqtt://HOST[:PORT]` (port 1883 when
+/// missing) or `mqtts://HOST[:PORT]` (TLS, port 8883), optionally followed
+/// by `/DEVICE`, the AT name of the device to call (contract section 11).
+///
+/// ```
+/// use at_host::addr::MqttUrl;
+/// let url = MqttUrl::parse("mqtt://10.0.0.2/board-1").unwrap();
+/// assert_eq!((url.host.as_str(), url.port, url.tls), ("10.0.0.2", 1883, false));
+/// assert_eq!(url.device.as_deref(), Some("board-1"));
+/// let url = MqttUrl::parse("mqtts://broker.example:9000").unwrap();
+/// assert_eq!((url.port, url.tls, url.device), (9000, true, None));
+/// assert!(MqttUrl::parse("tcp://x").is_err());
+/// assert!(MqttUrl::parse("mqtt://x/bad name").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// TLS to the broker (`mqtts://`).
+    pub tls: bool,
+    /// The broker's host name or IP address.
+    pub host: String,
+    /// The broker's port.
+    pub port: u16,
+    /// The device named after the address, if any.
+    pub device: Option<String>,
+}
+
+/// The broker's port without TLS.
+pub const MQTT_PORT: u16 = 1883;
+/// The broker's port with TLS.
+pub const MQTTS_PORT: u16 = 8883;
+
+impl MqttUrl {
+    /// Whether `text` looks like a broker address (starts `mqtt://` or
+    /// `mqtts://`), as opposed to `HOST[:PORT]`.
+    pub fn is_mqtt(text: &str) -> bool {
+        text.starts_with("mqtt://") || text.starts_with("mqtts://")
+    }
+
+    /// Reads `mqtt[s]://HOST[:PORT][/DEVICE]`; an error says what is wrong.
+    pub fn parse(text: &str) -> Result<MqttUrl, String> {
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "{text:?} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+            ));
+        };
+        let (authority, device) = match rest.split_once('/') {
+            Some((authority, "")) => (authority, None),
+            Some((authority, device)) => {
+                check_name(device)?;
+                (authority, Some(device.to_owned()))
+            }
+            None => (rest, None),
+        };
+        let default = if tls { MQTTS_PORT } else { MQTT_PORT };
+        let (host, port) = split_host_port(authority, default)?;
+        Ok(MqttUrl {
+            tls,
+            host,
+            port,
+            device,
+        })
+    }
+}
+
+/// Checks an AT name for MQTT (contract section 11): 1 to 64 ASCII
+/// letters, digits, `-`, `_`, `.`.
+///
+/// ```
+/// use at_host::addr::check_name;
+/// assert!(check_name("board-1").is_ok());
+/// assert!(check_name("").is_err() && check_name("a/b").is_err() && check_name("+").is_err());
+/// ```
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "{name:?} is not an AT name (1 to 64 of A-Z a-z 0-9 - _ .)"
+        )),
+    }
+}

@@ -46,6 +46,8 @@
 //   client/mod.rs       Caller (what #[service] clients call through)
 //   client/tcp.rs       Client
 //   client/udp.rs       UdpClient, UdpConfig, UdpStats
+//   client/link.rs      what UdpClient sends by: a UDP socket or a broker
+//   client/mqtt.rs      MqttClient (a UdpClient through a broker)
 //   client/auth.rs      the hello, sealing requests, opening replies
 //   client/subscribe.rs Subscription, Update: events filed by topic
 //   server/mod.rs       ServerConfig, ServerBuilder (binds), Server, ShutdownHandle
@@ -63,6 +65,7 @@
 //   shared/value.rs     Value
 //   shared/number.rs    Number
 //   shared/keys.rs      AuthKey: pre-shared keys, key files, keygen
+//   shared/mqtt.rs      MqttBroker, topics, connect options, backoff
 
 // `#[service]` names `::at_host`; inside this crate that is us.
 extern crate self as at_host;
@@ -110,8 +113,8 @@ pub use at_core::ErrorCode;
 /// ```
 pub use at_host_macros::service;
 pub use client::{
-    Caller, Client, EndReason, Granted, Subscribe, SubscribeOptions, Subscription, UdpClient,
-    UdpConfig, UdpStats, Update,
+    Caller, Client, EndReason, Granted, MqttClient, Subscribe, SubscribeOptions, Subscription,
+    UdpClient, UdpConfig, UdpStats, Update,
 };
 pub use server::{
     AsyncFunction, EVENT_QUEUE, HostFunction, Json, MAX_PEER_CALLS, MAX_PER_SUBSCRIBER,
@@ -125,6 +128,7 @@ pub use shared::convert::Shape;
 pub use shared::convert::{Mismatch, decode_result, from_value, to_value};
 pub use shared::error::{Error, ProtocolError};
 pub use shared::keys::{AuthKey, KeyFileError};
+pub use shared::mqtt::MqttBroker;
 pub use shared::number::Number;
 pub use shared::value::{Arg, Value};
 

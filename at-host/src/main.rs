@@ -54,7 +54,8 @@ enum Command {
         /// Close TCP connections idle this long, in seconds.
         #[arg(long, default_value_t = 300.0, value_name = "SECS")]
         idle_timeout: f64,
-        /// The name rpc.info reports (default: the host name).
+        /// The name rpc.info reports (default: the host name), and with
+        /// --mqtt the AT name served through the broker.
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Require authentication with this key, KID:HEX (repeatable).
@@ -64,6 +65,12 @@ enum Command {
         /// HEX`; `#` comments); it must not be readable by group or others.
         #[arg(long, value_name = "PATH")]
         key_file: Option<std::path::PathBuf>,
+        /// Serve through this MQTT 5 broker too, mqtt://HOST[:PORT] or
+        /// mqtts://HOST[:PORT], as --name (contract section 11).
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
     /// Print a new key, KID:HEX, from the operating system's CSPRNG.
     Keygen {
@@ -159,11 +166,18 @@ enum Command {
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
+        /// List the devices online on this broker instead (their retained
+        /// status), mqtt://HOST[:PORT].
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
     /// Call one function and print its result.
     #[command(allow_negative_numbers = true)]
     Call {
-        /// The server, HOST[:PORT] (port 16724 when missing).
+        /// The server, HOST[:PORT] (port 16724 when missing), or a device
+        /// through a broker, mqtt://HOST[:PORT]/DEVICE.
         #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
         server: String,
         /// Call over UDP instead of TCP.
@@ -184,6 +198,8 @@ enum Command {
         deadline: Option<u32>,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The function's name.
         func: String,
         /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
@@ -193,7 +209,8 @@ enum Command {
     /// Send one notification (a call that gets no reply) and exit once sent.
     #[command(allow_negative_numbers = true)]
     Notify {
-        /// The server, HOST[:PORT] (port 16724 when missing).
+        /// The server, HOST[:PORT] (port 16724 when missing), or a device
+        /// through a broker, mqtt://HOST[:PORT]/DEVICE.
         #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
         server: String,
         /// Send over UDP instead of TCP.
@@ -205,6 +222,8 @@ enum Command {
         timeout: f64,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The function's name.
         func: String,
         /// Arguments: JSON values (10, 2.5, true, "x"), or else strings.
@@ -303,9 +322,12 @@ impl KeyArgs {
 /// `rpc.ping` is answered without authentication (contract section 9).
 #[derive(clap::Args)]
 struct Target {
-    /// The server, HOST[:PORT] (port 16724 when missing).
+    /// The server, HOST[:PORT] (port 16724 when missing), or a device
+    /// through a broker, mqtt://HOST[:PORT]/DEVICE.
     #[arg(long, default_value = "127.0.0.1:16724", value_name = "HOST[:PORT]")]
     server: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Over UDP instead of TCP.
     #[arg(long)]
     udp: bool,
@@ -315,6 +337,77 @@ struct Target {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How to log in to a broker (for `mqtt://` and `mqtts://` addresses).
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// This caller's AT name and MQTT client id (default
+    /// `at-host-<pid>-<random hex>`; a server's is --name).
+    #[arg(long, value_name = "NAME")]
+    mqtt_name: Option<String>,
+    /// The broker user (the password from --mqtt-password-file or
+    /// `AT_MQTT_PASSWORD`).
+    #[arg(long, value_name = "USER")]
+    mqtt_user: Option<String>,
+    /// A file whose first line is the broker password.
+    #[arg(long, value_name = "PATH")]
+    mqtt_password_file: Option<std::path::PathBuf>,
+    /// With mqtts://: trust the CA certificates of this PEM file (default:
+    /// the system's).
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl BrokerArgs {
+    /// The broker at `url` with these login options (exit 2 for a bad URL
+    /// or an unreadable password file).
+    fn broker(&self, url: &str) -> Result<at_host::MqttBroker, ExitCode> {
+        at_host::addr::MqttUrl::parse(url).map_err(|e| usage(&e))?;
+        let mut broker = at_host::MqttBroker::new(url);
+        let password = match &self.mqtt_password_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text.lines().next().unwrap_or("").to_owned()),
+                Err(e) => return Err(usage(&format!("{}: {e}", path.display()))),
+            },
+            None => std::env::var("AT_MQTT_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        };
+        if password.is_some() && self.mqtt_user.is_none() {
+            return Err(usage("a broker password needs --mqtt-user"));
+        }
+        broker.name = self.mqtt_name.clone();
+        broker.user = self.mqtt_user.clone();
+        broker.password = password;
+        broker.ca_file = self.ca_file.clone();
+        Ok(broker)
+    }
+}
+
+/// `--server` as a destination: `mqtt[s]://HOST[:PORT]/DEVICE` through a
+/// broker, else `HOST[:PORT]` resolved (exit 2 for a malformed one, 3 when
+/// the name does not resolve).
+async fn destination(
+    server: &str,
+    udp: bool,
+    broker: &BrokerArgs,
+) -> Result<tools::Dest, ExitCode> {
+    if at_host::addr::MqttUrl::is_mqtt(server) {
+        let url = at_host::addr::MqttUrl::parse(server).map_err(|e| usage(&e))?;
+        let Some(device) = url.device else {
+            return Err(usage(&format!(
+                "{server:?}: name the device, mqtt://HOST[:PORT]/DEVICE"
+            )));
+        };
+        return Ok(tools::Dest::Mqtt {
+            broker: broker.broker(server)?,
+            device,
+            shown: server.to_owned(),
+        });
+    }
+    let addr = resolve(server).await?;
+    Ok(tools::Dest::Ip { addr, udp })
 }
 
 /// A listen address, or none (`--tcp none`).
@@ -404,7 +497,14 @@ fn main() -> ExitCode {
                 name,
                 keys,
                 key_file,
+                mqtt,
+                broker,
             } => {
+                let mqtt = match mqtt.as_deref().map(|url| broker.broker(url)) {
+                    Some(Ok(broker)) => Some(broker),
+                    Some(Err(code)) => return code,
+                    None => None,
+                };
                 let Some(idle) = seconds(idle_timeout) else {
                     return usage("--idle-timeout must be a positive number of seconds");
                 };
@@ -432,7 +532,7 @@ fn main() -> ExitCode {
                     max_per_address,
                     idle_timeout: idle,
                 };
-                serve(tcp.0, udp.0, limits, name, all).await
+                serve(tcp.0, udp.0, mqtt, limits, name, all).await
             }
             Command::Keygen { kid } => match AuthKey::generate(&kid) {
                 Ok(key) => {
@@ -455,18 +555,9 @@ fn main() -> ExitCode {
                 if count == 0 {
                     return usage("--count must be at least 1");
                 }
-                match resolve(&target.server).await {
+                match destination(&target.server, target.udp, &target.broker).await {
                     Ok(addr) => {
-                        tools::ping(
-                            addr,
-                            target.udp,
-                            count,
-                            interval,
-                            size,
-                            timeout,
-                            target.json,
-                        )
-                        .await
+                        tools::ping(&addr, count, interval, size, timeout, target.json).await
                     }
                     Err(code) => code,
                 }
@@ -483,10 +574,10 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
-                match resolve(&target.server).await {
+                match destination(&target.server, target.udp, &target.broker).await {
                     Ok(addr) => {
                         let timeout = seconds(target.timeout).unwrap_or_default();
-                        tools::info(addr, target.udp, timeout, key, target.json).await
+                        tools::info(&addr, timeout, key, target.json).await
                     }
                     Err(code) => code,
                 }
@@ -496,10 +587,10 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
-                match resolve(&target.server).await {
+                match destination(&target.server, target.udp, &target.broker).await {
                     Ok(addr) => {
                         let timeout = seconds(target.timeout).unwrap_or_default();
-                        tools::list(addr, target.udp, timeout, key, target.json).await
+                        tools::list(&addr, timeout, key, target.json).await
                     }
                     Err(code) => code,
                 }
@@ -509,10 +600,10 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
-                match resolve(&target.server).await {
+                match destination(&target.server, target.udp, &target.broker).await {
                     Ok(addr) => {
                         let timeout = seconds(target.timeout).unwrap_or_default();
-                        tools::topics(addr, target.udp, timeout, key, target.json).await
+                        tools::topics(&addr, timeout, key, target.json).await
                     }
                     Err(code) => code,
                 }
@@ -555,10 +646,18 @@ fn main() -> ExitCode {
                 ipv6,
                 port,
                 json,
+                mqtt,
+                broker,
             } => {
                 let Some(timeout) = seconds(timeout) else {
                     return usage("--timeout must be a positive number of seconds");
                 };
+                if let Some(url) = mqtt {
+                    return match broker.broker(&url) {
+                        Ok(broker) => tools::discover_mqtt(&broker, timeout, json).await,
+                        Err(code) => code,
+                    };
+                }
                 let families = (ipv4 || !ipv6, ipv6 || !ipv4);
                 tools::discover(timeout, interface.as_deref(), families, port, json).await
             }
@@ -570,6 +669,7 @@ fn main() -> ExitCode {
                 json,
                 deadline,
                 key,
+                broker,
                 func,
                 args,
             } => {
@@ -587,6 +687,15 @@ fn main() -> ExitCode {
                     json,
                     deadline,
                 };
+                if at_host::addr::MqttUrl::is_mqtt(&server) {
+                    return match destination(&server, false, &broker).await {
+                        Ok(tools::Dest::Mqtt { broker, device, .. }) => {
+                            call_mqtt(&broker, &device, &how, key, &func, &args).await
+                        }
+                        Ok(tools::Dest::Ip { .. }) => usage("not an mqtt:// address"),
+                        Err(code) => code,
+                    };
+                }
                 call(&server, &how, key, &func, &args).await
             }
             Command::Notify {
@@ -594,6 +703,7 @@ fn main() -> ExitCode {
                 udp,
                 timeout,
                 key,
+                broker,
                 func,
                 args,
             } => {
@@ -604,6 +714,15 @@ fn main() -> ExitCode {
                     Ok(key) => key,
                     Err(code) => return code,
                 };
+                if at_host::addr::MqttUrl::is_mqtt(&server) {
+                    return match destination(&server, false, &broker).await {
+                        Ok(tools::Dest::Mqtt { broker, device, .. }) => {
+                            notify_mqtt(&broker, &device, timeout, key, &func, &args).await
+                        }
+                        Ok(tools::Dest::Ip { .. }) => usage("not an mqtt:// address"),
+                        Err(code) => code,
+                    };
+                }
                 notify(&server, udp, timeout, key, &func, &args).await
             }
             Command::Demo => demo().await,
@@ -685,12 +804,23 @@ struct Limits {
 async fn serve(
     tcp: Option<SocketAddr>,
     udp: Option<SocketAddr>,
+    mqtt: Option<at_host::MqttBroker>,
     limits: Limits,
     name: Option<String>,
     keys: Vec<AuthKey>,
 ) -> ExitCode {
-    if tcp.is_none() && udp.is_none() {
+    if tcp.is_none() && udp.is_none() && mqtt.is_none() {
         return usage("nothing to serve: --tcp and --udp are both none");
+    }
+    if let Some(broker) = &mqtt {
+        let served = broker
+            .name
+            .clone()
+            .or_else(|| name.clone())
+            .unwrap_or_else(|| at_host::ServerConfig::default().name);
+        if let Err(e) = at_host::addr::check_name(&served) {
+            return usage(&format!("--mqtt serves as --name: {e}"));
+        }
     }
     let (tcp, udp) = (tcp.map(ipv4_without_ipv6), udp.map(ipv4_without_ipv6));
     let mut builder = Server::builder()
@@ -717,6 +847,12 @@ async fn serve(
     if let Some(addr) = udp {
         builder = builder.udp(addr);
     }
+    let mqtt_url = mqtt
+        .as_ref()
+        .and_then(|b| at_host::addr::MqttUrl::parse(&b.url).ok());
+    if let Some(broker) = mqtt {
+        builder = builder.mqtt(broker);
+    }
     let server = match builder.start().await {
         Ok(server) => server,
         Err(e) => {
@@ -734,6 +870,18 @@ async fn serve(
     }
     let _ = stdout.flush();
     drop(stdout);
+    if let (Some(url), Some(name)) = (mqtt_url, server.mqtt_name()) {
+        // Once subscribed and announced: callers can reach it from then.
+        server.mqtt_ready().await;
+        let scheme = if url.tls { "mqtts" } else { "mqtt" };
+        let host = match url.host.contains(':') {
+            true => format!("[{}]", url.host),
+            false => url.host.clone(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on {scheme}://{host}:{}/{name}", url.port);
+        let _ = stdout.flush();
+    }
     server.run_until_ctrl_c().await;
     ExitCode::SUCCESS
 }
@@ -820,6 +968,44 @@ async fn notify(
     }
 }
 
+/// `notify` through a broker: exit 0 once written to the broker.
+async fn notify_mqtt(
+    broker: &at_host::MqttBroker,
+    device: &str,
+    timeout: Duration,
+    key: Option<AuthKey>,
+    func: &str,
+    args: &[String],
+) -> ExitCode {
+    let values: Vec<Value> = args.iter().map(|a| Value::from_cli_arg(a)).collect();
+    let core: Vec<at_core::Value<'_>> = values.iter().map(Value::as_core).collect();
+    let config = UdpConfig {
+        timeout,
+        key,
+        ..UdpConfig::default()
+    };
+    let attempt = async {
+        let client = at_host::MqttClient::connect(broker, device, config).await?;
+        client.notify(func, &core).await
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(timeout)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Remote { code, message }) => {
+            eprintln!("error: {code}: {message}");
+            ExitCode::from(1)
+        }
+        Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
+            eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
+            ExitCode::from(1)
+        }
+        Err(e) => transport(&format!("{}: {e}", broker.url)),
+    }
+}
+
 /// How `call` calls: its flags.
 struct Options {
     udp: bool,
@@ -889,6 +1075,11 @@ async fn call(
             Err(_) => Err(Error::Timeout(timeout)),
         }
     };
+    report_call(result, json, &addr.to_string())
+}
+
+/// Prints a call's outcome as `call` does; its exit code.
+fn report_call(result: Result<Value, Error>, json: bool, addr: &str) -> ExitCode {
     match result {
         Ok(value) if json => {
             println!("{{\"status\": \"success\", \"result\": {value}}}");
@@ -918,6 +1109,39 @@ async fn call(
         }
         Err(e) => transport(&format!("{addr}: {e}")),
     }
+}
+
+/// `call` through a broker: as over UDP (retransmitted, `--retries`,
+/// `--timeout` for the whole call), the same output and exit codes.
+async fn call_mqtt(
+    broker: &at_host::MqttBroker,
+    device: &str,
+    how: &Options,
+    key: Option<AuthKey>,
+    func: &str,
+    args: &[String],
+) -> ExitCode {
+    let values: Vec<Value> = args.iter().map(|a| Value::from_cli_arg(a)).collect();
+    let core: Vec<at_core::Value<'_>> = values.iter().map(Value::as_core).collect();
+    let config = UdpConfig {
+        timeout: how.timeout,
+        retries: how.retries,
+        key,
+        ..UdpConfig::default()
+    };
+    let deadline = tokio::time::Instant::now() + how.timeout;
+    let attempt = async {
+        let client = at_host::MqttClient::connect(broker, device, config).await?;
+        match how.deadline {
+            Some(d) => client.call_deadline(func, &core, d).await,
+            None => client.call(func, &core).await,
+        }
+    };
+    let result = match tokio::time::timeout_at(deadline, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(how.timeout)),
+    };
+    report_call(result, how.json, &broker.url)
 }
 
 /// `[::]:PORT` as `0.0.0.0:PORT` on a host without IPv6 (the default

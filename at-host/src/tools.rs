@@ -10,37 +10,90 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use at_core::{Frame, HEADER_LEN, Kind, Reply};
-use at_host::{AuthKey, Client, Error, ProtocolError, UdpClient, UdpConfig, Value};
+use at_host::{
+    AuthKey, Client, Error, MqttBroker, MqttClient, ProtocolError, UdpClient, UdpConfig, Value,
+};
 use serde_json::Value as Json;
 
 /// The most `rpc.functions` pages `list` asks for.
 const MAX_PAGES: usize = 10_000;
 
-/// A connection to one server over TCP or UDP.
+/// The server a verb asks: an address (TCP or UDP), or a device through
+/// a broker.
+pub enum Dest {
+    /// `HOST[:PORT]`, resolved.
+    Ip {
+        /// The address.
+        addr: SocketAddr,
+        /// Over UDP instead of TCP.
+        udp: bool,
+    },
+    /// `mqtt://HOST[:PORT]/DEVICE` (contract section 11).
+    Mqtt {
+        /// The broker and how to log in.
+        broker: MqttBroker,
+        /// The device's AT name.
+        device: String,
+        /// The URL as given, for messages.
+        shown: String,
+    },
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dest::Ip { addr, .. } => write!(f, "{addr}"),
+            Dest::Mqtt { shown, .. } => f.write_str(shown),
+        }
+    }
+}
+
+impl Dest {
+    /// `tcp`, `udp` or `mqtt`.
+    fn transport(&self) -> &'static str {
+        match self {
+            Dest::Ip { udp: true, .. } => "udp",
+            Dest::Ip { udp: false, .. } => "tcp",
+            Dest::Mqtt { .. } => "mqtt",
+        }
+    }
+}
+
+/// A connection to one server over TCP, UDP or a broker.
 pub enum Link {
     /// TCP.
     Tcp(Client),
     /// UDP.
     Udp(UdpClient),
+    /// Through a broker.
+    Mqtt(MqttClient),
 }
 
 impl Link {
-    /// Connects to `addr` (TCP: within `timeout`; UDP: each call gives up
-    /// after `timeout`).
+    /// Connects to `dest` (TCP: within `timeout`; UDP: each call gives up
+    /// after `timeout`; MQTT: the broker's CONNACK within `timeout`, each
+    /// call as UDP's).
     pub async fn connect(
-        addr: SocketAddr,
-        udp: bool,
+        dest: &Dest,
         timeout: Duration,
         key: Option<AuthKey>,
     ) -> Result<Link, Error> {
-        if udp {
-            let config = UdpConfig {
-                timeout,
-                key,
-                ..UdpConfig::default()
-            };
-            return UdpClient::connect(addr, config).await.map(Link::Udp);
-        }
+        let config = UdpConfig {
+            timeout,
+            key: key.clone(),
+            ..UdpConfig::default()
+        };
+        let addr = match dest {
+            Dest::Mqtt { broker, device, .. } => {
+                return MqttClient::connect(broker, device, config)
+                    .await
+                    .map(Link::Mqtt);
+            }
+            Dest::Ip { addr, udp: true } => {
+                return UdpClient::connect(*addr, config).await.map(Link::Udp);
+            }
+            Dest::Ip { addr, udp: false } => *addr,
+        };
         match tokio::time::timeout(timeout, Client::connect(addr, timeout)).await {
             Ok(Ok(client)) => Ok(Link::Tcp(match key {
                 Some(key) => client.with_key(key),
@@ -63,6 +116,7 @@ impl Link {
             match self {
                 Link::Tcp(c) => c.call(func, &core).await,
                 Link::Udp(c) => c.call(func, &core).await,
+                Link::Mqtt(c) => c.call(func, &core).await,
             }
         };
         match tokio::time::timeout(timeout, call).await {
@@ -86,7 +140,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    fn of(addr: SocketAddr, e: Error) -> Failure {
+    fn of(addr: impl std::fmt::Display, e: Error) -> Failure {
         match e {
             Error::Remote { code, message } => Failure::Remote(code, message),
             // A wrong key: as `call` says it.
@@ -119,15 +173,14 @@ fn json_of(value: &Value) -> Json {
 /// `ping`: `count` rpc.ping calls, `interval` apart, each with a string of
 /// `size` bytes (none when 0); one line per reply, then ping(8)'s summary.
 pub async fn ping(
-    addr: SocketAddr,
-    udp: bool,
+    addr: &Dest,
     count: u32,
     interval: Duration,
     size: usize,
     timeout: Duration,
     json: bool,
 ) -> ExitCode {
-    let transport = if udp { "udp" } else { "tcp" };
+    let transport = addr.transport();
     if !json {
         println!("PING {addr} ({transport})");
     }
@@ -145,7 +198,7 @@ pub async fn ping(
         let started = Instant::now();
         let outcome = async {
             if link.is_none() {
-                link = Some(Link::connect(addr, udp, timeout, None).await?);
+                link = Some(Link::connect(addr, timeout, None).await?);
             }
             match link.as_mut() {
                 Some(l) => l.call("rpc.ping", &args, timeout).await,
@@ -232,15 +285,9 @@ fn rtt(times: &[f64]) -> Option<(f64, f64, f64, f64)> {
 }
 
 /// `info`: rpc.info's members as `key: value` lines, or the object.
-pub async fn info(
-    addr: SocketAddr,
-    udp: bool,
-    timeout: Duration,
-    key: Option<AuthKey>,
-    json: bool,
-) -> ExitCode {
+pub async fn info(addr: &Dest, timeout: Duration, key: Option<AuthKey>, json: bool) -> ExitCode {
     let result = async {
-        let mut link = Link::connect(addr, udp, timeout, key).await?;
+        let mut link = Link::connect(addr, timeout, key).await?;
         link.call("rpc.info", &[], timeout).await
     }
     .await;
@@ -307,14 +354,8 @@ impl serde_json::ser::Formatter for Spaced {
 
 /// `list`: every page of rpc.functions, as a table of name, signature and
 /// doc, or the JSON array.
-pub async fn list(
-    addr: SocketAddr,
-    udp: bool,
-    timeout: Duration,
-    key: Option<AuthKey>,
-    json: bool,
-) -> ExitCode {
-    let result = pages(addr, udp, timeout, key, "rpc.functions", "functions").await;
+pub async fn list(addr: &Dest, timeout: Duration, key: Option<AuthKey>, json: bool) -> ExitCode {
+    let result = pages(addr, timeout, key, "rpc.functions", "functions").await;
     let entries = match result {
         Ok(entries) => entries,
         Err(e) => return Failure::of(addr, e).report(),
@@ -331,14 +372,13 @@ pub async fn list(
 /// Every page of `func` (`rpc.functions`, `rpc.topics`): the entries of
 /// each page's `member`, following `next` while it grows.
 async fn pages(
-    addr: SocketAddr,
-    udp: bool,
+    addr: &Dest,
     timeout: Duration,
     key: Option<AuthKey>,
     func: &str,
     member: &str,
 ) -> Result<Vec<Json>, Error> {
-    let mut link = Link::connect(addr, udp, timeout, key).await?;
+    let mut link = Link::connect(addr, timeout, key).await?;
     let mut entries = Vec::new();
     let mut start = 0i64;
     for _ in 0..MAX_PAGES {
@@ -356,14 +396,8 @@ async fn pages(
 
 /// `topics`: every page of rpc.topics (contract section 10.1), as a table
 /// of name and doc, or the JSON array.
-pub async fn topics(
-    addr: SocketAddr,
-    udp: bool,
-    timeout: Duration,
-    key: Option<AuthKey>,
-    json: bool,
-) -> ExitCode {
-    let entries = match pages(addr, udp, timeout, key, "rpc.topics", "topics").await {
+pub async fn topics(addr: &Dest, timeout: Duration, key: Option<AuthKey>, json: bool) -> ExitCode {
+    let entries = match pages(addr, timeout, key, "rpc.topics", "topics").await {
         Ok(entries) => entries,
         Err(e) => return Failure::of(addr, e).report(),
     };
@@ -408,7 +442,11 @@ pub async fn watch(
     options: &WatchOptions,
     key: Option<AuthKey>,
 ) -> ExitCode {
-    let link = match Link::connect(addr, options.udp, options.timeout, key).await {
+    let dest = Dest::Ip {
+        addr,
+        udp: options.udp,
+    };
+    let link = match Link::connect(&dest, options.timeout, key).await {
         Ok(link) => link,
         Err(e) => return Failure::of(addr, e).report(),
     };
@@ -419,6 +457,7 @@ pub async fn watch(
     let subscribed = match &link {
         Link::Tcp(c) => c.subscribe_with::<Json>(topic, subscribe).await,
         Link::Udp(c) => c.subscribe_with::<Json>(topic, subscribe).await,
+        Link::Mqtt(_) => return Failure::Transport("watch: not over MQTT".into()).report(),
     };
     let mut subscription = match subscribed {
         Ok(subscription) => subscription,
@@ -603,6 +642,48 @@ pub async fn discover(
     }
     if found.is_empty() {
         eprintln!("no server answered within {timeout:?}");
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `discover --mqtt`: the devices online on `broker` by their retained
+/// status, one line each as for the LAN (address `mqtt://HOST:PORT/NAME`,
+/// what `--server` takes), sorted by name; exit 3 when none is.
+pub async fn discover_mqtt(broker: &MqttBroker, timeout: Duration, json: bool) -> ExitCode {
+    let online = match MqttClient::discover(broker, timeout).await {
+        Ok(online) => online,
+        Err(e) => return Failure::of(&broker.url, e).report(),
+    };
+    let base = broker.url.trim_end_matches('/');
+    let found: Vec<[String; 4]> = online
+        .iter()
+        .map(|(name, info)| {
+            let text = |key: &str| info[key].as_str().unwrap_or("").to_owned();
+            [
+                format!("{base}/{name}"),
+                text("name"),
+                text("server"),
+                text("auth"),
+            ]
+        })
+        .collect();
+    if json {
+        let array: Vec<Json> = found
+            .iter()
+            .map(|[address, name, server, auth]| serde_json::json!({"address": address, "name": name, "server": server, "auth": auth}))
+            .collect();
+        println!("{}", compact(&Json::Array(array)));
+    } else {
+        let rows: Vec<[String; 4]> = found
+            .into_iter()
+            .map(|[address, name, server, auth]| [address, name, server, format!("auth={auth}")])
+            .collect();
+        print!("{}", table(&rows));
+    }
+    if online.is_empty() {
+        eprintln!("no device online on {}", broker.url);
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS

@@ -149,6 +149,21 @@ pub fn build_bin(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     let target_root = profile_dir.parent().expect("target root");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
+    // Not the variables cargo set for this test (CARGO_PKG_VERSION_MAJOR,
+    // ...): build scripts that watch them (ring's) would see them change
+    // between this build and the shell's, and each would rebuild all.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let ours = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_str(),
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+            );
+        if ours {
+            build.env_remove(&name);
+        }
+    }
     build.args(["build", "--quiet", "-p", package, "--bin", bin]);
     if !features.is_empty() {
         build.arg("--features").arg(features.join(","));

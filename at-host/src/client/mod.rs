@@ -3,7 +3,9 @@
 //! - [`tcp`]: [`Client`], one connection shared by reference, calls
 //!   pipelined with replies matched by seq;
 //! - [`udp`]: [`UdpClient`], with [`UdpConfig`] and [`UdpStats`], calls
-//!   retransmitted until answered.
+//!   retransmitted until answered;
+//! - [`mqtt`]: [`MqttClient`], the UDP client's calls through a broker
+//!   (contract section 11), over the `link` a datagram client sends by.
 //!
 //! - [`subscribe`]: [`Subscription`] (contract 10.3), on either client,
 //!   with [`Update`], [`EndReason`], [`SubscribeOptions`] and [`Granted`].
@@ -14,10 +16,13 @@
 //! [`Caller`] is what both have in common, and [`Subscribe`] for topics.
 
 mod auth;
+mod link;
+mod mqtt;
 mod subscribe;
 mod tcp;
 mod udp;
 
+pub use mqtt::MqttClient;
 pub use subscribe::{EndReason, Granted, SubscribeOptions, Subscription, Update};
 pub use tcp::Client;
 pub use udp::{UdpClient, UdpConfig, UdpStats};
@@ -34,7 +39,7 @@ use crate::shared::error::Error;
 use crate::shared::value::{Arg, Value};
 
 /// A client of any transport: the TCP [`Client`](crate::Client), the
-/// [`UdpClient`](crate::UdpClient), or a reference or [`Arc`] of one.
+/// [`UdpClient`](crate::UdpClient), the [`MqttClient`](crate::MqttClient), or a reference or [`Arc`] of one.
 /// Generated `#[service]` clients call through it; so can code that should
 /// not care how calls travel.
 ///
@@ -113,6 +118,15 @@ impl Subscribe for UdpClient {
         topic: &str,
     ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
         UdpClient::subscribe(self, topic)
+    }
+}
+
+impl Subscribe for MqttClient {
+    fn subscribe<T: DeserializeOwned + Send>(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Subscription<'_, T>, Error>> + Send {
+        MqttClient::subscribe(self, topic)
     }
 }
 

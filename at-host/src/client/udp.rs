@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use at_core::Frame;
 use log::debug;
 use tokio::net::{ToSocketAddrs, UdpSocket};
+
+use super::link::Link;
 use tokio::sync::{Notify, RwLock, Semaphore};
 
 use serde::Serialize;
@@ -96,7 +98,7 @@ impl Default for UdpConfig {
 /// # Ok(()) }
 /// ```
 pub struct UdpClient {
-    socket: UdpSocket,
+    link: Link,
     config: UdpConfig,
     /// The receive buffer: whoever holds it reads datagrams for every call.
     reader: tokio::sync::Mutex<Box<[u8]>>,
@@ -268,7 +270,7 @@ impl UdpClient {
         let mut last = None;
         for addr in tokio::net::lookup_host(server).await? {
             match UdpClient::connect_to(addr).await {
-                Ok(socket) => return Ok(UdpClient::with_socket(socket, config)),
+                Ok(socket) => return Ok(UdpClient::with_link(Link::Udp(socket), config)),
                 Err(e) => last = Some(e),
             }
         }
@@ -293,18 +295,26 @@ impl UdpClient {
         Ok(socket)
     }
 
-    fn with_socket(socket: UdpSocket, config: UdpConfig) -> UdpClient {
+    /// A client sending through `link`.
+    pub(crate) fn with_link(link: Link, config: UdpConfig) -> UdpClient {
         let rng = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish()
             | 1;
         let auth = config.key.clone().map(ClientAuth::new);
+        // A name outlives a restart (contract 11.1 rule 3): start at a
+        // random seq, so a new process is not answered from the cache of
+        // the last one's. A UDP client's fresh port needs none.
+        let first_seq = match &link {
+            Link::Udp(_) => 1,
+            Link::Mqtt(_) => random_seq(),
+        };
         UdpClient {
-            socket,
+            link,
             reader: tokio::sync::Mutex::new(vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice()),
             config,
             state: Mutex::new(State {
-                next_seq: 1,
+                next_seq: first_seq,
                 rng,
                 stats: UdpStats::default(),
                 auth,
@@ -337,7 +347,21 @@ impl UdpClient {
 
     /// The local address of the client's socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.link.local_addr()
+    }
+
+    /// Waits until what was sent has left (MQTT: written to the broker;
+    /// UDP: at once), within the timeout.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        match &self.link {
+            Link::Udp(_) => Ok(()),
+            Link::Mqtt(link) => link.flush(self.config.timeout).await,
+        }
+    }
+
+    /// The config's bound on a whole call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.config.timeout
     }
 
     /// Counters so far.
@@ -465,7 +489,7 @@ impl UdpClient {
                 .map_err(bounded)?;
             self.hello(0, deadline).await?;
         };
-        self.socket.send(&frame).await?;
+        self.link.send(&frame).await?;
         self.state().stats.sent += 1;
         Ok(())
     }
@@ -615,7 +639,12 @@ impl UdpClient {
         };
         for seq in &registered.seqs {
             if let Some(flight) = flights.get(seq) {
-                self.socket.send(&flight.frame).await?;
+                self.link.check(&flight.frame)?;
+            }
+        }
+        for seq in &registered.seqs {
+            if let Some(flight) = flights.get(seq) {
+                self.link.send(&flight.frame).await?;
                 self.state().stats.sent += 1;
             }
         }
@@ -657,7 +686,7 @@ impl UdpClient {
                         "udp seq {seq}: no reply after {:?}, retransmitting",
                         flight.timeout
                     );
-                    self.socket.send(&flight.frame).await?;
+                    self.link.send(&flight.frame).await?;
                     self.state().stats.retransmitted += 1;
                     flight.retries_left -= 1;
                     flight.timeout = (flight.timeout * 2).min(self.config.max_backoff);
@@ -706,7 +735,7 @@ impl UdpClient {
         wake: Instant,
     ) -> Result<(), Error> {
         while mailbox.is_empty() {
-            match tokio::time::timeout_at(wake.into(), self.socket.recv(buf)).await {
+            match tokio::time::timeout_at(wake.into(), self.link.recv(buf)).await {
                 Err(_) => break, // a retransmission or the deadline is due
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     // ICMP port unreachable for an earlier datagram: the
@@ -752,6 +781,12 @@ impl UdpClient {
                 match accepted {
                     Ok(()) => (Got::Reply(Ok(Value::Null)), mailbox),
                     Err(Some(e)) => (Got::Reply(Err(e)), mailbox),
+                    // Through a broker the reply topic is the device's
+                    // alone (its ACL): a proof that does not verify is a
+                    // wrong key, as over TCP.
+                    Err(None) if matches!(self.link, Link::Mqtt(_)) => {
+                        (Got::Reply(Err(ProtocolError::BadHello.into())), mailbox)
+                    }
                     // A reply without a valid proof counts as not received.
                     Err(None) => {
                         state.stats.ignored += 1;
@@ -837,7 +872,7 @@ impl UdpClient {
             }
         };
         for flight in flights.values() {
-            self.socket.send(&flight.frame).await?;
+            self.link.send(&flight.frame).await?;
             self.state().stats.sent += 1;
         }
         self.exchange(&mut flights, &mailbox, deadline).await?;
@@ -896,7 +931,7 @@ impl UdpClient {
             () = tokio::time::sleep_until(wake) => {}
             mut buf = self.reader.lock() => {
                 while slot.is_empty() {
-                    match tokio::time::timeout_at(wake, self.socket.recv(&mut buf)).await {
+                    match tokio::time::timeout_at(wake, self.link.recv(&mut buf)).await {
                         Err(_) => break,
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                             // ICMP port unreachable: the next renewal
@@ -935,7 +970,7 @@ impl UdpClient {
             }
         };
         if let Ok(frame) = frame
-            && self.socket.try_send(&frame).is_ok()
+            && self.link.try_send(&frame).is_ok()
         {
             self.state().stats.sent += 1;
         }
@@ -997,6 +1032,18 @@ impl UdpClient {
         // way that matters more than the panic itself.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A random seq in 1 to 2^31 (room below the wrap for a long run).
+fn random_seq() -> u32 {
+    let mut bytes = [0u8; 4];
+    let n = match getrandom::fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32,
+    };
+    (n >> 1).max(1)
 }
 
 impl InFlight {

@@ -9,7 +9,9 @@
 //!
 //! - [`tcp`]: the accept loop and the per-connection loop;
 //! - [`slots`]: the TCP connection table and its limits by address;
-//! - [`udp`]: the datagram thread and the rationing of its error replies;
+//! - [`udp`]: the datagram thread, the datagram rules it shares with
+//!   [`mqtt`] and the rationing of error replies;
+//! - [`mqtt`]: serving through a broker (contract section 11);
 //! - [`cache`]: the UDP reply cache that makes execution at-most-once;
 //! - [`registry`]: [`Registry`], [`HandlerError`], [`HostFunction`];
 //! - [`peer`]: [`Peer`], calls towards a client that called `rpc.peer`.
@@ -20,6 +22,7 @@ mod auth;
 mod cache;
 mod destination;
 pub(crate) mod log_limit;
+mod mqtt;
 mod peer;
 mod registry;
 mod slots;
@@ -147,6 +150,8 @@ pub struct ServerBuilder {
     topic_error: Option<TopicError>,
     /// The topic counting the calls answered, if any.
     calls_topic: Option<Topic>,
+    /// The broker to serve through, if any (contract section 11).
+    mqtt: Option<crate::MqttBroker>,
 }
 
 impl ServerBuilder {
@@ -320,6 +325,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves through an MQTT 5 broker as well (contract section 11): as
+    /// `broker.name`, else the server's name, on `at/<name>/req/+`, with a
+    /// retained status and a will; reconnecting with capped backoff while
+    /// the broker is away. See [`Server::mqtt_ready`].
+    pub fn mqtt(mut self, broker: crate::MqttBroker) -> Self {
+        self.mqtt = Some(broker);
+        self
+    }
+
     /// Listens on UDP at `addr` (port 0: the OS chooses).
     pub fn udp(mut self, addr: SocketAddr) -> Self {
         self.udp = Some(addr);
@@ -427,11 +441,29 @@ impl ServerBuilder {
                 .spawn(move || udp::serve(socket, shared, stop, alive, runtime))?;
             tokio::spawn(udp::wake_on_stop(stop_rx.clone(), bound));
         }
+        let mut mqtt = None;
+        if let Some(broker) = &self.mqtt {
+            let name = broker
+                .name
+                .clone()
+                .unwrap_or_else(|| shared.config.name.clone());
+            let link = mqtt::link(broker, &name, shared.config.max_frame)?;
+            let (ready_tx, ready_rx) = watch::channel(false);
+            tokio::spawn(mqtt::serve(
+                link,
+                shared.clone(),
+                stop_rx.clone(),
+                alive_tx.clone(),
+                ready_tx,
+            ));
+            mqtt = Some((name, ready_rx));
+        }
         Ok(Server {
             peers: shared.peers.clone(),
             topics: self.topics,
             tcp_addr,
             udp_addr,
+            mqtt,
             stop: stop_tx,
             alive: alive_rx,
         })
@@ -532,6 +564,8 @@ pub struct Server {
     topics: Vec<Topic>,
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
+    /// The AT name served through a broker, and whether it is ready.
+    mqtt: Option<(String, watch::Receiver<bool>)>,
     stop: watch::Sender<bool>,
     /// Closed (recv gives None) once every task holding a sender has ended.
     alive: mpsc::Receiver<()>,
@@ -612,6 +646,23 @@ impl Server {
     /// The UDP address really listened on.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The AT name served through a broker, if the server has one.
+    pub fn mqtt_name(&self) -> Option<&str> {
+        self.mqtt.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// Waits until the broker link has been ready once (subscribed to its
+    /// requests, its online status taken by the broker): `false` at once
+    /// for a server without one. Bound the wait as you need: while the
+    /// broker cannot be reached, the link keeps trying.
+    pub async fn mqtt_ready(&self) -> bool {
+        let Some((_, ready)) = &self.mqtt else {
+            return false;
+        };
+        let mut ready = ready.clone();
+        ready.wait_for(|r| *r).await.is_ok()
     }
 
     /// A handle that stops the server from anywhere.

@@ -424,6 +424,13 @@ impl Outbox {
         match &route.to {
             To::Stream(pipe) => pipe.push(frame),
             To::Datagram(peer) => {
+                let relay = hub.as_ref().and_then(|h| lock(&h.relay).clone());
+                if let Some(sent) = relay.and_then(|relay| relay(*peer, &frame)) {
+                    return match sent {
+                        true => Pushed::Sent,
+                        false => Pushed::Dropped,
+                    };
+                }
                 let socket = hub.and_then(|h| lock(&h.socket).clone());
                 match socket.map(|s| s.send_to(&frame, *peer)) {
                     Some(Ok(_)) => Pushed::Sent,
@@ -503,6 +510,10 @@ impl Events {
     }
 }
 
+/// Sends an event frame to a datagram peer of a transport other than UDP:
+/// `Some(sent)` for a peer it serves, `None` for others (UDP ones).
+pub(super) type Relay = Arc<dyn Fn(SocketAddr, &[u8]) -> Option<bool> + Send + Sync>;
+
 /// Where a topic call came from.
 pub(super) enum Via<'a> {
     /// A TCP connection.
@@ -523,6 +534,9 @@ pub(super) struct Hub {
     topics: Vec<Topic>,
     auth: Option<Arc<Auth>>,
     socket: Mutex<Option<Arc<UdpSocket>>>,
+    /// Datagram peers that are not UDP ones (MQTT callers): sends their
+    /// events, `None` for a peer it does not know.
+    relay: Mutex<Option<Relay>>,
     remote: Mutex<HashMap<Key, Arc<Outbox>>>,
     /// Event 1 of state topics subscribed over UDP, sent after the reply.
     later: Mutex<Vec<(Arc<Subscription>, Arc<str>)>>,
@@ -541,6 +555,7 @@ impl Hub {
             topics,
             auth,
             socket: Mutex::default(),
+            relay: Mutex::default(),
             remote: Mutex::default(),
             later: Mutex::default(),
             has_later: AtomicBool::new(false),
@@ -551,6 +566,11 @@ impl Hub {
     /// The UDP socket events leave by (`None` once it closes).
     pub(super) fn set_socket(&self, socket: Option<Arc<UdpSocket>>) {
         *lock(&self.socket) = socket;
+    }
+
+    /// How events reach datagram peers of another transport (MQTT).
+    pub(super) fn set_relay(&self, relay: Option<Relay>) {
+        *lock(&self.relay) = relay;
     }
 
     /// Sends the state events held back until a UDP subscribe's reply had

@@ -49,23 +49,12 @@ pub(super) fn serve(
     let socket = Arc::new(socket);
     // Events leave by this socket, until it closes.
     shared.hub.set_socket(Some(Arc::clone(&socket)));
-    let config = &shared.config;
-    let max_body = config.max_frame;
+    let max_body = shared.config.max_frame;
     // Room for any datagram, so a size check is never fooled by truncation.
     let room = MAX_DATAGRAM.max(HEADER_LEN + max_body as usize) + 1;
     let mut bufs: [Vec<u8>; destination::BATCH] = std::array::from_fn(|_| vec![0u8; room]);
     let mut got = Vec::with_capacity(destination::BATCH);
-    let mut out = vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)];
-    let mut error_replies = Ration::new(ERROR_REPLIES_PER_SECOND);
-    let state = Arc::new(Mutex::new(State {
-        cache: ReplyCache::new(
-            config.udp_cache_entries,
-            config.udp_cache_per_client,
-            config.udp_cache_age,
-        ),
-        running: HashMap::new(),
-    }));
-    let mut notified = Notified::default();
+    let mut datagrams = Datagrams::new(Arc::clone(&shared), runtime, "udp");
     let pktinfo = destination::enable(&socket);
     let stopped = || stop.has_changed().is_err() || *stop.borrow();
     while !stopped() {
@@ -96,51 +85,153 @@ pub(super) fn serve(
             // with success, and after a random pause.
             let broadcast = to.is_some_and(destination::is_broadcast);
             log::trace!("udp from {peer} to {to:?} (broadcast: {broadcast})");
-            let now = Instant::now();
-            let reply_len = match Frame::parse(&buf[..len], max_body) {
-                Err(e @ FrameError::SizeMismatch { .. }) => {
-                    protocol_warn!("udp from {peer}: dropped: {e}");
+            let outlet = UdpOutlet {
+                socket: Arc::clone(&socket),
+                peer,
+                broadcast,
+            };
+            datagrams.handle(&buf[..len], peer, broadcast, read_at, &outlet);
+        }
+    }
+    // The socket closes before the server counts this thread as ended
+    // (unless an async function's task still holds it).
+    shared.hub.set_socket(None);
+    drop(socket);
+    drop(alive);
+}
+
+/// Where the replies to one datagram go: back to its sender (UDP), or to
+/// its caller's reply topic (MQTT). Fresh, remembered and async replies
+/// alike leave through it.
+pub(super) trait Outlet: Clone + Send + Sync + 'static {
+    /// Sends one reply frame.
+    fn send(&self, reply: &[u8], runtime: &tokio::runtime::Handle);
+}
+
+/// A UDP datagram's sender.
+#[derive(Clone)]
+struct UdpOutlet {
+    socket: Arc<std::net::UdpSocket>,
+    peer: SocketAddr,
+    broadcast: bool,
+}
+
+impl Outlet for UdpOutlet {
+    /// To a request that came by broadcast or multicast (section 8) only a
+    /// success goes, after a random pause; an error reply is dropped.
+    fn send(&self, reply: &[u8], runtime: &tokio::runtime::Handle) {
+        let peer = self.peer;
+        if !self.broadcast {
+            send(&self.socket, reply, peer);
+        } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
+            let (socket, reply) = (Arc::clone(&self.socket), reply.to_vec());
+            runtime.spawn(async move {
+                tokio::time::sleep(destination::answer_delay()).await;
+                send(&socket, &reply, peer);
+            });
+        } else {
+            debug!("udp from {peer}: no error reply to a broadcast request");
+        }
+    }
+}
+
+/// The datagram rules of one server transport (UDP, or MQTT's one frame
+/// per message): the reply cache (at-most-once by (peer, seq)), the
+/// repeat memory of notifications, the ration of error replies, and the
+/// one request -> reply path through [`Shared`].
+pub(super) struct Datagrams {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+    notified: Notified,
+    error_replies: Ration,
+    out: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    /// `udp` or `mqtt`, for the logs.
+    what: &'static str,
+}
+
+impl Datagrams {
+    /// The rules for one transport of `shared`'s server.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        runtime: tokio::runtime::Handle,
+        what: &'static str,
+    ) -> Datagrams {
+        let config = &shared.config;
+        let max_body = config.max_frame;
+        let state = Arc::new(Mutex::new(State {
+            cache: ReplyCache::new(
+                config.udp_cache_entries,
+                config.udp_cache_per_client,
+                config.udp_cache_age,
+            ),
+            running: HashMap::new(),
+        }));
+        Datagrams {
+            out: vec![0u8; (HEADER_LEN + max_body as usize).max(at_core::MIN_REPLY_BUFFER)],
+            shared,
+            state,
+            notified: Notified::default(),
+            error_replies: Ration::new(ERROR_REPLIES_PER_SECOND),
+            runtime,
+            what,
+        }
+    }
+
+    /// Answers one datagram from `peer` (read whole at `read_at`) through
+    /// `outlet`: at most once per (peer, seq).
+    pub(super) fn handle(
+        &mut self,
+        datagram: &[u8],
+        peer: SocketAddr,
+        broadcast: bool,
+        read_at: Instant,
+        outlet: &impl Outlet,
+    ) {
+        let Datagrams {
+            shared,
+            state,
+            notified,
+            error_replies,
+            out,
+            runtime,
+            what,
+        } = self;
+        let (shared, runtime, what) = (&*shared, &*runtime, *what);
+        let len = datagram.len();
+        let max_body = shared.config.max_frame;
+        let now = Instant::now();
+        let reply_len = match Frame::parse(datagram, max_body) {
+            Err(e @ FrameError::SizeMismatch { .. }) => {
+                protocol_warn!("{what} from {peer}: dropped: {e}");
+                None
+            }
+            Err(e) => {
+                protocol_warn!("{what} from {peer}: bad frame: {e}");
+                // Error replies to bad datagrams are rationed: a flood of
+                // garbage (perhaps from spoofed addresses) must neither
+                // crowd out real calls nor be reflected at full rate.
+                if error_replies.take(now) {
+                    at_core::respond_to_error(&e, out)
+                } else {
                     None
                 }
-                Err(e) => {
-                    protocol_warn!("udp from {peer}: bad frame: {e}");
-                    // Error replies to bad datagrams are rationed: a flood of
-                    // garbage (perhaps from spoofed addresses) must neither
-                    // crowd out real calls nor be reflected at full rate.
-                    if error_replies.take(now) {
-                        at_core::respond_to_error(&e, &mut out)
-                    } else {
-                        None
+            }
+            Ok(frame)
+                if frame.kind == Kind::Notify && frame.header.flags & at_core::FLAG_AUTH == 0 =>
+            {
+                let key = (peer, frame.seq(), frame.header.length, frame.header.crc);
+                if notified.repeat(key, now) {
+                    debug!(
+                        "{what} from {peer}: notification seq {} again: dropped",
+                        key.1
+                    );
+                } else if let Some(target) = shared.cancel_of(frame.body) {
+                    // Acted on at once; never answered (contract 10.4).
+                    if let Some(target) = target {
+                        cancel_running(state, peer, target);
                     }
-                }
-                Ok(frame)
-                    if frame.kind == Kind::Notify
-                        && frame.header.flags & at_core::FLAG_AUTH == 0 =>
-                {
-                    let key = (peer, frame.seq(), frame.header.length, frame.header.crc);
-                    if notified.repeat(key, now) {
-                        debug!("udp from {peer}: notification seq {} again: dropped", key.1);
-                    } else if let Some(target) = shared.cancel_of(frame.body) {
-                        // Acted on at once; never answered (contract 10.4).
-                        if let Some(target) = target {
-                            cancel_running(&state, peer, target);
-                        }
-                    } else {
-                        let origin = Origin {
-                            transport: Transport::Datagram,
-                            peer: Some(peer),
-                            broadcast,
-                        };
-                        let via = Via::Datagram {
-                            peer,
-                            size: len,
-                            reply: false,
-                        };
-                        shared.notify_frame(&frame, &origin, via, read_at, &runtime, &mut out);
-                    }
-                    None
-                }
-                Ok(frame) if frame.kind == Kind::Notify => {
+                } else {
                     let origin = Origin {
                         transport: Transport::Datagram,
                         peer: Some(peer),
@@ -151,155 +242,144 @@ pub(super) fn serve(
                         size: len,
                         reply: false,
                     };
-                    shared.notify_frame(&frame, &origin, via, read_at, &runtime, &mut out);
-                    None
+                    shared.notify_frame(&frame, &origin, via, read_at, runtime, out);
                 }
-                Ok(frame) if frame.kind != Kind::Request => {
-                    protocol_warn!(
-                        "udp from {peer}: ignoring a {:?} frame: servers answer requests only",
-                        frame.kind
-                    );
-                    None
-                }
-                Ok(frame) => {
-                    let seq = frame.seq();
-                    let request = (frame.header.length, frame.header.crc);
-                    // Plain requests: byte-identical retransmissions get the
-                    // remembered reply (section 5). Authenticated ones: the
-                    // guard remembers by (session, seq), after the tag.
-                    let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
-                    {
-                        let mut state = lock(&state);
-                        if plain && let Some(reply) = state.cache.get(peer, seq, request, now) {
-                            debug!(
-                                "udp from {peer}: seq {seq} again: resending the remembered reply"
-                            );
-                            answer(&socket, &runtime, reply, peer, broadcast);
-                            continue;
-                        }
-                        if state.running.contains_key(&(peer, seq)) {
-                            debug!("udp from {peer}: seq {seq} again while it runs: dropped");
-                            continue;
-                        }
+                None
+            }
+            Ok(frame) if frame.kind == Kind::Notify => {
+                let origin = Origin {
+                    transport: Transport::Datagram,
+                    peer: Some(peer),
+                    broadcast,
+                };
+                let via = Via::Datagram {
+                    peer,
+                    size: len,
+                    reply: false,
+                };
+                shared.notify_frame(&frame, &origin, via, read_at, runtime, out);
+                None
+            }
+            Ok(frame) if frame.kind != Kind::Request => {
+                protocol_warn!(
+                    "{what} from {peer}: ignoring a {:?} frame: servers answer requests only",
+                    frame.kind
+                );
+                None
+            }
+            Ok(frame) => {
+                let seq = frame.seq();
+                let request = (frame.header.length, frame.header.crc);
+                // Plain requests: byte-identical retransmissions get the
+                // remembered reply (section 5). Authenticated ones: the
+                // guard remembers by (session, seq), after the tag.
+                let plain = frame.header.flags & at_core::FLAG_AUTH == 0;
+                {
+                    let mut state = lock(state);
+                    if plain && let Some(reply) = state.cache.get(peer, seq, request, now) {
+                        debug!(
+                            "{what} from {peer}: seq {seq} again: resending the remembered reply"
+                        );
+                        outlet.send(reply, runtime);
+                        return;
                     }
-                    let origin = Origin {
-                        transport: Transport::Datagram,
-                        peer: Some(peer),
-                        broadcast,
-                    };
-                    // A datagram never waits: a replay of a call still running
-                    // is dropped by the guard, and the client retransmits.
-                    match shared.admit(&frame, &origin, &mut out, false) {
-                        Step::Reply(n) => Some(n),
-                        Step::Drop | Step::Wait(_) => None,
-                        Step::Call {
-                            body,
-                            seal,
-                            running: call,
-                        } if shared.registry.calls_async(body) => {
-                            let cancel = Arc::new(Cancel::default());
-                            lock(&state)
-                                .running
-                                .insert((peer, seq), Arc::clone(&cancel));
-                            let mut reply = vec![0u8; out.len()];
-                            let (shared, body) = (Arc::clone(&shared), body.to_vec());
-                            let (state, socket) = (Arc::clone(&state), Arc::clone(&socket));
-                            let handle = runtime.clone();
-                            runtime.spawn(async move {
-                                let n = shared
-                                    .answer_async(
-                                        seq,
-                                        &body,
-                                        seal.as_ref(),
-                                        &origin,
-                                        read_at,
-                                        &mut reply,
-                                        plain.then_some(&*cancel),
-                                    )
-                                    .await;
-                                drop(call);
-                                let mut state = lock(&state);
-                                state.running.remove(&(peer, seq));
-                                if plain && n > 0 {
-                                    state.cache.insert(
-                                        peer,
-                                        seq,
-                                        request,
-                                        &reply[..n],
-                                        Instant::now(),
-                                    );
-                                }
-                                drop(state);
-                                if n > 0 {
-                                    answer(&socket, &handle, &reply[..n], peer, broadcast);
-                                }
-                            });
-                            continue;
-                        }
-                        Step::Call {
-                            body,
-                            seal,
-                            running,
-                        } => {
-                            let via = Via::Datagram {
-                                peer,
-                                size: len,
-                                reply: true,
-                            };
-                            let cancel = match shared.cancel_of(body) {
-                                // true if the call ran (and so is stopped;
-                                // unless it ends in the meantime).
-                                Some(target) if plain => Some((
-                                    target,
-                                    target.is_some_and(|t| cancel_running(&state, peer, t)),
-                                )),
-                                _ => None,
-                            };
-                            let n = if let Some((target, stopped)) = cancel {
-                                shared.answer_cancel(seq, target, stopped, &mut out)
-                            } else {
-                                match shared.topic_call(
+                    if state.running.contains_key(&(peer, seq)) {
+                        debug!("{what} from {peer}: seq {seq} again while it runs: dropped");
+                        return;
+                    }
+                }
+                let origin = Origin {
+                    transport: Transport::Datagram,
+                    peer: Some(peer),
+                    broadcast,
+                };
+                // A datagram never waits: a replay of a call still running
+                // is dropped by the guard, and the client retransmits.
+                match shared.admit(&frame, &origin, out, false) {
+                    Step::Reply(n) => Some(n),
+                    Step::Drop | Step::Wait(_) => None,
+                    Step::Call {
+                        body,
+                        seal,
+                        running: call,
+                    } if shared.registry.calls_async(body) => {
+                        let cancel = Arc::new(Cancel::default());
+                        lock(state).running.insert((peer, seq), Arc::clone(&cancel));
+                        let mut reply = vec![0u8; out.len()];
+                        let (shared, body) = (Arc::clone(shared), body.to_vec());
+                        let (state, outlet) = (Arc::clone(state), outlet.clone());
+                        let handle = runtime.clone();
+                        runtime.spawn(async move {
+                            let n = shared
+                                .answer_async(
                                     seq,
-                                    body,
+                                    &body,
                                     seal.as_ref(),
                                     &origin,
-                                    via,
-                                    &mut out,
-                                ) {
-                                    Some(n) => n,
-                                    None => shared.answer(
-                                        seq,
-                                        body,
-                                        seal.as_ref(),
-                                        &origin,
-                                        read_at,
-                                        &mut out,
-                                    ),
-                                }
-                            };
-                            drop(running);
+                                    read_at,
+                                    &mut reply,
+                                    plain.then_some(&*cancel),
+                                )
+                                .await;
+                            drop(call);
+                            let mut state = lock(&state);
+                            state.running.remove(&(peer, seq));
                             if plain && n > 0 {
-                                lock(&state)
+                                state
                                     .cache
-                                    .insert(peer, seq, request, &out[..n], now);
+                                    .insert(peer, seq, request, &reply[..n], Instant::now());
                             }
-                            (n > 0).then_some(n)
+                            drop(state);
+                            if n > 0 {
+                                outlet.send(&reply[..n], &handle);
+                            }
+                        });
+                        return;
+                    }
+                    Step::Call {
+                        body,
+                        seal,
+                        running,
+                    } => {
+                        let via = Via::Datagram {
+                            peer,
+                            size: len,
+                            reply: true,
+                        };
+                        let cancel = match shared.cancel_of(body) {
+                            // true if the call ran (and so is stopped;
+                            // unless it ends in the meantime).
+                            Some(target) if plain => Some((
+                                target,
+                                target.is_some_and(|t| cancel_running(state, peer, t)),
+                            )),
+                            _ => None,
+                        };
+                        let n = if let Some((target, stopped)) = cancel {
+                            shared.answer_cancel(seq, target, stopped, out)
+                        } else {
+                            match shared.topic_call(seq, body, seal.as_ref(), &origin, via, out) {
+                                Some(n) => n,
+                                None => {
+                                    shared.answer(seq, body, seal.as_ref(), &origin, read_at, out)
+                                }
+                            }
+                        };
+                        drop(running);
+                        if plain && n > 0 {
+                            lock(state).cache.insert(peer, seq, request, &out[..n], now);
                         }
+                        (n > 0).then_some(n)
                     }
                 }
-            };
-            if let Some(n) = reply_len {
-                answer(&socket, &runtime, &out[..n], peer, broadcast);
             }
-            // A state topic's event 1 follows its subscribe's reply.
-            shared.hub.after_reply();
+        };
+        if let Some(n) = reply_len {
+            outlet.send(&out[..n], runtime);
         }
+        // A state topic's event 1 follows its subscribe's reply.
+        shared.hub.after_reply();
     }
-    // The socket closes before the server counts this thread as ended
-    // (unless an async function's task still holds it).
-    shared.hub.set_socket(None);
-    drop(socket);
-    drop(alive);
 }
 
 /// How many plain notifications the repeat memory holds (contract 10.8
@@ -372,30 +452,6 @@ pub(super) async fn wake_on_stop(mut stop: watch::Receiver<bool>, addr: SocketAd
     };
     if let Ok(socket) = tokio::net::UdpSocket::bind(local).await {
         let _ = socket.send_to(&[], to).await;
-    }
-}
-
-/// Sends `reply` to `peer`. To a request that came by broadcast or
-/// multicast (section 8) only a success goes, after a random pause; an
-/// error reply is dropped. Every reply goes through here: fresh, remembered
-/// and from async functions alike.
-fn answer(
-    socket: &Arc<std::net::UdpSocket>,
-    runtime: &tokio::runtime::Handle,
-    reply: &[u8],
-    peer: SocketAddr,
-    broadcast: bool,
-) {
-    if !broadcast {
-        send(socket, reply, peer);
-    } else if Frame::parse(reply, u32::MAX).is_ok_and(|f| f.kind == Kind::Response) {
-        let (socket, reply) = (Arc::clone(socket), reply.to_vec());
-        runtime.spawn(async move {
-            tokio::time::sleep(destination::answer_delay()).await;
-            send(&socket, &reply, peer);
-        });
-    } else {
-        debug!("udp from {peer}: no error reply to a broadcast request");
     }
 }
 
