@@ -2,8 +2,8 @@
 //! --features mqtt` for the Cortex-M4 under QEMU's mps2-an386, its LAN9118
 //! on QEMU's user network with no port forwarded: the board gets its
 //! address by DHCP and connects out to a Mosquitto this test starts on
-//! 127.0.0.1 (10.0.2.2 from the guest), and a rumqttc v5 caller calls it
-//! through the broker. Checks the budget (96 KiB of flash, 40 KiB of
+//! 127.0.0.1 (10.0.2.2 from the guest), and `at-host call --server mqtt://...` and a rumqttc v5
+//! caller call it through the broker (`at-host discover --mqtt` lists it). Checks the budget (96 KiB of flash, 40 KiB of
 //! static RAM), the retained status and the will, calls, at-most-once,
 //! a bad CRC, and a broker restart; the keyed build logs in to a broker
 //! with a password file and the contract's ACL. Skips without `qemu-system-arm`, the
@@ -20,7 +20,7 @@ use std::time::Instant;
 use at_core::Kind;
 use at_tests::broker::{Broker, BrokerConfig, CONTRACT_ACL};
 use at_tests::firmware::{build_firmware, check_stack_peak, elf_size, missing_tools};
-use at_tests::{KillOnDrop, PATIENCE, calc, parse_reply, request, skip};
+use at_tests::{KillOnDrop, PATIENCE, at_host_bin, calc, parse_reply, request, skip};
 use mqtt_caller::{Caller, Message, hello, opened};
 
 /// The budget of issue 19 for the MQTT firmware.
@@ -92,6 +92,14 @@ fn status_value(m: &Message) -> String {
     }
 }
 
+/// Runs `at-host ARGS...` to the end.
+fn at_host(args: &[&str]) -> std::process::Output {
+    Command::new(at_host_bin())
+        .args(args)
+        .output()
+        .expect("run at-host")
+}
+
 fn outcome(m: &Message) -> String {
     parse_reply(&m.payload).outcome()
 }
@@ -133,7 +141,21 @@ fn the_firmware_answers_through_the_broker() {
         "{info}"
     );
 
-    // The calculator and the typed function, through the broker.
+    // The calculator and the typed function, through the broker: first
+    // as a user does it, with the command (issue 19's "done when").
+    let server = format!("{}/{NAME}", broker.url());
+    let out = at_host(&["call", "--server", &server, "add", "10", "20"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30");
+    let out = at_host(&["discover", "--mqtt", &broker.url(), "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let found = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        found
+            .lines()
+            .any(|l| l.starts_with(&format!("{server}  {NAME}  at-embedded-example "))),
+        "{found}"
+    );
     let reply = caller.call(NAME, &calc(1, "add", "10", "20")).expect("add");
     assert_eq!(outcome(&reply), "30");
     let cases = [
@@ -280,6 +302,33 @@ fn the_keyed_firmware_answers_sealed_calls_through_the_broker() {
     caller.send("board-k", &count, None);
     let again = caller.reply("board-k").expect("the remembered reply");
     assert_eq!(again.payload, first.payload);
+
+    // The command, with the key and the caller's broker login (the ACL
+    // binds the name to the user); the test's own caller goes first, as
+    // the broker lets only one client use a client id.
+    drop(caller);
+    let password = std::env::temp_dir().join(format!("at-qemu-mqtt-pw-{}", std::process::id()));
+    std::fs::write(&password, "pw-h").expect("password file");
+    let server = format!("{}/board-k", broker.url());
+    let out = at_host(&[
+        "call",
+        "--server",
+        &server,
+        "--key",
+        KEY,
+        "--mqtt-name",
+        "host-k",
+        "--mqtt-user",
+        "host-k",
+        "--mqtt-password-file",
+        &password.to_string_lossy(),
+        "add",
+        "10",
+        "20",
+    ]);
+    let _ = std::fs::remove_file(&password);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30");
 
     let secret = &KEY[KEY.find(':').unwrap() + 1..];
     for m in sniffer.drain(std::time::Duration::from_millis(300)) {
