@@ -954,18 +954,7 @@ async fn notify(
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(timeout)),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Remote { code, message }) => {
-            eprintln!("error: {code}: {message}");
-            ExitCode::from(1)
-        }
-        Err(Error::Protocol(at_host::ProtocolError::BadHello)) => {
-            eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
-            ExitCode::from(1)
-        }
-        Err(e) => transport(&format!("{addr}: {e}")),
-    }
+    notify_exit(result, &addr.to_string())
 }
 
 /// `notify` through a broker: exit 0 once written to the broker.
@@ -992,6 +981,12 @@ async fn notify_mqtt(
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(timeout)),
     };
+    notify_exit(result, &broker.url)
+}
+
+/// `notify`'s exit code: 0 once sent, 1 for an error the server answered
+/// (or a wrong key), 3 for a transport error at `place`.
+fn notify_exit(result: Result<(), Error>, place: &str) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Remote { code, message }) => {
@@ -1002,7 +997,7 @@ async fn notify_mqtt(
             eprintln!("error: unauthorized: {}", tools::WRONG_KEY);
             ExitCode::from(1)
         }
-        Err(e) => transport(&format!("{}: {e}", broker.url)),
+        Err(e) => transport(&format!("{place}: {e}")),
     }
 }
 
