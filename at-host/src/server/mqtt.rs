@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::udp::{Datagrams, Outlet};
-use crate::shared::mqtt::{Backoff, MqttBroker, PUBLISH_OVERHEAD, describe, status_topic};
+use crate::shared::mqtt::{Backoff, MqttBroker, PUBLISH_OVERHEAD, describe, peer_of, status_topic};
 
 /// How long a clean shutdown waits for the broker to take the offline
 /// status before it closes the connection anyway.
@@ -338,21 +337,4 @@ async fn goodbye(client: &AsyncClient, eventloop: &mut EventLoop, status: &str) 
             Err(_) => return,
         }
     }
-}
-
-/// The address standing for caller `name` in the caches: `100::/64` and a
-/// keyed hash of the name, port 0.
-fn peer_of(hasher: &RandomState, name: &str) -> SocketAddr {
-    let h = hasher.hash_one(name);
-    let ip = Ipv6Addr::new(
-        0x100,
-        0,
-        0,
-        0,
-        (h >> 48) as u16,
-        (h >> 32) as u16,
-        (h >> 16) as u16,
-        h as u16,
-    );
-    SocketAddr::from((ip, 0))
 }

@@ -737,16 +737,22 @@ impl Hub {
                 }
             }
             Via::Datagram { peer, size, reply } => {
-                let budget = Some(size.saturating_mul(AMPLIFICATION));
+                // Over MQTT the broker's ACLs vouch for who asked: no
+                // credit and no amplification budget (contract 11).
+                let udp = !crate::shared::mqtt::is_mqtt_peer(&peer);
+                let budget = udp.then(|| size.saturating_mul(AMPLIFICATION));
                 match sid {
                     Some(sid) => (Key::Session(sid), To::Datagram(peer), budget, None, reply),
-                    None => (
-                        Key::Datagram(peer),
-                        To::Datagram(peer),
-                        budget,
-                        Some(UDP_CREDIT),
-                        reply,
-                    ),
+                    None => {
+                        let credit = udp.then_some(UDP_CREDIT);
+                        (
+                            Key::Datagram(peer),
+                            To::Datagram(peer),
+                            budget,
+                            credit,
+                            reply,
+                        )
+                    }
                 }
             }
         };

@@ -2,7 +2,10 @@
 //! [`MqttBroker`] (where the broker is and how to log in), the topic
 //! names, the connect options, and the reconnect backoff.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -269,5 +272,31 @@ mod tls {
             io::ErrorKind::Unsupported,
             "mqtts:// needs at-host built with the `mqtts` feature",
         ))
+    }
+}
+
+/// The address standing for caller `name` in the caches: `100::/64` and a
+/// keyed hash of the name, port 0.
+pub(crate) fn peer_of(hasher: &RandomState, name: &str) -> SocketAddr {
+    let h = hasher.hash_one(name);
+    let ip = Ipv6Addr::new(
+        0x100,
+        0,
+        0,
+        0,
+        (h >> 48) as u16,
+        (h >> 32) as u16,
+        (h >> 16) as u16,
+        h as u16,
+    );
+    SocketAddr::from((ip, 0))
+}
+
+/// Whether `peer` is an address [`peer_of`] made: an MQTT caller, not a
+/// UDP peer (the server's subscriptions give it no credit: contract 11).
+pub(crate) fn is_mqtt_peer(peer: &SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V6(v6) => v6.ip().segments()[..4] == [0x100, 0, 0, 0] && v6.port() == 0,
+        SocketAddr::V4(_) => false,
     }
 }
