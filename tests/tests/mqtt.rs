@@ -809,10 +809,7 @@ async fn events_of_a_subscription_come_on_the_reply_topic() {
     assert_eq!(client.call_as::<i64>("add", (1, 2)).await.unwrap(), 3);
     // Over MQTT a subscription has no credit (contract 11: the broker's
     // ACLs vouch for the subscriber), unlike plain UDP's 16.
-    let granted: serde_json::Value = client
-        .call_as("rpc.subscribe", ("temp", 60))
-        .await
-        .unwrap();
+    let granted: serde_json::Value = client.call_as("rpc.subscribe", ("temp", 60)).await.unwrap();
     assert_eq!(granted["credit"], serde_json::Value::Null, "{granted}");
     drop(sub);
     server.shutdown().await;

@@ -5,7 +5,8 @@
 //! 127.0.0.1 (10.0.2.2 from the guest), and `at-host call --server mqtt://...` and a rumqttc v5
 //! caller call it through the broker (`at-host discover --mqtt` lists it). Checks the budget (96 KiB of flash, 40 KiB of
 //! static RAM), the retained status and the will, calls, at-most-once,
-//! a bad CRC, and a broker restart; the keyed build logs in to a broker
+//! a bad CRC, the UART serving while the broker is away, and a broker
+//! restart; the keyed build logs in to a broker
 //! with a password file and the contract's ACL. Skips without `qemu-system-arm`, the
 //! Rust target or `mosquitto`, and fails so under `AT_REQUIRE_ALL=1`.
 
@@ -35,7 +36,7 @@ const STACK_SERVING: u64 = 10 * 1024;
 /// QEMU running the firmware, and its UART's output.
 struct Board {
     qemu: KillOnDrop,
-    _uart_out: mpsc::Receiver<Vec<u8>>,
+    uart_out: mpsc::Receiver<Vec<u8>>,
 }
 
 /// Starts QEMU with the documented line (no port forwarded) and waits for
@@ -73,9 +74,31 @@ fn start_board(elf: &Path) -> Board {
         line.trim_end(),
         "at-embedded-firmware: listening on 10.0.2.15 (mqtt)"
     );
-    Board {
-        qemu,
-        _uart_out: rx,
+    Board { qemu, uart_out: rx }
+}
+
+/// Sends `frame` on the board's UART and reads one whole frame back.
+fn uart_call(board: &mut Board, frame: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let stdin = board.qemu.0.stdin.as_mut().expect("the UART's input");
+    stdin.write_all(frame).expect("write to the UART");
+    stdin.flush().expect("flush the UART");
+    let until = Instant::now() + PATIENCE;
+    let mut got = Vec::new();
+    loop {
+        if got.len() >= at_core::HEADER_LEN {
+            let length = u32::from_be_bytes([got[8], got[9], got[10], got[11]]) as usize;
+            if got.len() >= at_core::HEADER_LEN + length {
+                got.truncate(at_core::HEADER_LEN + length);
+                return got;
+            }
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        let bytes = board
+            .uart_out
+            .recv_timeout(left)
+            .expect("a reply on the UART in time");
+        got.extend_from_slice(&bytes);
     }
 }
 
@@ -200,7 +223,12 @@ fn the_firmware_answers_through_the_broker() {
         .expect("still serving");
     assert_eq!(outcome(&reply), "5");
 
-    // The broker restarts: the board reconnects by itself and announces
+    // The broker goes away: the board goes on serving its UART meanwhile.
+    broker.stop();
+    let reply = uart_call(&mut board, &calc(40, "mul", "6", "7"));
+    assert_eq!(parse_reply(&reply).outcome(), "42");
+
+    // The broker comes back: the board reconnects by itself and announces
     // itself again; calls work again.
     broker.restart();
     let mut caller = Caller::connect(broker.port(), "host-2");
