@@ -118,7 +118,11 @@ fn run_inner(o: &FleetOptions) -> Result<(), BoxError> {
         eprintln!(
             "bench fleet: {} devices through {url}{}",
             o.devices,
-            if own.is_some() { " (own mosquitto)" } else { "" }
+            if own.is_some() {
+                " (own mosquitto)"
+            } else {
+                ""
+            }
         );
     }
     let devices_rt = tokio::runtime::Builder::new_multi_thread()
