@@ -135,6 +135,19 @@ fn run_inner(o: &FleetOptions) -> Result<(), BoxError> {
     let names: Vec<String> = (1..=o.devices).map(|i| format!("dev-{i:04}")).collect();
     let broker = MqttBroker::new(url.clone());
 
+    // A broker that cannot be reached or refuses us fails here, at once,
+    // rather than after the devices' wait.
+    callers_rt.block_on(async {
+        let probe = MqttBroker::new(url.clone()).name("bench-fleet-probe");
+        let config = UdpConfig {
+            timeout: CALL_TIMEOUT,
+            ..UdpConfig::default()
+        };
+        MqttClient::connect(&probe, "dev-0001", config)
+            .await
+            .map(drop)
+    })?;
+
     // The devices: whole servers, all on one runtime.
     let started = Instant::now();
     let (servers, tcp) = devices_rt.block_on(start_devices(&broker, &names))?;
