@@ -12,6 +12,8 @@
 //! bench one client for both (pre-encoded requests, replies read by their
 //! header), so an external AT server and the echo are called alike.
 
+pub mod fleet;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -98,7 +100,7 @@ impl Shape {
 }
 
 /// The request every call sends: `add(10, 20)`, 49 bytes on the wire.
-const ARGS: [V<'static>; 2] = [V::Int(10), V::Int(20)];
+pub(crate) const ARGS: [V<'static>; 2] = [V::Int(10), V::Int(20)];
 
 const REQUEST_BODY: &[u8] = br#"{"func": "add", "args": [10, 20]}"#;
 

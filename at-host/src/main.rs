@@ -284,6 +284,27 @@ enum BenchTool {
         /// Address to listen on (TCP and UDP; port 0: the OS chooses).
         addr: SocketAddr,
     },
+    /// N simulated devices (one MQTT connection each, serving the
+    /// calculator as dev-0001...) called by name through one broker,
+    /// against the same calls over direct TCP.
+    Fleet {
+        /// Simulated devices.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        devices: usize,
+        /// Use this running broker, mqtt://HOST:PORT (default: start a
+        /// `mosquitto` of its own on a free loopback port).
+        #[arg(long, value_name = "URL")]
+        broker: Option<String>,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 20_000, value_name = "N")]
+        calls: u64,
+        /// Callers in flight at once in the concurrent scenarios.
+        #[arg(long, default_value_t = 64, value_name = "C")]
+        concurrency: usize,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A client's key: `--key`, `--key-file` (its first key) or `AT_KEY`.
@@ -448,6 +469,27 @@ fn main() -> ExitCode {
             Some(d) => d,
             None => None,
         };
+        if let Some(BenchTool::Fleet {
+            devices,
+            broker,
+            calls,
+            concurrency,
+            json,
+        }) = tool
+        {
+            let options = bench::fleet::FleetOptions {
+                devices: devices.max(1),
+                broker,
+                calls: calls.max(1),
+                concurrency: concurrency.max(1),
+                json,
+            };
+            return if bench::fleet::run(options) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            };
+        }
         if let Some(BenchTool::EchoServer { addr }) = tool {
             return match bench::echo_server(addr) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -978,3 +978,47 @@ async fn mqtts_with_a_ca_file() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `at-host bench fleet` (issue 19's fleet bench) works end to end on a
+/// tiny fleet: 3 devices through a test-started broker, every scenario
+/// measured, the JSON complete. A smoke test; the figures are the bench's.
+#[test]
+fn bench_fleet_smoke() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let url = broker.url();
+    let out = at_host(&[
+        "bench",
+        "fleet",
+        "--devices",
+        "3",
+        "--calls",
+        "30",
+        "--concurrency",
+        "4",
+        "--broker",
+        &url,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["devices"], 3);
+    let results = json["results"].as_array().expect("results");
+    let keys: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "mqtt_sequential",
+            "tcp_sequential",
+            "mqtt_concurrent",
+            "tcp_concurrent"
+        ]
+    );
+    for r in results {
+        assert_eq!(r["calls"], 30, "{r}");
+    }
+}
