@@ -58,12 +58,18 @@ impl Run {
     }
 
     fn percentile_us(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        self.latencies[i] as f64 / 1000.0
+        percentile_us(&self.latencies, p)
     }
+}
+
+/// Percentile `p` (0 to 1) of sorted nanosecond `latencies`, in
+/// microseconds (0 when there are none).
+fn percentile_us(latencies: &[u64], p: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    let i = ((latencies.len() - 1) as f64 * p).round() as usize;
+    latencies[i] as f64 / 1000.0
 }
 
 /// A benchmark scenario.

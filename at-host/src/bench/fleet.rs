@@ -67,11 +67,7 @@ impl Figures {
     }
 
     fn percentile_us(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        self.latencies[i] as f64 / 1000.0
+        super::percentile_us(&self.latencies, p)
     }
 
     /// CPU as a share of one core, in percent.
