@@ -148,13 +148,7 @@ pub fn run(
             work += usize::from(stack.poll(at, eth));
         }
         if work == 0 {
-            // Sleep until the next frame, byte or millisecond tick (as in
-            // net.rs: a frame that came since the poll still wakes `wfi`).
-            cortex_m::interrupt::free(|_| {
-                if !eth.rx_waiting() && !uart.rx_full() {
-                    cortex_m::asm::wfi();
-                }
-            });
+            net::sleep(eth, &uart);
         }
     }
 }

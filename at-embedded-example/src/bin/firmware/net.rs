@@ -216,14 +216,7 @@ pub fn run(
         // Send what the servers queued.
         work += usize::from(stack.poll(at, eth));
         if work == 0 {
-            // Sleep until the next frame, byte or millisecond tick. With
-            // interrupts masked, a frame that came since the poll still
-            // wakes `wfi` (its interrupt is pending).
-            cortex_m::interrupt::free(|_| {
-                if !eth.rx_waiting() && !uart.rx_full() {
-                    cortex_m::asm::wfi();
-                }
-            });
+            sleep(eth, &uart);
         }
     }
 }
@@ -469,6 +462,17 @@ fn say_number(uart: &mut Uart, n: u8) {
     for d in &digits[skip..] {
         say(uart, &[b'0' + d]);
     }
+}
+
+/// Sleeps until the next frame, byte or millisecond tick. With interrupts
+/// masked, a frame that came since the last poll still wakes `wfi` (its
+/// interrupt is pending).
+pub(crate) fn sleep(eth: &Lan9118, uart: &Uart) {
+    cortex_m::interrupt::free(|_| {
+        if !eth.rx_waiting() && !uart.rx_full() {
+            cortex_m::asm::wfi();
+        }
+    });
 }
 
 pub(crate) fn halt() -> ! {
