@@ -38,6 +38,7 @@ pub use registry::{HostFunction, Registry, RegistryError, Service, first_paragra
 pub use topics::{EVENT_QUEUE, MAX_PER_SUBSCRIBER, Topic, TopicError};
 
 use crate::shared::app_error::HandlerError;
+use crate::shared::wire::Hints;
 pub use typed::{AsyncFunction, Json, Param, Params, Pending, Returns, TypedFunction, kind};
 pub use udp::ERROR_REPLIES_PER_SECOND;
 
@@ -814,8 +815,7 @@ impl Cancel {
 /// `Some(None)` for an `rpc.cancel` whose arguments are not one seq
 /// (1 to 4294967295).
 pub(super) fn cancel_target(body: &[u8]) -> Option<Option<u32>> {
-    const NAME: &[u8] = b"rpc.cancel";
-    if !body.windows(NAME.len()).any(|w| w == NAME) && !body.contains(&b'\\') {
+    if !Hints::of(body).rpc {
         return None;
     }
     let request = at_core::Request::parse(body).ok()?;
@@ -834,9 +834,7 @@ pub(super) fn cancel_target(body: &[u8]) -> Option<Option<u32>> {
 /// escape, which might spell it) are read for it, so a call without a
 /// deadline is not parsed a second time.
 fn deadline_of(body: &[u8], read_at: Instant) -> Option<Instant> {
-    const MEMBER: &[u8] = b"deadline_ms";
-    let named = body.windows(MEMBER.len()).any(|w| w == MEMBER);
-    if !named && !body.contains(&b'\\') {
+    if !Hints::of(body).deadline {
         return None;
     }
     let ms = at_core::Request::parse(body).ok()?.deadline_ms?;

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::shared::convert;
 use crate::shared::error::{Error, ProtocolError};
 use crate::shared::value::{Arg, Value};
-use crate::shared::wire::{body_to_result, encode_body};
+use crate::shared::wire::{body_to_result, encode_body, mentions};
 
 /// Most calls outstanding towards one peer at once (contract 10.8 rule
 /// 8: a peer that can call back holds at most 4 owed replies); more wait
@@ -400,7 +400,7 @@ const GRANTED: &[u8] = br#"{"status": "success", "result": {"lease": null}}"#;
 /// `rpc.peer` (or holds an escape, which might spell it).
 pub(super) fn answer(seq: u32, body: &[u8], out: &mut [u8]) -> Option<(usize, bool)> {
     const NAME: &[u8] = b"rpc.peer";
-    if !body.windows(NAME.len()).any(|w| w == NAME) && !body.contains(&b'\\') {
+    if !mentions(body, NAME) && !body.contains(&b'\\') {
         return None;
     }
     let request = at_core::Request::parse(body).ok()?;

@@ -1,6 +1,5 @@
 //! [`Registry`]: the functions a server calls, by name.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -83,7 +82,9 @@ struct Entry {
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    functions: HashMap<Box<str>, Entry>,
+    /// By name; hashed with `foldhash` (the table is the server's own, so a
+    /// peer's names can only be looked up, never crowd it).
+    functions: std::collections::HashMap<Box<str>, Entry, foldhash::fast::RandomState>,
     /// Names in registration order (`rpc.functions` lists them so).
     order: Vec<Box<str>>,
     has_async: bool,

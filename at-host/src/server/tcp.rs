@@ -20,6 +20,7 @@ use super::peer::{Link, Outgoing};
 use super::slots::{Slots, Ticket};
 use super::topics::Via;
 use super::{ServerConfig, Shared, Step};
+use crate::shared::wire::{Hints, mentions};
 
 /// Accepts connections until `stop` turns true, serving each on its own
 /// task within the limits of [`Slots`]; drops `alive` when done.
@@ -365,7 +366,10 @@ async fn serve_connection(
                             running,
                         } => {
                             let room = &mut out[pending..pending + reply_room];
-                            if let Some(target) = shared.cancel_of(body) {
+                            // A call of no `rpc.` function (most) skips the
+                            // checks below, each a parse.
+                            let rpc = Hints::of(body).rpc;
+                            if rpc && let Some(target) = shared.cancel_of(body) {
                                 // In order: true only for a call a cancel
                                 // stopped on arrival (contract 10.4).
                                 let stopped = target.is_some_and(|t| cancels.forget(t));
@@ -373,7 +377,8 @@ async fn serve_connection(
                                 drop(running);
                                 continue;
                             }
-                            if shared.auth.is_none()
+                            if rpc
+                                && shared.auth.is_none()
                                 && let Some(answer) = super::peer::answer(seq, body, room)
                             {
                                 // rpc.peer: from now on this client may be
@@ -389,14 +394,13 @@ async fn serve_connection(
                                 continue;
                             }
                             let via = Via::Stream(&mut events);
-                            pending += match shared.topic_call(
-                                seq,
-                                body,
-                                seal.as_ref(),
-                                &origin,
-                                via,
-                                room,
-                            ) {
+                            let topic = match rpc {
+                                true => {
+                                    shared.topic_call(seq, body, seal.as_ref(), &origin, via, room)
+                                }
+                                false => None,
+                            };
+                            pending += match topic {
                                 Some(n) => n,
                                 None => {
                                     shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
@@ -677,9 +681,8 @@ impl Cancels {
         joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
         joined[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
         let joined = &joined[..self.tail_len + head.len()];
-        self.spelled = bytes.contains(&b'\\')
-            || bytes.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME)
-            || joined.windows(CANCEL_NAME.len()).any(|w| w == CANCEL_NAME);
+        self.spelled =
+            bytes.contains(&b'\\') || mentions(bytes, CANCEL_NAME) || mentions(joined, CANCEL_NAME);
         // The new tail: the last KEEP bytes of what was read so far.
         let last = &joined[joined.len().saturating_sub(KEEP)..];
         let last = if bytes.len() >= KEEP {

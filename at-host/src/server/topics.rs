@@ -31,6 +31,8 @@ use at_core::auth::{Origin, SID_LEN, Seal, TRAILER_LEN};
 use at_core::{ErrorCode, FLAG_AUTH, Frame, HEADER_LEN, Kind, Value};
 use tokio::sync::Notify;
 
+use crate::shared::wire::mentions;
+
 use super::auth::Auth;
 use super::log_limit::protocol_warn;
 use super::{Shared, Step};
@@ -596,6 +598,12 @@ impl Hub {
         broadcast: bool,
         out: &mut [u8],
     ) -> Option<usize> {
+        // Every call passes here: a body that cannot name `rpc.*` unescaped
+        // (the only names matched below) is not parsed a first time.
+        const PREFIX: &[u8] = b"rpc.";
+        if !mentions(body, PREFIX) {
+            return None;
+        }
         let request = at_core::Request::parse(body).ok()?;
         let func = request.func.as_plain()?;
         if !matches!(func, "rpc.topics" | "rpc.subscribe" | "rpc.unsubscribe") {

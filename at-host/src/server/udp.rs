@@ -19,7 +19,7 @@ use super::destination;
 use super::log_limit::protocol_warn;
 use super::topics::Via;
 use super::{Cancel, Shared, Step};
-use crate::shared::wire::MAX_DATAGRAM;
+use crate::shared::wire::{Hints, MAX_DATAGRAM};
 
 /// How long the datagram thread waits in one receive before it looks at
 /// `stop` again (a shutdown also wakes it at once: [`wake_on_stop`]).
@@ -200,7 +200,8 @@ impl Datagrams {
         let (shared, runtime, what) = (&*shared, &*runtime, *what);
         let len = datagram.len();
         let max_body = shared.config.max_frame;
-        let now = Instant::now();
+        // One clock reading per batch: expiry and rations need no finer.
+        let now = read_at;
         let reply_len = match Frame::parse(datagram, max_body) {
             Err(e @ FrameError::SizeMismatch { .. }) => {
                 protocol_warn!("{what} from {peer}: dropped: {e}");
@@ -346,7 +347,10 @@ impl Datagrams {
                             size: len,
                             reply: true,
                         };
-                        let cancel = match shared.cancel_of(body) {
+                        // A call of no `rpc.` function (most) skips the
+                        // cancel and topic checks, each a parse.
+                        let rpc = Hints::of(body).rpc;
+                        let cancel = match rpc.then(|| shared.cancel_of(body)).flatten() {
                             // true if the call ran (and so is stopped;
                             // unless it ends in the meantime).
                             Some(target) if plain => Some((
@@ -358,7 +362,13 @@ impl Datagrams {
                         let n = if let Some((target, stopped)) = cancel {
                             shared.answer_cancel(seq, target, stopped, out)
                         } else {
-                            match shared.topic_call(seq, body, seal.as_ref(), &origin, via, out) {
+                            let topic = match rpc {
+                                true => {
+                                    shared.topic_call(seq, body, seal.as_ref(), &origin, via, out)
+                                }
+                                false => None,
+                            };
+                            match topic {
                                 Some(n) => n,
                                 None => {
                                     shared.answer(seq, body, seal.as_ref(), &origin, read_at, out)

@@ -143,3 +143,122 @@ pub(crate) fn body_to_result(body: &[u8]) -> Result<Value, Error> {
         Err(e) => Err(ProtocolError::Body(e).into()),
     }
 }
+
+/// Whether `name`'s bytes occur in `body`: the quick test that lets a
+/// request path skip parsing a body for a name it cannot hold. Compares
+/// the rest of `name` only where its first byte is (a plain `windows`
+/// search calls `memcmp` at every offset).
+pub(crate) fn mentions(body: &[u8], name: &[u8]) -> bool {
+    let Some((&first, rest)) = name.split_first() else {
+        return true;
+    };
+    body.windows(name.len())
+        .any(|w| w[0] == first && w[1..] == *rest)
+}
+
+/// What one pass over a request body tells of the names it may hold, so
+/// that the request path parses it once (to answer it) unless it may be
+/// more: `rpc` if `rpc.` occurs (`rpc.cancel`, `rpc.subscribe`, ...),
+/// `deadline` if `deadline_ms` does. A backslash sets both, since an escape
+/// may spell either.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Hints {
+    /// The body may call an `rpc.` function.
+    pub rpc: bool,
+    /// The body may hold a `deadline_ms` member.
+    pub deadline: bool,
+}
+
+impl Hints {
+    /// The hints of `body`.
+    pub(crate) fn of(body: &[u8]) -> Hints {
+        let mut hints = Hints {
+            rpc: false,
+            deadline: false,
+        };
+        let mut rest = body;
+        // Byte by byte, looking closer only at `r`, `d` and `\\`.
+        while let Some((&byte, after)) = rest.split_first() {
+            match byte {
+                b'\\' => {
+                    return Hints {
+                        rpc: true,
+                        deadline: true,
+                    };
+                }
+                b'r' => hints.rpc |= after.starts_with(b"pc."),
+                b'd' => hints.deadline |= after.starts_with(b"eadline_ms"),
+                _ => {}
+            }
+            rest = after;
+        }
+        hints
+    }
+}
+
+#[cfg(test)]
+mod mentions_tests {
+    use super::{Hints, mentions};
+
+    #[test]
+    fn hints_see_rpc_names_deadlines_and_escapes() {
+        let of = |body: &[u8]| {
+            let h = Hints::of(body);
+            (h.rpc, h.deadline)
+        };
+        assert_eq!(of(br#"{"func": "add", "args": [10, 20]}"#), (false, false));
+        assert_eq!(of(br#"{"func": "rpc.cancel", "args": [3]}"#), (true, false));
+        assert_eq!(of(br#"{"func": "add", "deadline_ms": 5}"#), (false, true));
+        assert_eq!(of(br#"{"func": "rp\u0063.topics"}"#), (true, true));
+        assert_eq!(of(b"rpc"), (false, false));
+        assert_eq!(of(b"deadline_m"), (false, false));
+        assert_eq!(of(b"...............rpc."), (true, false));
+        assert_eq!(of(b"xxxxxxxdeadline_ms"), (false, true));
+        assert_eq!(of(b""), (false, false));
+    }
+
+    /// The one-pass search finds what a search per name finds.
+    #[test]
+    fn hints_agree_with_a_plain_search() {
+        use proptest::prelude::*;
+        let plain = |body: &[u8]| {
+            let has = |name: &[u8]| body.windows(name.len()).any(|w| w == name);
+            let escaped = body.contains(&b'\\');
+            Hints {
+                rpc: escaped || has(b"rpc."),
+                deadline: escaped || has(b"deadline_ms"),
+            }
+        };
+        let pieces = prop::sample::select(vec![
+            &b"rpc."[..],
+            b"rp",
+            b"c.",
+            b"deadline_ms",
+            b"deadline",
+            b"_ms",
+            b"\\",
+            b"r",
+            b"d",
+            b"x",
+            b"{\"func\": ",
+            b"\x80",
+            b"\xff",
+        ]);
+        proptest!(|(parts in prop::collection::vec(pieces, 0..24))| {
+            let body = parts.concat();
+            prop_assert_eq!(Hints::of(&body), plain(&body));
+        });
+    }
+
+    #[test]
+    fn finds_a_name_anywhere_and_nothing_else() {
+        let body = br#"{"func": "rpc.cancel", "args": [3]}"#;
+        assert!(mentions(body, b"rpc.cancel"));
+        assert!(mentions(body, b"{"));
+        assert!(mentions(body, b"[3]}"));
+        assert!(!mentions(body, b"rpc.cancelled"));
+        assert!(!mentions(body, b"deadline_ms"));
+        assert!(!mentions(b"rpc", b"rpc."));
+        assert!(mentions(b"", b""));
+    }
+}
