@@ -105,18 +105,35 @@ fn holds(seqs: &[u32], seq: u32) -> bool {
 }
 
 /// An entry's place in the global order: its id, the client's place in
-/// [`ReplyCache::clients`], and when it was remembered.
+/// [`ReplyCache::clients`], and when it is forgotten by age.
 #[derive(Clone, Copy)]
 struct Stamp {
     id: u64,
     place: usize,
-    at: Instant,
+    expires: Instant,
+}
+
+/// A client address as the index hashes it: its IP as one `u128` and its
+/// port (two writes to the hasher, where `SocketAddr`'s own `Hash` makes
+/// four). Equal as the addresses are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Peer(SocketAddr);
+
+impl std::hash::Hash for Peer {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let ip = match self.0.ip() {
+            std::net::IpAddr::V4(ip) => u128::from(ip.to_bits()),
+            std::net::IpAddr::V6(ip) => ip.to_bits(),
+        };
+        state.write_u128(ip);
+        state.write_u16(self.0.port());
+    }
 }
 
 /// A bounded map from (client, seq) to the reply frame sent.
 pub(super) struct ReplyCache {
     /// Each client's place in `clients`.
-    index: HashMap<SocketAddr, usize>,
+    index: HashMap<Peer, usize>,
     /// The clients with replies remembered; `None` marks a free place.
     clients: Vec<Option<Client>>,
     /// Free places in `clients`.
@@ -147,7 +164,9 @@ impl ReplyCache {
             next_id: 0,
             max_entries: max_entries.max(1),
             max_per_client: max_per_client.clamp(1, max_entries.max(1)),
-            max_age,
+            // Longer is as good as forever, and keeps `Instant + age` in
+            // range.
+            max_age: max_age.min(Duration::from_secs(365 * 24 * 3600)),
         }
     }
 
@@ -166,7 +185,7 @@ impl ReplyCache {
         now: Instant,
     ) -> Option<&[u8]> {
         self.expire(now);
-        let place = *self.index.get(&client)?;
+        let place = *self.index.get(&Peer(client))?;
         let client = self.clients.get(place)?.as_ref()?;
         let entry = &client.entries[client.find(seq)?];
         (entry.request == request).then_some(&*entry.reply)
@@ -182,7 +201,7 @@ impl ReplyCache {
         now: Instant,
     ) {
         self.expire(now);
-        let place = match self.index.entry(client) {
+        let place = match self.index.entry(Peer(client)) {
             Slot::Occupied(found) => *found.get(),
             Slot::Vacant(vacant) => {
                 let fresh = Client {
@@ -228,7 +247,9 @@ impl ReplyCache {
             },
         );
         self.live += 1;
-        self.order.push_back(Stamp { id, place, at: now });
+        // `max_age` is at most a year (see `new`): no overflow.
+        let expires = now.checked_add(self.max_age).unwrap_or(now);
+        self.order.push_back(Stamp { id, place, expires });
         // Then the global bound: the oldest entries of anyone go.
         while self.live > self.max_entries {
             let Some(stamp) = self.order.pop_front() else {
@@ -245,7 +266,7 @@ impl ReplyCache {
     fn expire(&mut self, now: Instant) {
         // The common case, nothing to expire, reads the front alone.
         while let Some(&stamp) = self.order.front() {
-            if now.duration_since(stamp.at) < self.max_age {
+            if now < stamp.expires {
                 break;
             }
             self.order.pop_front();
@@ -271,7 +292,7 @@ impl ReplyCache {
             keep_spare(&mut self.spare, old);
         }
         if client.entries.is_empty() {
-            self.index.remove(&client.addr);
+            self.index.remove(&Peer(client.addr));
             *slot = None;
             self.free.push(stamp.place);
         }

@@ -833,8 +833,8 @@ pub(super) fn cancel_target(body: &[u8]) -> Option<Option<u32>> {
 /// `None` without one. Only bodies naming the member (or holding an
 /// escape, which might spell it) are read for it, so a call without a
 /// deadline is not parsed a second time.
-fn deadline_of(body: &[u8], read_at: Instant) -> Option<Instant> {
-    if !Hints::of(body).deadline {
+fn deadline_of(body: &[u8], hints: Hints, read_at: Instant) -> Option<Instant> {
+    if !hints.deadline {
         return None;
     }
     let ms = at_core::Request::parse(body).ok()?.deadline_ms?;
@@ -1039,11 +1039,28 @@ impl Shared {
         read_at: Instant,
         out: &mut [u8],
     ) -> usize {
+        let hints = Hints::of(body);
+        self.answer_hinted(seq, body, hints, seal, origin, read_at, out)
+    }
+
+    /// [`answer`](Self::answer) for a body whose [`Hints`] the caller
+    /// has already taken (so that the body is not passed over twice).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_hinted(
+        &self,
+        seq: u32,
+        body: &[u8],
+        hints: Hints,
+        seal: Option<&Seal>,
+        origin: &Origin,
+        read_at: Instant,
+        out: &mut [u8],
+    ) -> usize {
         if let Some(calls) = &self.calls {
             calls.fetch_add(1, Ordering::Relaxed);
         }
         let room = Self::room(seal, out);
-        if let Some(at) = deadline_of(body, read_at)
+        if let Some(at) = deadline_of(body, hints, read_at)
             && Instant::now() >= at
         {
             let n = deadline_exceeded(seq, &mut out[..room]);
@@ -1078,7 +1095,7 @@ impl Shared {
         out: &mut [u8],
         cancel: Option<&Cancel>,
     ) -> usize {
-        let deadline = deadline_of(body, read_at);
+        let deadline = deadline_of(body, Hints::of(body), read_at);
         if deadline.is_some_and(|at| Instant::now() >= at) {
             return self.answer(seq, body, seal, origin, read_at, out);
         }

@@ -368,7 +368,8 @@ async fn serve_connection(
                             let room = &mut out[pending..pending + reply_room];
                             // A call of no `rpc.` function (most) skips the
                             // checks below, each a parse.
-                            let rpc = Hints::of(body).rpc;
+                            let hints = Hints::of(body);
+                            let rpc = hints.rpc;
                             if rpc && let Some(target) = shared.cancel_of(body) {
                                 // In order: true only for a call a cancel
                                 // stopped on arrival (contract 10.4).
@@ -402,9 +403,15 @@ async fn serve_connection(
                             };
                             pending += match topic {
                                 Some(n) => n,
-                                None => {
-                                    shared.answer(seq, body, seal.as_ref(), &origin, read_at, room)
-                                }
+                                None => shared.answer_hinted(
+                                    seq,
+                                    body,
+                                    hints,
+                                    seal.as_ref(),
+                                    &origin,
+                                    read_at,
+                                    room,
+                                ),
                             };
                             drop(running);
                         }

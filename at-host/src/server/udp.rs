@@ -349,7 +349,8 @@ impl Datagrams {
                         };
                         // A call of no `rpc.` function (most) skips the
                         // cancel and topic checks, each a parse.
-                        let rpc = Hints::of(body).rpc;
+                        let hints = Hints::of(body);
+                        let rpc = hints.rpc;
                         let cancel = match rpc.then(|| shared.cancel_of(body)).flatten() {
                             // true if the call ran (and so is stopped;
                             // unless it ends in the meantime).
@@ -370,9 +371,15 @@ impl Datagrams {
                             };
                             match topic {
                                 Some(n) => n,
-                                None => {
-                                    shared.answer(seq, body, seal.as_ref(), &origin, read_at, out)
-                                }
+                                None => shared.answer_hinted(
+                                    seq,
+                                    body,
+                                    hints,
+                                    seal.as_ref(),
+                                    &origin,
+                                    read_at,
+                                    out,
+                                ),
                             }
                         };
                         drop(running);

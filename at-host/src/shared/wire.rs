@@ -176,24 +176,50 @@ impl Hints {
             rpc: false,
             deadline: false,
         };
-        let mut rest = body;
-        // Byte by byte, looking closer only at `r`, `d` and `\\`.
-        while let Some((&byte, after)) = rest.split_first() {
-            match byte {
-                b'\\' => {
-                    return Hints {
-                        rpc: true,
-                        deadline: true,
-                    };
+        // Eight bytes at a time: only a word holding an `r`, a `d` or a
+        // backslash is looked at byte by byte.
+        let words = body.chunks_exact(8);
+        let tail = words.remainder();
+        for (index, word) in words.enumerate() {
+            let bytes: [u8; 8] = word.try_into().unwrap_or_default();
+            let word = u64::from_le_bytes(bytes);
+            if has_byte(word, b'r') || has_byte(word, b'd') || has_byte(word, b'\\') {
+                let start = index * 8;
+                if hints.look(body, start..start + 8) {
+                    return hints;
                 }
-                b'r' => hints.rpc |= after.starts_with(b"pc."),
-                b'd' => hints.deadline |= after.starts_with(b"eadline_ms"),
-                _ => {}
             }
-            rest = after;
         }
+        hints.look(body, body.len() - tail.len()..body.len());
         hints
     }
+
+    /// Looks at the bytes of `body` in `range` one by one; true at a
+    /// backslash (after which all hints are set: no need to look further).
+    fn look(&mut self, body: &[u8], range: core::ops::Range<usize>) -> bool {
+        for at in range {
+            match body[at] {
+                b'\\' => {
+                    self.rpc = true;
+                    self.deadline = true;
+                    return true;
+                }
+                b'r' if body.get(at + 1..at + 4) == Some(b"pc.") => self.rpc = true,
+                b'd' if body.get(at + 1..at + 11) == Some(b"eadline_ms") => self.deadline = true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+/// Whether one of the eight bytes of `word` is `byte`. (The test can flag
+/// a byte above a real match, never a word without one: exact for "any".)
+fn has_byte(word: u64, byte: u8) -> bool {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (LOW * u64::from(byte));
+    x.wrapping_sub(LOW) & !x & HIGH != 0
 }
 
 #[cfg(test)]
