@@ -20,7 +20,7 @@ use super::peer::{Link, Outgoing};
 use super::slots::{Slots, Ticket};
 use super::topics::Via;
 use super::{ServerConfig, Shared, Step};
-use crate::shared::wire::{Hints, mentions};
+use crate::shared::wire::{Hints, holds, mentions};
 
 /// Accepts connections until `stop` turns true, serving each on its own
 /// task within the limits of [`Slots`]; drops `alive` when done.
@@ -688,8 +688,12 @@ impl Cancels {
         joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
         joined[self.tail_len..self.tail_len + head.len()].copy_from_slice(head);
         let joined = &joined[..self.tail_len + head.len()];
-        self.spelled =
-            bytes.contains(&b'\\') || mentions(bytes, CANCEL_NAME) || mentions(joined, CANCEL_NAME);
+        // The name holds a `.`, rare in a call: most reads are passed over
+        // eight bytes at a time.
+        let [dot, backslash] = holds(bytes, [b'.', b'\\']);
+        self.spelled = backslash
+            || (dot && mentions(bytes, CANCEL_NAME))
+            || (holds(joined, [b'.']) == [true] && mentions(joined, CANCEL_NAME));
         // The new tail: the last KEEP bytes of what was read so far.
         let last = &joined[joined.len().saturating_sub(KEEP)..];
         let last = if bytes.len() >= KEEP {

@@ -172,59 +172,64 @@ pub(crate) struct Hints {
 impl Hints {
     /// The hints of `body`.
     pub(crate) fn of(body: &[u8]) -> Hints {
-        let mut hints = Hints {
-            rpc: false,
-            deadline: false,
-        };
-        // Eight bytes at a time: only a word holding an `r`, a `d` or a
-        // backslash is looked at byte by byte.
-        let words = body.chunks_exact(8);
-        let tail = words.remainder();
-        for (index, word) in words.enumerate() {
-            let bytes: [u8; 8] = word.try_into().unwrap_or_default();
-            let word = u64::from_le_bytes(bytes);
-            if has_byte(word, b'r') || has_byte(word, b'd') || has_byte(word, b'\\') {
-                let start = index * 8;
-                if hints.look(body, start..start + 8) {
-                    return hints;
-                }
-            }
+        // `.` and `_` are rare in a call's body (`rpc.` and `deadline_ms`
+        // hold one each): the names are looked for only where they occur.
+        let [dot, underscore, backslash] = holds(body, [b'.', b'_', b'\\']);
+        Hints {
+            rpc: backslash || (dot && mentions(body, b"rpc.")),
+            deadline: backslash || (underscore && mentions(body, b"deadline_ms")),
         }
-        hints.look(body, body.len() - tail.len()..body.len());
-        hints
-    }
-
-    /// Looks at the bytes of `body` in `range` one by one; true at a
-    /// backslash (after which all hints are set: no need to look further).
-    fn look(&mut self, body: &[u8], range: core::ops::Range<usize>) -> bool {
-        for at in range {
-            match body[at] {
-                b'\\' => {
-                    self.rpc = true;
-                    self.deadline = true;
-                    return true;
-                }
-                b'r' if body.get(at + 1..at + 4) == Some(b"pc.") => self.rpc = true,
-                b'd' if body.get(at + 1..at + 11) == Some(b"eadline_ms") => self.deadline = true,
-                _ => {}
-            }
-        }
-        false
     }
 }
 
-/// Whether one of the eight bytes of `word` is `byte`. (The test can flag
-/// a byte above a real match, never a word without one: exact for "any".)
-fn has_byte(word: u64, byte: u8) -> bool {
+/// Which of the bytes `wanted` occur in `bytes`, in one pass of eight bytes
+/// at a time.
+pub(crate) fn holds<const N: usize>(bytes: &[u8], wanted: [u8; N]) -> [bool; N] {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = word ^ (LOW * u64::from(byte));
-    x.wrapping_sub(LOW) & !x & HIGH != 0
+    // Some byte of `word` is zero (exact for "any": the borrow can flag a
+    // byte above a real zero byte, never a word without one).
+    let zero_in = |word: u64| word.wrapping_sub(LOW) & !word & HIGH != 0;
+    let mut found = [false; N];
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for word in words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        for (hit, &byte) in found.iter_mut().zip(&wanted) {
+            *hit |= zero_in(word ^ (LOW * u64::from(byte)));
+        }
+    }
+    for byte in tail {
+        for (hit, &w) in found.iter_mut().zip(&wanted) {
+            *hit |= *byte == w;
+        }
+    }
+    found
 }
 
 #[cfg(test)]
 mod mentions_tests {
-    use super::{Hints, mentions};
+    use super::{Hints, holds, mentions};
+
+    #[test]
+    fn holds_finds_bytes_in_words_and_tails() {
+        assert_eq!(holds(b"", [b'.']), [false]);
+        assert_eq!(holds(b"abcdefgh.", [b'.', b'a', b'z']), [true, true, false]);
+        assert_eq!(holds(b"abc.efghijk", [b'.', b'k']), [true, true]);
+        // A byte one above a match (the borrow's false flag) is no match.
+        assert_eq!(
+            holds(b"\x01\x00\x01\x01\x01\x01\x01\x01", [b'\x01', b'\x02']),
+            [true, false]
+        );
+        for n in 0..40 {
+            let mut bytes = vec![b'x'; n];
+            assert_eq!(holds(&bytes, [b'.']), [false]);
+            if n > 0 {
+                bytes[n - 1] = b'.';
+                assert_eq!(holds(&bytes, [b'.']), [true]);
+            }
+        }
+    }
 
     #[test]
     fn hints_see_rpc_names_deadlines_and_escapes() {
@@ -243,7 +248,7 @@ mod mentions_tests {
         assert_eq!(of(b""), (false, false));
     }
 
-    /// The one-pass search finds what a search per name finds.
+    /// The quick search finds what a search per name finds.
     #[test]
     fn hints_agree_with_a_plain_search() {
         use proptest::prelude::*;
