@@ -383,10 +383,16 @@ impl Datagrams {
                             }
                         };
                         drop(running);
-                        if plain && n > 0 {
-                            lock(state).cache.insert(peer, seq, request, &out[..n], now);
+                        if n > 0 {
+                            // Sent first, remembered after: the caller
+                            // need not wait for the cache. (This thread
+                            // reads no datagram before it is remembered.)
+                            outlet.send(&out[..n], runtime);
+                            if plain {
+                                lock(state).cache.insert(peer, seq, request, &out[..n], now);
+                            }
                         }
-                        (n > 0).then_some(n)
+                        None
                     }
                 }
             }
