@@ -152,9 +152,12 @@ pub mod udp {
     //! The server remembers each reply by (client address, seq) and answers a
     //! retransmission with the remembered reply, without calling the function
     //! again. The cache is bounded by age (60 s), by total entries (4096) and per
-    //! client (256), see [`crate::ServerConfig`]; a retransmission that arrives
-    //! after its entry is gone runs the function again, so clients should keep
-    //! their whole retry window (5 s by default) well under the age limit.
+    //! client (256: its newest replies), see [`crate::ServerConfig`]; a
+    //! retransmission that arrives after its entry is gone runs the function
+    //! again, so clients should keep their whole retry window (5 s by
+    //! default) well under the age limit. A retransmission is the same seq
+    //! with the same length and CRC: a seq used again for another request (a
+    //! client that restarted and counts from 1) is a new call.
 
     // The code is in client/udp.rs and server/udp.rs; this module keeps the
     // `at_host::udp::...` paths and the docs above in one public place.
