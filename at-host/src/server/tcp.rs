@@ -395,24 +395,16 @@ async fn serve_connection(
                                 continue;
                             }
                             let via = Via::Stream(&mut events);
-                            let topic = match rpc {
-                                true => {
-                                    shared.topic_call(seq, body, seal.as_ref(), &origin, via, room)
-                                }
-                                false => None,
-                            };
-                            pending += match topic {
-                                Some(n) => n,
-                                None => shared.answer_hinted(
-                                    seq,
-                                    body,
-                                    hints,
-                                    seal.as_ref(),
-                                    &origin,
-                                    read_at,
-                                    room,
-                                ),
-                            };
+                            pending += shared.answer_call(
+                                seq,
+                                body,
+                                hints,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                read_at,
+                                room,
+                            );
                             drop(running);
                         }
                     }

@@ -31,7 +31,7 @@ use at_core::auth::{Origin, SID_LEN, Seal, TRAILER_LEN};
 use at_core::{ErrorCode, FLAG_AUTH, Frame, HEADER_LEN, Kind, Value};
 use tokio::sync::Notify;
 
-use crate::shared::wire::mentions;
+use crate::shared::wire::{Hints, mentions};
 
 use super::auth::Auth;
 use super::log_limit::protocol_warn;
@@ -919,6 +919,29 @@ impl Shared {
             calls.fetch_add(1, Ordering::Relaxed);
         }
         Some(self.sealed(seal, origin, out, n))
+    }
+
+    /// The reply to a call (seq `seq`, `body` with its `hints`): a topic
+    /// function's (`rpc.subscribe`, ...) when the body may name one, else
+    /// [`answer_hinted`](Self::answer_hinted)'s. Its length.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_call(
+        &self,
+        seq: u32,
+        body: &[u8],
+        hints: Hints,
+        seal: Option<&Seal>,
+        origin: &Origin,
+        via: Via<'_>,
+        read_at: std::time::Instant,
+        out: &mut [u8],
+    ) -> usize {
+        if hints.rpc
+            && let Some(n) = self.topic_call(seq, body, seal, origin, via, out)
+        {
+            return n;
+        }
+        self.answer_hinted(seq, body, hints, seal, origin, read_at, out)
     }
 
     /// A NOTIFY frame, plain or sealed: a topic call runs as by REQUEST

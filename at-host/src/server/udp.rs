@@ -363,24 +363,16 @@ impl Datagrams {
                         let n = if let Some((target, stopped)) = cancel {
                             shared.answer_cancel(seq, target, stopped, out)
                         } else {
-                            let topic = match rpc {
-                                true => {
-                                    shared.topic_call(seq, body, seal.as_ref(), &origin, via, out)
-                                }
-                                false => None,
-                            };
-                            match topic {
-                                Some(n) => n,
-                                None => shared.answer_hinted(
-                                    seq,
-                                    body,
-                                    hints,
-                                    seal.as_ref(),
-                                    &origin,
-                                    read_at,
-                                    out,
-                                ),
-                            }
+                            shared.answer_call(
+                                seq,
+                                body,
+                                hints,
+                                seal.as_ref(),
+                                &origin,
+                                via,
+                                read_at,
+                                out,
+                            )
                         };
                         drop(running);
                         if n > 0 {
