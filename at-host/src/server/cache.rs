@@ -7,12 +7,14 @@
 //! Every datagram costs one hash of its sender's address to look the reply
 //! up, and one more to remember a new one. A client's entries sit in the
 //! order they came: while its seqs only go up (as a client's do, counting
-//! its calls), finding one is a binary search; otherwise a scan of its
-//! seqs (at most its share, 256 by default, compared 16 at a time). Its
-//! share's oldest entry is the one its next reply evicts. Remembering allocates nothing
-//! once the client has reached its share: the evicted entry's buffer takes
-//! the new reply. The address map hashes with `foldhash`, seeded at random,
-//! so addresses a spoofer picks cannot be aimed at one bucket.
+//! its calls), a new seq is told by one comparison with the newest and an
+//! old one found by a binary search; otherwise by a scan of its seqs (at
+//! most its share, 256 by default, compared 16 at a time). Its share's
+//! oldest entry is the one its next reply evicts. Remembering allocates
+//! nothing once the client has reached its share: the evicted entry's
+//! buffer takes the new reply. The address map hashes with `foldhash`,
+//! seeded at random, so addresses a spoofer picks cannot be aimed at one
+//! bucket.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry as Slot;
@@ -67,7 +69,7 @@ impl Client {
         // blocks of 16 without an early exit, which the compiler does in a
         // few vector instructions, and look closer only at a hit.
         let (front, back) = self.seqs.as_slices();
-        if !holds(front, seq) && !holds(back, seq) {
+        if !has_seq(front, seq) && !has_seq(back, seq) {
             return None;
         }
         self.seqs.iter().rposition(|&s| s == seq)
@@ -95,7 +97,7 @@ impl Client {
 }
 
 /// Whether `seq` is among `seqs`.
-fn holds(seqs: &[u32], seq: u32) -> bool {
+fn has_seq(seqs: &[u32], seq: u32) -> bool {
     let blocks = seqs.chunks_exact(16);
     let rest = blocks.remainder();
     blocks
