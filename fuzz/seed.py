@@ -113,6 +113,9 @@ def main():
         b'{"topic": "t", "n": 1, "value": 1, "end": "lease"}',
         b'{"topic": "t", "n": 4294967296, "value": 1}',
         b'{"topic": "t", "n": 1.0, "value": 1}',
+        # `-0` is the integer 0 (a fuzz run found the oracle reading it as
+        # no u64 at all): seeded so that every run checks it.
+        b'{"topic": "t", "n": -0, "value": [1, null, true]}',
         b'{"topic": "t", "n": 1, "end": "later"}',
         b'{"topic": "\\ud83d\\ude00", "n": 1, "value": "x"}',
         b'{"func": "rpc.cancel", "args": [11], "topic": "t"}',
