@@ -36,6 +36,7 @@ impl<'a> JsonStr<'a> {
     }
 
     /// The text itself when it holds no escapes (no copy needed).
+    #[inline]
     pub const fn as_plain(&self) -> Option<&'a str> {
         if self.escaped { None } else { Some(self.text) }
     }
@@ -100,6 +101,7 @@ impl PartialEq for JsonStr<'_> {
 }
 
 impl PartialEq<str> for JsonStr<'_> {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         match self.as_plain() {
             Some(text) => text == other,
@@ -109,6 +111,7 @@ impl PartialEq<str> for JsonStr<'_> {
 }
 
 impl PartialEq<&str> for JsonStr<'_> {
+    #[inline]
     fn eq(&self, other: &&str) -> bool {
         *self == **other
     }

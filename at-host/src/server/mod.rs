@@ -30,6 +30,7 @@ mod tcp;
 mod topics;
 mod typed;
 mod udp;
+mod woken;
 
 pub use auth::MAX_SESSIONS;
 pub use peer::{MAX_PEER_CALLS, PEER_TIMEOUT, Peer};

@@ -19,6 +19,7 @@ use super::log_limit::protocol_warn;
 use super::peer::{Link, Outgoing};
 use super::slots::{Slots, Ticket};
 use super::topics::Via;
+use super::woken::Woken;
 use super::{ServerConfig, Shared, Step};
 use crate::shared::wire::{Hints, holds, mentions};
 
@@ -156,12 +157,16 @@ async fn serve_connection(
         }
     };
     tokio::pin!(ended);
+    // Polled only when woken: the select below polls every branch each
+    // time, and these two almost never complete.
+    let mut ended = Woken::new(ended);
     // The idle and frame timeouts share one timer, moved only when a wait's
     // deadline comes before the timer's; when it fires early (set for an
     // earlier wait), it is set again. So a read costs a clock reading, not
     // a timer registered and removed.
     let timer = tokio::time::sleep(config.frame_timeout.min(config.idle_timeout));
     tokio::pin!(timer);
+    let mut timer = Woken::new(timer);
     // When the latest read ended: every whole frame buffered was whole by
     // then (the loop answers them all before reading again), so a
     // deadline counts from here (contract 10.4).
@@ -451,8 +456,9 @@ async fn serve_connection(
         };
         let now = Instant::now();
         let deadline = now + timeout;
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
+        if deadline < timer.get_mut().deadline() {
+            timer.get_mut().as_mut().reset(deadline);
+            timer.poll_next_time();
         }
         ticket.idle(now.into_std());
         let read = loop {
@@ -475,7 +481,8 @@ async fn serve_connection(
                     if Instant::now() >= deadline {
                         return on_timeout;
                     }
-                    timer.as_mut().reset(deadline);
+                    timer.get_mut().as_mut().reset(deadline);
+                    timer.poll_next_time();
                 }
                 reason = &mut ended => break Err(reason),
             }

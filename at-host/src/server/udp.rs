@@ -56,7 +56,17 @@ pub(super) fn serve(
     let mut got = Vec::with_capacity(destination::BATCH);
     let mut datagrams = Datagrams::new(Arc::clone(&shared), runtime, "udp");
     let pktinfo = destination::enable(&socket);
-    let stopped = || stop.has_changed().is_err() || *stop.borrow();
+    // `stop` only ever turns true: a datagram costs a version check (an
+    // atomic load), and the value (behind a lock) is read once it moved.
+    let stopped_before = *stop.borrow();
+    let stopped = || {
+        stopped_before
+            || match stop.has_changed() {
+                Ok(false) => false,
+                Ok(true) => *stop.borrow(),
+                Err(_) => true,
+            }
+    };
     while !stopped() {
         if let Err(e) = destination::recv(&socket, pktinfo, &mut bufs, &mut got) {
             if !matches!(
