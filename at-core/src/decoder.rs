@@ -124,6 +124,22 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         self.end - self.start
     }
 
+    /// The bytes buffered and not yet returned as frames (the
+    /// [`buffered`](Self::buffered) count of them), to look at without
+    /// taking them.
+    ///
+    /// ```
+    /// let mut decoder = at_core::FrameDecoder::<[u8; 64]>::new(48);
+    /// decoder.push(b"AT\x00");
+    /// assert_eq!(decoder.buffered_bytes(), b"AT\x00");
+    /// ```
+    pub fn buffered_bytes(&self) -> &[u8] {
+        self.buf
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or_default()
+    }
+
     /// Forgets everything buffered.
     pub fn clear(&mut self) {
         self.start = 0;

@@ -212,6 +212,30 @@ async fn pipelined_calls_keep_their_replies_and_a_queued_one_cancelled_never_run
     server.shutdown().await;
 }
 
+/// A cancel that arrives in the same read as the call it names, behind
+/// it, is found when the call starts (the buffered bytes are looked at
+/// then, not each read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_read_with_its_call_stops_it() {
+    let c = Counters::default();
+    let server = serve(&c).await;
+    let mut stream = connect(server.tcp_addr().unwrap()).await;
+    // `hold` with 0 runs until it is cancelled.
+    let bytes = [
+        request(1, r#"{"func": "hold", "args": [0]}"#),
+        cancel_notify(2, 1),
+        calc(3, "add", "1", "2"),
+    ]
+    .concat();
+    write(&mut stream, &bytes).await;
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.header.seq, 1);
+    assert_eq!(error_code(&reply), Some(ErrorCode::Cancelled));
+    let reply = read_reply(&mut stream).await;
+    assert_eq!((reply.header.seq, reply.outcome()), (3, "3".to_owned()));
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_info_lists_cancel() {
     let c = Counters::default();

@@ -508,11 +508,7 @@ async fn serve_connection(
         match read {
             Ok(0) if decoder.buffered() > 0 => return EndReason::PeerClosedMidFrame,
             Ok(0) => return EndReason::PeerClosed,
-            Ok(n) => {
-                let fresh = decoder.buffered() == 0;
-                cancels.scan(&decoder.spare()[..n], fresh);
-                decoder.commit(n);
-            }
+            Ok(n) => decoder.commit(n),
             Err(e) => return EndReason::Io(e),
         }
     }
@@ -534,6 +530,9 @@ async fn read_while<T>(
     cancels: &mut Cancels,
 ) -> Result<Ran<T>, EndReason> {
     tokio::pin!(call);
+    // What is buffered now is passed over for the name once (not every
+    // read: most calls are not async); then each read as it comes.
+    cancels.scan(decoder.buffered_bytes(), true);
     // Looked at only when a cancel may be buffered (most often none is).
     let mut whole_before = match cancels.may_be_buffered() {
         true => Some(look_ahead(decoder, shared, running, cancels)),
@@ -671,7 +670,8 @@ struct Cancels {
 const CANCEL_NAME: &[u8] = b"rpc.cancel";
 
 impl Cancels {
-    /// Notes the bytes of a read (`fresh`: nothing was buffered before).
+    /// Notes `bytes`, read after those noted so far (`fresh`: they are all
+    /// the decoder buffers, and what was noted before is forgotten).
     fn scan(&mut self, bytes: &[u8], fresh: bool) {
         const KEEP: usize = CANCEL_NAME.len() - 1;
         if fresh {
