@@ -197,9 +197,7 @@ fn answer<F: Functions + ?Sized>(
     out: &mut [u8],
     notify: bool,
 ) -> Option<usize> {
-    // Borrowed, not moved out of the `Result`: a request is over 400 bytes.
-    let parsed = Request::parse(body);
-    let request = match &parsed {
+    let request = match Request::parse(body) {
         Ok(request) => request,
         Err(_) if notify => return None,
         Err(e) => return write_error_frame(seq, e.code(), e.message(), out).ok(),
