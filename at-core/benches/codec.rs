@@ -52,7 +52,7 @@ fn crc(c: &mut Criterion) {
             |b, d| b.iter(|| black_box(table1.checksum(black_box(d)))),
         );
         g.bench_with_input(
-            BenchmarkId::new("table 16 KiB (fast-crc)", size),
+            BenchmarkId::new("crc crate, 16 KiB table", size),
             &data,
             |b, d| b.iter(|| black_box(table16.checksum(black_box(d)))),
         );

@@ -41,7 +41,7 @@
 //!   exact big-integer algorithm instead of core's table-driven one: the
 //!   same results, about 14 KiB less flash, slower and about 1.2 KiB of
 //!   stack. For firmware.
-//! - `fast-crc` (off): a 16 KiB CRC table instead of 1 KiB, for hosts.
+//! - `fast-crc` (off): crc32fast (16 KiB of tables) instead of a 1 KiB table, for hosts.
 //! - `small-crc` (off): no CRC table (bit by bit), 1 KiB less flash.
 //!
 //! ## Example: a whole server step
