@@ -860,11 +860,12 @@ tokio::task_local! {
     static CALLER: CallerContext;
 }
 
-/// Who sent a call: its origin, and the table to find it among the peers.
+/// Who sent a call: its origin, and (over TCP, where peers are) the table
+/// to find it among the peers.
 #[derive(Clone)]
 struct CallerContext {
     origin: Origin,
-    peers: Arc<peer::Peers>,
+    peers: Option<Arc<peer::Peers>>,
 }
 
 /// The address of the client whose call (or notification) the current
@@ -912,21 +913,21 @@ pub fn caller_peer() -> Option<Peer> {
     CALLER
         .try_with(|c| {
             let addr = c.origin.peer?;
-            match c.origin.transport {
-                at_core::auth::Transport::Stream => c.peers.find(addr),
-                _ => None,
-            }
+            c.peers.as_ref()?.find(addr)
         })
         .ok()
         .flatten()
 }
 
 impl Shared {
-    /// The context of a call from `origin`.
+    /// The context of a call from `origin`. Only a TCP client can be a
+    /// peer: a datagram's call does without the table (and the two atomic
+    /// operations of sharing it).
     fn caller(&self, origin: &Origin) -> CallerContext {
+        let stream = origin.transport == at_core::auth::Transport::Stream;
         CallerContext {
             origin: *origin,
-            peers: Arc::clone(&self.peers),
+            peers: stream.then(|| Arc::clone(&self.peers)),
         }
     }
 
