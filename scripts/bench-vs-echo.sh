@@ -19,9 +19,13 @@
 # (contract section 9) against a server that requires it, in the same
 # alternation: the cost of a sealed call.
 #
+# With --at-server CMD, the AT side is `CMD 127.0.0.1:PORT` instead of
+# `at-host serve` (another AT server against the same echo: for example
+# at-core's blocking example, `target/release/examples/std_server`).
+#
 # Usage: scripts/bench-vs-echo.sh [--runs N] [--secs S] [--calls N]
 #        [--layouts "one split"] [--scenarios "tcp-sequential ..."]
-#        [--sealed] [--no-strace] [--out FILE]
+#        [--sealed] [--no-strace] [--at-server CMD] [--out FILE]
 # Env: AT_HOST (a built at-host; default: build target/release/at-host),
 #      AT_BENCH_PORT (first of the 3 loopback ports used, default 17400).
 set -euo pipefail
@@ -34,6 +38,7 @@ SCENARIOS="tcp-sequential tcp-pipelined tcp-connections udp-sequential"
 SEALED=0
 STRACE=1
 OUT=""
+AT_SERVER=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift 2 ;;
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
         --sealed) SEALED=1; shift ;;
         --no-strace) STRACE=0; shift ;;
         --out) OUT=$2; shift 2 ;;
+        --at-server) AT_SERVER=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -201,8 +207,14 @@ for layout in $LAYOUTS; do
         split) SERVER_CPU=1 ;;
         *) echo "unknown layout $layout" >&2; exit 2 ;;
     esac
-    start "$SERVER_CPU" "$WORK/at.log" "$AT_HOST" serve --tcp "127.0.0.1:$AT_PORT" \
-        --udp "127.0.0.1:$AT_PORT" --max-per-address 1024
+    if [ -n "$AT_SERVER" ]; then
+        # Split into words on purpose: a command and its arguments.
+        # shellcheck disable=SC2086
+        start "$SERVER_CPU" "$WORK/at.log" $AT_SERVER "127.0.0.1:$AT_PORT"
+    else
+        start "$SERVER_CPU" "$WORK/at.log" "$AT_HOST" serve --tcp "127.0.0.1:$AT_PORT" \
+            --udp "127.0.0.1:$AT_PORT" --max-per-address 1024
+    fi
     AT_PID=$STARTED
     start "$SERVER_CPU" "$WORK/echo.log" "$AT_HOST" bench echo-server "127.0.0.1:$ECHO_PORT"
     ECHO_PID=$STARTED
