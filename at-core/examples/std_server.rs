@@ -145,3 +145,77 @@ fn serve_udp(socket: &UdpSocket) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request frame for `func(10, 20)` with sequence number `seq`.
+    fn request(seq: u32, func: &str) -> Vec<u8> {
+        let body = format!(r#"{{"func": "{func}", "args": [10, 20]}}"#);
+        let mut wire = vec![0u8; HEADER_LEN + body.len()];
+        let n = at_core::encode_frame(at_core::Kind::Request, seq, body.as_bytes(), &mut wire)
+            .expect("a small frame fits");
+        wire.truncate(n);
+        wire
+    }
+
+    fn body_of(frame: &[u8]) -> &str {
+        std::str::from_utf8(&frame[HEADER_LEN..]).expect("a UTF-8 body")
+    }
+
+    #[test]
+    fn answers_pipelined_calls_over_tcp() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            serve_tcp(stream);
+        });
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // Two calls in one write: two replies, in order.
+        let bytes = [request(1, "add"), request(2, "nosuch")].concat();
+        stream.write_all(&bytes).expect("write");
+        let mut decoder = FrameDecoder::<[u8; 256]>::new(200);
+        let mut replies = Vec::new();
+        while replies.len() < 2 {
+            let n = stream.read(decoder.spare()).expect("read");
+            assert!(n > 0, "closed early");
+            decoder.commit(n);
+            while let Some(frame) = decoder.next_frame().expect("a good frame") {
+                replies.push((frame.seq(), frame.kind, frame.body.to_vec()));
+            }
+        }
+        assert_eq!(replies[0].0, 1);
+        assert_eq!(replies[0].2, br#"{"status": "success", "result": 30}"#);
+        assert_eq!((replies[1].0, replies[1].1), (2, at_core::Kind::Error));
+    }
+
+    #[test]
+    fn answers_a_call_over_udp_and_drops_a_truncated_one() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || serve_udp(&server));
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // A datagram shorter than its header says is dropped unanswered.
+        let short = request(7, "add");
+        client
+            .send_to(&short[..short.len() - 1], addr)
+            .expect("send");
+        client.send_to(&request(8, "mul"), addr).expect("send");
+        let mut buf = [0u8; 256];
+        let n = client.recv(&mut buf).expect("a reply");
+        let reply = Frame::parse(&buf[..n], 200).expect("a good frame");
+        assert_eq!(reply.seq(), 8);
+        assert_eq!(
+            body_of(&buf[..n]),
+            r#"{"status": "success", "result": 200}"#
+        );
+    }
+}
