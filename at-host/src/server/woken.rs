@@ -128,14 +128,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn polls_the_inner_future_only_after_its_waker_fired() {
+    /// The shared state of one probe: its poll count, and (ready, waker).
+    type Ready = Arc<std::sync::Mutex<(bool, Option<Waker>)>>;
+
+    /// A wrapped probe, with its poll count and readiness to look at.
+    fn probe() -> (Woken<Probe>, Arc<AtomicUsize>, Ready) {
         let polls = Arc::new(AtomicUsize::new(0));
-        let ready = Arc::new(std::sync::Mutex::new((false, None::<Waker>)));
-        let mut woken = Woken::new(Probe {
+        let ready: Ready = Arc::new(std::sync::Mutex::new((false, None)));
+        let woken = Woken::new(Probe {
             polls: Arc::clone(&polls),
             ready: Arc::clone(&ready),
         });
+        (woken, polls, ready)
+    }
+
+    #[test]
+    fn polls_the_inner_future_only_after_its_waker_fired() {
+        let (mut woken, polls, ready) = probe();
         let task = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&task));
         let mut cx = Context::from_waker(&waker);
@@ -159,12 +168,7 @@ mod tests {
 
     #[test]
     fn a_new_task_waker_gets_the_wake_ups() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let ready = Arc::new(std::sync::Mutex::new((false, None::<Waker>)));
-        let mut woken = Woken::new(Probe {
-            polls: Arc::clone(&polls),
-            ready: Arc::clone(&ready),
-        });
+        let (mut woken, _, ready) = probe();
         let first = Arc::new(Count(AtomicUsize::new(0)));
         let second = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&first));
